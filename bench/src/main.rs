@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("sonde-bench: see bench/README.md");
+}

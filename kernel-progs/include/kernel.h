@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * kernel.h: the kernel types sonde's programs touch, and nothing more.
+ *
+ * Every struct that mirrors a kernel structure carries
+ * __attribute__((preserve_access_index)): clang then records each field
+ * access as a CO-RE relocation, and the loader rewrites the offset against
+ * the BTF of the kernel it runs on. The layouts below only need the right
+ * field names and types; their offsets here do not matter, and fields we do
+ * not read are left out. Anonymous unions of the kernel may be flattened:
+ * relocation matches fields by name and looks through anonymous members.
+ *
+ * To read a new field: add it here with the kernel's name and type, then use
+ * BPF_CORE_READ() (or a direct access on a tracepoint context). If the field
+ * does not exist on every supported kernel, guard the access with
+ * bpf_core_field_exists() and note the kernel change in core_fixes.h.
+ *
+ * Wire formats (IP, TCP, UDP headers) and the BPF UAPI constants are ABI and
+ * are defined plainly, without relocation.
+ *
+ * We do not include <linux/bpf.h>: it pulls <asm/types.h>, which lives in a
+ * host-architecture directory that `-target bpf` does not search. The few
+ * UAPI constants the programs use are repeated here with their ABI values.
+ */
+#ifndef __SONDE_KERNEL_H
+#define __SONDE_KERNEL_H
+
+/* ---- basic types ------------------------------------------------------ */
+
+typedef signed char __s8;
+typedef unsigned char __u8;
+typedef short __s16;
+typedef unsigned short __u16;
+typedef int __s32;
+typedef unsigned int __u32;
+typedef long long __s64;
+typedef unsigned long long __u64;
+
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u64 __be64;
+typedef __u32 __wsum;
+
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+#ifndef NULL
+#define NULL ((void *)0)
+#endif
+
+/* ---- BPF UAPI (include/uapi/linux/bpf.h) -------------------------------- */
+
+enum {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_PERCPU_HASH = 5,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_STACK_TRACE = 7,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_LRU_PERCPU_HASH = 10,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+/* bpf_map_update_elem() flags */
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+
+/* bpf_ringbuf_submit() / bpf_ringbuf_output() flags */
+enum {
+	BPF_RB_NO_WAKEUP = 1ULL << 0,
+	BPF_RB_FORCE_WAKEUP = 1ULL << 1,
+};
+
+/* bpf_ringbuf_query() flags */
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+	BPF_RB_RING_SIZE = 1,
+	BPF_RB_CONS_POS = 2,
+	BPF_RB_PROD_POS = 3,
+};
+
+/* ---- constants from the networking UAPI -------------------------------- */
+
+#define AF_INET 2
+#define AF_INET6 10
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+
+#define TCP_TIME_WAIT 6		/* include/net/tcp_states.h */
+#define TCP_CLOSE 7
+#define TCP_NEW_SYN_RECV 12
+#define RTN_LOCAL 2		/* include/uapi/linux/rtnetlink.h */
+#define RTF_LOCAL 0x80000000U	/* include/uapi/linux/ipv6_route.h */
+
+/* ---- wire formats (fixed by the protocols, no relocation) -------------- */
+
+struct sonde_iphdr {
+	__u8 ver_ihl;		/* version << 4 | header length in words */
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;	/* flags (3 bits) and offset (13 bits) */
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct sonde_ipv6hdr {
+	__be32 ver_class_flow;	/* version << 28 | class | flow label */
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* The start of a TCP or UDP header: both begin with the two ports. */
+struct sonde_l4ports {
+	__be16 source;
+	__be16 dest;
+};
+
+#define SONDE_TCP_FLAGS_OFF 13	/* byte holding CWR ECE URG ACK PSH RST SYN FIN */
+#define SONDE_TCP_FLAG_RST 0x04
+
+/* ---- kernel structures (CO-RE) ---------------------------------------- */
+
+#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+		__be16 u6_addr16[8];
+		__be32 u6_addr32[4];
+	} in6_u;
+};
+
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+};
+
+/* A full IPv4/IPv6 socket starts with struct sock (not TIME_WAIT/request socks). */
+struct inet_sock {
+	__be16 inet_sport;
+};
+
+struct net_device {
+	possible_net_t nd_net;
+};
+
+struct sk_buff {
+	struct net_device *dev;
+	struct sock *sk;
+	unsigned long _skb_refdst;
+	__be16 protocol;
+	__u16 transport_header;
+	__u16 network_header;
+	unsigned char *head;
+};
+
+/* The routes behind skb_rtable() / skb_dst(); the dst_entry comes first. */
+struct rtable {
+	__u16 rt_type;
+};
+
+struct rt6_info {
+	__u32 rt6i_flags;
+};
+
+/* Tracepoint records: common header, then the fields of TP_STRUCT__entry. */
+struct trace_entry {
+	unsigned short type;
+	unsigned char flags;
+	unsigned char preempt_count;
+	int pid;
+};
+
+/* tcp:tcp_receive_reset (class tcp_event_sk) */
+struct trace_event_raw_tcp_event_sk {
+	struct trace_entry ent;
+	const void *skaddr;
+};
+
+/* tcp:tcp_send_reset, kernel >= 6.10 (its own event); see core_fixes.h */
+struct trace_event_raw_tcp_send_reset {
+	struct trace_entry ent;
+	const void *skbaddr;
+	const void *skaddr;
+};
+
+/* tcp:tcp_send_reset, kernel < 6.10 (class tcp_event_sk_skb) */
+struct trace_event_raw_tcp_event_sk_skb {
+	struct trace_entry ent;
+	const void *skbaddr;
+	const void *skaddr;
+};
+
+/*
+ * Values differ between kernels: never compare with these numbers, use
+ * bpf_core_enum_value(). Only the enumerators we name are listed.
+ */
+enum skb_drop_reason {
+	SKB_NOT_DROPPED_YET = 0,
+	SKB_CONSUMED = 1,
+	SKB_DROP_REASON_NOT_SPECIFIED = 2,
+};
+
+/* skb:kfree_skb; `reason` from 5.17, `rx_sk` from 6.12 (core_fixes.h) */
+struct trace_event_raw_kfree_skb {
+	struct trace_entry ent;
+	void *skbaddr;
+	void *location;
+	void *rx_sk;
+	unsigned short protocol;
+	enum skb_drop_reason reason;
+};
+
+#pragma clang attribute pop
+
+/*
+ * struct pt_regs for kprobes. Not relocated: its layout is the x86-64 entry
+ * stack frame, fixed ABI. Field names follow the UAPI spelling that
+ * bpf_tracing.h expects when no vmlinux.h is included (rdi, rsi, ...).
+ */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r15;
+	unsigned long r14;
+	unsigned long r13;
+	unsigned long r12;
+	unsigned long rbp;
+	unsigned long rbx;
+	unsigned long r11;
+	unsigned long r10;
+	unsigned long r9;
+	unsigned long r8;
+	unsigned long rax;
+	unsigned long rcx;
+	unsigned long rdx;
+	unsigned long rsi;
+	unsigned long rdi;
+	unsigned long orig_rax;
+	unsigned long rip;
+	unsigned long cs;
+	unsigned long eflags;
+	unsigned long rsp;
+	unsigned long ss;
+};
+#else
+#error "kernel.h: struct pt_regs is only defined for __TARGET_ARCH_x86; add the target's layout"
+#endif
+
+#endif /* __SONDE_KERNEL_H */

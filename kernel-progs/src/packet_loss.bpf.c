@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * packet_loss: packets the kernel drops (skb:kfree_skb), counted in the
+ * kernel per (network namespace, drop reason, protocol), and optionally
+ * reported one by one with the packet's tuple, the freeing location and the
+ * kernel stack.
+ *
+ * One variant, "tracepoint": tp_kfree_skb on skb:kfree_skb, every kernel.
+ * Drop reasons exist from 5.17 (0 before), and their numbering differs
+ * between kernels: the raw value is stored and userspace names it from the
+ * running kernel's enum skb_drop_reason (see core_fixes.h).
+ *
+ * Network namespace: the device's, else the owning socket's, else (6.12+)
+ * the receiving socket's; 0 when none is known.
+ *
+ * Maps:  counts (per-CPU packets per struct drop_key), events (ring buffer
+ *        of struct packet_loss_event), stacks (kernel stacks), dropped
+ *        (from sonde.h).
+ * Knobs: emit_events (false), stack (false), skip_not_specified (false),
+ *        sonde_wakeup_bytes (sonde.h).
+ */
+#include "sonde.h"
+#include "core_fixes.h"
+#include "packet_loss.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Knob: send a record per drop; when false only `counts` is kept. */
+const volatile bool emit_events = false;
+/* Knob: capture the kernel stack of each reported drop into `stacks`. */
+const volatile bool stack = false;
+/*
+ * Knob: ignore drops with reason SKB_DROP_REASON_NOT_SPECIFIED (plain
+ * kfree_skb() calls, many of them not losses). Has no effect before 5.17,
+ * where no drop has a reason.
+ */
+const volatile bool skip_not_specified = false;
+
+/*
+ * Packets per (netns, reason, protocol). Per-CPU: drops can come at line
+ * rate. LRU: keys of namespaces gone for good age out instead of filling the
+ * map; an evicted key reads as a counter reset.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct drop_key);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+SONDE_EVENTS(events, 1024 * 1024, struct packet_loss_event);
+SONDE_STACKS(stacks, 1024);
+
+SEC("tracepoint/skb/kfree_skb")
+int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+{
+	struct sk_buff *skb = ctx->skbaddr;
+	struct packet_loss_event *e;
+	struct sonde_tuple t;
+	struct drop_key key;
+	__u32 reason;
+
+	reason = sonde_kfree_skb_reason(ctx);
+	if (sonde_drop_reason_is(reason, SKB_CONSUMED))
+		return 0;	/* not a drop (never seen here since 6.2) */
+	if (skip_not_specified && sonde_drop_reason_is(reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		return 0;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.netns = sonde_skb_netns(skb);
+	if (!key.netns)
+		key.netns = sonde_sk_netns(sonde_kfree_skb_rx_sk(ctx));
+	key.reason = reason;
+	key.protocol = ctx->protocol;
+	sonde_count_percpu(counts, &key, 1);
+
+	if (!emit_events)
+		return 0;
+	e = sonde_reserve(events, sizeof(*e));
+	if (!e)
+		return 0;
+
+	sonde_skb_tuple(skb, &t);
+	e->ts = bpf_ktime_get_ns();
+	e->location = (sonde_ksym)ctx->location;
+	__builtin_memcpy(e->saddr, t.saddr, sizeof(sonde_ip));
+	__builtin_memcpy(e->daddr, t.daddr, sizeof(sonde_ip));
+	e->netns = key.netns;
+	e->reason = reason;
+	e->protocol = key.protocol;
+	e->family = t.family;
+	e->sport = t.sport;
+	e->dport = t.dport;
+	e->l4proto = t.l4proto;
+	e->stack = stack ? bpf_get_stackid(ctx, &stacks, 0) : -1;
+	sonde_submit(events, e);
+	return 0;
+}

@@ -1,0 +1,140 @@
+//! The built-in kernel library: every program, its embedded object, its variants.
+//!
+//! A variant is one way of hooking the kernel: a list of (program, hook) pairs and
+//! the kernel facts it needs. The loader takes the first variant whose hooks exist
+//! here and records why the earlier ones were skipped, so `sonde probes` can say it.
+//!
+//! Adding a program: build `kernel-progs/src/<name>.bpf.c` into
+//! `kernel-progs/obj/x86/<name>.bpf.o`, then add a [`ProgramSpec`] below.
+
+/// A kernel fact a variant depends on.
+#[derive(Debug, Clone, Copy)]
+pub enum Require {
+    /// The running kernel's BTF has this struct (a tracepoint record layout that
+    /// arrived with a behaviour change, for example).
+    KernelStruct(&'static str, &'static str),
+    /// The running kernel's BTF lacks this struct.
+    NoKernelStruct(&'static str, &'static str),
+}
+
+/// Where one program attaches.
+#[derive(Debug, Clone, Copy)]
+pub enum Hook {
+    Tracepoint { category: &'static str, name: &'static str },
+    Kprobe { function: &'static str },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Attach {
+    /// Program (function) name in the object.
+    pub program: &'static str,
+    pub hook: Hook,
+}
+
+#[derive(Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    /// What this variant covers, for `sonde probes`.
+    pub summary: &'static str,
+    pub attach: &'static [Attach],
+    pub requires: &'static [Require],
+    /// Knobs this variant forces, whatever the script asks.
+    pub knobs: &'static [(&'static str, bool)],
+}
+
+#[derive(Debug)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub object: &'static [u8],
+    /// In order of preference.
+    pub variants: &'static [Variant],
+}
+
+const fn tp(program: &'static str, category: &'static str, name: &'static str) -> Attach {
+    Attach { program, hook: Hook::Tracepoint { category, name } }
+}
+
+const fn kp(program: &'static str, function: &'static str) -> Attach {
+    Attach { program, hook: Hook::Kprobe { function } }
+}
+
+/// Kernel 6.10 ("tcp: add sk_rst_reason ...", "tcp: rstreason: ...") gave
+/// `tcp_send_reset` its own record type and made it fire for resets sent with no
+/// socket; its presence tells the two behaviours apart.
+const TCP_SEND_RESET_RECORD: &str = "trace_event_raw_tcp_send_reset";
+
+static TCP_RESET_OBJ: &[u8] = aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_reset.bpf.o");
+static PACKET_LOSS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/packet_loss.bpf.o");
+
+pub static PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "tcp_reset",
+        summary: "TCP RST segments sent and received, with tuple, state, netns and kind",
+        object: TCP_RESET_OBJ,
+        variants: &[
+            Variant {
+                name: "tracepoint",
+                summary: "tcp:tcp_send_reset (all kinds, kernel >= 6.10) + tcp:tcp_receive_reset",
+                attach: &[
+                    tp("tp_send_reset", "tcp", "tcp_send_reset"),
+                    tp("tp_receive_reset", "tcp", "tcp_receive_reset"),
+                ],
+                requires: &[Require::KernelStruct(
+                    TCP_SEND_RESET_RECORD,
+                    "kernel < 6.10: tcp_send_reset misses resets sent with no socket",
+                )],
+                knobs: &[],
+            },
+            Variant {
+                name: "kprobe",
+                summary: "kprobes tcp_v4/v6_send_reset, tcp_send_active_reset + tcp:tcp_receive_reset",
+                attach: &[
+                    kp("kp_v4_send_reset", "tcp_v4_send_reset"),
+                    kp("kp_v6_send_reset", "tcp_v6_send_reset"),
+                    kp("kp_active_reset", "tcp_send_active_reset"),
+                    tp("tp_receive_reset", "tcp", "tcp_receive_reset"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "tracepoint-legacy",
+                summary: "tcp:tcp_send_reset + tcp:tcp_receive_reset; misses resets sent with \
+                          no socket (NOSOCK)",
+                attach: &[
+                    tp("tp_send_reset", "tcp", "tcp_send_reset"),
+                    tp("tp_receive_reset", "tcp", "tcp_receive_reset"),
+                ],
+                requires: &[Require::NoKernelStruct(
+                    TCP_SEND_RESET_RECORD,
+                    "kernel >= 6.10 uses the full tracepoint variant",
+                )],
+                knobs: &[],
+            },
+        ],
+    },
+    ProgramSpec {
+        name: "packet_loss",
+        summary: "skb:kfree_skb drops counted in the kernel per netns, reason and protocol; \
+                  optional per-drop events with tuple and stack",
+        object: PACKET_LOSS_OBJ,
+        variants: &[Variant {
+            name: "tracepoint",
+            summary: "skb:kfree_skb",
+            attach: &[tp("tp_kfree_skb", "skb", "kfree_skb")],
+            requires: &[],
+            knobs: &[],
+        }],
+    },
+];
+
+/// Looks a program up by name.
+pub fn find(name: &str) -> Option<&'static ProgramSpec> {
+    PROGRAMS.iter().find(|p| p.name == name)
+}
+
+/// Names of all programs, for error messages.
+pub fn names() -> Vec<&'static str> {
+    PROGRAMS.iter().map(|p| p.name).collect()
+}

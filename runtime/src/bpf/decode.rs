@@ -1,0 +1,708 @@
+//! Record bytes → Rhai values, by field name, driven by the object's own BTF.
+//!
+//! No probe has a hand-written decoder. When a program is loaded, the struct its ring
+//! buffer carries (published as `__sonde_record_<map>`, see `kernel-progs/include/sonde.h`)
+//! and the key and value types of its maps are compiled once into a [`Decoder`]: a flat
+//! plan of fields with offsets and kinds. Per event, the plan is walked over the bytes.
+//!
+//! Fields whose type is one of the well-known typedefs become readable values:
+//!
+//! | typedef | becomes |
+//! |---|---|
+//! | `sonde_netns` | the inode (int) and, beside it, `pod` (`#{name, namespace, node}`) |
+//! | `sonde_ip` | `"10.0.0.1"` or `"fd00::1"` (IPv4 is stored v4-mapped) |
+//! | `sonde_stack_id` | array of `"sym+0xoff"` frames from the `stacks` map |
+//! | `sonde_drop_reason` | the running kernel's name for it, `"NO_SOCKET"` |
+//! | `sonde_tcp_state` | `"ESTABLISHED"`, `"CLOSE"`, … |
+//! | `sonde_l4proto`, `sonde_ethproto` | `"TCP"`, `"IPv6"`, … |
+//! | `sonde_ifindex` | interface name |
+//! | `sonde_ksym` | `"sym+0xoff"` |
+//!
+//! Enums of the object decode to the enumerator name without the enum's own prefix
+//! (`enum rst_kind { RST_KIND_NOSOCK }` → `"NOSOCK"`); `char` arrays to strings; nested
+//! structs to maps; other arrays to arrays; unions to a map of every alternative.
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use btf_rs::{Btf, BtfType, Type};
+use rhai::{Dynamic, ImmutableString, Map};
+
+use crate::bpf::ksyms::Ksyms;
+use crate::pods::PodResolver;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("object has no .BTF section")]
+    NoBtf,
+    #[error("cannot parse object BTF: {0}")]
+    Btf(String),
+    #[error("no type `{0}` in the object's BTF")]
+    MissingType(String),
+    #[error("type nesting deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("record is {got} bytes, type `{ty}` needs {want}")]
+    ShortRecord { ty: String, want: usize, got: usize },
+}
+
+const MAX_DEPTH: usize = 16;
+
+/// How one value is laid out and turned into a Rhai value.
+#[derive(Debug, Clone)]
+enum Kind {
+    Uint(u8),
+    Int(u8),
+    Bool(u8),
+    Float(u8),
+    Pointer,
+    Netns,
+    Ip,
+    StackId,
+    Ifindex,
+    DropReason(u8),
+    TcpState(u8),
+    L4Proto(u8),
+    EthProto(u8),
+    Ksym,
+    Enum { size: u8, signed: bool, names: Arc<std::collections::BTreeMap<i64, ImmutableString>> },
+    CharArray(usize),
+    Array { elem: Box<Kind>, len: usize, stride: usize },
+    Struct(Arc<[Field]>),
+    Bitfield { bit_offset: u32, bits: u32, signed: bool },
+    Opaque,
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: Box<str>,
+    /// Extra key written beside a `sonde_netns` field: `pod` or `<name>_pod`.
+    pod_key: Option<Box<str>>,
+    offset: usize,
+    kind: Kind,
+}
+
+/// What decoding needs from the running system. Shared by every decoder of a run.
+pub struct DecodeEnv {
+    pub pods: Arc<dyn PodResolver>,
+    /// `enum skb_drop_reason` of the kernel the records came from.
+    pub drop_reasons: HashMap<u64, ImmutableString>,
+    pub ksyms: Arc<Ksyms>,
+    /// Reads a kernel stack by id; `None` when stacks cannot be read (replay).
+    pub stacks: Option<Box<dyn Fn(u32) -> Vec<u64> + Send + Sync>>,
+}
+
+impl DecodeEnv {
+    /// An environment that resolves nothing beyond what the bytes say.
+    pub fn offline(pods: Arc<dyn PodResolver>) -> Self {
+        DecodeEnv { pods, drop_reasons: HashMap::new(), ksyms: Arc::new(Ksyms::empty()), stacks: None }
+    }
+
+    fn pod(&self, inode: u32) -> Dynamic {
+        let pod = self.pods.by_netns(inode);
+        let mut m = Map::new();
+        m.insert("name".into(), pod.name.as_str().into());
+        m.insert("namespace".into(), pod.namespace.as_str().into());
+        m.insert("node".into(), pod.node.as_str().into());
+        Dynamic::from_map(m)
+    }
+}
+
+/// A compiled decoding plan for one BTF type.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    type_name: String,
+    size: usize,
+    kind: Kind,
+}
+
+impl Decoder {
+    /// Bytes one value occupies.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// Top-level fields as `(name, offset, kind)`, for comparing layouts.
+    pub fn layout(&self) -> Vec<(String, usize, String)> {
+        match &self.kind {
+            Kind::Struct(fields) => fields
+                .iter()
+                .map(|f| (f.name.to_string(), f.offset, format!("{:?}", f.kind)))
+                .collect(),
+            other => vec![(String::new(), 0, format!("{other:?}"))],
+        }
+    }
+
+    /// Decodes one value. Structs become maps; a record shorter than the type is an
+    /// error (the caller counts it), longer is fine (ring buffer records are padded).
+    pub fn decode(&self, bytes: &[u8], env: &DecodeEnv) -> Result<Dynamic, DecodeError> {
+        if bytes.len() < self.size {
+            return Err(DecodeError::ShortRecord {
+                ty: self.type_name.clone(),
+                want: self.size,
+                got: bytes.len(),
+            });
+        }
+        Ok(decode_kind(&self.kind, bytes, env))
+    }
+
+    /// Like [`decode`](Self::decode) but always returns a map: a scalar is wrapped
+    /// as `#{value: ..}`.
+    pub fn decode_map(&self, bytes: &[u8], env: &DecodeEnv) -> Result<Map, DecodeError> {
+        let v = self.decode(bytes, env)?;
+        match v.try_cast::<Map>() {
+            Some(m) => Ok(m),
+            None => {
+                let mut m = Map::new();
+                m.insert("value".into(), decode_kind(&self.kind, bytes, env));
+                Ok(m)
+            }
+        }
+    }
+}
+
+/// The BTF of one kernel object, with what userspace needs to find in it.
+pub struct ObjectTypes {
+    btf: Btf,
+}
+
+/// A `const volatile` global of the object: a knob set from script params.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knob {
+    pub name: String,
+    pub size: usize,
+    pub kind: KnobKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnobKind {
+    Bool,
+    Int { signed: bool },
+    Other,
+}
+
+/// Prefix of the marker globals that publish a ring buffer's record type.
+pub const RECORD_MARKER: &str = "__sonde_record_";
+
+impl ObjectTypes {
+    /// Parses the `.BTF` section of an ELF object.
+    pub fn parse(object: &[u8]) -> Result<Self, DecodeError> {
+        let raw = crate::btf::extract_btf_section(object).ok_or(DecodeError::NoBtf)?;
+        let btf = Btf::from_bytes(&raw).map_err(|e| DecodeError::Btf(e.to_string()))?;
+        Ok(ObjectTypes { btf })
+    }
+
+    fn datasec_vars(&self, section: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let Ok(types) = self.btf.resolve_types_by_name(section) else {
+            return out;
+        };
+        for t in types {
+            if let Type::Datasec(ds) = t {
+                for v in &ds.variables {
+                    let Some(id) = v.get_type_id() else { continue };
+                    if let Ok(Type::Var(var)) = self.btf.resolve_type_by_id(id) {
+                        if let (Ok(name), Some(tid)) = (self.btf.resolve_name(&var), var.get_type_id()) {
+                            out.push((name, tid));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The knobs: every `.rodata` global except the record markers.
+    pub fn knobs(&self) -> Vec<Knob> {
+        self.datasec_vars(".rodata")
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with(RECORD_MARKER))
+            .map(|(name, tid)| {
+                let (size, kind) = match self.strip(tid) {
+                    Some(Type::Int(i)) if i.is_bool() => (i.size(), KnobKind::Bool),
+                    Some(Type::Int(i)) => (i.size(), KnobKind::Int { signed: i.is_signed() }),
+                    Some(Type::Enum(e)) => (e.size(), KnobKind::Int { signed: e.is_signed() }),
+                    _ => (self.size_of(tid, 0).unwrap_or(0), KnobKind::Other),
+                };
+                Knob { name, size, kind }
+            })
+            .collect()
+    }
+
+    /// The record type a ring buffer map carries, from its `__sonde_record_<map>` marker.
+    pub fn record_decoder(&self, map: &str) -> Result<Decoder, DecodeError> {
+        let marker = format!("{RECORD_MARKER}{map}");
+        let (_, tid) = self
+            .datasec_vars(".rodata")
+            .into_iter()
+            .find(|(n, _)| *n == marker)
+            .ok_or_else(|| DecodeError::MissingType(marker.clone()))?;
+        // marker: `type *const volatile` → the pointee.
+        let mut id = tid;
+        for _ in 0..MAX_DEPTH {
+            match self.btf.resolve_type_by_id(id) {
+                Ok(Type::Ptr(p)) => return self.decoder(p.get_type_id().unwrap_or(0)),
+                Ok(Type::Const(c)) => id = c.get_type_id().unwrap_or(0),
+                Ok(Type::Volatile(v)) => id = v.get_type_id().unwrap_or(0),
+                Ok(Type::Typedef(t)) => id = t.get_type_id().unwrap_or(0),
+                _ => break,
+            }
+        }
+        Err(DecodeError::MissingType(marker))
+    }
+
+    /// Names of the ring buffers that publish a record type.
+    pub fn record_maps(&self) -> Vec<String> {
+        self.datasec_vars(".rodata")
+            .into_iter()
+            .filter_map(|(n, _)| n.strip_prefix(RECORD_MARKER).map(str::to_string))
+            .collect()
+    }
+
+    /// Key and value decoders of a BTF-defined map in `.maps`.
+    pub fn map_decoders(&self, map: &str) -> Result<(Decoder, Decoder), DecodeError> {
+        let missing = || DecodeError::MissingType(format!("map `{map}` key/value"));
+        let (_, tid) =
+            self.datasec_vars(".maps").into_iter().find(|(n, _)| n == map).ok_or_else(missing)?;
+        let Some(Type::Struct(def)) = self.strip(tid) else { return Err(missing()) };
+        let mut key = None;
+        let mut value = None;
+        for m in &def.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let Some(mid) = m.get_type_id() else { continue };
+            if let Ok(Type::Ptr(p)) = self.btf.resolve_type_by_id(mid) {
+                let pointee = p.get_type_id().unwrap_or(0);
+                match name.as_str() {
+                    "key" => key = Some(self.decoder(pointee)?),
+                    "value" => value = Some(self.decoder(pointee)?),
+                    _ => {}
+                }
+            }
+        }
+        Ok((key.ok_or_else(missing)?, value.ok_or_else(missing)?))
+    }
+
+    /// Compiles the decoding plan of a type.
+    pub fn decoder(&self, type_id: u32) -> Result<Decoder, DecodeError> {
+        let type_name = self.type_name(type_id);
+        let size = self.size_of(type_id, 0)?;
+        let kind = self.kind(type_id, 0)?;
+        Ok(Decoder { type_name, size, kind })
+    }
+
+    /// Compiles the decoding plan of a named struct.
+    pub fn decoder_by_name(&self, name: &str) -> Result<Decoder, DecodeError> {
+        let ids = self.btf.resolve_ids_by_name(name).unwrap_or_default();
+        for id in ids {
+            if let Ok(Type::Struct(_)) = self.btf.resolve_type_by_id(id) {
+                return self.decoder(id);
+            }
+        }
+        Err(DecodeError::MissingType(name.to_string()))
+    }
+
+    fn type_name(&self, id: u32) -> String {
+        match self.btf.resolve_type_by_id(id) {
+            Ok(t) => match t.as_btf_type() {
+                Some(bt) => self.btf.resolve_name(bt).unwrap_or_else(|_| t.name().to_string()),
+                None => t.name().to_string(),
+            },
+            Err(_) => format!("#{id}"),
+        }
+    }
+
+    /// Skips typedefs and qualifiers.
+    fn strip(&self, mut id: u32) -> Option<Type> {
+        for _ in 0..MAX_DEPTH {
+            let t = self.btf.resolve_type_by_id(id).ok()?;
+            match &t {
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_)
+                | Type::TypeTag(_) => id = t.as_btf_type()?.get_type_id()?,
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    fn size_of(&self, id: u32, depth: usize) -> Result<usize, DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::TooDeep(MAX_DEPTH));
+        }
+        let t = self.btf.resolve_type_by_id(id).map_err(|e| DecodeError::Btf(e.to_string()))?;
+        Ok(match &t {
+            Type::Int(i) => i.size(),
+            Type::Float(f) => f.size(),
+            Type::Ptr(_) => 8,
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Array(a) => a.len() * self.size_of(a.get_type_id().unwrap_or(0), depth + 1)?,
+            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_)
+            | Type::TypeTag(_) => {
+                self.size_of(t.as_btf_type().and_then(|b| b.get_type_id()).unwrap_or(0), depth + 1)?
+            }
+            _ => 0,
+        })
+    }
+
+    fn kind(&self, id: u32, depth: usize) -> Result<Kind, DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::TooDeep(MAX_DEPTH));
+        }
+        let t = self.btf.resolve_type_by_id(id).map_err(|e| DecodeError::Btf(e.to_string()))?;
+        let inner = |t: &Type| t.as_btf_type().and_then(|b| b.get_type_id()).unwrap_or(0);
+        Ok(match &t {
+            Type::Typedef(td) => {
+                let name = self.btf.resolve_name(td).unwrap_or_default();
+                let size = self.size_of(id, depth)? as u8;
+                match name.as_str() {
+                    "sonde_netns" => Kind::Netns,
+                    "sonde_ip" => Kind::Ip,
+                    "sonde_stack_id" => Kind::StackId,
+                    "sonde_ifindex" => Kind::Ifindex,
+                    "sonde_drop_reason" => Kind::DropReason(size),
+                    "sonde_tcp_state" => Kind::TcpState(size),
+                    "sonde_l4proto" => Kind::L4Proto(size),
+                    "sonde_ethproto" => Kind::EthProto(size),
+                    "sonde_ksym" => Kind::Ksym,
+                    _ => self.kind(inner(&t), depth + 1)?,
+                }
+            }
+            Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                self.kind(inner(&t), depth + 1)?
+            }
+            Type::Int(i) if i.is_bool() => Kind::Bool(i.size() as u8),
+            Type::Int(i) if i.is_signed() => Kind::Int(i.size() as u8),
+            Type::Int(i) => Kind::Uint(i.size() as u8),
+            Type::Float(f) => Kind::Float(f.size() as u8),
+            Type::Ptr(_) => Kind::Pointer,
+            Type::Enum(e) => {
+                let prefix = self.enum_prefix(e);
+                let names = e
+                    .members
+                    .iter()
+                    .filter_map(|m| {
+                        let n = self.btf.resolve_name(m).ok()?;
+                        let v = if e.is_signed() { m.val() as i32 as i64 } else { m.val() as i64 };
+                        Some((v, n.strip_prefix(&prefix).unwrap_or(&n).into()))
+                    })
+                    .collect();
+                Kind::Enum { size: e.size() as u8, signed: e.is_signed(), names: Arc::new(names) }
+            }
+            Type::Enum64(e) => {
+                let prefix = self
+                    .btf
+                    .resolve_name(e)
+                    .map(|n| format!("{}_", n.to_uppercase()))
+                    .unwrap_or_default();
+                let names = e
+                    .members
+                    .iter()
+                    .filter_map(|m| {
+                        let n = self.btf.resolve_name(m).ok()?;
+                        Some((m.val() as i64, n.strip_prefix(&prefix).unwrap_or(&n).into()))
+                    })
+                    .collect();
+                Kind::Enum { size: e.size() as u8, signed: e.is_signed(), names: Arc::new(names) }
+            }
+            Type::Array(a) => {
+                let elem_id = a.get_type_id().unwrap_or(0);
+                let stride = self.size_of(elem_id, depth + 1)?;
+                let elem = self.kind(elem_id, depth + 1)?;
+                let is_char = matches!(self.strip(elem_id), Some(Type::Int(i)) if i.is_char() || (i.size() == 1 && self.type_name(elem_id) == "char"));
+                if is_char {
+                    Kind::CharArray(a.len())
+                } else {
+                    Kind::Array { elem: Box::new(elem), len: a.len(), stride }
+                }
+            }
+            Type::Struct(s) | Type::Union(s) => {
+                let mut fields = Vec::with_capacity(s.members.len());
+                let mut pods = 0;
+                for m in &s.members {
+                    let name = self.btf.resolve_name(m).unwrap_or_default();
+                    let mid = m.get_type_id().unwrap_or(0);
+                    let bit_offset = m.bit_offset();
+                    let mut kind = self.kind(mid, depth + 1)?;
+                    if let Some(bits) = m.bitfield_size().filter(|b| *b > 0) {
+                        let signed = matches!(self.strip(mid), Some(Type::Int(i)) if i.is_signed());
+                        kind = Kind::Bitfield { bit_offset: bit_offset % 8, bits, signed };
+                    }
+                    let pod_key = if matches!(kind, Kind::Netns) {
+                        pods += 1;
+                        Some(if name == "netns" || pods == 1 {
+                            Box::from("pod")
+                        } else {
+                            format!("{name}_pod").into_boxed_str()
+                        })
+                    } else {
+                        None
+                    };
+                    if name.is_empty() {
+                        // Anonymous struct or union: its members are flattened in C,
+                        // so they are here too.
+                        if let Kind::Struct(inner) = kind {
+                            for f in inner.iter() {
+                                let mut f = f.clone();
+                                f.offset += (bit_offset / 8) as usize;
+                                fields.push(f);
+                            }
+                        }
+                        continue;
+                    }
+                    fields.push(Field {
+                        name: name.into(),
+                        pod_key,
+                        offset: (bit_offset / 8) as usize,
+                        kind,
+                    });
+                }
+                Kind::Struct(fields.into())
+            }
+            _ => Kind::Opaque,
+        })
+    }
+
+    fn enum_prefix(&self, e: &btf_rs::Enum) -> String {
+        self.btf.resolve_name(e).map(|n| format!("{}_", n.to_uppercase())).unwrap_or_default()
+    }
+}
+
+fn read_uint(bytes: &[u8], size: u8) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = (size as usize).min(8).min(bytes.len());
+    buf[..n].copy_from_slice(&bytes[..n]);
+    u64::from_ne_bytes(buf)
+}
+
+fn read_int(bytes: &[u8], size: u8) -> i64 {
+    let v = read_uint(bytes, size);
+    match size {
+        1 => v as u8 as i8 as i64,
+        2 => v as u16 as i16 as i64,
+        4 => v as u32 as i32 as i64,
+        _ => v as i64,
+    }
+}
+
+/// Formats a 16-byte address; IPv4 is stored v4-mapped.
+pub fn format_ip(b: &[u8]) -> String {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[..16]);
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => v6.to_string(),
+    }
+}
+
+/// `sk_state` names (include/net/tcp_states.h).
+pub fn tcp_state_name(v: u64) -> &'static str {
+    const NAMES: [&str; 14] = [
+        "UNKNOWN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
+        "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
+        "BOUND_INACTIVE",
+    ];
+    NAMES.get(v as usize).copied().unwrap_or("UNKNOWN")
+}
+
+/// IP protocol numbers people meet in network probes.
+pub fn l4proto_name(v: u64) -> Option<&'static str> {
+    Some(match v {
+        1 => "ICMP",
+        2 => "IGMP",
+        4 => "IPIP",
+        6 => "TCP",
+        17 => "UDP",
+        41 => "IPv6",
+        47 => "GRE",
+        50 => "ESP",
+        58 => "ICMPv6",
+        132 => "SCTP",
+        136 => "UDPLite",
+        255 => "RAW",
+        _ => return None,
+    })
+}
+
+/// Ethernet protocol numbers (host order).
+pub fn ethproto_name(v: u64) -> Option<&'static str> {
+    Some(match v {
+        0x0800 => "IPv4",
+        0x86DD => "IPv6",
+        0x0806 => "ARP",
+        0x8100 => "VLAN",
+        0x88A8 => "QinQ",
+        0x8847 => "MPLS",
+        0x0003 => "ALL",
+        _ => return None,
+    })
+}
+
+fn ifname(index: u32) -> Dynamic {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf is IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Dynamic::from(format!("if{index}"));
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Dynamic::from(name.to_string_lossy().into_owned())
+}
+
+fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
+    match kind {
+        Kind::Uint(s) => Dynamic::from_int(read_uint(b, *s) as i64),
+        Kind::Int(s) => Dynamic::from_int(read_int(b, *s)),
+        Kind::Bool(s) => Dynamic::from_bool(read_uint(b, *s) != 0),
+        Kind::Float(4) => Dynamic::from_float(f32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as f64),
+        Kind::Float(_) => Dynamic::from_float(f64::from_bits(read_uint(b, 8))),
+        Kind::Pointer => Dynamic::from_int(read_uint(b, 8) as i64),
+        Kind::Netns => Dynamic::from_int(read_uint(b, 4) as i64),
+        Kind::Ip => format_ip(b).into(),
+        Kind::StackId => {
+            let id = read_int(b, 4);
+            let frames: rhai::Array = match (&env.stacks, id >= 0) {
+                (Some(read), true) => read(id as u32)
+                    .into_iter()
+                    .map(|ip| Dynamic::from(env.ksyms.format(ip)))
+                    .collect(),
+                _ => rhai::Array::new(),
+            };
+            Dynamic::from_array(frames)
+        }
+        Kind::Ifindex => ifname(read_uint(b, 4) as u32),
+        Kind::DropReason(s) => {
+            let v = read_uint(b, *s);
+            match env.drop_reasons.get(&v) {
+                Some(n) => n.clone().into(),
+                None => Dynamic::from(format!("REASON_{v}")),
+            }
+        }
+        Kind::TcpState(s) => tcp_state_name(read_uint(b, *s)).into(),
+        Kind::L4Proto(s) => {
+            let v = read_uint(b, *s);
+            l4proto_name(v).map(Dynamic::from).unwrap_or_else(|| Dynamic::from(format!("PROTO_{v}")))
+        }
+        Kind::EthProto(s) => {
+            let v = read_uint(b, *s);
+            ethproto_name(v)
+                .map(Dynamic::from)
+                .unwrap_or_else(|| Dynamic::from(format!("0x{v:04x}")))
+        }
+        Kind::Ksym => Dynamic::from(env.ksyms.format(read_uint(b, 8))),
+        Kind::Enum { size, signed, names } => {
+            let v = if *signed { read_int(b, *size) } else { read_uint(b, *size) as i64 };
+            match names.get(&v) {
+                Some(n) => n.clone().into(),
+                None => Dynamic::from_int(v),
+            }
+        }
+        Kind::CharArray(len) => {
+            let s = &b[..(*len).min(b.len())];
+            let end = s.iter().position(|c| *c == 0).unwrap_or(s.len());
+            Dynamic::from(String::from_utf8_lossy(&s[..end]).into_owned())
+        }
+        Kind::Array { elem, len, stride } => {
+            let mut out = rhai::Array::with_capacity(*len);
+            for i in 0..*len {
+                let start = i * stride;
+                if start >= b.len() {
+                    break;
+                }
+                out.push(decode_kind(elem, &b[start..], env));
+            }
+            Dynamic::from_array(out)
+        }
+        Kind::Struct(fields) => {
+            let mut m = Map::new();
+            for f in fields.iter() {
+                let Some(fb) = b.get(f.offset..) else { continue };
+                let v = decode_kind(&f.kind, fb, env);
+                if let Some(pk) = &f.pod_key {
+                    m.insert(pk.as_ref().into(), env.pod(read_uint(fb, 4) as u32));
+                }
+                m.insert(f.name.as_ref().into(), v);
+            }
+            Dynamic::from_map(m)
+        }
+        Kind::Bitfield { bit_offset, bits, signed } => {
+            let raw = read_uint(b, 8) >> bit_offset;
+            let mask = if *bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let v = raw & mask;
+            if *signed && *bits < 64 && (v >> (bits - 1)) & 1 == 1 {
+                Dynamic::from_int((v | !mask) as i64)
+            } else {
+                Dynamic::from_int(v as i64)
+            }
+        }
+        Kind::Opaque => Dynamic::UNIT,
+    }
+}
+
+/// Adds `b` into `a`, for summing per-CPU values: numbers add, maps add field by
+/// field, arrays element by element, anything else keeps `a`.
+pub fn accumulate(a: &mut Dynamic, b: &Dynamic) {
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        *a = Dynamic::from_int(x.wrapping_add(y));
+    } else if let (Ok(x), Ok(y)) = (a.as_float(), b.as_float()) {
+        *a = Dynamic::from_float(x + y);
+    } else if a.is_map() && b.is_map() {
+        let (Some(mut am), Some(bm)) = (a.write_lock::<Map>(), b.read_lock::<Map>()) else {
+            return;
+        };
+        for (k, bv) in bm.iter() {
+            if let Some(av) = am.get_mut(k) {
+                accumulate(av, bv);
+            }
+        }
+    } else if a.is_array() && b.is_array() {
+        let (Some(mut aa), Some(ba)) = (a.write_lock::<rhai::Array>(), b.read_lock::<rhai::Array>())
+        else {
+            return;
+        };
+        for (av, bv) in aa.iter_mut().zip(ba.iter()) {
+            accumulate(av, bv);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_forms() {
+        let mut v4 = [0u8; 16];
+        v4[10] = 0xff;
+        v4[11] = 0xff;
+        v4[12..].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(format_ip(&v4), "10.1.2.3");
+        let v6: [u8; 16] = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(format_ip(&v6), "fd00::1");
+        assert_eq!(format_ip(&[0u8; 16]), "::");
+        assert_eq!(format_ip(&Ipv6Addr::LOCALHOST.octets()), "::1");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(tcp_state_name(1), "ESTABLISHED");
+        assert_eq!(tcp_state_name(7), "CLOSE");
+        assert_eq!(tcp_state_name(99), "UNKNOWN");
+        assert_eq!(l4proto_name(6), Some("TCP"));
+        assert_eq!(ethproto_name(0x86dd), Some("IPv6"));
+    }
+
+    #[test]
+    fn accumulate_sums_nested() {
+        let mut a = Dynamic::from_map(Map::from([("n".into(), Dynamic::from_int(2))]));
+        let b = Dynamic::from_map(Map::from([("n".into(), Dynamic::from_int(3))]));
+        accumulate(&mut a, &b);
+        assert_eq!(a.cast::<Map>()["n"].as_int().unwrap(), 5);
+    }
+}

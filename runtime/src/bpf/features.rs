@@ -1,0 +1,129 @@
+//! What this kernel can hook: tracefs, tracepoints, kprobes, kernel functions.
+//!
+//! Each check answers with a reason a person can act on, since `sonde probes` prints it.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::bpf::catalog::{Hook, Require};
+use crate::btf::KernelBtf;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// The tracefs root, mounting it at `/sys/kernel/tracing` when it is missing (needs
+/// root). `None` when it cannot be had.
+pub fn tracefs() -> Option<&'static Path> {
+    static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        for root in [TRACEFS, DEBUGFS_TRACING] {
+            if Path::new(root).join("events").is_dir() {
+                return Some(PathBuf::from(root));
+            }
+        }
+        match mount_tracefs() {
+            Ok(()) => {
+                tracing::info!(path = TRACEFS, "mounted tracefs");
+                Some(PathBuf::from(TRACEFS))
+            }
+            Err(e) => {
+                tracing::warn!(path = TRACEFS, error = %e, "tracefs is not mounted and cannot be mounted");
+                None
+            }
+        }
+    })
+    .as_deref()
+}
+
+fn mount_tracefs() -> std::io::Result<()> {
+    let target = std::ffi::CString::new(TRACEFS).map_err(std::io::Error::other)?;
+    let fstype = c"tracefs";
+    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
+    let rc = unsafe {
+        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc == 0 && Path::new(TRACEFS).join("events").is_dir() {
+        Ok(())
+    } else if rc == 0 {
+        Err(std::io::Error::other("mounted but has no events directory"))
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether the kernel can attach kprobes (perf kprobe PMU or kprobe_events).
+pub fn kprobes_supported() -> Result<(), String> {
+    if Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        return Ok(());
+    }
+    if let Some(root) = tracefs() {
+        if root.join("kprobe_events").exists() {
+            return Ok(());
+        }
+    }
+    Err("kernel has no kprobes (CONFIG_KPROBES off: no kprobe PMU, no kprobe_events)".into())
+}
+
+fn kernel_function_exists(name: &str) -> bool {
+    static SYMS: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    let syms = SYMS.get_or_init(|| {
+        std::fs::read_to_string("/proc/kallsyms")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_ascii_whitespace();
+                let _ = it.next();
+                let kind = it.next()?;
+                let name = it.next()?;
+                matches!(kind, "T" | "t").then(|| name.to_string())
+            })
+            .collect()
+    });
+    // `.isra`/`.constprop` clones attach under their full name only; the plain name
+    // is what kprobes need.
+    syms.contains(name)
+}
+
+/// Why a hook cannot be used here, or `Ok`.
+pub fn check_hook(hook: &Hook) -> Result<(), String> {
+    match hook {
+        Hook::Tracepoint { category, name } => {
+            let Some(root) = tracefs() else {
+                return Err("tracefs is not mounted and could not be mounted (run as root)".into());
+            };
+            if root.join("events").join(category).join(name).join("id").exists() {
+                Ok(())
+            } else {
+                Err(format!("tracepoint {category}:{name} does not exist in this kernel"))
+            }
+        }
+        Hook::Kprobe { function } => {
+            kprobes_supported()?;
+            if kernel_function_exists(function) {
+                Ok(())
+            } else {
+                Err(format!("kernel function {function} not found in /proc/kallsyms"))
+            }
+        }
+    }
+}
+
+/// Why a kernel requirement is not met, or `Ok`.
+pub fn check_require(req: &Require, btf: &KernelBtf) -> Result<(), String> {
+    match req {
+        Require::KernelStruct(name, why) => {
+            if btf.has_struct(name) {
+                Ok(())
+            } else {
+                Err(format!("no struct {name} in kernel BTF ({why})"))
+            }
+        }
+        Require::NoKernelStruct(name, why) => {
+            if btf.has_struct(name) {
+                Err(format!("struct {name} present ({why})"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Kernel symbols from `/proc/kallsyms`, for stacks and code addresses.
+//!
+//! Loaded once, on first need, into a sorted table; a lookup is a binary search.
+//!
+//! ```
+//! use sonde::bpf::ksyms::Ksyms;
+//! let k = Ksyms::parse("ffffffff81000000 T _stext\nffffffff81000100 t do_one\n");
+//! assert_eq!(k.format(0xffffffff81000104), "do_one+0x4");
+//! ```
+
+/// A sorted kernel symbol table.
+#[derive(Debug, Default)]
+pub struct Ksyms {
+    syms: Vec<(u64, Box<str>)>,
+}
+
+impl Ksyms {
+    /// An empty table: every address prints as hex.
+    pub fn empty() -> Self {
+        Ksyms::default()
+    }
+
+    /// Reads `/proc/kallsyms`. Without root the addresses read as zero and the table
+    /// is empty.
+    pub fn load() -> Self {
+        match std::fs::read_to_string("/proc/kallsyms") {
+            Ok(text) => Self::parse(&text),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read /proc/kallsyms, stacks print as addresses");
+                Self::empty()
+            }
+        }
+    }
+
+    /// Parses kallsyms text: `address type name [module]` per line.
+    pub fn parse(text: &str) -> Self {
+        let mut syms: Vec<(u64, Box<str>)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut it = line.split_ascii_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let kind = it.next()?;
+                let name = it.next()?;
+                if addr == 0 || !matches!(kind, "T" | "t" | "W" | "w") {
+                    return None;
+                }
+                Some((addr, name.into()))
+            })
+            .collect();
+        syms.sort_unstable_by_key(|(a, _)| *a);
+        Ksyms { syms }
+    }
+
+    pub fn len(&self) -> usize {
+        self.syms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    /// The symbol containing `addr` and the offset into it.
+    pub fn resolve(&self, addr: u64) -> Option<(&str, u64)> {
+        let i = self.syms.partition_point(|(a, _)| *a <= addr);
+        let (start, name) = self.syms.get(i.checked_sub(1)?)?;
+        Some((name, addr - start))
+    }
+
+    /// `sym+0xoff`, or `0xaddr` when unknown.
+    pub fn format(&self, addr: u64) -> String {
+        match self.resolve(addr) {
+            Some((name, off)) => format!("{name}+0x{off:x}"),
+            None => format!("0x{addr:x}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_and_skips_data_symbols() {
+        let k = Ksyms::parse(
+            "ffffffff81000000 T _stext\nffffffff81000100 t do_one\nffffffff82000000 D data\n",
+        );
+        assert_eq!(k.len(), 2);
+        assert_eq!(k.resolve(0xffffffff810000ff), Some(("_stext", 0xff)));
+        assert_eq!(k.format(0x10), "0x10");
+    }
+}

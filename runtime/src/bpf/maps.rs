@@ -1,0 +1,290 @@
+//! Map contents as bytes and as Rhai values.
+//!
+//! Maps are read with plain `bpf(2)` calls sized from the map's own info, so one
+//! reader serves every key and value type; [`MapTable`] decodes them with the
+//! object's BTF and sums per-CPU values. Reads happen on tick or scrape, never per
+//! event (stack lookups excepted: one lookup per stack).
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{Map, MapData};
+use rhai::{Dynamic, Map as RhaiMap};
+
+use crate::bpf::decode::{accumulate, DecodeEnv, Decoder};
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn bpf_map_call(cmd: libc::c_long, attr: &mut MapElemAttr) -> std::io::Result<()> {
+    // SAFETY: attr is a valid, fully initialised bpf_attr prefix for map element
+    // commands; the pointers in it point at buffers sized from the map's info.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut MapElemAttr,
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sizes of a map's keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Layout {
+    pub key_size: usize,
+    pub value_size: usize,
+    /// Per-CPU maps hold one value per possible CPU, each padded to 8 bytes.
+    pub per_cpu: Option<usize>,
+}
+
+impl Layout {
+    /// Splits a per-CPU value buffer into one slice per CPU.
+    pub fn per_cpu_values<'a>(&self, value: &'a [u8]) -> Vec<&'a [u8]> {
+        match self.per_cpu {
+            Some(_) => {
+                let stride = self.value_size.next_multiple_of(8);
+                value.chunks(stride).map(|c| &c[..self.value_size.min(c.len())]).collect()
+            }
+            None => vec![value],
+        }
+    }
+}
+
+/// One map, read as raw bytes.
+pub struct RawMap {
+    fd: OwnedFd,
+    pub layout: Layout,
+}
+
+impl RawMap {
+    pub fn from_map_data(data: &MapData, per_cpu: bool) -> std::io::Result<Self> {
+        let info = data.info().map_err(std::io::Error::other)?;
+        let fd = data.fd().as_fd().try_clone_to_owned()?;
+        let per_cpu = if per_cpu {
+            Some(aya::util::nr_cpus().map_err(|(_, e)| e)?)
+        } else {
+            None
+        };
+        Ok(RawMap {
+            fd,
+            layout: Layout {
+                key_size: info.key_size() as usize,
+                value_size: info.value_size() as usize,
+                per_cpu,
+            },
+        })
+    }
+
+    fn value_buf_len(&self) -> usize {
+        match self.layout.per_cpu {
+            Some(n) => self.layout.value_size.next_multiple_of(8) * n,
+            None => self.layout.value_size,
+        }
+    }
+
+    /// Looks one key up; `None` when absent.
+    pub fn lookup(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        let mut value = vec![0u8; self.value_buf_len()];
+        let mut attr = MapElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: key.as_ptr() as u64,
+            value: value.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        match bpf_map_call(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+            Ok(()) => Ok(Some(value)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes one key; absent keys are not an error.
+    pub fn delete(&self, key: &[u8]) -> std::io::Result<()> {
+        let mut attr = MapElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: key.as_ptr() as u64,
+            ..Default::default()
+        };
+        match bpf_map_call(BPF_MAP_DELETE_ELEM, &mut attr) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every (key, value) pair. Entries deleted while iterating are skipped.
+    pub fn entries(&self) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let mut key: Option<Vec<u8>> = None;
+        loop {
+            let mut next = vec![0u8; self.layout.key_size];
+            let mut attr = MapElemAttr {
+                map_fd: self.fd.as_raw_fd() as u32,
+                key: key.as_ref().map(|k| k.as_ptr() as u64).unwrap_or(0),
+                value: next.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+            match bpf_map_call(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+                Err(e) => return Err(e),
+            }
+            if let Some(v) = self.lookup(&next)? {
+                out.push((next.clone(), v));
+            }
+            key = Some(next);
+            if out.len() > 1_000_000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct TableEntry {
+    raw: RawMap,
+    key: Option<Decoder>,
+    value: Option<Decoder>,
+}
+
+/// The maps of one loaded program, by name, readable from scripts.
+pub struct MapTable {
+    maps: HashMap<String, TableEntry>,
+    env: Mutex<Option<Arc<DecodeEnv>>>,
+}
+
+impl MapTable {
+    pub(crate) fn new() -> Self {
+        MapTable { maps: HashMap::new(), env: Mutex::new(None) }
+    }
+
+    pub(crate) fn insert(&mut self, name: &str, map: &Map, key: Option<Decoder>, value: Option<Decoder>) {
+        let (data, per_cpu) = match map {
+            Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) | Map::StackTraceMap(d) => (d, false),
+            Map::PerCpuHashMap(d) | Map::PerCpuLruHashMap(d) | Map::PerCpuArray(d) => (d, true),
+            _ => return,
+        };
+        match RawMap::from_map_data(data, per_cpu) {
+            Ok(raw) => {
+                self.maps.insert(name.to_string(), TableEntry { raw, key, value });
+            }
+            Err(e) => tracing::warn!(map = name, error = %e, "map cannot be read"),
+        }
+    }
+
+    /// Sets the environment values are decoded with (pods, names).
+    pub fn set_env(&self, env: Arc<DecodeEnv>) {
+        *self.env.lock().unwrap_or_else(|e| e.into_inner()) = Some(env);
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<_> = self.maps.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Raw entries of a map, per-CPU values unsummed, for recording.
+    pub fn raw_entries(&self, name: &str) -> Option<std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>> {
+        self.maps.get(name).map(|e| e.raw.entries())
+    }
+
+    /// The layout of a map.
+    pub fn layout(&self, name: &str) -> Option<Layout> {
+        self.maps.get(name).map(|e| e.raw.layout)
+    }
+
+    /// Sum over CPUs of a per-CPU array's slot 0 (the `dropped` convention).
+    pub fn sum_slot0(&self, name: &str) -> u64 {
+        let Some(e) = self.maps.get(name) else { return 0 };
+        let Ok(Some(v)) = e.raw.lookup(&0u32.to_ne_bytes()) else { return 0 };
+        e.raw
+            .layout
+            .per_cpu_values(&v)
+            .iter()
+            .map(|c| {
+                let mut b = [0u8; 8];
+                let n = c.len().min(8);
+                b[..n].copy_from_slice(&c[..n]);
+                u64::from_ne_bytes(b)
+            })
+            .sum()
+    }
+
+    /// Frames of a kernel stack in the `stacks` map. The id is freed once read, so
+    /// the map never fills with stacks already reported.
+    pub fn stack(&self, id: u32) -> Vec<u64> {
+        let Some(e) = self.maps.get("stacks") else { return Vec::new() };
+        let key = id.to_ne_bytes();
+        let found = e.raw.lookup(&key);
+        let _ = e.raw.delete(&key);
+        match found {
+            Ok(Some(v)) => v
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+                .take_while(|ip| *ip != 0)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Decoded entries: `#{key, value}` with per-CPU values summed.
+    pub fn decoded_entries(&self, name: &str) -> Result<rhai::Array, String> {
+        let e = self.maps.get(name).ok_or_else(|| {
+            format!("no map `{name}` in this program; maps: {}", self.names().join(", "))
+        })?;
+        let entries = e.raw.entries().map_err(|err| format!("reading map `{name}`: {err}"))?;
+        let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let env = env.ok_or("maps are not ready yet")?;
+        decode_entries(&e.raw.layout, e.key.as_ref(), e.value.as_ref(), &entries, &env)
+    }
+}
+
+/// Decodes raw entries: keys and values by BTF, per-CPU values summed.
+pub fn decode_entries(
+    layout: &Layout,
+    key: Option<&Decoder>,
+    value: Option<&Decoder>,
+    entries: &[(Vec<u8>, Vec<u8>)],
+    env: &DecodeEnv,
+) -> Result<rhai::Array, String> {
+    let mut out = rhai::Array::with_capacity(entries.len());
+    for (k, v) in entries {
+        let key = match key {
+            Some(d) => d.decode(k, env).map_err(|e| e.to_string())?,
+            None => Dynamic::from_blob(k.clone()),
+        };
+        let mut sum: Option<Dynamic> = None;
+        for cpu in layout.per_cpu_values(v) {
+            let one = match value {
+                Some(d) => d.decode(cpu, env).map_err(|e| e.to_string())?,
+                None => Dynamic::from_blob(cpu.to_vec()),
+            };
+            match &mut sum {
+                Some(s) => accumulate(s, &one),
+                None => sum = Some(one),
+            }
+        }
+        let mut m = RhaiMap::new();
+        m.insert("key".into(), key);
+        m.insert("value".into(), sum.unwrap_or(Dynamic::UNIT));
+        out.push(Dynamic::from_map(m));
+    }
+    Ok(out)
+}

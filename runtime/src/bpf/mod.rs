@@ -1,0 +1,298 @@
+//! Loading kernel programs: embedded objects → aya → attached hooks, maps and events.
+//!
+//! [`load`] takes a program from the [`catalog`], sets its `const volatile` knobs from
+//! the script's params of the same name, relocates it against the kernel's BTF and
+//! attaches the first variant whose hooks exist on this kernel, recording why the
+//! others were skipped. The result, [`Loaded`], owns the attachments (dropping it
+//! detaches everything) and hands out the ring buffers ([`EventSource`]) and a
+//! [`maps::MapTable`] that scripts read.
+//!
+//! ```no_run
+//! use sonde::{bpf, btf::KernelBtf};
+//! let btf = KernelBtf::locate(None)?;
+//! let spec = bpf::catalog::find("tcp_reset").unwrap();
+//! let loaded = bpf::load(spec, &[], &btf)?;
+//! println!("variant {}", loaded.variant.name);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod catalog;
+pub mod decode;
+pub mod features;
+pub mod ksyms;
+pub mod maps;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aya::maps::{MapData, RingBuf};
+use aya::programs::{KProbe, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+
+use crate::bpf::catalog::{Hook, ProgramSpec, Variant};
+use crate::bpf::decode::{Decoder, Knob, KnobKind, ObjectTypes};
+use crate::bpf::maps::MapTable;
+use crate::btf::KernelBtf;
+use crate::script::ParamValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("unknown kernel program `{name}`; built-in programs: {known}")]
+    UnknownProgram { name: String, known: String },
+    #[error("program `{program}`: no variant can run on this kernel: {}", reasons.iter().map(|(v, r)| format!("{v}: {r}")).collect::<Vec<_>>().join("; "))]
+    NoVariant { program: String, reasons: Vec<(String, String)> },
+    #[error("program `{program}`: knob `{knob}`: {reason}")]
+    Knob { program: String, knob: String, reason: String },
+    #[error("program `{program}`: {source}")]
+    Decode { program: String, source: decode::DecodeError },
+}
+
+/// A variant that was not used, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub variant: &'static str,
+    pub reason: String,
+}
+
+/// A ring buffer of a loaded program with the decoder of its records.
+pub struct EventSource {
+    pub map: String,
+    pub ring: RingBuf<MapData>,
+    pub decoder: Decoder,
+}
+
+/// A program loaded and attached. Dropping it detaches and unloads everything.
+pub struct Loaded {
+    pub spec: &'static ProgramSpec,
+    pub variant: &'static Variant,
+    pub skipped: Vec<Skipped>,
+    /// Knob values as set, for `sonde probes` and `/status`.
+    pub knobs: Vec<(String, String)>,
+    pub maps: Arc<MapTable>,
+    sources: Vec<EventSource>,
+    _ebpf: Ebpf,
+}
+
+impl Loaded {
+    /// Takes the ring buffers (once).
+    pub fn take_sources(&mut self) -> Vec<EventSource> {
+        std::mem::take(&mut self.sources)
+    }
+
+    /// Events the kernel could not queue (ring buffer full), from the `dropped` map.
+    pub fn lost(&self) -> u64 {
+        self.maps.sum_slot0("dropped")
+    }
+}
+
+/// Why each variant of a program can or cannot run here, without loading anything.
+pub fn assess(spec: &ProgramSpec, btf: Option<&KernelBtf>) -> Vec<(&'static Variant, Result<(), String>)> {
+    spec.variants.iter().map(|v| (v, assess_variant(v, btf))).collect()
+}
+
+fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
+    for req in v.requires {
+        match btf {
+            Some(btf) => features::check_require(req, btf)?,
+            None => return Err("no kernel BTF to check requirements against".into()),
+        }
+    }
+    for a in v.attach {
+        features::check_hook(&a.hook)?;
+    }
+    Ok(())
+}
+
+/// Checks that a param value fits a knob, without loading anything.
+pub fn check_knob(knob: &Knob, value: &ParamValue) -> Result<(), String> {
+    knob_bytes(knob, value).map(|_| ())
+}
+
+/// Encodes a param as the bytes of a knob.
+fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
+    let int = match (knob.kind, value) {
+        (KnobKind::Bool, ParamValue::Bool(b)) => *b as i64,
+        (KnobKind::Int { .. }, ParamValue::Int(i)) => *i,
+        (KnobKind::Int { .. }, ParamValue::Bool(b)) => *b as i64,
+        (KnobKind::Bool, ParamValue::Int(i)) => (*i != 0) as i64,
+        (KnobKind::Other, _) => return Err("knob type is not a bool or an integer".into()),
+        (_, other) => return Err(format!("expects an integer or bool, the param is {other:?}")),
+    };
+    if let KnobKind::Int { signed } = knob.kind {
+        let bits = (knob.size * 8) as u32;
+        let fits = if bits >= 64 {
+            signed || int >= 0
+        } else if signed {
+            let lim = 1i64 << (bits - 1);
+            (-lim..lim).contains(&int)
+        } else {
+            int >= 0 && (int as u64) < (1u64 << bits)
+        };
+        if !fits {
+            return Err(format!(
+                "{int} does not fit a {}{bits}-bit knob",
+                if signed { "signed " } else { "unsigned " }
+            ));
+        }
+    }
+    Ok(int.to_ne_bytes()[..knob.size.min(8)].to_vec())
+}
+
+/// Loads `spec` with the knobs from `params`, attaching the first variant that works.
+pub fn load(
+    spec: &'static ProgramSpec,
+    params: &[(String, ParamValue)],
+    btf: &KernelBtf,
+) -> Result<Loaded, BpfError> {
+    let types = ObjectTypes::parse(spec.object)
+        .map_err(|source| BpfError::Decode { program: spec.name.into(), source })?;
+    let knobs = types.knobs();
+    let mut knob_values: Vec<(String, Vec<u8>, String)> = Vec::new();
+    for (name, value) in params {
+        if let Some(knob) = knobs.iter().find(|k| &k.name == name) {
+            let bytes = knob_bytes(knob, value).map_err(|reason| BpfError::Knob {
+                program: spec.name.into(),
+                knob: name.clone(),
+                reason,
+            })?;
+            knob_values.push((name.clone(), bytes, value.to_string()));
+        }
+    }
+    if let Err(e) = raise_memlock() {
+        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; fine on kernels >= 5.11 (memcg accounting)");
+    }
+
+    let mut skipped = Vec::new();
+    for variant in spec.variants {
+        if let Err(reason) = assess_variant(variant, Some(btf)) {
+            tracing::debug!(program = spec.name, variant = variant.name, %reason, "variant skipped");
+            skipped.push(Skipped { variant: variant.name, reason });
+            continue;
+        }
+        let mut values = knob_values.clone();
+        for (k, v) in variant.knobs {
+            values.retain(|(n, _, _)| n != k);
+            if let Some(knob) = knobs.iter().find(|kn| kn.name == *k) {
+                let bytes = knob_bytes(knob, &ParamValue::Bool(*v)).unwrap_or_default();
+                values.push((k.to_string(), bytes, v.to_string()));
+            }
+        }
+        match load_variant(spec, variant, &values, btf, &types) {
+            Ok((ebpf, maps, sources)) => {
+                tracing::info!(program = spec.name, variant = variant.name, "program attached");
+                return Ok(Loaded {
+                    spec,
+                    variant,
+                    skipped,
+                    knobs: values.into_iter().map(|(n, _, shown)| (n, shown)).collect(),
+                    maps: Arc::new(maps),
+                    sources,
+                    _ebpf: ebpf,
+                });
+            }
+            Err(reason) => {
+                tracing::warn!(program = spec.name, variant = variant.name, %reason, "variant failed to load");
+                skipped.push(Skipped { variant: variant.name, reason });
+            }
+        }
+    }
+    Err(BpfError::NoVariant {
+        program: spec.name.into(),
+        reasons: skipped.into_iter().map(|s| (s.variant.to_string(), s.reason)).collect(),
+    })
+}
+
+type LoadedParts = (Ebpf, MapTable, Vec<EventSource>);
+
+fn load_variant(
+    spec: &ProgramSpec,
+    variant: &Variant,
+    knobs: &[(String, Vec<u8>, String)],
+    btf: &KernelBtf,
+    types: &ObjectTypes,
+) -> Result<LoadedParts, String> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(btf.aya()));
+    for (name, bytes, _) in knobs {
+        loader.override_global(name.as_str(), bytes.as_slice(), true);
+    }
+    let mut ebpf = loader.load(spec.object).map_err(|e| format!("load object: {}", error_chain(&e)))?;
+    for attach in variant.attach {
+        let prog = ebpf
+            .program_mut(attach.program)
+            .ok_or_else(|| format!("object has no program `{}`", attach.program))?;
+        match attach.hook {
+            Hook::Tracepoint { category, name } => {
+                let tp: &mut TracePoint = prog
+                    .try_into()
+                    .map_err(|e| format!("{}: not a tracepoint program: {e}", attach.program))?;
+                tp.load().map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                tp.attach(category, name)
+                    .map_err(|e| format!("{}: attach {category}:{name}: {}", attach.program, error_chain(&e)))?;
+            }
+            Hook::Kprobe { function } => {
+                let kp: &mut KProbe = prog
+                    .try_into()
+                    .map_err(|e| format!("{}: not a kprobe program: {e}", attach.program))?;
+                kp.load().map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                kp.attach(function, 0)
+                    .map_err(|e| format!("{}: attach kprobe {function}: {}", attach.program, error_chain(&e)))?;
+            }
+        }
+    }
+
+    let record_maps = types.record_maps();
+    let mut table = MapTable::new();
+    let mut sources = Vec::new();
+    let names: Vec<String> = ebpf.maps().map(|(n, _)| n.to_string()).collect();
+    for name in names {
+        if name.starts_with('.') {
+            continue;
+        }
+        let Some(map) = ebpf.take_map(&name) else { continue };
+        if record_maps.contains(&name) {
+            let decoder = types.record_decoder(&name).map_err(|e| e.to_string())?;
+            let ring = RingBuf::try_from(map).map_err(|e| format!("map {name}: {e}"))?;
+            sources.push(EventSource { map: name, ring, decoder });
+            continue;
+        }
+        let (key, value) = match types.map_decoders(&name) {
+            Ok((k, v)) => (Some(k), Some(v)),
+            Err(_) => (None, None),
+        };
+        table.insert(&name, &map, key, value);
+    }
+    Ok((ebpf, table, sources))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn raise_memlock() -> std::io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The kernel's drop reason names, `SKB_DROP_REASON_` stripped.
+pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, rhai::ImmutableString> {
+    btf.enum_names("skb_drop_reason", "SKB_DROP_REASON_")
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect()
+}

@@ -1,0 +1,480 @@
+//! `sonde run`: one script, once, like a bpftrace one-liner with no compiler.
+//!
+//! Live: load the script's kernel program, feed its records through `on_event` as
+//! they arrive, `on_tick` at the manifest's interval, then at the end (--for or
+//! Ctrl-C) a last `on_tick`, `on_exit`, and a summary of the script's metrics.
+//! With `--record` the raw records are saved; with `--replay` they are fed again
+//! with no kernel involved.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use crate::bpf::decode::{DecodeEnv, Decoder, ObjectTypes};
+use crate::bpf::ksyms::Ksyms;
+use crate::bpf::maps::{decode_entries, Layout, MapTable};
+use crate::bpf::{self, catalog};
+use crate::btf::KernelBtf;
+use crate::cli::{Output, RunArgs};
+use crate::event::{Event, EventSink};
+use crate::metrics::Registry;
+use crate::pods::{self, HostResolver, PodResolver};
+use crate::record::{self, Frame};
+use crate::script::{Instance, Limits, MapReader, ParamValue, Script, ScriptContext};
+
+/// How often ring buffers are drained when no wake-up came (records submitted with
+/// `BPF_RB_NO_WAKEUP` wait at most this long).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Prints events and script output to stdout, buffered, flushed per batch.
+pub struct Printer {
+    out: Mutex<std::io::BufWriter<std::io::Stdout>>,
+    format: Output,
+    quiet: bool,
+    pub events: AtomicU64,
+}
+
+impl Printer {
+    pub fn new(format: Output, quiet: bool) -> Self {
+        Printer {
+            out: Mutex::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
+            format,
+            quiet,
+            events: AtomicU64::new(0),
+        }
+    }
+
+    pub fn line(&self, s: &str) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.write_all(s.as_bytes());
+        let _ = out.write_all(b"\n");
+    }
+
+    pub fn flush(&self) {
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+}
+
+impl EventSink for Printer {
+    fn emit(&self, event: Event) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if self.quiet {
+            return;
+        }
+        let line = match self.format {
+            Output::Text => event.to_text(),
+            Output::Json => event.to_json(),
+        };
+        self.line(&line);
+    }
+}
+
+struct TableReader(Arc<MapTable>);
+
+impl MapReader for TableReader {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        self.0.decoded_entries(map)
+    }
+}
+
+struct NoMaps;
+
+impl MapReader for NoMaps {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        Err(format!("no map `{map}`: this script has no kernel program"))
+    }
+}
+
+/// Maps as last snapshotted in a recording.
+struct ReplayMaps {
+    latest: Mutex<HashMap<String, Vec<(Vec<u8>, Vec<u8>)>>>,
+    layouts: HashMap<String, (Layout, Option<Decoder>, Option<Decoder>)>,
+    env: Arc<DecodeEnv>,
+}
+
+impl MapReader for ReplayMaps {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        let (layout, key, value) =
+            self.layouts.get(map).ok_or_else(|| format!("no map `{map}` in this recording"))?;
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = latest.get(map).map(Vec::as_slice).unwrap_or(&[]);
+        decode_entries(layout, key.as_ref(), value.as_ref(), entries, &self.env)
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    records: u64,
+    decode_errors: u64,
+    lost: u64,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (label, source) = match (&args.file, &args.expr) {
+        (Some(f), _) => (
+            f.display().to_string(),
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ),
+        (None, Some(code)) => ("-e".to_string(), code.clone()),
+        (None, None) => bail!("give a script file or -e CODE"),
+    };
+    let name = script_name(&args, &label);
+    let limits = Limits::default();
+    let script = Script::compile(&label, &source, &limits).map_err(|e| anyhow!("{e}"))?;
+    let params = script.manifest().resolve_params(&args.params).map_err(|e| anyhow!("{label}: {e}"))?;
+    let node = pods::node_name();
+    let printer = Arc::new(Printer::new(args.output, args.quiet));
+    let registry = Arc::new(Registry::new(&node));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = Instant::now();
+    let stats = if let Some(path) = args.replay.clone() {
+        replay(&path, &script, &params, &name, &node, &printer, &registry, &limits)?
+    } else {
+        rt.block_on(live(&args, &script, &params, &name, &node, &printer, &registry, &limits))?
+    };
+    printer.flush();
+    print!("{}", registry.summary(&name));
+    let _ = std::io::stdout().flush();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "sonde: {} records ({:.0}/s), {} events emitted, {} lost in the kernel, {} undecodable, in {:.2}s",
+        stats.records,
+        stats.records as f64 / secs.max(1e-9),
+        printer.events.load(Ordering::Relaxed),
+        stats.lost,
+        stats.decode_errors,
+        secs
+    );
+    if stats.lost > 0 {
+        eprintln!("sonde: warning: {} records were lost because the ring buffer was full", stats.lost);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn script_name(args: &RunArgs, label: &str) -> String {
+    match &args.file {
+        Some(f) => f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| label.into()),
+        None => "oneliner".into(),
+    }
+}
+
+fn context(
+    name: &str,
+    node: &str,
+    maps: Arc<dyn MapReader>,
+    printer: &Arc<Printer>,
+    registry: &Arc<Registry>,
+) -> ScriptContext {
+    let p = printer.clone();
+    ScriptContext {
+        name: name.to_string(),
+        node: node.to_string(),
+        maps,
+        events: printer.clone(),
+        registry: registry.clone(),
+        print: Arc::new(move |s: &str| p.line(s)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn live(
+    args: &RunArgs,
+    script: &Script,
+    params: &[(String, ParamValue)],
+    name: &str,
+    node: &str,
+    printer: &Arc<Printer>,
+    registry: &Arc<Registry>,
+    limits: &Limits,
+) -> anyhow::Result<Stats> {
+    let manifest = script.manifest();
+    let resolver = Arc::new(HostResolver::new(node));
+    let pods: Arc<dyn PodResolver> = resolver.clone();
+    let mut stats = Stats::default();
+
+    let Some(program) = manifest.program.clone() else {
+        // No kernel side: init, ticks, exit.
+        let ctx = context(name, node, Arc::new(NoMaps), printer, registry);
+        let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
+        wait_loop(args, manifest.interval, &mut inst, None, &mut [], &[], None, &mut stats, printer).await?;
+        inst.on_exit();
+        return Ok(stats);
+    };
+
+    let spec = catalog::find(&program).ok_or_else(|| {
+        anyhow!("PROBE.program: unknown kernel program `{program}`; built-in programs: {}", catalog::names().join(", "))
+    })?;
+    let btf = KernelBtf::locate(args.btf.as_deref())?;
+    let mut loaded = bpf::load(spec, params, &btf)?;
+    for s in &loaded.skipped {
+        tracing::info!(program = spec.name, variant = s.variant, reason = %s.reason, "variant skipped");
+    }
+    eprintln!("sonde: {} attached (variant {})", spec.name, loaded.variant.name);
+    let drop_reasons = bpf::drop_reason_names(&btf);
+    let table = loaded.maps.clone();
+    let stack_table = table.clone();
+    let env = Arc::new(DecodeEnv {
+        pods,
+        drop_reasons: drop_reasons.clone(),
+        ksyms: Arc::new(Ksyms::load()),
+        stacks: Some(Box::new(move |id| stack_table.stack(id))),
+    });
+    table.set_env(env.clone());
+
+    let sources = loaded.take_sources();
+    let mut writer = match &args.record {
+        Some(path) => {
+            let maps: Vec<(String, Layout)> = table
+                .names()
+                .into_iter()
+                .filter(|n| n != "stacks")
+                .filter_map(|n| table.layout(&n).map(|l| (n, l)))
+                .collect();
+            let header = record::Header {
+                program: spec.name.into(),
+                variant: loaded.variant.name.into(),
+                kernel: super::probes::kernel_release(),
+                node: node.into(),
+                host_netns: resolver.host_netns(),
+                sources: sources.iter().map(|s| s.map.clone()).collect(),
+                maps,
+                drop_reasons: drop_reasons.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+                started_ns: crate::event::now_ns(),
+            };
+            Some((record::Writer::create(path, &header)?, header.maps))
+        }
+        None => None,
+    };
+
+    let ctx = context(name, node, Arc::new(TableReader(table.clone())), printer, registry);
+    let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
+    let decoders: Vec<Decoder> = sources.iter().map(|s| s.decoder.clone()).collect();
+    let mut rings = Vec::with_capacity(sources.len());
+    for s in sources {
+        // SAFETY: the ring buffer owns its descriptor and lives inside the AsyncFd,
+        // so the descriptor stays open for as long as it is registered.
+        let fd = unsafe { AsyncFd::register(s.ring) }
+            .map_err(|e| anyhow!("ring buffer poll registration: {}", e.into_parts().1))?;
+        rings.push(fd);
+    }
+    wait_loop(
+        args,
+        manifest.interval,
+        &mut inst,
+        Some(&env),
+        &mut rings,
+        &decoders,
+        writer.as_mut().map(|(w, maps)| (w, maps.as_slice(), &*table)),
+        &mut stats,
+        printer,
+    )
+    .await?;
+    stats.lost = loaded.lost();
+    inst.on_exit();
+    if let Some((w, _)) = writer {
+        w.finish()?;
+    }
+    drop(loaded);
+    Ok(stats)
+}
+
+type RecordTo<'a> = (&'a mut record::Writer, &'a [(String, Layout)], &'a MapTable);
+
+/// Runs until --for expires or a signal: drains ring buffers on wake-up and on a timer,
+/// ticks at the manifest interval, and ends with a final drain and tick.
+#[allow(clippy::too_many_arguments)]
+async fn wait_loop(
+    args: &RunArgs,
+    interval: Duration,
+    inst: &mut Instance,
+    env: Option<&Arc<DecodeEnv>>,
+    rings: &mut [AsyncFd<RingBuf<MapData>>],
+    decoders: &[Decoder],
+    mut record: Option<RecordTo<'_>>,
+    stats: &mut Stats,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let sleep_until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let first_ready = async {
+            match rings.first() {
+                Some(r) => r.readable().await.map(|mut g| g.clear_ready()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep_until => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = ticker.tick() => {
+                drain(rings, decoders, inst, env, &mut record, stats);
+                tick(inst, &mut record);
+            }
+            r = first_ready => {
+                r?;
+                drain(rings, decoders, inst, env, &mut record, stats);
+            }
+            _ = drain_timer.tick() => {
+                drain(rings, decoders, inst, env, &mut record, stats);
+            }
+        }
+        printer.flush();
+    }
+    drain(rings, decoders, inst, env, &mut record, stats);
+    tick(inst, &mut record);
+    printer.flush();
+    Ok(())
+}
+
+fn tick(inst: &mut Instance, record: &mut Option<RecordTo<'_>>) {
+    if let Some((w, maps, table)) = record {
+        for (i, (name, _)) in maps.iter().enumerate() {
+            if let Some(Ok(entries)) = table.raw_entries(name) {
+                if let Err(e) = w.snapshot(i as u16, &entries) {
+                    tracing::error!(error = %e, "recording failed");
+                }
+            }
+        }
+        if let Err(e) = w.tick() {
+            tracing::error!(error = %e, "recording failed");
+        }
+    }
+    inst.on_tick();
+}
+
+fn drain(
+    rings: &mut [AsyncFd<RingBuf<MapData>>],
+    decoders: &[Decoder],
+    inst: &mut Instance,
+    env: Option<&Arc<DecodeEnv>>,
+    record: &mut Option<RecordTo<'_>>,
+    stats: &mut Stats,
+) {
+    let Some(env) = env else { return };
+    for (i, ring) in rings.iter_mut().enumerate() {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            stats.records += 1;
+            if let Some((w, _, _)) = record {
+                if let Err(e) = w.record(i as u16, &item) {
+                    tracing::error!(error = %e, "recording failed");
+                }
+            }
+            match decoders[i].decode_map(&item, env) {
+                Ok(ev) => {
+                    drop(item);
+                    inst.on_event(ev);
+                }
+                Err(e) => {
+                    stats.decode_errors += 1;
+                    tracing::debug!(error = %e, "undecodable record");
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replay(
+    path: &std::path::Path,
+    script: &Script,
+    params: &[(String, ParamValue)],
+    name: &str,
+    node: &str,
+    printer: &Arc<Printer>,
+    registry: &Arc<Registry>,
+    limits: &Limits,
+) -> anyhow::Result<Stats> {
+    let mut reader = record::Reader::open(path)?;
+    let header = reader.header.clone();
+    if let Some(p) = &script.manifest().program {
+        if *p != header.program {
+            bail!(
+                "{}: recorded from program `{}`, but the script's PROBE.program is `{p}`",
+                path.display(),
+                header.program
+            );
+        }
+    }
+    let spec = catalog::find(&header.program)
+        .ok_or_else(|| anyhow!("{}: unknown program `{}` in recording", path.display(), header.program))?;
+    let types = ObjectTypes::parse(spec.object)?;
+    let decoders: Vec<Decoder> = header
+        .sources
+        .iter()
+        .map(|s| types.record_decoder(s))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: recording does not match this sonde's objects", path.display()))?;
+    let pods: Arc<dyn PodResolver> = Arc::new(HostResolver::with_host_netns(header.host_netns, node));
+    let env = Arc::new(DecodeEnv {
+        pods,
+        drop_reasons: header.drop_reasons.iter().map(|(k, v)| (*k, v.as_str().into())).collect(),
+        ksyms: Arc::new(Ksyms::empty()),
+        stacks: None,
+    });
+    let layouts = header
+        .maps
+        .iter()
+        .map(|(n, l)| {
+            let (k, v) = types.map_decoders(n).map(|(k, v)| (Some(k), Some(v))).unwrap_or((None, None));
+            (n.clone(), (*l, k, v))
+        })
+        .collect();
+    let maps = Arc::new(ReplayMaps { latest: Mutex::new(HashMap::new()), layouts, env: env.clone() });
+    let ctx = context(name, node, maps.clone(), printer, registry);
+    let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
+    let mut stats = Stats::default();
+    let mut batch = 0u32;
+    while let Some(frame) = reader.next_frame()? {
+        match frame {
+            Frame::Record { source, bytes, .. } => {
+                stats.records += 1;
+                let Some(d) = decoders.get(source as usize) else {
+                    stats.decode_errors += 1;
+                    continue;
+                };
+                match d.decode_map(&bytes, &env) {
+                    Ok(ev) => inst.on_event(ev),
+                    Err(_) => stats.decode_errors += 1,
+                }
+                batch += 1;
+                if batch == 4096 {
+                    batch = 0;
+                    printer.flush();
+                }
+            }
+            Frame::Snapshot { map, entries, .. } => {
+                if let Some((name, _)) = header.maps.get(map as usize) {
+                    if name == "dropped" {
+                        stats.lost = entries
+                            .iter()
+                            .flat_map(|(_, v)| v.chunks_exact(8))
+                            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+                            .sum();
+                    }
+                    maps.latest.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), entries);
+                }
+            }
+            Frame::Tick { .. } => inst.on_tick(),
+        }
+    }
+    inst.on_exit();
+    Ok(stats)
+}

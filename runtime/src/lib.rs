@@ -1,0 +1,25 @@
+//! sonde: a node agent for Linux network observability.
+//!
+//! A fixed library of precompiled CO-RE eBPF programs (`kernel-progs/`, embedded in
+//! this crate) does the kernel-side work; Rhai scripts decide what the data means.
+//! The pieces, in the order data flows through them:
+//!
+//! - [`btf`]: finds the running kernel's BTF for CO-RE relocation;
+//! - [`bpf`]: loads a program's object, picks the variant this kernel can run, attaches
+//!   it, reads its ring buffer and maps; [`bpf::decode`] turns record bytes into Rhai
+//!   values by field name using the object's own BTF;
+//! - [`pods`]: maps network namespaces to pods;
+//! - [`script`]: the sandboxed Rhai host (`init`, `on_event`, `on_tick`, `on_exit`);
+//! - [`metrics`]: the registry scripts write into;
+//! - [`event`]: what scripts emit, and its text and JSON forms;
+//! - [`record`]: saving raw records of a run and replaying them without a kernel;
+//! - [`cli`]: `sonde run`, `sonde probes`, `sonde check`.
+
+pub mod bpf;
+pub mod btf;
+pub mod cli;
+pub mod event;
+pub mod metrics;
+pub mod pods;
+pub mod record;
+pub mod script;

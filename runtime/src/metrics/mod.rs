@@ -1,0 +1,413 @@
+//! Metrics: the registry scripts and sources write into, exported as Prometheus text
+//! and printed as a table at the end of a one-shot run.
+//!
+//! A family has a kind (counter, gauge, histogram), label names fixed at registration
+//! and a *series budget*: past it, updates that would create a new series are dropped
+//! and counted in `sonde_series_dropped_total{metric}`, so a label with unbounded
+//! values (a port, an address) cannot exhaust memory. Every series carries the
+//! constant label `node`.
+//!
+//! ```
+//! use sonde::metrics::Registry;
+//!
+//! let registry = Registry::new("node-1");
+//! let resets = registry
+//!     .counter("tcp_reset_segments_total", "TCP RST segments.", &["namespace", "pod"], 1000)
+//!     .unwrap();
+//! resets.inc(&["shop", "web-1"]).unwrap();
+//! assert!(registry.render_prometheus().contains(
+//!     r#"sonde_tcp_reset_segments_total{node="node-1",namespace="shop",pod="web-1"} 1"#));
+//! ```
+//!
+//! Registering a name again with the same kind and labels returns the same family, so
+//! series survive a script reload; anything else is an error naming both shapes.
+//! Names follow Prometheus conventions (checked at registration, so the export always
+//! passes `promtool check metrics`): lowercase snake_case, the `sonde_` prefix added
+//! when missing, counters end in `_total` and nothing else does, base units
+//! (`_seconds`, `_bytes`), no abbreviated units (`_ms`).
+
+mod family;
+mod handles;
+mod labels;
+mod render;
+mod summary;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+pub use family::{log2_slot, log2_slot_f64, MetricKind};
+pub use handles::{BucketCounts, Counter, Gauge, Histogram, Number};
+pub use labels::LabelValue;
+
+use family::{Buckets, Family};
+
+/// Prefix of every metric sonde exports.
+pub const PREFIX: &str = "sonde_";
+/// Self-metric: updates dropped because a family reached its series budget.
+pub const SERIES_DROPPED: &str = "sonde_series_dropped_total";
+/// Self-metric: script handler failures, by script and kind.
+pub const SCRIPT_ERRORS: &str = "sonde_script_errors_total";
+/// Highest slot of a log2 histogram (bucket bound `2^63`).
+pub const LOG2_MAX_SLOT: u32 = 63;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MetricsError {
+    #[error("invalid metric name `{name}`: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("metric `{metric}`: invalid label name `{label}`: {reason}")]
+    InvalidLabel { metric: String, label: String, reason: String },
+    #[error("metric `{metric}`: the help text is empty; say what is counted, in a sentence")]
+    EmptyHelp { metric: String },
+    #[error("metric `{name}` is already registered as {existing}; cannot register it as {requested}")]
+    Conflict { name: String, existing: String, requested: String },
+    #[error("metric `{metric}` has {want} label(s) ({expected}), got {got} value(s)")]
+    LabelArity { metric: String, expected: String, want: usize, got: usize },
+    #[error("metric `{metric}`: {reason}")]
+    InvalidValue { metric: String, reason: String },
+    #[error("metric `{metric}`: invalid buckets: {reason}")]
+    InvalidBuckets { metric: String, reason: String },
+}
+
+/// What a summary filter sees of a family.
+pub struct FamilyInfo<'a> {
+    family: &'a Family,
+}
+
+impl FamilyInfo<'_> {
+    pub fn name(&self) -> &str {
+        &self.family.name
+    }
+
+    pub fn kind(&self) -> MetricKind {
+        self.family.kind
+    }
+
+    /// Whether `script` registered (or re-registered) this family.
+    pub fn is_owned_by(&self, script: &str) -> bool {
+        self.family.is_owned_by(script)
+    }
+}
+
+/// All metric families of one process.
+pub struct Registry {
+    node: String,
+    families: RwLock<BTreeMap<String, Arc<Family>>>,
+    script_errors: Counter,
+}
+
+impl Registry {
+    /// A registry whose every series carries `node="<node>"`.
+    pub fn new(node: &str) -> Self {
+        let errors = Arc::new(Family::new(
+            SCRIPT_ERRORS.into(),
+            "Script handler failures, by script and kind (operations, deadline, size, call_depth, type, runtime, ...).".into(),
+            MetricKind::Counter,
+            vec!["script".to_string(), "kind".to_string()].into(),
+            None,
+            usize::MAX,
+        ));
+        let mut families = BTreeMap::new();
+        families.insert(SCRIPT_ERRORS.to_string(), errors.clone());
+        Registry { node: node.to_string(), families: RwLock::new(families), script_errors: Counter(errors) }
+    }
+
+    /// The node name added to every series.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// `sonde_script_errors_total{script, kind}`, incremented by the script host.
+    pub fn script_errors(&self) -> &Counter {
+        &self.script_errors
+    }
+
+    /// Registers (or finds) a counter. `name` must end in `_total`.
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[impl AsRef<str>],
+        budget: usize,
+    ) -> Result<Counter, MetricsError> {
+        self.register(name, help, MetricKind::Counter, label_names, None, budget).map(Counter)
+    }
+
+    /// Registers (or finds) a gauge.
+    pub fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[impl AsRef<str>],
+        budget: usize,
+    ) -> Result<Gauge, MetricsError> {
+        self.register(name, help, MetricKind::Gauge, label_names, None, budget).map(Gauge)
+    }
+
+    /// Registers (or finds) a histogram with explicit upper bounds (strictly
+    /// increasing, finite; `+Inf` is implicit).
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[impl AsRef<str>],
+        buckets: Vec<f64>,
+        budget: usize,
+    ) -> Result<Histogram, MetricsError> {
+        let full = full_name(name);
+        if buckets.len() > 256 {
+            return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("{} buckets; at most 256", buckets.len()) });
+        }
+        for (i, b) in buckets.iter().enumerate() {
+            if !b.is_finite() {
+                return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("bound {i} is {b}; bounds are finite (+Inf is implicit)") });
+            }
+            if i > 0 && buckets[i - 1] >= *b {
+                return Err(MetricsError::InvalidBuckets {
+                    metric: full,
+                    reason: format!("bounds must increase strictly ({} then {b})", buckets[i - 1]),
+                });
+            }
+        }
+        let b = Buckets { bounds: buckets.into(), scale: 1.0, log2: None };
+        self.register(name, help, MetricKind::Histogram, label_names, Some(b), budget).map(Histogram)
+    }
+
+    /// Registers (or finds) a log2 histogram, the layout of kernel log2 maps: slot `i`
+    /// holds raw values in `(2^(i-1), 2^i]` (slot 0: `<= 1`), slots `0..=max_slot`,
+    /// bucket bounds `scale * 2^i` in exported units (e.g. `scale = 1e-9` exports a
+    /// nanosecond histogram in seconds).
+    pub fn log2_histogram(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[impl AsRef<str>],
+        max_slot: u32,
+        scale: f64,
+        budget: usize,
+    ) -> Result<Histogram, MetricsError> {
+        let full = full_name(name);
+        if max_slot > LOG2_MAX_SLOT {
+            return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("max slot {max_slot}; at most {LOG2_MAX_SLOT}") });
+        }
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("scale {scale}; it must be a positive number") });
+        }
+        let bounds: Vec<f64> = (0..=max_slot).map(|i| scale * (1u64 << i) as f64).collect();
+        let b = Buckets { bounds: bounds.into(), scale, log2: Some(max_slot) };
+        self.register(name, help, MetricKind::Histogram, label_names, Some(b), budget).map(Histogram)
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        help: &str,
+        kind: MetricKind,
+        label_names: &[impl AsRef<str>],
+        buckets: Option<Buckets>,
+        budget: usize,
+    ) -> Result<Arc<Family>, MetricsError> {
+        let name = full_name(name);
+        validate_name(&name, kind)?;
+        let labels: Vec<String> = label_names.iter().map(|l| l.as_ref().to_string()).collect();
+        validate_labels(&name, &labels)?;
+        if help.trim().is_empty() {
+            return Err(MetricsError::EmptyHelp { metric: name });
+        }
+        if name == SERIES_DROPPED || name == SCRIPT_ERRORS {
+            return Err(MetricsError::InvalidName { name, reason: "reserved for sonde's own metrics".into() });
+        }
+        let mut families = self.families.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = families.get(&name) {
+            let same = existing.kind == kind && *existing.label_names == *labels && existing.buckets == buckets;
+            if !same {
+                return Err(MetricsError::Conflict {
+                    name,
+                    existing: existing.describe(),
+                    requested: family::describe(kind, &labels, buckets.as_ref()),
+                });
+            }
+            existing.budget.store(budget, std::sync::atomic::Ordering::Relaxed);
+            *existing.help.write().unwrap_or_else(|e| e.into_inner()) = help.to_string();
+            return Ok(existing.clone());
+        }
+        let family = Arc::new(Family::new(name.clone(), help.to_string(), kind, labels.into(), buckets, budget));
+        families.insert(name, family.clone());
+        Ok(family)
+    }
+
+    /// Removes a family and its series (a script was removed for good).
+    pub fn unregister(&self, name: &str) -> bool {
+        let name = full_name(name);
+        if name == SCRIPT_ERRORS {
+            return false;
+        }
+        self.families.write().unwrap_or_else(|e| e.into_inner()).remove(&name).is_some()
+    }
+
+    /// Names of the registered families, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.families().iter().map(|f| f.name.clone()).collect()
+    }
+
+    fn families(&self) -> Vec<Arc<Family>> {
+        self.families.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render_prometheus(&self) -> String {
+        render::render(&self.node, &self.families())
+    }
+
+    /// The human table printed at the end of a one-shot run: the families `script`
+    /// registered, series by value, histograms as log2 bars.
+    pub fn summary(&self, script: &str) -> String {
+        self.summary_where(|f| f.is_owned_by(script))
+    }
+
+    /// [`Registry::summary`] for the families `filter` accepts.
+    pub fn summary_where(&self, filter: impl Fn(&FamilyInfo<'_>) -> bool) -> String {
+        let families: Vec<_> =
+            self.families().into_iter().filter(|f| filter(&FamilyInfo { family: f })).collect();
+        summary::render(&families)
+    }
+}
+
+/// Adds the `sonde_` prefix unless the name has it.
+pub fn full_name(name: &str) -> String {
+    if name.starts_with(PREFIX) {
+        name.to_string()
+    } else {
+        format!("{PREFIX}{name}")
+    }
+}
+
+/// Turns any text into a valid metric name fragment: lowercase, `[a-z0-9_]`, no
+/// leading digit, no repeated underscores (`"TCP Retrans/s"` -> `"tcp_retrans_s"`).
+pub fn sanitize_name(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert_str(0, "m_");
+    }
+    out
+}
+
+fn is_snake(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+const UNIT_ABBREVIATIONS: [&str; 14] = ["s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d"];
+const NON_BASE_UNITS: [(&str, &str); 15] = [
+    ("minutes", "seconds"),
+    ("hours", "seconds"),
+    ("days", "seconds"),
+    ("weeks", "seconds"),
+    ("bits", "bytes"),
+    ("kelvins", "kelvin"),
+    ("fahrenheit", "celsius"),
+    ("rankine", "celsius"),
+    ("inches", "meters"),
+    ("yards", "meters"),
+    ("miles", "meters"),
+    ("calories", "joules"),
+    ("pounds", "grams"),
+    ("ounces", "grams"),
+    ("kibibytes", "bytes"),
+];
+const BASE_UNITS: [&str; 10] = ["amperes", "bytes", "celsius", "grams", "joules", "kelvin", "meters", "metres", "seconds", "volts"];
+const UNIT_PREFIXES: [&str; 18] = [
+    "pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega", "mibi", "giga", "gibi",
+    "tera", "tebi", "peta", "pebi",
+];
+
+fn validate_name(name: &str, kind: MetricKind) -> Result<(), MetricsError> {
+    let bad = |reason: String| Err(MetricsError::InvalidName { name: name.to_string(), reason });
+    if name.len() > 200 {
+        return bad("longer than 200 characters".into());
+    }
+    if !is_snake(name) {
+        return bad("use lowercase snake_case: letters a-z, digits and `_`, not starting with a digit".into());
+    }
+    if name.contains("__") || name.ends_with('_') {
+        return bad("no double or trailing underscores".into());
+    }
+    let parts: Vec<&str> = name.split('_').collect();
+    let is_total = name.ends_with("_total");
+    match kind {
+        MetricKind::Counter if !is_total => {
+            return bad(format!("counter names end in `_total` (e.g. `{name}_total`)"));
+        }
+        MetricKind::Gauge | MetricKind::Histogram if is_total => {
+            return bad(format!("only counters end in `_total`; this is a {}", kind.as_str()));
+        }
+        _ => {}
+    }
+    for suffix in ["_bucket", "_count", "_sum"] {
+        if name.ends_with(suffix) {
+            return bad(format!("`{suffix}` is reserved for histogram series"));
+        }
+    }
+    for p in &parts {
+        if UNIT_ABBREVIATIONS.contains(p) {
+            return bad(format!("abbreviated unit `{p}`: spell out a base unit (`seconds`, `bytes`)"));
+        }
+        if let Some((_, base)) = NON_BASE_UNITS.iter().find(|(u, _)| u == p) {
+            return bad(format!("use the base unit `{base}` instead of `{p}`"));
+        }
+        for prefix in UNIT_PREFIXES {
+            if let Some(rest) = p.strip_prefix(prefix) {
+                if BASE_UNITS.contains(&rest) || NON_BASE_UNITS.iter().any(|(u, _)| *u == rest) {
+                    return bad(format!("use a base unit (`seconds`, `bytes`) instead of `{p}`; scale the value instead"));
+                }
+            }
+        }
+        for t in ["counter", "gauge", "histogram", "summary"] {
+            if *p == t {
+                return bad(format!("the type `{t}` does not belong in the name"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_labels(metric: &str, labels: &[String]) -> Result<(), MetricsError> {
+    let bad = |label: &str, reason: &str| {
+        Err(MetricsError::InvalidLabel { metric: metric.to_string(), label: label.to_string(), reason: reason.to_string() })
+    };
+    for (i, l) in labels.iter().enumerate() {
+        if !is_snake(l) {
+            return bad(l, "use lowercase snake_case: letters a-z, digits and `_`, not starting with a digit");
+        }
+        if l.starts_with("__") {
+            return bad(l, "names starting with `__` are reserved by Prometheus");
+        }
+        if l == "node" {
+            return bad(l, "`node` is added to every series by sonde");
+        }
+        if l == "le" || l == "quantile" {
+            return bad(l, "reserved for histogram and summary series");
+        }
+        if labels[..i].contains(l) {
+            return bad(l, "declared twice");
+        }
+    }
+    if labels.len() > 16 {
+        return bad(&labels[16], "at most 16 labels per metric");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

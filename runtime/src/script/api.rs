@@ -1,0 +1,365 @@
+//! The script API: metrics, events, kernel maps, one-liner tables and logging.
+//!
+//! Each function is documented here, where it is registered, and in
+//! `stdlib/README.md` with an example.
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, NativeCallContext, Position, FLOAT, INT};
+
+use super::engine::Host;
+use crate::event::{now_ns, Event, Labels};
+use crate::metrics::{self, BucketCounts, Counter, Gauge, Histogram, LabelValue, MetricsError};
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+/// A script-visible runtime error (counted as kind `runtime`).
+pub(crate) fn runtime_error(msg: impl std::fmt::Display) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(msg.to_string().into(), Position::NONE).into()
+}
+
+fn metrics_err(e: MetricsError) -> Box<EvalAltResult> {
+    runtime_error(e)
+}
+
+/// Default highest slot of `metrics::log2_histogram` (bound `2^32` raw units).
+pub(crate) const LOG2_DEFAULT_MAX_SLOT: u32 = 32;
+
+pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
+    register_handles(engine);
+    engine.register_static_module("metrics", metrics_module(host).into());
+    engine.register_static_module("bpf", bpf_module(host).into());
+    register_emit(engine, host);
+    register_tables(engine, host);
+    register_log(engine, host);
+
+    // `sleep` blocks the thread that runs every handler: replaced by an error.
+    engine.register_fn("sleep", |_: INT| -> Res<()> { Err(runtime_error("sleep() is not available to scripts")) });
+    engine.register_fn("sleep", |_: FLOAT| -> Res<()> { Err(runtime_error("sleep() is not available to scripts")) });
+}
+
+fn label_names(what: &str, labels: &Array) -> Res<Vec<String>> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.read_lock::<ImmutableString>()
+                .map(|s| s.to_string())
+                .ok_or_else(|| runtime_error(format!("{what}: label names are strings; item {i} is {}", l.type_name())))
+        })
+        .collect()
+}
+
+fn number(v: &Dynamic) -> Option<f64> {
+    v.as_int().map(|i| i as f64).ok().or_else(|| v.as_float().ok())
+}
+
+fn metrics_module(host: &Arc<Host>) -> Module {
+    let mut m = Module::new();
+    let budget = host.limits.series_budget;
+
+    // metrics::counter(name, help, [label names]) -> Counter
+    //
+    // Registers (or finds, after a reload) a counter `sonde_<name>`; `name` must end
+    // in `_total`.
+    //   this.resets = metrics::counter("tcp_resets_total", "TCP RST segments.", ["namespace", "pod"]);
+    let h = host.clone();
+    m.set_native_fn("counter", move |name: &str, help: &str, labels: Array| -> Res<Counter> {
+        let c = h.ctx.registry.counter(name, help, &label_names("metrics::counter", &labels)?, budget).map_err(metrics_err)?;
+        c.add_owner(&h.ctx.name);
+        Ok(c)
+    });
+
+    // metrics::gauge(name, help, [label names]) -> Gauge
+    //   this.queue = metrics::gauge("socket_queue_bytes", "Bytes queued.", ["pod"]);
+    let h = host.clone();
+    m.set_native_fn("gauge", move |name: &str, help: &str, labels: Array| -> Res<Gauge> {
+        let g = h.ctx.registry.gauge(name, help, &label_names("metrics::gauge", &labels)?, budget).map_err(metrics_err)?;
+        g.add_owner(&h.ctx.name);
+        Ok(g)
+    });
+
+    // metrics::histogram(name, help, [label names], [bucket bounds]) -> Histogram
+    //   this.lat = metrics::histogram("rtt_seconds", "RTT.", ["pod"], [0.001, 0.01, 0.1, 1.0]);
+    let h = host.clone();
+    m.set_native_fn("histogram", move |name: &str, help: &str, labels: Array, buckets: Array| -> Res<Histogram> {
+        let bounds = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                number(b).ok_or_else(|| {
+                    runtime_error(format!("metrics::histogram: bucket bounds are numbers; item {i} is {}", b.type_name()))
+                })
+            })
+            .collect::<Res<Vec<f64>>>()?;
+        let hist = h
+            .ctx
+            .registry
+            .histogram(name, help, &label_names("metrics::histogram", &labels)?, bounds, budget)
+            .map_err(metrics_err)?;
+        hist.add_owner(&h.ctx.name);
+        Ok(hist)
+    });
+
+    // metrics::log2_histogram(name, help, [label names]) -> Histogram
+    // metrics::log2_histogram(name, help, [label names], #{ scale: 1e-9, max_slot: 32 })
+    //
+    // Power-of-two buckets, the layout of kernel log2 maps: slot i holds raw values in
+    // (2^(i-1), 2^i]; bounds are exported as scale * 2^i (scale 1e-9 turns
+    // nanoseconds into seconds). Observe raw values; `set_buckets` takes slot counts.
+    //   this.lat = metrics::log2_histogram("connect_latency_seconds", "Connect latency.", ["pod"], #{ scale: 1e-9 });
+    let h = host.clone();
+    let log2 = move |name: &str, help: &str, labels: Array, opts: Map| -> Res<Histogram> {
+        let mut scale = 1.0;
+        let mut max_slot = LOG2_DEFAULT_MAX_SLOT;
+        for (k, v) in &opts {
+            match k.as_str() {
+                "scale" => {
+                    scale = number(v).ok_or_else(|| runtime_error("metrics::log2_histogram: scale is a number"))?;
+                }
+                "max_slot" => {
+                    max_slot = v
+                        .as_int()
+                        .ok()
+                        .and_then(|i| u32::try_from(i).ok())
+                        .ok_or_else(|| runtime_error("metrics::log2_histogram: max_slot is an integer 0..=63"))?;
+                }
+                other => {
+                    return Err(runtime_error(format!(
+                        "metrics::log2_histogram: unknown option `{other}`; expected scale, max_slot"
+                    )))
+                }
+            }
+        }
+        let hist = h
+            .ctx
+            .registry
+            .log2_histogram(name, help, &label_names("metrics::log2_histogram", &labels)?, max_slot, scale, budget)
+            .map_err(metrics_err)?;
+        hist.add_owner(&h.ctx.name);
+        Ok(hist)
+    };
+    let log2b = log2.clone();
+    m.set_native_fn("log2_histogram", move |name: &str, help: &str, labels: Array| log2b(name, help, labels, Map::new()));
+    m.set_native_fn("log2_histogram", log2);
+    m.build_index();
+    m
+}
+
+/// Methods on the handles `metrics::*` return. Labels are an array of values in the
+/// order the label names were declared; strings are used as they are, integers in
+/// decimal, `()` as the empty string. A wrong number of values is a runtime error.
+fn register_handles(engine: &mut Engine) {
+    engine.register_type_with_name::<Counter>("Counter");
+    engine.register_type_with_name::<Gauge>("Gauge");
+    engine.register_type_with_name::<Histogram>("Histogram");
+    engine.register_fn("to_string", |c: &mut Counter| format!("Counter({})", c.name()));
+    engine.register_fn("to_string", |g: &mut Gauge| format!("Gauge({})", g.name()));
+    engine.register_fn("to_string", |h: &mut Histogram| format!("Histogram({})", h.name()));
+    engine.register_fn("to_debug", |c: &mut Counter| format!("Counter({})", c.name()));
+    engine.register_fn("to_debug", |g: &mut Gauge| format!("Gauge({})", g.name()));
+    engine.register_fn("to_debug", |h: &mut Histogram| format!("Histogram({})", h.name()));
+
+    // counter.inc(labels): adds one.        this.resets.inc([ev.pod.namespace, ev.pod.name]);
+    engine.register_fn("inc", |c: &mut Counter, labels: Array| -> Res<()> { c.inc(&labels).map_err(metrics_err) });
+    engine.register_fn("inc", |c: &mut Counter| -> Res<()> { c.inc::<Dynamic>(&[]).map_err(metrics_err) });
+    // counter.add(labels, n): adds n >= 0.  this.bytes.add([ev.pod.name], ev.len);
+    engine.register_fn("add", |c: &mut Counter, labels: Array, n: INT| -> Res<()> { c.add(&labels, n).map_err(metrics_err) });
+    engine.register_fn("add", |c: &mut Counter, labels: Array, n: FLOAT| -> Res<()> { c.add(&labels, n).map_err(metrics_err) });
+    // counter.set_total(labels, n): a total counted elsewhere (a kernel map); lower = reset.
+    engine.register_fn("set_total", |c: &mut Counter, labels: Array, n: INT| -> Res<()> {
+        c.set_total(&labels, n).map_err(metrics_err)
+    });
+    engine.register_fn("set_total", |c: &mut Counter, labels: Array, n: FLOAT| -> Res<()> {
+        c.set_total(&labels, n).map_err(metrics_err)
+    });
+    // gauge.set(labels, v) / gauge.add(labels, delta)
+    engine.register_fn("set", |g: &mut Gauge, labels: Array, v: INT| -> Res<()> { g.set(&labels, v).map_err(metrics_err) });
+    engine.register_fn("set", |g: &mut Gauge, labels: Array, v: FLOAT| -> Res<()> { g.set(&labels, v).map_err(metrics_err) });
+    engine.register_fn("add", |g: &mut Gauge, labels: Array, v: INT| -> Res<()> { g.add(&labels, v).map_err(metrics_err) });
+    engine.register_fn("add", |g: &mut Gauge, labels: Array, v: FLOAT| -> Res<()> { g.add(&labels, v).map_err(metrics_err) });
+    // histogram.observe(labels, v): one raw value.
+    engine.register_fn("observe", |h: &mut Histogram, labels: Array, v: INT| -> Res<()> {
+        h.observe(&labels, v).map_err(metrics_err)
+    });
+    engine.register_fn("observe", |h: &mut Histogram, labels: Array, v: FLOAT| -> Res<()> {
+        h.observe(&labels, v).map_err(metrics_err)
+    });
+    // histogram.set_buckets(labels, [per-bucket counts], raw_sum): replace a series with
+    // counts kept in the kernel (slot i of a log2 map = bucket i); lower = reset.
+    let set_buckets = |h: &mut Histogram, labels: Array, counts: Array, sum: f64| -> Res<()> {
+        let counts = counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.as_int().ok().and_then(|c| u64::try_from(c).ok()).ok_or_else(|| {
+                    runtime_error(format!("set_buckets: counts are integers >= 0; item {i} is {c}"))
+                })
+            })
+            .collect::<Res<Vec<u64>>>()?;
+        h.set_buckets(&labels, BucketCounts::PerBucket(&counts), sum).map_err(metrics_err)
+    };
+    engine.register_fn("set_buckets", move |h: &mut Histogram, labels: Array, counts: Array, sum: INT| {
+        set_buckets(h, labels, counts, sum as f64)
+    });
+    engine.register_fn("set_buckets", move |h: &mut Histogram, labels: Array, counts: Array, sum: FLOAT| {
+        set_buckets(h, labels, counts, sum)
+    });
+    // handle.remove(labels) -> bool: drop a series (a pod is gone).
+    engine.register_fn("remove", |c: &mut Counter, labels: Array| -> Res<bool> { c.remove(&labels).map_err(metrics_err) });
+    engine.register_fn("remove", |g: &mut Gauge, labels: Array| -> Res<bool> { g.remove(&labels).map_err(metrics_err) });
+    engine.register_fn("remove", |h: &mut Histogram, labels: Array| -> Res<bool> { h.remove(&labels).map_err(metrics_err) });
+}
+
+fn bpf_module(host: &Arc<Host>) -> Module {
+    let mut m = Module::new();
+    // bpf::map(name) -> [#{key, value}, ...]
+    //
+    // A snapshot of one of the program's maps, keys and values decoded by field name,
+    // per-CPU values summed. A read failure is a runtime error with its reason.
+    //   for e in bpf::map("counts") { this.drops.set_total([e.key.pod.name, e.key.reason], e.value); }
+    let h = host.clone();
+    m.set_native_fn("map", move |name: &str| -> Res<Array> {
+        h.ctx.maps.entries(name).map_err(|e| runtime_error(format!("bpf::map(\"{name}\"): {e}")))
+    });
+    m.build_index();
+    m
+}
+
+/// Pod labels from a `pod` value: a `#{name, namespace}` map, or a string
+/// `"namespace/name"` or `"name"`.
+fn pod_labels(pod: &Dynamic, labels: &mut Labels) {
+    if let Some(m) = pod.read_lock::<Map>() {
+        if let Some(n) = m.get("name") {
+            labels.pod = n.with_str(str::to_string);
+        }
+        if let Some(n) = m.get("namespace") {
+            labels.namespace = n.with_str(str::to_string);
+        }
+    } else if let Some(s) = pod.read_lock::<ImmutableString>() {
+        match s.split_once('/') {
+            Some((ns, name)) => {
+                labels.namespace = ns.to_string();
+                labels.pod = name.to_string();
+            }
+            None => labels.pod = s.to_string(),
+        }
+    }
+}
+
+fn register_emit(engine: &mut Engine, host: &Arc<Host>) {
+    // emit(type, fields)
+    //
+    // Sends an event: `type` (e.g. "TCPRESET_NOSOCK"), the fields as given, the time
+    // now, and labels {namespace, pod, node}. The pod comes from `fields.pod` (a
+    // #{name, namespace} map or a "namespace/name" string; not repeated in the
+    // fields), else from the `ev.pod` of the on_event call in progress.
+    //   emit("TCPRESET_" + ev.kind, #{ saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport });
+    let h = host.clone();
+    let emit = move |ctx: NativeCallContext, kind: &str, mut fields: Map| {
+        let mut labels = Labels { node: h.ctx.node.clone(), ..Labels::default() };
+        match fields.remove("pod") {
+            Some(pod) => pod_labels(&pod, &mut labels),
+            None => {
+                if let Some(pod) = ctx.tag() {
+                    pod_labels(pod, &mut labels);
+                }
+            }
+        }
+        h.ctx.events.emit(Event {
+            timestamp_ns: now_ns(),
+            kind: kind.to_string(),
+            labels,
+            fields,
+            script: h.ctx.name.clone(),
+        });
+    };
+    let emit2 = emit.clone();
+    engine.register_fn("emit", emit);
+    engine.register_fn("emit", move |ctx: NativeCallContext, kind: &str| emit2(ctx, kind, Map::new()));
+}
+
+fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
+    // count(table) / count(table, key)
+    //
+    // bpftrace's `@table[key] = count()`: adds one to a counter family named after the
+    // table (`sonde_<table>_total`, label `key`), printed by the summary at exit.
+    //   fn on_event(ev) { count("resets_by_kind", ev.kind); }
+    let h = host.clone();
+    let count = move |table: ImmutableString, key: Option<Dynamic>| -> Res<()> {
+        let mut tables = h.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if !tables.contains_key(&table) {
+            let mut name = metrics::sanitize_name(&table);
+            if !name.ends_with("_total") {
+                name.push_str("_total");
+            }
+            let labels: &[&str] = if key.is_some() { &["key"] } else { &[] };
+            let help = format!("Counts from count(\"{table}\", ...).");
+            let c = h.ctx.registry.counter(&name, &help, labels, h.limits.series_budget).map_err(metrics_err)?;
+            c.add_owner(&h.ctx.name);
+            tables.insert(table.clone(), c);
+        }
+        let c = &tables[&table];
+        match key {
+            Some(k) => c.inc(&[k]),
+            None => c.inc::<Dynamic>(&[]),
+        }
+        .map_err(metrics_err)
+    };
+    let c1 = count.clone();
+    engine.register_fn("count", move |table: ImmutableString| c1(table, None));
+    engine.register_fn("count", move |table: ImmutableString, key: Dynamic| count(table, Some(key)));
+
+    // hist(table, value) / hist(table, key, value)
+    //
+    // bpftrace's `@table[key] = hist(value)`: a log2 histogram `sonde_<table>` (slots
+    // 0..=63, label `key`), printed as bars by the summary at exit.
+    //   fn on_event(ev) { hist("latency_ns", ev.latency); }
+    let h = host.clone();
+    let hist = move |table: ImmutableString, key: Option<Dynamic>, value: f64| -> Res<()> {
+        let mut tables = h.hists.lock().unwrap_or_else(|e| e.into_inner());
+        if !tables.contains_key(&table) {
+            let name = metrics::sanitize_name(&table);
+            let labels: &[&str] = if key.is_some() { &["key"] } else { &[] };
+            let help = format!("Log2 histogram from hist(\"{table}\", ...).");
+            let hist = h
+                .ctx
+                .registry
+                .log2_histogram(&name, &help, labels, metrics::LOG2_MAX_SLOT, 1.0, h.limits.series_budget)
+                .map_err(metrics_err)?;
+            hist.add_owner(&h.ctx.name);
+            tables.insert(table.clone(), hist);
+        }
+        let hist = &tables[&table];
+        match key {
+            Some(k) => hist.observe(&[k], value),
+            None => hist.observe::<Dynamic, _>(&[], value),
+        }
+        .map_err(metrics_err)
+    };
+    let (h1, h2, h3) = (hist.clone(), hist.clone(), hist.clone());
+    engine.register_fn("hist", move |t: ImmutableString, v: INT| h1(t, None, v as f64));
+    engine.register_fn("hist", move |t: ImmutableString, v: FLOAT| h2(t, None, v));
+    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: INT| h3(t, Some(k), v as f64));
+    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: FLOAT| hist(t, Some(k), v));
+}
+
+fn register_log(engine: &mut Engine, host: &Arc<Host>) {
+    // log(level, message): to sonde's log with the field `script`; level is "debug",
+    // "info", "warn" or "error". Handlers run per event: prefer debug there.
+    //   log("warn", `map ${name} is empty`);
+    let name = host.ctx.name.clone();
+    engine.register_fn("log", move |level: &str, msg: Dynamic| -> Res<()> {
+        let msg = msg.with_str(str::to_string);
+        match level {
+            "debug" => tracing::debug!(script = %name, "{msg}"),
+            "info" => tracing::info!(script = %name, "{msg}"),
+            "warn" => tracing::warn!(script = %name, "{msg}"),
+            "error" => tracing::error!(script = %name, "{msg}"),
+            other => {
+                return Err(runtime_error(format!("log: level `{other}`; expected debug, info, warn or error")))
+            }
+        }
+        Ok(())
+    });
+}

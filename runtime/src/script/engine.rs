@@ -1,0 +1,145 @@
+//! The one engine factory: sandbox, limits, deadline, print/debug routing, and the
+//! script API.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use hashbrown::HashMap;
+use rhai::packages::{
+    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage, BasicMathPackage,
+    BasicStringPackage, BitFieldPackage, LanguageCorePackage, LogicPackage, MoreStringPackage, Package,
+};
+use rhai::{Dynamic, Engine, ImmutableString, Module, Shared};
+
+use super::{api, stdlib, Limits, ScriptContext};
+use crate::metrics::{Counter, Histogram};
+
+/// The token a handler stopped by its deadline terminates with.
+pub(crate) const DEADLINE_TOKEN: &str = "deadline";
+
+/// The operation count between two clock reads.
+const CLOCK_EVERY: u64 = 1024;
+
+/// What the engine's native functions share with the [`super::Instance`] driving it.
+pub(crate) struct Host {
+    pub ctx: ScriptContext,
+    pub limits: Limits,
+    /// Deadline of the call in progress, in ns since [`epoch`]; 0 = not armed yet.
+    pub deadline: AtomicU64,
+    /// `count()` / `hist()` tables, by the name the script used.
+    pub counts: Mutex<HashMap<ImmutableString, Counter>>,
+    pub hists: Mutex<HashMap<ImmutableString, Histogram>>,
+}
+
+impl Host {
+    pub fn new(ctx: ScriptContext, limits: &Limits) -> Arc<Self> {
+        Arc::new(Host {
+            ctx,
+            limits: limits.clone(),
+            deadline: AtomicU64::new(0),
+            counts: Mutex::new(HashMap::new()),
+            hists: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Disarms the deadline: the next handler call arms it at its first clock check.
+    #[inline]
+    pub fn reset_deadline(&self) {
+        self.deadline.store(0, Ordering::Relaxed);
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// The packages every script sees, built once: one combined module, so a function
+/// lookup probes one table instead of ten.
+fn packages() -> &'static Shared<Module> {
+    static PACKAGES: OnceLock<Shared<Module>> = OnceLock::new();
+    PACKAGES.get_or_init(|| {
+        let mut m = Module::new();
+        // Language core (type_of, tags, parse_json...); `sleep` is overridden below.
+        m.combine_flatten((*LanguageCorePackage::new().as_shared_module()).clone());
+        for pkg in [
+            ArithmeticPackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicStringPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+            BasicIteratorPackage::new().as_shared_module(),
+            BasicFnPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+        ] {
+            m.combine_flatten((*pkg).clone());
+        }
+        m.build_index();
+        m.into()
+    })
+}
+
+/// A sandboxed engine for one script:
+///
+/// - `Engine::new_raw()` plus core, arithmetic, logic, string, array, map, math and
+///   bit-field packages: no file, network, time or blocking calls (`sleep` is
+///   replaced by an error), `eval` disabled, no `import`;
+/// - [`Limits`] always set, and a per-call deadline checked every 1024 operations;
+/// - `print` goes to `ctx.print`, `debug` to the log at DEBUG;
+/// - the script API ([`super::api`]) and the stdlib namespaces (`net::`, `fmt::`,
+///   `hist::`).
+pub fn engine(limits: &Limits, ctx: &ScriptContext) -> Engine {
+    build(Host::new(ctx.clone(), limits))
+}
+
+pub(crate) fn build(host: Arc<Host>) -> Engine {
+    let limits = &host.limits;
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(packages().clone());
+    engine.disable_symbol("eval");
+    engine.disable_symbol("import");
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_modules(0);
+
+    let deadline_host = host.clone();
+    let budget = limits.call_deadline.as_nanos().min(u64::MAX as u128) as u64;
+    engine.on_progress(move |ops| {
+        if ops % CLOCK_EVERY != 0 {
+            return None;
+        }
+        let now = since_epoch_ns();
+        let d = deadline_host.deadline.load(Ordering::Relaxed);
+        if d == 0 {
+            deadline_host.deadline.store(now.saturating_add(budget).max(1), Ordering::Relaxed);
+            None
+        } else if now > d {
+            Some(Dynamic::from(DEADLINE_TOKEN))
+        } else {
+            None
+        }
+    });
+
+    let print = host.ctx.print.clone();
+    engine.on_print(move |s| print(s));
+    let name = host.ctx.name.clone();
+    engine.on_debug(move |s, source, pos| {
+        tracing::debug!(script = %name, source = source.unwrap_or(""), position = %pos, "{s}");
+    });
+
+    api::register(&mut engine, &host);
+    stdlib::register(&mut engine);
+    engine
+}

@@ -1,0 +1,366 @@
+//! Compiled scripts and their running instances.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Position, Scope, AST};
+
+use super::engine::{self, Host, DEADLINE_TOKEN};
+use super::manifest::{self, Manifest, ParamValue};
+use super::{Limits, ScriptContext, ScriptError};
+
+/// How often, at most, one kind of failure of one script is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A compiled script and its manifest. Cheap to share: an instance clones the AST
+/// once at start.
+#[derive(Clone)]
+pub struct Script {
+    file: String,
+    ast: Arc<AST>,
+    manifest: Manifest,
+    /// Whether the source calls `emit` (only then does `on_event` remember `ev.pod`).
+    uses_emit: bool,
+    init_arity: Option<usize>,
+    has: [bool; 3],
+}
+
+const ON_EVENT: usize = 0;
+const ON_TICK: usize = 1;
+const ON_EXIT: usize = 2;
+const HANDLERS: [(&str, usize, &str); 3] = [
+    ("on_event", 1, "on_event(ev) takes one parameter: the event"),
+    ("on_tick", 0, "on_tick() takes no parameters"),
+    ("on_exit", 0, "on_exit() takes no parameters"),
+];
+
+impl Script {
+    /// Compiles a script and reads its manifest. `file` labels errors
+    /// (`x.rhai:3:9: ...`).
+    pub fn compile(file: &str, source: &str, limits: &Limits) -> Result<Script, ScriptError> {
+        let engine = engine::engine(limits, &ScriptContext::detached(file));
+        let mut ast = engine.compile(source).map_err(|e| {
+            let (line, column) = position(e.position());
+            ScriptError::Compile { file: file.to_string(), line, column, message: e.err_type().to_string() }
+        })?;
+        ast.set_source(file);
+        let manifest = manifest::parse(file, source, &ast)?;
+
+        let mut has = [false; 3];
+        let mut init_arity = None;
+        for f in ast.iter_functions() {
+            let at = || {
+                let needle = format!("fn {}", f.name);
+                let (line, column) =
+                    source.find(&needle).map(|o| manifest::line_col(source, o)).unwrap_or((1, 1));
+                (line, column)
+            };
+            if f.name == "init" {
+                if f.params.len() > 1 {
+                    let (line, column) = at();
+                    return Err(ScriptError::Compile {
+                        file: file.to_string(),
+                        line,
+                        column,
+                        message: "init(params) takes at most one parameter: the params map".into(),
+                    });
+                }
+                init_arity = Some(f.params.len());
+            }
+            for (i, (name, arity, msg)) in HANDLERS.iter().enumerate() {
+                if f.name == *name {
+                    if f.params.len() != *arity {
+                        let (line, column) = at();
+                        return Err(ScriptError::Compile {
+                            file: file.to_string(),
+                            line,
+                            column,
+                            message: (*msg).to_string(),
+                        });
+                    }
+                    has[i] = true;
+                }
+            }
+        }
+        Ok(Script {
+            file: file.to_string(),
+            ast: Arc::new(ast),
+            manifest,
+            uses_emit: source.contains("emit"),
+            init_arity,
+            has,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The label given at compile time (usually the path).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+}
+
+fn position(p: Position) -> (usize, usize) {
+    (p.line().unwrap_or(1), p.position().unwrap_or(1))
+}
+
+/// Why a handler call failed: the `kind` label of `sonde_script_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// More than `max_operations` in one call (an endless loop).
+    Operations,
+    /// The call ran past `call_deadline`.
+    Deadline,
+    /// A string, array or map grew past its limit.
+    Size,
+    /// Recursion past `max_call_levels`.
+    CallDepth,
+    /// A value of the wrong type, or a function called with arguments it does not take.
+    Type,
+    /// An index or property out of range.
+    Index,
+    /// Division by zero, overflow.
+    Arithmetic,
+    /// `throw`, a failing API call (label arity, bad map name), anything else.
+    Runtime,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Operations => "operations",
+            ErrorKind::Deadline => "deadline",
+            ErrorKind::Size => "size",
+            ErrorKind::CallDepth => "call_depth",
+            ErrorKind::Type => "type",
+            ErrorKind::Index => "index",
+            ErrorKind::Arithmetic => "arithmetic",
+            ErrorKind::Runtime => "runtime",
+        }
+    }
+
+    /// Classifies an error by its innermost cause.
+    pub fn of(err: &EvalAltResult) -> ErrorKind {
+        use EvalAltResult as E;
+        match err.unwrap_inner() {
+            E::ErrorTooManyOperations(..) => ErrorKind::Operations,
+            E::ErrorTerminated(token, ..) if token.to_string() == DEADLINE_TOKEN => ErrorKind::Deadline,
+            E::ErrorDataTooLarge(..) => ErrorKind::Size,
+            E::ErrorStackOverflow(..) => ErrorKind::CallDepth,
+            E::ErrorMismatchDataType(..)
+            | E::ErrorMismatchOutputType(..)
+            | E::ErrorFunctionNotFound(..)
+            | E::ErrorIndexingType(..)
+            | E::ErrorFor(..)
+            | E::ErrorUnboundThis(..) => ErrorKind::Type,
+            E::ErrorArrayBounds(..) | E::ErrorStringBounds(..) | E::ErrorBitFieldBounds(..) | E::ErrorPropertyNotFound(..) => {
+                ErrorKind::Index
+            }
+            E::ErrorArithmetic(..) => ErrorKind::Arithmetic,
+            _ => ErrorKind::Runtime,
+        }
+    }
+}
+
+struct LogState {
+    last: Instant,
+    suppressed: u64,
+}
+
+/// A running script: its engine, state (`this`) and top-level scope.
+pub struct Instance {
+    engine: Engine,
+    ast: AST,
+    scope: Scope<'static>,
+    state: Dynamic,
+    host: Arc<Host>,
+    script: Script,
+    errors: BTreeMap<&'static str, u64>,
+    logged: BTreeMap<&'static str, LogState>,
+}
+
+impl Instance {
+    /// Starts a script: runs its top level once (its constants and variables stay
+    /// visible to handlers), then `init(params)` with `this` bound to a fresh state map.
+    /// A failure here is returned: the script does not run.
+    pub fn start(
+        script: &Script,
+        params: &[(String, ParamValue)],
+        ctx: ScriptContext,
+        limits: &Limits,
+    ) -> Result<Instance, ScriptError> {
+        let host = Host::new(ctx, limits);
+        let engine = engine::build(host.clone());
+        let mut inst = Instance {
+            engine,
+            ast: (*script.ast).clone(),
+            scope: Scope::new(),
+            state: Dynamic::from_map(Map::new()),
+            host,
+            script: script.clone(),
+            errors: BTreeMap::new(),
+            logged: BTreeMap::new(),
+        };
+        let fail = |what: &str, e: &EvalAltResult| ScriptError::Start {
+            file: script.file.clone(),
+            message: format!("{what} failed: {}", describe(&script.file, e)),
+        };
+        inst.host.reset_deadline();
+        if let Err(e) = inst.engine.run_ast_with_scope(&mut inst.scope, &inst.ast) {
+            return Err(fail("top level", &e));
+        }
+        if let Some(arity) = script.init_arity {
+            let params: Map = params.iter().map(|(k, v)| (k.as_str().into(), v.to_dynamic())).collect();
+            let r = if arity == 1 {
+                inst.call_raw("init", (Dynamic::from_map(params),), Dynamic::UNIT)
+            } else {
+                inst.call_raw("init", (), Dynamic::UNIT)
+            };
+            if let Err(e) = r {
+                let kind = ErrorKind::of(&e);
+                inst.count(kind);
+                return Err(fail("init", &e));
+            }
+        }
+        Ok(inst)
+    }
+
+    pub fn has_init(&self) -> bool {
+        self.script.init_arity.is_some()
+    }
+
+    pub fn has_on_event(&self) -> bool {
+        self.script.has[ON_EVENT]
+    }
+
+    pub fn has_on_tick(&self) -> bool {
+        self.script.has[ON_TICK]
+    }
+
+    pub fn has_on_exit(&self) -> bool {
+        self.script.has[ON_EXIT]
+    }
+
+    /// The script's name (from its context).
+    pub fn name(&self) -> &str {
+        &self.host.ctx.name
+    }
+
+    /// Handler failures so far, by kind (`operations`, `deadline`, ...).
+    pub fn errors(&self) -> &BTreeMap<&'static str, u64> {
+        &self.errors
+    }
+
+    /// The state map (`this`), for tests and debugging.
+    pub fn state(&self) -> &Dynamic {
+        &self.state
+    }
+
+    /// Calls `on_event(ev)`. Failures are counted and logged, never returned.
+    #[inline]
+    pub fn on_event(&mut self, ev: Map) {
+        if !self.script.has[ON_EVENT] {
+            return;
+        }
+        // emit() takes the pod from the event being handled unless told otherwise.
+        let pod = if self.script.uses_emit { ev.get("pod").cloned().unwrap_or(Dynamic::UNIT) } else { Dynamic::UNIT };
+        self.call("on_event", (Dynamic::from_map(ev),), pod);
+    }
+
+    /// Calls `on_tick()`.
+    pub fn on_tick(&mut self) {
+        if self.script.has[ON_TICK] {
+            self.call("on_tick", (), Dynamic::UNIT);
+        }
+    }
+
+    /// Calls `on_exit()`.
+    pub fn on_exit(&mut self) {
+        if self.script.has[ON_EXIT] {
+            self.call("on_exit", (), Dynamic::UNIT);
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, name: &'static str, args: impl FuncArgs, tag: Dynamic) {
+        if let Err(e) = self.call_raw(name, args, tag) {
+            self.failed(name, &e);
+        }
+    }
+
+    #[inline]
+    fn call_raw(&mut self, name: &str, args: impl FuncArgs, tag: Dynamic) -> Result<(), Box<EvalAltResult>> {
+        self.host.reset_deadline();
+        let options =
+            CallFnOptions::new().eval_ast(false).rewind_scope(true).bind_this_ptr(&mut self.state).with_tag(tag);
+        self.engine.call_fn_with_options::<Dynamic>(options, &mut self.scope, &self.ast, name, args).map(|_| ())
+    }
+
+    fn count(&mut self, kind: ErrorKind) {
+        *self.errors.entry(kind.as_str()).or_default() += 1;
+        let _ = self.host.ctx.registry.script_errors().inc(&[self.host.ctx.name.as_str(), kind.as_str()]);
+    }
+
+    #[cold]
+    fn failed(&mut self, handler: &str, e: &EvalAltResult) {
+        let kind = ErrorKind::of(e);
+        self.count(kind);
+        let now = Instant::now();
+        let state = self.logged.entry(kind.as_str());
+        let log = match state {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(LogState { last: now, suppressed: 0 });
+                Some(0)
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let s = o.get_mut();
+                if now.duration_since(s.last) >= LOG_EVERY {
+                    let suppressed = s.suppressed;
+                    *s = LogState { last: now, suppressed: 0 };
+                    Some(suppressed)
+                } else {
+                    s.suppressed += 1;
+                    None
+                }
+            }
+        };
+        if let Some(suppressed) = log {
+            tracing::warn!(
+                script = %self.host.ctx.name,
+                handler,
+                kind = kind.as_str(),
+                suppressed,
+                error = %describe(&self.script.file, e),
+                "script handler failed"
+            );
+        }
+    }
+}
+
+/// `file:line:col: message` for a runtime error, from its innermost cause.
+pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
+    let inner = e.unwrap_inner();
+    let pos = if inner.position().is_none() { e.position() } else { inner.position() };
+    let msg = match inner {
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
+            "stopped: the call ran past its deadline".to_string()
+        }
+        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+        other => {
+            // Rhai appends " (line l, position c)"; the position is printed first instead.
+            let s = other.to_string();
+            match s.rfind(" (line ") {
+                Some(i) if s.ends_with(')') => s[..i].to_string(),
+                _ => s,
+            }
+        }
+    };
+    match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => format!("{file}:{l}:{c}: {msg}"),
+        (Some(l), None) => format!("{file}:{l}: {msg}"),
+        _ => format!("{file}: {msg}"),
+    }
+}

@@ -1,0 +1,164 @@
+//! The script host: sandboxed Rhai scripts that turn kernel records into metrics and
+//! events.
+//!
+//! A script names its kernel program in a `PROBE` manifest and defines handlers;
+//! state lives on `this`:
+//!
+//! ```rhai
+//! //! Resets per pod.
+//! const PROBE = #{ program: "tcp_reset", params: #{ stack: false }, interval: "10s" };
+//!
+//! fn init(params) {
+//!     this.resets = metrics::counter("tcp_resets_total", "TCP RST segments.",
+//!                                    ["namespace", "pod", "kind"]);
+//! }
+//! fn on_event(ev) { this.resets.inc([ev.pod.namespace, ev.pod.name, ev.kind]); }
+//! ```
+//!
+//! The host side, in order:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use sonde::script::*;
+//! # fn ctx() -> ScriptContext { unimplemented!() }
+//! let limits = Limits::default();
+//! let script = Script::compile("x.rhai", "fn on_event(ev) { count(\"kinds\", ev.kind); }", &limits)?;
+//! let params = script.manifest().resolve_params(&[])?;
+//! let mut inst = Instance::start(&script, &params, ctx(), &limits)?;
+//! inst.on_event(rhai::Map::new()); // errors are counted, never returned
+//! inst.on_tick();
+//! inst.on_exit();
+//! # Ok::<(), ScriptError>(())
+//! ```
+//!
+//! Every engine is built by [`engine`]: `Engine::new_raw()` plus an explicit package
+//! set (no file, network or time access, no `eval`, no `sleep`), limits always on,
+//! and a per-call deadline. A failing handler is classified, counted in
+//! `sonde_script_errors_total{script,kind}` and logged rate-limited; the next call
+//! runs as if nothing happened. The script-facing API is documented where it is
+//! registered (`api.rs`, `stdlib.rs`) and in `stdlib/README.md`.
+
+mod api;
+mod engine;
+mod instance;
+mod manifest;
+mod stdlib;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::EventSink;
+use crate::metrics::Registry;
+
+pub use engine::engine;
+pub use instance::{ErrorKind, Instance, Script};
+pub use manifest::{parse_duration, Manifest, ParamValue};
+
+/// Resource limits applied to every handler call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Rhai operations per handler call (a loop iteration, a function call... each
+    /// count one).
+    pub max_operations: u64,
+    /// Nested function calls.
+    pub max_call_levels: usize,
+    /// Bytes in one string.
+    pub max_string_size: usize,
+    /// Elements in one array.
+    pub max_array_size: usize,
+    /// Entries in one object map.
+    pub max_map_size: usize,
+    /// Nesting of expressions at compile time.
+    pub max_expr_depth: usize,
+    /// Wall-clock time for one handler call. Checked every 1024 operations, from
+    /// the 1024th on (a handler shorter than that never reads the clock).
+    pub call_deadline: Duration,
+    /// Series per metric family a script registers.
+    pub series_budget: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 1_000_000,
+            max_call_levels: 32,
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+            max_expr_depth: 64,
+            call_deadline: Duration::from_millis(100),
+            series_budget: 1000,
+        }
+    }
+}
+
+/// A script's compile-time or start-up failure, for people: file:line:column where
+/// there is one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScriptError {
+    /// Syntax error, or a handler declared with the wrong parameters.
+    #[error("{file}:{line}:{column}: {message}")]
+    Compile { file: String, line: usize, column: usize, message: String },
+    /// The `PROBE` manifest is not what the host expects.
+    #[error("{file}:{line}:{column}: PROBE: {message}")]
+    Manifest { file: String, line: usize, column: usize, message: String },
+    /// A `--param`/config override does not fit the script's params.
+    #[error("{message}")]
+    Param { message: String },
+    /// The top level or `init` failed when the script started.
+    #[error("{file}: {message}")]
+    Start { file: String, message: String },
+}
+
+/// Reads a kernel map of the script's program, for `bpf::map(name)`.
+///
+/// Implemented by the loader. Entries are `#{key: .., value: ..}` maps with keys and
+/// values decoded by field name; per-CPU values are already summed.
+pub trait MapReader: Send + Sync {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String>;
+}
+
+/// A [`MapReader`] for scripts without a kernel program: every read fails.
+pub struct NoMaps;
+
+impl MapReader for NoMaps {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        Err(format!("no map `{map}`: this script has no kernel program"))
+    }
+}
+
+/// What a running script is connected to.
+#[derive(Clone)]
+pub struct ScriptContext {
+    /// The script's name (its file stem): the `script` label of its errors and events.
+    pub name: String,
+    /// Node name, for event labels.
+    pub node: String,
+    pub maps: Arc<dyn MapReader>,
+    pub events: Arc<dyn EventSink>,
+    pub registry: Arc<Registry>,
+    /// Where `print()` goes: stdout in `sonde run`, the log in the daemon.
+    pub print: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl ScriptContext {
+    /// A context connected to nothing: maps fail, events and prints are discarded,
+    /// metrics go to a private registry. For validation and tests.
+    pub fn detached(name: &str) -> Self {
+        struct Discard;
+        impl EventSink for Discard {
+            fn emit(&self, _: crate::event::Event) {}
+        }
+        ScriptContext {
+            name: name.to_string(),
+            node: String::new(),
+            maps: Arc::new(NoMaps),
+            events: Arc::new(Discard),
+            registry: Arc::new(Registry::new("")),
+            print: Arc::new(|_| {}),
+        }
+    }
+}

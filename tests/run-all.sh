@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite, as root on a fresh Debian machine: installs what the tests
+# need, mounts tracefs, checks the committed kernel objects against their sources,
+# then runs every test layer (unit, script, object, kernel, end to end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "run-all.sh: kernel tests need root; run it as root (sudo $0)" >&2
+    exit 2
+fi
+
+# Debian packages the tests use: clang/llvm/libbpf for `make -C kernel-progs check`,
+# bpftool for object inspection, bpftrace for the peer benchmark, iproute2 for network
+# namespaces, gcc for the record-layout check.
+packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d /sys/kernel/tracing/events ]; then
+    log "mounting tracefs"
+    mount -t tracefs tracefs /sys/kernel/tracing
+fi
+
+log "kernel objects match their sources"
+make -s -C kernel-progs check
+
+log "building"
+cargo build --workspace --all-targets
+
+status=0
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast --test-threads 1 || status=$?
+else
+    cargo test --workspace --no-fail-fast -- --test-threads 1 || status=$?
+fi
+
+log "doc tests"
+cargo test --workspace --doc || status=$?
+
+exit $status

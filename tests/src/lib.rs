@@ -1,0 +1,172 @@
+//! Helpers shared by sonde's integration tests.
+//!
+//! - [`require_root`]: kernel tests need root; without it they say so loudly and,
+//!   when `CI=true`, fail instead of passing silently.
+//! - [`NetnsThread`]: a thread living in its own fresh network namespace, so a test
+//!   generates traffic nobody else sees while sonde stays in the host namespaces.
+//! - [`sonde_bin`]: the built `sonde` binary.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+/// True when the test may touch the kernel. Otherwise prints why and panics under CI.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        let msg = format!("SKIPPED {test}: needs root (kernel test)");
+        eprintln!("\n!!!!! {msg} !!!!!\n");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}, and CI=true");
+        }
+    }
+    root
+}
+
+/// Says loudly that a test cannot run here; fails under CI.
+pub fn cannot_run(test: &str, why: &str) {
+    let msg = format!("SKIPPED {test}: {why}");
+    eprintln!("\n!!!!! {msg} !!!!!\n");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}, and CI=true");
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The `sonde` binary built for these tests (built on demand, same profile).
+pub fn sonde_bin() -> PathBuf {
+    let root = repo_root();
+    let profile_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().and_then(|d| d.parent()).map(|d| d.to_path_buf()))
+        .unwrap_or_else(|| root.join("target/debug"));
+    let bin = profile_dir.join("sonde");
+    if !bin.exists() {
+        let release = profile_dir.ends_with("release");
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "sonde", "--bin", "sonde"]).current_dir(&root);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cargo build");
+        assert!(st.success(), "building sonde failed");
+    }
+    bin
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread in its own network namespace (loopback up). Work sent with [`run`] runs
+/// there; sonde itself stays in the host namespaces.
+///
+/// [`run`]: NetnsThread::run
+pub struct NetnsThread {
+    tx: Option<mpsc::Sender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    pub inode: u32,
+}
+
+impl NetnsThread {
+    pub fn new() -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<u32>>();
+        let handle = std::thread::spawn(move || {
+            // SAFETY: unshare affects only this thread's namespaces.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                let _ = ready_tx.send(Err(std::io::Error::last_os_error()));
+                return;
+            }
+            let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+            if !matches!(up, Ok(s) if s.success()) {
+                let _ = ready_tx.send(Err(std::io::Error::other("ip link set lo up failed")));
+                return;
+            }
+            let inode = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino() as u32);
+            let _ = ready_tx.send(inode);
+            for job in rx {
+                job();
+            }
+        });
+        let inode = ready_rx.recv().map_err(std::io::Error::other)??;
+        Ok(NetnsThread { tx: Some(tx), handle: Some(handle), inode })
+    }
+
+    /// Runs `f` inside the namespace and returns its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .unwrap();
+        rx.recv().expect("netns thread died")
+    }
+}
+
+impl Drop for NetnsThread {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Connects from a fresh local port to `addr`, which must be closed, `n` times; each
+/// attempt is refused with a reset. Returns the local ports used, in order.
+pub fn connect_refused(addr: std::net::SocketAddr, n: usize) -> Vec<u16> {
+    (0..n).map(|_| connect_once_refused(addr)).collect()
+}
+
+fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
+    use std::mem::{size_of, zeroed};
+    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr
+    // structs are zero-initialised and sized for their family.
+    unsafe {
+        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut ss: libc::sockaddr_storage = zeroed();
+        let len = match addr {
+            std::net::SocketAddr::V4(a) => {
+                let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
+                sin.sin_family = libc::AF_INET as _;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                size_of::<libc::sockaddr_in>()
+            }
+            std::net::SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
+                sin6.sin6_family = libc::AF_INET6 as _;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                size_of::<libc::sockaddr_in6>()
+            }
+        } as libc::socklen_t;
+        // Bind to an ephemeral port first so the port is known before the reset.
+        let mut local: libc::sockaddr_storage = zeroed();
+        local.ss_family = family as _;
+        let rc = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut got: libc::sockaddr_storage = zeroed();
+        let mut got_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len);
+        let port = if family == libc::AF_INET {
+            u16::from_be((*(&got as *const _ as *const libc::sockaddr_in)).sin_port)
+        } else {
+            u16::from_be((*(&got as *const _ as *const libc::sockaddr_in6)).sin6_port)
+        };
+        let rc = libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert!(rc != 0 && err.raw_os_error() == Some(libc::ECONNREFUSED), "connect to {addr}: expected refused, got {err}");
+        port
+    }
+}

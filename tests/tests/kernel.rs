@@ -1,0 +1,243 @@
+//! Kernel tests (root): load the real objects into the running kernel, make real
+//! resets and drops inside a private network namespace, and assert exact counts and
+//! fields. Only records from the test's own namespace are considered, so other
+//! traffic on the machine cannot disturb them.
+
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+
+use rhai::{Dynamic, Map};
+use sonde::bpf::decode::DecodeEnv;
+use sonde::bpf::ksyms::Ksyms;
+use sonde::bpf::{self, catalog, Loaded};
+use sonde::btf::KernelBtf;
+use sonde::pods::HostResolver;
+use sonde::script::ParamValue;
+use sonde_tests::{connect_refused, require_root, NetnsThread};
+
+/// The runtime's test lock: kernel tests attach to shared tracepoints; run them one
+/// at a time so their counts stay exact even when the runner is parallel.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn load(program: &str, params: &[(&str, ParamValue)]) -> (Loaded, Arc<DecodeEnv>) {
+    let btf = KernelBtf::locate(None).expect("kernel BTF");
+    let spec = catalog::find(program).unwrap();
+    let params: Vec<(String, ParamValue)> =
+        params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let loaded = bpf::load(spec, &params, &btf).unwrap_or_else(|e| panic!("load {program}: {e}"));
+    let table = loaded.maps.clone();
+    let env = Arc::new(DecodeEnv {
+        pods: Arc::new(HostResolver::new("test-node")),
+        drop_reasons: bpf::drop_reason_names(&btf),
+        ksyms: Arc::new(Ksyms::load()),
+        stacks: Some(Box::new(move |id| table.stack(id))),
+    });
+    loaded.maps.set_env(env.clone());
+    (loaded, env)
+}
+
+/// Every record now in the program's ring buffers, decoded.
+fn drain(loaded: &mut Loaded, env: &DecodeEnv) -> Vec<Map> {
+    let mut out = Vec::new();
+    for mut src in loaded.take_sources() {
+        while let Some(item) = src.ring.next() {
+            out.push(src.decoder.decode_map(&item, env).expect("decodable record"));
+        }
+    }
+    out
+}
+
+fn s(m: &Map, k: &str) -> String {
+    m.get(k).unwrap_or_else(|| panic!("no field {k} in {m:?}")).to_string()
+}
+
+fn int(m: &Map, k: &str) -> i64 {
+    m.get(k).and_then(|v| v.as_int().ok()).unwrap_or_else(|| panic!("no int {k} in {m:?}"))
+}
+
+fn ours(events: Vec<Map>, inode: u32) -> Vec<Map> {
+    events.into_iter().filter(|e| int(e, "netns") == inode as i64).collect()
+}
+
+/// Kernel-side counts for one netns: `(key map, value)` from map `counts`.
+fn counts(loaded: &Loaded, inode: u32) -> Vec<(Map, i64)> {
+    loaded
+        .maps
+        .decoded_entries("counts")
+        .expect("counts map")
+        .into_iter()
+        .map(|e| {
+            let m = e.cast::<Map>();
+            (m["key"].clone().cast::<Map>(), m["value"].as_int().unwrap())
+        })
+        .filter(|(k, _)| int(k, "netns") == inode as i64)
+        .collect()
+}
+
+fn closed_port(ns: &NetnsThread, v6: bool) -> u16 {
+    ns.run(move || {
+        let l = if v6 {
+            TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap()
+        } else {
+            TcpListener::bind(("127.0.0.1", 0)).unwrap()
+        };
+        l.local_addr().unwrap().port()
+    })
+}
+
+#[test]
+fn tcp_reset_nosock_v4_and_v6_exact() {
+    if !require_root("tcp_reset_nosock_v4_and_v6_exact") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut loaded, env) = load("tcp_reset", &[("emit_events", ParamValue::Bool(true))]);
+    assert_eq!(loaded.variant.name, "tracepoint", "6.10+ kernels use the tracepoint variant");
+    let ns = NetnsThread::new().unwrap();
+    let p4 = closed_port(&ns, false);
+    let p6 = closed_port(&ns, true);
+    let v4: Vec<u16> = ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 3));
+    let v6: Vec<u16> = ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
+
+    let events = ours(drain(&mut loaded, &env), ns.inode);
+    let nosock: Vec<&Map> = events.iter().filter(|e| s(e, "kind") == "NOSOCK").collect();
+    assert_eq!(nosock.len(), 5, "one NOSOCK reset per refused connect: {events:#?}");
+    for (e, local) in nosock[..3].iter().zip(&v4) {
+        // The reset goes from the closed port back to the client.
+        assert_eq!(s(e, "saddr"), "127.0.0.1");
+        assert_eq!(int(e, "sport"), p4 as i64);
+        assert_eq!(s(e, "daddr"), "127.0.0.1");
+        assert_eq!(int(e, "dport"), *local as i64);
+        assert_eq!(int(e, "family"), libc::AF_INET as i64);
+        assert_eq!(s(e, "state"), "CLOSE");
+        let pod = e["pod"].clone().cast::<Map>();
+        assert_eq!(pod["name"].to_string(), format!("netns:{}", ns.inode));
+    }
+    for (e, local) in nosock[3..].iter().zip(&v6) {
+        assert_eq!(s(e, "saddr"), "::1");
+        assert_eq!(int(e, "sport"), p6 as i64);
+        assert_eq!(s(e, "daddr"), "::1");
+        assert_eq!(int(e, "dport"), *local as i64);
+        assert_eq!(int(e, "family"), libc::AF_INET6 as i64);
+    }
+    let c = counts(&loaded, ns.inode);
+    let nosock_count: i64 = c.iter().filter(|(k, _)| s(k, "kind") == "NOSOCK").map(|(_, v)| v).sum();
+    assert_eq!(nosock_count, 5, "kernel-side count: {c:?}");
+}
+
+#[test]
+fn tcp_reset_active_and_receive() {
+    if !require_root("tcp_reset_active_and_receive") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut loaded, env) = load("tcp_reset", &[("emit_events", ParamValue::Bool(true))]);
+    let ns = NetnsThread::new().unwrap();
+    let (server_port, client_port) = ns.run(|| {
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let server_port = l.local_addr().unwrap().port();
+        let c = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+        let client_port = c.local_addr().unwrap().port();
+        let (srv, _) = l.accept().unwrap();
+        // SO_LINGER {on, 0}: close() aborts with a reset instead of a FIN.
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        use std::os::fd::AsRawFd;
+        // SAFETY: setsockopt on an open socket with a correctly sized struct.
+        let rc = unsafe {
+            libc::setsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(srv);
+        (server_port, client_port)
+    });
+    let events = ours(drain(&mut loaded, &env), ns.inode);
+    let active: Vec<&Map> = events.iter().filter(|e| s(e, "kind") == "ACTIVE").collect();
+    let receive: Vec<&Map> = events.iter().filter(|e| s(e, "kind") == "RECEIVE").collect();
+    assert_eq!(active.len(), 1, "{events:#?}");
+    assert_eq!(int(active[0], "sport"), client_port as i64);
+    assert_eq!(int(active[0], "dport"), server_port as i64);
+    // An abortive close moves the socket to CLOSE before the reset goes out.
+    assert_eq!(s(active[0], "state"), "CLOSE");
+    assert_eq!(receive.len(), 1, "{events:#?}");
+    assert_eq!(int(receive[0], "sport"), server_port as i64, "the receiver's view: its own port first");
+    assert_eq!(int(receive[0], "dport"), client_port as i64);
+}
+
+#[test]
+fn tcp_reset_events_off_still_counts() {
+    if !require_root("tcp_reset_events_off_still_counts") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut loaded, env) = load("tcp_reset", &[("emit_events", ParamValue::Bool(false))]);
+    let ns = NetnsThread::new().unwrap();
+    let p = closed_port(&ns, false);
+    ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p)), 4));
+    assert!(ours(drain(&mut loaded, &env), ns.inode).is_empty(), "emit_events=false sends nothing");
+    let c = counts(&loaded, ns.inode);
+    assert_eq!(c.iter().filter(|(k, _)| s(k, "kind") == "NOSOCK").map(|(_, v)| v).sum::<i64>(), 4);
+}
+
+#[test]
+fn packet_loss_counts_by_reason_in_kernel() {
+    if !require_root("packet_loss_counts_by_reason_in_kernel") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut loaded, env) = load("packet_loss", &[]);
+    let ns = NetnsThread::new().unwrap();
+    let p4 = closed_port(&ns, false);
+    let p6 = closed_port(&ns, true);
+    ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 7));
+    ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 3));
+    assert!(ours(drain(&mut loaded, &env), ns.inode).is_empty(), "events are off by default");
+    let c = counts(&loaded, ns.inode);
+    let get = |proto: &str| -> i64 {
+        c.iter()
+            .filter(|(k, _)| s(k, "reason") == "NO_SOCKET" && s(k, "protocol") == proto)
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(get("IPv4"), 7, "{c:?}");
+    assert_eq!(get("IPv6"), 3, "{c:?}");
+}
+
+#[test]
+fn packet_loss_events_with_tuple_and_stack() {
+    if !require_root("packet_loss_events_with_tuple_and_stack") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut loaded, env) =
+        load("packet_loss", &[("emit_events", ParamValue::Bool(true)), ("stack", ParamValue::Bool(true))]);
+    let ns = NetnsThread::new().unwrap();
+    let p = closed_port(&ns, false);
+    let locals = ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p)), 2));
+    let events: Vec<Map> = ours(drain(&mut loaded, &env), ns.inode)
+        .into_iter()
+        .filter(|e| s(e, "reason") == "NO_SOCKET")
+        .collect();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for (e, local) in events.iter().zip(&locals) {
+        // The dropped packet is the client's SYN: its own direction.
+        assert_eq!(s(e, "saddr"), "127.0.0.1");
+        assert_eq!(int(e, "sport"), *local as i64);
+        assert_eq!(int(e, "dport"), p as i64);
+        assert_eq!(s(e, "l4proto"), "TCP");
+        let stack: Vec<Dynamic> = e["stack"].clone().cast::<rhai::Array>();
+        assert!(!stack.is_empty(), "stack requested: {e:?}");
+        assert!(
+            stack.iter().any(|f| f.to_string().starts_with("tcp_v4_rcv")),
+            "the drop happens under tcp_v4_rcv: {stack:?}"
+        );
+        assert!(s(e, "location").contains('+'), "location symbolized: {e:?}");
+    }
+}
