@@ -159,7 +159,12 @@ pub fn load(
         }
     }
     if let Err(e) = raise_memlock() {
-        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; fine on kernels >= 5.11 (memcg accounting)");
+        // Kernels >= 5.11 account BPF memory to the cgroup, not to RLIMIT_MEMLOCK.
+        if kernel_at_least(5, 11) {
+            tracing::debug!(error = %e, "cannot raise RLIMIT_MEMLOCK; not needed on this kernel");
+        } else {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; loading may fail on kernels < 5.11 (run as root or raise the limit)");
+        }
     }
 
     let mut skipped = Vec::new();
@@ -277,6 +282,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let (ma, mi) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
 }
 
 fn raise_memlock() -> std::io::Result<()> {

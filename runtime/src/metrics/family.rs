@@ -87,15 +87,6 @@ pub(crate) enum Value {
     },
 }
 
-impl Value {
-    pub fn count(&self) -> u64 {
-        match self {
-            Value::Scalar(_) => 0,
-            Value::Hist { counts, .. } => counts.iter().sum(),
-        }
-    }
-}
-
 pub(crate) struct Series {
     pub labels: Box<[Box<str>]>,
     hash: u64,

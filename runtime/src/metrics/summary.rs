@@ -69,15 +69,23 @@ fn label_set(f: &Family, labels: &[Box<str>]) -> String {
 }
 
 fn scalars(out: &mut String, f: &Family, rows: &mut [(Box<[Box<str>]>, Value)]) {
+    let value = |v: &Value| match v {
+        Value::Scalar(x) => *x,
+        Value::Hist { .. } => 0.0,
+    };
+    if f.label_names.is_empty() {
+        match rows.first() {
+            Some((_, v)) => writeln!(out, "{}  {}", f.name, number(value(v))),
+            None => writeln!(out, "{}  (no data)", f.name),
+        }
+        .ok();
+        return;
+    }
     let _ = writeln!(out, "{}", f.name);
     if rows.is_empty() {
         out.push_str("  (no data)\n");
         return;
     }
-    let value = |v: &Value| match v {
-        Value::Scalar(x) => *x,
-        Value::Hist { .. } => 0.0,
-    };
     rows.sort_by(|a, b| value(&b.1).total_cmp(&value(&a.1)).then_with(|| a.0.cmp(&b.0)));
     let shown = &rows[..rows.len().min(MAX_ROWS)];
     let keys: Vec<String> = shown.iter().map(|(l, _)| label_set(f, l)).collect();

@@ -8,7 +8,7 @@ fn reg() -> Registry {
 fn prefix_is_added_once() {
     let r = reg();
     assert_eq!(r.counter("a_total", "A.", &["x"], 10).unwrap().name(), "sonde_a_total");
-    assert_eq!(r.counter("sonde_b_total", "B.", &["x"], 10).unwrap().name(), "sonde_b_total");
+    assert_eq!(r.counter("sonde_bee_total", "B.", &["x"], 10).unwrap().name(), "sonde_bee_total");
 }
 
 #[test]
@@ -222,26 +222,26 @@ fn summary_shows_a_scripts_families_sorted_with_bars() {
     let s = r.summary("tcp_reset");
     println!("{s}");
     let expected = "\
-sonde_latency_seconds{pod=web-1}  count 4, sum 0.0000762
-  (64, 128]    1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
-  (128, 256]   0 |                                                    |
-  (256, 512]   0 |                                                    |
-  (512, 1K]    0 |                                                    |
-  (1K, 2K]     0 |                                                    |
-  (2K, 4K]     2 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
-  (4K, 8K]     0 |                                                    |
-  (8K, 16K]    0 |                                                    |
-  (16K, 32K]   0 |                                                    |
-  (32K, 64K]   0 |                                                    |
-  (64K, 128K]  1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
+sonde_latency_seconds{pod=web-1}  count 4, sum 7.61e-5
+  (64, 128]   1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
+  (128, 256]  0 |                                                    |
+  (256, 512]  0 |                                                    |
+  (512, 1K]   0 |                                                    |
+  (1K, 2K]    0 |                                                    |
+  (2K, 4K]    2 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+  (4K, 8K]    0 |                                                    |
+  (8K, 16K]   0 |                                                    |
+  (16K, 32K]  0 |                                                    |
+  (32K, 64K]  0 |                                                    |
+  (64K, 128K] 1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
 
 sonde_tcp_reset_segments_total
   {namespace=shop,pod=web-\"2\",kind=ACTIVE}  41
-  {namespace=shop,pod=web-1,kind=NOSOCK}       1
+  {namespace=shop,pod=web-1,kind=NOSOCK}     1
 ";
     assert_eq!(s, expected);
     assert!(!s.contains("queue_bytes"), "other scripts' families are left out");
     let all = r.summary_where(|f| f.name() == "sonde_size_bytes");
     assert!(all.contains("(1 updates dropped: series budget of 1 reached)"), "{all}");
-    assert!(all.contains("(64, 1500]  1 |"), "{all}");
+    assert!(all.contains("(64, 1500] 1 |"), "{all}");
 }

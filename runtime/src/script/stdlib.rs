@@ -29,6 +29,7 @@ fn modules() -> &'static [(&'static str, Shared<Module>)] {
     MODULES.get_or_init(|| {
         let mut compiler = Engine::new_raw();
         compiler.register_global_module(rhai::packages::StandardPackage::new().as_shared_module());
+        compiler.set_max_expr_depths(0, 0);
         let mut out = Vec::new();
         let mut net = Module::new();
         add_net(&mut net);

@@ -1,0 +1,246 @@
+//! End to end: the real `sonde` binary, run the way a person runs it, checked from
+//! its output. Traffic comes from a thread in a private network namespace, so the
+//! events under test carry that namespace's `netns:<inode>` pod and nothing else
+//! on the machine can be mistaken for them.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sonde_tests::{connect_refused, repo_root, require_root, sonde_bin, NetnsThread};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Run {
+    child: Child,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+    stderr_all: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Starts `sonde ARGS` and waits until its program is attached.
+fn start(args: &[&str]) -> Run {
+    let mut child = Command::new(sonde_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let all2 = all.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all2.lock().unwrap().push_str(&line);
+            all2.lock().unwrap().push('\n');
+            let _ = tx.send(line);
+        }
+    });
+    let run = Run { child, stderr_lines: rx, stderr_all: all };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match run.stderr_lines.recv_timeout(left) {
+            Ok(l) if l.contains("attached") => return run,
+            Ok(_) => continue,
+            Err(_) => panic!("sonde did not attach: {}", run.stderr_all.lock().unwrap()),
+        }
+    }
+}
+
+/// Waits for sonde to exit on its own (--for) and returns (stdout, stderr).
+fn finish(mut run: Run) -> (String, String) {
+    let mut out = String::new();
+    run.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let status = run.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let err = run.stderr_all.lock().unwrap().clone();
+    assert!(status.success(), "sonde failed: {status}\nstdout:\n{out}\nstderr:\n{err}");
+    (out, err)
+}
+
+fn closed_ports(ns: &NetnsThread) -> (u16, u16) {
+    ns.run(|| {
+        let a = TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+        let b = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        (a, b)
+    })
+}
+
+fn sonde(args: &[&str]) -> std::process::Output {
+    Command::new(sonde_bin()).args(args).current_dir(repo_root()).output().expect("run sonde")
+}
+
+#[test]
+fn tcp_reset_script_prints_one_line_per_reset_v4_and_v6() {
+    if !require_root("tcp_reset_script_prints_one_line_per_reset_v4_and_v6") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run = start(&["run", "scripts/tcp_reset.rhai", "--for", "3s"]);
+    let ns = NetnsThread::new().unwrap();
+    let (p4, p6) = closed_ports(&ns);
+    let l4 = ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 3));
+    let l6 = ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
+    let (out, _) = finish(run);
+    let pod = format!("pod=netns:{}", ns.inode);
+    let ours: Vec<&str> = out.lines().filter(|l| l.starts_with("type=") && l.contains(&pod)).collect();
+    let mut want: Vec<String> = l4
+        .iter()
+        .map(|l| format!("type=TCPRESET_NOSOCK {pod} protocol=TCP saddr=127.0.0.1 sport={p4} daddr=127.0.0.1 dport={l} state=CLOSE"))
+        .collect();
+    want.extend(l6.iter().map(|l| {
+        format!("type=TCPRESET_NOSOCK {pod} protocol=TCP saddr=::1 sport={p6} daddr=::1 dport={l} state=CLOSE")
+    }));
+    assert_eq!(ours, want, "full output:\n{out}");
+    // The kernel-side counter, read at exit, agrees.
+    let metric = format!("sonde_tcp_reset_segments_total{{namespace=\"\",pod=\"netns:{}\",kind=\"NOSOCK\"}}", ns.inode);
+    let line = out.lines().find(|l| l.contains(&metric)).unwrap_or_else(|| panic!("no {metric} in:\n{out}"));
+    assert!(line.trim_end().ends_with(" 5"), "{line}");
+}
+
+#[test]
+fn tcp_reset_json_output_has_the_same_content() {
+    if !require_root("tcp_reset_json_output_has_the_same_content") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run = start(&["run", "scripts/tcp_reset.rhai", "--for", "2s", "--output", "json"]);
+    let ns = NetnsThread::new().unwrap();
+    let (p4, _) = closed_ports(&ns);
+    let locals = ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 2));
+    let (out, _) = finish(run);
+    let pod = format!("netns:{}", ns.inode);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
+        .filter(|v: &serde_json::Value| v["labels"]["pod"] == pod.as_str())
+        .collect();
+    assert_eq!(events.len(), 2, "{out}");
+    for (e, l) in events.iter().zip(&locals) {
+        assert_eq!(e["type"], "TCPRESET_NOSOCK");
+        assert_eq!(e["fields"]["saddr"], "127.0.0.1");
+        assert_eq!(e["fields"]["sport"], p4);
+        assert_eq!(e["fields"]["dport"], *l);
+        assert_eq!(e["fields"]["state"], "CLOSE");
+        assert!(e["timestamp"].as_u64().unwrap() > 1_600_000_000_000_000_000);
+    }
+}
+
+#[test]
+fn packet_loss_script_counts_drops_by_reason() {
+    if !require_root("packet_loss_script_counts_drops_by_reason") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run = start(&["run", "scripts/packet_loss.rhai", "--for", "2s"]);
+    let ns = NetnsThread::new().unwrap();
+    let (p4, p6) = closed_ports(&ns);
+    ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 6));
+    ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 4));
+    let (out, _) = finish(run);
+    for (proto, n) in [("IPv4", 6), ("IPv6", 4)] {
+        let metric = format!(
+            "sonde_packet_loss_packets_total{{namespace=\"\",pod=\"netns:{}\",reason=\"NO_SOCKET\",protocol=\"{proto}\"}}",
+            ns.inode
+        );
+        let line = out.lines().find(|l| l.contains(&metric)).unwrap_or_else(|| panic!("no {metric} in:\n{out}"));
+        assert!(line.trim_end().ends_with(&format!(" {n}")), "{line}");
+    }
+}
+
+#[test]
+fn oneliner_counts_resets_by_destination_port() {
+    if !require_root("oneliner_counts_resets_by_destination_port") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let code = r#"const PROBE = "tcp_reset"; fn on_event(ev) { if ev.kind == "NOSOCK" { count("resets_by_port", ev.sport) } }"#;
+    let run = start(&["run", "-e", code, "--for", "2s"]);
+    let ns = NetnsThread::new().unwrap();
+    let (p4, p6) = closed_ports(&ns);
+    ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 3));
+    ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
+    let (out, _) = finish(run);
+    let row = |port: u16| out.lines().find(|l| l.contains(&format!("\"{port}\""))).map(str::to_string);
+    let r4 = row(p4).unwrap_or_else(|| panic!("no row for {p4}:\n{out}"));
+    let r6 = row(p6).unwrap_or_else(|| panic!("no row for {p6}:\n{out}"));
+    assert!(r4.trim_end().ends_with(" 3"), "{r4}");
+    assert!(r6.trim_end().ends_with(" 2"), "{r6}");
+}
+
+#[test]
+fn record_then_replay_gives_the_same_events_without_a_kernel() {
+    if !require_root("record_then_replay_gives_the_same_events_without_a_kernel") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rec = std::env::temp_dir().join(format!("sonde-cli-{}.sonderec", std::process::id()));
+    let rec_s = rec.to_str().unwrap().to_string();
+    let run = start(&["run", "scripts/tcp_reset.rhai", "--for", "2s", "--record", &rec_s]);
+    let ns = NetnsThread::new().unwrap();
+    let (p4, _) = closed_ports(&ns);
+    ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 4));
+    let (live, _) = finish(run);
+    let replay = sonde(&["run", "scripts/tcp_reset.rhai", "--replay", &rec_s]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replayed = String::from_utf8_lossy(&replay.stdout);
+    let pod = format!("pod=netns:{}", ns.inode);
+    let pick = |s: &str| s.lines().filter(|l| l.contains(&pod)).map(str::to_string).collect::<Vec<_>>();
+    let live_lines = pick(&live);
+    assert_eq!(live_lines.iter().filter(|l| l.starts_with("type=")).count(), 4, "{live}");
+    assert_eq!(live_lines, pick(&replayed), "replay differs from the live run");
+    std::fs::remove_file(&rec).ok();
+}
+
+#[test]
+fn check_reports_file_line_column_for_a_broken_script() {
+    let dir = std::env::temp_dir().join(format!("sonde-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("broken.rhai");
+    std::fs::write(&bad, "const PROBE = \"tcp_reset\";\nfn on_event(ev) {\n    let x = ev.kind +;\n}\n").unwrap();
+    let out = sonde(&["check", bad.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken script fails the check");
+    let want = format!("{}:3:", bad.display());
+    assert!(text.contains(&want), "expected {want}<col>: in {text}");
+    let col = text.split(&want).nth(1).unwrap().split(':').next().unwrap();
+    assert!(col.parse::<u32>().is_ok(), "column after the line: {text}");
+
+    let good = sonde(&["check", "scripts/tcp_reset.rhai", "scripts/packet_loss.rhai"]);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stdout));
+
+    let unknown = dir.join("unknown.rhai");
+    std::fs::write(&unknown, "const PROBE = \"no_such_probe\";\n").unwrap();
+    let out = sonde(&["check", unknown.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tcp_reset, packet_loss"), "lists the known programs");
+
+    let bad_param = sonde(&["check", "scripts/tcp_reset.rhai", "--param", "stack=maybe"]);
+    assert!(!bad_param.status.success());
+    assert!(String::from_utf8_lossy(&bad_param.stdout).contains("stack"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn probes_lists_variants_and_why_they_cannot_run() {
+    let out = sonde(&["probes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("tcp_reset"), "{text}");
+    assert!(text.contains("packet_loss"), "{text}");
+    assert!(text.contains("kprobe"), "{text}");
+    let json = sonde(&["probes", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let tcp = v["programs"].as_array().unwrap().iter().find(|p| p["program"] == "tcp_reset").unwrap();
+    let variants = tcp["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 3);
+    for var in variants {
+        if var["available"] == false {
+            assert!(var["reason"].as_str().is_some_and(|r| !r.is_empty()), "every unavailable variant says why: {var}");
+        }
+    }
+}
