@@ -1,3 +1,175 @@
-fn main() {
-    eprintln!("sonde-bench: see bench/README.md");
+//! sonde-bench: sonde side by side with bpftrace on the same workload.
+//!
+//! ```text
+//! cargo run --release -p sonde-bench -- resets [--seconds 10] [--rates 20000,50000,max]
+//! ```
+//!
+//! `resets`: network namespaces connecting to a closed loopback port (two resets per
+//! connect), traced by `sonde run scripts/tcp_reset.rhai`, by a bpftrace program
+//! printing the same fields, and by a counting sonde script with no output; then the
+//! counting and printing scripts replayed from a recording, with no kernel. See
+//! bench/README.md for what each row measures.
+
+mod bpf_stats;
+mod report;
+mod resets;
+mod tool;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+const USAGE: &str = "\
+usage: sonde-bench resets [options]
+       sonde-bench workload [--seconds N] [--rates R] [--threads N]
+
+Generates TCP resets in network namespaces and measures, for the same workload,
+sonde printing events, bpftrace printing the same fields, sonde counting them, and
+sonde replaying a recording (no kernel). Needs root.
+
+`workload` runs the reset generator alone (first rate only) and prints what it
+did, to trace it with any other tool.
+
+options:
+  --seconds N        workload duration of each measured run (default 10)
+  --rates LIST       connects per second, comma-separated; `max` = unlimited
+                     (default 20000,50000,max); each connect is 2 resets
+  --threads N        generator threads (default: number of CPUs)
+  --sonde PATH       sonde binary (default: target/release/sonde, built if missing)
+  --bpftrace PATH    bpftrace binary (default: bpftrace on PATH; rows skipped if absent)
+  --json FILE        also write every measurement as JSON
+";
+
+/// Settings of a `resets` run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seconds: u64,
+    pub rates: Vec<Option<u64>>,
+    pub threads: usize,
+    pub sonde: PathBuf,
+    pub bpftrace: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    /// The workspace root: scripts are found, and sonde runs, there.
+    pub root: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("resets") => {}
+        Some("workload") => {
+            return match parse_options(&args[1..]).and_then(|o| workload_alone(&o)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("-h" | "--help") | None => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("sonde-bench: unknown benchmark `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let options = match parse_options(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("sonde-bench: {e:#}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match resets::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sonde-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_options(args: &[String]) -> anyhow::Result<Options> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .context("bench crate has no parent directory")?;
+    let mut o = Options {
+        seconds: 10,
+        rates: vec![Some(20_000), Some(50_000), None],
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        sonde: root.join("target/release/sonde"),
+        bpftrace: which("bpftrace"),
+        json: None,
+        root,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seconds" => {
+                o.seconds = value()?.parse().context("--seconds: expected a whole number of seconds")?;
+                if o.seconds == 0 {
+                    bail!("--seconds: must be at least 1");
+                }
+            }
+            "--rates" => {
+                o.rates = value()?
+                    .split(',')
+                    .map(|r| match r.trim() {
+                        "max" => Ok(None),
+                        n => n
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .map(Some)
+                            .with_context(|| format!("--rates: `{n}` is neither a positive number nor `max`")),
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--threads" => {
+                o.threads = value()?.parse().context("--threads: expected a number")?;
+                if o.threads == 0 {
+                    bail!("--threads: must be at least 1");
+                }
+            }
+            "--sonde" => o.sonde = PathBuf::from(value()?),
+            "--bpftrace" => o.bpftrace = Some(PathBuf::from(value()?)),
+            "--json" => o.json = Some(PathBuf::from(value()?)),
+            other => bail!("unknown option `{other}`"),
+        }
+    }
+    Ok(o)
+}
+
+fn workload_alone(o: &Options) -> anyhow::Result<()> {
+    let rate = o.rates.first().copied().flatten();
+    let w = workload::Workload::prepare(o.threads, rate, Duration::from_secs(o.seconds))?;
+    let ns: Vec<String> = w.netns().iter().map(|n| format!("netns:{n}")).collect();
+    eprintln!("sonde-bench: {} threads in {}", o.threads, ns.join(" "));
+    let out = w.run()?;
+    println!(
+        "{} refused connects ({:.0}/s, {} resets), {} other failures, in {:.2}s",
+        out.refused,
+        out.refused as f64 / out.elapsed.as_secs_f64(),
+        out.resets(),
+        out.errors,
+        out.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A duration as sonde's `--for` takes it.
+pub fn for_arg(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
 }

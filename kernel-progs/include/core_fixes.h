@@ -58,11 +58,12 @@ static __always_inline void sonde_tcp_send_reset_args(void *ctx,
  * skb:kfree_skb `reason`
  *
  * 5.17 ("net: skb: introduce kfree_skb_reason()") added `reason`, an
- * enum skb_drop_reason. Its numbering is not stable: 5.19/6.0 inserted
- * SKB_NOT_DROPPED_YET = 0 and 6.2 SKB_CONSUMED = 1 before
- * SKB_DROP_REASON_NOT_SPECIFIED, and reasons are added in most releases. We
- * store the raw value; userspace names it from the running kernel's BTF.
- * Before 5.17 the reason is 0.
+ * enum skb_drop_reason. Its numbering is not stable: enumerators are
+ * inserted in most releases, even before NOT_SPECIFIED (Debian's 6.1 has
+ * SKB_NOT_DROPPED_YET = 0, NOT_SPECIFIED = 1, NO_SOCKET = 2; 6.18 inserts
+ * SKB_CONSUMED = 1, so NOT_SPECIFIED = 2, NO_SOCKET = 3). We store the raw
+ * value; userspace names it from the running kernel's BTF. Before 5.17 the
+ * reason is 0.
  */
 static __always_inline __u32 sonde_kfree_skb_reason(struct trace_event_raw_kfree_skb *ctx)
 {
@@ -90,7 +91,7 @@ static __always_inline struct sock *sonde_kfree_skb_rx_sk(struct trace_event_raw
 }
 
 /*
- * SKB_CONSUMED (6.2): skbs freed with this reason are routed to
+ * SKB_CONSUMED (after 6.1): skbs freed with this reason are routed to
  * skb:consume_skb by the kernel and are not drops. The check in packet_loss
  * is defensive and costs one compare.
  */

@@ -79,8 +79,9 @@ typedef __u64 sonde_ksym;
 /*
  * SONDE_STACKS(map, entries): the stack trace map that sonde_stack_id fields
  * point into (kernel stacks, up to 127 frames). Named `stacks` by convention.
- * Userspace deletes an id once it has symbolized it; ids that collide in the
- * map come back negative (no stack) rather than overwriting an older stack.
+ * Userspace should delete an id once it has symbolized it; ids that collide
+ * in the map come back negative (no stack) rather than overwriting an older
+ * stack.
  */
 #define SONDE_MAX_STACK_DEPTH 127
 #define SONDE_STACKS(map, entries)						\

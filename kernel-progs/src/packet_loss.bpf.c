@@ -62,7 +62,7 @@ int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 
 	reason = sonde_kfree_skb_reason(ctx);
 	if (sonde_drop_reason_is(reason, SKB_CONSUMED))
-		return 0;	/* not a drop (never seen here since 6.2) */
+		return 0;	/* not a drop (the kernel sends these to consume_skb) */
 	if (skip_not_specified && sonde_drop_reason_is(reason, SKB_DROP_REASON_NOT_SPECIFIED))
 		return 0;
 

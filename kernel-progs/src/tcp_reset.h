@@ -33,7 +33,9 @@ struct tcp_reset_event {
 	sonde_port sport;
 	sonde_port dport;
 	__u16 family;		/* AF_INET, AF_INET6; 0 when no tuple was found */
-	sonde_tcp_state state;	/* socket state; TCP_CLOSE when there is no socket */
+	sonde_tcp_state state;	/* socket state when the reset is sent or received
+				 * (CLOSE for an abort: the socket is closed first);
+				 * TCP_CLOSE when there is no socket */
 };
 
 /* Key of the `counts` map: resets per network namespace and kind. */

@@ -13,7 +13,11 @@
 //!   tag 1  ring buffer record; index = header.sources[index]
 //!   tag 2  map snapshot;       index = header.maps[index]; bytes = u32:count (key value)*
 //!   tag 3  tick (on_tick ran here)
+//!   tag 4  symbol: u64:address then the formatted name, as the recording host printed it
+//!   tag 5  stack: index = 0; bytes = u32:stack id then u64 frames
 //! ```
+//!
+//! Symbol and stack frames come before the record that needed them.
 //!
 //! The header keeps what decoding needs from the kernel that made the records (its
 //! drop reason names), so a recording replays the same on any machine.
@@ -66,11 +70,15 @@ pub enum Frame {
     Record { t_ns: u64, source: u16, bytes: Vec<u8> },
     Snapshot { t_ns: u64, map: u16, entries: Vec<(Vec<u8>, Vec<u8>)> },
     Tick { t_ns: u64 },
+    Symbol { addr: u64, name: String },
+    Stack { id: u32, frames: Vec<u64> },
 }
 
 const TAG_RECORD: u8 = 1;
 const TAG_SNAPSHOT: u8 = 2;
 const TAG_TICK: u8 = 3;
+const TAG_SYMBOL: u8 = 4;
+const TAG_STACK: u8 = 5;
 
 /// Writes a recording.
 pub struct Writer {
@@ -127,6 +135,15 @@ impl Writer {
 
     pub fn tick(&mut self) -> Result<(), RecordError> {
         self.frame(TAG_TICK, 0, &[])
+    }
+
+    pub fn symbol(&mut self, addr: u64, name: &str) -> Result<(), RecordError> {
+        self.frame(TAG_SYMBOL, 0, &[&addr.to_le_bytes(), name.as_bytes()])
+    }
+
+    pub fn stack(&mut self, id: u32, frames: &[u64]) -> Result<(), RecordError> {
+        let bytes: Vec<u8> = frames.iter().flat_map(|f| f.to_le_bytes()).collect();
+        self.frame(TAG_STACK, 0, &[&id.to_le_bytes(), &bytes])
     }
 
     pub fn finish(mut self) -> Result<(), RecordError> {
@@ -187,6 +204,17 @@ impl Reader {
         Ok(Some(match head[0] {
             TAG_RECORD => Frame::Record { t_ns, source: index, bytes: payload },
             TAG_TICK => Frame::Tick { t_ns },
+            TAG_SYMBOL if payload.len() >= 8 => Frame::Symbol {
+                addr: u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()),
+                name: String::from_utf8_lossy(&payload[8..]).into_owned(),
+            },
+            TAG_STACK if payload.len() >= 4 && (payload.len() - 4) % 8 == 0 => Frame::Stack {
+                id: u32::from_le_bytes(payload[..4].try_into().unwrap_or_default()),
+                frames: payload[4..]
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect(),
+            },
             TAG_SNAPSHOT => {
                 let (_, layout) = self.header.maps.get(index as usize).ok_or_else(|| corrupt(at))?;
                 let value_len = match layout.per_cpu {
@@ -237,6 +265,8 @@ mod tests {
         let entry = (vec![1, 0, 0, 0], vec![2; 16]);
         w.snapshot(0, std::slice::from_ref(&entry)).unwrap();
         w.tick().unwrap();
+        w.symbol(0xffff_0001, "tcp_v4_rcv+0x91").unwrap();
+        w.stack(7, &[1, 2]).unwrap();
         w.finish().unwrap();
 
         let mut r = Reader::open(&path).unwrap();
@@ -244,6 +274,11 @@ mod tests {
         assert!(matches!(r.next_frame().unwrap(), Some(Frame::Record { source: 0, bytes, .. }) if bytes == b"abc"));
         assert!(matches!(r.next_frame().unwrap(), Some(Frame::Snapshot { map: 0, entries, .. }) if entries == vec![entry.clone()]));
         assert!(matches!(r.next_frame().unwrap(), Some(Frame::Tick { .. })));
+        assert_eq!(
+            r.next_frame().unwrap(),
+            Some(Frame::Symbol { addr: 0xffff_0001, name: "tcp_v4_rcv+0x91".into() })
+        );
+        assert_eq!(r.next_frame().unwrap(), Some(Frame::Stack { id: 7, frames: vec![1, 2] }));
         assert!(r.next_frame().unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -31,6 +31,7 @@ fn load(program: &str, params: &[(&str, ParamValue)]) -> (Loaded, Arc<DecodeEnv>
         drop_reasons: bpf::drop_reason_names(&btf),
         ksyms: Arc::new(Ksyms::load()),
         stacks: Some(Box::new(move |id| table.stack(id))),
+        notes: None,
     });
     loaded.maps.set_env(env.clone());
     (loaded, env)

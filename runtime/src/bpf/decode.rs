@@ -88,14 +88,44 @@ pub struct DecodeEnv {
     /// `enum skb_drop_reason` of the kernel the records came from.
     pub drop_reasons: HashMap<u64, ImmutableString>,
     pub ksyms: Arc<Ksyms>,
-    /// Reads a kernel stack by id; `None` when stacks cannot be read (replay).
+    /// Reads a kernel stack by id; `None` when stacks cannot be read.
     pub stacks: Option<Box<dyn Fn(u32) -> Vec<u64> + Send + Sync>>,
+    /// When recording: every stack read and symbol resolved while decoding, so a
+    /// replay elsewhere prints the same frames. `None` otherwise (no cost).
+    pub notes: Option<std::sync::Mutex<Vec<Note>>>,
+}
+
+/// Something decoding looked up on the live system, kept for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    Stack(u32, Vec<u64>),
+    Symbol(u64, String),
 }
 
 impl DecodeEnv {
     /// An environment that resolves nothing beyond what the bytes say.
     pub fn offline(pods: Arc<dyn PodResolver>) -> Self {
-        DecodeEnv { pods, drop_reasons: HashMap::new(), ksyms: Arc::new(Ksyms::empty()), stacks: None }
+        DecodeEnv {
+            pods,
+            drop_reasons: HashMap::new(),
+            ksyms: Arc::new(Ksyms::empty()),
+            stacks: None,
+            notes: None,
+        }
+    }
+
+    fn note(&self, n: Note) {
+        if let Some(notes) = &self.notes {
+            notes.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+        }
+    }
+
+    fn symbol(&self, addr: u64) -> Dynamic {
+        let s = self.ksyms.format(addr);
+        if self.notes.is_some() {
+            self.note(Note::Symbol(addr, s.clone()));
+        }
+        Dynamic::from(s)
     }
 
     fn pod(&self, inode: u32) -> Dynamic {
@@ -105,6 +135,22 @@ impl DecodeEnv {
         m.insert("namespace".into(), pod.namespace.as_str().into());
         m.insert("node".into(), pod.node.as_str().into());
         Dynamic::from_map(m)
+    }
+}
+
+/// Costly lookups a decoder depends on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// The kernel's drop reason names (a pass over the kernel BTF).
+    pub drop_reasons: bool,
+    /// Kernel symbols (reading /proc/kallsyms).
+    pub symbols: bool,
+}
+
+impl std::ops::BitOr for Needs {
+    type Output = Needs;
+    fn bitor(self, o: Needs) -> Needs {
+        Needs { drop_reasons: self.drop_reasons || o.drop_reasons, symbols: self.symbols || o.symbols }
     }
 }
 
@@ -124,6 +170,22 @@ impl Decoder {
 
     pub fn type_name(&self) -> &str {
         &self.type_name
+    }
+
+    /// Which costly lookups decoding this type needs, so a run loads only those.
+    pub fn needs(&self) -> Needs {
+        fn walk(k: &Kind, n: &mut Needs) {
+            match k {
+                Kind::DropReason(_) => n.drop_reasons = true,
+                Kind::StackId | Kind::Ksym => n.symbols = true,
+                Kind::Array { elem, .. } => walk(elem, n),
+                Kind::Struct(fields) => fields.iter().for_each(|f| walk(&f.kind, n)),
+                _ => {}
+            }
+        }
+        let mut n = Needs::default();
+        walk(&self.kind, &mut n);
+        n
     }
 
     /// Top-level fields as `(name, offset, kind)`, for comparing layouts.
@@ -568,10 +630,12 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
         Kind::StackId => {
             let id = read_int(b, 4);
             let frames: rhai::Array = match (&env.stacks, id >= 0) {
-                (Some(read), true) => read(id as u32)
-                    .into_iter()
-                    .map(|ip| Dynamic::from(env.ksyms.format(ip)))
-                    .collect(),
+                (Some(read), true) => {
+                    let ips = read(id as u32);
+                    let frames = ips.iter().map(|ip| env.symbol(*ip)).collect();
+                    env.note(Note::Stack(id as u32, ips));
+                    frames
+                }
                 _ => rhai::Array::new(),
             };
             Dynamic::from_array(frames)
@@ -595,7 +659,7 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
                 .map(Dynamic::from)
                 .unwrap_or_else(|| Dynamic::from(format!("0x{v:04x}")))
         }
-        Kind::Ksym => Dynamic::from(env.ksyms.format(read_uint(b, 8))),
+        Kind::Ksym => env.symbol(read_uint(b, 8)),
         Kind::Enum { size, signed, names } => {
             let v = if *signed { read_int(b, *size) } else { read_uint(b, *size) as i64 };
             match names.get(&v) {

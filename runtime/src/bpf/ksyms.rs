@@ -12,6 +12,8 @@
 #[derive(Debug, Default)]
 pub struct Ksyms {
     syms: Vec<(u64, Box<str>)>,
+    /// Addresses already formatted elsewhere (a recording): used as given.
+    exact: std::collections::HashMap<u64, Box<str>>,
 }
 
 impl Ksyms {
@@ -48,7 +50,15 @@ impl Ksyms {
             })
             .collect();
         syms.sort_unstable_by_key(|(a, _)| *a);
-        Ksyms { syms }
+        Ksyms { syms, exact: Default::default() }
+    }
+
+    /// A table of addresses formatted by another system, for replaying records.
+    pub fn from_exact(exact: impl IntoIterator<Item = (u64, String)>) -> Self {
+        Ksyms {
+            syms: Vec::new(),
+            exact: exact.into_iter().map(|(a, s)| (a, s.into_boxed_str())).collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -68,6 +78,9 @@ impl Ksyms {
 
     /// `sym+0xoff`, or `0xaddr` when unknown.
     pub fn format(&self, addr: u64) -> String {
+        if let Some(s) = self.exact.get(&addr) {
+            return s.to_string();
+        }
         match self.resolve(addr) {
             Some((name, off)) => format!("{name}+0x{off:x}"),
             None => format!("0x{addr:x}"),

@@ -189,6 +189,14 @@ impl MapTable {
         }
     }
 
+    /// What decoding this table's keys and values needs.
+    pub fn needs(&self) -> crate::bpf::decode::Needs {
+        self.maps
+            .values()
+            .flat_map(|e| e.key.iter().chain(e.value.iter()))
+            .fold(Default::default(), |acc, d| acc | d.needs())
+    }
+
     /// Sets the environment values are decoded with (pods, names).
     pub fn set_env(&self, env: Arc<DecodeEnv>) {
         *self.env.lock().unwrap_or_else(|e| e.into_inner()) = Some(env);

@@ -6,7 +6,7 @@
 //! With `--record` the raw records are saved; with `--replay` they are fed again
 //! with no kernel involved.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use crate::bpf::decode::{DecodeEnv, Decoder, ObjectTypes};
+use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
 use crate::bpf::ksyms::Ksyms;
 use crate::bpf::maps::{decode_entries, Layout, MapTable};
 use crate::bpf::{self, catalog};
@@ -218,18 +218,20 @@ async fn live(
         tracing::info!(program = spec.name, variant = s.variant, reason = %s.reason, "variant skipped");
     }
     eprintln!("sonde: {} attached (variant {})", spec.name, loaded.variant.name);
-    let drop_reasons = bpf::drop_reason_names(&btf);
     let table = loaded.maps.clone();
+    let sources = loaded.take_sources();
+    let needs = sources.iter().fold(table.needs(), |acc, s| acc | s.decoder.needs());
+    let drop_reasons = if needs.drop_reasons { bpf::drop_reason_names(&btf) } else { HashMap::new() };
     let stack_table = table.clone();
     let env = Arc::new(DecodeEnv {
         pods,
         drop_reasons: drop_reasons.clone(),
-        ksyms: Arc::new(Ksyms::load()),
+        ksyms: Arc::new(if needs.symbols { Ksyms::load() } else { Ksyms::empty() }),
         stacks: Some(Box::new(move |id| stack_table.stack(id))),
+        notes: args.record.as_ref().map(|_| Mutex::new(Vec::new())),
     });
     table.set_env(env.clone());
 
-    let sources = loaded.take_sources();
     let mut writer = match &args.record {
         Some(path) => {
             let maps: Vec<(String, Layout)> = table
@@ -249,7 +251,12 @@ async fn live(
                 drop_reasons: drop_reasons.iter().map(|(k, v)| (*k, v.to_string())).collect(),
                 started_ns: crate::event::now_ns(),
             };
-            Some((record::Writer::create(path, &header)?, header.maps))
+            Some(Recording {
+                writer: record::Writer::create(path, &header)?,
+                maps: header.maps,
+                table: table.clone(),
+                symbols: HashSet::new(),
+            })
         }
         None => None,
     };
@@ -272,21 +279,51 @@ async fn live(
         Some(&env),
         &mut rings,
         &decoders,
-        writer.as_mut().map(|(w, maps)| (w, maps.as_slice(), &*table)),
+        writer.as_mut(),
         &mut stats,
         printer,
     )
     .await?;
     stats.lost = loaded.lost();
     inst.on_exit();
-    if let Some((w, _)) = writer {
-        w.finish()?;
+    if let Some(rec) = writer {
+        rec.writer.finish()?;
     }
     drop(loaded);
     Ok(stats)
 }
 
-type RecordTo<'a> = (&'a mut record::Writer, &'a [(String, Layout)], &'a MapTable);
+/// Where a recorded run writes.
+struct Recording {
+    writer: record::Writer,
+    maps: Vec<(String, Layout)>,
+    table: Arc<MapTable>,
+    /// Symbols already written: each address is written once.
+    symbols: HashSet<u64>,
+}
+
+impl Recording {
+    fn notes(&mut self, env: &DecodeEnv) {
+        let Some(notes) = &env.notes else { return };
+        let notes = std::mem::take(&mut *notes.lock().unwrap_or_else(|e| e.into_inner()));
+        for n in notes {
+            let r = match n {
+                Note::Symbol(addr, name) => {
+                    if !self.symbols.insert(addr) {
+                        continue;
+                    }
+                    self.writer.symbol(addr, &name)
+                }
+                Note::Stack(id, frames) => self.writer.stack(id, &frames),
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "recording failed");
+            }
+        }
+    }
+}
+
+type RecordTo<'a> = &'a mut Recording;
 
 /// Runs until --for expires or a signal: drains ring buffers on wake-up and on a timer,
 /// ticks at the manifest interval, and ends with a final drain and tick.
@@ -344,15 +381,15 @@ async fn wait_loop(
 }
 
 fn tick(inst: &mut Instance, record: &mut Option<RecordTo<'_>>) {
-    if let Some((w, maps, table)) = record {
-        for (i, (name, _)) in maps.iter().enumerate() {
-            if let Some(Ok(entries)) = table.raw_entries(name) {
-                if let Err(e) = w.snapshot(i as u16, &entries) {
+    if let Some(rec) = record {
+        for (i, (name, _)) in rec.maps.iter().enumerate() {
+            if let Some(Ok(entries)) = rec.table.raw_entries(name) {
+                if let Err(e) = rec.writer.snapshot(i as u16, &entries) {
                     tracing::error!(error = %e, "recording failed");
                 }
             }
         }
-        if let Err(e) = w.tick() {
+        if let Err(e) = rec.writer.tick() {
             tracing::error!(error = %e, "recording failed");
         }
     }
@@ -372,16 +409,16 @@ fn drain(
         let rb = ring.get_mut();
         while let Some(item) = rb.next() {
             stats.records += 1;
-            if let Some((w, _, _)) = record {
-                if let Err(e) = w.record(i as u16, &item) {
+            let decoded = decoders[i].decode_map(&item, env);
+            if let Some(rec) = record {
+                rec.notes(env);
+                if let Err(e) = rec.writer.record(i as u16, &item) {
                     tracing::error!(error = %e, "recording failed");
                 }
             }
-            match decoders[i].decode_map(&item, env) {
-                Ok(ev) => {
-                    drop(item);
-                    inst.on_event(ev);
-                }
+            drop(item);
+            match decoded {
+                Ok(ev) => inst.on_event(ev),
                 Err(e) => {
                     stats.decode_errors += 1;
                     tracing::debug!(error = %e, "undecodable record");
@@ -423,11 +460,24 @@ fn replay(
         .collect::<Result<_, _>>()
         .with_context(|| format!("{}: recording does not match this sonde's objects", path.display()))?;
     let pods: Arc<dyn PodResolver> = Arc::new(HostResolver::with_host_netns(header.host_netns, node));
+    // Symbols as the recording host printed them: a first pass collects them.
+    let mut symbols = Vec::new();
+    let mut first = record::Reader::open(path)?;
+    while let Some(frame) = first.next_frame()? {
+        if let Frame::Symbol { addr, name } = frame {
+            symbols.push((addr, name));
+        }
+    }
+    let stacks: Arc<Mutex<HashMap<u32, Vec<u64>>>> = Arc::default();
+    let stacks_read = stacks.clone();
     let env = Arc::new(DecodeEnv {
         pods,
         drop_reasons: header.drop_reasons.iter().map(|(k, v)| (*k, v.as_str().into())).collect(),
-        ksyms: Arc::new(Ksyms::empty()),
-        stacks: None,
+        ksyms: Arc::new(Ksyms::from_exact(symbols)),
+        stacks: Some(Box::new(move |id| {
+            stacks_read.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned().unwrap_or_default()
+        })),
+        notes: None,
     });
     let layouts = header
         .maps
@@ -473,6 +523,10 @@ fn replay(
                 }
             }
             Frame::Tick { .. } => inst.on_tick(),
+            Frame::Symbol { .. } => {}
+            Frame::Stack { id, frames } => {
+                stacks.lock().unwrap_or_else(|e| e.into_inner()).insert(id, frames);
+            }
         }
     }
     inst.on_exit();

@@ -153,18 +153,27 @@ impl Family {
     fn new_value(&self) -> Value {
         match &self.buckets {
             None => Value::Scalar(0.0),
-            Some(b) => Value::Hist { counts: vec![0; b.bounds.len() + 1].into(), sum: 0.0 },
+            Some(b) => Value::Hist {
+                counts: vec![0; b.bounds.len() + 1].into(),
+                sum: 0.0,
+            },
         }
     }
 
     /// Applies `f` to the series with these label values, creating it within the budget.
     /// Past the budget the update is dropped and counted (not an error).
     #[inline]
-    pub fn update<V: LabelValue>(&self, values: &[V], f: impl FnOnce(&mut Value)) -> Result<(), MetricsError> {
+    pub fn update<V: LabelValue>(
+        &self,
+        values: &[V],
+        f: impl FnOnce(&mut Value),
+    ) -> Result<(), MetricsError> {
         self.check_arity(values.len())?;
         let hash = labels::hash_values(&self.hasher, values);
         let mut table = self.lock();
-        if let Some(s) = table.find_mut(hash, |s| s.hash == hash && labels::values_eq(&s.labels, values)) {
+        if let Some(s) = table.find_mut(hash, |s| {
+            s.hash == hash && labels::values_eq(&s.labels, values)
+        }) {
             f(&mut s.value);
             return Ok(());
         }
@@ -179,7 +188,15 @@ impl Family {
         }
         let mut value = self.new_value();
         f(&mut value);
-        table.insert_unique(hash, Series { labels: labels::to_owned(values), hash, value }, |s| s.hash);
+        table.insert_unique(
+            hash,
+            Series {
+                labels: labels::to_owned(values),
+                hash,
+                value,
+            },
+            |s| s.hash,
+        );
         Ok(())
     }
 
@@ -187,7 +204,9 @@ impl Family {
         self.check_arity(values.len())?;
         let hash = labels::hash_values(&self.hasher, values);
         let mut table = self.lock();
-        match table.find_entry(hash, |s| s.hash == hash && labels::values_eq(&s.labels, values)) {
+        match table.find_entry(hash, |s| {
+            s.hash == hash && labels::values_eq(&s.labels, values)
+        }) {
             Ok(e) => {
                 e.remove();
                 Ok(true)
@@ -206,13 +225,21 @@ impl Family {
 
     /// A copy of every series, sorted by label values.
     pub fn snapshot(&self) -> Vec<(Box<[Box<str>]>, Value)> {
-        let mut out: Vec<_> = self.lock().iter().map(|s| (s.labels.clone(), s.value.clone())).collect();
+        let mut out: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|s| (s.labels.clone(), s.value.clone()))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     pub fn is_owned_by(&self, script: &str) -> bool {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|o| o == script)
+        self.owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|o| o == script)
     }
 
     pub fn add_owner(&self, script: &str) {

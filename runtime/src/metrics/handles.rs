@@ -80,7 +80,10 @@ fn finite(family: &Family, v: f64) -> Result<f64, MetricsError> {
     if v.is_finite() {
         Ok(v)
     } else {
-        Err(MetricsError::InvalidValue { metric: family.name.clone(), reason: format!("{v} is not a finite number") })
+        Err(MetricsError::InvalidValue {
+            metric: family.name.clone(),
+            reason: format!("{v} is not a finite number"),
+        })
     }
 }
 
@@ -117,7 +120,11 @@ impl Counter {
     /// Sets the total, for counts kept elsewhere (a kernel map). A value lower than the
     /// current one is a reset (the map was recreated) and is taken as is.
     #[inline]
-    pub fn set_total<V: LabelValue, N: Number>(&self, values: &[V], total: N) -> Result<(), MetricsError> {
+    pub fn set_total<V: LabelValue, N: Number>(
+        &self,
+        values: &[V],
+        total: N,
+    ) -> Result<(), MetricsError> {
         let total = finite(&self.0, total.to_f64())?;
         if total < 0.0 {
             return Err(MetricsError::InvalidValue {
@@ -172,9 +179,15 @@ impl Histogram {
 
     /// Records one value, in raw units (multiplied by the histogram's scale).
     #[inline]
-    pub fn observe<V: LabelValue, N: Number>(&self, values: &[V], raw: N) -> Result<(), MetricsError> {
+    pub fn observe<V: LabelValue, N: Number>(
+        &self,
+        values: &[V],
+        raw: N,
+    ) -> Result<(), MetricsError> {
         let raw = finite(&self.0, raw.to_f64())?;
-        let Some(b) = &self.0.buckets else { return Ok(()) };
+        let Some(b) = &self.0.buckets else {
+            return Ok(());
+        };
         let idx = b.index(raw);
         let scaled = raw * b.scale;
         self.0.update(values, |v| {
@@ -194,7 +207,9 @@ impl Histogram {
         counts: BucketCounts<'_>,
         raw_sum: f64,
     ) -> Result<(), MetricsError> {
-        let Some(b) = &self.0.buckets else { return Ok(()) };
+        let Some(b) = &self.0.buckets else {
+            return Ok(());
+        };
         let raw_sum = finite(&self.0, raw_sum)?;
         let n = b.bounds.len() + 1;
         let mut per = vec![0u64; n];
@@ -208,7 +223,11 @@ impl Histogram {
                 if c.len() > n {
                     return Err(MetricsError::InvalidValue {
                         metric: self.0.name.clone(),
-                        reason: format!("{} cumulative counts for {} buckets (with +Inf)", c.len(), n),
+                        reason: format!(
+                            "{} cumulative counts for {} buckets (with +Inf)",
+                            c.len(),
+                            n
+                        ),
                     });
                 }
                 let mut prev = 0u64;
@@ -216,7 +235,9 @@ impl Histogram {
                     if *x < prev {
                         return Err(MetricsError::InvalidValue {
                             metric: self.0.name.clone(),
-                            reason: format!("cumulative counts decrease at bucket {i} ({x} < {prev})"),
+                            reason: format!(
+                                "cumulative counts decrease at bucket {i} ({x} < {prev})"
+                            ),
                         });
                     }
                     per[i] = x - prev;
@@ -225,12 +246,21 @@ impl Histogram {
             }
         }
         let sum = raw_sum * b.scale;
-        self.0.update(values, |v| *v = Value::Hist { counts: per.into(), sum })
+        self.0.update(values, |v| {
+            *v = Value::Hist {
+                counts: per.into(),
+                sum,
+            }
+        })
     }
 
     /// Per-bucket counts (the last one is `+Inf`) and sum of a series, if it exists.
     pub fn get<V: LabelValue>(&self, values: &[V]) -> Option<(Vec<u64>, f64)> {
-        let hash_hit = self.0.snapshot().into_iter().find(|(l, _)| super::labels::values_eq(l, values));
+        let hash_hit = self
+            .0
+            .snapshot()
+            .into_iter()
+            .find(|(l, _)| super::labels::values_eq(l, values));
         match hash_hit {
             Some((_, Value::Hist { counts, sum })) => Some((counts.into_vec(), sum)),
             _ => None,
@@ -244,8 +274,12 @@ impl Histogram {
 }
 
 fn scalar<V: LabelValue>(family: &Family, values: &[V]) -> Option<f64> {
-    family.lock().iter().find(|s| super::labels::values_eq(&s.labels, values)).and_then(|s| match s.value {
-        Value::Scalar(x) => Some(x),
-        _ => None,
-    })
+    family
+        .lock()
+        .iter()
+        .find(|s| super::labels::values_eq(&s.labels, values))
+        .and_then(|s| match s.value {
+            Value::Scalar(x) => Some(x),
+            _ => None,
+        })
 }

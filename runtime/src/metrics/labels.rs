@@ -130,12 +130,18 @@ pub(crate) fn hash_values<S: BuildHasher, V: LabelValue>(state: &S, values: &[V]
 /// Whether stored label values equal the given ones.
 pub(crate) fn values_eq<V: LabelValue>(stored: &[Box<str>], values: &[V]) -> bool {
     stored.len() == values.len()
-        && stored.iter().zip(values).all(|(s, v)| v.with_str(|v| v == &**s))
+        && stored
+            .iter()
+            .zip(values)
+            .all(|(s, v)| v.with_str(|v| v == &**s))
 }
 
 /// Copies label values into owned strings (only when a series is created).
 pub(crate) fn to_owned<V: LabelValue>(values: &[V]) -> Box<[Box<str>]> {
-    values.iter().map(|v| v.with_str(|s| Box::<str>::from(s))).collect()
+    values
+        .iter()
+        .map(|v| v.with_str(|s| Box::<str>::from(s)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -164,6 +170,9 @@ mod tests {
     fn hash_separates_values() {
         let s = hashbrown::DefaultHashBuilder::default();
         assert_ne!(hash_values(&s, &["ab", "c"]), hash_values(&s, &["a", "bc"]));
-        assert_eq!(hash_values(&s, &["a", "1"]), hash_values(&s, &[Dynamic::from("a"), Dynamic::from_int(1)]));
+        assert_eq!(
+            hash_values(&s, &["a", "1"]),
+            hash_values(&s, &[Dynamic::from("a"), Dynamic::from_int(1)])
+        );
     }
 }

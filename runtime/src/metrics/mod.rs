@@ -55,13 +55,28 @@ pub enum MetricsError {
     #[error("invalid metric name `{name}`: {reason}")]
     InvalidName { name: String, reason: String },
     #[error("metric `{metric}`: invalid label name `{label}`: {reason}")]
-    InvalidLabel { metric: String, label: String, reason: String },
+    InvalidLabel {
+        metric: String,
+        label: String,
+        reason: String,
+    },
     #[error("metric `{metric}`: the help text is empty; say what is counted, in a sentence")]
     EmptyHelp { metric: String },
-    #[error("metric `{name}` is already registered as {existing}; cannot register it as {requested}")]
-    Conflict { name: String, existing: String, requested: String },
+    #[error(
+        "metric `{name}` is already registered as {existing}; cannot register it as {requested}"
+    )]
+    Conflict {
+        name: String,
+        existing: String,
+        requested: String,
+    },
     #[error("metric `{metric}` has {want} label(s) ({expected}), got {got} value(s)")]
-    LabelArity { metric: String, expected: String, want: usize, got: usize },
+    LabelArity {
+        metric: String,
+        expected: String,
+        want: usize,
+        got: usize,
+    },
     #[error("metric `{metric}`: {reason}")]
     InvalidValue { metric: String, reason: String },
     #[error("metric `{metric}`: invalid buckets: {reason}")]
@@ -108,7 +123,11 @@ impl Registry {
         ));
         let mut families = BTreeMap::new();
         families.insert(SCRIPT_ERRORS.to_string(), errors.clone());
-        Registry { node: node.to_string(), families: RwLock::new(families), script_errors: Counter(errors) }
+        Registry {
+            node: node.to_string(),
+            families: RwLock::new(families),
+            script_errors: Counter(errors),
+        }
     }
 
     /// The node name added to every series.
@@ -129,7 +148,8 @@ impl Registry {
         label_names: &[impl AsRef<str>],
         budget: usize,
     ) -> Result<Counter, MetricsError> {
-        self.register(name, help, MetricKind::Counter, label_names, None, budget).map(Counter)
+        self.register(name, help, MetricKind::Counter, label_names, None, budget)
+            .map(Counter)
     }
 
     /// Registers (or finds) a gauge.
@@ -140,7 +160,8 @@ impl Registry {
         label_names: &[impl AsRef<str>],
         budget: usize,
     ) -> Result<Gauge, MetricsError> {
-        self.register(name, help, MetricKind::Gauge, label_names, None, budget).map(Gauge)
+        self.register(name, help, MetricKind::Gauge, label_names, None, budget)
+            .map(Gauge)
     }
 
     /// Registers (or finds) a histogram with explicit upper bounds (strictly
@@ -155,21 +176,42 @@ impl Registry {
     ) -> Result<Histogram, MetricsError> {
         let full = full_name(name);
         if buckets.len() > 256 {
-            return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("{} buckets; at most 256", buckets.len()) });
+            return Err(MetricsError::InvalidBuckets {
+                metric: full,
+                reason: format!("{} buckets; at most 256", buckets.len()),
+            });
         }
         for (i, b) in buckets.iter().enumerate() {
             if !b.is_finite() {
-                return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("bound {i} is {b}; bounds are finite (+Inf is implicit)") });
+                return Err(MetricsError::InvalidBuckets {
+                    metric: full,
+                    reason: format!("bound {i} is {b}; bounds are finite (+Inf is implicit)"),
+                });
             }
             if i > 0 && buckets[i - 1] >= *b {
                 return Err(MetricsError::InvalidBuckets {
                     metric: full,
-                    reason: format!("bounds must increase strictly ({} then {b})", buckets[i - 1]),
+                    reason: format!(
+                        "bounds must increase strictly ({} then {b})",
+                        buckets[i - 1]
+                    ),
                 });
             }
         }
-        let b = Buckets { bounds: buckets.into(), scale: 1.0, log2: None };
-        self.register(name, help, MetricKind::Histogram, label_names, Some(b), budget).map(Histogram)
+        let b = Buckets {
+            bounds: buckets.into(),
+            scale: 1.0,
+            log2: None,
+        };
+        self.register(
+            name,
+            help,
+            MetricKind::Histogram,
+            label_names,
+            Some(b),
+            budget,
+        )
+        .map(Histogram)
     }
 
     /// Registers (or finds) a log2 histogram, the layout of kernel log2 maps: slot `i`
@@ -187,14 +229,32 @@ impl Registry {
     ) -> Result<Histogram, MetricsError> {
         let full = full_name(name);
         if max_slot > LOG2_MAX_SLOT {
-            return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("max slot {max_slot}; at most {LOG2_MAX_SLOT}") });
+            return Err(MetricsError::InvalidBuckets {
+                metric: full,
+                reason: format!("max slot {max_slot}; at most {LOG2_MAX_SLOT}"),
+            });
         }
         if !(scale.is_finite() && scale > 0.0) {
-            return Err(MetricsError::InvalidBuckets { metric: full, reason: format!("scale {scale}; it must be a positive number") });
+            return Err(MetricsError::InvalidBuckets {
+                metric: full,
+                reason: format!("scale {scale}; it must be a positive number"),
+            });
         }
         let bounds: Vec<f64> = (0..=max_slot).map(|i| scale * (1u64 << i) as f64).collect();
-        let b = Buckets { bounds: bounds.into(), scale, log2: Some(max_slot) };
-        self.register(name, help, MetricKind::Histogram, label_names, Some(b), budget).map(Histogram)
+        let b = Buckets {
+            bounds: bounds.into(),
+            scale,
+            log2: Some(max_slot),
+        };
+        self.register(
+            name,
+            help,
+            MetricKind::Histogram,
+            label_names,
+            Some(b),
+            budget,
+        )
+        .map(Histogram)
     }
 
     fn register(
@@ -214,11 +274,16 @@ impl Registry {
             return Err(MetricsError::EmptyHelp { metric: name });
         }
         if name == SERIES_DROPPED || name == SCRIPT_ERRORS {
-            return Err(MetricsError::InvalidName { name, reason: "reserved for sonde's own metrics".into() });
+            return Err(MetricsError::InvalidName {
+                name,
+                reason: "reserved for sonde's own metrics".into(),
+            });
         }
         let mut families = self.families.write().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = families.get(&name) {
-            let same = existing.kind == kind && *existing.label_names == *labels && existing.buckets == buckets;
+            let same = existing.kind == kind
+                && *existing.label_names == *labels
+                && existing.buckets == buckets;
             if !same {
                 return Err(MetricsError::Conflict {
                     name,
@@ -226,11 +291,20 @@ impl Registry {
                     requested: family::describe(kind, &labels, buckets.as_ref()),
                 });
             }
-            existing.budget.store(budget, std::sync::atomic::Ordering::Relaxed);
+            existing
+                .budget
+                .store(budget, std::sync::atomic::Ordering::Relaxed);
             *existing.help.write().unwrap_or_else(|e| e.into_inner()) = help.to_string();
             return Ok(existing.clone());
         }
-        let family = Arc::new(Family::new(name.clone(), help.to_string(), kind, labels.into(), buckets, budget));
+        let family = Arc::new(Family::new(
+            name.clone(),
+            help.to_string(),
+            kind,
+            labels.into(),
+            buckets,
+            budget,
+        ));
         families.insert(name, family.clone());
         Ok(family)
     }
@@ -241,7 +315,11 @@ impl Registry {
         if name == SCRIPT_ERRORS {
             return false;
         }
-        self.families.write().unwrap_or_else(|e| e.into_inner()).remove(&name).is_some()
+        self.families
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name)
+            .is_some()
     }
 
     /// Names of the registered families, sorted.
@@ -250,7 +328,12 @@ impl Registry {
     }
 
     fn families(&self) -> Vec<Arc<Family>> {
-        self.families.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.families
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -266,8 +349,11 @@ impl Registry {
 
     /// [`Registry::summary`] for the families `filter` accepts.
     pub fn summary_where(&self, filter: impl Fn(&FamilyInfo<'_>) -> bool) -> String {
-        let families: Vec<_> =
-            self.families().into_iter().filter(|f| filter(&FamilyInfo { family: f })).collect();
+        let families: Vec<_> = self
+            .families()
+            .into_iter()
+            .filter(|f| filter(&FamilyInfo { family: f }))
+            .collect();
         summary::render(&families)
     }
 }
@@ -308,7 +394,9 @@ fn is_snake(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-const UNIT_ABBREVIATIONS: [&str; 14] = ["s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d"];
+const UNIT_ABBREVIATIONS: [&str; 14] = [
+    "s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d",
+];
 const NON_BASE_UNITS: [(&str, &str); 15] = [
     ("minutes", "seconds"),
     ("hours", "seconds"),
@@ -326,19 +414,30 @@ const NON_BASE_UNITS: [(&str, &str); 15] = [
     ("ounces", "grams"),
     ("kibibytes", "bytes"),
 ];
-const BASE_UNITS: [&str; 10] = ["amperes", "bytes", "celsius", "grams", "joules", "kelvin", "meters", "metres", "seconds", "volts"];
+const BASE_UNITS: [&str; 10] = [
+    "amperes", "bytes", "celsius", "grams", "joules", "kelvin", "meters", "metres", "seconds",
+    "volts",
+];
 const UNIT_PREFIXES: [&str; 18] = [
-    "pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega", "mibi", "giga", "gibi",
-    "tera", "tebi", "peta", "pebi",
+    "pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega",
+    "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi",
 ];
 
 fn validate_name(name: &str, kind: MetricKind) -> Result<(), MetricsError> {
-    let bad = |reason: String| Err(MetricsError::InvalidName { name: name.to_string(), reason });
+    let bad = |reason: String| {
+        Err(MetricsError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.len() > 200 {
         return bad("longer than 200 characters".into());
     }
     if !is_snake(name) {
-        return bad("use lowercase snake_case: letters a-z, digits and `_`, not starting with a digit".into());
+        return bad(
+            "use lowercase snake_case: letters a-z, digits and `_`, not starting with a digit"
+                .into(),
+        );
     }
     if name.contains("__") || name.ends_with('_') {
         return bad("no double or trailing underscores".into());
@@ -347,10 +446,15 @@ fn validate_name(name: &str, kind: MetricKind) -> Result<(), MetricsError> {
     let is_total = name.ends_with("_total");
     match kind {
         MetricKind::Counter if !is_total => {
-            return bad(format!("counter names end in `_total` (e.g. `{name}_total`)"));
+            return bad(format!(
+                "counter names end in `_total` (e.g. `{name}_total`)"
+            ));
         }
         MetricKind::Gauge | MetricKind::Histogram if is_total => {
-            return bad(format!("only counters end in `_total`; this is a {}", kind.as_str()));
+            return bad(format!(
+                "only counters end in `_total`; this is a {}",
+                kind.as_str()
+            ));
         }
         _ => {}
     }
@@ -361,7 +465,9 @@ fn validate_name(name: &str, kind: MetricKind) -> Result<(), MetricsError> {
     }
     for p in &parts {
         if UNIT_ABBREVIATIONS.contains(p) {
-            return bad(format!("abbreviated unit `{p}`: spell out a base unit (`seconds`, `bytes`)"));
+            return bad(format!(
+                "abbreviated unit `{p}`: spell out a base unit (`seconds`, `bytes`)"
+            ));
         }
         if let Some((_, base)) = NON_BASE_UNITS.iter().find(|(u, _)| u == p) {
             return bad(format!("use the base unit `{base}` instead of `{p}`"));
@@ -384,11 +490,18 @@ fn validate_name(name: &str, kind: MetricKind) -> Result<(), MetricsError> {
 
 fn validate_labels(metric: &str, labels: &[String]) -> Result<(), MetricsError> {
     let bad = |label: &str, reason: &str| {
-        Err(MetricsError::InvalidLabel { metric: metric.to_string(), label: label.to_string(), reason: reason.to_string() })
+        Err(MetricsError::InvalidLabel {
+            metric: metric.to_string(),
+            label: label.to_string(),
+            reason: reason.to_string(),
+        })
     };
     for (i, l) in labels.iter().enumerate() {
         if !is_snake(l) {
-            return bad(l, "use lowercase snake_case: letters a-z, digits and `_`, not starting with a digit");
+            return bad(
+                l,
+                "use lowercase snake_case: letters a-z, digits and `_`, not starting with a digit",
+            );
         }
         if l.starts_with("__") {
             return bad(l, "names starting with `__` are reserved by Prometheus");

@@ -10,9 +10,19 @@ use super::{SCRIPT_ERRORS, SERIES_DROPPED};
 pub(super) fn render(node: &str, families: &[Arc<Family>]) -> String {
     let mut out = String::with_capacity(4096);
     for f in families {
-        header(&mut out, &f.name, &f.help.read().unwrap_or_else(|e| e.into_inner()), f.kind.as_str());
+        header(
+            &mut out,
+            &f.name,
+            &f.help.read().unwrap_or_else(|e| e.into_inner()),
+            f.kind.as_str(),
+        );
         for (labels, value) in f.snapshot() {
-            let pairs = || f.label_names.iter().map(String::as_str).zip(labels.iter().map(|v| &**v));
+            let pairs = || {
+                f.label_names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(labels.iter().map(|v| &**v))
+            };
             match value {
                 Value::Scalar(x) => sample(&mut out, &f.name, "", node, pairs(), None, x),
                 Value::Hist { counts, sum } => {
@@ -24,10 +34,26 @@ pub(super) fn render(node: &str, families: &[Arc<Family>]) -> String {
                             Some(b) => number(*b),
                             None => "+Inf".to_string(),
                         };
-                        sample(&mut out, &f.name, "_bucket", node, pairs(), Some(&le), cumulative as f64);
+                        sample(
+                            &mut out,
+                            &f.name,
+                            "_bucket",
+                            node,
+                            pairs(),
+                            Some(&le),
+                            cumulative as f64,
+                        );
                     }
                     sample(&mut out, &f.name, "_sum", node, pairs(), None, sum);
-                    sample(&mut out, &f.name, "_count", node, pairs(), None, cumulative as f64);
+                    sample(
+                        &mut out,
+                        &f.name,
+                        "_count",
+                        node,
+                        pairs(),
+                        None,
+                        cumulative as f64,
+                    );
                 }
             }
         }
@@ -40,7 +66,15 @@ pub(super) fn render(node: &str, families: &[Arc<Family>]) -> String {
     );
     for f in families.iter().filter(|f| f.name != SCRIPT_ERRORS) {
         let dropped = f.dropped.load(Ordering::Relaxed);
-        sample(&mut out, SERIES_DROPPED, "", node, [("metric", f.name.as_str())].into_iter(), None, dropped as f64);
+        sample(
+            &mut out,
+            SERIES_DROPPED,
+            "",
+            node,
+            [("metric", f.name.as_str())].into_iter(),
+            None,
+            dropped as f64,
+        );
     }
     out
 }
@@ -111,7 +145,11 @@ pub(super) fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         let mut s = String::new();
         let _ = write!(s, "{}", v as i64);

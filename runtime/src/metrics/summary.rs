@@ -86,7 +86,11 @@ fn scalars(out: &mut String, f: &Family, rows: &mut [(Box<[Box<str>]>, Value)]) 
         out.push_str("  (no data)\n");
         return;
     }
-    rows.sort_by(|a, b| value(&b.1).total_cmp(&value(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    rows.sort_by(|a, b| {
+        value(&b.1)
+            .total_cmp(&value(&a.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
     let shown = &rows[..rows.len().min(MAX_ROWS)];
     let keys: Vec<String> = shown.iter().map(|(l, _)| label_set(f, l)).collect();
     let values: Vec<String> = shown.iter().map(|(_, v)| number(value(v))).collect();
@@ -101,20 +105,44 @@ fn scalars(out: &mut String, f: &Family, rows: &mut [(Box<[Box<str>]>, Value)]) 
 }
 
 fn histogram(out: &mut String, f: &Family, b: &Buckets, labels: &[Box<str>], value: &Value) {
-    let Value::Hist { counts, sum } = value else { return };
+    let Value::Hist { counts, sum } = value else {
+        return;
+    };
     let total: u64 = counts.iter().sum();
-    let _ = writeln!(out, "{}{}  count {total}, sum {}", f.name, label_set(f, labels), number(*sum));
-    let Some(first) = counts.iter().position(|c| *c > 0) else { return };
+    let _ = writeln!(
+        out,
+        "{}{}  count {total}, sum {}",
+        f.name,
+        label_set(f, labels),
+        number(*sum)
+    );
+    let Some(first) = counts.iter().position(|c| *c > 0) else {
+        return;
+    };
     let last = counts.iter().rposition(|c| *c > 0).unwrap_or(first);
-    let max = counts[first..=last].iter().copied().max().unwrap_or(1).max(1);
+    let max = counts[first..=last]
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let ranges: Vec<String> = (first..=last).map(|i| range(b, i)).collect();
     let rw = ranges.iter().map(String::len).max().unwrap_or(0);
-    let cw = counts[first..=last].iter().map(|c| c.to_string().len()).max().unwrap_or(1);
+    let cw = counts[first..=last]
+        .iter()
+        .map(|c| c.to_string().len())
+        .max()
+        .unwrap_or(1);
     for (i, r) in (first..=last).zip(&ranges) {
         let c = counts[i];
         let filled = ((c as u128 * BAR_WIDTH as u128) / max as u128) as usize;
         let filled = if c > 0 { filled.max(1) } else { 0 };
-        let _ = writeln!(out, "  {r:<rw$} {c:>cw$} |{}{}|", "@".repeat(filled), " ".repeat(BAR_WIDTH - filled));
+        let _ = writeln!(
+            out,
+            "  {r:<rw$} {c:>cw$} |{}{}|",
+            "@".repeat(filled),
+            " ".repeat(BAR_WIDTH - filled)
+        );
     }
 }
 
@@ -133,7 +161,11 @@ fn range(b: &Buckets, i: usize) -> String {
             }
         }
         None => {
-            let lo = if i == 0 { "-Inf".to_string() } else { number(b.bounds[i - 1]) };
+            let lo = if i == 0 {
+                "-Inf".to_string()
+            } else {
+                number(b.bounds[i - 1])
+            };
             match b.bounds.get(i) {
                 Some(hi) => format!("({lo}, {}]", number(*hi)),
                 None => format!("({lo}, +Inf)"),

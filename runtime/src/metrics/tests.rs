@@ -7,8 +7,16 @@ fn reg() -> Registry {
 #[test]
 fn prefix_is_added_once() {
     let r = reg();
-    assert_eq!(r.counter("a_total", "A.", &["x"], 10).unwrap().name(), "sonde_a_total");
-    assert_eq!(r.counter("sonde_bee_total", "B.", &["x"], 10).unwrap().name(), "sonde_bee_total");
+    assert_eq!(
+        r.counter("a_total", "A.", &["x"], 10).unwrap().name(),
+        "sonde_a_total"
+    );
+    assert_eq!(
+        r.counter("sonde_bee_total", "B.", &["x"], 10)
+            .unwrap()
+            .name(),
+        "sonde_bee_total"
+    );
 }
 
 #[test]
@@ -16,23 +24,36 @@ fn same_shape_returns_the_same_family_and_keeps_series() {
     let r = reg();
     let a = r.counter("resets_total", "Resets.", &["pod"], 10).unwrap();
     a.inc(&["web"]).unwrap();
-    let b = r.counter("resets_total", "Resets, reworded.", &["pod"], 10).unwrap();
+    let b = r
+        .counter("resets_total", "Resets, reworded.", &["pod"], 10)
+        .unwrap();
     b.inc(&["web"]).unwrap();
     assert_eq!(a.get(&["web"]), Some(2.0));
-    assert!(r.render_prometheus().contains("# HELP sonde_resets_total Resets, reworded."));
+    assert!(r
+        .render_prometheus()
+        .contains("# HELP sonde_resets_total Resets, reworded."));
 }
 
 #[test]
 fn different_shape_is_a_conflict_naming_both() {
     let r = reg();
     r.counter("resets_total", "Resets.", &["pod"], 10).unwrap();
-    let e = r.counter("resets_total", "Resets.", &["pod", "kind"], 10).err().unwrap();
+    let e = r
+        .counter("resets_total", "Resets.", &["pod", "kind"], 10)
+        .err()
+        .unwrap();
     assert_eq!(
         e.to_string(),
         "metric `sonde_resets_total` is already registered as counter{pod}; cannot register it as counter{pod, kind}"
     );
-    let e = r.gauge("sonde_x", "X.", &["pod"], 10).and_then(|_| r.histogram("x", "X.", &["pod"], vec![1.0], 10));
-    assert!(matches!(e, Err(MetricsError::Conflict { .. })), "{e:?}", e = e.err());
+    let e = r
+        .gauge("sonde_x", "X.", &["pod"], 10)
+        .and_then(|_| r.histogram("x", "X.", &["pod"], vec![1.0], 10));
+    assert!(
+        matches!(e, Err(MetricsError::Conflict { .. })),
+        "{e:?}",
+        e = e.err()
+    );
 }
 
 #[test]
@@ -50,15 +71,29 @@ fn names_and_labels_are_checked_with_a_reason() {
     assert!(err(r.counter("a_total", "R.", &["node"], 10)).contains("added to every series"));
     assert!(err(r.counter("a_total", "R.", &["pod", "pod"], 10)).contains("declared twice"));
     assert!(err(r.counter("a_total", "  ", &["pod"], 10)).contains("help text is empty"));
-    assert!(r.gauge("queue_total", "Q.", &["pod"], 10).err().unwrap().to_string().contains("only counters"));
-    assert!(r.histogram("h", "H.", &["pod"], vec![2.0, 1.0], 10).err().unwrap().to_string().contains("increase"));
-    assert!(r.counter("sonde_script_errors_total", "E.", &["script"], 10).is_err());
+    assert!(r
+        .gauge("queue_total", "Q.", &["pod"], 10)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("only counters"));
+    assert!(r
+        .histogram("h", "H.", &["pod"], vec![2.0, 1.0], 10)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("increase"));
+    assert!(r
+        .counter("sonde_script_errors_total", "E.", &["script"], 10)
+        .is_err());
 }
 
 #[test]
 fn label_arity_mismatch_is_an_error() {
     let r = reg();
-    let c = r.counter("a_total", "A.", &["namespace", "pod"], 10).unwrap();
+    let c = r
+        .counter("a_total", "A.", &["namespace", "pod"], 10)
+        .unwrap();
     assert_eq!(
         c.inc(&["shop"]).unwrap_err().to_string(),
         "metric `sonde_a_total` has 2 label(s) (namespace, pod), got 1 value(s)"
@@ -75,7 +110,9 @@ fn budget_drops_new_series_and_counts_them() {
     assert_eq!(c.len(), 2);
     assert_eq!(c.dropped(), 2);
     assert_eq!(c.get(&[1i64]), Some(2.0));
-    assert!(r.render_prometheus().contains(r#"sonde_series_dropped_total{node="n1",metric="sonde_a_total"} 2"#));
+    assert!(r
+        .render_prometheus()
+        .contains(r#"sonde_series_dropped_total{node="n1",metric="sonde_a_total"} 2"#));
     // Room again after a series is removed.
     assert!(c.remove(&[2i64]).unwrap());
     c.inc(&[3i64]).unwrap();
@@ -119,7 +156,9 @@ fn retain_drops_series_of_gone_pods() {
 #[test]
 fn histograms_observe_into_buckets() {
     let r = reg();
-    let h = r.histogram("lat_seconds", "L.", &["pod"], vec![0.1, 1.0], 10).unwrap();
+    let h = r
+        .histogram("lat_seconds", "L.", &["pod"], vec![0.1, 1.0], 10)
+        .unwrap();
     for v in [0.05, 0.1, 0.5, 3.0] {
         h.observe(&["p"], v).unwrap();
     }
@@ -127,7 +166,10 @@ fn histograms_observe_into_buckets() {
     assert_eq!(counts, vec![2, 1, 1]);
     assert!((sum - 3.65).abs() < 1e-9);
     let text = r.render_prometheus();
-    assert!(text.contains("sonde_lat_seconds_bucket{node=\"n1\",pod=\"p\",le=\"0.1\"} 2\n"), "{text}");
+    assert!(
+        text.contains("sonde_lat_seconds_bucket{node=\"n1\",pod=\"p\",le=\"0.1\"} 2\n"),
+        "{text}"
+    );
     assert!(text.contains("sonde_lat_seconds_bucket{node=\"n1\",pod=\"p\",le=\"1\"} 3\n"));
     assert!(text.contains("sonde_lat_seconds_bucket{node=\"n1\",pod=\"p\",le=\"+Inf\"} 4\n"));
     assert!(text.contains("sonde_lat_seconds_count{node=\"n1\",pod=\"p\"} 4\n"));
@@ -136,10 +178,17 @@ fn histograms_observe_into_buckets() {
 #[test]
 fn log2_histograms_take_kernel_slots_and_scale() {
     let r = reg();
-    let h = r.log2_histogram("lat_seconds", "L.", &["pod"], 4, 1e-9, 10).unwrap();
+    let h = r
+        .log2_histogram("lat_seconds", "L.", &["pod"], 4, 1e-9, 10)
+        .unwrap();
     assert_eq!(h.bounds(), &[1e-9, 2e-9, 4e-9, 8e-9, 16e-9]);
     // Slots 0..=6 from a kernel map: slots past 4 count as +Inf.
-    h.set_buckets(&["p"], BucketCounts::PerBucket(&[1, 0, 2, 0, 0, 3, 4]), 1000.0).unwrap();
+    h.set_buckets(
+        &["p"],
+        BucketCounts::PerBucket(&[1, 0, 2, 0, 0, 3, 4]),
+        1000.0,
+    )
+    .unwrap();
     let (counts, sum) = h.get(&["p"]).unwrap();
     assert_eq!(counts, vec![1, 0, 2, 0, 0, 7]);
     assert!((sum - 1e-6).abs() < 1e-15);
@@ -147,33 +196,62 @@ fn log2_histograms_take_kernel_slots_and_scale() {
     h.observe(&["q"], 3u64).unwrap();
     assert_eq!(h.get(&["q"]).unwrap().0, vec![0, 0, 1, 0, 0, 0]);
     // Cumulative counts, and a lower total is a reset.
-    h.set_buckets(&["p"], BucketCounts::Cumulative(&[1, 1, 2]), 10.0).unwrap();
+    h.set_buckets(&["p"], BucketCounts::Cumulative(&[1, 1, 2]), 10.0)
+        .unwrap();
     assert_eq!(h.get(&["p"]).unwrap().0, vec![1, 0, 1, 0, 0, 0]);
-    assert!(h.set_buckets(&["p"], BucketCounts::Cumulative(&[2, 1]), 0.0).is_err());
+    assert!(h
+        .set_buckets(&["p"], BucketCounts::Cumulative(&[2, 1]), 0.0)
+        .is_err());
 }
 
 #[test]
 fn render_escapes_and_adds_node() {
     let r = Registry::new("node \"a\"");
-    let c = r.counter("a_total", "Line one\nback\\slash.", &["pod"], 10).unwrap();
+    let c = r
+        .counter("a_total", "Line one\nback\\slash.", &["pod"], 10)
+        .unwrap();
     c.inc(&["we\"b\\1\n"]).unwrap();
     let text = r.render_prometheus();
-    assert!(text.contains("# HELP sonde_a_total Line one\\nback\\\\slash.\n# TYPE sonde_a_total counter\n"));
-    assert!(text.contains(r#"sonde_a_total{node="node \"a\"",pod="we\"b\\1\n"} 1"#), "{text}");
+    assert!(text.contains(
+        "# HELP sonde_a_total Line one\\nback\\\\slash.\n# TYPE sonde_a_total counter\n"
+    ));
+    assert!(
+        text.contains(r#"sonde_a_total{node="node \"a\"",pod="we\"b\\1\n"} 1"#),
+        "{text}"
+    );
 }
 
 fn sample_registry() -> Registry {
     let r = reg();
-    let c = r.counter("tcp_reset_segments_total", "TCP RST segments.", &["namespace", "pod", "kind"], 100).unwrap();
+    let c = r
+        .counter(
+            "tcp_reset_segments_total",
+            "TCP RST segments.",
+            &["namespace", "pod", "kind"],
+            100,
+        )
+        .unwrap();
     c.inc(&["shop", "web-1", "NOSOCK"]).unwrap();
     c.add(&["shop", "web-\"2\"", "ACTIVE"], 41u64).unwrap();
-    let g = r.gauge("queue_bytes", "Queued bytes.", &[] as &[&str], 100).unwrap();
+    let g = r
+        .gauge("queue_bytes", "Queued bytes.", &[] as &[&str], 100)
+        .unwrap();
     g.set(&[] as &[&str], 0.25).unwrap();
-    let h = r.log2_histogram("latency_seconds", "Latency.", &["pod"], 20, 1e-9, 100).unwrap();
+    let h = r
+        .log2_histogram("latency_seconds", "Latency.", &["pod"], 20, 1e-9, 100)
+        .unwrap();
     for v in [100u64, 3000, 3000, 70000] {
         h.observe(&["web-1"], v).unwrap();
     }
-    let hb = r.histogram("size_bytes", "Sizes.", &["pod"], vec![64.0, 1500.0, 9000.0], 1).unwrap();
+    let hb = r
+        .histogram(
+            "size_bytes",
+            "Sizes.",
+            &["pod"],
+            vec![64.0, 1500.0, 9000.0],
+            1,
+        )
+        .unwrap();
     hb.observe(&["a"], 100.0).unwrap();
     hb.observe(&["b"], 100.0).unwrap(); // dropped: budget 1
     r.script_errors().inc(&["x", "deadline"]).unwrap();
@@ -198,11 +276,20 @@ fn render_passes_promtool() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("SKIPPED render_passes_promtool: promtool not runnable ({e}); apt-get install prometheus");
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "promtool is required when CI=true");
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "promtool is required when CI=true"
+            );
             return;
         }
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -215,9 +302,18 @@ fn render_passes_promtool() {
 #[test]
 fn summary_shows_a_scripts_families_sorted_with_bars() {
     let r = sample_registry();
-    let c = r.counter("tcp_reset_segments_total", "TCP RST segments.", &["namespace", "pod", "kind"], 100).unwrap();
+    let c = r
+        .counter(
+            "tcp_reset_segments_total",
+            "TCP RST segments.",
+            &["namespace", "pod", "kind"],
+            100,
+        )
+        .unwrap();
     c.add_owner("tcp_reset");
-    let h = r.log2_histogram("latency_seconds", "Latency.", &["pod"], 20, 1e-9, 100).unwrap();
+    let h = r
+        .log2_histogram("latency_seconds", "Latency.", &["pod"], 20, 1e-9, 100)
+        .unwrap();
     h.add_owner("tcp_reset");
     let s = r.summary("tcp_reset");
     println!("{s}");
@@ -240,8 +336,14 @@ sonde_tcp_reset_segments_total
   {namespace=shop,pod=web-1,kind=NOSOCK}     1
 ";
     assert_eq!(s, expected);
-    assert!(!s.contains("queue_bytes"), "other scripts' families are left out");
+    assert!(
+        !s.contains("queue_bytes"),
+        "other scripts' families are left out"
+    );
     let all = r.summary_where(|f| f.name() == "sonde_size_bytes");
-    assert!(all.contains("(1 updates dropped: series budget of 1 reached)"), "{all}");
+    assert!(
+        all.contains("(1 updates dropped: series budget of 1 reached)"),
+        "{all}"
+    );
     assert!(all.contains("(64, 1500] 1 |"), "{all}");
 }

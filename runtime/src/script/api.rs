@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, NativeCallContext, Position, FLOAT, INT};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, NativeCallContext,
+    Position, FLOAT, INT,
+};
 
 use super::engine::Host;
 use crate::event::{now_ns, Event, Labels};
@@ -34,8 +37,12 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     register_log(engine, host);
 
     // `sleep` blocks the thread that runs every handler: replaced by an error.
-    engine.register_fn("sleep", |_: INT| -> Res<()> { Err(runtime_error("sleep() is not available to scripts")) });
-    engine.register_fn("sleep", |_: FLOAT| -> Res<()> { Err(runtime_error("sleep() is not available to scripts")) });
+    engine.register_fn("sleep", |_: INT| -> Res<()> {
+        Err(runtime_error("sleep() is not available to scripts"))
+    });
+    engine.register_fn("sleep", |_: FLOAT| -> Res<()> {
+        Err(runtime_error("sleep() is not available to scripts"))
+    });
 }
 
 fn label_names(what: &str, labels: &Array) -> Res<Vec<String>> {
@@ -45,13 +52,21 @@ fn label_names(what: &str, labels: &Array) -> Res<Vec<String>> {
         .map(|(i, l)| {
             l.read_lock::<ImmutableString>()
                 .map(|s| s.to_string())
-                .ok_or_else(|| runtime_error(format!("{what}: label names are strings; item {i} is {}", l.type_name())))
+                .ok_or_else(|| {
+                    runtime_error(format!(
+                        "{what}: label names are strings; item {i} is {}",
+                        l.type_name()
+                    ))
+                })
         })
         .collect()
 }
 
 fn number(v: &Dynamic) -> Option<f64> {
-    v.as_int().map(|i| i as f64).ok().or_else(|| v.as_float().ok())
+    v.as_int()
+        .map(|i| i as f64)
+        .ok()
+        .or_else(|| v.as_float().ok())
 }
 
 fn metrics_module(host: &Arc<Host>) -> Module {
@@ -64,42 +79,73 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     // in `_total`.
     //   this.resets = metrics::counter("tcp_resets_total", "TCP RST segments.", ["namespace", "pod"]);
     let h = host.clone();
-    m.set_native_fn("counter", move |name: &str, help: &str, labels: Array| -> Res<Counter> {
-        let c = h.ctx.registry.counter(name, help, &label_names("metrics::counter", &labels)?, budget).map_err(metrics_err)?;
-        c.add_owner(&h.ctx.name);
-        Ok(c)
-    });
+    m.set_native_fn(
+        "counter",
+        move |name: &str, help: &str, labels: Array| -> Res<Counter> {
+            let c = h
+                .ctx
+                .registry
+                .counter(
+                    name,
+                    help,
+                    &label_names("metrics::counter", &labels)?,
+                    budget,
+                )
+                .map_err(metrics_err)?;
+            c.add_owner(&h.ctx.name);
+            Ok(c)
+        },
+    );
 
     // metrics::gauge(name, help, [label names]) -> Gauge
     //   this.queue = metrics::gauge("socket_queue_bytes", "Bytes queued.", ["pod"]);
     let h = host.clone();
-    m.set_native_fn("gauge", move |name: &str, help: &str, labels: Array| -> Res<Gauge> {
-        let g = h.ctx.registry.gauge(name, help, &label_names("metrics::gauge", &labels)?, budget).map_err(metrics_err)?;
-        g.add_owner(&h.ctx.name);
-        Ok(g)
-    });
+    m.set_native_fn(
+        "gauge",
+        move |name: &str, help: &str, labels: Array| -> Res<Gauge> {
+            let g = h
+                .ctx
+                .registry
+                .gauge(name, help, &label_names("metrics::gauge", &labels)?, budget)
+                .map_err(metrics_err)?;
+            g.add_owner(&h.ctx.name);
+            Ok(g)
+        },
+    );
 
     // metrics::histogram(name, help, [label names], [bucket bounds]) -> Histogram
     //   this.lat = metrics::histogram("rtt_seconds", "RTT.", ["pod"], [0.001, 0.01, 0.1, 1.0]);
     let h = host.clone();
-    m.set_native_fn("histogram", move |name: &str, help: &str, labels: Array, buckets: Array| -> Res<Histogram> {
-        let bounds = buckets
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                number(b).ok_or_else(|| {
-                    runtime_error(format!("metrics::histogram: bucket bounds are numbers; item {i} is {}", b.type_name()))
+    m.set_native_fn(
+        "histogram",
+        move |name: &str, help: &str, labels: Array, buckets: Array| -> Res<Histogram> {
+            let bounds = buckets
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    number(b).ok_or_else(|| {
+                        runtime_error(format!(
+                            "metrics::histogram: bucket bounds are numbers; item {i} is {}",
+                            b.type_name()
+                        ))
+                    })
                 })
-            })
-            .collect::<Res<Vec<f64>>>()?;
-        let hist = h
-            .ctx
-            .registry
-            .histogram(name, help, &label_names("metrics::histogram", &labels)?, bounds, budget)
-            .map_err(metrics_err)?;
-        hist.add_owner(&h.ctx.name);
-        Ok(hist)
-    });
+                .collect::<Res<Vec<f64>>>()?;
+            let hist = h
+                .ctx
+                .registry
+                .histogram(
+                    name,
+                    help,
+                    &label_names("metrics::histogram", &labels)?,
+                    bounds,
+                    budget,
+                )
+                .map_err(metrics_err)?;
+            hist.add_owner(&h.ctx.name);
+            Ok(hist)
+        },
+    );
 
     // metrics::log2_histogram(name, help, [label names]) -> Histogram
     // metrics::log2_histogram(name, help, [label names], #{ scale: 1e-9, max_slot: 32 })
@@ -115,32 +161,46 @@ fn metrics_module(host: &Arc<Host>) -> Module {
         for (k, v) in &opts {
             match k.as_str() {
                 "scale" => {
-                    scale = number(v).ok_or_else(|| runtime_error("metrics::log2_histogram: scale is a number"))?;
+                    scale = number(v).ok_or_else(|| {
+                        runtime_error("metrics::log2_histogram: scale is a number")
+                    })?;
                 }
                 "max_slot" => {
                     max_slot = v
                         .as_int()
                         .ok()
                         .and_then(|i| u32::try_from(i).ok())
-                        .ok_or_else(|| runtime_error("metrics::log2_histogram: max_slot is an integer 0..=63"))?;
+                        .ok_or_else(|| {
+                            runtime_error("metrics::log2_histogram: max_slot is an integer 0..=63")
+                        })?;
                 }
                 other => {
                     return Err(runtime_error(format!(
-                        "metrics::log2_histogram: unknown option `{other}`; expected scale, max_slot"
-                    )))
+                    "metrics::log2_histogram: unknown option `{other}`; expected scale, max_slot"
+                )))
                 }
             }
         }
         let hist = h
             .ctx
             .registry
-            .log2_histogram(name, help, &label_names("metrics::log2_histogram", &labels)?, max_slot, scale, budget)
+            .log2_histogram(
+                name,
+                help,
+                &label_names("metrics::log2_histogram", &labels)?,
+                max_slot,
+                scale,
+                budget,
+            )
             .map_err(metrics_err)?;
         hist.add_owner(&h.ctx.name);
         Ok(hist)
     };
     let log2b = log2.clone();
-    m.set_native_fn("log2_histogram", move |name: &str, help: &str, labels: Array| log2b(name, help, labels, Map::new()));
+    m.set_native_fn(
+        "log2_histogram",
+        move |name: &str, help: &str, labels: Array| log2b(name, help, labels, Map::new()),
+    );
     m.set_native_fn("log2_histogram", log2);
     m.build_index();
     m
@@ -153,38 +213,77 @@ fn register_handles(engine: &mut Engine) {
     engine.register_type_with_name::<Counter>("Counter");
     engine.register_type_with_name::<Gauge>("Gauge");
     engine.register_type_with_name::<Histogram>("Histogram");
-    engine.register_fn("to_string", |c: &mut Counter| format!("Counter({})", c.name()));
+    engine.register_fn("to_string", |c: &mut Counter| {
+        format!("Counter({})", c.name())
+    });
     engine.register_fn("to_string", |g: &mut Gauge| format!("Gauge({})", g.name()));
-    engine.register_fn("to_string", |h: &mut Histogram| format!("Histogram({})", h.name()));
-    engine.register_fn("to_debug", |c: &mut Counter| format!("Counter({})", c.name()));
+    engine.register_fn("to_string", |h: &mut Histogram| {
+        format!("Histogram({})", h.name())
+    });
+    engine.register_fn("to_debug", |c: &mut Counter| {
+        format!("Counter({})", c.name())
+    });
     engine.register_fn("to_debug", |g: &mut Gauge| format!("Gauge({})", g.name()));
-    engine.register_fn("to_debug", |h: &mut Histogram| format!("Histogram({})", h.name()));
+    engine.register_fn("to_debug", |h: &mut Histogram| {
+        format!("Histogram({})", h.name())
+    });
 
     // counter.inc(labels): adds one.        this.resets.inc([ev.pod.namespace, ev.pod.name]);
-    engine.register_fn("inc", |c: &mut Counter, labels: Array| -> Res<()> { c.inc(&labels).map_err(metrics_err) });
-    engine.register_fn("inc", |c: &mut Counter| -> Res<()> { c.inc::<Dynamic>(&[]).map_err(metrics_err) });
+    engine.register_fn("inc", |c: &mut Counter, labels: Array| -> Res<()> {
+        c.inc(&labels).map_err(metrics_err)
+    });
+    engine.register_fn("inc", |c: &mut Counter| -> Res<()> {
+        c.inc::<Dynamic>(&[]).map_err(metrics_err)
+    });
     // counter.add(labels, n): adds n >= 0.  this.bytes.add([ev.pod.name], ev.len);
-    engine.register_fn("add", |c: &mut Counter, labels: Array, n: INT| -> Res<()> { c.add(&labels, n).map_err(metrics_err) });
-    engine.register_fn("add", |c: &mut Counter, labels: Array, n: FLOAT| -> Res<()> { c.add(&labels, n).map_err(metrics_err) });
+    engine.register_fn("add", |c: &mut Counter, labels: Array, n: INT| -> Res<()> {
+        c.add(&labels, n).map_err(metrics_err)
+    });
+    engine.register_fn(
+        "add",
+        |c: &mut Counter, labels: Array, n: FLOAT| -> Res<()> {
+            c.add(&labels, n).map_err(metrics_err)
+        },
+    );
     // counter.set_total(labels, n): a total counted elsewhere (a kernel map); lower = reset.
-    engine.register_fn("set_total", |c: &mut Counter, labels: Array, n: INT| -> Res<()> {
-        c.set_total(&labels, n).map_err(metrics_err)
-    });
-    engine.register_fn("set_total", |c: &mut Counter, labels: Array, n: FLOAT| -> Res<()> {
-        c.set_total(&labels, n).map_err(metrics_err)
-    });
+    engine.register_fn(
+        "set_total",
+        |c: &mut Counter, labels: Array, n: INT| -> Res<()> {
+            c.set_total(&labels, n).map_err(metrics_err)
+        },
+    );
+    engine.register_fn(
+        "set_total",
+        |c: &mut Counter, labels: Array, n: FLOAT| -> Res<()> {
+            c.set_total(&labels, n).map_err(metrics_err)
+        },
+    );
     // gauge.set(labels, v) / gauge.add(labels, delta)
-    engine.register_fn("set", |g: &mut Gauge, labels: Array, v: INT| -> Res<()> { g.set(&labels, v).map_err(metrics_err) });
-    engine.register_fn("set", |g: &mut Gauge, labels: Array, v: FLOAT| -> Res<()> { g.set(&labels, v).map_err(metrics_err) });
-    engine.register_fn("add", |g: &mut Gauge, labels: Array, v: INT| -> Res<()> { g.add(&labels, v).map_err(metrics_err) });
-    engine.register_fn("add", |g: &mut Gauge, labels: Array, v: FLOAT| -> Res<()> { g.add(&labels, v).map_err(metrics_err) });
+    engine.register_fn("set", |g: &mut Gauge, labels: Array, v: INT| -> Res<()> {
+        g.set(&labels, v).map_err(metrics_err)
+    });
+    engine.register_fn("set", |g: &mut Gauge, labels: Array, v: FLOAT| -> Res<()> {
+        g.set(&labels, v).map_err(metrics_err)
+    });
+    engine.register_fn("add", |g: &mut Gauge, labels: Array, v: INT| -> Res<()> {
+        g.add(&labels, v).map_err(metrics_err)
+    });
+    engine.register_fn("add", |g: &mut Gauge, labels: Array, v: FLOAT| -> Res<()> {
+        g.add(&labels, v).map_err(metrics_err)
+    });
     // histogram.observe(labels, v): one raw value.
-    engine.register_fn("observe", |h: &mut Histogram, labels: Array, v: INT| -> Res<()> {
-        h.observe(&labels, v).map_err(metrics_err)
-    });
-    engine.register_fn("observe", |h: &mut Histogram, labels: Array, v: FLOAT| -> Res<()> {
-        h.observe(&labels, v).map_err(metrics_err)
-    });
+    engine.register_fn(
+        "observe",
+        |h: &mut Histogram, labels: Array, v: INT| -> Res<()> {
+            h.observe(&labels, v).map_err(metrics_err)
+        },
+    );
+    engine.register_fn(
+        "observe",
+        |h: &mut Histogram, labels: Array, v: FLOAT| -> Res<()> {
+            h.observe(&labels, v).map_err(metrics_err)
+        },
+    );
     // histogram.set_buckets(labels, [per-bucket counts], raw_sum): replace a series with
     // counts kept in the kernel (slot i of a log2 map = bucket i); lower = reset.
     let set_buckets = |h: &mut Histogram, labels: Array, counts: Array, sum: f64| -> Res<()> {
@@ -192,23 +291,41 @@ fn register_handles(engine: &mut Engine) {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                c.as_int().ok().and_then(|c| u64::try_from(c).ok()).ok_or_else(|| {
-                    runtime_error(format!("set_buckets: counts are integers >= 0; item {i} is {c}"))
-                })
+                c.as_int()
+                    .ok()
+                    .and_then(|c| u64::try_from(c).ok())
+                    .ok_or_else(|| {
+                        runtime_error(format!(
+                            "set_buckets: counts are integers >= 0; item {i} is {c}"
+                        ))
+                    })
             })
             .collect::<Res<Vec<u64>>>()?;
-        h.set_buckets(&labels, BucketCounts::PerBucket(&counts), sum).map_err(metrics_err)
+        h.set_buckets(&labels, BucketCounts::PerBucket(&counts), sum)
+            .map_err(metrics_err)
     };
-    engine.register_fn("set_buckets", move |h: &mut Histogram, labels: Array, counts: Array, sum: INT| {
-        set_buckets(h, labels, counts, sum as f64)
-    });
-    engine.register_fn("set_buckets", move |h: &mut Histogram, labels: Array, counts: Array, sum: FLOAT| {
-        set_buckets(h, labels, counts, sum)
-    });
+    engine.register_fn(
+        "set_buckets",
+        move |h: &mut Histogram, labels: Array, counts: Array, sum: INT| {
+            set_buckets(h, labels, counts, sum as f64)
+        },
+    );
+    engine.register_fn(
+        "set_buckets",
+        move |h: &mut Histogram, labels: Array, counts: Array, sum: FLOAT| {
+            set_buckets(h, labels, counts, sum)
+        },
+    );
     // handle.remove(labels) -> bool: drop a series (a pod is gone).
-    engine.register_fn("remove", |c: &mut Counter, labels: Array| -> Res<bool> { c.remove(&labels).map_err(metrics_err) });
-    engine.register_fn("remove", |g: &mut Gauge, labels: Array| -> Res<bool> { g.remove(&labels).map_err(metrics_err) });
-    engine.register_fn("remove", |h: &mut Histogram, labels: Array| -> Res<bool> { h.remove(&labels).map_err(metrics_err) });
+    engine.register_fn("remove", |c: &mut Counter, labels: Array| -> Res<bool> {
+        c.remove(&labels).map_err(metrics_err)
+    });
+    engine.register_fn("remove", |g: &mut Gauge, labels: Array| -> Res<bool> {
+        g.remove(&labels).map_err(metrics_err)
+    });
+    engine.register_fn("remove", |h: &mut Histogram, labels: Array| -> Res<bool> {
+        h.remove(&labels).map_err(metrics_err)
+    });
 }
 
 fn bpf_module(host: &Arc<Host>) -> Module {
@@ -220,7 +337,10 @@ fn bpf_module(host: &Arc<Host>) -> Module {
     //   for e in bpf::map("counts") { this.drops.set_total([e.key.pod.name, e.key.reason], e.value); }
     let h = host.clone();
     m.set_native_fn("map", move |name: &str| -> Res<Array> {
-        h.ctx.maps.entries(name).map_err(|e| runtime_error(format!("bpf::map(\"{name}\"): {e}")))
+        h.ctx
+            .maps
+            .entries(name)
+            .map_err(|e| runtime_error(format!("bpf::map(\"{name}\"): {e}")))
     });
     m.build_index();
     m
@@ -257,7 +377,10 @@ fn register_emit(engine: &mut Engine, host: &Arc<Host>) {
     //   emit("TCPRESET_" + ev.kind, #{ saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport });
     let h = host.clone();
     let emit = move |ctx: NativeCallContext, kind: &str, mut fields: Map| {
-        let mut labels = Labels { node: h.ctx.node.clone(), ..Labels::default() };
+        let mut labels = Labels {
+            node: h.ctx.node.clone(),
+            ..Labels::default()
+        };
         match fields.remove("pod") {
             Some(pod) => pod_labels(&pod, &mut labels),
             None => {
@@ -276,7 +399,9 @@ fn register_emit(engine: &mut Engine, host: &Arc<Host>) {
     };
     let emit2 = emit.clone();
     engine.register_fn("emit", emit);
-    engine.register_fn("emit", move |ctx: NativeCallContext, kind: &str| emit2(ctx, kind, Map::new()));
+    engine.register_fn("emit", move |ctx: NativeCallContext, kind: &str| {
+        emit2(ctx, kind, Map::new())
+    });
 }
 
 fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
@@ -295,7 +420,11 @@ fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
             }
             let labels: &[&str] = if key.is_some() { &["key"] } else { &[] };
             let help = format!("Counts from count(\"{table}\", ...).");
-            let c = h.ctx.registry.counter(&name, &help, labels, h.limits.series_budget).map_err(metrics_err)?;
+            let c = h
+                .ctx
+                .registry
+                .counter(&name, &help, labels, h.limits.series_budget)
+                .map_err(metrics_err)?;
             c.add_owner(&h.ctx.name);
             tables.insert(table.clone(), c);
         }
@@ -308,7 +437,9 @@ fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
     };
     let c1 = count.clone();
     engine.register_fn("count", move |table: ImmutableString| c1(table, None));
-    engine.register_fn("count", move |table: ImmutableString, key: Dynamic| count(table, Some(key)));
+    engine.register_fn("count", move |table: ImmutableString, key: Dynamic| {
+        count(table, Some(key))
+    });
 
     // hist(table, value) / hist(table, key, value)
     //
@@ -325,7 +456,14 @@ fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
             let hist = h
                 .ctx
                 .registry
-                .log2_histogram(&name, &help, labels, metrics::LOG2_MAX_SLOT, 1.0, h.limits.series_budget)
+                .log2_histogram(
+                    &name,
+                    &help,
+                    labels,
+                    metrics::LOG2_MAX_SLOT,
+                    1.0,
+                    h.limits.series_budget,
+                )
                 .map_err(metrics_err)?;
             hist.add_owner(&h.ctx.name);
             tables.insert(table.clone(), hist);
@@ -338,10 +476,16 @@ fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
         .map_err(metrics_err)
     };
     let (h1, h2, h3) = (hist.clone(), hist.clone(), hist.clone());
-    engine.register_fn("hist", move |t: ImmutableString, v: INT| h1(t, None, v as f64));
+    engine.register_fn("hist", move |t: ImmutableString, v: INT| {
+        h1(t, None, v as f64)
+    });
     engine.register_fn("hist", move |t: ImmutableString, v: FLOAT| h2(t, None, v));
-    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: INT| h3(t, Some(k), v as f64));
-    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: FLOAT| hist(t, Some(k), v));
+    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: INT| {
+        h3(t, Some(k), v as f64)
+    });
+    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: FLOAT| {
+        hist(t, Some(k), v)
+    });
 }
 
 fn register_log(engine: &mut Engine, host: &Arc<Host>) {
@@ -357,7 +501,9 @@ fn register_log(engine: &mut Engine, host: &Arc<Host>) {
             "warn" => tracing::warn!(script = %name, "{msg}"),
             "error" => tracing::error!(script = %name, "{msg}"),
             other => {
-                return Err(runtime_error(format!("log: level `{other}`; expected debug, info, warn or error")))
+                return Err(runtime_error(format!(
+                    "log: level `{other}`; expected debug, info, warn or error"
+                )))
             }
         }
         Ok(())

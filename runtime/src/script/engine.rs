@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use hashbrown::HashMap;
 use rhai::packages::{
-    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage, BasicMathPackage,
-    BasicStringPackage, BitFieldPackage, LanguageCorePackage, LogicPackage, MoreStringPackage, Package,
+    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
+    BasicMathPackage, BasicStringPackage, BitFieldPackage, LanguageCorePackage, LogicPackage,
+    MoreStringPackage, Package,
 };
 use rhai::{Dynamic, Engine, ImmutableString, Module, Shared};
 
@@ -123,7 +124,9 @@ pub(crate) fn build(host: Arc<Host>) -> Engine {
         let now = since_epoch_ns();
         let d = deadline_host.deadline.load(Ordering::Relaxed);
         if d == 0 {
-            deadline_host.deadline.store(now.saturating_add(budget).max(1), Ordering::Relaxed);
+            deadline_host
+                .deadline
+                .store(now.saturating_add(budget).max(1), Ordering::Relaxed);
             None
         } else if now > d {
             Some(Dynamic::from(DEADLINE_TOKEN))

@@ -42,7 +42,12 @@ impl Script {
         let engine = engine::engine(limits, &ScriptContext::detached(file));
         let mut ast = engine.compile(source).map_err(|e| {
             let (line, column) = position(e.position());
-            ScriptError::Compile { file: file.to_string(), line, column, message: e.err_type().to_string() }
+            ScriptError::Compile {
+                file: file.to_string(),
+                line,
+                column,
+                message: e.err_type().to_string(),
+            }
         })?;
         ast.set_source(file);
         let manifest = manifest::parse(file, source, &ast)?;
@@ -52,8 +57,10 @@ impl Script {
         for f in ast.iter_functions() {
             let at = || {
                 let needle = format!("fn {}", f.name);
-                let (line, column) =
-                    source.find(&needle).map(|o| manifest::line_col(source, o)).unwrap_or((1, 1));
+                let (line, column) = source
+                    .find(&needle)
+                    .map(|o| manifest::line_col(source, o))
+                    .unwrap_or((1, 1));
                 (line, column)
             };
             if f.name == "init" {
@@ -147,7 +154,9 @@ impl ErrorKind {
         use EvalAltResult as E;
         match err.unwrap_inner() {
             E::ErrorTooManyOperations(..) => ErrorKind::Operations,
-            E::ErrorTerminated(token, ..) if token.to_string() == DEADLINE_TOKEN => ErrorKind::Deadline,
+            E::ErrorTerminated(token, ..) if token.to_string() == DEADLINE_TOKEN => {
+                ErrorKind::Deadline
+            }
             E::ErrorDataTooLarge(..) => ErrorKind::Size,
             E::ErrorStackOverflow(..) => ErrorKind::CallDepth,
             E::ErrorMismatchDataType(..)
@@ -156,9 +165,10 @@ impl ErrorKind {
             | E::ErrorIndexingType(..)
             | E::ErrorFor(..)
             | E::ErrorUnboundThis(..) => ErrorKind::Type,
-            E::ErrorArrayBounds(..) | E::ErrorStringBounds(..) | E::ErrorBitFieldBounds(..) | E::ErrorPropertyNotFound(..) => {
-                ErrorKind::Index
-            }
+            E::ErrorArrayBounds(..)
+            | E::ErrorStringBounds(..)
+            | E::ErrorBitFieldBounds(..)
+            | E::ErrorPropertyNotFound(..) => ErrorKind::Index,
             E::ErrorArithmetic(..) => ErrorKind::Arithmetic,
             _ => ErrorKind::Runtime,
         }
@@ -213,7 +223,10 @@ impl Instance {
             return Err(fail("top level", &e));
         }
         if let Some(arity) = script.init_arity {
-            let params: Map = params.iter().map(|(k, v)| (k.as_str().into(), v.to_dynamic())).collect();
+            let params: Map = params
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.to_dynamic()))
+                .collect();
             let r = if arity == 1 {
                 inst.call_raw("init", (Dynamic::from_map(params),), Dynamic::UNIT)
             } else {
@@ -266,7 +279,11 @@ impl Instance {
             return;
         }
         // emit() takes the pod from the event being handled unless told otherwise.
-        let pod = if self.script.uses_emit { ev.get("pod").cloned().unwrap_or(Dynamic::UNIT) } else { Dynamic::UNIT };
+        let pod = if self.script.uses_emit {
+            ev.get("pod").cloned().unwrap_or(Dynamic::UNIT)
+        } else {
+            Dynamic::UNIT
+        };
         self.call("on_event", (Dynamic::from_map(ev),), pod);
     }
 
@@ -292,16 +309,31 @@ impl Instance {
     }
 
     #[inline]
-    fn call_raw(&mut self, name: &str, args: impl FuncArgs, tag: Dynamic) -> Result<(), Box<EvalAltResult>> {
+    fn call_raw(
+        &mut self,
+        name: &str,
+        args: impl FuncArgs,
+        tag: Dynamic,
+    ) -> Result<(), Box<EvalAltResult>> {
         self.host.reset_deadline();
-        let options =
-            CallFnOptions::new().eval_ast(false).rewind_scope(true).bind_this_ptr(&mut self.state).with_tag(tag);
-        self.engine.call_fn_with_options::<Dynamic>(options, &mut self.scope, &self.ast, name, args).map(|_| ())
+        let options = CallFnOptions::new()
+            .eval_ast(false)
+            .rewind_scope(true)
+            .bind_this_ptr(&mut self.state)
+            .with_tag(tag);
+        self.engine
+            .call_fn_with_options::<Dynamic>(options, &mut self.scope, &self.ast, name, args)
+            .map(|_| ())
     }
 
     fn count(&mut self, kind: ErrorKind) {
         *self.errors.entry(kind.as_str()).or_default() += 1;
-        let _ = self.host.ctx.registry.script_errors().inc(&[self.host.ctx.name.as_str(), kind.as_str()]);
+        let _ = self
+            .host
+            .ctx
+            .registry
+            .script_errors()
+            .inc(&[self.host.ctx.name.as_str(), kind.as_str()]);
     }
 
     #[cold]
@@ -312,14 +344,20 @@ impl Instance {
         let state = self.logged.entry(kind.as_str());
         let log = match state {
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(LogState { last: now, suppressed: 0 });
+                v.insert(LogState {
+                    last: now,
+                    suppressed: 0,
+                });
                 Some(0)
             }
             std::collections::btree_map::Entry::Occupied(mut o) => {
                 let s = o.get_mut();
                 if now.duration_since(s.last) >= LOG_EVERY {
                     let suppressed = s.suppressed;
-                    *s = LogState { last: now, suppressed: 0 };
+                    *s = LogState {
+                        last: now,
+                        suppressed: 0,
+                    };
                     Some(suppressed)
                 } else {
                     s.suppressed += 1;
@@ -343,7 +381,11 @@ impl Instance {
 /// `file:line:col: message` for a runtime error, from its innermost cause.
 pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
     let inner = e.unwrap_inner();
-    let pos = if inner.position().is_none() { e.position() } else { inner.position() };
+    let pos = if inner.position().is_none() {
+        e.position()
+    } else {
+        inner.position()
+    };
     let msg = match inner {
         EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
             "stopped: the call ran past its deadline".to_string()

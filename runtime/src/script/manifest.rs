@@ -87,7 +87,10 @@ impl Manifest {
     ///   (`threshold_ms=1s` is 1000), which must be a whole number of that unit;
     /// - float: any number;
     /// - string: the text as given.
-    pub fn resolve_params(&self, overrides: &[(String, String)]) -> Result<Vec<(String, ParamValue)>, ScriptError> {
+    pub fn resolve_params(
+        &self,
+        overrides: &[(String, String)],
+    ) -> Result<Vec<(String, ParamValue)>, ScriptError> {
         let mut out = self.params.clone();
         for (name, text) in overrides {
             let Some((_, slot)) = out.iter_mut().find(|(n, _)| n == name) else {
@@ -113,8 +116,14 @@ fn parse_param(name: &str, default: &ParamValue, text: &str) -> Result<ParamValu
             "false" | "0" | "no" | "off" => Some(ParamValue::Bool(false)),
             _ => None,
         },
-        ParamValue::Int(_) => parse_int(t).or_else(|| int_from_duration(name, t)).map(ParamValue::Int),
-        ParamValue::Float(_) => t.parse::<f64>().ok().filter(|f| f.is_finite()).map(ParamValue::Float),
+        ParamValue::Int(_) => parse_int(t)
+            .or_else(|| int_from_duration(name, t))
+            .map(ParamValue::Int),
+        ParamValue::Float(_) => t
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(ParamValue::Float),
         ParamValue::Str(_) => Some(ParamValue::Str(text.to_string())),
     };
     parsed.ok_or_else(|| {
@@ -133,7 +142,10 @@ fn parse_param(name: &str, default: &ParamValue, text: &str) -> Result<ParamValu
 
 fn parse_int(t: &str) -> Option<i64> {
     let clean: String = t.chars().filter(|c| *c != '_').collect();
-    if let Some(hex) = clean.strip_prefix("0x").or_else(|| clean.strip_prefix("0X")) {
+    if let Some(hex) = clean
+        .strip_prefix("0x")
+        .or_else(|| clean.strip_prefix("0X"))
+    {
         return i64::from_str_radix(hex, 16).ok();
     }
     clean.parse().ok()
@@ -166,7 +178,8 @@ fn int_from_duration(name: &str, t: &str) -> Option<i64> {
 /// Parses `"10s"`, `"250ms"`, `"1.5s"`, `"1m30s"`; units `ns`, `us` (or `µs`), `ms`,
 /// `s`, `m`, `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let err = || format!("expected a duration like \"10s\" (units ns, us, ms, s, m, h), got \"{text}\"");
+    let err =
+        || format!("expected a duration like \"10s\" (units ns, us, ms, s, m, h), got \"{text}\"");
     let s = text.trim();
     if s.is_empty() {
         return Err(err());
@@ -174,13 +187,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(err());
         }
         let n: f64 = rest[..num_len].parse().map_err(|_| err())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -219,7 +236,12 @@ pub(crate) fn description(source: &str) -> String {
 pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -243,7 +265,12 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
     let at = probe_offset(source);
     let err_at = |offset: Option<usize>, message: String| {
         let (line, column) = offset.map(|o| line_col(source, o)).unwrap_or((1, 1));
-        ScriptError::Manifest { file: file.to_string(), line, column, message }
+        ScriptError::Manifest {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        }
     };
     // Position of `key` inside the PROBE literal, for errors about it.
     let key_at = |key: &str| -> Option<usize> {
@@ -253,7 +280,8 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
         while let Some(i) = body[from..].find(key) {
             let pos = from + i;
             let after = body[pos + key.len()..].trim_start();
-            let before_ok = pos == 0 || !body[..pos].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+            let before_ok =
+                pos == 0 || !body[..pos].ends_with(|c: char| c.is_alphanumeric() || c == '_');
             if before_ok && after.starts_with(':') {
                 return Some(start + pos);
             }
@@ -262,7 +290,10 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
         None
     };
 
-    let value = ast.iter_literal_variables(true, false).find(|(name, _, _)| *name == "PROBE").map(|(_, _, v)| v);
+    let value = ast
+        .iter_literal_variables(true, false)
+        .find(|(name, _, _)| *name == "PROBE")
+        .map(|(_, _, v)| v);
     let Some(value) = value else {
         if let Some(o) = at {
             let message = if source[o..].starts_with("let") {
@@ -273,10 +304,20 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
             };
             return Err(err_at(Some(o), message));
         }
-        return Ok(Manifest { program: None, params: Vec::new(), interval: DEFAULT_INTERVAL, description });
+        return Ok(Manifest {
+            program: None,
+            params: Vec::new(),
+            interval: DEFAULT_INTERVAL,
+            description,
+        });
     };
 
-    let mut manifest = Manifest { program: None, params: Vec::new(), interval: DEFAULT_INTERVAL, description };
+    let mut manifest = Manifest {
+        program: None,
+        params: Vec::new(),
+        interval: DEFAULT_INTERVAL,
+        description,
+    };
     if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
         manifest.program = Some(check_program(&s).map_err(|m| err_at(at, m))?);
         return Ok(manifest);
@@ -284,7 +325,10 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
     let Some(map) = value.read_lock::<Map>().map(|m| m.clone()) else {
         return Err(err_at(
             at,
-            format!("expected a program name string or a #{{ {KEYS} }} map, got {}", value.type_name()),
+            format!(
+                "expected a program name string or a #{{ {KEYS} }} map, got {}",
+                value.type_name()
+            ),
         ));
     };
     for (key, v) in &map {
@@ -292,9 +336,17 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
         match key {
             "program" => {
                 let s = v.read_lock::<rhai::ImmutableString>().ok_or_else(|| {
-                    err_at(key_at(key), format!("program: expected a string like \"tcp_reset\", got {}", v.type_name()))
+                    err_at(
+                        key_at(key),
+                        format!(
+                            "program: expected a string like \"tcp_reset\", got {}",
+                            v.type_name()
+                        ),
+                    )
                 })?;
-                manifest.program = Some(check_program(&s).map_err(|m| err_at(key_at(key), format!("program: {m}")))?);
+                manifest.program = Some(
+                    check_program(&s).map_err(|m| err_at(key_at(key), format!("program: {m}")))?,
+                );
             }
             "interval" => {
                 let d = if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
@@ -304,17 +356,26 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                 } else {
                     return Err(err_at(
                         key_at(key),
-                        format!("interval: expected a duration string like \"10s\", got {}", v.type_name()),
+                        format!(
+                            "interval: expected a duration string like \"10s\", got {}",
+                            v.type_name()
+                        ),
                     ));
                 };
                 if d < MIN_INTERVAL {
-                    return Err(err_at(key_at(key), format!("interval: {d:?} is too short; at least 10ms")));
+                    return Err(err_at(
+                        key_at(key),
+                        format!("interval: {d:?} is too short; at least 10ms"),
+                    ));
                 }
                 manifest.interval = d;
             }
             "description" => {
                 let s = v.read_lock::<rhai::ImmutableString>().ok_or_else(|| {
-                    err_at(key_at(key), format!("description: expected a string, got {}", v.type_name()))
+                    err_at(
+                        key_at(key),
+                        format!("description: expected a string, got {}", v.type_name()),
+                    )
                 })?;
                 manifest.description = s.to_string();
             }
@@ -348,7 +409,10 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                 manifest.params = list;
             }
             other => {
-                return Err(err_at(key_at(other).or(at), format!("unknown key `{other}`; expected one of: {KEYS}")));
+                return Err(err_at(
+                    key_at(other).or(at),
+                    format!("unknown key `{other}`; expected one of: {KEYS}"),
+                ));
             }
         }
     }
@@ -356,7 +420,10 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
 }
 
 fn check_program(name: &str) -> Result<String, String> {
-    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(name.to_string())
     } else {

@@ -101,10 +101,20 @@ impl Default for Limits {
 pub enum ScriptError {
     /// Syntax error, or a handler declared with the wrong parameters.
     #[error("{file}:{line}:{column}: {message}")]
-    Compile { file: String, line: usize, column: usize, message: String },
+    Compile {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// The `PROBE` manifest is not what the host expects.
     #[error("{file}:{line}:{column}: PROBE: {message}")]
-    Manifest { file: String, line: usize, column: usize, message: String },
+    Manifest {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// A `--param`/config override does not fit the script's params.
     #[error("{message}")]
     Param { message: String },

@@ -15,8 +15,10 @@ use crate::metrics::{log2_slot, log2_slot_f64};
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// Rhai sources of the stdlib modules, by namespace.
-const SOURCES: [(&str, &str); 2] =
-    [("fmt", include_str!("../../../stdlib/fmt.rhai")), ("hist", include_str!("../../../stdlib/hist.rhai"))];
+const SOURCES: [(&str, &str); 2] = [
+    ("fmt", include_str!("../../../stdlib/fmt.rhai")),
+    ("hist", include_str!("../../../stdlib/hist.rhai")),
+];
 
 pub(crate) fn register(engine: &mut Engine) {
     for (name, module) in modules() {
@@ -56,15 +58,25 @@ use rhai::packages::Package as _;
 /// Parses an address; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) counts as IPv4.
 fn parse_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
-    let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
+    let s = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
     match s.parse::<IpAddr>().ok()? {
-        IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))),
+        IpAddr::V6(v6) => Some(
+            v6.to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+        ),
         v4 => Some(v4),
     }
 }
 
 fn v4_private(ip: Ipv4Addr) -> bool {
-    ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64
+    ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64
 }
 
 fn v6_private(ip: Ipv6Addr) -> bool {
@@ -73,11 +85,17 @@ fn v6_private(ip: Ipv6Addr) -> bool {
 }
 
 fn in_cidr(ip: &str, cidr: &str) -> Res<bool> {
-    let bad = || runtime_error(format!("net::in_cidr: `{cidr}` is not a CIDR like \"10.0.0.0/8\" or \"fd00::/8\""));
+    let bad = || {
+        runtime_error(format!(
+            "net::in_cidr: `{cidr}` is not a CIDR like \"10.0.0.0/8\" or \"fd00::/8\""
+        ))
+    };
     let (net, len) = cidr.split_once('/').ok_or_else(bad)?;
     let len: u32 = len.trim().parse().map_err(|_| bad())?;
     let net = parse_ip(net).ok_or_else(bad)?;
-    let Some(ip) = parse_ip(ip) else { return Ok(false) };
+    let Some(ip) = parse_ip(ip) else {
+        return Ok(false);
+    };
     Ok(match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             if len > 32 {
@@ -90,7 +108,11 @@ fn in_cidr(ip: &str, cidr: &str) -> Res<bool> {
             if len > 128 {
                 return Err(bad());
             }
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             (u128::from(a) & mask) == (u128::from(n) & mask)
         }
         _ => false,
@@ -148,7 +170,11 @@ fn add_net(m: &mut Module) {
     });
     // net::port_name(port) -> "https" for 443..., else the number as a string.
     m.set_native_fn("port_name", |port: INT| -> Res<String> {
-        Ok(PORTS.iter().find(|(p, _)| *p == port).map(|(_, n)| n.to_string()).unwrap_or_else(|| port.to_string()))
+        Ok(PORTS
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_else(|| port.to_string()))
     });
     // net::endpoint(ip, port) -> "10.0.0.1:80" / "[fd00::1]:80".
     m.set_native_fn("endpoint", |ip: &str, port: INT| -> Res<String> {
@@ -163,17 +189,27 @@ fn add_net(m: &mut Module) {
 fn add_hist(m: &mut Module) {
     // hist::log2_bucket(v) -> slot: 0 for v <= 1, else ceil(log2(v)); slot i holds
     // (2^(i-1), 2^i], as metrics::log2_histogram and the kernel programs count.
-    m.set_native_fn("log2_bucket", |v: INT| -> Res<INT> { Ok(log2_slot(v.max(0) as u64) as INT) });
-    m.set_native_fn("log2_bucket", |v: FLOAT| -> Res<INT> { Ok(log2_slot_f64(v) as INT) });
+    m.set_native_fn("log2_bucket", |v: INT| -> Res<INT> {
+        Ok(log2_slot(v.max(0) as u64) as INT)
+    });
+    m.set_native_fn("log2_bucket", |v: FLOAT| -> Res<INT> {
+        Ok(log2_slot_f64(v) as INT)
+    });
     // hist::bucket_bounds(i) -> [lo, hi]: slot i holds values v with lo < v <= hi
     // (slot 0: [0, 1]).
     m.set_native_fn("bucket_bounds", |i: INT| -> Res<Array> {
         if !(0..=63).contains(&i) {
-            return Err(runtime_error(format!("hist::bucket_bounds: slot {i} is not in 0..=63")));
+            return Err(runtime_error(format!(
+                "hist::bucket_bounds: slot {i} is not in 0..=63"
+            )));
         }
         let hi = 1i128 << i;
         let lo = if i == 0 { 0 } else { hi / 2 };
-        let int = |v: i128| i64::try_from(v).map(Dynamic::from_int).unwrap_or_else(|_| Dynamic::from_float(v as f64));
+        let int = |v: i128| {
+            i64::try_from(v)
+                .map(Dynamic::from_int)
+                .unwrap_or_else(|_| Dynamic::from_float(v as f64))
+        };
         Ok(vec![int(lo), int(hi)])
     });
 }

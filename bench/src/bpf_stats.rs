@@ -1,0 +1,124 @@
+//! Kernel-side cost of a tool's BPF programs, from the kernel's own run statistics
+//! (`kernel.bpf_stats_enabled`: run count and nanoseconds per program).
+//!
+//! ```no_run
+//! let _on = StatsSwitch::enable();         // restored when dropped
+//! let before = prog_ids();                 // programs that are not the tool's
+//! // ... start the tool, run the workload ...
+//! let cost = tracepoint_cost(&before);     // the tool's tracepoint programs
+//! ```
+
+use std::collections::HashSet;
+
+const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+
+/// Offsets in `struct bpf_prog_info` (include/uapi/linux/bpf.h), stable uAPI.
+const INFO_TYPE: usize = 0;
+const INFO_RUN_TIME_NS: usize = 192;
+const INFO_RUN_CNT: usize = 200;
+const INFO_LEN: usize = 256;
+
+/// Turns run statistics on, and back to their previous setting when dropped.
+pub struct StatsSwitch {
+    previous: Option<String>,
+}
+
+impl StatsSwitch {
+    /// None when the sysctl cannot be written (the cost column then shows `-`).
+    pub fn enable() -> Option<StatsSwitch> {
+        let previous = std::fs::read_to_string(SYSCTL).ok()?;
+        std::fs::write(SYSCTL, "1").ok()?;
+        Some(StatsSwitch { previous: Some(previous) })
+    }
+}
+
+impl Drop for StatsSwitch {
+    fn drop(&mut self) {
+        if let Some(p) = self.previous.take() {
+            let _ = std::fs::write(SYSCTL, p.trim());
+        }
+    }
+}
+
+/// Runs and time in the kernel of a set of programs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    pub runs: u64,
+    pub nanos: u64,
+}
+
+impl Cost {
+    pub fn nanos_per_run(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.nanos as f64 / self.runs as f64)
+    }
+}
+
+/// Every loaded program's id.
+pub fn prog_ids() -> HashSet<u32> {
+    let mut ids = HashSet::new();
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u32; 8];
+        attr[0] = id;
+        if bpf(BPF_PROG_GET_NEXT_ID, &mut attr) != 0 {
+            break;
+        }
+        id = attr[1];
+        ids.insert(id);
+    }
+    ids
+}
+
+/// Summed statistics of the tracepoint programs loaded since `before` was taken.
+pub fn tracepoint_cost(before: &HashSet<u32>) -> Cost {
+    let mut cost = Cost::default();
+    for id in prog_ids().difference(before) {
+        let Some(info) = prog_info(*id) else { continue };
+        if u32_at(&info, INFO_TYPE) != BPF_PROG_TYPE_TRACEPOINT {
+            continue;
+        }
+        cost.nanos += u64_at(&info, INFO_RUN_TIME_NS);
+        cost.runs += u64_at(&info, INFO_RUN_CNT);
+    }
+    cost
+}
+
+fn prog_info(id: u32) -> Option<[u8; INFO_LEN]> {
+    let mut attr = [0u32; 8];
+    attr[0] = id;
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
+    if fd < 0 {
+        return None;
+    }
+    let mut info = [0u8; INFO_LEN];
+    let mut attr = [0u32; 8];
+    attr[0] = fd as u32;
+    attr[1] = INFO_LEN as u32;
+    let ptr = info.as_mut_ptr() as u64;
+    attr[2] = ptr as u32;
+    attr[3] = (ptr >> 32) as u32;
+    let r = bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr);
+    // SAFETY: closing the descriptor BPF_PROG_GET_FD_BY_ID just returned.
+    unsafe { libc::close(fd as i32) };
+    (r == 0).then_some(info)
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u32; 8]) -> libc::c_long {
+    // SAFETY: `attr` is a zero-padded bpf_attr of the size passed; the commands used
+    // read it and write at most its first words (and the info buffer it points to,
+    // which outlives the call).
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr)) }
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().unwrap_or([0; 4]))
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(b[off..off + 8].try_into().unwrap_or([0; 8]))
+}
