@@ -38,25 +38,26 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The `sonde` binary built for these tests (built on demand, same profile).
+/// The `sonde` binary for these tests, brought up to date once per test process
+/// (cargo does not rebuild a workspace binary for another crate's tests).
 pub fn sonde_bin() -> PathBuf {
-    let root = repo_root();
-    let profile_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().and_then(|d| d.parent()).map(|d| d.to_path_buf()))
-        .unwrap_or_else(|| root.join("target/debug"));
-    let bin = profile_dir.join("sonde");
-    if !bin.exists() {
-        let release = profile_dir.ends_with("release");
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = repo_root();
+        let profile_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().and_then(|d| d.parent()).map(|d| d.to_path_buf()))
+            .unwrap_or_else(|| root.join("target/debug"));
         let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "sonde", "--bin", "sonde"]).current_dir(&root);
-        if release {
+        cmd.args(["build", "--quiet", "-p", "sonde", "--bin", "sonde"]).current_dir(&root);
+        if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
         let st = cmd.status().expect("cargo build");
         assert!(st.success(), "building sonde failed");
-    }
-    bin
+        profile_dir.join("sonde")
+    })
+    .clone()
 }
 
 type Job = Box<dyn FnOnce() + Send>;

@@ -347,3 +347,11 @@ sonde_tcp_reset_segments_total
     );
     assert!(all.contains("(64, 1500] 1 |"), "{all}");
 }
+
+#[test]
+fn free_text_becomes_a_name() {
+    assert_eq!(sanitize_name("TCP Retrans/sec"), "tcp_retrans_sec");
+    assert_eq!(sanitize_name("--kinds--"), "kinds");
+    assert_eq!(sanitize_name("5xx"), "m_5xx");
+    assert_eq!(sanitize_name(""), "unnamed");
+}

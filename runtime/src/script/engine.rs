@@ -94,7 +94,7 @@ fn packages() -> &'static Shared<Module> {
 ///   replaced by an error), `eval` disabled, no `import`;
 /// - [`Limits`] always set, and a per-call deadline checked every 1024 operations;
 /// - `print` goes to `ctx.print`, `debug` to the log at DEBUG;
-/// - the script API ([`super::api`]) and the stdlib namespaces (`net::`, `fmt::`,
+/// - the script API (`api.rs`) and the stdlib namespaces (`net::`, `fmt::`,
 ///   `hist::`).
 pub fn engine(limits: &Limits, ctx: &ScriptContext) -> Engine {
     build(Host::new(ctx.clone(), limits))

@@ -1,0 +1,249 @@
+//! Script tests: the built-in scripts fed synthetic events and replayed recordings,
+//! with the metrics and events they produce checked. No kernel, no privileges.
+//!
+//! Replay tests compare `sonde run <script> --replay scripts/tests/<probe>.sonderec`
+//! with `scripts/tests/<probe>.expected`. After an intended change of output, refresh
+//! the expected files with `SONDE_BLESS=1 cargo test -p sonde-tests --test scripts`
+//! and review the diff.
+
+use std::sync::{Arc, Mutex};
+
+use rhai::{Dynamic, Map};
+use sonde::event::{Event, EventSink};
+use sonde::metrics::Registry;
+use sonde::script::{Instance, Limits, MapReader, Script, ScriptContext};
+use sonde_tests::{repo_root, sonde_bin};
+
+#[derive(Default)]
+struct Capture(Mutex<Vec<Event>>);
+
+impl EventSink for Capture {
+    fn emit(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+/// A map reader serving fixed entries, changeable between ticks.
+#[derive(Default)]
+struct FakeMaps(Mutex<Vec<(String, rhai::Array)>>);
+
+impl FakeMaps {
+    fn set(&self, map: &str, entries: Vec<(Map, i64)>) {
+        let arr = entries
+            .into_iter()
+            .map(|(k, v)| {
+                let mut e = Map::new();
+                e.insert("key".into(), Dynamic::from_map(k));
+                e.insert("value".into(), Dynamic::from_int(v));
+                Dynamic::from_map(e)
+            })
+            .collect();
+        let mut maps = self.0.lock().unwrap();
+        maps.retain(|(n, _)| n != map);
+        maps.push((map.to_string(), arr));
+    }
+}
+
+impl MapReader for FakeMaps {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        self.0.lock().unwrap().iter().find(|(n, _)| n == map).map(|(_, a)| a.clone()).ok_or(format!("no map {map}"))
+    }
+}
+
+struct Harness {
+    inst: Instance,
+    events: Arc<Capture>,
+    maps: Arc<FakeMaps>,
+    registry: Arc<Registry>,
+}
+
+fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
+    let path = repo_root().join("scripts").join(script);
+    let source = std::fs::read_to_string(&path).unwrap();
+    let limits = Limits::default();
+    let compiled = Script::compile(&path.display().to_string(), &source, &limits).unwrap();
+    let overrides: Vec<(String, String)> = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let params = compiled.manifest().resolve_params(&overrides).unwrap();
+    let events = Arc::new(Capture::default());
+    let maps = Arc::new(FakeMaps::default());
+    let registry = Arc::new(Registry::new("node-1"));
+    let ctx = ScriptContext {
+        name: script.trim_end_matches(".rhai").to_string(),
+        node: "node-1".into(),
+        maps: maps.clone(),
+        events: events.clone(),
+        registry: registry.clone(),
+        print: Arc::new(|_: &str| {}),
+    };
+    let inst = Instance::start(&compiled, &params, ctx, &limits).unwrap();
+    Harness { inst, events, maps, registry }
+}
+
+fn pod(name: &str, namespace: &str) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("name".into(), name.into());
+    m.insert("namespace".into(), namespace.into());
+    m.insert("node".into(), "node-1".into());
+    Dynamic::from_map(m)
+}
+
+fn map(pairs: &[(&str, Dynamic)]) -> Map {
+    pairs.iter().map(|(k, v)| ((*k).into(), v.clone())).collect()
+}
+
+fn metric_line(registry: &Registry, prefix: &str) -> Vec<String> {
+    registry.render_prometheus().lines().filter(|l| l.starts_with(prefix)).map(str::to_string).collect()
+}
+
+#[test]
+fn tcp_reset_events_read_like_kubeskoop() {
+    let mut h = harness("tcp_reset.rhai", &[]);
+    h.inst.on_event(map(&[
+        ("netns", Dynamic::from_int(4026532001)),
+        ("pod", pod("web-1", "shop")),
+        ("kind", "NOSOCK".into()),
+        ("saddr", "10.1.2.3".into()),
+        ("sport", Dynamic::from_int(443)),
+        ("daddr", "10.1.9.8".into()),
+        ("dport", Dynamic::from_int(33488)),
+        ("state", "CLOSE".into()),
+        ("family", Dynamic::from_int(2)),
+        ("stack", Dynamic::from_array(vec![])),
+    ]));
+    h.inst.on_event(map(&[
+        ("netns", Dynamic::from_int(4026532001)),
+        ("pod", pod("web-1", "shop")),
+        ("kind", "ACTIVE".into()),
+        ("saddr", "fd00::1".into()),
+        ("sport", Dynamic::from_int(5000)),
+        ("daddr", "fd00::2".into()),
+        ("dport", Dynamic::from_int(80)),
+        ("state", "CLOSE".into()),
+        ("family", Dynamic::from_int(10)),
+        ("stack", Dynamic::from_array(vec!["tcp_send_active_reset+0x1".into(), "tcp_disconnect+0x2".into()])),
+    ]));
+    let events = h.events.0.lock().unwrap();
+    let lines: Vec<String> = events.iter().map(|e| e.to_text()).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "type=TCPRESET_NOSOCK pod=web-1 namespace=shop protocol=TCP saddr=10.1.2.3 sport=443 daddr=10.1.9.8 dport=33488 state=CLOSE",
+            "type=TCPRESET_ACTIVE pod=web-1 namespace=shop protocol=TCP saddr=fd00::1 sport=5000 daddr=fd00::2 dport=80 state=CLOSE stacktrace:tcp_send_active_reset+0x1 tcp_disconnect+0x2",
+        ]
+    );
+    assert_eq!(events[0].labels.node, "node-1");
+    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+}
+
+#[test]
+fn tcp_reset_counter_follows_the_kernel_counts() {
+    let mut h = harness("tcp_reset.rhai", &[]);
+    let key = |kind: &str| map(&[("netns", Dynamic::from_int(7)), ("pod", pod("web-1", "shop")), ("kind", kind.into())]);
+    h.maps.set("counts", vec![(key("NOSOCK"), 3), (key("RECEIVE"), 1)]);
+    h.inst.on_tick();
+    h.maps.set("counts", vec![(key("NOSOCK"), 5), (key("RECEIVE"), 1)]);
+    h.inst.on_tick();
+    let lines = metric_line(&h.registry, "sonde_tcp_reset_segments_total{");
+    assert!(lines.iter().any(|l| l.contains("pod=\"web-1\"") && l.contains("kind=\"NOSOCK\"") && l.ends_with(" 5")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("kind=\"RECEIVE\"") && l.ends_with(" 1")), "{lines:?}");
+    assert!(lines.iter().all(|l| l.contains("node=\"node-1\"")), "{lines:?}");
+}
+
+#[test]
+fn packet_loss_counter_by_reason_and_protocol() {
+    let mut h = harness("packet_loss.rhai", &[]);
+    let key = |reason: &str, proto: &str| {
+        map(&[("netns", Dynamic::from_int(7)), ("pod", pod("", "")), ("reason", reason.into()), ("protocol", proto.into())])
+    };
+    h.maps.set("counts", vec![(key("NO_SOCKET", "IPv4"), 12), (key("NETFILTER_DROP", "IPv6"), 2)]);
+    h.inst.on_tick();
+    let lines = metric_line(&h.registry, "sonde_packet_loss_packets_total{");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("reason=\"NO_SOCKET\"") && l.contains("protocol=\"IPv4\"") && l.ends_with(" 12")));
+    assert!(lines.iter().any(|l| l.contains("reason=\"NETFILTER_DROP\"") && l.ends_with(" 2")));
+    assert!(h.events.0.lock().unwrap().is_empty(), "no events unless emit_events");
+}
+
+#[test]
+fn packet_loss_event_fields() {
+    let mut h = harness("packet_loss.rhai", &[("emit_events", "true")]);
+    h.inst.on_event(map(&[
+        ("netns", Dynamic::from_int(7)),
+        ("pod", pod("db-0", "data")),
+        ("reason", "NETFILTER_DROP".into()),
+        ("protocol", "IPv4".into()),
+        ("l4proto", "UDP".into()),
+        ("family", Dynamic::from_int(2)),
+        ("saddr", "10.0.0.1".into()),
+        ("sport", Dynamic::from_int(53)),
+        ("daddr", "10.0.0.2".into()),
+        ("dport", Dynamic::from_int(5353)),
+        ("location", "nf_hook_slow+0x9e".into()),
+        ("stack", Dynamic::from_array(vec![])),
+    ]));
+    let events = h.events.0.lock().unwrap();
+    assert_eq!(
+        events[0].to_text(),
+        "type=PACKETLOSS pod=db-0 namespace=data protocol=UDP saddr=10.0.0.1 sport=53 daddr=10.0.0.2 dport=5353 reason=NETFILTER_DROP location=nf_hook_slow+0x9e"
+    );
+}
+
+/// A script that breaks on some events keeps running for the others; the errors
+/// are counted by kind and exported.
+#[test]
+fn failing_handler_is_counted_and_the_next_call_works() {
+    let limits = Limits::default();
+    let src = r#"
+        fn init(params) { this.n = 0; }
+        fn on_event(ev) { if ev.bad { throw "boom"; } this.n += 1; count("ok", "x"); }
+    "#;
+    let script = Script::compile("inline.rhai", src, &limits).unwrap();
+    let registry = Arc::new(Registry::new("n"));
+    let ctx = ScriptContext {
+        name: "inline".into(),
+        node: "n".into(),
+        maps: Arc::new(FakeMaps::default()),
+        events: Arc::new(Capture::default()),
+        registry: registry.clone(),
+        print: Arc::new(|_: &str| {}),
+    };
+    let mut inst = Instance::start(&script, &[], ctx, &limits).unwrap();
+    for bad in [false, true, false, true, false] {
+        inst.on_event(map(&[("bad", Dynamic::from_bool(bad))]));
+    }
+    assert_eq!(inst.errors().values().sum::<u64>(), 2, "{:?}", inst.errors());
+    let text = registry.render_prometheus();
+    assert!(text.contains("script=\"inline\",kind=\"runtime\"} 2"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("sonde_ok_total") && l.ends_with(" 3")), "{text}");
+}
+
+fn replay_golden(script: &str, recording: &str, expected: &str) {
+    let root = repo_root();
+    let out = std::process::Command::new(sonde_bin())
+        .args(["run", script, "--replay", recording])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = String::from_utf8(out.stdout).unwrap();
+    let path = root.join(expected);
+    if std::env::var("SONDE_BLESS").is_ok() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(got, want, "replay output differs from {expected} (SONDE_BLESS=1 to refresh)");
+}
+
+#[test]
+fn tcp_reset_replays_a_real_recording() {
+    replay_golden("scripts/tcp_reset.rhai", "scripts/tests/tcp_reset.sonderec", "scripts/tests/tcp_reset.expected");
+}
+
+#[test]
+fn packet_loss_replays_a_real_recording() {
+    replay_golden(
+        "scripts/packet_loss.rhai",
+        "scripts/tests/packet_loss.sonderec",
+        "scripts/tests/packet_loss.expected",
+    );
+}
