@@ -33,7 +33,9 @@ impl StatsSwitch {
     pub fn enable() -> Option<StatsSwitch> {
         let previous = std::fs::read_to_string(SYSCTL).ok()?;
         std::fs::write(SYSCTL, "1").ok()?;
-        Some(StatsSwitch { previous: Some(previous) })
+        Some(StatsSwitch {
+            previous: Some(previous),
+        })
     }
 }
 
@@ -112,7 +114,14 @@ fn bpf(cmd: libc::c_long, attr: &mut [u32; 8]) -> libc::c_long {
     // SAFETY: `attr` is a zero-padded bpf_attr of the size passed; the commands used
     // read it and write at most its first words (and the info buffer it points to,
     // which outlives the call).
-    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr)) }
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    }
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {

@@ -102,7 +102,9 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
         seconds: 10,
         rates: vec![Some(20_000), Some(50_000), None],
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         sonde: root.join("target/release/sonde"),
         bpftrace: which("bpftrace"),
         json: None,
@@ -113,7 +115,9 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--seconds" => {
-                o.seconds = value()?.parse().context("--seconds: expected a whole number of seconds")?;
+                o.seconds = value()?
+                    .parse()
+                    .context("--seconds: expected a whole number of seconds")?;
                 if o.seconds == 0 {
                     bail!("--seconds: must be at least 1");
                 }
@@ -128,7 +132,9 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
                             .ok()
                             .filter(|n| *n > 0)
                             .map(Some)
-                            .with_context(|| format!("--rates: `{n}` is neither a positive number nor `max`")),
+                            .with_context(|| {
+                                format!("--rates: `{n}` is neither a positive number nor `max`")
+                            }),
                     })
                     .collect::<anyhow::Result<_>>()?;
             }
@@ -166,7 +172,9 @@ fn workload_alone(o: &Options) -> anyhow::Result<()> {
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A duration as sonde's `--for` takes it.

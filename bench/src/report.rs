@@ -185,7 +185,13 @@ pub struct Report {
 
 impl Report {
     pub fn new(seconds: u64, threads: usize) -> Report {
-        Report { seconds, threads, live: Vec::new(), replay: Vec::new(), elapsed: Duration::ZERO }
+        Report {
+            seconds,
+            threads,
+            live: Vec::new(),
+            replay: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
     }
 
     /// sonde's CPU per event over bpftrace's, at the same rate.
@@ -193,7 +199,10 @@ impl Report {
         if !row.tool.is_sonde() {
             return None;
         }
-        let bt = self.live.iter().find(|r| r.tool == ToolKind::Bpftrace && r.rate == row.rate)?;
+        let bt = self
+            .live
+            .iter()
+            .find(|r| r.tool == ToolKind::Bpftrace && r.rate == row.rate)?;
         Some(row.cpu_per_million()? / bt.cpu_per_million()?)
     }
 
@@ -205,8 +214,18 @@ impl Report {
             self.threads, self.seconds
         );
         let header = [
-            "tool", "rate", "conn/s", "generated", "received", "lost", "missing", "events/s", "CPU s/M ev",
-            "/bpftrace", "kern ns/ev", "start CPU",
+            "tool",
+            "rate",
+            "conn/s",
+            "generated",
+            "received",
+            "lost",
+            "missing",
+            "events/s",
+            "CPU s/M ev",
+            "/bpftrace",
+            "kern ns/ev",
+            "start CPU",
         ];
         let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
         for r in &self.live {
@@ -221,7 +240,9 @@ impl Report {
                 opt(r.events_per_sec(), |v| format!("{v:.0}")),
                 opt(r.cpu_per_million(), |v| format!("{v:.2}")),
                 opt(self.ratio(r), |v| format!("{v:.2}")),
-                opt(r.kernel.and_then(|k| k.nanos_per_run()), |v| format!("{v:.0}")),
+                opt(r.kernel.and_then(|k| k.nanos_per_run()), |v| {
+                    format!("{v:.0}")
+                }),
                 opt(r.cpu_startup, |v| format!("{:.2}s", v.as_secs_f64())),
             ]);
         }
@@ -256,11 +277,21 @@ impl Report {
         }
 
         if !self.replay.is_empty() {
-            let _ = writeln!(s, "\nreplay (recording of `sonde count -q` at max rate, no kernel):\n");
-            let mut rows = vec![["script", "output", "records", "records/s", "CPU µs/record", "wall"]
-                .iter()
-                .map(|h| h.to_string())
-                .collect::<Vec<_>>()];
+            let _ = writeln!(
+                s,
+                "\nreplay (recording of `sonde count -q` at max rate, no kernel):\n"
+            );
+            let mut rows = vec![[
+                "script",
+                "output",
+                "records",
+                "records/s",
+                "CPU µs/record",
+                "wall",
+            ]
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()];
             for r in &self.replay {
                 rows.push(vec![
                     r.script.clone(),
@@ -278,7 +309,11 @@ impl Report {
         for line in self.verdicts() {
             let _ = writeln!(s, "  {line}");
         }
-        let _ = writeln!(s, "\n(whole benchmark: {:.0} s)", self.elapsed.as_secs_f64());
+        let _ = writeln!(
+            s,
+            "\n(whole benchmark: {:.0} s)",
+            self.elapsed.as_secs_f64()
+        );
         s
     }
 
@@ -297,23 +332,42 @@ impl Report {
                 v.push(format!(
                     "text output CPU/event <= bpftrace's, at {}: {x:.2}x bpftrace: {}",
                     rate_label(r.rate),
-                    if x <= 1.0 { "met".to_string() } else { format!("MISSED ({:.0}% more)", (x - 1.0) * 100.0) }
+                    if x <= 1.0 {
+                        "met".to_string()
+                    } else {
+                        format!("MISSED ({:.0}% more)", (x - 1.0) * 100.0)
+                    }
                 ));
             }
         }
         for r in self.live.iter().filter(|r| r.tool.is_sonde()) {
-            let (Some(missing), Some(lost)) = (r.missing(), r.lost_counted) else { continue };
+            let (Some(missing), Some(lost)) = (r.missing(), r.lost_counted) else {
+                continue;
+            };
             let offered = r.generated_per_sec();
-            let at = format!("{} at {} ({:.0} resets/s)", r.tool.label(), rate_label(r.rate), offered);
+            let at = format!(
+                "{} at {} ({:.0} resets/s)",
+                r.tool.label(),
+                rate_label(r.rate),
+                offered
+            );
             if offered < LOSSLESS_BELOW {
                 v.push(format!(
                     "no loss below 100k/s, {at}: {}",
-                    if missing == 0 && lost == 0 { "met".to_string() } else { format!("MISSED ({missing} missing, {lost} counted lost)") }
+                    if missing == 0 && lost == 0 {
+                        "met".to_string()
+                    } else {
+                        format!("MISSED ({missing} missing, {lost} counted lost)")
+                    }
                 ));
             } else if missing > 0 || lost > 0 {
                 v.push(format!(
                     "every loss counted, {at}: {}",
-                    if missing as u64 == lost { "met".to_string() } else { format!("MISSED ({missing} missing, {lost} counted lost)") }
+                    if missing as u64 == lost {
+                        "met".to_string()
+                    } else {
+                        format!("MISSED ({missing} missing, {lost} counted lost)")
+                    }
                 ));
             } else {
                 v.push(format!("no loss, {at}"));
@@ -341,8 +395,15 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 /// Left-aligned first column, the others right-aligned.
 fn table(s: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for r in rows {
         let mut line = String::new();
         for (c, v) in r.iter().enumerate() {

@@ -80,11 +80,18 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     ensure_sonde(o)?;
     let stats = StatsSwitch::enable();
     if stats.is_none() {
-        eprintln!("sonde-bench: cannot enable kernel.bpf_stats_enabled; kernel cost column left empty");
+        eprintln!(
+            "sonde-bench: cannot enable kernel.bpf_stats_enabled; kernel cost column left empty"
+        );
     }
-    let bpftrace = o.bpftrace.clone().filter(|p| p.is_file() || p.components().count() > 1);
+    let bpftrace = o
+        .bpftrace
+        .clone()
+        .filter(|p| p.is_file() || p.components().count() > 1);
     if bpftrace.is_none() {
-        eprintln!("sonde-bench: bpftrace not found; its rows are skipped (apt-get install bpftrace)");
+        eprintln!(
+            "sonde-bench: bpftrace not found; its rows are skipped (apt-get install bpftrace)"
+        );
     }
 
     let started = Instant::now();
@@ -92,21 +99,37 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let mut failures = Vec::new();
 
     progress("workload alone, max rate");
-    let alone = Workload::prepare(o.threads, None, Duration::from_secs(SHORT_RUN_SECONDS))?.run()?;
+    let alone =
+        Workload::prepare(o.threads, None, Duration::from_secs(SHORT_RUN_SECONDS))?.run()?;
     report.live.push(LiveRow::baseline(&alone));
 
     for &rate in &o.rates {
-        let kinds = [ToolKind::SondeText, ToolKind::Bpftrace, ToolKind::SondeCount];
+        let kinds = [
+            ToolKind::SondeText,
+            ToolKind::Bpftrace,
+            ToolKind::SondeCount,
+        ];
         for kind in kinds {
             if kind == ToolKind::Bpftrace && bpftrace.is_none() {
                 continue;
             }
             progress(&format!("{} at {}", kind.label(), rate_label(rate)));
-            let live = Live { o, kind, rate, seconds: o.seconds, record: None, stats: stats.is_some() };
+            let live = Live {
+                o,
+                kind,
+                rate,
+                seconds: o.seconds,
+                record: None,
+                stats: stats.is_some(),
+            };
             match live.measure(bpftrace.as_deref()) {
                 Ok(row) => report.live.push(row),
                 Err(e) => {
-                    eprintln!("sonde-bench: {} at {}: {e:#}", kind.label(), rate_label(rate));
+                    eprintln!(
+                        "sonde-bench: {} at {}: {e:#}",
+                        kind.label(),
+                        rate_label(rate)
+                    );
                     failures.push(format!("{} at {}", kind.label(), rate_label(rate)));
                 }
             }
@@ -175,22 +198,33 @@ impl Live<'_> {
         // Printing tools are ready when a canary event comes out; the counting script
         // prints nothing, and would count the canary, so it is trusted on its word.
         let canary = match self.kind {
-            ToolKind::SondeText | ToolKind::Bpftrace => Some(Canary::start(Duration::from_millis(5))?),
+            ToolKind::SondeText | ToolKind::Bpftrace => {
+                Some(Canary::start(Duration::from_millis(5))?)
+            }
             _ => None,
         };
-        let filter = Filter { ours: ours.clone(), canary: canary.as_ref().map(Canary::netns) };
+        let filter = Filter {
+            ours: ours.clone(),
+            canary: canary.as_ref().map(Canary::netns),
+        };
         let before = bpf_stats::prog_ids();
         // Guard only: the tool is interrupted once the workload has drained.
         let guard = duration + READY_TIMEOUT + DRAIN + Duration::from_secs(30);
         let (cmd, ready) = match self.kind {
-            ToolKind::SondeText => (sonde(self.o, TCP_RESET_SCRIPT, &["--for", &for_arg(guard)]), Ready::Canary),
+            ToolKind::SondeText => (
+                sonde(self.o, TCP_RESET_SCRIPT, &["--for", &for_arg(guard)]),
+                Ready::Canary,
+            ),
             ToolKind::SondeCount => {
                 let mut args = vec!["-q".to_string(), "--for".into(), for_arg(guard)];
                 if let Some(r) = &self.record {
                     args.extend(["--record".into(), r.display().to_string()]);
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                (sonde(self.o, COUNT_SCRIPT, &args), Ready::Stderr(" attached "))
+                (
+                    sonde(self.o, COUNT_SCRIPT, &args),
+                    Ready::Stderr(" attached "),
+                )
             }
             ToolKind::Bpftrace => {
                 let path = bpftrace.context("no bpftrace")?;
@@ -213,7 +247,12 @@ impl Live<'_> {
         let kernel = self.stats.then(|| bpf_stats::tracepoint_cost(&before));
         let ended = tool.interrupt_and_wait(EXIT_TIMEOUT)?;
         if ended.status != 0 {
-            bail!("{} exited with status {}; its stderr:\n{}", self.kind.label(), ended.status, ended.stderr.trim_end());
+            bail!(
+                "{} exited with status {}; its stderr:\n{}",
+                self.kind.label(),
+                ended.status,
+                ended.stderr.trim_end()
+            );
         }
 
         let mut row = LiveRow::new(self.kind, self.rate, &outcome);
@@ -222,22 +261,31 @@ impl Live<'_> {
         row.kernel = kernel;
         row.foreign = ended.lines.foreign;
         let in_ours = |labels: &str| {
-            ours.iter().any(|ns| labels.contains(&format!("pod=netns:{ns},")))
+            ours.iter()
+                .any(|ns| labels.contains(&format!("pod=netns:{ns},")))
         };
         match self.kind {
             ToolKind::SondeText | ToolKind::SondeCount => {
-                let summary = SondeSummary::parse(&ended.stderr)
-                    .with_context(|| format!("no summary line in sonde's stderr:\n{}", ended.stderr.trim_end()))?;
+                let summary = SondeSummary::parse(&ended.stderr).with_context(|| {
+                    format!(
+                        "no summary line in sonde's stderr:\n{}",
+                        ended.stderr.trim_end()
+                    )
+                })?;
                 row.lost_counted = Some(summary.lost);
                 if summary.undecodable > 0 {
                     row.note = Some(format!("{} records undecodable", summary.undecodable));
                 }
                 if self.kind == ToolKind::SondeText {
                     row.received = Some(ended.lines.events);
-                    row.kernel_counted =
-                        metric_sum(&ended.lines.other, "sonde_tcp_reset_segments_total", in_ours);
+                    row.kernel_counted = metric_sum(
+                        &ended.lines.other,
+                        "sonde_tcp_reset_segments_total",
+                        in_ours,
+                    );
                 } else {
-                    row.received = metric_sum(&ended.lines.other, "sonde_bench_resets_total", |_| true);
+                    row.received =
+                        metric_sum(&ended.lines.other, "sonde_bench_resets_total", |_| true);
                 }
             }
             ToolKind::Bpftrace => {
@@ -269,13 +317,25 @@ fn replay(o: &Options, script: &str, quiet: bool, recording: &Path) -> anyhow::R
     let ended = tool.wait(Duration::from_secs(600))?;
     let wall = started.elapsed();
     if ended.status != 0 {
-        bail!("sonde exited with status {}; its stderr:\n{}", ended.status, ended.stderr.trim_end());
+        bail!(
+            "sonde exited with status {}; its stderr:\n{}",
+            ended.status,
+            ended.stderr.trim_end()
+        );
     }
-    let summary = SondeSummary::parse(&ended.stderr)
-        .with_context(|| format!("no summary line in sonde's stderr:\n{}", ended.stderr.trim_end()))?;
+    let summary = SondeSummary::parse(&ended.stderr).with_context(|| {
+        format!(
+            "no summary line in sonde's stderr:\n{}",
+            ended.stderr.trim_end()
+        )
+    })?;
     Ok(ReplayRow {
         script: script.to_string(),
-        output: if quiet { "none (-q)" } else { "text to /dev/null" },
+        output: if quiet {
+            "none (-q)"
+        } else {
+            "text to /dev/null"
+        },
         records: summary.records,
         sonde_seconds: summary.seconds,
         wall,
@@ -308,7 +368,10 @@ fn ensure_sonde(o: &Options) -> anyhow::Result<()> {
         }
     }
     if !o.sonde.is_file() {
-        bail!("{}: no sonde binary; build it with `cargo build --release -p sonde` or pass --sonde", o.sonde.display());
+        bail!(
+            "{}: no sonde binary; build it with `cargo build --release -p sonde` or pass --sonde",
+            o.sonde.display()
+        );
     }
     Ok(())
 }

@@ -91,13 +91,27 @@ impl Tool {
     /// Starts the tool. With a filter its stdout is read and counted; without one
     /// it goes to /dev/null.
     pub fn spawn(name: &str, mut cmd: Command, filter: Option<Filter>) -> anyhow::Result<Tool> {
-        let stdout = if filter.is_some() { Stdio::piped() } else { Stdio::null() };
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
+        let stdout = if filter.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
         let pid = child.id() as i32;
-        let progress = Progress { stdout_closed: filter.is_none(), ..Progress::default() };
+        let progress = Progress {
+            stdout_closed: filter.is_none(),
+            ..Progress::default()
+        };
         let shared: Shared = Arc::new((Mutex::new(progress), Condvar::new()));
-        let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
+        let err = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("no stderr pipe"))?;
         let stdout = match (filter, child.stdout.take()) {
             (Some(filter), Some(out)) => {
                 let s = shared.clone();
@@ -140,13 +154,24 @@ impl Tool {
                 return Ok(());
             }
             if p.stdout_closed && p.stderr_closed {
-                bail!("{} exited before it was ready; its stderr:\n{}", self.name, p.stderr.trim_end());
+                bail!(
+                    "{} exited before it was ready; its stderr:\n{}",
+                    self.name,
+                    p.stderr.trim_end()
+                );
             }
             let now = Instant::now();
             if now >= deadline {
-                bail!("{} not ready after {timeout:?}; its stderr so far:\n{}", self.name, p.stderr.trim_end());
+                bail!(
+                    "{} not ready after {timeout:?}; its stderr so far:\n{}",
+                    self.name,
+                    p.stderr.trim_end()
+                );
             }
-            p = cond.wait_timeout(p, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            p = cond
+                .wait_timeout(p, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -157,8 +182,14 @@ impl Tool {
         let mut nanos = 0u64;
         for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
             let path = entry?.path().join("schedstat");
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            nanos += text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            nanos += text
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
         }
         Ok(Duration::from_nanos(nanos))
     }
@@ -183,12 +214,28 @@ impl Tool {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let lines = self.stdout.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let lines = self
+            .stdout
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         if let Some(h) = self.stderr.take() {
             let _ = h.join();
         }
-        let stderr = std::mem::take(&mut self.shared.0.lock().unwrap_or_else(|e| e.into_inner()).stderr);
-        Ok(Ended { status, cpu, lines, stderr })
+        let stderr = std::mem::take(
+            &mut self
+                .shared
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stderr,
+        );
+        Ok(Ended {
+            status,
+            cpu,
+            lines,
+            stderr,
+        })
     }
 
     /// wait4 with WNOHANG: the exit status and the rusage CPU once exited.
@@ -206,7 +253,11 @@ impl Tool {
         }
         self.reaped = true;
         let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        };
         Ok(Some((code, tv(usage.ru_utime) + tv(usage.ru_stime))))
     }
 
@@ -291,7 +342,10 @@ fn event_netns(line: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b" pod=netns:";
     let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// bpftrace's `Lost N events` report.
@@ -313,10 +367,15 @@ pub struct SondeSummary {
 
 impl SondeSummary {
     pub fn parse(stderr: &str) -> Option<SondeSummary> {
-        let line = stderr.lines().rev().find(|l| l.starts_with("sonde: ") && l.contains(" records ("))?;
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("sonde: ") && l.contains(" records ("))?;
         let num_before = |suffix: &str| -> Option<u64> {
             let end = line.find(suffix)?;
-            let start = line[..end].rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+            let start = line[..end]
+                .rfind(|c: char| !c.is_ascii_digit())
+                .map_or(0, |i| i + 1);
             line[start..end].parse().ok()
         };
         let seconds = line
@@ -343,8 +402,12 @@ pub fn metric_sum(summary: &[String], metric: &str, keep: impl Fn(&str) -> bool)
     let start = summary.iter().position(|l| l.trim() == metric)?;
     let mut total = 0;
     for l in &summary[start + 1..] {
-        let Some(rest) = l.strip_prefix("  ") else { break };
-        let Some((labels, value)) = rest.trim().rsplit_once(char::is_whitespace) else { break };
+        let Some(rest) = l.strip_prefix("  ") else {
+            break;
+        };
+        let Some((labels, value)) = rest.trim().rsplit_once(char::is_whitespace) else {
+            break;
+        };
         if keep(labels) {
             total += value.trim().parse::<f64>().ok()? as u64;
         }
@@ -369,7 +432,10 @@ mod tests {
 
     #[test]
     fn reads_netns_and_lost_reports() {
-        assert_eq!(event_netns(b"type=TCPRESET_NOSOCK pod=netns:4026532177 protocol=TCP"), Some(4026532177));
+        assert_eq!(
+            event_netns(b"type=TCPRESET_NOSOCK pod=netns:4026532177 protocol=TCP"),
+            Some(4026532177)
+        );
         assert_eq!(event_netns(b"type=TCPRESET_NOSOCK protocol=TCP"), None);
         assert_eq!(lost_events(b"Lost 1203 events"), Some(1203));
     }
@@ -386,8 +452,15 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(metric_sum(&lines, "sonde_tcp_reset_segments_total", |_| true), Some(5));
-        assert_eq!(metric_sum(&lines, "sonde_tcp_reset_segments_total", |l| l.contains("netns:12,")), Some(3));
+        assert_eq!(
+            metric_sum(&lines, "sonde_tcp_reset_segments_total", |_| true),
+            Some(5)
+        );
+        assert_eq!(
+            metric_sum(&lines, "sonde_tcp_reset_segments_total", |l| l
+                .contains("netns:12,")),
+            Some(3)
+        );
         assert_eq!(metric_sum(&lines, "other_metric", |_| true), Some(7));
     }
 }

@@ -61,7 +61,11 @@ impl Workload {
     /// Spawns `threads` threads, each in a new network namespace with `lo` up.
     /// `rate` is the total connects per second across threads (None: as fast as
     /// possible).
-    pub fn prepare(threads: usize, rate: Option<u64>, duration: Duration) -> anyhow::Result<Workload> {
+    pub fn prepare(
+        threads: usize,
+        rate: Option<u64>,
+        duration: Duration,
+    ) -> anyhow::Result<Workload> {
         let per_thread = rate.map(|r| r as f64 / threads as f64);
         let mut netns = Vec::new();
         let mut go = Vec::new();
@@ -78,13 +82,21 @@ impl Workload {
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(format!("{e:#}")));
-                            return ThreadResult { refused: 0, errors: 0, first_errno: None };
+                            return ThreadResult {
+                                refused: 0,
+                                errors: 0,
+                                first_errno: None,
+                            };
                         }
                     }
                     // A dropped sender means the run was abandoned.
                     match go_rx.recv() {
                         Ok(start) => generate(start, duration, per_thread),
-                        Err(_) => ThreadResult { refused: 0, errors: 0, first_errno: None },
+                        Err(_) => ThreadResult {
+                            refused: 0,
+                            errors: 0,
+                            first_errno: None,
+                        },
                     }
                 })
                 .context("cannot spawn a generator thread")?;
@@ -108,15 +120,20 @@ impl Workload {
     pub fn run(self) -> anyhow::Result<Outcome> {
         let start = Instant::now();
         for tx in &self.go {
-            tx.send(start).map_err(|_| anyhow!("a generator thread ended before the start"))?;
+            tx.send(start)
+                .map_err(|_| anyhow!("a generator thread ended before the start"))?;
         }
         let mut out = Outcome::default();
         for h in self.handles {
-            let r = h.join().map_err(|_| anyhow!("a generator thread panicked"))?;
+            let r = h
+                .join()
+                .map_err(|_| anyhow!("a generator thread panicked"))?;
             out.refused += r.refused;
             out.errors += r.errors;
             if out.first_error.is_none() {
-                out.first_error = r.first_errno.map(|e| std::io::Error::from_raw_os_error(e).to_string());
+                out.first_error = r
+                    .first_errno
+                    .map(|e| std::io::Error::from_raw_os_error(e).to_string());
             }
         }
         out.elapsed = start.elapsed();
@@ -128,7 +145,11 @@ impl Workload {
 fn generate(start: Instant, duration: Duration, rate: Option<f64>) -> ThreadResult {
     let addr = loopback(PORT);
     let deadline = start + duration;
-    let mut r = ThreadResult { refused: 0, errors: 0, first_errno: None };
+    let mut r = ThreadResult {
+        refused: 0,
+        errors: 0,
+        first_errno: None,
+    };
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -193,7 +214,11 @@ impl Canary {
             Ok(Err(e)) => bail!("canary thread: {e}"),
             Err(_) => bail!("canary thread ended during setup"),
         };
-        Ok(Canary { netns, stop, handle: Some(handle) })
+        Ok(Canary {
+            netns,
+            stop,
+            handle: Some(handle),
+        })
     }
 
     pub fn netns(&self) -> u64 {
@@ -218,7 +243,8 @@ fn enter_fresh_netns() -> anyhow::Result<u64> {
         return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNET) (run as root)");
     }
     set_lo_up().context("cannot bring lo up in the new namespace")?;
-    let meta = std::fs::metadata("/proc/thread-self/ns/net").context("stat /proc/thread-self/ns/net")?;
+    let meta =
+        std::fs::metadata("/proc/thread-self/ns/net").context("stat /proc/thread-self/ns/net")?;
     Ok(std::os::unix::fs::MetadataExt::ino(&meta))
 }
 
@@ -252,7 +278,9 @@ fn loopback(port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
         sin_zero: [0; 8],
     }
 }

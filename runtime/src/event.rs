@@ -117,8 +117,9 @@ impl Event {
 /// Well-known fields come first, in the order KubeSkoop prints them; the rest follow
 /// alphabetically.
 fn text_rank(key: &str) -> usize {
-    const ORDER: [&str; 8] =
-        ["protocol", "family", "saddr", "sport", "daddr", "dport", "state", "reason"];
+    const ORDER: [&str; 8] = [
+        "protocol", "family", "saddr", "sport", "daddr", "dport", "state", "reason",
+    ];
     ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len())
 }
 
@@ -146,13 +147,19 @@ pub fn dynamic_to_json(v: &Dynamic) -> serde_json::Value {
     } else if let Ok(i) = v.as_int() {
         Value::from(i)
     } else if let Ok(f) = v.as_float() {
-        serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+        serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     } else if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
         Value::String(s.to_string())
     } else if let Some(a) = v.read_lock::<rhai::Array>() {
         Value::Array(a.iter().map(dynamic_to_json).collect())
     } else if let Some(m) = v.read_lock::<Map>() {
-        Value::Object(m.iter().map(|(k, v)| (k.to_string(), dynamic_to_json(v))).collect())
+        Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+                .collect(),
+        )
     } else {
         Value::String(v.to_string())
     }
@@ -173,7 +180,11 @@ mod tests {
         Event {
             timestamp_ns: 1,
             kind: "TCPRESET_NOSOCK".into(),
-            labels: Labels { namespace: "shop".into(), pod: "web-1".into(), node: "n1".into() },
+            labels: Labels {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                node: "n1".into(),
+            },
             fields,
             script: "tcp_reset".into(),
         }

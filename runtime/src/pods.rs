@@ -46,14 +46,19 @@ pub struct HostResolver {
 impl HostResolver {
     /// Uses sonde's own network namespace as the host's.
     pub fn new(node: &str) -> Self {
-        let inode = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino() as u32).unwrap_or(0);
+        let inode = std::fs::metadata("/proc/self/ns/net")
+            .map(|m| m.ino() as u32)
+            .unwrap_or(0);
         Self::with_host_netns(inode, node)
     }
 
     pub fn with_host_netns(host_netns: u32, node: &str) -> Self {
         HostResolver {
             host_netns,
-            host: Arc::new(Pod { node: node.to_string(), ..Pod::default() }),
+            host: Arc::new(Pod {
+                node: node.to_string(),
+                ..Pod::default()
+            }),
             node: node.to_string(),
         }
     }

@@ -35,7 +35,10 @@ const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a sonde recording (bad magic)")]
     BadMagic { path: String },
     #[error("{path}: recording version {version}, this sonde reads version {VERSION}")]
@@ -67,11 +70,27 @@ pub struct Header {
 /// One frame of a recording.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    Record { t_ns: u64, source: u16, bytes: Vec<u8> },
-    Snapshot { t_ns: u64, map: u16, entries: Vec<(Vec<u8>, Vec<u8>)> },
-    Tick { t_ns: u64 },
-    Symbol { addr: u64, name: String },
-    Stack { id: u32, frames: Vec<u64> },
+    Record {
+        t_ns: u64,
+        source: u16,
+        bytes: Vec<u8>,
+    },
+    Snapshot {
+        t_ns: u64,
+        map: u16,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    Tick {
+        t_ns: u64,
+    },
+    Symbol {
+        addr: u64,
+        name: String,
+    },
+    Stack {
+        id: u32,
+        frames: Vec<u64>,
+    },
 }
 
 const TAG_RECORD: u8 = 1;
@@ -90,7 +109,10 @@ pub struct Writer {
 impl Writer {
     pub fn create(path: &Path, header: &Header) -> Result<Self, RecordError> {
         let p = path.display().to_string();
-        let io = |source| RecordError::Io { path: p.clone(), source };
+        let io = |source| RecordError::Io {
+            path: p.clone(),
+            source,
+        };
         let mut out = BufWriter::with_capacity(1 << 16, File::create(path).map_err(io)?);
         let json = serde_json::to_vec(header).map_err(|e| RecordError::Header {
             path: p.clone(),
@@ -98,15 +120,23 @@ impl Writer {
         })?;
         out.write_all(MAGIC).map_err(io)?;
         out.write_all(&VERSION.to_le_bytes()).map_err(io)?;
-        out.write_all(&(json.len() as u32).to_le_bytes()).map_err(io)?;
+        out.write_all(&(json.len() as u32).to_le_bytes())
+            .map_err(io)?;
         out.write_all(&json).map_err(io)?;
-        Ok(Writer { out, path: p, start: std::time::Instant::now() })
+        Ok(Writer {
+            out,
+            path: p,
+            start: std::time::Instant::now(),
+        })
     }
 
     fn frame(&mut self, tag: u8, index: u16, payload: &[&[u8]]) -> Result<(), RecordError> {
         let len: usize = payload.iter().map(|p| p.len()).sum();
         let t = self.start.elapsed().as_nanos() as u64;
-        let io = |source| RecordError::Io { path: self.path.clone(), source };
+        let io = |source| RecordError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let mut head = [0u8; 15];
         head[0] = tag;
         head[1..9].copy_from_slice(&t.to_le_bytes());
@@ -123,8 +153,17 @@ impl Writer {
         self.frame(TAG_RECORD, source, &[bytes])
     }
 
-    pub fn snapshot(&mut self, map: u16, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), RecordError> {
-        let mut buf = Vec::with_capacity(4 + entries.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>());
+    pub fn snapshot(
+        &mut self,
+        map: u16,
+        entries: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), RecordError> {
+        let mut buf = Vec::with_capacity(
+            4 + entries
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>(),
+        );
         buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         for (k, v) in entries {
             buf.extend_from_slice(k);
@@ -147,7 +186,10 @@ impl Writer {
     }
 
     pub fn finish(mut self) -> Result<(), RecordError> {
-        self.out.flush().map_err(|source| RecordError::Io { path: self.path.clone(), source })
+        self.out.flush().map_err(|source| RecordError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -162,10 +204,15 @@ pub struct Reader {
 impl Reader {
     pub fn open(path: &Path) -> Result<Self, RecordError> {
         let p = path.display().to_string();
-        let io = |source| RecordError::Io { path: p.clone(), source };
+        let io = |source| RecordError::Io {
+            path: p.clone(),
+            source,
+        };
         let mut input = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
         let mut magic = [0u8; 8];
-        input.read_exact(&mut magic).map_err(|_| RecordError::BadMagic { path: p.clone() })?;
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| RecordError::BadMagic { path: p.clone() })?;
         if &magic != MAGIC {
             return Err(RecordError::BadMagic { path: p });
         }
@@ -179,30 +226,53 @@ impl Reader {
         let len = u32::from_le_bytes(word) as usize;
         let mut json = vec![0u8; len];
         input.read_exact(&mut json).map_err(io)?;
-        let header: Header = serde_json::from_slice(&json)
-            .map_err(|e| RecordError::Header { path: p.clone(), reason: e.to_string() })?;
-        Ok(Reader { input, path: p, header, offset: 16 + len as u64 })
+        let header: Header = serde_json::from_slice(&json).map_err(|e| RecordError::Header {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Reader {
+            input,
+            path: p,
+            header,
+            offset: 16 + len as u64,
+        })
     }
 
     /// The next frame; `None` at the end of the file.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, RecordError> {
-        let corrupt = |offset| RecordError::Corrupt { path: self.path.clone(), offset };
+        let corrupt = |offset| RecordError::Corrupt {
+            path: self.path.clone(),
+            offset,
+        };
         let mut head = [0u8; 15];
         match self.input.read_exact(&mut head[..1]) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(source) => return Err(RecordError::Io { path: self.path.clone(), source }),
+            Err(source) => {
+                return Err(RecordError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
         }
-        self.input.read_exact(&mut head[1..]).map_err(|_| corrupt(self.offset))?;
+        self.input
+            .read_exact(&mut head[1..])
+            .map_err(|_| corrupt(self.offset))?;
         let t_ns = u64::from_le_bytes(head[1..9].try_into().unwrap_or_default());
         let index = u16::from_le_bytes([head[9], head[10]]);
         let len = u32::from_le_bytes(head[11..15].try_into().unwrap_or_default()) as usize;
         let mut payload = vec![0u8; len];
-        self.input.read_exact(&mut payload).map_err(|_| corrupt(self.offset))?;
+        self.input
+            .read_exact(&mut payload)
+            .map_err(|_| corrupt(self.offset))?;
         let at = self.offset;
         self.offset += 15 + len as u64;
         Ok(Some(match head[0] {
-            TAG_RECORD => Frame::Record { t_ns, source: index, bytes: payload },
+            TAG_RECORD => Frame::Record {
+                t_ns,
+                source: index,
+                bytes: payload,
+            },
             TAG_TICK => Frame::Tick { t_ns },
             TAG_SYMBOL if payload.len() >= 8 => Frame::Symbol {
                 addr: u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()),
@@ -216,7 +286,11 @@ impl Reader {
                     .collect(),
             },
             TAG_SNAPSHOT => {
-                let (_, layout) = self.header.maps.get(index as usize).ok_or_else(|| corrupt(at))?;
+                let (_, layout) = self
+                    .header
+                    .maps
+                    .get(index as usize)
+                    .ok_or_else(|| corrupt(at))?;
                 let value_len = match layout.per_cpu {
                     Some(n) => layout.value_size.next_multiple_of(8) * n,
                     None => layout.value_size,
@@ -233,7 +307,11 @@ impl Reader {
                     .chunks_exact(stride.max(1))
                     .map(|c| (c[..layout.key_size].to_vec(), c[layout.key_size..].to_vec()))
                     .collect();
-                Frame::Snapshot { t_ns, map: index, entries }
+                Frame::Snapshot {
+                    t_ns,
+                    map: index,
+                    entries,
+                }
             }
             _ => return Err(corrupt(at)),
         }))
@@ -256,7 +334,14 @@ mod tests {
             node: "n".into(),
             host_netns: 4026531840,
             sources: vec!["events".into()],
-            maps: vec![("counts".into(), Layout { key_size: 4, value_size: 8, per_cpu: Some(2) })],
+            maps: vec![(
+                "counts".into(),
+                Layout {
+                    key_size: 4,
+                    value_size: 8,
+                    per_cpu: Some(2),
+                },
+            )],
             drop_reasons: BTreeMap::from([(3, "NO_SOCKET".into())]),
             started_ns: 7,
         };
@@ -271,14 +356,27 @@ mod tests {
 
         let mut r = Reader::open(&path).unwrap();
         assert_eq!(r.header, header);
-        assert!(matches!(r.next_frame().unwrap(), Some(Frame::Record { source: 0, bytes, .. }) if bytes == b"abc"));
-        assert!(matches!(r.next_frame().unwrap(), Some(Frame::Snapshot { map: 0, entries, .. }) if entries == vec![entry.clone()]));
+        assert!(
+            matches!(r.next_frame().unwrap(), Some(Frame::Record { source: 0, bytes, .. }) if bytes == b"abc")
+        );
+        assert!(
+            matches!(r.next_frame().unwrap(), Some(Frame::Snapshot { map: 0, entries, .. }) if entries == vec![entry.clone()])
+        );
         assert!(matches!(r.next_frame().unwrap(), Some(Frame::Tick { .. })));
         assert_eq!(
             r.next_frame().unwrap(),
-            Some(Frame::Symbol { addr: 0xffff_0001, name: "tcp_v4_rcv+0x91".into() })
+            Some(Frame::Symbol {
+                addr: 0xffff_0001,
+                name: "tcp_v4_rcv+0x91".into()
+            })
         );
-        assert_eq!(r.next_frame().unwrap(), Some(Frame::Stack { id: 7, frames: vec![1, 2] }));
+        assert_eq!(
+            r.next_frame().unwrap(),
+            Some(Frame::Stack {
+                id: 7,
+                frames: vec![1, 2]
+            })
+        );
         assert!(r.next_frame().unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -287,7 +385,10 @@ mod tests {
     fn rejects_other_files() {
         let path = std::env::temp_dir().join(format!("sonde-bad-{}", std::process::id()));
         std::fs::write(&path, b"not a recording").unwrap();
-        assert!(matches!(Reader::open(&path), Err(RecordError::BadMagic { .. })));
+        assert!(matches!(
+            Reader::open(&path),
+            Err(RecordError::BadMagic { .. })
+        ));
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -35,7 +35,10 @@ pub fn cannot_run(test: &str, why: &str) {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `sonde` binary for these tests, brought up to date once per test process
@@ -49,7 +52,8 @@ pub fn sonde_bin() -> PathBuf {
             .and_then(|p| p.parent().and_then(|d| d.parent()).map(|d| d.to_path_buf()))
             .unwrap_or_else(|| root.join("target/debug"));
         let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "sonde", "--bin", "sonde"]).current_dir(&root);
+        cmd.args(["build", "--quiet", "-p", "sonde", "--bin", "sonde"])
+            .current_dir(&root);
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
@@ -82,7 +86,9 @@ impl NetnsThread {
                 let _ = ready_tx.send(Err(std::io::Error::last_os_error()));
                 return;
             }
-            let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status();
             if !matches!(up, Ok(s) if s.success()) {
                 let _ = ready_tx.send(Err(std::io::Error::other("ip link set lo up failed")));
                 return;
@@ -94,7 +100,11 @@ impl NetnsThread {
             }
         });
         let inode = ready_rx.recv().map_err(std::io::Error::other)??;
-        Ok(NetnsThread { tx: Some(tx), handle: Some(handle), inode })
+        Ok(NetnsThread {
+            tx: Some(tx),
+            handle: Some(handle),
+            inode,
+        })
     }
 
     /// Runs `f` inside the namespace and returns its result.
@@ -131,7 +141,11 @@ fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
     // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr
     // structs are zero-initialised and sized for their family.
     unsafe {
-        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let family = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
         let fd = libc::socket(family, libc::SOCK_STREAM, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         let mut ss: libc::sockaddr_storage = zeroed();
@@ -167,7 +181,10 @@ fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
         let rc = libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len);
         let err = std::io::Error::last_os_error();
         libc::close(fd);
-        assert!(rc != 0 && err.raw_os_error() == Some(libc::ECONNREFUSED), "connect to {addr}: expected refused, got {err}");
+        assert!(
+            rc != 0 && err.raw_os_error() == Some(libc::ECONNREFUSED),
+            "connect to {addr}: expected refused, got {err}"
+        );
         port
     }
 }

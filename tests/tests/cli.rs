@@ -38,7 +38,11 @@ fn start(args: &[&str]) -> Run {
             let _ = tx.send(line);
         }
     });
-    let run = Run { child, stderr_lines: rx, stderr_all: all };
+    let run = Run {
+        child,
+        stderr_lines: rx,
+        stderr_all: all,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -53,24 +57,56 @@ fn start(args: &[&str]) -> Run {
 /// Waits for sonde to exit on its own (--for) and returns (stdout, stderr).
 fn finish(mut run: Run) -> (String, String) {
     let mut out = String::new();
-    run.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    run.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let status = run.child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let err = run.stderr_all.lock().unwrap().clone();
-    assert!(status.success(), "sonde failed: {status}\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        status.success(),
+        "sonde failed: {status}\nstdout:\n{out}\nstderr:\n{err}"
+    );
     (out, err)
 }
 
 fn closed_ports(ns: &NetnsThread) -> (u16, u16) {
     ns.run(|| {
-        let a = TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
-        let b = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        let a = TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let b = TcpListener::bind((Ipv6Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         (a, b)
     })
 }
 
+/// The value of the summary row containing every one of `parts`.
+fn summary_row(out: &str, parts: &[&str]) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| !l.starts_with("type=") && parts.iter().all(|p| l.contains(p)))
+        .unwrap_or_else(|| panic!("no summary row with {parts:?} in:\n{out}"));
+    line.split_whitespace()
+        .last()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {line}"))
+}
+
 fn sonde(args: &[&str]) -> std::process::Output {
-    Command::new(sonde_bin()).args(args).current_dir(repo_root()).output().expect("run sonde")
+    Command::new(sonde_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run sonde")
 }
 
 #[test]
@@ -86,7 +122,10 @@ fn tcp_reset_script_prints_one_line_per_reset_v4_and_v6() {
     let l6 = ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
     let (out, _) = finish(run);
     let pod = format!("pod=netns:{}", ns.inode);
-    let ours: Vec<&str> = out.lines().filter(|l| l.starts_with("type=") && l.contains(&pod)).collect();
+    let ours: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("type=TCPRESET_NOSOCK") && l.contains(&pod))
+        .collect();
     let mut want: Vec<String> = l4
         .iter()
         .map(|l| format!("type=TCPRESET_NOSOCK {pod} protocol=TCP saddr=127.0.0.1 sport={p4} daddr=127.0.0.1 dport={l} state=CLOSE"))
@@ -95,10 +134,23 @@ fn tcp_reset_script_prints_one_line_per_reset_v4_and_v6() {
         format!("type=TCPRESET_NOSOCK {pod} protocol=TCP saddr=::1 sport={p6} daddr=::1 dport={l} state=CLOSE")
     }));
     assert_eq!(ours, want, "full output:\n{out}");
+    // Each refused client also receives the reset.
+    let received = out
+        .lines()
+        .filter(|l| l.starts_with("type=TCPRESET_RECEIVE") && l.contains(&pod))
+        .count();
+    assert_eq!(received, 5, "{out}");
     // The kernel-side counter, read at exit, agrees.
-    let metric = format!("sonde_tcp_reset_segments_total{{namespace=\"\",pod=\"netns:{}\",kind=\"NOSOCK\"}}", ns.inode);
-    let line = out.lines().find(|l| l.contains(&metric)).unwrap_or_else(|| panic!("no {metric} in:\n{out}"));
-    assert!(line.trim_end().ends_with(" 5"), "{line}");
+    for (kind, n) in [("NOSOCK", 5), ("RECEIVE", 5)] {
+        let row = summary_row(
+            &out,
+            &[
+                &format!("pod=netns:{}", ns.inode),
+                &format!("kind={kind}}}"),
+            ],
+        );
+        assert_eq!(row, n, "{out}");
+    }
 }
 
 #[test]
@@ -107,7 +159,14 @@ fn tcp_reset_json_output_has_the_same_content() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let run = start(&["run", "scripts/tcp_reset.rhai", "--for", "2s", "--output", "json"]);
+    let run = start(&[
+        "run",
+        "scripts/tcp_reset.rhai",
+        "--for",
+        "2s",
+        "--output",
+        "json",
+    ]);
     let ns = NetnsThread::new().unwrap();
     let (p4, _) = closed_ports(&ns);
     let locals = ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 2));
@@ -117,7 +176,9 @@ fn tcp_reset_json_output_has_the_same_content() {
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
-        .filter(|v: &serde_json::Value| v["labels"]["pod"] == pod.as_str())
+        .filter(|v: &serde_json::Value| {
+            v["labels"]["pod"] == pod.as_str() && v["type"] == "TCPRESET_NOSOCK"
+        })
         .collect();
     assert_eq!(events.len(), 2, "{out}");
     for (e, l) in events.iter().zip(&locals) {
@@ -142,13 +203,17 @@ fn packet_loss_script_counts_drops_by_reason() {
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 6));
     ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 4));
     let (out, _) = finish(run);
+    assert!(out.contains("sonde_packet_loss_packets_total"), "{out}");
     for (proto, n) in [("IPv4", 6), ("IPv6", 4)] {
-        let metric = format!(
-            "sonde_packet_loss_packets_total{{namespace=\"\",pod=\"netns:{}\",reason=\"NO_SOCKET\",protocol=\"{proto}\"}}",
-            ns.inode
+        let row = summary_row(
+            &out,
+            &[
+                &format!("pod=netns:{}", ns.inode),
+                "reason=NO_SOCKET",
+                &format!("protocol={proto}}}"),
+            ],
         );
-        let line = out.lines().find(|l| l.contains(&metric)).unwrap_or_else(|| panic!("no {metric} in:\n{out}"));
-        assert!(line.trim_end().ends_with(&format!(" {n}")), "{line}");
+        assert_eq!(row, n, "{out}");
     }
 }
 
@@ -165,11 +230,9 @@ fn oneliner_counts_resets_by_destination_port() {
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 3));
     ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
     let (out, _) = finish(run);
-    let row = |port: u16| out.lines().find(|l| l.contains(&format!("\"{port}\""))).map(str::to_string);
-    let r4 = row(p4).unwrap_or_else(|| panic!("no row for {p4}:\n{out}"));
-    let r6 = row(p6).unwrap_or_else(|| panic!("no row for {p6}:\n{out}"));
-    assert!(r4.trim_end().ends_with(" 3"), "{r4}");
-    assert!(r6.trim_end().ends_with(" 2"), "{r6}");
+    assert!(out.contains("resets_by_port"), "{out}");
+    assert_eq!(summary_row(&out, &[&format!("{{key={p4}}}")]), 3, "{out}");
+    assert_eq!(summary_row(&out, &[&format!("{{key={p6}}}")]), 2, "{out}");
 }
 
 #[test]
@@ -180,19 +243,44 @@ fn record_then_replay_gives_the_same_events_without_a_kernel() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rec = std::env::temp_dir().join(format!("sonde-cli-{}.sonderec", std::process::id()));
     let rec_s = rec.to_str().unwrap().to_string();
-    let run = start(&["run", "scripts/tcp_reset.rhai", "--for", "2s", "--record", &rec_s]);
+    let run = start(&[
+        "run",
+        "scripts/tcp_reset.rhai",
+        "--for",
+        "2s",
+        "--record",
+        &rec_s,
+    ]);
     let ns = NetnsThread::new().unwrap();
     let (p4, _) = closed_ports(&ns);
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 4));
     let (live, _) = finish(run);
     let replay = sonde(&["run", "scripts/tcp_reset.rhai", "--replay", &rec_s]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     let replayed = String::from_utf8_lossy(&replay.stdout);
     let pod = format!("pod=netns:{}", ns.inode);
-    let pick = |s: &str| s.lines().filter(|l| l.contains(&pod)).map(str::to_string).collect::<Vec<_>>();
+    let pick = |s: &str| {
+        s.lines()
+            .filter(|l| l.contains(&pod))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let live_lines = pick(&live);
-    assert_eq!(live_lines.iter().filter(|l| l.starts_with("type=")).count(), 4, "{live}");
-    assert_eq!(live_lines, pick(&replayed), "replay differs from the live run");
+    // 4 refused connects: a NOSOCK reset sent and a reset received for each.
+    assert_eq!(
+        live_lines.iter().filter(|l| l.starts_with("type=")).count(),
+        8,
+        "{live}"
+    );
+    assert_eq!(
+        live_lines,
+        pick(&replayed),
+        "replay differs from the live run"
+    );
     std::fs::remove_file(&rec).ok();
 }
 
@@ -201,23 +289,39 @@ fn check_reports_file_line_column_for_a_broken_script() {
     let dir = std::env::temp_dir().join(format!("sonde-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("broken.rhai");
-    std::fs::write(&bad, "const PROBE = \"tcp_reset\";\nfn on_event(ev) {\n    let x = ev.kind +;\n}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "const PROBE = \"tcp_reset\";\nfn on_event(ev) {\n    let x = ev.kind +;\n}\n",
+    )
+    .unwrap();
     let out = sonde(&["check", bad.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a broken script fails the check");
     let want = format!("{}:3:", bad.display());
     assert!(text.contains(&want), "expected {want}<col>: in {text}");
     let col = text.split(&want).nth(1).unwrap().split(':').next().unwrap();
     assert!(col.parse::<u32>().is_ok(), "column after the line: {text}");
 
-    let good = sonde(&["check", "scripts/tcp_reset.rhai", "scripts/packet_loss.rhai"]);
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stdout));
+    let good = sonde(&[
+        "check",
+        "scripts/tcp_reset.rhai",
+        "scripts/packet_loss.rhai",
+    ]);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
 
     let unknown = dir.join("unknown.rhai");
     std::fs::write(&unknown, "const PROBE = \"no_such_probe\";\n").unwrap();
     let out = sonde(&["check", unknown.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tcp_reset, packet_loss"), "lists the known programs");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tcp_reset, packet_loss"),
+        "lists the known programs"
+    );
 
     let bad_param = sonde(&["check", "scripts/tcp_reset.rhai", "--param", "stack=maybe"]);
     assert!(!bad_param.status.success());
@@ -235,12 +339,61 @@ fn probes_lists_variants_and_why_they_cannot_run() {
     assert!(text.contains("kprobe"), "{text}");
     let json = sonde(&["probes", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
-    let tcp = v["programs"].as_array().unwrap().iter().find(|p| p["program"] == "tcp_reset").unwrap();
+    let tcp = v["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"] == "tcp_reset")
+        .unwrap();
     let variants = tcp["variants"].as_array().unwrap();
     assert_eq!(variants.len(), 3);
     for var in variants {
         if var["available"] == false {
-            assert!(var["reason"].as_str().is_some_and(|r| !r.is_empty()), "every unavailable variant says why: {var}");
+            assert!(
+                var["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                "every unavailable variant says why: {var}"
+            );
         }
     }
+}
+
+/// A runaway handler (an endless loop, a string doubling forever) is stopped by the
+/// sandbox limits, counted by kind, and the run goes on to the end.
+#[test]
+fn runaway_handlers_are_stopped_and_counted() {
+    let code = r#"
+        const PROBE = #{ interval: "100ms" };
+        fn init(params) { this.ticks = 0; }
+        fn on_tick() {
+            this.ticks += 1;
+            if this.ticks % 2 == 0 { loop { } }
+            let s = "sonde"; loop { s += s; }
+        }
+        fn on_exit() { print(`survived ${this.ticks} ticks`); }
+    "#;
+    let started = Instant::now();
+    let out = sonde(&["run", "-e", code, "--for", "1s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "limits stop each call quickly"
+    );
+    let ticks: u64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("survived ")?
+                .strip_suffix(" ticks")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("on_exit did not run: {stdout}\n{stderr}"));
+    assert!(ticks >= 5, "ticks kept coming after failures: {ticks}");
+    let errors = stderr
+        .lines()
+        .find(|l| l.contains("script errors:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(errors.contains("operations="), "{errors}");
+    assert!(errors.contains("size="), "{errors}");
 }

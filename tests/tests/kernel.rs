@@ -22,8 +22,10 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn load(program: &str, params: &[(&str, ParamValue)]) -> (Loaded, Arc<DecodeEnv>) {
     let btf = KernelBtf::locate(None).expect("kernel BTF");
     let spec = catalog::find(program).unwrap();
-    let params: Vec<(String, ParamValue)> =
-        params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let params: Vec<(String, ParamValue)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let loaded = bpf::load(spec, &params, &btf).unwrap_or_else(|e| panic!("load {program}: {e}"));
     let table = loaded.maps.clone();
     let env = Arc::new(DecodeEnv {
@@ -42,22 +44,33 @@ fn drain(loaded: &mut Loaded, env: &DecodeEnv) -> Vec<Map> {
     let mut out = Vec::new();
     for mut src in loaded.take_sources() {
         while let Some(item) = src.ring.next() {
-            out.push(src.decoder.decode_map(&item, env).expect("decodable record"));
+            out.push(
+                src.decoder
+                    .decode_map(&item, env)
+                    .expect("decodable record"),
+            );
         }
     }
     out
 }
 
 fn s(m: &Map, k: &str) -> String {
-    m.get(k).unwrap_or_else(|| panic!("no field {k} in {m:?}")).to_string()
+    m.get(k)
+        .unwrap_or_else(|| panic!("no field {k} in {m:?}"))
+        .to_string()
 }
 
 fn int(m: &Map, k: &str) -> i64 {
-    m.get(k).and_then(|v| v.as_int().ok()).unwrap_or_else(|| panic!("no int {k} in {m:?}"))
+    m.get(k)
+        .and_then(|v| v.as_int().ok())
+        .unwrap_or_else(|| panic!("no int {k} in {m:?}"))
 }
 
 fn ours(events: Vec<Map>, inode: u32) -> Vec<Map> {
-    events.into_iter().filter(|e| int(e, "netns") == inode as i64).collect()
+    events
+        .into_iter()
+        .filter(|e| int(e, "netns") == inode as i64)
+        .collect()
 }
 
 /// Kernel-side counts for one netns: `(key map, value)` from map `counts`.
@@ -93,16 +106,24 @@ fn tcp_reset_nosock_v4_and_v6_exact() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut loaded, env) = load("tcp_reset", &[("emit_events", ParamValue::Bool(true))]);
-    assert_eq!(loaded.variant.name, "tracepoint", "6.10+ kernels use the tracepoint variant");
+    assert_eq!(
+        loaded.variant.name, "tracepoint",
+        "6.10+ kernels use the tracepoint variant"
+    );
     let ns = NetnsThread::new().unwrap();
     let p4 = closed_port(&ns, false);
     let p6 = closed_port(&ns, true);
     let v4: Vec<u16> = ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 3));
-    let v6: Vec<u16> = ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
+    let v6: Vec<u16> =
+        ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
 
     let events = ours(drain(&mut loaded, &env), ns.inode);
     let nosock: Vec<&Map> = events.iter().filter(|e| s(e, "kind") == "NOSOCK").collect();
-    assert_eq!(nosock.len(), 5, "one NOSOCK reset per refused connect: {events:#?}");
+    assert_eq!(
+        nosock.len(),
+        5,
+        "one NOSOCK reset per refused connect: {events:#?}"
+    );
     for (e, local) in nosock[..3].iter().zip(&v4) {
         // The reset goes from the closed port back to the client.
         assert_eq!(s(e, "saddr"), "127.0.0.1");
@@ -122,7 +143,11 @@ fn tcp_reset_nosock_v4_and_v6_exact() {
         assert_eq!(int(e, "family"), libc::AF_INET6 as i64);
     }
     let c = counts(&loaded, ns.inode);
-    let nosock_count: i64 = c.iter().filter(|(k, _)| s(k, "kind") == "NOSOCK").map(|(_, v)| v).sum();
+    let nosock_count: i64 = c
+        .iter()
+        .filter(|(k, _)| s(k, "kind") == "NOSOCK")
+        .map(|(_, v)| v)
+        .sum();
     assert_eq!(nosock_count, 5, "kernel-side count: {c:?}");
 }
 
@@ -141,7 +166,10 @@ fn tcp_reset_active_and_receive() {
         let client_port = c.local_addr().unwrap().port();
         let (srv, _) = l.accept().unwrap();
         // SO_LINGER {on, 0}: close() aborts with a reset instead of a FIN.
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
         use std::os::fd::AsRawFd;
         // SAFETY: setsockopt on an open socket with a correctly sized struct.
         let rc = unsafe {
@@ -161,14 +189,21 @@ fn tcp_reset_active_and_receive() {
     });
     let events = ours(drain(&mut loaded, &env), ns.inode);
     let active: Vec<&Map> = events.iter().filter(|e| s(e, "kind") == "ACTIVE").collect();
-    let receive: Vec<&Map> = events.iter().filter(|e| s(e, "kind") == "RECEIVE").collect();
+    let receive: Vec<&Map> = events
+        .iter()
+        .filter(|e| s(e, "kind") == "RECEIVE")
+        .collect();
     assert_eq!(active.len(), 1, "{events:#?}");
     assert_eq!(int(active[0], "sport"), client_port as i64);
     assert_eq!(int(active[0], "dport"), server_port as i64);
     // An abortive close moves the socket to CLOSE before the reset goes out.
     assert_eq!(s(active[0], "state"), "CLOSE");
     assert_eq!(receive.len(), 1, "{events:#?}");
-    assert_eq!(int(receive[0], "sport"), server_port as i64, "the receiver's view: its own port first");
+    assert_eq!(
+        int(receive[0], "sport"),
+        server_port as i64,
+        "the receiver's view: its own port first"
+    );
     assert_eq!(int(receive[0], "dport"), client_port as i64);
 }
 
@@ -182,9 +217,18 @@ fn tcp_reset_events_off_still_counts() {
     let ns = NetnsThread::new().unwrap();
     let p = closed_port(&ns, false);
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p)), 4));
-    assert!(ours(drain(&mut loaded, &env), ns.inode).is_empty(), "emit_events=false sends nothing");
+    assert!(
+        ours(drain(&mut loaded, &env), ns.inode).is_empty(),
+        "emit_events=false sends nothing"
+    );
     let c = counts(&loaded, ns.inode);
-    assert_eq!(c.iter().filter(|(k, _)| s(k, "kind") == "NOSOCK").map(|(_, v)| v).sum::<i64>(), 4);
+    assert_eq!(
+        c.iter()
+            .filter(|(k, _)| s(k, "kind") == "NOSOCK")
+            .map(|(_, v)| v)
+            .sum::<i64>(),
+        4
+    );
 }
 
 #[test]
@@ -199,7 +243,10 @@ fn packet_loss_counts_by_reason_in_kernel() {
     let p6 = closed_port(&ns, true);
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 7));
     ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 3));
-    assert!(ours(drain(&mut loaded, &env), ns.inode).is_empty(), "events are off by default");
+    assert!(
+        ours(drain(&mut loaded, &env), ns.inode).is_empty(),
+        "events are off by default"
+    );
     let c = counts(&loaded, ns.inode);
     let get = |proto: &str| -> i64 {
         c.iter()
@@ -217,8 +264,13 @@ fn packet_loss_events_with_tuple_and_stack() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut loaded, env) =
-        load("packet_loss", &[("emit_events", ParamValue::Bool(true)), ("stack", ParamValue::Bool(true))]);
+    let (mut loaded, env) = load(
+        "packet_loss",
+        &[
+            ("emit_events", ParamValue::Bool(true)),
+            ("stack", ParamValue::Bool(true)),
+        ],
+    );
     let ns = NetnsThread::new().unwrap();
     let p = closed_port(&ns, false);
     let locals = ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p)), 2));
@@ -236,7 +288,9 @@ fn packet_loss_events_with_tuple_and_stack() {
         let stack: Vec<Dynamic> = e["stack"].clone().cast::<rhai::Array>();
         assert!(!stack.is_empty(), "stack requested: {e:?}");
         assert!(
-            stack.iter().any(|f| f.to_string().starts_with("tcp_v4_rcv")),
+            stack
+                .iter()
+                .any(|f| f.to_string().starts_with("tcp_v4_rcv")),
             "the drop happens under tcp_v4_rcv: {stack:?}"
         );
         assert!(s(e, "location").contains('+'), "location symbolized: {e:?}");

@@ -25,29 +25,54 @@ fn program_sections(data: &[u8]) -> BTreeMap<String, String> {
 #[test]
 fn every_object_has_its_programs_maps_and_records() {
     for spec in catalog::PROGRAMS {
-        let types = ObjectTypes::parse(spec.object).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        let types =
+            ObjectTypes::parse(spec.object).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
         let sections = program_sections(spec.object);
         for v in spec.variants {
             for a in v.attach {
                 let sec = sections.get(a.program).unwrap_or_else(|| {
-                    panic!("{}: variant {} attaches `{}`, not in the object ({sections:?})", spec.name, v.name, a.program)
+                    panic!(
+                        "{}: variant {} attaches `{}`, not in the object ({sections:?})",
+                        spec.name, v.name, a.program
+                    )
                 });
                 match a.hook {
                     Hook::Tracepoint { category, name } => {
-                        assert_eq!(sec, &format!("tracepoint/{category}/{name}"), "{}", a.program)
+                        assert_eq!(
+                            sec,
+                            &format!("tracepoint/{category}/{name}"),
+                            "{}",
+                            a.program
+                        )
                     }
-                    Hook::Kprobe { function } => assert_eq!(sec, &format!("kprobe/{function}"), "{}", a.program),
+                    Hook::Kprobe { function } => {
+                        assert_eq!(sec, &format!("kprobe/{function}"), "{}", a.program)
+                    }
                 }
             }
         }
-        assert!(types.record_maps().contains(&"events".to_string()), "{}: no events ring buffer", spec.name);
+        assert!(
+            types.record_maps().contains(&"events".to_string()),
+            "{}: no events ring buffer",
+            spec.name
+        );
         types.record_decoder("events").unwrap();
-        let (key, value) = types.map_decoders("counts").unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        let (key, value) = types
+            .map_decoders("counts")
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
         assert_eq!(value.size(), 8, "{}: counts values are u64", spec.name);
-        assert!(key.size() >= 8, "{}: counts key has netns and more", spec.name);
+        assert!(
+            key.size() >= 8,
+            "{}: counts key has netns and more",
+            spec.name
+        );
         let knobs = types.knobs();
         for knob in ["emit_events", "stack", "sonde_wakeup_bytes"] {
-            assert!(knobs.iter().any(|k| k.name == knob), "{}: knob {knob} missing: {knobs:?}", spec.name);
+            assert!(
+                knobs.iter().any(|k| k.name == knob),
+                "{}: knob {knob} missing: {knobs:?}",
+                spec.name
+            );
         }
         let stack = knobs.iter().find(|k| k.name == "stack").unwrap();
         assert_eq!(stack.kind, KnobKind::Bool);
@@ -62,8 +87,22 @@ fn records_carry_the_fields_scripts_read() {
         sonde::pods::HostResolver::with_host_netns(1, "n"),
     ));
     let cases: &[(&str, &[&str], &[&str])] = &[
-        ("tcp_reset", &["netns", "pod", "kind", "saddr", "sport", "daddr", "dport", "state", "stack", "family"], &["netns", "pod", "kind"]),
-        ("packet_loss", &["netns", "pod", "reason", "protocol", "l4proto", "saddr", "sport", "daddr", "dport", "location", "stack"], &["netns", "pod", "reason", "protocol"]),
+        (
+            "tcp_reset",
+            &[
+                "netns", "pod", "kind", "saddr", "sport", "daddr", "dport", "state", "stack",
+                "family",
+            ],
+            &["netns", "pod", "kind"],
+        ),
+        (
+            "packet_loss",
+            &[
+                "netns", "pod", "reason", "protocol", "l4proto", "saddr", "sport", "daddr",
+                "dport", "location", "stack",
+            ],
+            &["netns", "pod", "reason", "protocol"],
+        ),
     ];
     for (program, event_fields, key_fields) in cases {
         let spec = catalog::find(program).unwrap();
@@ -78,7 +117,10 @@ fn records_carry_the_fields_scripts_read() {
         let (key, _) = types.map_decoders("counts").unwrap();
         let k = key.decode_map(&vec![0u8; key.size()], &env).unwrap();
         for f in *key_fields {
-            assert!(k.contains_key(*f), "{program}: counts key lacks `{f}`: {k:?}");
+            assert!(
+                k.contains_key(*f),
+                "{program}: counts key lacks `{f}`: {k:?}"
+            );
         }
     }
 }
@@ -89,7 +131,10 @@ fn records_carry_the_fields_scripts_read() {
 #[test]
 fn record_layouts_match_the_headers() {
     if Command::new("clang").arg("--version").output().is_err() {
-        cannot_run("record_layouts_match_the_headers", "clang is not installed (apt-get install clang)");
+        cannot_run(
+            "record_layouts_match_the_headers",
+            "clang is not installed (apt-get install clang)",
+        );
         return;
     }
     let root = repo_root().join("kernel-progs");
@@ -109,19 +154,37 @@ fn record_layouts_match_the_headers() {
         let o = dir.join(format!("{program}.o"));
         let out = Command::new("clang")
             .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-c"])
-            .arg("-I").arg(root.join("include"))
-            .arg("-I").arg(root.join("src"))
-            .arg(&c).arg("-o").arg(&o)
+            .arg("-I")
+            .arg(root.join("include"))
+            .arg("-I")
+            .arg(root.join("src"))
+            .arg(&c)
+            .arg("-o")
+            .arg(&o)
             .output()
             .unwrap();
-        assert!(out.status.success(), "clang: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "clang: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let fresh = ObjectTypes::parse(&std::fs::read(&o).unwrap()).unwrap();
         let committed = ObjectTypes::parse(catalog::find(program).unwrap().object).unwrap();
         for s in *structs {
             let a = fresh.decoder_by_name(s).unwrap();
-            let b = committed.decoder_by_name(s).unwrap_or_else(|e| panic!("{program}: {e}"));
-            assert_eq!(a.size(), b.size(), "{program}: struct {s} size differs: rebuild with make -C kernel-progs");
-            assert_eq!(a.layout(), b.layout(), "{program}: struct {s} fields differ: rebuild with make -C kernel-progs");
+            let b = committed
+                .decoder_by_name(s)
+                .unwrap_or_else(|e| panic!("{program}: {e}"));
+            assert_eq!(
+                a.size(),
+                b.size(),
+                "{program}: struct {s} size differs: rebuild with make -C kernel-progs"
+            );
+            assert_eq!(
+                a.layout(),
+                b.layout(),
+                "{program}: struct {s} fields differ: rebuild with make -C kernel-progs"
+            );
         }
     }
     std::fs::remove_dir_all(&dir).ok();

@@ -46,7 +46,13 @@ impl FakeMaps {
 
 impl MapReader for FakeMaps {
     fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        self.0.lock().unwrap().iter().find(|(n, _)| n == map).map(|(_, a)| a.clone()).ok_or(format!("no map {map}"))
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| n == map)
+            .map(|(_, a)| a.clone())
+            .ok_or(format!("no map {map}"))
     }
 }
 
@@ -62,7 +68,10 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
     let source = std::fs::read_to_string(&path).unwrap();
     let limits = Limits::default();
     let compiled = Script::compile(&path.display().to_string(), &source, &limits).unwrap();
-    let overrides: Vec<(String, String)> = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let overrides: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let params = compiled.manifest().resolve_params(&overrides).unwrap();
     let events = Arc::new(Capture::default());
     let maps = Arc::new(FakeMaps::default());
@@ -76,7 +85,12 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
         print: Arc::new(|_: &str| {}),
     };
     let inst = Instance::start(&compiled, &params, ctx, &limits).unwrap();
-    Harness { inst, events, maps, registry }
+    Harness {
+        inst,
+        events,
+        maps,
+        registry,
+    }
 }
 
 fn pod(name: &str, namespace: &str) -> Dynamic {
@@ -88,11 +102,19 @@ fn pod(name: &str, namespace: &str) -> Dynamic {
 }
 
 fn map(pairs: &[(&str, Dynamic)]) -> Map {
-    pairs.iter().map(|(k, v)| ((*k).into(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), v.clone()))
+        .collect()
 }
 
 fn metric_line(registry: &Registry, prefix: &str) -> Vec<String> {
-    registry.render_prometheus().lines().filter(|l| l.starts_with(prefix)).map(str::to_string).collect()
+    registry
+        .render_prometheus()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -120,7 +142,13 @@ fn tcp_reset_events_read_like_kubeskoop() {
         ("dport", Dynamic::from_int(80)),
         ("state", "CLOSE".into()),
         ("family", Dynamic::from_int(10)),
-        ("stack", Dynamic::from_array(vec!["tcp_send_active_reset+0x1".into(), "tcp_disconnect+0x2".into()])),
+        (
+            "stack",
+            Dynamic::from_array(vec![
+                "tcp_send_active_reset+0x1".into(),
+                "tcp_disconnect+0x2".into(),
+            ]),
+        ),
     ]));
     let events = h.events.0.lock().unwrap();
     let lines: Vec<String> = events.iter().map(|e| e.to_text()).collect();
@@ -138,30 +166,69 @@ fn tcp_reset_events_read_like_kubeskoop() {
 #[test]
 fn tcp_reset_counter_follows_the_kernel_counts() {
     let mut h = harness("tcp_reset.rhai", &[]);
-    let key = |kind: &str| map(&[("netns", Dynamic::from_int(7)), ("pod", pod("web-1", "shop")), ("kind", kind.into())]);
-    h.maps.set("counts", vec![(key("NOSOCK"), 3), (key("RECEIVE"), 1)]);
+    let key = |kind: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("kind", kind.into()),
+        ])
+    };
+    h.maps
+        .set("counts", vec![(key("NOSOCK"), 3), (key("RECEIVE"), 1)]);
     h.inst.on_tick();
-    h.maps.set("counts", vec![(key("NOSOCK"), 5), (key("RECEIVE"), 1)]);
+    h.maps
+        .set("counts", vec![(key("NOSOCK"), 5), (key("RECEIVE"), 1)]);
     h.inst.on_tick();
     let lines = metric_line(&h.registry, "sonde_tcp_reset_segments_total{");
-    assert!(lines.iter().any(|l| l.contains("pod=\"web-1\"") && l.contains("kind=\"NOSOCK\"") && l.ends_with(" 5")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("kind=\"RECEIVE\"") && l.ends_with(" 1")), "{lines:?}");
-    assert!(lines.iter().all(|l| l.contains("node=\"node-1\"")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("pod=\"web-1\"")
+            && l.contains("kind=\"NOSOCK\"")
+            && l.ends_with(" 5")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("kind=\"RECEIVE\"") && l.ends_with(" 1")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("node=\"node-1\"")),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn packet_loss_counter_by_reason_and_protocol() {
     let mut h = harness("packet_loss.rhai", &[]);
     let key = |reason: &str, proto: &str| {
-        map(&[("netns", Dynamic::from_int(7)), ("pod", pod("", "")), ("reason", reason.into()), ("protocol", proto.into())])
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("", "")),
+            ("reason", reason.into()),
+            ("protocol", proto.into()),
+        ])
     };
-    h.maps.set("counts", vec![(key("NO_SOCKET", "IPv4"), 12), (key("NETFILTER_DROP", "IPv6"), 2)]);
+    h.maps.set(
+        "counts",
+        vec![
+            (key("NO_SOCKET", "IPv4"), 12),
+            (key("NETFILTER_DROP", "IPv6"), 2),
+        ],
+    );
     h.inst.on_tick();
     let lines = metric_line(&h.registry, "sonde_packet_loss_packets_total{");
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("reason=\"NO_SOCKET\"") && l.contains("protocol=\"IPv4\"") && l.ends_with(" 12")));
-    assert!(lines.iter().any(|l| l.contains("reason=\"NETFILTER_DROP\"") && l.ends_with(" 2")));
-    assert!(h.events.0.lock().unwrap().is_empty(), "no events unless emit_events");
+    assert!(lines.iter().any(|l| l.contains("reason=\"NO_SOCKET\"")
+        && l.contains("protocol=\"IPv4\"")
+        && l.ends_with(" 12")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("reason=\"NETFILTER_DROP\"") && l.ends_with(" 2")));
+    assert!(
+        h.events.0.lock().unwrap().is_empty(),
+        "no events unless emit_events"
+    );
 }
 
 #[test]
@@ -211,10 +278,22 @@ fn failing_handler_is_counted_and_the_next_call_works() {
     for bad in [false, true, false, true, false] {
         inst.on_event(map(&[("bad", Dynamic::from_bool(bad))]));
     }
-    assert_eq!(inst.errors().values().sum::<u64>(), 2, "{:?}", inst.errors());
+    assert_eq!(
+        inst.errors().values().sum::<u64>(),
+        2,
+        "{:?}",
+        inst.errors()
+    );
     let text = registry.render_prometheus();
-    assert!(text.contains("script=\"inline\",kind=\"runtime\"} 2"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("sonde_ok_total") && l.ends_with(" 3")), "{text}");
+    assert!(
+        text.contains("script=\"inline\",kind=\"runtime\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sonde_ok_total") && l.ends_with(" 3")),
+        "{text}"
+    );
 }
 
 fn replay_golden(script: &str, recording: &str, expected: &str) {
@@ -224,19 +303,30 @@ fn replay_golden(script: &str, recording: &str, expected: &str) {
         .current_dir(&root)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = String::from_utf8(out.stdout).unwrap();
     let path = root.join(expected);
     if std::env::var("SONDE_BLESS").is_ok() {
         std::fs::write(&path, &got).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(got, want, "replay output differs from {expected} (SONDE_BLESS=1 to refresh)");
+    assert_eq!(
+        got, want,
+        "replay output differs from {expected} (SONDE_BLESS=1 to refresh)"
+    );
 }
 
 #[test]
 fn tcp_reset_replays_a_real_recording() {
-    replay_golden("scripts/tcp_reset.rhai", "scripts/tests/tcp_reset.sonderec", "scripts/tests/tcp_reset.expected");
+    replay_golden(
+        "scripts/tcp_reset.rhai",
+        "scripts/tests/tcp_reset.sonderec",
+        "scripts/tests/tcp_reset.expected",
+    );
 }
 
 #[test]

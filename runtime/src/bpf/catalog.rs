@@ -20,8 +20,13 @@ pub enum Require {
 /// Where one program attaches.
 #[derive(Debug, Clone, Copy)]
 pub enum Hook {
-    Tracepoint { category: &'static str, name: &'static str },
-    Kprobe { function: &'static str },
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    Kprobe {
+        function: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,11 +57,17 @@ pub struct ProgramSpec {
 }
 
 const fn tp(program: &'static str, category: &'static str, name: &'static str) -> Attach {
-    Attach { program, hook: Hook::Tracepoint { category, name } }
+    Attach {
+        program,
+        hook: Hook::Tracepoint { category, name },
+    }
 }
 
 const fn kp(program: &'static str, function: &'static str) -> Attach {
-    Attach { program, hook: Hook::Kprobe { function } }
+    Attach {
+        program,
+        hook: Hook::Kprobe { function },
+    }
 }
 
 /// Kernel 6.10 ("tcp: add sk_rst_reason ...", "tcp: rstreason: ...") gave
@@ -64,8 +75,10 @@ const fn kp(program: &'static str, function: &'static str) -> Attach {
 /// socket; its presence tells the two behaviours apart.
 const TCP_SEND_RESET_RECORD: &str = "trace_event_raw_tcp_send_reset";
 
-static TCP_RESET_OBJ: &[u8] = aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_reset.bpf.o");
-static PACKET_LOSS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/packet_loss.bpf.o");
+static TCP_RESET_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_reset.bpf.o");
+static PACKET_LOSS_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/packet_loss.bpf.o");
 
 pub static PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
@@ -88,7 +101,8 @@ pub static PROGRAMS: &[ProgramSpec] = &[
             },
             Variant {
                 name: "kprobe",
-                summary: "kprobes tcp_v4/v6_send_reset, tcp_send_active_reset + tcp:tcp_receive_reset",
+                summary:
+                    "kprobes tcp_v4/v6_send_reset, tcp_send_active_reset + tcp:tcp_receive_reset",
                 attach: &[
                     kp("kp_v4_send_reset", "tcp_v4_send_reset"),
                     kp("kp_v6_send_reset", "tcp_v6_send_reset"),

@@ -65,11 +65,23 @@ enum Kind {
     L4Proto(u8),
     EthProto(u8),
     Ksym,
-    Enum { size: u8, signed: bool, names: Arc<std::collections::BTreeMap<i64, ImmutableString>> },
+    Enum {
+        size: u8,
+        signed: bool,
+        names: Arc<std::collections::BTreeMap<i64, ImmutableString>>,
+    },
     CharArray(usize),
-    Array { elem: Box<Kind>, len: usize, stride: usize },
+    Array {
+        elem: Box<Kind>,
+        len: usize,
+        stride: usize,
+    },
     Struct(Arc<[Field]>),
-    Bitfield { bit_offset: u32, bits: u32, signed: bool },
+    Bitfield {
+        bit_offset: u32,
+        bits: u32,
+        signed: bool,
+    },
     Opaque,
 }
 
@@ -150,7 +162,10 @@ pub struct Needs {
 impl std::ops::BitOr for Needs {
     type Output = Needs;
     fn bitor(self, o: Needs) -> Needs {
-        Needs { drop_reasons: self.drop_reasons || o.drop_reasons, symbols: self.symbols || o.symbols }
+        Needs {
+            drop_reasons: self.drop_reasons || o.drop_reasons,
+            symbols: self.symbols || o.symbols,
+        }
     }
 }
 
@@ -268,7 +283,9 @@ impl ObjectTypes {
                 for v in &ds.variables {
                     let Some(id) = v.get_type_id() else { continue };
                     if let Ok(Type::Var(var)) = self.btf.resolve_type_by_id(id) {
-                        if let (Ok(name), Some(tid)) = (self.btf.resolve_name(&var), var.get_type_id()) {
+                        if let (Ok(name), Some(tid)) =
+                            (self.btf.resolve_name(&var), var.get_type_id())
+                        {
                             out.push((name, tid));
                         }
                     }
@@ -286,8 +303,18 @@ impl ObjectTypes {
             .map(|(name, tid)| {
                 let (size, kind) = match self.strip(tid) {
                     Some(Type::Int(i)) if i.is_bool() => (i.size(), KnobKind::Bool),
-                    Some(Type::Int(i)) => (i.size(), KnobKind::Int { signed: i.is_signed() }),
-                    Some(Type::Enum(e)) => (e.size(), KnobKind::Int { signed: e.is_signed() }),
+                    Some(Type::Int(i)) => (
+                        i.size(),
+                        KnobKind::Int {
+                            signed: i.is_signed(),
+                        },
+                    ),
+                    Some(Type::Enum(e)) => (
+                        e.size(),
+                        KnobKind::Int {
+                            signed: e.is_signed(),
+                        },
+                    ),
                     _ => (self.size_of(tid, 0).unwrap_or(0), KnobKind::Other),
                 };
                 Knob { name, size, kind }
@@ -328,9 +355,14 @@ impl ObjectTypes {
     /// Key and value decoders of a BTF-defined map in `.maps`.
     pub fn map_decoders(&self, map: &str) -> Result<(Decoder, Decoder), DecodeError> {
         let missing = || DecodeError::MissingType(format!("map `{map}` key/value"));
-        let (_, tid) =
-            self.datasec_vars(".maps").into_iter().find(|(n, _)| n == map).ok_or_else(missing)?;
-        let Some(Type::Struct(def)) = self.strip(tid) else { return Err(missing()) };
+        let (_, tid) = self
+            .datasec_vars(".maps")
+            .into_iter()
+            .find(|(n, _)| n == map)
+            .ok_or_else(missing)?;
+        let Some(Type::Struct(def)) = self.strip(tid) else {
+            return Err(missing());
+        };
         let mut key = None;
         let mut value = None;
         for m in &def.members {
@@ -353,7 +385,11 @@ impl ObjectTypes {
         let type_name = self.type_name(type_id);
         let size = self.size_of(type_id, 0)?;
         let kind = self.kind(type_id, 0)?;
-        Ok(Decoder { type_name, size, kind })
+        Ok(Decoder {
+            type_name,
+            size,
+            kind,
+        })
     }
 
     /// Compiles the decoding plan of a named struct.
@@ -370,7 +406,10 @@ impl ObjectTypes {
     fn type_name(&self, id: u32) -> String {
         match self.btf.resolve_type_by_id(id) {
             Ok(t) => match t.as_btf_type() {
-                Some(bt) => self.btf.resolve_name(bt).unwrap_or_else(|_| t.name().to_string()),
+                Some(bt) => self
+                    .btf
+                    .resolve_name(bt)
+                    .unwrap_or_else(|_| t.name().to_string()),
                 None => t.name().to_string(),
             },
             Err(_) => format!("#{id}"),
@@ -382,7 +421,10 @@ impl ObjectTypes {
         for _ in 0..MAX_DEPTH {
             let t = self.btf.resolve_type_by_id(id).ok()?;
             match &t {
-                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_)
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
                 | Type::TypeTag(_) => id = t.as_btf_type()?.get_type_id()?,
                 _ => return Some(t),
             }
@@ -394,7 +436,10 @@ impl ObjectTypes {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep(MAX_DEPTH));
         }
-        let t = self.btf.resolve_type_by_id(id).map_err(|e| DecodeError::Btf(e.to_string()))?;
+        let t = self
+            .btf
+            .resolve_type_by_id(id)
+            .map_err(|e| DecodeError::Btf(e.to_string()))?;
         Ok(match &t {
             Type::Int(i) => i.size(),
             Type::Float(f) => f.size(),
@@ -403,10 +448,14 @@ impl ObjectTypes {
             Type::Enum64(e) => e.size(),
             Type::Struct(s) | Type::Union(s) => s.size(),
             Type::Array(a) => a.len() * self.size_of(a.get_type_id().unwrap_or(0), depth + 1)?,
-            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_)
-            | Type::TypeTag(_) => {
-                self.size_of(t.as_btf_type().and_then(|b| b.get_type_id()).unwrap_or(0), depth + 1)?
-            }
+            Type::Typedef(_)
+            | Type::Const(_)
+            | Type::Volatile(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => self.size_of(
+                t.as_btf_type().and_then(|b| b.get_type_id()).unwrap_or(0),
+                depth + 1,
+            )?,
             _ => 0,
         })
     }
@@ -415,7 +464,10 @@ impl ObjectTypes {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep(MAX_DEPTH));
         }
-        let t = self.btf.resolve_type_by_id(id).map_err(|e| DecodeError::Btf(e.to_string()))?;
+        let t = self
+            .btf
+            .resolve_type_by_id(id)
+            .map_err(|e| DecodeError::Btf(e.to_string()))?;
         let inner = |t: &Type| t.as_btf_type().and_then(|b| b.get_type_id()).unwrap_or(0);
         Ok(match &t {
             Type::Typedef(td) => {
@@ -449,11 +501,19 @@ impl ObjectTypes {
                     .iter()
                     .filter_map(|m| {
                         let n = self.btf.resolve_name(m).ok()?;
-                        let v = if e.is_signed() { m.val() as i32 as i64 } else { m.val() as i64 };
+                        let v = if e.is_signed() {
+                            m.val() as i32 as i64
+                        } else {
+                            m.val() as i64
+                        };
                         Some((v, n.strip_prefix(&prefix).unwrap_or(&n).into()))
                     })
                     .collect();
-                Kind::Enum { size: e.size() as u8, signed: e.is_signed(), names: Arc::new(names) }
+                Kind::Enum {
+                    size: e.size() as u8,
+                    signed: e.is_signed(),
+                    names: Arc::new(names),
+                }
             }
             Type::Enum64(e) => {
                 let prefix = self
@@ -469,7 +529,11 @@ impl ObjectTypes {
                         Some((m.val() as i64, n.strip_prefix(&prefix).unwrap_or(&n).into()))
                     })
                     .collect();
-                Kind::Enum { size: e.size() as u8, signed: e.is_signed(), names: Arc::new(names) }
+                Kind::Enum {
+                    size: e.size() as u8,
+                    signed: e.is_signed(),
+                    names: Arc::new(names),
+                }
             }
             Type::Array(a) => {
                 let elem_id = a.get_type_id().unwrap_or(0);
@@ -479,7 +543,11 @@ impl ObjectTypes {
                 if is_char {
                     Kind::CharArray(a.len())
                 } else {
-                    Kind::Array { elem: Box::new(elem), len: a.len(), stride }
+                    Kind::Array {
+                        elem: Box::new(elem),
+                        len: a.len(),
+                        stride,
+                    }
                 }
             }
             Type::Struct(s) | Type::Union(s) => {
@@ -492,7 +560,11 @@ impl ObjectTypes {
                     let mut kind = self.kind(mid, depth + 1)?;
                     if let Some(bits) = m.bitfield_size().filter(|b| *b > 0) {
                         let signed = matches!(self.strip(mid), Some(Type::Int(i)) if i.is_signed());
-                        kind = Kind::Bitfield { bit_offset: bit_offset % 8, bits, signed };
+                        kind = Kind::Bitfield {
+                            bit_offset: bit_offset % 8,
+                            bits,
+                            signed,
+                        };
                     }
                     let pod_key = if matches!(kind, Kind::Netns) {
                         pods += 1;
@@ -530,7 +602,10 @@ impl ObjectTypes {
     }
 
     fn enum_prefix(&self, e: &btf_rs::Enum) -> String {
-        self.btf.resolve_name(e).map(|n| format!("{}_", n.to_uppercase())).unwrap_or_default()
+        self.btf
+            .resolve_name(e)
+            .map(|n| format!("{}_", n.to_uppercase()))
+            .unwrap_or_default()
     }
 }
 
@@ -565,8 +640,19 @@ pub fn format_ip(b: &[u8]) -> String {
 /// `sk_state` names (include/net/tcp_states.h).
 pub fn tcp_state_name(v: u64) -> &'static str {
     const NAMES: [&str; 14] = [
-        "UNKNOWN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
-        "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
+        "UNKNOWN",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+        "NEW_SYN_RECV",
         "BOUND_INACTIVE",
     ];
     NAMES.get(v as usize).copied().unwrap_or("UNKNOWN")
@@ -651,7 +737,9 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
         Kind::TcpState(s) => tcp_state_name(read_uint(b, *s)).into(),
         Kind::L4Proto(s) => {
             let v = read_uint(b, *s);
-            l4proto_name(v).map(Dynamic::from).unwrap_or_else(|| Dynamic::from(format!("PROTO_{v}")))
+            l4proto_name(v)
+                .map(Dynamic::from)
+                .unwrap_or_else(|| Dynamic::from(format!("PROTO_{v}")))
         }
         Kind::EthProto(s) => {
             let v = read_uint(b, *s);
@@ -660,8 +748,16 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
                 .unwrap_or_else(|| Dynamic::from(format!("0x{v:04x}")))
         }
         Kind::Ksym => env.symbol(read_uint(b, 8)),
-        Kind::Enum { size, signed, names } => {
-            let v = if *signed { read_int(b, *size) } else { read_uint(b, *size) as i64 };
+        Kind::Enum {
+            size,
+            signed,
+            names,
+        } => {
+            let v = if *signed {
+                read_int(b, *size)
+            } else {
+                read_uint(b, *size) as i64
+            };
             match names.get(&v) {
                 Some(n) => n.clone().into(),
                 None => Dynamic::from_int(v),
@@ -686,7 +782,9 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
         Kind::Struct(fields) => {
             let mut m = Map::new();
             for f in fields.iter() {
-                let Some(fb) = b.get(f.offset..) else { continue };
+                let Some(fb) = b.get(f.offset..) else {
+                    continue;
+                };
                 let v = decode_kind(&f.kind, fb, env);
                 if let Some(pk) = &f.pod_key {
                     m.insert(pk.as_ref().into(), env.pod(read_uint(fb, 4) as u32));
@@ -695,9 +793,17 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
             }
             Dynamic::from_map(m)
         }
-        Kind::Bitfield { bit_offset, bits, signed } => {
+        Kind::Bitfield {
+            bit_offset,
+            bits,
+            signed,
+        } => {
             let raw = read_uint(b, 8) >> bit_offset;
-            let mask = if *bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let mask = if *bits >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            };
             let v = raw & mask;
             if *signed && *bits < 64 && (v >> (bits - 1)) & 1 == 1 {
                 Dynamic::from_int((v | !mask) as i64)
@@ -726,7 +832,8 @@ pub fn accumulate(a: &mut Dynamic, b: &Dynamic) {
             }
         }
     } else if a.is_array() && b.is_array() {
-        let (Some(mut aa), Some(ba)) = (a.write_lock::<rhai::Array>(), b.read_lock::<rhai::Array>())
+        let (Some(mut aa), Some(ba)) =
+            (a.write_lock::<rhai::Array>(), b.read_lock::<rhai::Array>())
         else {
             return;
         };

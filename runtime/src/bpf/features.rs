@@ -40,7 +40,13 @@ fn mount_tracefs() -> std::io::Result<()> {
     let fstype = c"tracefs";
     // SAFETY: all pointers are valid NUL-terminated strings; data is null.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc == 0 && Path::new(TRACEFS).join("events").is_dir() {
         Ok(())
@@ -91,10 +97,18 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
             let Some(root) = tracefs() else {
                 return Err("tracefs is not mounted and could not be mounted (run as root)".into());
             };
-            if root.join("events").join(category).join(name).join("id").exists() {
+            if root
+                .join("events")
+                .join(category)
+                .join(name)
+                .join("id")
+                .exists()
+            {
                 Ok(())
             } else {
-                Err(format!("tracepoint {category}:{name} does not exist in this kernel"))
+                Err(format!(
+                    "tracepoint {category}:{name} does not exist in this kernel"
+                ))
             }
         }
         Hook::Kprobe { function } => {
@@ -102,7 +116,9 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
             if kernel_function_exists(function) {
                 Ok(())
             } else {
-                Err(format!("kernel function {function} not found in /proc/kallsyms"))
+                Err(format!(
+                    "kernel function {function} not found in /proc/kallsyms"
+                ))
             }
         }
     }

@@ -50,14 +50,20 @@ impl Ksyms {
             })
             .collect();
         syms.sort_unstable_by_key(|(a, _)| *a);
-        Ksyms { syms, exact: Default::default() }
+        Ksyms {
+            syms,
+            exact: Default::default(),
+        }
     }
 
     /// A table of addresses formatted by another system, for replaying records.
     pub fn from_exact(exact: impl IntoIterator<Item = (u64, String)>) -> Self {
         Ksyms {
             syms: Vec::new(),
-            exact: exact.into_iter().map(|(a, s)| (a, s.into_boxed_str())).collect(),
+            exact: exact
+                .into_iter()
+                .map(|(a, s)| (a, s.into_boxed_str()))
+                .collect(),
         }
     }
 

@@ -61,7 +61,10 @@ impl Layout {
         match self.per_cpu {
             Some(_) => {
                 let stride = self.value_size.next_multiple_of(8);
-                value.chunks(stride).map(|c| &c[..self.value_size.min(c.len())]).collect()
+                value
+                    .chunks(stride)
+                    .map(|c| &c[..self.value_size.min(c.len())])
+                    .collect()
             }
             None => vec![value],
         }
@@ -172,18 +175,30 @@ pub struct MapTable {
 
 impl MapTable {
     pub(crate) fn new() -> Self {
-        MapTable { maps: HashMap::new(), env: Mutex::new(None) }
+        MapTable {
+            maps: HashMap::new(),
+            env: Mutex::new(None),
+        }
     }
 
-    pub(crate) fn insert(&mut self, name: &str, map: &Map, key: Option<Decoder>, value: Option<Decoder>) {
+    pub(crate) fn insert(
+        &mut self,
+        name: &str,
+        map: &Map,
+        key: Option<Decoder>,
+        value: Option<Decoder>,
+    ) {
         let (data, per_cpu) = match map {
-            Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) | Map::StackTraceMap(d) => (d, false),
+            Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) | Map::StackTraceMap(d) => {
+                (d, false)
+            }
             Map::PerCpuHashMap(d) | Map::PerCpuLruHashMap(d) | Map::PerCpuArray(d) => (d, true),
             _ => return,
         };
         match RawMap::from_map_data(data, per_cpu) {
             Ok(raw) => {
-                self.maps.insert(name.to_string(), TableEntry { raw, key, value });
+                self.maps
+                    .insert(name.to_string(), TableEntry { raw, key, value });
             }
             Err(e) => tracing::warn!(map = name, error = %e, "map cannot be read"),
         }
@@ -220,8 +235,12 @@ impl MapTable {
 
     /// Sum over CPUs of a per-CPU array's slot 0 (the `dropped` convention).
     pub fn sum_slot0(&self, name: &str) -> u64 {
-        let Some(e) = self.maps.get(name) else { return 0 };
-        let Ok(Some(v)) = e.raw.lookup(&0u32.to_ne_bytes()) else { return 0 };
+        let Some(e) = self.maps.get(name) else {
+            return 0;
+        };
+        let Ok(Some(v)) = e.raw.lookup(&0u32.to_ne_bytes()) else {
+            return 0;
+        };
         e.raw
             .layout
             .per_cpu_values(&v)
@@ -238,7 +257,9 @@ impl MapTable {
     /// Frames of a kernel stack in the `stacks` map. The id is freed once read, so
     /// the map never fills with stacks already reported.
     pub fn stack(&self, id: u32) -> Vec<u64> {
-        let Some(e) = self.maps.get("stacks") else { return Vec::new() };
+        let Some(e) = self.maps.get("stacks") else {
+            return Vec::new();
+        };
         let key = id.to_ne_bytes();
         let found = e.raw.lookup(&key);
         let _ = e.raw.delete(&key);
@@ -255,12 +276,24 @@ impl MapTable {
     /// Decoded entries: `#{key, value}` with per-CPU values summed.
     pub fn decoded_entries(&self, name: &str) -> Result<rhai::Array, String> {
         let e = self.maps.get(name).ok_or_else(|| {
-            format!("no map `{name}` in this program; maps: {}", self.names().join(", "))
+            format!(
+                "no map `{name}` in this program; maps: {}",
+                self.names().join(", ")
+            )
         })?;
-        let entries = e.raw.entries().map_err(|err| format!("reading map `{name}`: {err}"))?;
+        let entries = e
+            .raw
+            .entries()
+            .map_err(|err| format!("reading map `{name}`: {err}"))?;
         let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let env = env.ok_or("maps are not ready yet")?;
-        decode_entries(&e.raw.layout, e.key.as_ref(), e.value.as_ref(), &entries, &env)
+        decode_entries(
+            &e.raw.layout,
+            e.key.as_ref(),
+            e.value.as_ref(),
+            &entries,
+            &env,
+        )
     }
 }
 

@@ -40,11 +40,21 @@ pub enum BpfError {
     #[error("unknown kernel program `{name}`; built-in programs: {known}")]
     UnknownProgram { name: String, known: String },
     #[error("program `{program}`: no variant can run on this kernel: {}", reasons.iter().map(|(v, r)| format!("{v}: {r}")).collect::<Vec<_>>().join("; "))]
-    NoVariant { program: String, reasons: Vec<(String, String)> },
+    NoVariant {
+        program: String,
+        reasons: Vec<(String, String)>,
+    },
     #[error("program `{program}`: knob `{knob}`: {reason}")]
-    Knob { program: String, knob: String, reason: String },
+    Knob {
+        program: String,
+        knob: String,
+        reason: String,
+    },
     #[error("program `{program}`: {source}")]
-    Decode { program: String, source: decode::DecodeError },
+    Decode {
+        program: String,
+        source: decode::DecodeError,
+    },
 }
 
 /// A variant that was not used, and why.
@@ -86,8 +96,14 @@ impl Loaded {
 }
 
 /// Why each variant of a program can or cannot run here, without loading anything.
-pub fn assess(spec: &ProgramSpec, btf: Option<&KernelBtf>) -> Vec<(&'static Variant, Result<(), String>)> {
-    spec.variants.iter().map(|v| (v, assess_variant(v, btf))).collect()
+pub fn assess(
+    spec: &ProgramSpec,
+    btf: Option<&KernelBtf>,
+) -> Vec<(&'static Variant, Result<(), String>)> {
+    spec.variants
+        .iter()
+        .map(|v| (v, assess_variant(v, btf)))
+        .collect()
 }
 
 fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
@@ -116,7 +132,11 @@ fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
         (KnobKind::Int { .. }, ParamValue::Bool(b)) => *b as i64,
         (KnobKind::Bool, ParamValue::Int(i)) => (*i != 0) as i64,
         (KnobKind::Other, _) => return Err("knob type is not a bool or an integer".into()),
-        (_, other) => return Err(format!("expects an integer or bool, the param is {other:?}")),
+        (_, other) => {
+            return Err(format!(
+                "expects an integer or bool, the param is {other:?}"
+            ))
+        }
     };
     if let KnobKind::Int { signed } = knob.kind {
         let bits = (knob.size * 8) as u32;
@@ -144,8 +164,10 @@ pub fn load(
     params: &[(String, ParamValue)],
     btf: &KernelBtf,
 ) -> Result<Loaded, BpfError> {
-    let types = ObjectTypes::parse(spec.object)
-        .map_err(|source| BpfError::Decode { program: spec.name.into(), source })?;
+    let types = ObjectTypes::parse(spec.object).map_err(|source| BpfError::Decode {
+        program: spec.name.into(),
+        source,
+    })?;
     let knobs = types.knobs();
     let mut knob_values: Vec<(String, Vec<u8>, String)> = Vec::new();
     for (name, value) in params {
@@ -171,7 +193,10 @@ pub fn load(
     for variant in spec.variants {
         if let Err(reason) = assess_variant(variant, Some(btf)) {
             tracing::debug!(program = spec.name, variant = variant.name, %reason, "variant skipped");
-            skipped.push(Skipped { variant: variant.name, reason });
+            skipped.push(Skipped {
+                variant: variant.name,
+                reason,
+            });
             continue;
         }
         let mut values = knob_values.clone();
@@ -184,7 +209,11 @@ pub fn load(
         }
         match load_variant(spec, variant, &values, btf, &types) {
             Ok((ebpf, maps, sources)) => {
-                tracing::info!(program = spec.name, variant = variant.name, "program attached");
+                tracing::info!(
+                    program = spec.name,
+                    variant = variant.name,
+                    "program attached"
+                );
                 return Ok(Loaded {
                     spec,
                     variant,
@@ -197,13 +226,19 @@ pub fn load(
             }
             Err(reason) => {
                 tracing::warn!(program = spec.name, variant = variant.name, %reason, "variant failed to load");
-                skipped.push(Skipped { variant: variant.name, reason });
+                skipped.push(Skipped {
+                    variant: variant.name,
+                    reason,
+                });
             }
         }
     }
     Err(BpfError::NoVariant {
         program: spec.name.into(),
-        reasons: skipped.into_iter().map(|s| (s.variant.to_string(), s.reason)).collect(),
+        reasons: skipped
+            .into_iter()
+            .map(|s| (s.variant.to_string(), s.reason))
+            .collect(),
     })
 }
 
@@ -221,7 +256,9 @@ fn load_variant(
     for (name, bytes, _) in knobs {
         loader.override_global(name.as_str(), bytes.as_slice(), true);
     }
-    let mut ebpf = loader.load(spec.object).map_err(|e| format!("load object: {}", error_chain(&e)))?;
+    let mut ebpf = loader
+        .load(spec.object)
+        .map_err(|e| format!("load object: {}", error_chain(&e)))?;
     for attach in variant.attach {
         let prog = ebpf
             .program_mut(attach.program)
@@ -231,17 +268,29 @@ fn load_variant(
                 let tp: &mut TracePoint = prog
                     .try_into()
                     .map_err(|e| format!("{}: not a tracepoint program: {e}", attach.program))?;
-                tp.load().map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
-                tp.attach(category, name)
-                    .map_err(|e| format!("{}: attach {category}:{name}: {}", attach.program, error_chain(&e)))?;
+                tp.load()
+                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                tp.attach(category, name).map_err(|e| {
+                    format!(
+                        "{}: attach {category}:{name}: {}",
+                        attach.program,
+                        error_chain(&e)
+                    )
+                })?;
             }
             Hook::Kprobe { function } => {
                 let kp: &mut KProbe = prog
                     .try_into()
                     .map_err(|e| format!("{}: not a kprobe program: {e}", attach.program))?;
-                kp.load().map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
-                kp.attach(function, 0)
-                    .map_err(|e| format!("{}: attach kprobe {function}: {}", attach.program, error_chain(&e)))?;
+                kp.load()
+                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                kp.attach(function, 0).map_err(|e| {
+                    format!(
+                        "{}: attach kprobe {function}: {}",
+                        attach.program,
+                        error_chain(&e)
+                    )
+                })?;
             }
         }
     }
@@ -254,11 +303,17 @@ fn load_variant(
         if name.starts_with('.') {
             continue;
         }
-        let Some(map) = ebpf.take_map(&name) else { continue };
+        let Some(map) = ebpf.take_map(&name) else {
+            continue;
+        };
         if record_maps.contains(&name) {
             let decoder = types.record_decoder(&name).map_err(|e| e.to_string())?;
             let ring = RingBuf::try_from(map).map_err(|e| format!("map {name}: {e}"))?;
-            sources.push(EventSource { map: name, ring, decoder });
+            sources.push(EventSource {
+                map: name,
+                ring,
+                decoder,
+            });
             continue;
         }
         let (key, value) = match types.map_decoders(&name) {
@@ -287,13 +342,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Whether the running kernel is at least `major.minor`.
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let (ma, mi) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     (ma, mi) >= (major, minor)
 }
 
 fn raise_memlock() -> std::io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } == 0 {
         Ok(())

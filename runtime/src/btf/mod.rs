@@ -57,10 +57,18 @@ impl KernelBtf {
                 Ok(raw) => {
                     let raw = extract_btf_section(&raw).unwrap_or(raw);
                     let aya = aya::Btf::parse(&raw, aya::Endianness::default()).map_err(|e| {
-                        BtfError::Parse { path: path.clone(), reason: e.to_string() }
+                        BtfError::Parse {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        }
                     })?;
                     tracing::debug!(path = %path.display(), "kernel BTF found");
-                    return Ok(KernelBtf { aya, raw, source: path, took: start.elapsed() });
+                    return Ok(KernelBtf {
+                        aya,
+                        raw,
+                        source: path,
+                        took: start.elapsed(),
+                    });
                 }
                 Err(e) => tried.push((path, e.to_string())),
             }
@@ -86,7 +94,9 @@ impl KernelBtf {
 
     /// Whether the kernel knows a struct (or union) of this name.
     pub fn has_struct(&self, name: &str) -> bool {
-        self.aya.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Struct).is_ok()
+        self.aya
+            .id_by_type_name_kind(name, aya_obj::btf::BtfKind::Struct)
+            .is_ok()
     }
 
     /// Enumerator values of `enum name` in the running kernel, as `value -> name`

@@ -19,7 +19,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Validates one script: it compiles, its manifest is sound, its program exists,
@@ -33,7 +37,9 @@ pub fn check_one(
     let source = std::fs::read_to_string(path).map_err(|e| format!("{label}: cannot read: {e}"))?;
     let script = Script::compile(&label, &source, limits).map_err(|e| e.to_string())?;
     let manifest = script.manifest();
-    let params = manifest.resolve_params(overrides).map_err(|e| format!("{label}: {e}"))?;
+    let params = manifest
+        .resolve_params(overrides)
+        .map_err(|e| format!("{label}: {e}"))?;
     let Some(program) = &manifest.program else {
         return Ok("no kernel program".into());
     };
@@ -56,6 +62,10 @@ pub fn check_one(
     Ok(format!(
         "program {program}, {} params, knobs: {}",
         params.len(),
-        if as_knobs.is_empty() { "none".to_string() } else { as_knobs.join(", ") }
+        if as_knobs.is_empty() {
+            "none".to_string()
+        } else {
+            as_knobs.join(", ")
+        }
     ))
 }

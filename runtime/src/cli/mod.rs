@@ -18,7 +18,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "sonde", version, about = "Network observability node agent: eBPF probes driven by Rhai scripts")]
+#[command(
+    name = "sonde",
+    version,
+    about = "Network observability node agent: eBPF probes driven by Rhai scripts"
+)]
 pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `sonde=debug`.
     #[arg(long, global = true, env = "SONDE_LOG", default_value = "warn")]
@@ -98,9 +102,13 @@ pub enum Output {
 /// Parses `500ms`, `10s`, `5m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 30s, 5m)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 30s, 5m)"))?;
     let secs = match unit {
         "ns" => n / 1e9,
         "us" | "µs" => n / 1e6,
@@ -117,7 +125,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
     if k.is_empty() {
         return Err(format!("`{s}`: empty param name"));
     }

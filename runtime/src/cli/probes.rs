@@ -17,11 +17,19 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
     let kernel = kernel_release();
     let mut json = Vec::new();
     if !args.json {
-        println!("kernel {kernel}, BTF {}", btf.as_ref().map(|b| b.source().display().to_string()).unwrap_or_else(|| "missing".into()));
+        println!(
+            "kernel {kernel}, BTF {}",
+            btf.as_ref()
+                .map(|b| b.source().display().to_string())
+                .unwrap_or_else(|| "missing".into())
+        );
     }
     for spec in catalog::PROGRAMS {
         let assessed = bpf::assess(spec, btf.as_ref());
-        let chosen = assessed.iter().find(|(_, r)| r.is_ok()).map(|(v, _)| v.name);
+        let chosen = assessed
+            .iter()
+            .find(|(_, r)| r.is_ok())
+            .map(|(v, _)| v.name);
         if args.json {
             json.push(serde_json::json!({
                 "program": spec.name,
@@ -56,7 +64,12 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "kernel": kernel, "programs": json }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "kernel": kernel, "programs": json })
+            )?
+        );
     } else {
         println!("\n* chosen variant   + would also run   - cannot run here");
     }
@@ -65,5 +78,7 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
 
 /// `uname -r`.
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }

@@ -27,7 +27,7 @@ use crate::event::{Event, EventSink};
 use crate::metrics::Registry;
 use crate::pods::{self, HostResolver, PodResolver};
 use crate::record::{self, Frame};
-use crate::script::{Instance, Limits, MapReader, ParamValue, Script, ScriptContext};
+use crate::script::{Instance, Limits, MapReader, NoMaps, ParamValue, Script, ScriptContext};
 
 /// How often ring buffers are drained when no wake-up came (records submitted with
 /// `BPF_RB_NO_WAKEUP` wait at most this long).
@@ -44,7 +44,10 @@ pub struct Printer {
 impl Printer {
     pub fn new(format: Output, quiet: bool) -> Self {
         Printer {
-            out: Mutex::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
+            out: Mutex::new(std::io::BufWriter::with_capacity(
+                1 << 16,
+                std::io::stdout(),
+            )),
             format,
             quiet,
             events: AtomicU64::new(0),
@@ -84,14 +87,6 @@ impl MapReader for TableReader {
     }
 }
 
-struct NoMaps;
-
-impl MapReader for NoMaps {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        Err(format!("no map `{map}`: this script has no kernel program"))
-    }
-}
-
 /// Maps as last snapshotted in a recording.
 struct ReplayMaps {
     latest: Mutex<HashMap<String, Vec<(Vec<u8>, Vec<u8>)>>>,
@@ -101,8 +96,10 @@ struct ReplayMaps {
 
 impl MapReader for ReplayMaps {
     fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        let (layout, key, value) =
-            self.layouts.get(map).ok_or_else(|| format!("no map `{map}` in this recording"))?;
+        let (layout, key, value) = self
+            .layouts
+            .get(map)
+            .ok_or_else(|| format!("no map `{map}` in this recording"))?;
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         let entries = latest.get(map).map(Vec::as_slice).unwrap_or(&[]);
         decode_entries(layout, key.as_ref(), value.as_ref(), entries, &self.env)
@@ -114,6 +111,7 @@ struct Stats {
     records: u64,
     decode_errors: u64,
     lost: u64,
+    script_errors: std::collections::BTreeMap<&'static str, u64>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -128,17 +126,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let name = script_name(&args, &label);
     let limits = Limits::default();
     let script = Script::compile(&label, &source, &limits).map_err(|e| anyhow!("{e}"))?;
-    let params = script.manifest().resolve_params(&args.params).map_err(|e| anyhow!("{label}: {e}"))?;
+    let params = script
+        .manifest()
+        .resolve_params(&args.params)
+        .map_err(|e| anyhow!("{label}: {e}"))?;
     let node = pods::node_name();
     let printer = Arc::new(Printer::new(args.output, args.quiet));
     let registry = Arc::new(Registry::new(&node));
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let started = Instant::now();
     let stats = if let Some(path) = args.replay.clone() {
-        replay(&path, &script, &params, &name, &node, &printer, &registry, &limits)?
+        replay(
+            &path, &script, &params, &name, &node, &printer, &registry, &limits,
+        )?
     } else {
-        rt.block_on(live(&args, &script, &params, &name, &node, &printer, &registry, &limits))?
+        rt.block_on(live(
+            &args, &script, &params, &name, &node, &printer, &registry, &limits,
+        ))?
     };
     printer.flush();
     print!("{}", registry.summary(&name));
@@ -153,15 +160,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stats.decode_errors,
         secs
     );
+    if !stats.script_errors.is_empty() {
+        let kinds: Vec<String> = stats
+            .script_errors
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        eprintln!(
+            "sonde: script errors: {} (each handler call that failed was skipped)",
+            kinds.join(", ")
+        );
+    }
     if stats.lost > 0 {
-        eprintln!("sonde: warning: {} records were lost because the ring buffer was full", stats.lost);
+        eprintln!(
+            "sonde: warning: {} records were lost because the ring buffer was full",
+            stats.lost
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn script_name(args: &RunArgs, label: &str) -> String {
     match &args.file {
-        Some(f) => f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| label.into()),
+        Some(f) => f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| label.into()),
         None => "oneliner".into(),
     }
 }
@@ -204,29 +228,57 @@ async fn live(
         // No kernel side: init, ticks, exit.
         let ctx = context(name, node, Arc::new(NoMaps), printer, registry);
         let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
-        wait_loop(args, manifest.interval, &mut inst, None, &mut [], &[], None, &mut stats, printer).await?;
+        wait_loop(
+            args,
+            manifest.interval,
+            &mut inst,
+            None,
+            &mut [],
+            &[],
+            None,
+            &mut stats,
+            printer,
+        )
+        .await?;
         inst.on_exit();
+        stats.script_errors = inst.errors().clone();
         return Ok(stats);
     };
 
     let spec = catalog::find(&program).ok_or_else(|| {
-        anyhow!("PROBE.program: unknown kernel program `{program}`; built-in programs: {}", catalog::names().join(", "))
+        anyhow!(
+            "PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
+            catalog::names().join(", ")
+        )
     })?;
     let btf = KernelBtf::locate(args.btf.as_deref())?;
     let mut loaded = bpf::load(spec, params, &btf)?;
     for s in &loaded.skipped {
         tracing::info!(program = spec.name, variant = s.variant, reason = %s.reason, "variant skipped");
     }
-    eprintln!("sonde: {} attached (variant {})", spec.name, loaded.variant.name);
+    eprintln!(
+        "sonde: {} attached (variant {})",
+        spec.name, loaded.variant.name
+    );
     let table = loaded.maps.clone();
     let sources = loaded.take_sources();
-    let needs = sources.iter().fold(table.needs(), |acc, s| acc | s.decoder.needs());
-    let drop_reasons = if needs.drop_reasons { bpf::drop_reason_names(&btf) } else { HashMap::new() };
+    let needs = sources
+        .iter()
+        .fold(table.needs(), |acc, s| acc | s.decoder.needs());
+    let drop_reasons = if needs.drop_reasons {
+        bpf::drop_reason_names(&btf)
+    } else {
+        HashMap::new()
+    };
     let stack_table = table.clone();
     let env = Arc::new(DecodeEnv {
         pods,
         drop_reasons: drop_reasons.clone(),
-        ksyms: Arc::new(if needs.symbols { Ksyms::load() } else { Ksyms::empty() }),
+        ksyms: Arc::new(if needs.symbols {
+            Ksyms::load()
+        } else {
+            Ksyms::empty()
+        }),
         stacks: Some(Box::new(move |id| stack_table.stack(id))),
         notes: args.record.as_ref().map(|_| Mutex::new(Vec::new())),
     });
@@ -248,7 +300,10 @@ async fn live(
                 host_netns: resolver.host_netns(),
                 sources: sources.iter().map(|s| s.map.clone()).collect(),
                 maps,
-                drop_reasons: drop_reasons.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+                drop_reasons: drop_reasons
+                    .iter()
+                    .map(|(k, v)| (*k, v.to_string()))
+                    .collect(),
                 started_ns: crate::event::now_ns(),
             };
             Some(Recording {
@@ -261,7 +316,13 @@ async fn live(
         None => None,
     };
 
-    let ctx = context(name, node, Arc::new(TableReader(table.clone())), printer, registry);
+    let ctx = context(
+        name,
+        node,
+        Arc::new(TableReader(table.clone())),
+        printer,
+        registry,
+    );
     let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
     let decoders: Vec<Decoder> = sources.iter().map(|s| s.decoder.clone()).collect();
     let mut rings = Vec::with_capacity(sources.len());
@@ -286,6 +347,7 @@ async fn live(
     .await?;
     stats.lost = loaded.lost();
     inst.on_exit();
+    stats.script_errors = inst.errors().clone();
     if let Some(rec) = writer {
         rec.writer.finish()?;
     }
@@ -450,16 +512,27 @@ fn replay(
             );
         }
     }
-    let spec = catalog::find(&header.program)
-        .ok_or_else(|| anyhow!("{}: unknown program `{}` in recording", path.display(), header.program))?;
+    let spec = catalog::find(&header.program).ok_or_else(|| {
+        anyhow!(
+            "{}: unknown program `{}` in recording",
+            path.display(),
+            header.program
+        )
+    })?;
     let types = ObjectTypes::parse(spec.object)?;
     let decoders: Vec<Decoder> = header
         .sources
         .iter()
         .map(|s| types.record_decoder(s))
         .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: recording does not match this sonde's objects", path.display()))?;
-    let pods: Arc<dyn PodResolver> = Arc::new(HostResolver::with_host_netns(header.host_netns, node));
+        .with_context(|| {
+            format!(
+                "{}: recording does not match this sonde's objects",
+                path.display()
+            )
+        })?;
+    let pods: Arc<dyn PodResolver> =
+        Arc::new(HostResolver::with_host_netns(header.host_netns, node));
     // Symbols as the recording host printed them: a first pass collects them.
     let mut symbols = Vec::new();
     let mut first = record::Reader::open(path)?;
@@ -472,10 +545,19 @@ fn replay(
     let stacks_read = stacks.clone();
     let env = Arc::new(DecodeEnv {
         pods,
-        drop_reasons: header.drop_reasons.iter().map(|(k, v)| (*k, v.as_str().into())).collect(),
+        drop_reasons: header
+            .drop_reasons
+            .iter()
+            .map(|(k, v)| (*k, v.as_str().into()))
+            .collect(),
         ksyms: Arc::new(Ksyms::from_exact(symbols)),
         stacks: Some(Box::new(move |id| {
-            stacks_read.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned().unwrap_or_default()
+            stacks_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .cloned()
+                .unwrap_or_default()
         })),
         notes: None,
     });
@@ -483,11 +565,18 @@ fn replay(
         .maps
         .iter()
         .map(|(n, l)| {
-            let (k, v) = types.map_decoders(n).map(|(k, v)| (Some(k), Some(v))).unwrap_or((None, None));
+            let (k, v) = types
+                .map_decoders(n)
+                .map(|(k, v)| (Some(k), Some(v)))
+                .unwrap_or((None, None));
             (n.clone(), (*l, k, v))
         })
         .collect();
-    let maps = Arc::new(ReplayMaps { latest: Mutex::new(HashMap::new()), layouts, env: env.clone() });
+    let maps = Arc::new(ReplayMaps {
+        latest: Mutex::new(HashMap::new()),
+        layouts,
+        env: env.clone(),
+    });
     let ctx = context(name, node, maps.clone(), printer, registry);
     let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
     let mut stats = Stats::default();
@@ -519,16 +608,23 @@ fn replay(
                             .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
                             .sum();
                     }
-                    maps.latest.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), entries);
+                    maps.latest
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.clone(), entries);
                 }
             }
             Frame::Tick { .. } => inst.on_tick(),
             Frame::Symbol { .. } => {}
             Frame::Stack { id, frames } => {
-                stacks.lock().unwrap_or_else(|e| e.into_inner()).insert(id, frames);
+                stacks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, frames);
             }
         }
     }
     inst.on_exit();
+    stats.script_errors = inst.errors().clone();
     Ok(stats)
 }
