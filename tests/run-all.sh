@@ -39,14 +39,15 @@ log "building"
 cargo build --workspace --all-targets
 
 status=0
+log "doc tests"
+cargo test --workspace --doc || status=$?
+
+# Last, so its summary closes the output.
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast --test-threads 1 || status=$?
 else
     cargo test --workspace --no-fail-fast -- --test-threads 1 || status=$?
 fi
-
-log "doc tests"
-cargo test --workspace --doc || status=$?
 
 exit $status

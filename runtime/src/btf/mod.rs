@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! let btf = sonde::btf::KernelBtf::locate(None).unwrap();
-//! println!("BTF from {}", btf.source());
+//! println!("BTF from {}", btf.source().display());
 //! ```
 
 use std::collections::HashMap;
