@@ -34,6 +34,7 @@ fn load(program: &str, params: &[(&str, ParamValue)]) -> (Loaded, Arc<DecodeEnv>
         ksyms: Arc::new(Ksyms::load()),
         stacks: Some(Box::new(move |id| table.stack(id))),
         notes: None,
+        pod_cache: Default::default(),
     });
     loaded.maps.set_env(env.clone());
     (loaded, env)

@@ -337,3 +337,75 @@ fn packet_loss_replays_a_real_recording() {
         "scripts/tests/packet_loss.expected",
     );
 }
+
+/// `ev` is decoded on demand; it reads like a map: properties, indexing, `in`,
+/// `keys()`, `to_map()`. Reading a field the record lacks is an error naming the
+/// fields it has (a typo is caught, not read as `()`).
+#[test]
+fn lazy_records_read_like_maps() {
+    use sonde::bpf::decode::{DecodeEnv, ObjectTypes};
+    let spec = sonde::bpf::catalog::find("tcp_reset").unwrap();
+    let types = ObjectTypes::parse(spec.object).unwrap();
+    let dec = types.record_decoder("events").unwrap();
+    let mut bytes = vec![0u8; dec.size()];
+    let off = |name: &str| {
+        dec.layout()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap()
+            .1
+    };
+    bytes[off("sport")..off("sport") + 2].copy_from_slice(&443u16.to_ne_bytes());
+    bytes[off("netns")..off("netns") + 4].copy_from_slice(&4026532001u32.to_ne_bytes());
+    bytes[off("stack")..off("stack") + 4].copy_from_slice(&(-1i32).to_ne_bytes());
+    let env = Arc::new(DecodeEnv::offline(Arc::new(
+        sonde::pods::HostResolver::with_host_netns(1, "n"),
+    )));
+    let record = dec.record(&bytes, &env).unwrap();
+
+    let limits = Limits::default();
+    let src = r#"
+        fn on_event(ev) {
+            print(`sport=${ev.sport} idx=${ev["sport"]} pod=${ev.pod.name} kind=${ev.kind}`);
+            print(`has_stack=${"stack" in ev} missing=${"no_such_field" in ev}`);
+            print(`fields=${ev.to_map().len()} keys=${ev.keys().len()}`);
+        }
+    "#;
+    let script = Script::compile("lazy.rhai", src, &limits).unwrap();
+    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let p = printed.clone();
+    let ctx = ScriptContext {
+        name: "lazy".into(),
+        node: "n".into(),
+        maps: Arc::new(FakeMaps::default()),
+        events: Arc::new(Capture::default()),
+        registry: Arc::new(Registry::new("n")),
+        print: Arc::new(move |s: &str| p.lock().unwrap().push(s.to_string())),
+    };
+    let mut inst = Instance::start(&script, &[], ctx, &limits).unwrap();
+    inst.on_record(record.clone());
+    assert!(inst.errors().is_empty(), "{:?}", inst.errors());
+    let n = dec.layout().len() + 1; // fields + pod
+    assert_eq!(
+        *printed.lock().unwrap(),
+        vec![
+            "sport=443 idx=443 pod=netns:4026532001 kind=NOSOCK".to_string(),
+            "has_stack=true missing=false".to_string(),
+            format!("fields={n} keys={n}"),
+        ]
+    );
+    let typo = Script::compile(
+        "typo.rhai",
+        "fn on_event(ev) { let p = ev.sprot; }",
+        &limits,
+    )
+    .unwrap();
+    let ctx = ScriptContext::detached("typo");
+    let mut inst = Instance::start(&typo, &[], ctx, &limits).unwrap();
+    inst.on_record(record);
+    assert_eq!(
+        inst.errors().get("runtime"),
+        Some(&1),
+        "a misspelt field is an error"
+    );
+}

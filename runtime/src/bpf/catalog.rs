@@ -152,3 +152,24 @@ pub fn find(name: &str) -> Option<&'static ProgramSpec> {
 pub fn names() -> Vec<&'static str> {
     PROGRAMS.iter().map(|p| p.name).collect()
 }
+
+/// Every field name (and `pod` key) of every record the built-in programs send,
+/// computed once.
+pub fn record_field_names() -> &'static [String] {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names = std::collections::BTreeSet::new();
+        for spec in PROGRAMS {
+            let Ok(types) = crate::bpf::decode::ObjectTypes::parse(spec.object) else {
+                continue;
+            };
+            for map in types.record_maps() {
+                if let Ok(d) = types.record_decoder(&map) {
+                    names.extend(d.layout().into_iter().map(|(n, _, _)| n));
+                    names.extend(d.pod_keys());
+                }
+            }
+        }
+        names.into_iter().collect()
+    })
+}

@@ -105,6 +105,20 @@ pub struct DecodeEnv {
     /// When recording: every stack read and symbol resolved while decoding, so a
     /// replay elsewhere prints the same frames. `None` otherwise (no cost).
     pub notes: Option<std::sync::Mutex<Vec<Note>>>,
+    /// Pod maps already built, by netns inode: most events come from few pods.
+    pub pod_cache: PodCache,
+}
+
+/// Pod maps by netns inode, bounded; cleared when pods change ([`PodCache::clear`]).
+#[derive(Default)]
+pub struct PodCache(std::sync::Mutex<HashMap<u32, Map>>);
+
+impl PodCache {
+    const MAX: usize = 4096;
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// Something decoding looked up on the live system, kept for replay.
@@ -123,6 +137,7 @@ impl DecodeEnv {
             ksyms: Arc::new(Ksyms::empty()),
             stacks: None,
             notes: None,
+            pod_cache: PodCache::default(),
         }
     }
 
@@ -141,11 +156,19 @@ impl DecodeEnv {
     }
 
     fn pod(&self, inode: u32) -> Dynamic {
+        let mut cache = self.pod_cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = cache.get(&inode) {
+            return Dynamic::from_map(m.clone());
+        }
         let pod = self.pods.by_netns(inode);
         let mut m = Map::new();
         m.insert("name".into(), pod.name.as_str().into());
         m.insert("namespace".into(), pod.namespace.as_str().into());
         m.insert("node".into(), pod.node.as_str().into());
+        if cache.len() >= PodCache::MAX {
+            cache.clear();
+        }
+        cache.insert(inode, m.clone());
         Dynamic::from_map(m)
     }
 }
@@ -203,6 +226,17 @@ impl Decoder {
         n
     }
 
+    /// The `pod` keys a struct's netns fields add.
+    pub fn pod_keys(&self) -> Vec<String> {
+        match &self.kind {
+            Kind::Struct(fields) => fields
+                .iter()
+                .filter_map(|f| f.pod_key.as_deref().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Top-level fields as `(name, offset, kind)`, for comparing layouts.
     pub fn layout(&self) -> Vec<(String, usize, String)> {
         match &self.kind {
@@ -227,6 +261,29 @@ impl Decoder {
         Ok(decode_kind(&self.kind, bytes, env))
     }
 
+    /// A record decoded lazily, field by field as it is read. Falls back to a full
+    /// decode (as `Err(map)`) when the type is not a struct.
+    pub fn record(&self, bytes: &[u8], env: &Arc<DecodeEnv>) -> Result<Record, DecodeError> {
+        if bytes.len() < self.size {
+            return Err(DecodeError::ShortRecord {
+                ty: self.type_name.clone(),
+                want: self.size,
+                got: bytes.len(),
+            });
+        }
+        match &self.kind {
+            Kind::Struct(fields) => Ok(Record {
+                bytes: bytes[..self.size].into(),
+                fields: fields.clone(),
+                env: env.clone(),
+            }),
+            _ => Err(DecodeError::MissingType(format!(
+                "{} is not a struct",
+                self.type_name
+            ))),
+        }
+    }
+
     /// Like [`decode`](Self::decode) but always returns a map: a scalar is wrapped
     /// as `#{value: ..}`.
     pub fn decode_map(&self, bytes: &[u8], env: &DecodeEnv) -> Result<Map, DecodeError> {
@@ -239,6 +296,56 @@ impl Decoder {
                 Ok(m)
             }
         }
+    }
+}
+
+/// One record whose fields are decoded only when read.
+///
+/// Scripts see it as `ev`: `ev.saddr` decodes that field alone, so a handler that
+/// reads two fields of a twenty-field record pays for two. `to_map()` decodes all.
+#[derive(Clone)]
+pub struct Record {
+    bytes: Box<[u8]>,
+    fields: Arc<[Field]>,
+    env: Arc<DecodeEnv>,
+}
+
+impl Record {
+    /// The value of a field (or of a `pod` key beside a netns field).
+    pub fn get(&self, name: &str) -> Option<Dynamic> {
+        if let Ok(i) = self.fields.binary_search_by(|f| f.name.as_ref().cmp(name)) {
+            let f = &self.fields[i];
+            return Some(decode_kind(&f.kind, self.bytes.get(f.offset..)?, &self.env));
+        }
+        let f = self
+            .fields
+            .iter()
+            .find(|f| f.pod_key.as_deref() == Some(name))?;
+        Some(
+            self.env
+                .pod(read_uint(self.bytes.get(f.offset..)?, 4) as u32),
+        )
+    }
+
+    /// Field names, sorted (with `pod` keys).
+    pub fn keys(&self) -> Vec<&str> {
+        let mut k: Vec<&str> = self.fields.iter().map(|f| f.name.as_ref()).collect();
+        k.extend(self.fields.iter().filter_map(|f| f.pod_key.as_deref()));
+        k.sort_unstable();
+        k
+    }
+
+    /// Every field decoded.
+    pub fn to_map(&self) -> Map {
+        decode_kind(&Kind::Struct(self.fields.clone()), &self.bytes, &self.env)
+            .try_cast::<Map>()
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_map())
     }
 }
 
@@ -595,6 +702,7 @@ impl ObjectTypes {
                         kind,
                     });
                 }
+                fields.sort_by(|a, b| a.name.cmp(&b.name));
                 Kind::Struct(fields.into())
             }
             _ => Kind::Opaque,
@@ -632,9 +740,28 @@ pub fn format_ip(b: &[u8]) -> String {
     a.copy_from_slice(&b[..16]);
     let v6 = Ipv6Addr::from(a);
     match v6.to_ipv4_mapped() {
-        Some(v4) => v4.to_string(),
+        Some(v4) => format_ipv4(v4.octets()),
         None => v6.to_string(),
     }
+}
+
+/// Dotted quad without the formatting machinery (this runs per event).
+fn format_ipv4(o: [u8; 4]) -> String {
+    let mut out = String::with_capacity(15);
+    for (i, b) in o.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        let b = *b;
+        if b >= 100 {
+            out.push((b'0' + b / 100) as char);
+        }
+        if b >= 10 {
+            out.push((b'0' + (b / 10) % 10) as char);
+        }
+        out.push((b'0' + b % 10) as char);
+    }
+    out
 }
 
 /// `sk_state` names (include/net/tcp_states.h).
@@ -780,18 +907,20 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
             Dynamic::from_array(out)
         }
         Kind::Struct(fields) => {
-            let mut m = Map::new();
+            // Collected then built in one pass: BTreeMap's FromIterator sorts (the
+            // plan is already sorted, so that is one linear check) and bulk-builds,
+            // much cheaper than inserting field by field.
+            let mut entries = Vec::with_capacity(fields.len() + 1);
             for f in fields.iter() {
                 let Some(fb) = b.get(f.offset..) else {
                     continue;
                 };
-                let v = decode_kind(&f.kind, fb, env);
                 if let Some(pk) = &f.pod_key {
-                    m.insert(pk.as_ref().into(), env.pod(read_uint(fb, 4) as u32));
+                    entries.push((pk.as_ref().into(), env.pod(read_uint(fb, 4) as u32)));
                 }
-                m.insert(f.name.as_ref().into(), v);
+                entries.push((f.name.as_ref().into(), decode_kind(&f.kind, fb, env)));
             }
-            Dynamic::from_map(m)
+            Dynamic::from_map(entries.into_iter().collect())
         }
         Kind::Bitfield {
             bit_offset,
@@ -854,6 +983,8 @@ mod tests {
         v4[11] = 0xff;
         v4[12..].copy_from_slice(&[10, 1, 2, 3]);
         assert_eq!(format_ip(&v4), "10.1.2.3");
+        v4[12..].copy_from_slice(&[255, 0, 109, 7]);
+        assert_eq!(format_ip(&v4), "255.0.109.7");
         let v6: [u8; 16] = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
         assert_eq!(format_ip(&v6), "fd00::1");
         assert_eq!(format_ip(&[0u8; 16]), "::");

@@ -281,6 +281,7 @@ async fn live(
         }),
         stacks: Some(Box::new(move |id| stack_table.stack(id))),
         notes: args.record.as_ref().map(|_| Mutex::new(Vec::new())),
+        pod_cache: Default::default(),
     });
     table.set_env(env.clone());
 
@@ -471,7 +472,7 @@ fn drain(
         let rb = ring.get_mut();
         while let Some(item) = rb.next() {
             stats.records += 1;
-            let decoded = decoders[i].decode_map(&item, env);
+            let decoded = decoders[i].record(&item, env);
             if let Some(rec) = record {
                 rec.notes(env);
                 if let Err(e) = rec.writer.record(i as u16, &item) {
@@ -480,7 +481,7 @@ fn drain(
             }
             drop(item);
             match decoded {
-                Ok(ev) => inst.on_event(ev),
+                Ok(ev) => inst.on_record(ev),
                 Err(e) => {
                     stats.decode_errors += 1;
                     tracing::debug!(error = %e, "undecodable record");
@@ -560,6 +561,7 @@ fn replay(
                 .unwrap_or_default()
         })),
         notes: None,
+        pod_cache: Default::default(),
     });
     let layouts = header
         .maps
@@ -589,8 +591,8 @@ fn replay(
                     stats.decode_errors += 1;
                     continue;
                 };
-                match d.decode_map(&bytes, &env) {
-                    Ok(ev) => inst.on_event(ev),
+                match d.record(&bytes, &env) {
+                    Ok(ev) => inst.on_record(ev),
                     Err(_) => stats.decode_errors += 1,
                 }
                 batch += 1;

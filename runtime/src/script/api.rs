@@ -28,7 +28,51 @@ fn metrics_err(e: MetricsError) -> Box<EvalAltResult> {
 /// Default highest slot of `metrics::log2_histogram` (bound `2^32` raw units).
 pub(crate) const LOG2_DEFAULT_MAX_SLOT: u32 = 32;
 
+/// `ev`, a kernel record decoded on demand. Reads like a map:
+///
+/// ```rhai
+/// fn on_event(ev) {
+///     let who = ev.pod.name;          // a field, decoded when read
+///     let port = ev["dport"];         // the same, by index
+///     if "stack" in ev { print(ev.stack); }
+///     let all = ev.to_map();          // every field, as a map
+///     for k in ev.keys() { print(k); }
+/// }
+/// ```
+fn register_record(engine: &mut Engine) {
+    use crate::bpf::decode::Record;
+    engine.register_type_with_name::<Record>("Event");
+    fn field(r: &Record, name: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        r.get(name).ok_or_else(|| {
+            runtime_error(format!(
+                "the event has no field `{name}`; fields: {}",
+                r.keys().join(", ")
+            ))
+        })
+    }
+    engine.register_indexer_get(|r: &mut Record, name: ImmutableString| field(r, &name));
+    // Property getters for every field name of the built-in records: `ev.sport`
+    // then resolves in one step instead of falling back to the indexer.
+    for name in crate::bpf::catalog::record_field_names() {
+        let key = name.clone();
+        engine.register_get(name.as_str(), move |r: &mut Record| field(r, &key));
+    }
+    engine.register_fn("to_map", |r: &mut Record| r.to_map());
+    engine.register_fn("keys", |r: &mut Record| -> rhai::Array {
+        r.keys()
+            .into_iter()
+            .map(|k| Dynamic::from(k.to_string()))
+            .collect()
+    });
+    engine.register_fn("contains", |r: &mut Record, name: ImmutableString| {
+        r.get(&name).is_some()
+    });
+    engine.register_fn("to_string", |r: &mut Record| format!("{:?}", r.to_map()));
+    engine.register_fn("to_debug", |r: &mut Record| format!("{:?}", r.to_map()));
+}
+
 pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
+    register_record(engine);
     register_handles(engine);
     engine.register_static_module("metrics", metrics_module(host).into());
     engine.register_static_module("bpf", bpf_module(host).into());

@@ -287,6 +287,21 @@ impl Instance {
         self.call("on_event", (Dynamic::from_map(ev),), pod);
     }
 
+    /// Calls `on_event(ev)` with a lazily decoded record: only the fields the
+    /// handler reads are decoded.
+    #[inline]
+    pub fn on_record(&mut self, ev: crate::bpf::decode::Record) {
+        if !self.script.has[ON_EVENT] {
+            return;
+        }
+        let pod = if self.script.uses_emit {
+            ev.get("pod").unwrap_or(Dynamic::UNIT)
+        } else {
+            Dynamic::UNIT
+        };
+        self.call("on_event", (Dynamic::from(ev),), pod);
+    }
+
     /// Calls `on_tick()`.
     pub fn on_tick(&mut self) {
         if self.script.has[ON_TICK] {
