@@ -223,14 +223,15 @@ fn oneliner_counts_resets_by_destination_port() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let code = r#"const PROBE = "tcp_reset"; fn on_event(ev) { if ev.kind == "NOSOCK" { count("resets_by_port", ev.sport) } }"#;
+    // A client that is refused receives the reset; its dport is where it tried to go.
+    let code = r#"const PROBE = "tcp_reset"; fn on_event(ev) { if ev.kind == "RECEIVE" { count("resets_by_dport", ev.dport) } }"#;
     let run = start(&["run", "-e", code, "--for", "2s"]);
     let ns = NetnsThread::new().unwrap();
     let (p4, p6) = closed_ports(&ns);
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 3));
     ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
     let (out, _) = finish(run);
-    assert!(out.contains("resets_by_port"), "{out}");
+    assert!(out.contains("resets_by_dport"), "{out}");
     assert_eq!(summary_row(&out, &[&format!("{{key={p4}}}")]), 3, "{out}");
     assert_eq!(summary_row(&out, &[&format!("{{key={p6}}}")]), 2, "{out}");
 }

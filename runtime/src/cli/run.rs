@@ -148,7 +148,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ))?
     };
     printer.flush();
-    print!("{}", registry.summary(&name));
+    let summary = registry.summary(&name);
+    print!("{summary}");
+    if !summary.is_empty() && !summary.ends_with('\n') {
+        println!();
+    }
     let _ = std::io::stdout().flush();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
