@@ -99,29 +99,13 @@ pub enum Output {
     Json,
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1h`, or plain seconds.
+/// Parses `500ms`, `10s`, `5m`, `1m30s`, or plain seconds (`30`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 30s, 5m)"))?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a duration"));
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        return crate::script::parse_duration(&format!("{s}s"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    crate::script::parse_duration(s)
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {

@@ -106,6 +106,32 @@ impl MapReader for ReplayMaps {
     }
 }
 
+/// What a live run and a replay share.
+struct RunCtx<'a> {
+    script: &'a Script,
+    params: &'a [(String, ParamValue)],
+    name: &'a str,
+    node: &'a str,
+    printer: &'a Arc<Printer>,
+    registry: &'a Arc<Registry>,
+    limits: &'a Limits,
+}
+
+impl RunCtx<'_> {
+    fn start(&self, maps: Arc<dyn MapReader>) -> anyhow::Result<Instance> {
+        let p = self.printer.clone();
+        let ctx = ScriptContext {
+            name: self.name.to_string(),
+            node: self.node.to_string(),
+            maps,
+            events: self.printer.clone(),
+            registry: self.registry.clone(),
+            print: Arc::new(move |s: &str| p.line(s)),
+        };
+        Instance::start(self.script, self.params, ctx, self.limits).map_err(|e| anyhow!("{e}"))
+    }
+}
+
 #[derive(Default)]
 struct Stats {
     records: u64,
@@ -138,14 +164,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let started = Instant::now();
-    let stats = if let Some(path) = args.replay.clone() {
-        replay(
-            &path, &script, &params, &name, &node, &printer, &registry, &limits,
-        )?
-    } else {
-        rt.block_on(live(
-            &args, &script, &params, &name, &node, &printer, &registry, &limits,
-        ))?
+    let rc = RunCtx {
+        script: &script,
+        params: &params,
+        name: &name,
+        node: &node,
+        printer: &printer,
+        registry: &registry,
+        limits: &limits,
+    };
+    let stats = match args.replay.clone() {
+        Some(path) => replay(&path, &rc)?,
+        None => rt.block_on(live(&args, &rc))?,
     };
     printer.flush();
     let summary = registry.summary(&name);
@@ -194,44 +224,16 @@ fn script_name(args: &RunArgs, label: &str) -> String {
     }
 }
 
-fn context(
-    name: &str,
-    node: &str,
-    maps: Arc<dyn MapReader>,
-    printer: &Arc<Printer>,
-    registry: &Arc<Registry>,
-) -> ScriptContext {
-    let p = printer.clone();
-    ScriptContext {
-        name: name.to_string(),
-        node: node.to_string(),
-        maps,
-        events: printer.clone(),
-        registry: registry.clone(),
-        print: Arc::new(move |s: &str| p.line(s)),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn live(
-    args: &RunArgs,
-    script: &Script,
-    params: &[(String, ParamValue)],
-    name: &str,
-    node: &str,
-    printer: &Arc<Printer>,
-    registry: &Arc<Registry>,
-    limits: &Limits,
-) -> anyhow::Result<Stats> {
-    let manifest = script.manifest();
-    let resolver = Arc::new(HostResolver::new(node));
+async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
+    let manifest = rc.script.manifest();
+    let printer = rc.printer;
+    let resolver = Arc::new(HostResolver::new(rc.node));
     let pods: Arc<dyn PodResolver> = resolver.clone();
     let mut stats = Stats::default();
 
     let Some(program) = manifest.program.clone() else {
         // No kernel side: init, ticks, exit.
-        let ctx = context(name, node, Arc::new(NoMaps), printer, registry);
-        let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
+        let mut inst = rc.start(Arc::new(NoMaps))?;
         wait_loop(
             args,
             manifest.interval,
@@ -256,7 +258,7 @@ async fn live(
         )
     })?;
     let btf = KernelBtf::locate(args.btf.as_deref())?;
-    let mut loaded = bpf::load(spec, params, &btf)?;
+    let mut loaded = bpf::load(spec, rc.params, &btf)?;
     for s in &loaded.skipped {
         tracing::info!(program = spec.name, variant = s.variant, reason = %s.reason, "variant skipped");
     }
@@ -301,7 +303,7 @@ async fn live(
                 program: spec.name.into(),
                 variant: loaded.variant.name.into(),
                 kernel: super::probes::kernel_release(),
-                node: node.into(),
+                node: rc.node.into(),
                 host_netns: resolver.host_netns(),
                 sources: sources.iter().map(|s| s.map.clone()).collect(),
                 maps,
@@ -321,14 +323,7 @@ async fn live(
         None => None,
     };
 
-    let ctx = context(
-        name,
-        node,
-        Arc::new(TableReader(table.clone())),
-        printer,
-        registry,
-    );
-    let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
+    let mut inst = rc.start(Arc::new(TableReader(table.clone())))?;
     let decoders: Vec<Decoder> = sources.iter().map(|s| s.decoder.clone()).collect();
     let mut rings = Vec::with_capacity(sources.len());
     for s in sources {
@@ -495,20 +490,11 @@ fn drain(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn replay(
-    path: &std::path::Path,
-    script: &Script,
-    params: &[(String, ParamValue)],
-    name: &str,
-    node: &str,
-    printer: &Arc<Printer>,
-    registry: &Arc<Registry>,
-    limits: &Limits,
-) -> anyhow::Result<Stats> {
+fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
+    let printer = rc.printer;
     let mut reader = record::Reader::open(path)?;
     let header = reader.header.clone();
-    if let Some(p) = &script.manifest().program {
+    if let Some(p) = &rc.script.manifest().program {
         if *p != header.program {
             bail!(
                 "{}: recorded from program `{}`, but the script's PROBE.program is `{p}`",
@@ -537,7 +523,7 @@ fn replay(
             )
         })?;
     let pods: Arc<dyn PodResolver> =
-        Arc::new(HostResolver::with_host_netns(header.host_netns, node));
+        Arc::new(HostResolver::with_host_netns(header.host_netns, rc.node));
     // Symbols as the recording host printed them: a first pass collects them.
     let mut symbols = Vec::new();
     let mut first = record::Reader::open(path)?;
@@ -583,8 +569,7 @@ fn replay(
         layouts,
         env: env.clone(),
     });
-    let ctx = context(name, node, maps.clone(), printer, registry);
-    let mut inst = Instance::start(script, params, ctx, limits).map_err(|e| anyhow!("{e}"))?;
+    let mut inst = rc.start(maps.clone())?;
     let mut stats = Stats::default();
     let mut batch = 0u32;
     while let Some(frame) = reader.next_frame()? {
