@@ -189,3 +189,131 @@ fn record_layouts_match_the_headers() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The decoder is general: nested structs, arrays, char arrays, unions, enums,
+/// bitfields and the well-known typedefs, all read by name from BTF that clang made
+/// from a struct written here.
+#[test]
+fn decoder_handles_every_btf_shape() {
+    if Command::new("clang").arg("--version").output().is_err() {
+        cannot_run(
+            "decoder_handles_every_btf_shape",
+            "clang is not installed (apt-get install clang)",
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sonde-shapes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("shapes.c");
+    std::fs::write(
+        &c,
+        r#"
+typedef unsigned char __u8; typedef unsigned short __u16; typedef unsigned int __u32;
+typedef int __s32; typedef unsigned long long __u64;
+typedef __u8 sonde_ip[16]; typedef __u32 sonde_netns; typedef __u8 sonde_tcp_state;
+typedef __u8 sonde_l4proto; typedef __u16 sonde_ethproto;
+enum color { COLOR_RED = 1, COLOR_BLUE = 7 };
+struct inner { __u16 a; __s32 b; };
+struct shapes {
+    struct inner in;            /* nested struct */
+    __u32 arr[3];               /* array */
+    char name[8];               /* char array -> string */
+    union { __u32 u32v; __u8 bytes[4]; } un;   /* union: every alternative */
+    enum color color;           /* enum -> name without the enum's prefix */
+    __u32 low : 4, high : 12;   /* bitfields */
+    sonde_ip addr;
+    sonde_netns netns;
+    sonde_tcp_state state;
+    sonde_l4proto proto;
+    sonde_ethproto eth;
+    struct { __u32 anon_a; };  /* anonymous member: flattened */
+};
+struct shapes x;
+"#,
+    )
+    .unwrap();
+    let o = dir.join("shapes.o");
+    let out = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-c"])
+        .arg(&c)
+        .arg("-o")
+        .arg(&o)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let types = ObjectTypes::parse(&std::fs::read(&o).unwrap()).unwrap();
+    let d = types.decoder_by_name("shapes").unwrap();
+    let layout: BTreeMap<String, usize> =
+        d.layout().into_iter().map(|(n, off, _)| (n, off)).collect();
+    let mut b = vec![0u8; d.size()];
+    let put = |b: &mut Vec<u8>, off: usize, bytes: &[u8]| {
+        b[off..off + bytes.len()].copy_from_slice(bytes)
+    };
+    put(&mut b, layout["in"], &5u16.to_ne_bytes());
+    put(&mut b, layout["in"] + 4, &(-3i32).to_ne_bytes());
+    for (i, v) in [10u32, 20, 30].iter().enumerate() {
+        put(&mut b, layout["arr"] + 4 * i, &v.to_ne_bytes());
+    }
+    put(&mut b, layout["name"], b"sonde\0\0\0");
+    put(&mut b, layout["un"], &0x04030201u32.to_ne_bytes());
+    put(&mut b, layout["color"], &7u32.to_ne_bytes());
+    // low = 0xA (4 bits), high = 0x123 (12 bits), packed little-endian after `color`.
+    let bits: u32 = 0xA | (0x123 << 4);
+    put(&mut b, layout["color"] + 4, &bits.to_ne_bytes());
+    let mut ip = [0u8; 16];
+    ip[10] = 0xff;
+    ip[11] = 0xff;
+    ip[12..].copy_from_slice(&[192, 168, 1, 9]);
+    put(&mut b, layout["addr"], &ip);
+    put(&mut b, layout["netns"], &4026532001u32.to_ne_bytes());
+    put(&mut b, layout["state"], &[1]);
+    put(&mut b, layout["proto"], &[17]);
+    put(&mut b, layout["eth"], &0x86ddu16.to_ne_bytes());
+    put(&mut b, layout["anon_a"], &99u32.to_ne_bytes());
+
+    let env = sonde::bpf::decode::DecodeEnv::offline(std::sync::Arc::new(
+        sonde::pods::HostResolver::with_host_netns(1, "n"),
+    ));
+    let m = d.decode_map(&b, &env).unwrap();
+    let get = |k: &str| {
+        m.get(k)
+            .unwrap_or_else(|| panic!("no {k} in {m:?}"))
+            .clone()
+    };
+    let inner = get("in").cast::<rhai::Map>();
+    assert_eq!(inner["a"].as_int().unwrap(), 5);
+    assert_eq!(inner["b"].as_int().unwrap(), -3);
+    let arr: Vec<i64> = get("arr")
+        .cast::<rhai::Array>()
+        .iter()
+        .map(|v| v.as_int().unwrap())
+        .collect();
+    assert_eq!(arr, vec![10, 20, 30]);
+    assert_eq!(get("name").to_string(), "sonde");
+    let un = get("un").cast::<rhai::Map>();
+    assert_eq!(un["u32v"].as_int().unwrap(), 0x04030201);
+    assert_eq!(
+        un["bytes"].clone().cast::<rhai::Array>()[0]
+            .as_int()
+            .unwrap(),
+        1
+    );
+    assert_eq!(get("color").to_string(), "BLUE");
+    assert_eq!(get("low").as_int().unwrap(), 0xA);
+    assert_eq!(get("high").as_int().unwrap(), 0x123);
+    assert_eq!(get("addr").to_string(), "192.168.1.9");
+    assert_eq!(get("netns").as_int().unwrap(), 4026532001);
+    assert_eq!(
+        get("pod").cast::<rhai::Map>()["name"].to_string(),
+        "netns:4026532001"
+    );
+    assert_eq!(get("state").to_string(), "ESTABLISHED");
+    assert_eq!(get("proto").to_string(), "UDP");
+    assert_eq!(get("eth").to_string(), "IPv6");
+    assert_eq!(get("anon_a").as_int().unwrap(), 99);
+    std::fs::remove_dir_all(&dir).ok();
+}
