@@ -297,3 +297,56 @@ fn packet_loss_events_with_tuple_and_stack() {
         assert!(s(e, "location").contains('+'), "location symbolized: {e:?}");
     }
 }
+
+/// A burst larger than the ring buffer: what does not fit is counted as lost in the
+/// kernel, never silently missing: delivered + lost accounts for every drop.
+#[test]
+fn ring_buffer_overflow_is_counted() {
+    if !require_root("ring_buffer_overflow_is_counted") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut loaded, env) = load("packet_loss", &[("emit_events", ParamValue::Bool(true))]);
+    let ns = NetnsThread::new().unwrap();
+    const N: usize = 30_000;
+    ns.run(|| {
+        // UDP to a closed port: each datagram is dropped with NO_SOCKET.
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for _ in 0..N {
+            let _ = s.send_to(b"x", closed);
+        }
+    });
+    // Nothing was read during the burst: the 1 MiB ring holds ~13k records.
+    let events = drain(&mut loaded, &env);
+    let ours = events
+        .iter()
+        .filter(|e| {
+            int(e, "netns") == ns.inode as i64
+                && s(e, "l4proto") == "UDP"
+                && s(e, "reason") == "NO_SOCKET"
+        })
+        .count();
+    let lost = loaded.lost() as usize;
+    let counted: i64 = counts(&loaded, ns.inode)
+        .iter()
+        .filter(|(k, _)| s(k, "reason") == "NO_SOCKET")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        counted as usize, N,
+        "the kernel-side count is exact whatever the ring does"
+    );
+    assert!(
+        ours < N,
+        "the burst must overflow the ring for this test to mean anything"
+    );
+    assert!(lost > 0, "losses are counted");
+    assert!(
+        ours + lost >= N,
+        "delivered {ours} + lost {lost} must cover all {N} drops"
+    );
+}
