@@ -9,8 +9,13 @@
 //! ```
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+/// The same path NUL-terminated, for the signal handler.
+const SYSCTL_C: &[u8] = b"/proc/sys/kernel/bpf_stats_enabled\0";
+/// The setting to restore if the benchmark is interrupted (an ASCII digit).
+static RESTORE_ON_SIGNAL: AtomicU8 = AtomicU8::new(b'0');
 
 const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
@@ -32,6 +37,16 @@ impl StatsSwitch {
     /// None when the sysctl cannot be written (the cost column then shows `-`).
     pub fn enable() -> Option<StatsSwitch> {
         let previous = std::fs::read_to_string(SYSCTL).ok()?;
+        RESTORE_ON_SIGNAL.store(
+            previous.trim().bytes().next().unwrap_or(b'0'),
+            Ordering::Relaxed,
+        );
+        let handler: extern "C" fn(libc::c_int) = restore_and_die;
+        // SAFETY: installs a handler that only makes async-signal-safe calls.
+        unsafe {
+            libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        }
         std::fs::write(SYSCTL, "1").ok()?;
         Some(StatsSwitch {
             previous: Some(previous),
@@ -44,6 +59,28 @@ impl Drop for StatsSwitch {
         if let Some(p) = self.previous.take() {
             let _ = std::fs::write(SYSCTL, p.trim());
         }
+        // SAFETY: back to the default dispositions.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        }
+    }
+}
+
+/// On Ctrl-C or SIGTERM: put the sysctl back, then die of the signal as usual
+/// (the tools, in the same process group, get the Ctrl-C themselves).
+extern "C" fn restore_and_die(sig: libc::c_int) {
+    let value = [RESTORE_ON_SIGNAL.load(Ordering::Relaxed)];
+    // SAFETY: open, write, close, signal and raise are async-signal-safe; the
+    // path is NUL-terminated and the buffer outlives the write.
+    unsafe {
+        let fd = libc::open(SYSCTL_C.as_ptr().cast(), libc::O_WRONLY);
+        if fd >= 0 {
+            libc::write(fd, value.as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
     }
 }
 

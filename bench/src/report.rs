@@ -176,6 +176,7 @@ impl ReplayRow {
 }
 
 pub struct Report {
+    pub machine: String,
     pub seconds: u64,
     pub threads: usize,
     pub live: Vec<LiveRow>,
@@ -186,6 +187,7 @@ pub struct Report {
 impl Report {
     pub fn new(seconds: u64, threads: usize) -> Report {
         Report {
+            machine: String::new(),
             seconds,
             threads,
             live: Vec::new(),
@@ -210,8 +212,8 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "\nresets: {} generator threads, {} s per run, 2 resets per refused connect (NOSOCK sent + RECEIVE)\n",
-            self.threads, self.seconds
+            "\nresets: {}; {} generator threads, {} s per run, 2 resets per refused connect (NOSOCK sent + RECEIVE)\n",
+            self.machine, self.threads, self.seconds
         );
         let header = [
             "tool",
@@ -379,6 +381,7 @@ impl Report {
     pub fn to_json(&self) -> Value {
         json!({
             "benchmark": "resets",
+            "machine": self.machine,
             "seconds": self.seconds,
             "threads": self.threads,
             "live": self.live.iter().map(LiveRow::to_json).collect::<Vec<_>>(),

@@ -77,6 +77,13 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root (BPF programs and network namespaces)");
     }
+    // Before any build: the load is the machine's, not ours.
+    let machine = machine();
+    if let Some(load) = load_average().filter(|l| *l > 0.5) {
+        eprintln!(
+            "sonde-bench: load average {load:.2} before starting: something else is running, figures will be noisy"
+        );
+    }
     ensure_sonde(o)?;
     let stats = StatsSwitch::enable();
     if stats.is_none() {
@@ -84,10 +91,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             "sonde-bench: cannot enable kernel.bpf_stats_enabled; kernel cost column left empty"
         );
     }
-    let bpftrace = o
-        .bpftrace
-        .clone()
-        .filter(|p| p.is_file() || p.components().count() > 1);
+    let bpftrace = o.bpftrace.clone().filter(|p| p.is_file());
     if bpftrace.is_none() {
         eprintln!(
             "sonde-bench: bpftrace not found; its rows are skipped (apt-get install bpftrace)"
@@ -96,6 +100,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut report = Report::new(o.seconds, o.threads);
+    report.machine = machine;
     let mut failures = Vec::new();
 
     progress("workload alone, max rate");
@@ -374,6 +379,56 @@ fn ensure_sonde(o: &Options) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Kernel, CPUs and load, for the table's header.
+fn machine() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let load = load_average().map_or_else(|| "?".into(), |l| format!("{l:.2}"));
+    format!(
+        "sonde {}, kernel {}, {cpus} CPUs, load average {load} at start",
+        sonde_commit(),
+        kernel.trim()
+    )
+}
+
+/// The commit sonde was built from, `+` when the tree had local changes.
+fn sonde_commit() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "(unknown commit)".into();
+    };
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "runtime",
+        "kernel-progs",
+        "scripts",
+    ])
+    .is_some_and(|s| !s.is_empty());
+    format!("{commit}{}", if dirty { "+" } else { "" })
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn rate_label(rate: Option<u64>) -> String {

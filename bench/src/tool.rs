@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -96,6 +97,17 @@ impl Tool {
         } else {
             Stdio::null()
         };
+        // If the benchmark dies, its tool ends too (as on Ctrl-C) instead of
+        // running on until its guard duration.
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         cmd.stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped());
@@ -191,7 +203,22 @@ impl Tool {
                 .and_then(|f| f.parse::<u64>().ok())
                 .unwrap_or(0);
         }
-        Ok(Duration::from_nanos(nanos))
+        // Threads that already exited are only in the process totals of
+        // /proc/PID/stat (clock ticks): take whichever is larger.
+        Ok(Duration::from_nanos(nanos).max(self.cpu_ticks().unwrap_or_default()))
+    }
+
+    /// utime + stime of /proc/PID/stat, exited threads included, at tick resolution.
+    fn cpu_ticks(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name, which may contain spaces: state is field 3,
+        // utime and stime are fields 14 and 15.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        let ticks: u64 =
+            fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
     }
 
     /// Sends SIGINT (as Ctrl-C would) and waits for the tool to finish.
