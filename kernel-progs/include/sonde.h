@@ -127,12 +127,22 @@ static __always_inline void *sonde_reserve_in(void *ring, __u64 size)
 	return rec;
 }
 
-static __always_inline void sonde_submit_in(void *ring, void *rec)
+static __always_inline void sonde_submit_in(void *ring, void *rec, __u64 size)
 {
+	/*
+	 * Wake the reader once, when this record makes the backlog cross
+	 * sonde_wakeup_bytes, not on every record past it: once a reader falls
+	 * behind, a wake-up per record (an irq_work each) costs more than the
+	 * record itself. A backlog that stays above the mark is drained by the
+	 * reader's timer, after which the next crossing wakes it again.
+	 * AVAIL_DATA already counts this reserved record and its 8-byte header.
+	 */
 	__u64 avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+	__u64 rec_bytes = (size + 8 + 7) & ~7ULL;
+	bool crossed = sonde_wakeup_bytes == 0 ||
+		       (avail >= sonde_wakeup_bytes && avail - rec_bytes < sonde_wakeup_bytes);
 
-	bpf_ringbuf_submit(rec, avail >= sonde_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-							     : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, crossed ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /*
@@ -141,7 +151,7 @@ static __always_inline void sonde_submit_in(void *ring, void *rec)
  * bpf_ringbuf_discard) on all paths: the verifier checks it.
  */
 #define sonde_reserve(map, size) sonde_reserve_in(&(map), (size))
-#define sonde_submit(map, rec) sonde_submit_in(&(map), (rec))
+#define sonde_submit(map, rec) sonde_submit_in(&(map), (rec), sizeof(*(rec)))
 
 /* ---- in-kernel counters -------------------------------------------------- */
 

@@ -94,7 +94,7 @@ impl Script {
             file: file.to_string(),
             ast: Arc::new(ast),
             manifest,
-            uses_emit: source.contains("emit"),
+            uses_emit: calls_emit(source),
             init_arity,
             has,
         })
@@ -420,4 +420,13 @@ pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
         (Some(l), None) => format!("{file}:{l}: {msg}"),
         _ => format!("{file}: {msg}"),
     }
+}
+
+/// Whether the source calls `emit(...)` (a call, not a word like `emit_events`).
+pub(crate) fn calls_emit(source: &str) -> bool {
+    source.match_indices("emit").any(|(i, _)| {
+        let before = source[..i].chars().next_back();
+        let after = source[i + 4..].trim_start().chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after == Some('(')
+    })
 }

@@ -810,3 +810,14 @@ fn instances_move_between_threads() {
     send_sync::<Registry>();
     send_sync::<crate::metrics::Counter>();
 }
+
+#[test]
+fn emit_detection_ignores_words_that_contain_it() {
+    use super::instance::calls_emit;
+    assert!(calls_emit("fn on_event(ev) { emit(\"X\", #{}); }"));
+    assert!(calls_emit("emit (\"X\", #{})"));
+    assert!(!calls_emit(
+        "const PROBE = #{ params: #{ emit_events: true } };"
+    ));
+    assert!(!calls_emit("fn remit(x) {} remit(1);"));
+}
