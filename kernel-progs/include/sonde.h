@@ -127,22 +127,28 @@ static __always_inline void *sonde_reserve_in(void *ring, __u64 size)
 	return rec;
 }
 
+/* Records submitted, for pacing wake-ups; per object, racy by design (a hint). */
+__u64 sonde_submits = 0;
+
 static __always_inline void sonde_submit_in(void *ring, void *rec, __u64 size)
 {
 	/*
-	 * Wake the reader once, when this record makes the backlog cross
-	 * sonde_wakeup_bytes, not on every record past it: once a reader falls
-	 * behind, a wake-up per record (an irq_work each) costs more than the
-	 * record itself. A backlog that stays above the mark is drained by the
-	 * reader's timer, after which the next crossing wakes it again.
-	 * AVAIL_DATA already counts this reserved record and its 8-byte header.
+	 * Wake the reader when this record makes the backlog cross
+	 * sonde_wakeup_bytes, and while the backlog stays above it, on one
+	 * record in 64: never on every record (an irq_work each, costlier than
+	 * the record itself once a reader lags), never not at all (two CPUs
+	 * reserving at once can both miss the crossing, and the reader's 100 ms
+	 * timer alone lets a fast producer fill the ring). AVAIL_DATA already
+	 * counts this reserved record and its 8-byte header.
 	 */
 	__u64 avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 	__u64 rec_bytes = (size + 8 + 7) & ~7ULL;
-	bool crossed = sonde_wakeup_bytes == 0 ||
-		       (avail >= sonde_wakeup_bytes && avail - rec_bytes < sonde_wakeup_bytes);
+	__u64 n = sonde_submits++;
+	bool wake = sonde_wakeup_bytes == 0 ||
+		    (avail >= sonde_wakeup_bytes &&
+		     (avail - rec_bytes < sonde_wakeup_bytes || (n & 63) == 0));
 
-	bpf_ringbuf_submit(rec, crossed ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /*

@@ -64,7 +64,7 @@ const volatile bool emit_events = true;
 /* Knob: capture the kernel stack of each reported reset into `stacks`. */
 const volatile bool stack = false;
 
-SONDE_EVENTS(events, 256 * 1024, struct tcp_reset_event);
+SONDE_EVENTS(events, 1024 * 1024, struct tcp_reset_event);
 SONDE_STACKS(stacks, 1024);
 
 /* Resets per (netns, kind). LRU: counters of namespaces gone for good age out. */
