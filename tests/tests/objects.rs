@@ -22,6 +22,26 @@ fn program_sections(data: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Compiles `c` for BPF the way kernel-progs/Makefile does and parses its BTF.
+fn clang_bpf(
+    c: &std::path::Path,
+    o: &std::path::Path,
+    includes: &[std::path::PathBuf],
+) -> ObjectTypes {
+    let mut cmd = Command::new("clang");
+    cmd.args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-c"]);
+    for dir in includes {
+        cmd.arg("-I").arg(dir);
+    }
+    let out = cmd.arg(c).arg("-o").arg(o).output().unwrap();
+    assert!(
+        out.status.success(),
+        "clang: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ObjectTypes::parse(&std::fs::read(o).unwrap()).unwrap()
+}
+
 #[test]
 fn every_object_has_its_programs_maps_and_records() {
     for spec in catalog::PROGRAMS {
@@ -152,23 +172,7 @@ fn record_layouts_match_the_headers() {
         }
         std::fs::write(&c, src).unwrap();
         let o = dir.join(format!("{program}.o"));
-        let out = Command::new("clang")
-            .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-c"])
-            .arg("-I")
-            .arg(root.join("include"))
-            .arg("-I")
-            .arg(root.join("src"))
-            .arg(&c)
-            .arg("-o")
-            .arg(&o)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "clang: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let fresh = ObjectTypes::parse(&std::fs::read(&o).unwrap()).unwrap();
+        let fresh = clang_bpf(&c, &o, &[root.join("include"), root.join("src")]);
         let committed = ObjectTypes::parse(catalog::find(program).unwrap().object).unwrap();
         for s in *structs {
             let a = fresh.decoder_by_name(s).unwrap();
@@ -232,20 +236,7 @@ struct shapes x;
 "#,
     )
     .unwrap();
-    let o = dir.join("shapes.o");
-    let out = Command::new("clang")
-        .args(["-O2", "-g", "-target", "bpf", "-c"])
-        .arg(&c)
-        .arg("-o")
-        .arg(&o)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let types = ObjectTypes::parse(&std::fs::read(&o).unwrap()).unwrap();
+    let types = clang_bpf(&c, &dir.join("shapes.o"), &[]);
     let d = types.decoder_by_name("shapes").unwrap();
     let layout: BTreeMap<String, usize> =
         d.layout().into_iter().map(|(n, off, _)| (n, off)).collect();
