@@ -21,6 +21,11 @@ pub fn tracefs() -> Option<&'static Path> {
                 return Some(PathBuf::from(root));
             }
         }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            tracing::debug!("not root: tracefs is not readable and cannot be mounted");
+            return None;
+        }
         match mount_tracefs() {
             Ok(()) => {
                 tracing::info!(path = TRACEFS, "mounted tracefs");
@@ -95,7 +100,12 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
     match hook {
         Hook::Tracepoint { category, name } => {
             let Some(root) = tracefs() else {
-                return Err("tracefs is not mounted and could not be mounted (run as root)".into());
+                // SAFETY: geteuid has no preconditions.
+                return Err(if unsafe { libc::geteuid() } != 0 {
+                    "needs root: tracefs (/sys/kernel/tracing) is readable by root only".into()
+                } else {
+                    "tracefs is not mounted and could not be mounted at /sys/kernel/tracing".into()
+                });
             };
             if root
                 .join("events")
