@@ -40,8 +40,14 @@ pub fn check_one(
     let params = manifest
         .resolve_params(overrides)
         .map_err(|e| format!("{label}: {e}"))?;
+    let what = first_sentence(&manifest.description);
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("; {what}")
+    };
     let Some(program) = &manifest.program else {
-        return Ok("no kernel program".into());
+        return Ok(format!("no kernel program{what}"));
     };
     let spec = catalog::find(program).ok_or_else(|| {
         format!(
@@ -60,12 +66,26 @@ pub fn check_one(
         }
     }
     Ok(format!(
-        "program {program}, {} params, knobs: {}",
+        "program {program}, {} params, knobs: {}{what}",
         params.len(),
         if as_knobs.is_empty() {
             "none".to_string()
         } else {
             as_knobs.join(", ")
-        }
+        },
     ))
+}
+
+/// The first sentence of the first paragraph of a description.
+fn first_sentence(description: &str) -> String {
+    let para: Vec<&str> = description
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let para = para.join(" ");
+    match para.find(". ") {
+        Some(i) => para[..=i].to_string(),
+        None => para,
+    }
 }

@@ -53,18 +53,20 @@ pub(super) fn render(families: &[Arc<Family>]) -> String {
     out
 }
 
+/// `{k=v,...}` for people: empty values (the host's pod and namespace) are left
+/// out, so a host row reads `{kind=NOSOCK}`.
 fn label_set(f: &Family, labels: &[Box<str>]) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let mut s = String::from("{");
-    for (i, (k, v)) in f.label_names.iter().zip(labels.iter()).enumerate() {
-        if i > 0 {
-            s.push(',');
+    let mut s = String::new();
+    for (k, v) in f.label_names.iter().zip(labels.iter()) {
+        if v.is_empty() {
+            continue;
         }
+        s.push(if s.is_empty() { '{' } else { ',' });
         let _ = write!(s, "{k}={v}");
     }
-    s.push('}');
+    if !s.is_empty() {
+        s.push('}');
+    }
     s
 }
 
