@@ -76,23 +76,18 @@ pub fn kprobes_supported() -> Result<(), String> {
 }
 
 fn kernel_function_exists(name: &str) -> bool {
-    static SYMS: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
-    let syms = SYMS.get_or_init(|| {
-        std::fs::read_to_string("/proc/kallsyms")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_ascii_whitespace();
-                let _ = it.next();
-                let kind = it.next()?;
-                let name = it.next()?;
-                matches!(kind, "T" | "t").then(|| name.to_string())
-            })
-            .collect()
-    });
+    static SYMS: OnceLock<crate::bpf::ksyms::Ksyms> = OnceLock::new();
     // `.isra`/`.constprop` clones attach under their full name only; the plain name
     // is what kprobes need.
-    syms.contains(name)
+    SYMS.get_or_init(crate::bpf::ksyms::Ksyms::load)
+        .has_function(name)
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Why a hook cannot be used here, or `Ok`.

@@ -75,6 +75,12 @@ impl Ksyms {
         self.syms.is_empty()
     }
 
+    /// Whether a kernel function of this exact name exists (a linear scan: for the
+    /// few checks made before attaching kprobes, not for the per-event path).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.syms.iter().any(|(_, n)| &**n == name)
+    }
+
     /// The symbol containing `addr` and the offset into it.
     pub fn resolve(&self, addr: u64) -> Option<(&str, u64)> {
         let i = self.syms.partition_point(|(a, _)| *a <= addr);
@@ -106,5 +112,7 @@ mod tests {
         assert_eq!(k.len(), 2);
         assert_eq!(k.resolve(0xffffffff810000ff), Some(("_stext", 0xff)));
         assert_eq!(k.format(0x10), "0x10");
+        assert!(k.has_function("do_one"));
+        assert!(!k.has_function("data"));
     }
 }

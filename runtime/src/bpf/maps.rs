@@ -329,3 +329,9 @@ pub fn decode_entries(
     }
     Ok(out)
 }
+
+impl crate::script::MapReader for MapTable {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        self.decoded_entries(map)
+    }
+}

@@ -341,7 +341,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Whether the running kernel is at least `major.minor`.
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = features::kernel_release();
     let mut it = release
         .trim()
         .split(|c: char| !c.is_ascii_digit())

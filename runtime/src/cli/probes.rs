@@ -14,7 +14,7 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let kernel = kernel_release();
+    let kernel = crate::bpf::features::kernel_release();
     let mut json = Vec::new();
     if !args.json {
         println!(
@@ -74,11 +74,4 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
         println!("\n* chosen variant   + would also run   - cannot run here");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `uname -r`.
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }

@@ -79,14 +79,6 @@ impl EventSink for Printer {
     }
 }
 
-struct TableReader(Arc<MapTable>);
-
-impl MapReader for TableReader {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        self.0.decoded_entries(map)
-    }
-}
-
 /// Maps as last snapshotted in a recording.
 struct ReplayMaps {
     latest: Mutex<HashMap<String, Vec<(Vec<u8>, Vec<u8>)>>>,
@@ -302,7 +294,7 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             let header = record::Header {
                 program: spec.name.into(),
                 variant: loaded.variant.name.into(),
-                kernel: super::probes::kernel_release(),
+                kernel: bpf::features::kernel_release(),
                 node: rc.node.into(),
                 host_netns: resolver.host_netns(),
                 sources: sources.iter().map(|s| s.map.clone()).collect(),
@@ -323,7 +315,7 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         None => None,
     };
 
-    let mut inst = rc.start(Arc::new(TableReader(table.clone())))?;
+    let mut inst = rc.start(table.clone())?;
     let decoders: Vec<Decoder> = sources.iter().map(|s| s.decoder.clone()).collect();
     let mut rings = Vec::with_capacity(sources.len());
     for s in sources {
