@@ -18,8 +18,11 @@
 pub mod bpf;
 pub mod btf;
 pub mod cli;
+pub mod daemon;
 pub mod event;
+pub mod http;
 pub mod metrics;
 pub mod pods;
 pub mod record;
 pub mod script;
+pub mod sinks;

@@ -8,6 +8,7 @@
 //! ```
 
 mod check;
+mod events;
 mod probes;
 mod run;
 
@@ -40,6 +41,46 @@ pub enum Command {
     Probes(ProbesArgs),
     /// Compile and validate scripts without loading anything (no privileges needed).
     Check(CheckArgs),
+    /// Run as the node agent: a script directory, hot reload, /metrics and event sinks.
+    Daemon(DaemonArgs),
+    /// Read a running daemon's events (recent ones, then live with --follow).
+    Events(EventsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// YAML configuration; without it the embedded default runs (built-in scripts,
+    /// 0.0.0.0:9102, events on stdout). `packaging/config.yaml` documents every key.
+    #[arg(long, short = 'c', value_name = "FILE", env = "SONDE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and every script, print what would run, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    /// The daemon's HTTP address.
+    #[arg(
+        long,
+        short = 'a',
+        value_name = "HOST:PORT",
+        env = "SONDE_ADDR",
+        default_value = "127.0.0.1:9102"
+    )]
+    pub addr: String,
+    /// Keep the connection open and print events as they happen.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only events of this type, e.g. TCPRESET_NOSOCK (repeatable).
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only events of this pod (the `pod` label; `namespace/pod` also matches).
+    #[arg(long, short = 'p', value_name = "POD")]
+    pub pod: Option<String>,
+    /// Event format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +177,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Probes(args) => probes::probes(args),
         Command::Check(args) => check::check(args),
+        Command::Daemon(args) => return crate::daemon::main(args),
+        Command::Events(args) => events::events(args),
     };
     match result {
         Ok(code) => code,
