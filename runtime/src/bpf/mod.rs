@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod decode;
 pub mod features;
 pub mod ksyms;
+pub mod live;
 pub mod maps;
 
 use std::collections::HashMap;
@@ -54,6 +55,12 @@ pub enum BpfError {
     Decode {
         program: String,
         source: decode::DecodeError,
+    },
+    #[error("program `{program}`: cannot poll ring buffer `{map}`: {source}")]
+    Poll {
+        program: String,
+        map: String,
+        source: std::io::Error,
     },
 }
 

@@ -14,11 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 
 use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
 use crate::bpf::ksyms::Ksyms;
+use crate::bpf::live::Live;
 use crate::bpf::maps::{decode_entries, Layout, MapTable};
 use crate::bpf::{self, catalog};
 use crate::btf::KernelBtf;
@@ -231,8 +230,6 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             manifest.interval,
             &mut inst,
             None,
-            &mut [],
-            &[],
             None,
             &mut stats,
             printer,
@@ -250,38 +247,15 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         )
     })?;
     let btf = KernelBtf::locate(args.btf.as_deref())?;
-    let mut loaded = bpf::load(spec, rc.params, &btf)?;
-    for s in &loaded.skipped {
+    let mut live = Live::start(spec, rc.params, &btf, pods, args.record.is_some())?;
+    for s in &live.loaded.skipped {
         tracing::info!(program = spec.name, variant = s.variant, reason = %s.reason, "variant skipped");
     }
     eprintln!(
         "sonde: {} attached (variant {})",
-        spec.name, loaded.variant.name
+        spec.name, live.loaded.variant.name
     );
-    let table = loaded.maps.clone();
-    let sources = loaded.take_sources();
-    let needs = sources
-        .iter()
-        .fold(table.needs(), |acc, s| acc | s.decoder.needs());
-    let drop_reasons = if needs.drop_reasons {
-        bpf::drop_reason_names(&btf)
-    } else {
-        HashMap::new()
-    };
-    let stack_table = table.clone();
-    let env = Arc::new(DecodeEnv {
-        pods,
-        drop_reasons: drop_reasons.clone(),
-        ksyms: Arc::new(if needs.symbols {
-            Ksyms::load()
-        } else {
-            Ksyms::empty()
-        }),
-        stacks: Some(Box::new(move |id| stack_table.stack(id))),
-        notes: args.record.as_ref().map(|_| Mutex::new(Vec::new())),
-        pod_cache: Default::default(),
-    });
-    table.set_env(env.clone());
+    let table = live.loaded.maps.clone();
 
     let mut writer = match &args.record {
         Some(path) => {
@@ -293,13 +267,14 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
                 .collect();
             let header = record::Header {
                 program: spec.name.into(),
-                variant: loaded.variant.name.into(),
+                variant: live.loaded.variant.name.into(),
                 kernel: bpf::features::kernel_release(),
                 node: rc.node.into(),
                 host_netns: resolver.host_netns(),
-                sources: sources.iter().map(|s| s.map.clone()).collect(),
+                sources: live.sources.clone(),
                 maps,
-                drop_reasons: drop_reasons
+                drop_reasons: live
+                    .drop_reasons
                     .iter()
                     .map(|(k, v)| (*k, v.to_string()))
                     .collect(),
@@ -316,34 +291,23 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     };
 
     let mut inst = rc.start(table.clone())?;
-    let decoders: Vec<Decoder> = sources.iter().map(|s| s.decoder.clone()).collect();
-    let mut rings = Vec::with_capacity(sources.len());
-    for s in sources {
-        // SAFETY: the ring buffer owns its descriptor and lives inside the AsyncFd,
-        // so the descriptor stays open for as long as it is registered.
-        let fd = unsafe { AsyncFd::register(s.ring) }
-            .map_err(|e| anyhow!("ring buffer poll registration: {}", e.into_parts().1))?;
-        rings.push(fd);
-    }
     wait_loop(
         args,
         manifest.interval,
         &mut inst,
-        Some(&env),
-        &mut rings,
-        &decoders,
+        Some(&mut live),
         writer.as_mut(),
         &mut stats,
         printer,
     )
     .await?;
-    stats.lost = loaded.lost();
+    stats.lost = live.loaded.lost();
     inst.on_exit();
     stats.script_errors = inst.errors().clone();
     if let Some(rec) = writer {
         rec.writer.finish()?;
     }
-    drop(loaded);
+    drop(live);
     Ok(stats)
 }
 
@@ -381,14 +345,11 @@ type RecordTo<'a> = &'a mut Recording;
 
 /// Runs until --for expires or a signal: drains ring buffers on wake-up and on a timer,
 /// ticks at the manifest interval, and ends with a final drain and tick.
-#[allow(clippy::too_many_arguments)]
 async fn wait_loop(
     args: &RunArgs,
     interval: Duration,
     inst: &mut Instance,
-    env: Option<&Arc<DecodeEnv>>,
-    rings: &mut [AsyncFd<RingBuf<MapData>>],
-    decoders: &[Decoder],
+    mut live: Option<&mut Live>,
     mut record: Option<RecordTo<'_>>,
     stats: &mut Stats,
     printer: &Printer,
@@ -404,9 +365,9 @@ async fn wait_loop(
                 None => std::future::pending().await,
             }
         };
-        let first_ready = async {
-            match rings.first() {
-                Some(r) => r.readable().await.map(|mut g| g.clear_ready()),
+        let ready = async {
+            match live.as_deref() {
+                Some(l) => l.readable().await,
                 None => std::future::pending().await,
             }
         };
@@ -415,20 +376,20 @@ async fn wait_loop(
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
-                drain(rings, decoders, inst, env, &mut record, stats);
+                drain(live.as_deref_mut(), inst, &mut record, stats);
                 tick(inst, &mut record);
             }
-            r = first_ready => {
+            r = ready => {
                 r?;
-                drain(rings, decoders, inst, env, &mut record, stats);
+                drain(live.as_deref_mut(), inst, &mut record, stats);
             }
             _ = drain_timer.tick() => {
-                drain(rings, decoders, inst, env, &mut record, stats);
+                drain(live.as_deref_mut(), inst, &mut record, stats);
             }
         }
         printer.flush();
     }
-    drain(rings, decoders, inst, env, &mut record, stats);
+    drain(live.as_deref_mut(), inst, &mut record, stats);
     tick(inst, &mut record);
     printer.flush();
     Ok(())
@@ -451,35 +412,28 @@ fn tick(inst: &mut Instance, record: &mut Option<RecordTo<'_>>) {
 }
 
 fn drain(
-    rings: &mut [AsyncFd<RingBuf<MapData>>],
-    decoders: &[Decoder],
+    live: Option<&mut Live>,
     inst: &mut Instance,
-    env: Option<&Arc<DecodeEnv>>,
     record: &mut Option<RecordTo<'_>>,
     stats: &mut Stats,
 ) {
-    let Some(env) = env else { return };
-    for (i, ring) in rings.iter_mut().enumerate() {
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            stats.records += 1;
-            let decoded = decoders[i].record(&item, env);
-            if let Some(rec) = record {
-                rec.notes(env);
-                if let Err(e) = rec.writer.record(i as u16, &item) {
-                    tracing::error!(error = %e, "recording failed");
-                }
-            }
-            drop(item);
-            match decoded {
-                Ok(ev) => inst.on_record(ev),
-                Err(e) => {
-                    stats.decode_errors += 1;
-                    tracing::debug!(error = %e, "undecodable record");
-                }
+    let Some(live) = live else { return };
+    let env = live.env.clone();
+    stats.records += live.drain(|source, bytes, decoded| {
+        if let Some(rec) = record {
+            rec.notes(&env);
+            if let Err(e) = rec.writer.record(source as u16, bytes) {
+                tracing::error!(error = %e, "recording failed");
             }
         }
-    }
+        match decoded {
+            Ok(ev) => inst.on_record(ev),
+            Err(e) => {
+                stats.decode_errors += 1;
+                tracing::debug!(error = %e, "undecodable record");
+            }
+        }
+    });
 }
 
 fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {

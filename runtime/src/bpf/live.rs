@@ -1,0 +1,130 @@
+//! A program loaded, attached and ready to read: its maps, its ring buffers registered
+//! with tokio, and the decoding environment its records need. Shared by `sonde run`
+//! and the daemon, whose script reloads keep a [`Live`] program attached while the
+//! script around it changes.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use sonde::bpf::{catalog, live::Live};
+//! use sonde::btf::KernelBtf;
+//! use sonde::pods::HostResolver;
+//!
+//! let btf = KernelBtf::locate(None)?;
+//! let spec = catalog::find("tcp_reset").unwrap();
+//! let mut live = Live::start(spec, &[], &btf, Arc::new(HostResolver::new("node-1")), false)?;
+//! live.readable().await?;
+//! live.drain(|_source, _bytes, record| { let _ = record.map(|r| r.get("kind")); });
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use super::decode::{DecodeEnv, DecodeError, Decoder, Record};
+use super::ksyms::Ksyms;
+use super::{catalog::ProgramSpec, BpfError, Loaded};
+use crate::btf::KernelBtf;
+use crate::pods::PodResolver;
+use crate::script::ParamValue;
+
+/// A loaded program with its ring buffers readable from async code.
+pub struct Live {
+    pub loaded: Loaded,
+    pub env: Arc<DecodeEnv>,
+    /// `enum skb_drop_reason` names, when the program's records or maps use them.
+    pub drop_reasons: HashMap<u64, rhai::ImmutableString>,
+    /// Ring buffer map names, in source order.
+    pub sources: Vec<String>,
+    rings: Vec<AsyncFd<RingBuf<MapData>>>,
+    decoders: Vec<Decoder>,
+}
+
+impl Live {
+    /// Loads and attaches `spec` (see [`super::load`]) and prepares its records'
+    /// decoding: drop-reason names and kernel symbols are read only when a record or
+    /// map of this program needs them. `record_notes` keeps every symbol and stack
+    /// resolved while decoding, for recordings. Must run inside a tokio runtime.
+    pub fn start(
+        spec: &'static ProgramSpec,
+        params: &[(String, ParamValue)],
+        btf: &KernelBtf,
+        pods: Arc<dyn PodResolver>,
+        record_notes: bool,
+    ) -> Result<Live, BpfError> {
+        let mut loaded = super::load(spec, params, btf)?;
+        let table = loaded.maps.clone();
+        let event_sources = loaded.take_sources();
+        let needs = event_sources
+            .iter()
+            .fold(table.needs(), |acc, s| acc | s.decoder.needs());
+        let drop_reasons = if needs.drop_reasons {
+            super::drop_reason_names(btf)
+        } else {
+            HashMap::new()
+        };
+        let stack_table = table.clone();
+        let env = Arc::new(DecodeEnv {
+            pods,
+            drop_reasons: drop_reasons.clone(),
+            ksyms: Arc::new(if needs.symbols {
+                Ksyms::load()
+            } else {
+                Ksyms::empty()
+            }),
+            stacks: Some(Box::new(move |id| stack_table.stack(id))),
+            notes: record_notes.then(|| Mutex::new(Vec::new())),
+            pod_cache: Default::default(),
+        });
+        table.set_env(env.clone());
+        let mut sources = Vec::with_capacity(event_sources.len());
+        let mut rings = Vec::with_capacity(event_sources.len());
+        let mut decoders = Vec::with_capacity(event_sources.len());
+        for s in event_sources {
+            // SAFETY: the ring buffer owns its descriptor and lives inside the AsyncFd,
+            // so the descriptor stays open for as long as it is registered.
+            let fd = unsafe { AsyncFd::register(s.ring) }.map_err(|e| BpfError::Poll {
+                program: spec.name.into(),
+                map: s.map.clone(),
+                source: e.into_parts().1,
+            })?;
+            sources.push(s.map);
+            rings.push(fd);
+            decoders.push(s.decoder);
+        }
+        Ok(Live {
+            loaded,
+            env,
+            drop_reasons,
+            sources,
+            rings,
+            decoders,
+        })
+    }
+
+    /// Waits until the first ring buffer has data (forever when there is none).
+    pub async fn readable(&self) -> std::io::Result<()> {
+        match self.rings.first() {
+            Some(r) => r.readable().await.map(|mut g| g.clear_ready()),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reads every queued record: `f(source index, raw bytes, decoded record)`.
+    /// Returns how many records were read.
+    pub fn drain(&mut self, mut f: impl FnMut(usize, &[u8], Result<Record, DecodeError>)) -> u64 {
+        let mut n = 0;
+        for (i, ring) in self.rings.iter_mut().enumerate() {
+            let rb = ring.get_mut();
+            while let Some(item) = rb.next() {
+                n += 1;
+                let decoded = self.decoders[i].record(&item, &self.env);
+                f(i, &item, decoded);
+            }
+        }
+        n
+    }
+}
