@@ -1,5 +1,5 @@
 //! Metrics: the registry scripts and sources write into, exported as Prometheus text
-//! and printed as a table at the end of a one-shot run.
+//! (0.0.4 or OpenMetrics 1.0) and printed as a table at the end of a one-shot run.
 //!
 //! A family has a kind (counter, gauge, histogram), label names fixed at registration
 //! and a *series budget*: past it, updates that would create a new series are dropped
@@ -339,9 +339,18 @@ impl Registry {
             .collect()
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    /// Prometheus text exposition format 0.0.4
+    /// (`text/plain; version=0.0.4; charset=utf-8`).
     pub fn render_prometheus(&self) -> String {
-        render::render(&self.node, &self.families())
+        render::render(&self.node, &self.families(), render::Format::Prometheus)
+    }
+
+    /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0;
+    /// charset=utf-8`), what Prometheus asks for first: the same families and series
+    /// as [`Registry::render_prometheus`], counter families named without `_total`,
+    /// canonical `le` values, and the closing `# EOF`.
+    pub fn render_openmetrics(&self) -> String {
+        render::render(&self.node, &self.families(), render::Format::OpenMetrics)
     }
 
     /// The human table printed at the end of a one-shot run: the families `script`

@@ -1,20 +1,59 @@
-//! Prometheus text exposition format 0.0.4.
+//! Text exposition: Prometheus 0.0.4 and OpenMetrics 1.0, from one walk over the
+//! families.
+//!
+//! The two formats differ in a few places only, all decided here by [`Format`]:
+//!
+//! | | Prometheus 0.0.4 | OpenMetrics 1.0 |
+//! |---|---|---|
+//! | metadata | `# HELP` then `# TYPE` | `# TYPE` then `# HELP` |
+//! | counter family name | `x_total` | `x` (samples keep `x_total`) |
+//! | `"` in help text | as is | `\"` |
+//! | `le` label | `0.1`, `1`, `+Inf` | canonical: `0.1`, `1.0`, `1e-09`, `+Inf` |
+//! | end | nothing | `# EOF` |
+//!
+//! ```text
+//! # TYPE sonde_tcp_reset_segments counter
+//! # HELP sonde_tcp_reset_segments TCP RST segments.
+//! sonde_tcp_reset_segments_total{node="n1",pod="web-1"} 3
+//! # EOF
+//! ```
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::family::{Family, Value};
+use super::family::{Family, MetricKind, Value};
 use super::{SCRIPT_ERRORS, SERIES_DROPPED};
 
-pub(super) fn render(node: &str, families: &[Arc<Family>]) -> String {
+/// Which text exposition format to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// `text/plain; version=0.0.4`.
+    Prometheus,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `le` label value of a bucket (`None`: the `+Inf` bucket).
+    fn le(self, bound: Option<f64>) -> String {
+        match (bound, self) {
+            (None, _) => "+Inf".to_string(),
+            (Some(b), Format::Prometheus) => number(b),
+            (Some(b), Format::OpenMetrics) => canonical_number(b),
+        }
+    }
+}
+
+pub(super) fn render(node: &str, families: &[Arc<Family>], format: Format) -> String {
     let mut out = String::with_capacity(4096);
     for f in families {
         header(
             &mut out,
+            format,
             &f.name,
             &f.help.read().unwrap_or_else(|e| e.into_inner()),
-            f.kind.as_str(),
+            f.kind,
         );
         for (labels, value) in f.snapshot() {
             let pairs = || {
@@ -30,10 +69,7 @@ pub(super) fn render(node: &str, families: &[Arc<Family>]) -> String {
                     let mut cumulative = 0u64;
                     for (i, c) in counts.iter().enumerate() {
                         cumulative += c;
-                        let le = match bounds.get(i) {
-                            Some(b) => number(*b),
-                            None => "+Inf".to_string(),
-                        };
+                        let le = format.le(bounds.get(i).copied());
                         sample(
                             &mut out,
                             &f.name,
@@ -60,9 +96,10 @@ pub(super) fn render(node: &str, families: &[Arc<Family>]) -> String {
     }
     header(
         &mut out,
+        format,
         SERIES_DROPPED,
         "Updates dropped because the metric reached its series budget (new label combinations past it are not recorded).",
-        "counter",
+        MetricKind::Counter,
     );
     for f in families.iter().filter(|f| f.name != SCRIPT_ERRORS) {
         let dropped = f.dropped.load(Ordering::Relaxed);
@@ -76,25 +113,50 @@ pub(super) fn render(node: &str, families: &[Arc<Family>]) -> String {
             dropped as f64,
         );
     }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
     out
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    out.push_str("# HELP ");
-    out.push_str(name);
-    out.push(' ');
-    for c in help.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+/// The metadata lines of a family. OpenMetrics names a counter family without its
+/// `_total` (the samples keep it) and escapes `"` in the help text as well.
+fn header(out: &mut String, format: Format, name: &str, help: &str, kind: MetricKind) {
+    let help_line = |out: &mut String, family: &str| {
+        out.push_str("# HELP ");
+        out.push_str(family);
+        out.push(' ');
+        for c in help.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '"' if format == Format::OpenMetrics => out.push_str("\\\""),
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    };
+    let type_line = |out: &mut String, family: &str| {
+        out.push_str("# TYPE ");
+        out.push_str(family);
+        out.push(' ');
+        out.push_str(kind.as_str());
+        out.push('\n');
+    };
+    match format {
+        Format::Prometheus => {
+            help_line(out, name);
+            type_line(out, name);
+        }
+        Format::OpenMetrics => {
+            let family = match kind {
+                MetricKind::Counter => name.strip_suffix("_total").unwrap_or(name),
+                _ => name,
+            };
+            type_line(out, family);
+            help_line(out, family);
         }
     }
-    out.push_str("\n# TYPE ");
-    out.push_str(name);
-    out.push(' ');
-    out.push_str(kind);
-    out.push('\n');
 }
 
 fn sample<'a>(
@@ -139,8 +201,9 @@ fn escape_value(out: &mut String, v: &str) {
     }
 }
 
-/// A sample value as Prometheus parses it: integers without a fraction, others in
-/// the shortest form that reads back exactly.
+/// A sample value as both formats want it: integers without a fraction, others in
+/// the shortest form that reads back exactly (a point or an exponent), `NaN`, `+Inf`,
+/// `-Inf`.
 pub(super) fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
@@ -157,4 +220,56 @@ pub(super) fn number(v: f64) -> String {
     } else {
         format!("{v:?}")
     }
+}
+
+/// A bucket bound as OpenMetrics' "canonical numbers" want it: Go's shortest `%g`
+/// (exponent form when the exponent is below -4 or at least 6, two exponent digits
+/// at least), with `.0` added when there is neither a point nor an exponent.
+/// `0.001`, `1.0`, `100000.0`, `1e+06`, `1e-09`, `1.6e-08`.
+pub(super) fn canonical_number(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    // `{:e}` gives the shortest digits that read back exactly: `-1.25e-7`.
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let mut out = String::with_capacity(digits.len() + 8);
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    if !(-4..6).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        return out;
+    }
+    if exp < 0 {
+        out.push_str("0.");
+        for _ in 0..(-exp - 1) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+        return out;
+    }
+    let int_len = exp as usize + 1;
+    if digits.len() <= int_len {
+        out.push_str(&digits);
+        for _ in digits.len()..int_len {
+            out.push('0');
+        }
+        out.push_str(".0");
+    } else {
+        out.push_str(&digits[..int_len]);
+        out.push('.');
+        out.push_str(&digits[int_len..]);
+    }
+    out
 }

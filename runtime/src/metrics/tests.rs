@@ -355,3 +355,167 @@ fn free_text_becomes_a_name() {
     assert_eq!(sanitize_name("5xx"), "m_5xx");
     assert_eq!(sanitize_name(""), "unnamed");
 }
+
+#[test]
+fn openmetrics_exact_text_for_a_counter_a_gauge_and_a_histogram() {
+    let r = reg();
+    let c = r
+        .counter(
+            "tcp_reset_segments_total",
+            "TCP RST segments, \"by pod\".",
+            &["pod"],
+            10,
+        )
+        .unwrap();
+    c.add(&["web-\"1\""], 3u64).unwrap();
+    let g = r
+        .gauge("queue_bytes", "Queued bytes.", &[] as &[&str], 10)
+        .unwrap();
+    g.set(&[] as &[&str], 0.25).unwrap();
+    let h = r
+        .histogram(
+            "latency_seconds",
+            "Latency.",
+            &["pod"],
+            vec![0.001, 1.0, 1e6],
+            10,
+        )
+        .unwrap();
+    for v in [0.0005, 0.5, 0.5, 2e6] {
+        h.observe(&["a"], v).unwrap();
+    }
+    let expected = "\
+# TYPE sonde_latency_seconds histogram
+# HELP sonde_latency_seconds Latency.
+sonde_latency_seconds_bucket{node=\"n1\",pod=\"a\",le=\"0.001\"} 1
+sonde_latency_seconds_bucket{node=\"n1\",pod=\"a\",le=\"1.0\"} 3
+sonde_latency_seconds_bucket{node=\"n1\",pod=\"a\",le=\"1e+06\"} 3
+sonde_latency_seconds_bucket{node=\"n1\",pod=\"a\",le=\"+Inf\"} 4
+sonde_latency_seconds_sum{node=\"n1\",pod=\"a\"} 2000001.0005
+sonde_latency_seconds_count{node=\"n1\",pod=\"a\"} 4
+# TYPE sonde_queue_bytes gauge
+# HELP sonde_queue_bytes Queued bytes.
+sonde_queue_bytes{node=\"n1\"} 0.25
+# TYPE sonde_script_errors counter
+# HELP sonde_script_errors Script handler failures, by script and kind (operations, deadline, size, call_depth, type, runtime, ...).
+# TYPE sonde_tcp_reset_segments counter
+# HELP sonde_tcp_reset_segments TCP RST segments, \\\"by pod\\\".
+sonde_tcp_reset_segments_total{node=\"n1\",pod=\"web-\\\"1\\\"\"} 3
+# TYPE sonde_series_dropped counter
+# HELP sonde_series_dropped Updates dropped because the metric reached its series budget (new label combinations past it are not recorded).
+sonde_series_dropped_total{node=\"n1\",metric=\"sonde_latency_seconds\"} 0
+sonde_series_dropped_total{node=\"n1\",metric=\"sonde_queue_bytes\"} 0
+sonde_series_dropped_total{node=\"n1\",metric=\"sonde_tcp_reset_segments_total\"} 0
+# EOF
+";
+    assert_eq!(r.render_openmetrics(), expected);
+    // The Prometheus form of the same registry keeps `_total` family names, the
+    // HELP-before-TYPE order, plain `le` values, and has no `# EOF`.
+    let prom = r.render_prometheus();
+    assert!(prom.contains(
+        "# HELP sonde_tcp_reset_segments_total TCP RST segments, \"by pod\".\n\
+         # TYPE sonde_tcp_reset_segments_total counter\n"
+    ));
+    assert!(prom.contains("le=\"1\"} 3\n"), "{prom}");
+    assert!(!prom.contains("# EOF"));
+}
+
+#[test]
+fn openmetrics_bucket_bounds_are_canonical_numbers() {
+    use super::render::canonical_number as c;
+    // The examples of the OpenMetrics 1.0 spec, section "Canonical Numbers".
+    for (v, s) in [
+        (0.0, "0.0"),
+        (0.001, "0.001"),
+        (0.002, "0.002"),
+        (0.01, "0.01"),
+        (0.1, "0.1"),
+        (0.9, "0.9"),
+        (0.95, "0.95"),
+        (0.99, "0.99"),
+        (0.999, "0.999"),
+        (1.0, "1.0"),
+        (1.7, "1.7"),
+        (10.0, "10.0"),
+        (1e-10, "1e-10"),
+        (1e-9, "1e-09"),
+        (1e-5, "1e-05"),
+        (0.0001, "0.0001"),
+        (100000.0, "100000.0"),
+        (1e6, "1e+06"),
+        (1e10, "1e+10"),
+        (f64::INFINITY, "+Inf"),
+    ] {
+        assert_eq!(c(v), s, "{v:e}");
+    }
+    // Log2 bounds as sonde exports them, and Go's %g past the spec's examples.
+    assert_eq!(c(16e-9), "1.6e-08");
+    assert_eq!(c(131072.0), "131072.0");
+    assert_eq!(c(1048576.0), "1.048576e+06");
+    assert_eq!(c(2.5e-5), "2.5e-05");
+    assert_eq!(c(123.456), "123.456");
+    assert_eq!(c(-2.0), "-2.0");
+}
+
+/// The OpenMetrics export must satisfy a real OpenMetrics parser: the Python
+/// reference client's (`apt-get install python3-prometheus-client`), which checks
+/// family names, suffixes, `le` values, bucket order, `_count` against `+Inf` and
+/// the `# EOF`. Says so loudly when it is missing and fails under CI=true.
+#[test]
+fn render_openmetrics_passes_the_reference_parser() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const CHECK: &str = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+        fams = list(parse(sys.stdin.read()))\n\
+        print(' '.join(f'{f.name}:{f.type}:{len(f.samples)}' for f in fams))\n";
+    let text = sample_registry().render_openmetrics();
+    // The first python3 that has the module (a pyenv shim may shadow the system one).
+    let python = ["python3", "/usr/bin/python3"].into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import prometheus_client.openmetrics.parser"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let Some(python) = python else {
+        eprintln!(
+            "SKIPPED render_openmetrics_passes_the_reference_parser: no python3 with \
+             prometheus_client; apt-get install python3-prometheus-client"
+        );
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "python3-prometheus-client is required when CI=true"
+        );
+        return;
+    };
+    let mut child = Command::new(python)
+        .args(["-c", CHECK])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser rejected the export:\n{}\n--- exposition ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        "sonde_latency_seconds:histogram:24 sonde_queue_bytes:gauge:1 \
+         sonde_script_errors:counter:1 sonde_size_bytes:histogram:6 \
+         sonde_tcp_reset_segments:counter:2 sonde_series_dropped:counter:4",
+        "{text}"
+    );
+}
