@@ -14,8 +14,9 @@ fi
 
 # Debian packages the tests use: clang/llvm/libbpf for `make -C kernel-progs check`,
 # bpftool for object inspection, bpftrace for the peer benchmark, iproute2 for network
-# namespaces, gcc for the record-layout check, prometheus for promtool.
-packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config prometheus)
+# namespaces, gcc for the record-layout check, prometheus for the end-to-end scrape and
+# promtool, python3-prometheus-client for its OpenMetrics parser.
+packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -6,7 +6,7 @@
 //! event (stack lookups excepted: one lookup per stack).
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{Map, MapData};
@@ -334,4 +334,46 @@ impl crate::script::MapReader for MapTable {
     fn entries(&self, map: &str) -> Result<rhai::Array, String> {
         self.decoded_entries(map)
     }
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD`.
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// Offsets of `run_time_ns` and `run_cnt` in `struct bpf_prog_info` (uapi, since 5.1).
+const PROG_INFO_RUN_TIME_NS: usize = 192;
+const PROG_INFO_RUN_CNT: usize = 200;
+const PROG_INFO_LEN: usize = 216;
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// A loaded program's kernel-side statistics: `(runs, total run time in ns)`.
+/// Both stay 0 unless `kernel.bpf_stats_enabled` is 1 (the kernel times each run
+/// only then).
+pub fn program_run_stats(fd: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
+    let mut info = [0u8; PROG_INFO_LEN];
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: PROG_INFO_LEN as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr points to a valid InfoAttr and info to a buffer of info_len bytes,
+    // both live for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let word = |at: usize| u64::from_ne_bytes(info[at..at + 8].try_into().unwrap_or([0; 8]));
+    Ok((word(PROG_INFO_RUN_CNT), word(PROG_INFO_RUN_TIME_NS)))
 }

@@ -24,6 +24,7 @@ pub mod live;
 pub mod maps;
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
@@ -86,6 +87,8 @@ pub struct Loaded {
     /// Knob values as set, for `sonde probes` and `/status`.
     pub knobs: Vec<(String, String)>,
     pub maps: Arc<MapTable>,
+    /// The attached programs, by name: descriptors for reading their run statistics.
+    pub programs: Arc<[(String, OwnedFd)]>,
     sources: Vec<EventSource>,
     _ebpf: Ebpf,
 }
@@ -100,6 +103,25 @@ impl Loaded {
     pub fn lost(&self) -> u64 {
         self.maps.sum_slot0("dropped")
     }
+}
+
+/// Runs and run time (ns) of each attached program, as the kernel counts them when
+/// `kernel.bpf_stats_enabled` is 1 (zeros otherwise).
+pub fn run_stats(programs: &[(String, OwnedFd)]) -> Vec<(&str, u64, u64)> {
+    programs
+        .iter()
+        .filter_map(|(name, fd)| {
+            let (runs, ns) = maps::program_run_stats(fd.as_fd()).ok()?;
+            Some((name.as_str(), runs, ns))
+        })
+        .collect()
+}
+
+/// Whether the kernel is timing BPF programs (`kernel.bpf_stats_enabled`).
+pub fn stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
 }
 
 /// Why each variant of a program can or cannot run here, without loading anything.
@@ -215,7 +237,7 @@ pub fn load(
             }
         }
         match load_variant(spec, variant, &values, btf, &types) {
-            Ok((ebpf, maps, sources)) => {
+            Ok((ebpf, maps, sources, programs)) => {
                 tracing::info!(
                     program = spec.name,
                     variant = variant.name,
@@ -227,6 +249,7 @@ pub fn load(
                     skipped,
                     knobs: values.into_iter().map(|(n, _, shown)| (n, shown)).collect(),
                     maps: Arc::new(maps),
+                    programs: programs.into(),
                     sources,
                     _ebpf: ebpf,
                 });
@@ -249,7 +272,7 @@ pub fn load(
     })
 }
 
-type LoadedParts = (Ebpf, MapTable, Vec<EventSource>);
+type LoadedParts = (Ebpf, MapTable, Vec<EventSource>, Vec<(String, OwnedFd)>);
 
 fn load_variant(
     spec: &ProgramSpec,
@@ -266,6 +289,7 @@ fn load_variant(
     let mut ebpf = loader
         .load(spec.object)
         .map_err(|e| format!("load object: {}", error_chain(&e)))?;
+    let mut programs = Vec::with_capacity(variant.attach.len());
     for attach in variant.attach {
         let prog = ebpf
             .program_mut(attach.program)
@@ -300,6 +324,13 @@ fn load_variant(
                 })?;
             }
         }
+        if let Some(fd) = ebpf
+            .program(attach.program)
+            .and_then(|p| p.fd().ok())
+            .and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
+        {
+            programs.push((attach.program.to_string(), fd));
+        }
     }
 
     let record_maps = types.record_maps();
@@ -329,7 +360,7 @@ fn load_variant(
         };
         table.insert(&name, &map, key, value);
     }
-    Ok((ebpf, table, sources))
+    Ok((ebpf, table, sources, programs))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -1,9 +1,296 @@
-//! The daemon: the node agent mode.
+//! The daemon: how sonde runs on every node. Started once, left alone, changed by
+//! dropping files into a directory.
+//!
+//! ```text
+//! sonde daemon                       # embedded default: built-in scripts, :9102, events on stdout
+//! sonde daemon --config sonde.yaml   # packaging/config.yaml documents every key
+//! sonde daemon --config sonde.yaml --check
+//! ```
+//!
+//! The pieces: [`config`] (YAML, validated with config paths in errors),
+//! [`discover`] (which scripts should run), [`supervisor`] (validate-then-swap
+//! reloads that keep attached programs and metric series when the kernel side is
+//! unchanged), [`unit`] (one task per script), [`watch`] (inotify on the script
+//! directories and the config), [`telemetry`] (self-metrics), the HTTP endpoints
+//! ([`crate::http`]) and the event sinks ([`crate::sinks`]).
+//!
+//! Shutdown (SIGTERM, SIGINT): every script ends (`on_exit`), every program is
+//! detached and unloaded (nothing is pinned, so nothing stays in the kernel), the
+//! sinks are flushed within `shutdown_timeout`.
+
+pub mod builtin;
+pub mod config;
+pub mod discover;
 pub mod serde_util;
+pub mod supervisor;
+pub mod telemetry;
+pub mod unit;
+pub mod watch;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub fn main(_args: crate::cli::DaemonArgs) -> ExitCode {
-    eprintln!("sonde daemon: not built yet");
-    ExitCode::from(1)
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::DaemonArgs;
+use crate::event::Event;
+use crate::metrics::Registry;
+use crate::pods::{HostResolver, PodResolver};
+use crate::script::Script;
+use crate::sinks::Sinks;
+
+use config::Config;
+use supervisor::{Shared, Supervisor};
+
+/// Changes closer together than this are applied as one reload.
+const SETTLE: Duration = Duration::from_millis(150);
+
+pub fn main(args: DaemonArgs) -> ExitCode {
+    let (cfg, file) = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => (c, path.display().to_string()),
+            Err(e) => {
+                eprintln!("sonde: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => (Config::embedded(), "embedded default".to_string()),
+    };
+    if args.check {
+        return check(&cfg, &file);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sonde")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sonde: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cfg, file, args.config.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sonde: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--check`: the config and every script compile and their params resolve;
+/// nothing is loaded into the kernel.
+fn check(cfg: &Config, file: &str) -> ExitCode {
+    let (wanted, unreadable) = discover::wanted(cfg);
+    let mut failed = unreadable.len();
+    for u in &unreadable {
+        eprintln!("{}: cannot read: {}", u.path.display(), u.error);
+    }
+    println!("config {file}: ok (listen {})", cfg.listen);
+    let limits = cfg.limits.to_limits();
+    for (name, w) in &wanted {
+        let label = w.origin.label(name);
+        let overrides: Vec<(String, String)> = cfg
+            .scripts
+            .params
+            .get(name)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let result = Script::compile(&label, &w.source, &limits)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                s.manifest()
+                    .resolve_params(&overrides)
+                    .map(|p| (s.manifest().program.clone(), p))
+                    .map_err(|e| format!("{label}: scripts.params.{name}: {e}"))
+            });
+        match result {
+            Ok((program, params)) => {
+                let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{name}: ok ({label}; program {}; params {})",
+                    program.as_deref().unwrap_or("none"),
+                    if params.is_empty() {
+                        "none".into()
+                    } else {
+                        params.join(" ")
+                    }
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What the HTTP endpoints see of the daemon.
+struct State {
+    shared: Arc<Shared>,
+    sinks: Arc<Sinks>,
+    node: String,
+    config: String,
+    started: std::time::SystemTime,
+}
+
+impl crate::http::DaemonState for State {
+    fn status(&self) -> serde_json::Value {
+        let units = self.shared.units.read().unwrap_or_else(|e| e.into_inner());
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "node": self.node,
+            "config": self.config,
+            "started_at": self.started.duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            "kernel": crate::bpf::features::kernel_release(),
+            "last_reload": *self.shared.reload.read().unwrap_or_else(|e| e.into_inner()),
+            "scripts": units.iter().map(|u| u.to_json()).collect::<Vec<_>>(),
+        })
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.shared.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err("starting: scripts are being loaded".into())
+        }
+    }
+
+    fn before_scrape(&self) {
+        let units = self.shared.units.read().unwrap_or_else(|e| e.into_inner());
+        self.shared.telemetry.scrape(&units);
+    }
+
+    fn subscribe(
+        &self,
+    ) -> (
+        Vec<Arc<Event>>,
+        tokio::sync::broadcast::Receiver<Arc<Event>>,
+    ) {
+        self.sinks.subscribe()
+    }
+
+    fn stream_lagged(&self, n: u64) {
+        self.sinks.stream_dropped(n);
+    }
+}
+
+async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let node = cfg.node();
+    let registry = Arc::new(Registry::new(&node));
+    let sinks = Arc::new(
+        Sinks::start(&cfg.sinks, &node, &registry)
+            .map_err(|e| anyhow::Error::new(e).context(file.clone()))?,
+    );
+    let listener = crate::http::bind(&cfg.listen.to_string())
+        .await
+        .with_context(|| format!("{file}: listen"))?;
+    let local = listener.local_addr()?;
+    let pods: Arc<dyn PodResolver> = Arc::new(HostResolver::new(&node));
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let mut sup = Supervisor::new(
+        cfg,
+        file.clone(),
+        node.clone(),
+        registry.clone(),
+        sinks.clone(),
+        pods,
+    );
+    let state = Arc::new(State {
+        shared: sup.shared.clone(),
+        sinks: sinks.clone(),
+        node: node.clone(),
+        config: file.clone(),
+        started: std::time::SystemTime::now(),
+    });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        registry.clone(),
+        state,
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
+    tracing::info!(listen = %local, node = %node, config = %file, "sonde daemon started");
+    eprintln!("sonde: daemon listening on http://{local} (config: {file})");
+
+    let mut watcher = match watch::Watcher::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "no inotify: changes are picked up on SIGHUP only");
+            None
+        }
+    };
+    let watch_targets = |sup: &Supervisor| sup.cfg.scripts.directories.clone();
+    if let Some(w) = watcher.as_mut() {
+        w.set(&watch_targets(&sup), config_path.as_deref());
+    }
+    sup.apply(Vec::new()).await;
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    loop {
+        let changed = async {
+            match watcher.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                sup.reload(config_path.as_deref()).await;
+            }
+            r = changed => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "inotify failed; changes are picked up on SIGHUP only");
+                    watcher = None;
+                    continue;
+                }
+                settle(watcher.as_mut()).await;
+                tracing::debug!("change seen: reloading");
+                sup.reload(config_path.as_deref()).await;
+            }
+        }
+        if let Some(w) = watcher.as_mut() {
+            w.set(&watch_targets(&sup), config_path.as_deref());
+        }
+    }
+
+    sup.shutdown().await;
+    let _ = stop_http.send(());
+    match tokio::time::timeout(Duration::from_secs(2), http).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
+        Err(_) => tracing::warn!("http server did not stop within 2s"),
+        _ => {}
+    }
+    sinks.shutdown(shutdown_timeout).await;
+    tracing::info!("sonde daemon stopped");
+    Ok(())
+}
+
+/// Waits until changes stop coming for [`SETTLE`] (an editor's save, a `cp -r`,
+/// a ConfigMap swap are several events).
+/// Never longer than a second, so a file rewritten constantly still reloads.
+async fn settle(watcher: Option<&mut watch::Watcher>) {
+    let Some(w) = watcher else { return };
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < until
+        && tokio::time::timeout(SETTLE, w.changed()).await.is_ok()
+    {}
 }

@@ -249,6 +249,13 @@ impl Family {
         }
     }
 
+    /// Removes an owner; true when other owners remain.
+    pub fn remove_owner(&self, script: &str) -> bool {
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners.retain(|o| o != script);
+        !owners.is_empty()
+    }
+
     /// `counter{a, b}` / `histogram{a}[0.1, 1]`: how the family reads in conflict errors.
     pub fn describe(&self) -> String {
         describe(self.kind, &self.label_names, self.buckets.as_ref())

@@ -325,6 +325,24 @@ impl Registry {
             .is_some()
     }
 
+    /// A script is gone: it no longer owns its families, and the families no other
+    /// script owns are removed with their series. Returns the names removed.
+    pub fn release(&self, script: &str) -> Vec<String> {
+        let mut families = self.families.write().unwrap_or_else(|e| e.into_inner());
+        let mut removed = Vec::new();
+        families.retain(|name, f| {
+            if !f.is_owned_by(script) {
+                return true;
+            }
+            if f.remove_owner(script) {
+                return true;
+            }
+            removed.push(name.clone());
+            false
+        });
+        removed
+    }
+
     /// Names of the registered families, sorted.
     pub fn names(&self) -> Vec<String> {
         self.families().iter().map(|f| f.name.clone()).collect()

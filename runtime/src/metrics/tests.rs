@@ -519,3 +519,18 @@ fn render_openmetrics_passes_the_reference_parser() {
         "{text}"
     );
 }
+
+#[test]
+fn release_removes_families_no_other_script_owns() {
+    let r = Registry::new("n");
+    let only_a = r.counter("a_total", "A.", &["x"], 10).unwrap();
+    only_a.add_owner("a");
+    only_a.inc(&["1"]).unwrap();
+    let shared = r.gauge("shared", "Shared.", &["x"], 10).unwrap();
+    shared.add_owner("a");
+    shared.add_owner("b");
+    assert_eq!(r.release("a"), vec!["sonde_a_total".to_string()]);
+    assert!(!r.render_prometheus().contains("sonde_a_total"));
+    assert!(r.names().contains(&"sonde_shared".to_string()));
+    assert_eq!(r.release("b"), vec!["sonde_shared".to_string()]);
+}

@@ -1,0 +1,507 @@
+//! The supervisor: makes the running scripts match the config and the script
+//! directories, one validated change at a time.
+//!
+//! A reload compares what should run ([`discover::wanted`]) with what runs. For each
+//! new or changed script it first builds the new version completely (compile,
+//! params, kernel program when its kernel side changed, `init`); only when all of
+//! that worked is the old version stopped and the new one started in its place. A
+//! failure leaves the old version running, and is logged with file:line:column,
+//! shown in `/status` and counted in `sonde_config_reloads_total{result="failure"}`.
+//!
+//! The kernel side of a script is its program and the knob values its params set
+//! (plus the BTF used). When that is unchanged the new version takes over the
+//! attached program and its maps: no detach, no lost count, and metric series live
+//! on (the registry returns the same family to the new version). A removed script
+//! is stopped (`on_exit` runs), its program detached and its series removed.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::bpf::catalog;
+use crate::bpf::decode::ObjectTypes;
+use crate::bpf::live::Live;
+use crate::bpf::maps::MapTable;
+use crate::btf::KernelBtf;
+use crate::event::EventSink;
+use crate::metrics::Registry;
+use crate::pods::PodResolver;
+use crate::script::{Instance, MapReader, NoMaps, ParamValue, Script, ScriptContext};
+use crate::sinks::Sinks;
+
+use super::config::{Config, LimitsConfig};
+use super::discover::{self, Wanted};
+use super::telemetry::{Telemetry, UnitView};
+use super::unit::{Task, UnitStats};
+
+/// What identifies a script's kernel side: same key, same attached program.
+#[derive(Debug, Clone, PartialEq)]
+struct KernelKey {
+    program: String,
+    knobs: Vec<(String, ParamValue)>,
+    btf: Option<std::path::PathBuf>,
+}
+
+/// The kernel side of a running script.
+struct Probe {
+    key: KernelKey,
+    variant: String,
+    skipped: Vec<(String, String)>,
+    knobs: Vec<(String, String)>,
+    maps: Arc<MapTable>,
+    programs: Arc<[(String, OwnedFd)]>,
+}
+
+/// One script the supervisor knows about: running, or failed with a reason.
+struct Unit {
+    wanted: Wanted,
+    overrides: Vec<(String, String)>,
+    limits: LimitsConfig,
+    params: Vec<(String, ParamValue)>,
+    program: Option<String>,
+    probe: Option<Probe>,
+    task: Option<Task>,
+    stats: Arc<UnitStats>,
+    last_error: Option<(String, SystemTime)>,
+    loaded_at: Option<SystemTime>,
+}
+
+impl Unit {
+    fn view(&self) -> UnitView {
+        UnitView {
+            name: self.wanted.name.clone(),
+            file: self.wanted.origin.label(&self.wanted.name),
+            state: if self.task.is_some() {
+                "running"
+            } else {
+                "failed"
+            },
+            program: self.program.clone(),
+            variant: self.probe.as_ref().map(|p| p.variant.clone()),
+            skipped: self
+                .probe
+                .as_ref()
+                .map(|p| p.skipped.clone())
+                .unwrap_or_default(),
+            knobs: self
+                .probe
+                .as_ref()
+                .map(|p| p.knobs.clone())
+                .unwrap_or_default(),
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            last_error: self.last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_at: self.last_error.as_ref().map(|(_, t)| *t),
+            loaded_at: self.loaded_at,
+            stats: self.stats.clone(),
+            maps: self.probe.as_ref().map(|p| p.maps.clone()),
+            programs: self.probe.as_ref().map(|p| p.programs.clone()),
+        }
+    }
+}
+
+/// A new version of a script, built and initialised, not yet running.
+struct Prepared {
+    inst: Instance,
+    params: Vec<(String, ParamValue)>,
+    program: Option<String>,
+    /// A newly loaded program (None: no program, or the running one is reused).
+    live: Option<(Live, Probe)>,
+    reuse_kernel: bool,
+    interval: std::time::Duration,
+}
+
+/// What the HTTP layer reads: the scripts as of the last reload.
+pub struct Shared {
+    pub units: RwLock<Vec<Arc<UnitView>>>,
+    pub reload: RwLock<serde_json::Value>,
+    pub ready: std::sync::atomic::AtomicBool,
+    pub telemetry: Telemetry,
+}
+
+pub struct Supervisor {
+    pub cfg: Config,
+    config_file: String,
+    node: String,
+    registry: Arc<Registry>,
+    sinks: Arc<Sinks>,
+    pods: Arc<dyn PodResolver>,
+    btf: Result<Arc<KernelBtf>, String>,
+    units: BTreeMap<String, Unit>,
+    pub shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    pub fn new(
+        cfg: Config,
+        config_file: String,
+        node: String,
+        registry: Arc<Registry>,
+        sinks: Arc<Sinks>,
+        pods: Arc<dyn PodResolver>,
+    ) -> Supervisor {
+        let btf = locate_btf(&cfg);
+        let shared = Arc::new(Shared {
+            units: RwLock::new(Vec::new()),
+            reload: RwLock::new(serde_json::Value::Null),
+            ready: Default::default(),
+            telemetry: Telemetry::new(&registry),
+        });
+        Supervisor {
+            cfg,
+            config_file,
+            node,
+            registry,
+            sinks,
+            pods,
+            btf,
+            units: BTreeMap::new(),
+            shared,
+        }
+    }
+
+    /// Re-reads the config file (when there is one) and the script directories, and
+    /// applies the difference. A config that does not parse is rejected whole.
+    pub async fn reload(&mut self, config_path: Option<&std::path::Path>) {
+        let mut errors = Vec::new();
+        if let Some(path) = config_path {
+            match Config::load(path) {
+                Ok(new) if new != self.cfg => {
+                    if new.listen != self.cfg.listen
+                        || new.node_name != self.cfg.node_name
+                        || new.sinks != self.cfg.sinks
+                    {
+                        tracing::warn!(
+                            file = %path.display(),
+                            "listen, node_name and sinks changes take effect after a restart; the rest is applied now"
+                        );
+                    }
+                    let keep = (
+                        self.cfg.listen,
+                        self.cfg.node_name.clone(),
+                        self.cfg.sinks.clone(),
+                    );
+                    if new.btf != self.cfg.btf {
+                        self.btf = locate_btf(&new);
+                    }
+                    self.cfg = new;
+                    (self.cfg.listen, self.cfg.node_name, self.cfg.sinks) = keep;
+                    tracing::info!(file = %path.display(), "config reloaded");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "config rejected; the running config stays");
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        self.apply(errors).await;
+    }
+
+    /// Makes the running scripts match the current config and directories.
+    pub async fn apply(&mut self, mut errors: Vec<String>) {
+        let (wanted, unreadable) = discover::wanted(&self.cfg);
+        let mut keep: Vec<String> = Vec::new();
+        for u in &unreadable {
+            let e = format!("{}: cannot read: {}", u.path.display(), u.error);
+            tracing::error!(error = %e, "script rejected; the running version stays");
+            errors.push(e);
+            if let Some(stem) = u.path.file_stem() {
+                keep.push(stem.to_string_lossy().into_owned());
+            }
+        }
+        let gone: Vec<String> = self
+            .units
+            .keys()
+            .filter(|n| !wanted.contains_key(*n) && !keep.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove(&name).await;
+        }
+        for name in self.cfg.scripts.params.keys() {
+            if !wanted.contains_key(name) {
+                tracing::warn!(config_path = %format!("scripts.params.{name}"), "params for a script that is not running");
+            }
+        }
+        for (name, w) in wanted {
+            let overrides: Vec<(String, String)> = self
+                .cfg
+                .scripts
+                .params
+                .get(&name)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            if let Some(u) = self.units.get(&name) {
+                let unchanged = u.wanted.source == w.source
+                    && u.wanted.origin == w.origin
+                    && u.overrides == overrides
+                    && u.limits == self.cfg.limits
+                    && u.probe.as_ref().is_none_or(|p| p.key.btf == self.cfg.btf);
+                if unchanged && u.task.is_some() {
+                    continue;
+                }
+            }
+            if let Err(e) = self.start(w, overrides).await {
+                errors.push(e);
+            }
+        }
+        self.publish(&errors);
+    }
+
+    /// Builds and starts a script, replacing its running version if there is one.
+    async fn start(&mut self, w: Wanted, overrides: Vec<(String, String)>) -> Result<(), String> {
+        let name = w.name.clone();
+        let file = w.origin.label(&name);
+        let prepared = self.prepare(&w, &overrides);
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let running = self.units.get(&name).is_some_and(|u| u.task.is_some());
+                if running {
+                    tracing::error!(script = %name, error = %e, "script rejected; the running version stays");
+                } else {
+                    tracing::error!(script = %name, error = %e, "script failed to load");
+                }
+                let unit = self.units.entry(name.clone()).or_insert_with(|| Unit {
+                    wanted: w.clone(),
+                    overrides: overrides.clone(),
+                    limits: self.cfg.limits.clone(),
+                    params: Vec::new(),
+                    program: None,
+                    probe: None,
+                    task: None,
+                    stats: Default::default(),
+                    last_error: None,
+                    loaded_at: None,
+                });
+                if !running {
+                    // Nothing runs: remember this version so /status shows it.
+                    unit.wanted = w;
+                    unit.overrides = overrides;
+                    unit.limits = self.cfg.limits.clone();
+                }
+                unit.last_error = Some((e.clone(), SystemTime::now()));
+                return Err(e);
+            }
+        };
+
+        let manifest_interval = prepared.interval;
+        let old = self.units.remove(&name);
+        let (stats, mut kept_live, kept_probe) = match old {
+            Some(mut u) => {
+                let stats = u.stats.clone();
+                let task = u.task.take();
+                match (task, prepared.reuse_kernel) {
+                    (Some(t), true) => match t.stop(false).await {
+                        Some((_, live)) => (stats, live, u.probe.take()),
+                        None => (stats, None, None),
+                    },
+                    (Some(t), false) => {
+                        // The old program detaches when its Live drops here.
+                        drop(t.stop(false).await);
+                        self.shared.telemetry.forget_probe(&name);
+                        (stats, None, None)
+                    }
+                    (None, _) => (stats, None, None),
+                }
+            }
+            None => (Arc::new(UnitStats::default()), None, None),
+        };
+        let (live, probe) = match prepared.live {
+            Some((live, probe)) => (Some(live), Some(probe)),
+            None if prepared.reuse_kernel => {
+                if kept_live.is_none() {
+                    let e = format!("{file}: the running version's task failed; restart the daemon to load this script");
+                    tracing::error!(script = %name, error = %e, "script not started");
+                    return Err(e);
+                }
+                (kept_live.take(), kept_probe)
+            }
+            None => (None, None),
+        };
+        let task = Task::spawn(prepared.inst, live, manifest_interval, stats.clone());
+        tracing::info!(script = %name, file = %file, program = prepared.program.as_deref().unwrap_or("-"), "script running");
+        self.units.insert(
+            name,
+            Unit {
+                wanted: w,
+                overrides,
+                limits: self.cfg.limits.clone(),
+                params: prepared.params,
+                program: prepared.program,
+                probe,
+                task: Some(task),
+                stats,
+                last_error: None,
+                loaded_at: Some(SystemTime::now()),
+            },
+        );
+        Ok(())
+    }
+
+    /// Compile, resolve params, load the kernel side if it changed, run `init`.
+    fn prepare(&self, w: &Wanted, overrides: &[(String, String)]) -> Result<Prepared, String> {
+        let file = w.origin.label(&w.name);
+        let limits = self.cfg.limits.to_limits();
+        let script = Script::compile(&file, &w.source, &limits).map_err(|e| e.to_string())?;
+        let params = script
+            .manifest()
+            .resolve_params(overrides)
+            .map_err(|e| format!("{file}: scripts.params.{}: {e}", w.name))?;
+        let program = script.manifest().program.clone();
+        let running = self.units.get(&w.name).filter(|u| u.task.is_some());
+        let mut live = None;
+        let mut reuse_kernel = false;
+        let maps: Arc<dyn MapReader> = match &program {
+            None => Arc::new(NoMaps),
+            Some(program) => {
+                let spec = catalog::find(program).ok_or_else(|| {
+                    format!(
+                        "{file}: PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
+                        catalog::names().join(", ")
+                    )
+                })?;
+                let key = KernelKey {
+                    program: program.clone(),
+                    knobs: knob_params(spec, &params),
+                    btf: self.cfg.btf.clone(),
+                };
+                match running
+                    .and_then(|u| u.probe.as_ref())
+                    .filter(|p| p.key == key)
+                {
+                    Some(p) => {
+                        reuse_kernel = true;
+                        p.maps.clone()
+                    }
+                    None => {
+                        let btf = self.btf.as_ref().map_err(|e| format!("{file}: {e}"))?;
+                        let l = Live::start(spec, &params, btf, self.pods.clone(), false)
+                            .map_err(|e| format!("{file}: {e}"))?;
+                        let probe = Probe {
+                            key,
+                            variant: l.loaded.variant.name.to_string(),
+                            skipped: l
+                                .loaded
+                                .skipped
+                                .iter()
+                                .map(|s| (s.variant.to_string(), s.reason.clone()))
+                                .collect(),
+                            knobs: l.loaded.knobs.clone(),
+                            maps: l.loaded.maps.clone(),
+                            programs: l.loaded.programs.clone(),
+                        };
+                        let maps = probe.maps.clone();
+                        live = Some((l, probe));
+                        maps
+                    }
+                }
+            }
+        };
+        let sinks: Arc<dyn EventSink> = self.sinks.clone();
+        let script_name = w.name.clone();
+        let ctx = ScriptContext {
+            name: w.name.clone(),
+            node: self.node.clone(),
+            maps,
+            events: sinks,
+            registry: self.registry.clone(),
+            print: Arc::new(move |s: &str| {
+                tracing::info!(script = %script_name, "{s}");
+            }),
+        };
+        let inst = Instance::start(&script, &params, ctx, &limits).map_err(|e| e.to_string())?;
+        Ok(Prepared {
+            inst,
+            params,
+            program,
+            live,
+            reuse_kernel,
+            interval: script.manifest().interval,
+        })
+    }
+
+    async fn remove(&mut self, name: &str) {
+        let Some(mut u) = self.units.remove(name) else {
+            return;
+        };
+        if let Some(t) = u.task.take() {
+            // on_exit runs; the program detaches when its Live drops.
+            drop(t.stop(true).await);
+        }
+        let removed = self.registry.release(name);
+        self.shared.telemetry.forget(name);
+        tracing::info!(script = %name, series_families_removed = removed.len(), "script removed");
+    }
+
+    /// Stops every script (`on_exit` runs) and detaches every program.
+    pub async fn shutdown(&mut self) {
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for name in names {
+            if let Some(mut u) = self.units.remove(&name) {
+                if let Some(t) = u.task.take() {
+                    drop(t.stop(true).await);
+                }
+            }
+        }
+        self.publish(&[]);
+    }
+
+    fn publish(&self, errors: &[String]) {
+        let views: Vec<Arc<UnitView>> = self.units.values().map(|u| Arc::new(u.view())).collect();
+        *self.shared.units.write().unwrap_or_else(|e| e.into_inner()) = views;
+        let t = &self.shared.telemetry;
+        let ok = errors.is_empty();
+        let _ = t.reloads.inc(&[if ok { "success" } else { "failure" }]);
+        let _ = t.reload_ok.set(&[] as &[&str], ok as i64);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let _ = t.reload_time.set(&[] as &[&str], now);
+        *self
+            .shared
+            .reload
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = serde_json::json!({
+            "at": now,
+            "result": if ok { "success" } else { "failure" },
+            "errors": errors,
+            "config": self.config_file,
+            "btf": match &self.btf { Ok(b) => serde_json::json!({"source": b.source()}), Err(e) => serde_json::json!({"error": e}) },
+        });
+        self.shared
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The params of a script that set knobs of its program.
+fn knob_params(
+    spec: &catalog::ProgramSpec,
+    params: &[(String, ParamValue)],
+) -> Vec<(String, ParamValue)> {
+    let knobs: Vec<String> = ObjectTypes::parse(spec.object)
+        .map(|t| t.knobs().into_iter().map(|k| k.name).collect())
+        .unwrap_or_default();
+    params
+        .iter()
+        .filter(|(n, _)| knobs.contains(n))
+        .cloned()
+        .collect()
+}
+
+fn locate_btf(cfg: &Config) -> Result<Arc<KernelBtf>, String> {
+    match KernelBtf::locate(cfg.btf.as_deref()) {
+        Ok(b) => Ok(Arc::new(b)),
+        Err(e) => {
+            tracing::error!(error = %e, "no kernel BTF: scripts with a kernel program cannot load; the others run");
+            Err(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The daemon's metrics about itself: build, scripts, programs, reloads.
+//!
+//! Counters kept by the unit tasks (records, handler time) and by the kernel (ring
+//! buffer losses, program runs and run time) are read at scrape time, never per
+//! event.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::bpf::maps::MapTable;
+use crate::metrics::{Counter, Gauge, Registry};
+
+use super::unit::UnitStats;
+
+/// What `/status` and the scrape see of one script.
+pub struct UnitView {
+    pub name: String,
+    /// The script's file, or `builtin:<name>.rhai`.
+    pub file: String,
+    /// `running` or `failed`.
+    pub state: &'static str,
+    pub program: Option<String>,
+    pub variant: Option<String>,
+    /// Variants not used, with the reason.
+    pub skipped: Vec<(String, String)>,
+    pub knobs: Vec<(String, String)>,
+    pub params: Vec<(String, String)>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    pub loaded_at: Option<SystemTime>,
+    pub stats: Arc<UnitStats>,
+    pub maps: Option<Arc<MapTable>>,
+    pub programs: Option<Arc<[(String, OwnedFd)]>>,
+}
+
+impl UnitView {
+    pub fn to_json(&self) -> serde_json::Value {
+        let secs = |t: &Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64())
+        };
+        let pairs = |v: &[(String, String)]| {
+            v.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        serde_json::json!({
+            "name": self.name,
+            "file": self.file,
+            "state": self.state,
+            "program": self.program,
+            "variant": self.variant,
+            "programs": self.programs.as_ref().map(|p| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+            "skipped_variants": self.skipped.iter().map(|(v, r)| serde_json::json!({"variant": v, "reason": r})).collect::<Vec<_>>(),
+            "knobs": pairs(&self.knobs),
+            "params": pairs(&self.params),
+            "last_error": self.last_error,
+            "last_error_at": secs(&self.last_error_at),
+            "loaded_at": secs(&self.loaded_at),
+            "records": self.stats.records.load(Ordering::Relaxed),
+            "records_lost": self.maps.as_ref().map(|m| m.sum_slot0("dropped")).unwrap_or(0),
+        })
+    }
+}
+
+fn must<T>(r: Result<T, crate::metrics::MetricsError>) -> T {
+    r.unwrap_or_else(|e| panic!("self-metric definition is invalid: {e}"))
+}
+
+/// Handles of the self-metric families.
+pub struct Telemetry {
+    up: Gauge,
+    probe_info: Gauge,
+    records: Counter,
+    undecodable: Counter,
+    lost: Counter,
+    handler: Counter,
+    runs: Counter,
+    run_seconds: Counter,
+    pub reloads: Counter,
+    pub reload_ok: Gauge,
+    pub reload_time: Gauge,
+}
+
+impl Telemetry {
+    pub fn new(registry: &Registry) -> Telemetry {
+        let max = usize::MAX;
+        let build = must(registry.gauge(
+            "build_info",
+            "Always 1; the labels say which sonde is running.",
+            &["version"],
+            max,
+        ));
+        let _ = build.set(&[env!("CARGO_PKG_VERSION")], 1);
+        Telemetry {
+            up: must(registry.gauge(
+                "script_up",
+                "1 when the script runs, 0 when it failed to load (see /status for why).",
+                &["script"],
+                max,
+            )),
+            probe_info: must(registry.gauge(
+                "probe_info",
+                "Always 1: the kernel program of each script and the variant chosen for this kernel.",
+                &["script", "program", "variant"],
+                max,
+            )),
+            records: must(registry.counter(
+                "probe_records_total",
+                "Records read from a script's kernel program.",
+                &["script", "program"],
+                max,
+            )),
+            undecodable: must(registry.counter(
+                "probe_records_undecodable_total",
+                "Records that could not be decoded (a mismatch between object and kernel).",
+                &["script", "program"],
+                max,
+            )),
+            lost: must(registry.counter(
+                "probe_records_lost_total",
+                "Records the kernel could not queue because the ring buffer was full.",
+                &["script", "program"],
+                max,
+            )),
+            handler: must(registry.counter(
+                "script_handler_seconds_total",
+                "Time spent in a script's handlers (on_event, on_tick, on_exit).",
+                &["script"],
+                max,
+            )),
+            runs: must(registry.counter(
+                "bpf_program_runs_total",
+                "Runs of each attached kernel program, counted by the kernel when kernel.bpf_stats_enabled is 1.",
+                &["script", "program"],
+                max,
+            )),
+            run_seconds: must(registry.counter(
+                "bpf_program_run_seconds_total",
+                "Time spent in each attached kernel program, measured by the kernel when kernel.bpf_stats_enabled is 1.",
+                &["script", "program"],
+                max,
+            )),
+            reloads: must(registry.counter(
+                "config_reloads_total",
+                "Reloads of the config and script directories, by result (success, failure: something was rejected and its running version kept).",
+                &["result"],
+                max,
+            )),
+            reload_ok: must(registry.gauge(
+                "config_last_reload_successful",
+                "1 when the last reload applied everything, 0 when something was rejected.",
+                &[] as &[&str],
+                max,
+            )),
+            reload_time: must(registry.gauge(
+                "config_last_reload_timestamp_seconds",
+                "When the last reload ran, in seconds since the Unix epoch.",
+                &[] as &[&str],
+                max,
+            )),
+        }
+    }
+
+    /// Brings the counters kept elsewhere up to date; called before each scrape.
+    pub fn scrape(&self, units: &[Arc<UnitView>]) {
+        let kernel_stats = crate::bpf::stats_enabled();
+        for u in units {
+            let name = u.name.as_str();
+            let _ = self.up.set(&[name], (u.state == "running") as i64);
+            let _ = self.handler.set_total(
+                &[name],
+                u.stats.handler_ns.load(Ordering::Relaxed) as f64 * 1e-9,
+            );
+            let Some(program) = u.program.as_deref() else {
+                continue;
+            };
+            let labels = [name, program];
+            let _ = self
+                .records
+                .set_total(&labels, u.stats.records.load(Ordering::Relaxed));
+            let _ = self
+                .undecodable
+                .set_total(&labels, u.stats.undecodable.load(Ordering::Relaxed));
+            if let Some(maps) = &u.maps {
+                let _ = self.lost.set_total(&labels, maps.sum_slot0("dropped"));
+            }
+            if let Some(variant) = u.variant.as_deref() {
+                let _ = self.probe_info.set(&[name, program, variant], 1);
+            }
+            if kernel_stats {
+                if let Some(programs) = &u.programs {
+                    for (prog, runs, ns) in crate::bpf::run_stats(programs) {
+                        let _ = self.runs.set_total(&[name, prog], runs);
+                        let _ = self.run_seconds.set_total(&[name, prog], ns as f64 * 1e-9);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the `sonde_probe_info` series of a script whose program was reloaded.
+    pub fn forget_probe(&self, script: &str) {
+        self.probe_info
+            .retain(|labels| labels.first().is_none_or(|l| &**l != script));
+    }
+
+    /// Removes every series of a script that is gone.
+    pub fn forget(&self, script: &str) {
+        let other = |labels: &[Box<str>]| labels.first().is_none_or(|l| &**l != script);
+        self.up.retain(other);
+        self.probe_info.retain(other);
+        self.records.retain(other);
+        self.undecodable.retain(other);
+        self.lost.retain(other);
+        self.handler.retain(other);
+        self.runs.retain(other);
+        self.run_seconds.retain(other);
+    }
+}
