@@ -97,7 +97,7 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
             let Some(root) = tracefs() else {
                 // SAFETY: geteuid has no preconditions.
                 return Err(if unsafe { libc::geteuid() } != 0 {
-                    "needs root: tracefs (/sys/kernel/tracing) is readable by root only".into()
+                    "needs root: tracefs (/sys/kernel/tracing) is readable by root only (or grant CAP_DAC_READ_SEARCH)".into()
                 } else {
                     "tracefs is not mounted and could not be mounted at /sys/kernel/tracing".into()
                 });
