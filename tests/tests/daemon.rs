@@ -1,0 +1,809 @@
+//! End to end: the real `sonde daemon` with a temp config on a random port, checked
+//! from outside with real clients (Prometheus, promtool, `sonde events`, bpftool)
+//! and a small Loki receiver (the only fake: Loki itself does not run here).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sonde_tests::{connect_refused, require_root, sonde_bin, NetnsThread};
+
+/// A running daemon in its own temp directory; SIGTERM on drop.
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sonde-e2e-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    dir
+}
+
+impl Daemon {
+    /// Starts `sonde daemon` with `extra` appended to a config that listens on a
+    /// random port and watches `<dir>/scripts`; waits until /readyz says ready.
+    fn start(test: &str, builtin: &[&str], extra: &str) -> Daemon {
+        let dir = temp_dir(test);
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "listen: {addr}\nnode_name: e2e-node\nscripts:\n  builtin: [{}]\n  directories: [{}]\n{extra}",
+            builtin.join(", "),
+            dir.join("scripts").display()
+        );
+        std::fs::write(dir.join("sonde.yaml"), config).unwrap();
+        let child = Command::new(sonde_bin())
+            .args(["daemon", "--config"])
+            .arg(dir.join("sonde.yaml"))
+            .env("SONDE_LOG", "info")
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            dir,
+            addr,
+        };
+        d.wait_for("/readyz to say ready", Duration::from_secs(20), || {
+            matches!(d.try_get("/readyz"), Some((200, _)))
+        });
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn script(&self, name: &str) -> PathBuf {
+        self.dir.join("scripts").join(name)
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    fn try_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.addr, path, &[]).ok()
+    }
+
+    fn get(&self, path: &str) -> String {
+        match http_get(self.addr, path, &[]) {
+            Ok((200, body)) => body,
+            other => panic!("GET {path}: {other:?}\nstderr:\n{}", self.stderr()),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.get("/metrics")
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/status")).unwrap()
+    }
+
+    /// The `/status` entry of one script.
+    fn unit(&self, name: &str) -> serde_json::Value {
+        self.status()["scripts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Polls `cond` every 50 ms; panics with the daemon's log after `timeout`.
+    fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if cond() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\nstderr:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill on a child we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not stop within 15s of SIGTERM\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close): `(status, body)`.
+fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// The value of the first sample of `name` carrying all of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `n` connects to a closed port in the namespace: `n` NOSOCK resets.
+fn resets(ns: &NetnsThread, n: usize) {
+    ns.run(move || {
+        connect_refused("127.0.0.1:9".parse().unwrap(), n);
+    });
+}
+
+fn promtool_check(text: &str) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prometheus_scrapes_the_reset_counter_with_the_pod_label() {
+    if !require_root("prometheus_scrapes_the_reset_counter_with_the_pod_label") {
+        return;
+    }
+    let d = Daemon::start("prom", &["tcp_reset", "packet_loss"], "");
+    let ns = NetnsThread::new().unwrap();
+    let pod = format!("netns:{}", ns.inode);
+    resets(&ns, 7);
+
+    // The built-in script reads the kernel counts every 5 s.
+    let mut m = String::new();
+    d.wait_for("the reset counter on /metrics", Duration::from_secs(10), || {
+        m = d.metrics();
+        sample(
+            &m,
+            "sonde_tcp_reset_segments_total",
+            &[("pod", &pod), ("kind", "NOSOCK")],
+        ) == Some(7.0)
+    });
+    assert!(m.contains("node=\"e2e-node\""), "{m}");
+    // Self-metrics: both scripts up, records counted, build info.
+    for script in ["tcp_reset", "packet_loss"] {
+        assert_eq!(
+            sample(&m, "sonde_script_up", &[("script", script)]),
+            Some(1.0),
+            "{m}"
+        );
+    }
+    assert!(
+        sample(&m, "sonde_probe_records_total", &[("script", "tcp_reset")]).unwrap() >= 14.0,
+        "7 NOSOCK and 7 RECEIVE records: {m}"
+    );
+    assert!(m.contains("sonde_build_info{"), "{m}");
+    promtool_check(&m);
+    let (code, om) = http_get(
+        d.addr,
+        "/metrics",
+        &["Accept: application/openmetrics-text; version=1.0.0"],
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+
+    // A real Prometheus server scrapes the daemon; its query API has the counter.
+    let pdir = d.dir.join("prometheus");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let pport = free_port();
+    std::fs::write(
+        pdir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: ['{}']\n",
+            d.addr
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            pdir.join("prometheus.yml").display()
+        ))
+        .arg(format!("--storage.tsdb.path={}", pdir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (apt-get install prometheus)");
+    let paddr: SocketAddr = format!("127.0.0.1:{pport}").parse().unwrap();
+    let query = format!(
+        "/api/v1/query?query=sonde_tcp_reset_segments_total%7Bpod%3D%22{}%22%2Ckind%3D%22NOSOCK%22%7D",
+        pod.replace(':', "%3A")
+    );
+    let mut last = String::new();
+    let found = (0..120).any(|_| {
+        std::thread::sleep(Duration::from_millis(250));
+        let Ok((200, body)) = http_get(paddr, &query, &[]) else {
+            return false;
+        };
+        last = body;
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        let r = &v["data"]["result"];
+        r.as_array().is_some_and(|r| r.len() == 1)
+            && r[0]["value"][1] == "7"
+            && r[0]["metric"]["node"] == "e2e-node"
+            && r[0]["metric"]["job"] == "sonde"
+    });
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(
+        found,
+        "Prometheus never returned the counter; last answer: {last}\n{}",
+        std::fs::read_to_string(pdir.join("prometheus.log")).unwrap_or_default()
+    );
+}
+
+/// A script that counts its ticks: easy to watch from outside.
+const TICKER: &str = r#"//! ticker: counts its ticks.
+const PROBE = #{ interval: "100ms" };
+fn init(params) { this.ticks = metrics::counter("e2e_ticks_total", "Ticks of the e2e script.", ["version"]); }
+fn on_tick() { this.ticks.inc(["one"]); }
+"#;
+
+#[test]
+fn script_directory_is_hot_reloaded() {
+    if !require_root("script_directory_is_hot_reloaded") {
+        return;
+    }
+    let d = Daemon::start("reload", &[], "");
+    let ticks = |m: &str| sample(m, "sonde_e2e_ticks_total", &[("version", "one")]);
+
+    // Dropped in: producing within 2 s.
+    std::fs::write(d.script("ticker.rhai"), TICKER).unwrap();
+    let took = d.wait_for("a new script to produce", Duration::from_secs(2), || {
+        ticks(&d.metrics()).is_some_and(|v| v >= 1.0)
+    });
+    eprintln!("new script producing after {took:?}");
+
+    // Edited: the counter carries on from where it was.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ticks(&d.metrics()).unwrap();
+    std::fs::write(
+        d.script("ticker.rhai"),
+        TICKER.replace("e2e script.", "e2e script, edited."),
+    )
+    .unwrap();
+    d.wait_for("the edited help text", Duration::from_secs(3), || {
+        d.metrics().contains("e2e script, edited.")
+    });
+    let after = ticks(&d.metrics()).unwrap();
+    assert!(
+        after >= before,
+        "counter went from {before} to {after} across an edit"
+    );
+
+    // A broken edit: rejected with file:line:col, counted, the old version keeps going.
+    let failures = |m: &str| {
+        sample(m, "sonde_config_reloads_total", &[("result", "failure")]).unwrap_or(0.0)
+    };
+    let f0 = failures(&d.metrics());
+    std::fs::write(d.script("ticker.rhai"), "fn on_tick( {\n").unwrap();
+    d.wait_for("the broken edit to be rejected", Duration::from_secs(3), || {
+        failures(&d.metrics()) > f0
+    });
+    let unit = d.unit("ticker");
+    assert_eq!(unit["state"], "running", "{unit}");
+    let err = unit["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains(&format!("{}:1:", d.script("ticker.rhai").display())),
+        "{err}"
+    );
+    let t0 = ticks(&d.metrics()).unwrap();
+    d.wait_for("the old version to keep ticking", Duration::from_secs(2), || {
+        ticks(&d.metrics()).unwrap() > t0 + 2.0
+    });
+    assert!(d
+        .stderr()
+        .contains("script rejected; the running version stays"));
+
+    // Deleted: its series disappear.
+    std::fs::remove_file(d.script("ticker.rhai")).unwrap();
+    d.wait_for("the series to disappear", Duration::from_secs(3), || {
+        !d.metrics().contains("sonde_e2e_ticks_total")
+    });
+    assert!(d.unit("ticker").is_null());
+}
+
+#[test]
+fn editing_a_script_keeps_its_program_and_kernel_counts() {
+    if !require_root("editing_a_script_keeps_its_program_and_kernel_counts") {
+        return;
+    }
+    let d = Daemon::start("keep", &[], "");
+    let script = |help: &str, emit: bool| {
+        format!(
+            r#"const PROBE = #{{ program: "tcp_reset", params: #{{ emit_events: {emit} }}, interval: "100ms" }};
+fn init(params) {{ this.c = metrics::counter("e2e_resets_total", "{help}", ["pod", "kind"]); }}
+fn on_tick() {{ for e in bpf::map("counts") {{ this.c.set_total([e.key.pod.name, e.key.kind], e.value); }} }}
+"#
+        )
+    };
+    std::fs::write(d.script("resets.rhai"), script("Resets.", false)).unwrap();
+    d.wait_for("the script to run", Duration::from_secs(5), || {
+        d.unit("resets")["state"] == "running"
+    });
+    let ns = NetnsThread::new().unwrap();
+    let pod = format!("netns:{}", ns.inode);
+    let count = |m: &str| {
+        sample(
+            m,
+            "sonde_e2e_resets_total",
+            &[("pod", &pod), ("kind", "NOSOCK")],
+        )
+    };
+    resets(&ns, 3);
+    d.wait_for("3 resets", Duration::from_secs(3), || {
+        count(&d.metrics()) == Some(3.0)
+    });
+    let first = d.unit("resets")["loaded_at"].clone();
+
+    // Same kernel side: the attached program and its counts carry over.
+    std::fs::write(d.script("resets.rhai"), script("Resets, edited.", false)).unwrap();
+    d.wait_for("the edit", Duration::from_secs(3), || {
+        d.unit("resets")["loaded_at"] != first
+    });
+    resets(&ns, 2);
+    d.wait_for("3 + 2 resets", Duration::from_secs(3), || {
+        count(&d.metrics()) == Some(5.0)
+    });
+
+    // A changed knob reloads the program with the new value.
+    let second = d.unit("resets")["loaded_at"].clone();
+    std::fs::write(d.script("resets.rhai"), script("Resets.", true)).unwrap();
+    d.wait_for("the knob change", Duration::from_secs(3), || {
+        d.unit("resets")["loaded_at"] != second
+    });
+    let knobs = d.unit("resets")["knobs"].clone();
+    assert_eq!(knobs["emit_events"], "true", "{knobs}");
+}
+
+type Pushes = Arc<Mutex<Vec<(Vec<String>, serde_json::Value)>>>;
+
+/// Loki's push endpoint on a fixed port, recording the requests it receives.
+struct LokiReceiver {
+    pushes: Pushes,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LokiReceiver {
+    fn start(port: u16, pushes: Pushes) -> LokiReceiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let store = pushes.clone();
+        let thread = std::thread::spawn(move || loop {
+            if stopped.try_recv().is_ok() {
+                return;
+            }
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let store = store.clone();
+                    std::thread::spawn(move || handle_push(s, &store));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        });
+        LokiReceiver {
+            pushes,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Every pushed line with its stream labels, in arrival order.
+    fn lines(&self) -> Vec<(serde_json::Value, serde_json::Value)> {
+        let mut out = Vec::new();
+        for (_, body) in self.pushes.lock().unwrap().iter() {
+            for stream in body["streams"].as_array().into_iter().flatten() {
+                for v in stream["values"].as_array().into_iter().flatten() {
+                    let line = serde_json::from_str(v[1].as_str().unwrap_or_default())
+                        .unwrap_or_default();
+                    out.push((stream["stream"].clone(), line));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for LokiReceiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Answers 204 to each request of a (keep-alive) connection, recording it.
+fn handle_push(s: TcpStream, store: &Pushes) {
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    loop {
+        let mut headers = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end().to_string();
+            if l.is_empty() {
+                break;
+            }
+            headers.push(l);
+        }
+        let len: usize = headers
+            .iter()
+            .find_map(|h| {
+                h.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let json = serde_json::from_slice(&body).unwrap_or_default();
+        store.lock().unwrap().push((headers, json));
+        if w.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn loki_gets_events_and_catches_up_after_an_outage() {
+    if !require_root("loki_gets_events_and_catches_up_after_an_outage") {
+        return;
+    }
+    let port = free_port();
+    let pushes: Pushes = Arc::default();
+    let mut loki = LokiReceiver::start(port, pushes.clone());
+    let d = Daemon::start(
+        "loki",
+        &["tcp_reset"],
+        &format!(
+            "sinks:\n  loki:\n    url: http://127.0.0.1:{port}\n    tenant: team-a\n    batch_wait: 200ms\n    min_backoff: 100ms\n    max_backoff: 500ms\n    labels: {{ job: sonde-e2e }}\n"
+        ),
+    );
+    let ns = NetnsThread::new().unwrap();
+    let pod = format!("netns:{}", ns.inode);
+    let nosock = |loki: &LokiReceiver| {
+        loki.lines()
+            .into_iter()
+            .filter(|(labels, ev)| {
+                labels["type"] == "TCPRESET_NOSOCK" && ev["labels"]["pod"] == pod.as_str()
+            })
+            .count()
+    };
+    resets(&ns, 3);
+    d.wait_for("3 events in Loki", Duration::from_secs(5), || nosock(&loki) == 3);
+    let (labels, ev) = loki
+        .lines()
+        .into_iter()
+        .find(|(l, _)| l["type"] == "TCPRESET_NOSOCK")
+        .unwrap();
+    assert_eq!(labels["job"], "sonde-e2e", "{labels}");
+    assert_eq!(labels["node"], "e2e-node", "{labels}");
+    assert_eq!(ev["type"], "TCPRESET_NOSOCK", "{ev}");
+    assert_eq!(ev["fields"]["sport"], 9, "{ev}");
+    let headers = pushes.lock().unwrap()[0].0.join("\n").to_ascii_lowercase();
+    assert!(headers.contains("x-scope-orgid: team-a"), "{headers}");
+    assert!(headers.contains("content-type: application/json"), "{headers}");
+
+    // Loki goes away: the daemon keeps serving and printing; events wait.
+    loki.stop();
+    drop(loki);
+    resets(&ns, 4);
+    let t = Instant::now();
+    for _ in 0..10 {
+        d.metrics();
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "scrapes slowed down while Loki was down: {:?}",
+        t.elapsed()
+    );
+    d.wait_for("stdout to show the new resets", Duration::from_secs(3), || {
+        d.stdout().matches("type=TCPRESET_NOSOCK").count() >= 7
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        sample(&d.metrics(), "sonde_sink_errors_total", &[("sink", "loki")]).unwrap_or(0.0)
+            >= 1.0,
+        "failed pushes are counted"
+    );
+
+    // Loki is back on the same port: the buffered events arrive.
+    let loki = LokiReceiver::start(port, pushes.clone());
+    d.wait_for("the buffered events in Loki", Duration::from_secs(10), || {
+        nosock(&loki) == 7
+    });
+    assert_eq!(
+        sample(&d.metrics(), "sonde_events_dropped_total", &[("sink", "loki")]),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn events_follow_shows_events_live() {
+    if !require_root("events_follow_shows_events_live") {
+        return;
+    }
+    let d = Daemon::start(
+        "follow",
+        &["tcp_reset"],
+        "sinks:\n  stdout:\n    enabled: false\n",
+    );
+    let mut follow = Command::new(sonde_bin())
+        .args(["events", "--follow", "--type", "TCPRESET_NOSOCK", "--addr"])
+        .arg(d.addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ns = NetnsThread::new().unwrap();
+    let pod = format!("pod=netns:{}", ns.inode);
+    resets(&ns, 2);
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines.len() < 2 && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        assert!(
+            l.starts_with("type=TCPRESET_NOSOCK ") && l.contains(&pod) && l.contains("sport=9"),
+            "{l}"
+        );
+    }
+    // The stdout sink was off: nothing there.
+    assert!(!d.stdout().contains("TCPRESET"));
+}
+
+/// Names of the BPF programs (or links) a process holds, from bpftool.
+fn bpf_objects_of(kind: &str, pid: u32) -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", kind, "show"])
+        .output()
+        .expect("bpftool");
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["pids"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|x| x["pid"] == pid))
+        })
+        .map(|p| {
+            p["name"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| p["id"].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_leaves_no_program_loaded() {
+    if !require_root("sigterm_leaves_no_program_loaded") {
+        return;
+    }
+    let mut d = Daemon::start("sigterm", &["tcp_reset", "packet_loss"], "");
+    let pid = d.pid();
+    let progs = bpf_objects_of("prog", pid);
+    assert!(progs.iter().any(|n| n == "tp_send_reset"), "{progs:?}");
+    assert!(progs.iter().any(|n| n == "tp_kfree_skb"), "{progs:?}");
+    let ids: Vec<u64> = {
+        let out = Command::new("bpftool")
+            .args(["-j", "prog", "show"])
+            .output()
+            .unwrap();
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["pids"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|x| x["pid"] == pid))
+            })
+            .filter_map(|p| p["id"].as_u64())
+            .collect()
+    };
+    assert!(ids.len() >= 3, "{ids:?}");
+    let st = d.stop();
+    assert!(st.success(), "exit status {st}\n{}", d.stderr());
+    assert!(d.stderr().contains("sonde daemon stopped"), "{}", d.stderr());
+    // Every program id sonde held is gone from the kernel.
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let left: Vec<&serde_json::Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id)))
+        .collect();
+    assert!(left.is_empty(), "programs left after SIGTERM: {left:?}");
+}
+
+#[test]
+fn a_bad_config_is_refused_at_start_and_rejected_on_reload() {
+    if !require_root("a_bad_config_is_refused_at_start_and_rejected_on_reload") {
+        return;
+    }
+    let dir = temp_dir("badcfg");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: 127.0.0.1:0\nlimits:\n  call_deadline: soon\n",
+    )
+    .unwrap();
+    let out = Command::new(sonde_bin())
+        .args(["daemon", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}: limits.call_deadline: ", bad.display())),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // While running: a broken config is rejected and the scripts keep running.
+    let d = Daemon::start("badreload", &["tcp_reset"], "");
+    let cfg = d.dir.join("sonde.yaml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}frobnicate: true\n")).unwrap();
+    d.wait_for("the config to be rejected", Duration::from_secs(3), || {
+        sample(&d.metrics(), "sonde_config_last_reload_successful", &[]) == Some(0.0)
+    });
+    let errors = d.status()["last_reload"]["errors"].to_string();
+    assert!(errors.contains("unknown field `frobnicate`"), "{errors}");
+    assert!(errors.contains("sonde.yaml"), "{errors}");
+    assert_eq!(
+        sample(&d.metrics(), "sonde_script_up", &[("script", "tcp_reset")]),
+        Some(1.0)
+    );
+    // The fixed file is accepted.
+    std::fs::write(&cfg, &good).unwrap();
+    d.wait_for("the fixed config to be accepted", Duration::from_secs(3), || {
+        sample(&d.metrics(), "sonde_config_last_reload_successful", &[]) == Some(1.0)
+    });
+}
