@@ -255,14 +255,18 @@ fn prometheus_scrapes_the_reset_counter_with_the_pod_label() {
 
     // The built-in script reads the kernel counts every 5 s.
     let mut m = String::new();
-    d.wait_for("the reset counter on /metrics", Duration::from_secs(10), || {
-        m = d.metrics();
-        sample(
-            &m,
-            "sonde_tcp_reset_segments_total",
-            &[("pod", &pod), ("kind", "NOSOCK")],
-        ) == Some(7.0)
-    });
+    d.wait_for(
+        "the reset counter on /metrics",
+        Duration::from_secs(10),
+        || {
+            m = d.metrics();
+            sample(
+                &m,
+                "sonde_tcp_reset_segments_total",
+                &[("pod", &pod), ("kind", "NOSOCK")],
+            ) == Some(7.0)
+        },
+    );
     assert!(m.contains("node=\"e2e-node\""), "{m}");
     // Self-metrics: both scripts up, records counted, build info.
     for script in ["tcp_reset", "packet_loss"] {
@@ -285,7 +289,10 @@ fn prometheus_scrapes_the_reset_counter_with_the_pod_label() {
     )
     .unwrap();
     assert_eq!(code, 200);
-    assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+    assert!(
+        om.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
 
     // A real Prometheus server scrapes the daemon; its query API has the counter.
     let pdir = d.dir.join("prometheus");
@@ -304,7 +311,10 @@ fn prometheus_scrapes_the_reset_counter_with_the_pod_label() {
             "--config.file={}",
             pdir.join("prometheus.yml").display()
         ))
-        .arg(format!("--storage.tsdb.path={}", pdir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            pdir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
@@ -378,14 +388,15 @@ fn script_directory_is_hot_reloaded() {
     );
 
     // A broken edit: rejected with file:line:col, counted, the old version keeps going.
-    let failures = |m: &str| {
-        sample(m, "sonde_config_reloads_total", &[("result", "failure")]).unwrap_or(0.0)
-    };
+    let failures =
+        |m: &str| sample(m, "sonde_config_reloads_total", &[("result", "failure")]).unwrap_or(0.0);
     let f0 = failures(&d.metrics());
     std::fs::write(d.script("ticker.rhai"), "fn on_tick( {\n").unwrap();
-    d.wait_for("the broken edit to be rejected", Duration::from_secs(3), || {
-        failures(&d.metrics()) > f0
-    });
+    d.wait_for(
+        "the broken edit to be rejected",
+        Duration::from_secs(3),
+        || failures(&d.metrics()) > f0,
+    );
     let unit = d.unit("ticker");
     assert_eq!(unit["state"], "running", "{unit}");
     let err = unit["last_error"].as_str().unwrap_or_default().to_string();
@@ -394,9 +405,11 @@ fn script_directory_is_hot_reloaded() {
         "{err}"
     );
     let t0 = ticks(&d.metrics()).unwrap();
-    d.wait_for("the old version to keep ticking", Duration::from_secs(2), || {
-        ticks(&d.metrics()).unwrap() > t0 + 2.0
-    });
+    d.wait_for(
+        "the old version to keep ticking",
+        Duration::from_secs(2),
+        || ticks(&d.metrics()).unwrap() > t0 + 2.0,
+    );
     assert!(d
         .stderr()
         .contains("script rejected; the running version stays"));
@@ -467,6 +480,7 @@ type Pushes = Arc<Mutex<Vec<(Vec<String>, serde_json::Value)>>>;
 /// Loki's push endpoint on a fixed port, recording the requests it receives.
 struct LokiReceiver {
     pushes: Pushes,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -477,6 +491,8 @@ impl LokiReceiver {
         listener.set_nonblocking(true).unwrap();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let store = pushes.clone();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let open = conns.clone();
         let thread = std::thread::spawn(move || loop {
             if stopped.try_recv().is_ok() {
                 return;
@@ -484,6 +500,7 @@ impl LokiReceiver {
             match listener.accept() {
                 Ok((s, _)) => {
                     s.set_nonblocking(false).unwrap();
+                    open.lock().unwrap().push(s.try_clone().unwrap());
                     let store = store.clone();
                     std::thread::spawn(move || handle_push(s, &store));
                 }
@@ -492,17 +509,22 @@ impl LokiReceiver {
         });
         LokiReceiver {
             pushes,
+            conns,
             stop: Some(stop),
             thread: Some(thread),
         }
     }
 
+    /// Closes the port and every open connection: Loki is down.
     fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
 
@@ -512,8 +534,8 @@ impl LokiReceiver {
         for (_, body) in self.pushes.lock().unwrap().iter() {
             for stream in body["streams"].as_array().into_iter().flatten() {
                 for v in stream["values"].as_array().into_iter().flatten() {
-                    let line = serde_json::from_str(v[1].as_str().unwrap_or_default())
-                        .unwrap_or_default();
+                    let line =
+                        serde_json::from_str(v[1].as_str().unwrap_or_default()).unwrap_or_default();
                     out.push((stream["stream"].clone(), line));
                 }
             }
@@ -593,7 +615,9 @@ fn loki_gets_events_and_catches_up_after_an_outage() {
             .count()
     };
     resets(&ns, 3);
-    d.wait_for("3 events in Loki", Duration::from_secs(5), || nosock(&loki) == 3);
+    d.wait_for("3 events in Loki", Duration::from_secs(5), || {
+        nosock(&loki) == 3
+    });
     let (labels, ev) = loki
         .lines()
         .into_iter()
@@ -605,7 +629,10 @@ fn loki_gets_events_and_catches_up_after_an_outage() {
     assert_eq!(ev["fields"]["sport"], 9, "{ev}");
     let headers = pushes.lock().unwrap()[0].0.join("\n").to_ascii_lowercase();
     assert!(headers.contains("x-scope-orgid: team-a"), "{headers}");
-    assert!(headers.contains("content-type: application/json"), "{headers}");
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{headers}"
+    );
 
     // Loki goes away: the daemon keeps serving and printing; events wait.
     loki.stop();
@@ -620,23 +647,30 @@ fn loki_gets_events_and_catches_up_after_an_outage() {
         "scrapes slowed down while Loki was down: {:?}",
         t.elapsed()
     );
-    d.wait_for("stdout to show the new resets", Duration::from_secs(3), || {
-        d.stdout().matches("type=TCPRESET_NOSOCK").count() >= 7
-    });
+    d.wait_for(
+        "stdout to show the new resets",
+        Duration::from_secs(3),
+        || d.stdout().matches("type=TCPRESET_NOSOCK").count() >= 7,
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert!(
-        sample(&d.metrics(), "sonde_sink_errors_total", &[("sink", "loki")]).unwrap_or(0.0)
-            >= 1.0,
+        sample(&d.metrics(), "sonde_sink_errors_total", &[("sink", "loki")]).unwrap_or(0.0) >= 1.0,
         "failed pushes are counted"
     );
 
     // Loki is back on the same port: the buffered events arrive.
     let loki = LokiReceiver::start(port, pushes.clone());
-    d.wait_for("the buffered events in Loki", Duration::from_secs(10), || {
-        nosock(&loki) == 7
-    });
+    d.wait_for(
+        "the buffered events in Loki",
+        Duration::from_secs(10),
+        || nosock(&loki) == 7,
+    );
     assert_eq!(
-        sample(&d.metrics(), "sonde_events_dropped_total", &[("sink", "loki")]),
+        sample(
+            &d.metrics(),
+            "sonde_events_dropped_total",
+            &[("sink", "loki")]
+        ),
         Some(0.0)
     );
 }
@@ -691,8 +725,24 @@ fn events_follow_shows_events_live() {
     assert!(!d.stdout().contains("TCPRESET"));
 }
 
-/// Names of the BPF programs (or links) a process holds, from bpftool.
-fn bpf_objects_of(kind: &str, pid: u32) -> Vec<String> {
+/// Ids of the BPF programs and links a process holds: `prog_id:` / `link_id:` lines
+/// of its descriptors' fdinfo.
+fn bpf_ids_of(pid: u32, key: &str) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().ok()))?
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Ids of every BPF program or link loaded in the kernel, from bpftool.
+fn bpf_ids(kind: &str) -> Vec<(u64, String)> {
     let out = Command::new("bpftool")
         .args(["-j", kind, "show"])
         .output()
@@ -701,16 +751,11 @@ fn bpf_objects_of(kind: &str, pid: u32) -> Vec<String> {
     all.as_array()
         .into_iter()
         .flatten()
-        .filter(|p| {
-            p["pids"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|x| x["pid"] == pid))
-        })
-        .map(|p| {
-            p["name"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| p["id"].to_string())
+        .filter_map(|p| {
+            Some((
+                p["id"].as_u64()?,
+                p["name"].as_str().unwrap_or("").to_string(),
+            ))
         })
         .collect()
 }
@@ -722,43 +767,33 @@ fn sigterm_leaves_no_program_loaded() {
     }
     let mut d = Daemon::start("sigterm", &["tcp_reset", "packet_loss"], "");
     let pid = d.pid();
-    let progs = bpf_objects_of("prog", pid);
-    assert!(progs.iter().any(|n| n == "tp_send_reset"), "{progs:?}");
-    assert!(progs.iter().any(|n| n == "tp_kfree_skb"), "{progs:?}");
-    let ids: Vec<u64> = {
-        let out = Command::new("bpftool")
-            .args(["-j", "prog", "show"])
-            .output()
-            .unwrap();
-        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        all.as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| {
-                p["pids"]
-                    .as_array()
-                    .is_some_and(|ps| ps.iter().any(|x| x["pid"] == pid))
-            })
-            .filter_map(|p| p["id"].as_u64())
-            .collect()
-    };
-    assert!(ids.len() >= 3, "{ids:?}");
+    let progs = bpf_ids_of(pid, "prog_id:");
+    let links = bpf_ids_of(pid, "link_id:");
+    let names: Vec<String> = bpf_ids("prog")
+        .into_iter()
+        .filter(|(id, _)| progs.contains(id))
+        .map(|(_, n)| n)
+        .collect();
+    assert!(names.iter().any(|n| n == "tp_send_reset"), "{names:?}");
+    assert!(names.iter().any(|n| n == "tp_kfree_skb"), "{names:?}");
     let st = d.stop();
     assert!(st.success(), "exit status {st}\n{}", d.stderr());
-    assert!(d.stderr().contains("sonde daemon stopped"), "{}", d.stderr());
-    // Every program id sonde held is gone from the kernel.
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .unwrap();
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let left: Vec<&serde_json::Value> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id)))
+    assert!(
+        d.stderr().contains("sonde daemon stopped"),
+        "{}",
+        d.stderr()
+    );
+    // Every program and link sonde held is gone from the kernel.
+    let left: Vec<(u64, String)> = bpf_ids("prog")
+        .into_iter()
+        .filter(|(id, _)| progs.contains(id))
         .collect();
     assert!(left.is_empty(), "programs left after SIGTERM: {left:?}");
+    let left: Vec<(u64, String)> = bpf_ids("link")
+        .into_iter()
+        .filter(|(id, _)| links.contains(id))
+        .collect();
+    assert!(left.is_empty(), "links left after SIGTERM: {left:?}");
 }
 
 #[test]
@@ -803,7 +838,9 @@ fn a_bad_config_is_refused_at_start_and_rejected_on_reload() {
     );
     // The fixed file is accepted.
     std::fs::write(&cfg, &good).unwrap();
-    d.wait_for("the fixed config to be accepted", Duration::from_secs(3), || {
-        sample(&d.metrics(), "sonde_config_last_reload_successful", &[]) == Some(1.0)
-    });
+    d.wait_for(
+        "the fixed config to be accepted",
+        Duration::from_secs(3),
+        || sample(&d.metrics(), "sonde_config_last_reload_successful", &[]) == Some(1.0),
+    );
 }
