@@ -13,7 +13,12 @@
 //! - [`metrics`]: the registry scripts write into;
 //! - [`event`]: what scripts emit, and its text and JSON forms;
 //! - [`record`]: saving raw records of a run and replaying them without a kernel;
-//! - [`cli`]: `sonde run`, `sonde probes`, `sonde check`.
+//! - [`sinks`]: where the daemon's events go (stdout, a rotating file, Loki, the
+//!   live `/events` stream);
+//! - [`http`]: the daemon's endpoints (`/metrics`, `/status`, `/events`, ...);
+//! - [`daemon`]: the node agent: config, script directory watch, validate-then-swap
+//!   reloads, self-metrics, shutdown;
+//! - [`cli`]: `sonde run`, `sonde daemon`, `sonde events`, `sonde probes`, `sonde check`.
 
 pub mod bpf;
 pub mod btf;

@@ -1,6 +1,9 @@
-//! The command line: `sonde run`, `sonde probes`, `sonde check`.
+//! The command line: `sonde run`, `sonde daemon`, `sonde events`, `sonde probes`,
+//! `sonde check`.
 //!
 //! ```text
+//! sonde daemon --config /etc/sonde/config.yaml
+//! sonde events --follow --type TCPRESET_NOSOCK
 //! sonde run scripts/tcp_reset.rhai --for 10s
 //! sonde run -e 'const PROBE = "tcp_reset"; fn on_event(ev) { count("resets_by_dport", ev.dport) }' --for 10s
 //! sonde probes
