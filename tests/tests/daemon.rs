@@ -844,3 +844,88 @@ fn a_bad_config_is_refused_at_start_and_rejected_on_reload() {
         || sample(&d.metrics(), "sonde_config_last_reload_successful", &[]) == Some(1.0),
     );
 }
+
+#[test]
+fn a_configmap_style_swap_and_sighup_reload() {
+    if !require_root("a_configmap_style_swap_and_sighup_reload") {
+        return;
+    }
+    let d = Daemon::start("configmap", &[], "");
+    let ticks = |m: &str, v: &str| sample(m, "sonde_e2e_ticks_total", &[("version", v)]);
+    // The layout kubelet gives a mounted ConfigMap: timestamped directories, a
+    // `..data` symlink to the current one, and visible symlinks through it.
+    let root = d.dir.join("scripts");
+    let version = |n: u32, label: &str| {
+        let dir = root.join(format!("..2026_11_21_0{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("ticker.rhai"),
+            TICKER.replace("[\"one\"]", &format!("[\"{label}\"]")),
+        )
+        .unwrap();
+        dir.file_name().unwrap().to_owned()
+    };
+    let v1 = version(1, "one");
+    std::os::unix::fs::symlink(&v1, root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/ticker.rhai", root.join("ticker.rhai")).unwrap();
+    d.wait_for("the mounted script", Duration::from_secs(2), || {
+        ticks(&d.metrics(), "one").is_some()
+    });
+    // The swap: a new directory, `..data_tmp` pointing at it, renamed over `..data`.
+    let v2 = version(2, "two");
+    std::os::unix::fs::symlink(&v2, root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(root.join(&v1)).unwrap();
+    d.wait_for("the swapped script", Duration::from_secs(2), || {
+        ticks(&d.metrics(), "two").is_some()
+    });
+    // The counter family lives on across versions: the old series is still there.
+    assert!(ticks(&d.metrics(), "one").is_some());
+
+    // SIGHUP reloads by hand (here: nothing changed, a successful reload).
+    let ok = |m: &str| sample(m, "sonde_config_reloads_total", &[("result", "success")]).unwrap();
+    let before = ok(&d.metrics());
+    // SAFETY: kill on a child we own.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+    d.wait_for("the SIGHUP reload", Duration::from_secs(2), || {
+        ok(&d.metrics()) > before
+    });
+    assert!(d.stderr().contains("SIGHUP: reloading"));
+}
+
+#[test]
+fn kernel_run_stats_are_exported_when_the_kernel_keeps_them() {
+    if !require_root("kernel_run_stats_are_exported_when_the_kernel_keeps_them") {
+        return;
+    }
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let was = std::fs::read_to_string(STATS).unwrap();
+    std::fs::write(STATS, "1").unwrap();
+    let d = Daemon::start("runstats", &["tcp_reset"], "");
+    let ns = NetnsThread::new().unwrap();
+    resets(&ns, 5);
+    let runs = |m: &str| {
+        sample(
+            m,
+            "sonde_bpf_program_runs_total",
+            &[("script", "tcp_reset"), ("program", "tp_send_reset")],
+        )
+        .unwrap_or(0.0)
+    };
+    let mut m = String::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.wait_for("program runs", Duration::from_secs(3), || {
+            m = d.metrics();
+            runs(&m) >= 5.0
+        });
+    }));
+    std::fs::write(STATS, was.trim()).unwrap();
+    r.unwrap();
+    let secs = sample(
+        &m,
+        "sonde_bpf_program_run_seconds_total",
+        &[("script", "tcp_reset"), ("program", "tp_send_reset")],
+    )
+    .unwrap();
+    assert!(secs > 0.0 && secs < 0.01, "{secs}");
+}
