@@ -126,9 +126,7 @@ fn text_rank(key: &str) -> usize {
 fn write_text_value(out: &mut String, v: &Dynamic) {
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
         out.push_str(&s);
-    } else if v.is_map() {
-        out.push_str(&dynamic_to_json(v).to_string());
-    } else if v.is_array() {
+    } else if v.is_map() || v.is_array() {
         out.push_str(&dynamic_to_json(v).to_string());
     } else if v.is_unit() {
         out.push('-');

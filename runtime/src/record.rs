@@ -278,13 +278,15 @@ impl Reader {
                 addr: u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()),
                 name: String::from_utf8_lossy(&payload[8..]).into_owned(),
             },
-            TAG_STACK if payload.len() >= 4 && (payload.len() - 4) % 8 == 0 => Frame::Stack {
-                id: u32::from_le_bytes(payload[..4].try_into().unwrap_or_default()),
-                frames: payload[4..]
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-                    .collect(),
-            },
+            TAG_STACK if payload.len() >= 4 && (payload.len() - 4).is_multiple_of(8) => {
+                Frame::Stack {
+                    id: u32::from_le_bytes(payload[..4].try_into().unwrap_or_default()),
+                    frames: payload[4..]
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                        .collect(),
+                }
+            }
             TAG_SNAPSHOT => {
                 let (_, layout) = self
                     .header

@@ -224,7 +224,7 @@ impl MapTable {
     }
 
     /// Raw entries of a map, per-CPU values unsummed, for recording.
-    pub fn raw_entries(&self, name: &str) -> Option<std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>> {
+    pub fn raw_entries(&self, name: &str) -> Option<std::io::Result<RawEntries>> {
         self.maps.get(name).map(|e| e.raw.entries())
     }
 
@@ -335,6 +335,9 @@ impl crate::script::MapReader for MapTable {
         self.decoded_entries(map)
     }
 }
+
+/// A map's `(key, value)` pairs as raw bytes.
+pub type RawEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// `BPF_OBJ_GET_INFO_BY_FD`.
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;

@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
 use crate::bpf::ksyms::Ksyms;
 use crate::bpf::live::Live;
-use crate::bpf::maps::{decode_entries, Layout, MapTable};
+use crate::bpf::maps::{decode_entries, Layout, MapTable, RawEntries};
 use crate::bpf::{self, catalog};
 use crate::btf::KernelBtf;
 use crate::cli::{Output, RunArgs};
@@ -80,7 +80,7 @@ impl EventSink for Printer {
 
 /// Maps as last snapshotted in a recording.
 struct ReplayMaps {
-    latest: Mutex<HashMap<String, Vec<(Vec<u8>, Vec<u8>)>>>,
+    latest: Mutex<HashMap<String, RawEntries>>,
     layouts: HashMap<String, (Layout, Option<Decoder>, Option<Decoder>)>,
     env: Arc<DecodeEnv>,
 }
@@ -389,7 +389,7 @@ async fn wait_loop(
         }
         printer.flush();
     }
-    drain(live.as_deref_mut(), inst, &mut record, stats);
+    drain(live, inst, &mut record, stats);
     tick(inst, &mut record);
     printer.flush();
     Ok(())

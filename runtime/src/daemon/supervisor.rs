@@ -236,13 +236,15 @@ impl Supervisor {
                 .get(&name)
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default();
-            if let Some(u) = self.units.get(&name) {
+            if let Some(u) = self.units.get_mut(&name) {
                 let unchanged = u.wanted.source == w.source
                     && u.wanted.origin == w.origin
                     && u.overrides == overrides
                     && u.limits == self.cfg.limits
                     && u.probe.as_ref().is_none_or(|p| p.key.btf == self.cfg.btf);
                 if unchanged && u.task.is_some() {
+                    // Back to the running version after a rejected edit: nothing to report.
+                    u.last_error = None;
                     continue;
                 }
             }
