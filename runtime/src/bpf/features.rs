@@ -76,11 +76,9 @@ pub fn kprobes_supported() -> Result<(), String> {
 }
 
 fn kernel_function_exists(name: &str) -> bool {
-    static SYMS: OnceLock<crate::bpf::ksyms::Ksyms> = OnceLock::new();
     // `.isra`/`.constprop` clones attach under their full name only; the plain name
     // is what kprobes need.
-    SYMS.get_or_init(crate::bpf::ksyms::Ksyms::load)
-        .has_function(name)
+    crate::bpf::ksyms::Ksyms::shared().has_function(name)
 }
 
 /// The running kernel's release (`uname -r`).

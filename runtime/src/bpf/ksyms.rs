@@ -1,6 +1,8 @@
 //! Kernel symbols from `/proc/kallsyms`, for stacks and code addresses.
 //!
-//! Loaded once, on first need, into a sorted table; a lookup is a binary search.
+//! Loaded once per process, on first need ([`Ksyms::shared`]), into a sorted table of
+//! addresses pointing into one string of names (about 16 bytes per symbol plus its
+//! name, rather than an allocation per symbol); a lookup is a binary search.
 //!
 //! ```
 //! use sonde::bpf::ksyms::Ksyms;
@@ -11,7 +13,9 @@
 /// A sorted kernel symbol table.
 #[derive(Debug, Default)]
 pub struct Ksyms {
-    syms: Vec<(u64, Box<str>)>,
+    /// `(address, start, end)`: the name is `names[start..end]`.
+    syms: Vec<(u64, u32, u32)>,
+    names: String,
     /// Addresses already formatted elsewhere (a recording): used as given.
     exact: std::collections::HashMap<u64, Box<str>>,
 }
@@ -20,6 +24,15 @@ impl Ksyms {
     /// An empty table: every address prints as hex.
     pub fn empty() -> Self {
         Ksyms::default()
+    }
+
+    /// The process-wide table, read from `/proc/kallsyms` on first use and shared by
+    /// every program (symbols of modules loaded later are not seen).
+    pub fn shared() -> std::sync::Arc<Ksyms> {
+        static SHARED: std::sync::OnceLock<std::sync::Arc<Ksyms>> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| std::sync::Arc::new(Ksyms::load()))
+            .clone()
     }
 
     /// Reads `/proc/kallsyms`. Without root the addresses read as zero and the table
@@ -36,7 +49,8 @@ impl Ksyms {
 
     /// Parses kallsyms text: `address type name [module]` per line.
     pub fn parse(text: &str) -> Self {
-        let mut syms: Vec<(u64, Box<str>)> = text
+        let mut names = String::new();
+        let mut syms: Vec<(u64, u32, u32)> = text
             .lines()
             .filter_map(|line| {
                 let mut it = line.split_ascii_whitespace();
@@ -46,20 +60,30 @@ impl Ksyms {
                 if addr == 0 || !matches!(kind, "T" | "t" | "W" | "w") {
                     return None;
                 }
-                Some((addr, name.into()))
+                let start = names.len() as u32;
+                names.push_str(name);
+                Some((addr, start, names.len() as u32))
             })
             .collect();
-        syms.sort_unstable_by_key(|(a, _)| *a);
+        syms.sort_unstable_by_key(|(a, _, _)| *a);
+        syms.shrink_to_fit();
+        names.shrink_to_fit();
         Ksyms {
             syms,
+            names,
             exact: Default::default(),
         }
+    }
+
+    fn name(&self, start: u32, end: u32) -> &str {
+        self.names.get(start as usize..end as usize).unwrap_or("")
     }
 
     /// A table of addresses formatted by another system, for replaying records.
     pub fn from_exact(exact: impl IntoIterator<Item = (u64, String)>) -> Self {
         Ksyms {
             syms: Vec::new(),
+            names: String::new(),
             exact: exact
                 .into_iter()
                 .map(|(a, s)| (a, s.into_boxed_str()))
@@ -78,14 +102,14 @@ impl Ksyms {
     /// Whether a kernel function of this exact name exists (a linear scan: for the
     /// few checks made before attaching kprobes, not for the per-event path).
     pub fn has_function(&self, name: &str) -> bool {
-        self.syms.iter().any(|(_, n)| &**n == name)
+        self.syms.iter().any(|(_, s, e)| self.name(*s, *e) == name)
     }
 
     /// The symbol containing `addr` and the offset into it.
     pub fn resolve(&self, addr: u64) -> Option<(&str, u64)> {
-        let i = self.syms.partition_point(|(a, _)| *a <= addr);
-        let (start, name) = self.syms.get(i.checked_sub(1)?)?;
-        Some((name, addr - start))
+        let i = self.syms.partition_point(|(a, _, _)| *a <= addr);
+        let (start, s, e) = self.syms.get(i.checked_sub(1)?)?;
+        Some((self.name(*s, *e), addr - start))
     }
 
     /// `sym+0xoff`, or `0xaddr` when unknown.

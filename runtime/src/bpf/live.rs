@@ -70,11 +70,11 @@ impl Live {
         let env = Arc::new(DecodeEnv {
             pods,
             drop_reasons: drop_reasons.clone(),
-            ksyms: Arc::new(if needs.symbols {
-                Ksyms::load()
+            ksyms: if needs.symbols {
+                Ksyms::shared()
             } else {
-                Ksyms::empty()
-            }),
+                Arc::new(Ksyms::empty())
+            },
             stacks: Some(Box::new(move |id| stack_table.stack(id))),
             notes: record_notes.then(|| Mutex::new(Vec::new())),
             pod_cache: Default::default(),
