@@ -843,6 +843,27 @@ fn a_bad_config_is_refused_at_start_and_rejected_on_reload() {
         Duration::from_secs(3),
         || sample(&d.metrics(), "sonde_config_last_reload_successful", &[]) == Some(1.0),
     );
+    // A param the script does not declare: that script's change is rejected, the
+    // running version stays, and the message says where and what is known.
+    std::fs::write(
+        &cfg,
+        format!("{good}  params:\n    tcp_reset: {{ stak: true }}\n"),
+    )
+    .unwrap();
+    d.wait_for(
+        "the bad param to be rejected",
+        Duration::from_secs(3),
+        || d.unit("tcp_reset")["last_error"].is_string(),
+    );
+    let unit = d.unit("tcp_reset");
+    let err = unit["last_error"].as_str().unwrap();
+    assert!(
+        err.contains(
+            "scripts.params.tcp_reset: unknown param `stak`; known params: emit_events, stack"
+        ),
+        "{err}"
+    );
+    assert_eq!(unit["state"], "running", "{unit}");
 }
 
 #[test]
