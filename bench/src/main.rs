@@ -4,15 +4,25 @@
 //! cargo run --release -p sonde-bench -- resets [--seconds 10] [--rates 20000,50000,max]
 //! ```
 //!
+//! ```text
+//! cargo run --release -p sonde-bench -- daemon [--idle-seconds 30] [--load-seconds 20]
+//! ```
+//!
 //! `resets`: network namespaces connecting to a closed loopback port (two resets per
 //! connect), traced by `sonde run scripts/tcp_reset.rhai`, by a bpftrace program
 //! printing the same fields, and by a counting sonde script with no output; then the
-//! counting and printing scripts replayed from a recording, with no kernel. See
-//! bench/README.md for what each row measures.
+//! counting and printing scripts replayed from a recording, with no kernel.
+//!
+//! `daemon`: `sonde daemon` with the built-in scripts, idle, scraped with 100 pods'
+//! worth of series (beside prometheus-node-exporter), and under 50k reset events/s.
+//! See bench/README.md for what each row measures.
 
 mod bpf_stats;
+mod daemon;
+mod daemon_report;
 mod report;
 mod resets;
+mod scrape;
 mod tool;
 mod workload;
 
@@ -24,6 +34,7 @@ use anyhow::{bail, Context};
 
 const USAGE: &str = "\
 usage: sonde-bench resets [options]
+       sonde-bench daemon [daemon options]
        sonde-bench workload [--seconds N] [--rates R] [--threads N]
 
 Generates TCP resets in network namespaces and measures, for the same workload,
@@ -41,6 +52,21 @@ options:
   --sonde PATH       sonde binary (default: target/release/sonde, built if missing)
   --bpftrace PATH    bpftrace binary (default: bpftrace on PATH; rows skipped if absent)
   --json FILE        also write every measurement as JSON
+
+`daemon` measures `sonde daemon` (tcp_reset and packet_loss built in, events on
+stdout): idle CPU and RSS beside prometheus-node-exporter, /metrics latency with
+100 pods' series (and node_exporter's), CPU, RSS and losses under 50k events/s.
+
+daemon options:
+  --idle-seconds N   idle window (default 30)
+  --load-seconds N   duration of each load run (default 20)
+  --rate N           connects per second of the load, 2 events each (default 25000)
+  --pods N           network namespaces with series (default 100)
+  --scrapes N        measured scrapes per target and format (default 200)
+  --threads N        load generator threads (default: number of CPUs)
+  --no-stdout-off    skip the second load run with the stdout sink off
+  --node-exporter PATH  peer (default: prometheus-node-exporter on PATH)
+  --sonde PATH, --json FILE  as above
 ";
 
 /// Settings of a `resets` run.
@@ -60,6 +86,24 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("resets") => {}
+        Some("daemon") => {
+            let options = match workspace_root()
+                .and_then(|root| daemon::DaemonOptions::parse(&args[1..], root))
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            return match daemon::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some("workload") => {
             return match parse_options(&args[1..]).and_then(|o| workload_alone(&o)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -94,17 +138,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_options(args: &[String]) -> anyhow::Result<Options> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The workspace root: scripts are found, and sonde runs, there.
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(PathBuf::from)
-        .context("bench crate has no parent directory")?;
+        .context("bench crate has no parent directory")
+}
+
+/// CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+fn parse_options(args: &[String]) -> anyhow::Result<Options> {
+    let root = workspace_root()?;
     let mut o = Options {
         seconds: 10,
         rates: vec![Some(20_000), Some(50_000), None],
-        threads: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+        threads: cpus(),
         sonde: root.join("target/release/sonde"),
         bpftrace: which("bpftrace"),
         json: None,
@@ -170,7 +224,7 @@ fn workload_alone(o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))

@@ -79,12 +79,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     }
     // Before any build: the load is the machine's, not ours.
     let machine = machine();
-    if let Some(load) = load_average().filter(|l| *l > 0.5) {
-        eprintln!(
-            "sonde-bench: load average {load:.2} before starting: something else is running, figures will be noisy"
-        );
-    }
-    ensure_sonde(o)?;
+    warn_if_busy();
+    ensure_sonde(&o.root, &o.sonde)?;
     let stats = StatsSwitch::enable();
     if stats.is_none() {
         eprintln!(
@@ -357,13 +353,13 @@ fn sonde(o: &Options, script: &str, args: &[&str]) -> Command {
 
 /// Builds sonde when running under cargo with the default binary path, so the
 /// benchmark never measures a stale binary.
-fn ensure_sonde(o: &Options) -> anyhow::Result<()> {
-    let default = o.root.join("target/release/sonde");
-    if o.sonde == default {
+pub fn ensure_sonde(root: &Path, sonde: &Path) -> anyhow::Result<()> {
+    let default = root.join("target/release/sonde");
+    if sonde == default {
         if let Some(cargo) = std::env::var_os("CARGO") {
             progress("building sonde (cargo build --release -p sonde)");
             let status = Command::new(cargo)
-                .current_dir(&o.root)
+                .current_dir(root)
                 .args(["build", "--release", "--quiet", "-p", "sonde"])
                 .status()
                 .context("cannot run cargo")?;
@@ -372,17 +368,17 @@ fn ensure_sonde(o: &Options) -> anyhow::Result<()> {
             }
         }
     }
-    if !o.sonde.is_file() {
+    if !sonde.is_file() {
         bail!(
             "{}: no sonde binary; build it with `cargo build --release -p sonde` or pass --sonde",
-            o.sonde.display()
+            sonde.display()
         );
     }
     Ok(())
 }
 
 /// Kernel, CPUs and load, for the table's header.
-fn machine() -> String {
+pub fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -422,6 +418,16 @@ fn sonde_commit() -> String {
     format!("{commit}{}", if dirty { "+" } else { "" })
 }
 
+/// Warns when the machine is busy before the benchmark starts: another build or
+/// test on a 2-core machine skews every figure.
+pub fn warn_if_busy() {
+    if let Some(load) = load_average().filter(|l| *l > 0.5) {
+        eprintln!(
+            "sonde-bench: load average {load:.2} before starting: something else is running, figures will be noisy"
+        );
+    }
+}
+
 fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
@@ -435,6 +441,6 @@ pub fn rate_label(rate: Option<u64>) -> String {
     rate.map_or_else(|| "max".to_string(), |r| r.to_string())
 }
 
-fn progress(what: &str) {
+pub fn progress(what: &str) {
     eprintln!("sonde-bench: {what}");
 }

@@ -152,6 +152,11 @@ impl Tool {
         })
     }
 
+    /// The process id, for reading `/proc/PID/...`.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// Waits until the tool is ready, failing if it exits or the timeout passes.
     pub fn wait_ready(&self, ready: Ready, timeout: Duration) -> anyhow::Result<()> {
         let (lock, cond) = &*self.shared;

@@ -235,6 +235,98 @@ impl Drop for Canary {
     }
 }
 
+/// Threads standing for pods: each holds a network namespace of its own (with `lo`
+/// up) until dropped, and makes a few refused connects when asked, so that every
+/// namespace shows up in per-pod series.
+///
+/// ```no_run
+/// let pods = Pods::prepare(100)?;
+/// pods.connect(3)?;               // 3 refused connects (6 resets) per namespace
+/// // ... the namespaces stay until `pods` is dropped ...
+/// ```
+pub struct Pods {
+    netns: Vec<u64>,
+    ask: Vec<mpsc::Sender<u64>>,
+    done: mpsc::Receiver<u64>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Pods {
+    pub fn prepare(n: usize) -> anyhow::Result<Pods> {
+        let (done_tx, done) = mpsc::channel::<u64>();
+        let mut pods = Pods {
+            netns: Vec::with_capacity(n),
+            ask: Vec::with_capacity(n),
+            done,
+            handles: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<u64, String>>();
+            let (ask_tx, ask_rx) = mpsc::channel::<u64>();
+            let done_tx = done_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("pod-{i}"))
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let ino = enter_fresh_netns().map_err(|e| format!("{e:#}"));
+                    let ok = ino.is_ok();
+                    let _ = ready_tx.send(ino);
+                    if !ok {
+                        return;
+                    }
+                    let addr = loopback(PORT);
+                    // A closed channel (the Pods dropped) ends the thread and its
+                    // namespace.
+                    while let Ok(count) = ask_rx.recv() {
+                        let refused = (0..count)
+                            .filter(|_| connect_refused(&addr).is_ok())
+                            .count() as u64;
+                        let _ = done_tx.send(refused);
+                    }
+                })
+                .context("cannot spawn a pod thread")?;
+            pods.handles.push(handle);
+            pods.ask.push(ask_tx);
+            match ready_rx.recv() {
+                Ok(Ok(ino)) => pods.netns.push(ino),
+                Ok(Err(e)) => bail!("pod thread {i}: {e}"),
+                Err(_) => bail!("pod thread {i} ended during setup"),
+            }
+        }
+        Ok(pods)
+    }
+
+    /// The namespaces' inode numbers (`pod="netns:<inode>"` in sonde's series).
+    pub fn netns(&self) -> &[u64] {
+        &self.netns
+    }
+
+    /// Every pod makes `count` refused connects; returns the total refused.
+    pub fn connect(&self, count: u64) -> anyhow::Result<u64> {
+        for tx in &self.ask {
+            tx.send(count)
+                .map_err(|_| anyhow!("a pod thread ended early"))?;
+        }
+        let mut refused = 0;
+        for _ in &self.ask {
+            refused += self
+                .done
+                .recv_timeout(Duration::from_secs(30))
+                .context("a pod thread did not finish its connects")?;
+        }
+        Ok(refused)
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        self.ask.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Moves the calling thread (only it) into a new network namespace, brings `lo` up,
 /// and returns the namespace's inode. The namespace goes away with the thread.
 fn enter_fresh_netns() -> anyhow::Result<u64> {
