@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Map};
 use sonde::bpf::decode::DecodeEnv;
-use sonde::bpf::ksyms::Ksyms;
+use sonde::bpf::ksyms::Symbols;
 use sonde::bpf::{self, catalog, Loaded};
 use sonde::btf::KernelBtf;
 use sonde::pods::HostResolver;
@@ -31,7 +31,7 @@ fn load(program: &str, params: &[(&str, ParamValue)]) -> (Loaded, Arc<DecodeEnv>
     let env = Arc::new(DecodeEnv {
         pods: Arc::new(HostResolver::new("test-node")),
         drop_reasons: bpf::drop_reason_names(&btf),
-        ksyms: Arc::new(Ksyms::load()),
+        ksyms: Symbols::Kernel,
         stacks: Some(Box::new(move |id| table.stack(id))),
         notes: None,
         pod_cache: Default::default(),

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use btf_rs::{Btf, BtfType, Type};
 use rhai::{Dynamic, ImmutableString, Map};
 
-use crate::bpf::ksyms::Ksyms;
+use crate::bpf::ksyms::Symbols;
 use crate::pods::PodResolver;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub struct DecodeEnv {
     pub pods: Arc<dyn PodResolver>,
     /// `enum skb_drop_reason` of the kernel the records came from.
     pub drop_reasons: HashMap<u64, ImmutableString>,
-    pub ksyms: Arc<Ksyms>,
+    pub ksyms: Symbols,
     /// Reads a kernel stack by id; `None` when stacks cannot be read.
     pub stacks: Option<Box<dyn Fn(u32) -> Vec<u64> + Send + Sync>>,
     /// When recording: every stack read and symbol resolved while decoding, so a
@@ -134,7 +134,7 @@ impl DecodeEnv {
         DecodeEnv {
             pods,
             drop_reasons: HashMap::new(),
-            ksyms: Arc::new(Ksyms::empty()),
+            ksyms: Symbols::none(),
             stacks: None,
             notes: None,
             pod_cache: PodCache::default(),
@@ -148,7 +148,7 @@ impl DecodeEnv {
     }
 
     fn symbol(&self, addr: u64) -> Dynamic {
-        let s = self.ksyms.format(addr);
+        let s = self.ksyms.get().format(addr);
         if self.notes.is_some() {
             self.note(Note::Symbol(addr, s.clone()));
         }

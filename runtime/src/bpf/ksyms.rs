@@ -10,6 +10,29 @@
 //! assert_eq!(k.format(0xffffffff81000104), "do_one+0x4");
 //! ```
 
+/// Where decoding gets kernel symbols from.
+#[derive(Debug, Clone)]
+pub enum Symbols {
+    /// The running kernel's, read on the first symbol a record asks for (so a program
+    /// whose records could carry a symbol costs nothing until one is read).
+    Kernel,
+    /// A given table (empty, or the symbols saved in a recording).
+    Table(std::sync::Arc<Ksyms>),
+}
+
+impl Symbols {
+    pub fn none() -> Self {
+        Symbols::Table(Default::default())
+    }
+
+    pub fn get(&self) -> &Ksyms {
+        match self {
+            Symbols::Kernel => Ksyms::shared(),
+            Symbols::Table(t) => t,
+        }
+    }
+}
+
 /// A sorted kernel symbol table.
 #[derive(Debug, Default)]
 pub struct Ksyms {
@@ -28,11 +51,9 @@ impl Ksyms {
 
     /// The process-wide table, read from `/proc/kallsyms` on first use and shared by
     /// every program (symbols of modules loaded later are not seen).
-    pub fn shared() -> std::sync::Arc<Ksyms> {
-        static SHARED: std::sync::OnceLock<std::sync::Arc<Ksyms>> = std::sync::OnceLock::new();
-        SHARED
-            .get_or_init(|| std::sync::Arc::new(Ksyms::load()))
-            .clone()
+    pub fn shared() -> &'static Ksyms {
+        static SHARED: std::sync::OnceLock<Ksyms> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Ksyms::load)
     }
 
     /// Reads `/proc/kallsyms`. Without root the addresses read as zero and the table

@@ -25,7 +25,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::decode::{DecodeEnv, DecodeError, Decoder, Record};
-use super::ksyms::Ksyms;
+use super::ksyms::Symbols;
 use super::{catalog::ProgramSpec, BpfError, Loaded};
 use crate::btf::KernelBtf;
 use crate::pods::PodResolver;
@@ -71,9 +71,9 @@ impl Live {
             pods,
             drop_reasons: drop_reasons.clone(),
             ksyms: if needs.symbols {
-                Ksyms::shared()
+                Symbols::Kernel
             } else {
-                Arc::new(Ksyms::empty())
+                Symbols::none()
             },
             stacks: Some(Box::new(move |id| stack_table.stack(id))),
             notes: record_notes.then(|| Mutex::new(Vec::new())),

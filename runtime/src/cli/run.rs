@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
-use crate::bpf::ksyms::Ksyms;
+use crate::bpf::ksyms::{Ksyms, Symbols};
 use crate::bpf::live::Live;
 use crate::bpf::maps::{decode_entries, Layout, MapTable, RawEntries};
 use crate::bpf::{self, catalog};
@@ -487,7 +487,7 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             .iter()
             .map(|(k, v)| (*k, v.as_str().into()))
             .collect(),
-        ksyms: Arc::new(Ksyms::from_exact(symbols)),
+        ksyms: Symbols::Table(Arc::new(Ksyms::from_exact(symbols))),
         stacks: Some(Box::new(move |id| {
             stacks_read
                 .lock()

@@ -130,7 +130,11 @@ pub struct Supervisor {
     registry: Arc<Registry>,
     sinks: Arc<Sinks>,
     pods: Arc<dyn PodResolver>,
-    btf: Result<Arc<KernelBtf>, String>,
+    /// The kernel BTF, read when a program is loaded and dropped after each reload:
+    /// parsed, it takes tens of MB that an idle daemon has no use for.
+    btf: std::sync::Mutex<Option<Result<Arc<KernelBtf>, String>>>,
+    /// Where the BTF came from (or why there is none), for `/status`.
+    btf_status: std::sync::Mutex<serde_json::Value>,
     units: BTreeMap<String, Unit>,
     pub shared: Arc<Shared>,
 }
@@ -144,7 +148,6 @@ impl Supervisor {
         sinks: Arc<Sinks>,
         pods: Arc<dyn PodResolver>,
     ) -> Supervisor {
-        let btf = locate_btf(&cfg);
         let shared = Arc::new(Shared {
             units: RwLock::new(Vec::new()),
             reload: RwLock::new(serde_json::Value::Null),
@@ -158,7 +161,8 @@ impl Supervisor {
             registry,
             sinks,
             pods,
-            btf,
+            btf: Default::default(),
+            btf_status: Default::default(),
             units: BTreeMap::new(),
             shared,
         }
@@ -185,9 +189,6 @@ impl Supervisor {
                         self.cfg.node_name.clone(),
                         self.cfg.sinks.clone(),
                     );
-                    if new.btf != self.cfg.btf {
-                        self.btf = locate_btf(&new);
-                    }
                     self.cfg = new;
                     (self.cfg.listen, self.cfg.node_name, self.cfg.sinks) = keep;
                     tracing::info!(file = %path.display(), "config reloaded");
@@ -252,7 +253,24 @@ impl Supervisor {
                 errors.push(e);
             }
         }
+        self.btf.lock().unwrap_or_else(|e| e.into_inner()).take();
+        release_free_memory();
         self.publish(&errors);
+    }
+
+    /// The kernel BTF, read on first use in a reload.
+    fn kernel_btf(&self) -> Result<Arc<KernelBtf>, String> {
+        let mut cached = self.btf.lock().unwrap_or_else(|e| e.into_inner());
+        let btf = cached.get_or_insert_with(|| locate_btf(&self.cfg)).clone();
+        *self.btf_status.lock().unwrap_or_else(|e| e.into_inner()) = match &btf {
+            Ok(b) => serde_json::json!({
+                "source": b.source(),
+                "bytes": b.size(),
+                "read_seconds": b.took().as_secs_f64(),
+            }),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        btf
     }
 
     /// Builds and starts a script, replacing its running version if there is one.
@@ -382,8 +400,8 @@ impl Supervisor {
                         p.maps.clone()
                     }
                     None => {
-                        let btf = self.btf.as_ref().map_err(|e| format!("{file}: {e}"))?;
-                        let l = Live::start(spec, &params, btf, self.pods.clone(), false)
+                        let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
+                        let l = Live::start(spec, &params, &btf, self.pods.clone(), false)
                             .map_err(|e| format!("{file}: {e}"))?;
                         let probe = Probe {
                             key,
@@ -475,7 +493,7 @@ impl Supervisor {
             "result": if ok { "success" } else { "failure" },
             "errors": errors,
             "config": self.config_file,
-            "btf": match &self.btf { Ok(b) => serde_json::json!({"source": b.source()}), Err(e) => serde_json::json!({"error": e}) },
+            "btf": *self.btf_status.lock().unwrap_or_else(|e| e.into_inner()),
         });
         self.shared
             .ready
@@ -496,6 +514,17 @@ fn knob_params(
         .filter(|(n, _)| knobs.contains(n))
         .cloned()
         .collect()
+}
+
+/// Hands freed heap pages back to the kernel. Loading a program parses the kernel's
+/// BTF (tens of MB, freed right after); glibc would otherwise keep those pages in
+/// the daemon's RSS for its whole life.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn locate_btf(cfg: &Config) -> Result<Arc<KernelBtf>, String> {
