@@ -14,7 +14,7 @@
 //! let spec = catalog::find("tcp_reset").unwrap();
 //! let mut live = Live::start(spec, &[], &btf, Arc::new(HostResolver::new("node-1")), false)?;
 //! live.readable().await?;
-//! live.drain(|_source, _bytes, record| { let _ = record.map(|r| r.get("kind")); });
+//! live.drain(u64::MAX, |_source, _bytes, record| { let _ = record.map(|r| r.get("kind")); });
 //! # Ok(()) }
 //! ```
 
@@ -113,13 +113,19 @@ impl Live {
         }
     }
 
-    /// Reads every queued record: `f(source index, raw bytes, decoded record)`.
-    /// Returns how many records were read.
-    pub fn drain(&mut self, mut f: impl FnMut(usize, &[u8], Result<Record, DecodeError>)) -> u64 {
+    /// Reads queued records, at most `limit`: `f(source index, raw bytes, decoded
+    /// record)`. Returns how many were read; fewer than `limit` means the rings were
+    /// emptied.
+    pub fn drain(
+        &mut self,
+        limit: u64,
+        mut f: impl FnMut(usize, &[u8], Result<Record, DecodeError>),
+    ) -> u64 {
         let mut n = 0;
         for (i, ring) in self.rings.iter_mut().enumerate() {
             let rb = ring.get_mut();
-            while let Some(item) = rb.next() {
+            while n < limit {
+                let Some(item) = rb.next() else { break };
                 n += 1;
                 let decoded = self.decoders[i].record(&item, &self.env);
                 f(i, &item, decoded);

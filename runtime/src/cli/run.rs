@@ -419,7 +419,7 @@ fn drain(
 ) {
     let Some(live) = live else { return };
     let env = live.env.clone();
-    stats.records += live.drain(|source, bytes, decoded| {
+    stats.records += live.drain(u64::MAX, |source, bytes, decoded| {
         if let Some(rec) = record {
             rec.notes(&env);
             if let Err(e) = rec.writer.record(source as u16, bytes) {

@@ -127,7 +127,7 @@ impl Telemetry {
             )),
             handler: must(registry.counter(
                 "script_handler_seconds_total",
-                "Time spent in a script's handlers (on_event, on_tick, on_exit).",
+                "Wall-clock time a script's task spent reading and decoding its records and running its handlers (on_event, on_tick, on_exit).",
                 &["script"],
                 max,
             )),

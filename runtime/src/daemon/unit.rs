@@ -21,6 +21,10 @@ use crate::script::Instance;
 /// How often ring buffers are drained when no wake-up came.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Records handled before the task yields to others (HTTP, sinks, other scripts):
+/// under a flood a scrape waits for at most one batch.
+const DRAIN_BATCH: u64 = 1024;
+
 /// Counters a unit task keeps; read at scrape time.
 #[derive(Default)]
 pub struct UnitStats {
@@ -87,7 +91,7 @@ async fn run(
         };
         tokio::select! {
             exit = &mut stopped => {
-                drain(live.as_mut(), &mut inst, &stats);
+                drain(live.as_mut(), &mut inst, &stats).await;
                 // A dropped sender (the daemon is going away) ends the script too.
                 if exit.unwrap_or(true) {
                     timed(&stats, || inst.on_tick());
@@ -96,7 +100,7 @@ async fn run(
                 return (inst, live);
             }
             _ = ticker.tick() => {
-                drain(live.as_mut(), &mut inst, &stats);
+                drain(live.as_mut(), &mut inst, &stats).await;
                 timed(&stats, || inst.on_tick());
             }
             r = ready => {
@@ -104,10 +108,10 @@ async fn run(
                     tracing::error!(script = inst.name(), error = %e, "ring buffer poll failed; reading on the timer only");
                     poll = false;
                 }
-                drain(live.as_mut(), &mut inst, &stats);
+                drain(live.as_mut(), &mut inst, &stats).await;
             }
             _ = drain_timer.tick(), if live.is_some() => {
-                drain(live.as_mut(), &mut inst, &stats);
+                drain(live.as_mut(), &mut inst, &stats).await;
             }
         }
     }
@@ -121,24 +125,31 @@ fn timed(stats: &UnitStats, f: impl FnOnce()) {
         .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
-fn drain(live: Option<&mut Live>, inst: &mut Instance, stats: &UnitStats) {
+/// Reads the rings empty, yielding to other tasks between batches.
+async fn drain(live: Option<&mut Live>, inst: &mut Instance, stats: &UnitStats) {
     let Some(live) = live else { return };
-    let t = Instant::now();
-    let mut undecodable = 0;
-    let n = live.drain(|_, _, decoded| match decoded {
-        Ok(ev) => inst.on_record(ev),
-        Err(e) => {
-            undecodable += 1;
-            tracing::debug!(error = %e, "undecodable record");
+    loop {
+        let t = Instant::now();
+        let mut undecodable = 0;
+        let n = live.drain(DRAIN_BATCH, |_, _, decoded| match decoded {
+            Ok(ev) => inst.on_record(ev),
+            Err(e) => {
+                undecodable += 1;
+                tracing::debug!(error = %e, "undecodable record");
+            }
+        });
+        if n > 0 {
+            stats.records.fetch_add(n, Ordering::Relaxed);
+            stats
+                .handler_ns
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
-    });
-    if n > 0 {
-        stats.records.fetch_add(n, Ordering::Relaxed);
-        stats
-            .handler_ns
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    }
-    if undecodable > 0 {
-        stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
+        if undecodable > 0 {
+            stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
+        }
+        if n < DRAIN_BATCH {
+            return;
+        }
+        tokio::task::yield_now().await;
     }
 }
