@@ -10,7 +10,7 @@
 //! let cfg = Config::parse("x.yaml", "scripts:\n  params:\n    tcp_reset: { stack: true }\n").unwrap();
 //! assert_eq!(cfg.scripts.params["tcp_reset"]["stack"], "true");
 //! let err = Config::parse("x.yaml", "limits:\n  call_deadlin: 1s\n").unwrap_err();
-//! assert!(err.to_string().contains("limits: unknown field `call_deadlin`"));
+//! assert!(err.to_string().starts_with("x.yaml: limits.call_deadlin: unknown field `call_deadlin`"));
 //! ```
 
 use std::collections::BTreeMap;
