@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::daemon::{Counters, DaemonOptions, Mem};
-use crate::report::{opt, table};
+use crate::report::{opt, table, verdicts_and_time};
 use crate::scrape::Latencies;
 use crate::workload::Outcome;
 
@@ -379,15 +379,7 @@ impl DaemonReport {
             );
         }
 
-        let _ = writeln!(s, "\ntargets:");
-        for line in self.verdicts() {
-            let _ = writeln!(s, "  {line}");
-        }
-        let _ = writeln!(
-            s,
-            "\n(whole benchmark: {:.0} s)",
-            self.elapsed.as_secs_f64()
-        );
+        verdicts_and_time(&mut s, &self.verdicts(), self.elapsed);
         s
     }
 

@@ -307,15 +307,7 @@ impl Report {
             table(&mut s, &rows);
         }
 
-        let _ = writeln!(s, "\ntargets:");
-        for line in self.verdicts() {
-            let _ = writeln!(s, "  {line}");
-        }
-        let _ = writeln!(
-            s,
-            "\n(whole benchmark: {:.0} s)",
-            self.elapsed.as_secs_f64()
-        );
+        verdicts_and_time(&mut s, &self.verdicts(), self.elapsed);
         s
     }
 
@@ -396,6 +388,15 @@ pub fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 }
 
 /// Left-aligned first column, the others right-aligned.
+/// The end of a report: each target's verdict, then how long the run took.
+pub fn verdicts_and_time(s: &mut String, verdicts: &[String], elapsed: std::time::Duration) {
+    let _ = writeln!(s, "\ntargets:");
+    for line in verdicts {
+        let _ = writeln!(s, "  {line}");
+    }
+    let _ = writeln!(s, "\n(whole benchmark: {:.0} s)", elapsed.as_secs_f64());
+}
+
 pub fn table(s: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
