@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use btf_rs::Type;
+pub mod raw;
 
 /// Where the chain looks when nothing is given.
 pub const SYSFS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -101,36 +101,19 @@ impl KernelBtf {
 
     /// Enumerator values of `enum name` in the running kernel, as `value -> name`
     /// with `strip_prefix` removed (`SKB_DROP_REASON_NO_SOCKET` -> `NO_SOCKET`).
+    /// Read from the raw bytes ([`raw::enum_members`]): no second parse of the types.
     pub fn enum_names(&self, name: &str, strip_prefix: &str) -> HashMap<u64, String> {
-        let mut out = HashMap::new();
-        let Ok(btf) = btf_rs::Btf::from_bytes(&self.raw) else {
-            return out;
-        };
-        let Ok(types) = btf.resolve_types_by_name(name) else {
-            return out;
-        };
-        for t in types {
-            match t {
-                Type::Enum(e) => {
-                    for m in &e.members {
-                        if let Ok(n) = btf.resolve_name(m) {
-                            let n = n.strip_prefix(strip_prefix).unwrap_or(&n).to_string();
-                            out.insert(m.val() as u64, n);
-                        }
-                    }
-                }
-                Type::Enum64(e) => {
-                    for m in &e.members {
-                        if let Ok(n) = btf.resolve_name(m) {
-                            let n = n.strip_prefix(strip_prefix).unwrap_or(&n).to_string();
-                            out.insert(m.val(), n);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
+        raw::enum_members(&self.raw, name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(v, n)| {
+                let n = n
+                    .strip_prefix(strip_prefix)
+                    .map(str::to_string)
+                    .unwrap_or(n);
+                (v, n)
+            })
+            .collect()
     }
 }
 
