@@ -117,6 +117,16 @@ impl Default for ScriptsConfig {
     }
 }
 
+impl ScriptsConfig {
+    /// The param overrides the config sets for one script, as `(name, text)`.
+    pub fn overrides(&self, script: &str) -> Vec<(String, String)> {
+        self.params
+            .get(script)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         let l = Limits::default();

@@ -96,12 +96,7 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
     let limits = cfg.limits.to_limits();
     for (name, w) in &wanted {
         let label = w.origin.label(name);
-        let overrides: Vec<(String, String)> = cfg
-            .scripts
-            .params
-            .get(name)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let overrides = cfg.scripts.overrides(name);
         let result = Script::compile(&label, &w.source, &limits)
             .map_err(|e| e.to_string())
             .and_then(|s| {

@@ -230,13 +230,7 @@ impl Supervisor {
             }
         }
         for (name, w) in wanted {
-            let overrides: Vec<(String, String)> = self
-                .cfg
-                .scripts
-                .params
-                .get(&name)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default();
+            let overrides = self.cfg.scripts.overrides(&name);
             if let Some(u) = self.units.get_mut(&name) {
                 let unchanged = u.wanted.source == w.source
                     && u.wanted.origin == w.origin
