@@ -1,5 +1,5 @@
 //! The command line: `sonde run`, `sonde daemon`, `sonde events`, `sonde probes`,
-//! `sonde check`.
+//! `sonde check`, `sonde btf`.
 //!
 //! ```text
 //! sonde daemon --config /etc/sonde/config.yaml
@@ -8,8 +8,10 @@
 //! sonde run -e 'const PROBE = "tcp_reset"; fn on_event(ev) { count("resets_by_dport", ev.dport) }' --for 10s
 //! sonde probes
 //! sonde check my.rhai other.rhai
+//! sonde btf --btf-archive /var/lib/sonde/btf
 //! ```
 
+mod btf;
 mod check;
 mod events;
 mod probes;
@@ -48,6 +50,24 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Read a running daemon's events (recent ones, then live with --follow).
     Events(EventsArgs),
+    /// Show which kernel BTF would be used, its kernel, size and time, and every
+    /// step of the fallback chain.
+    Btf(BtfArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BtfArgs {
+    /// Kernel BTF to use before anything else (raw BTF, an ELF with .BTF, or a
+    /// vmlinuz), or a directory of BTFs searched after /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub btf: Option<PathBuf>,
+    /// Directory of BTFs laid out <ID>/<VERSION_ID>/<arch>/<release>.btf[.xz]
+    /// (default: /var/lib/sonde/btf when it exists).
+    #[arg(long, value_name = "DIR")]
+    pub btf_archive: Option<PathBuf>,
+    /// Machine-readable output (the same object as /status `last_reload.btf`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -182,6 +202,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::check(args),
         Command::Daemon(args) => return crate::daemon::main(args),
         Command::Events(args) => events::events(args),
+        Command::Btf(args) => btf::btf(args),
     };
     match result {
         Ok(code) => code,

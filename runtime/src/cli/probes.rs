@@ -20,7 +20,7 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
         println!(
             "kernel {kernel}, BTF {}",
             btf.as_ref()
-                .map(|b| b.source().display().to_string())
+                .map(|b| b.source().to_string())
                 .unwrap_or_else(|| "missing".into())
         );
     }

@@ -50,8 +50,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The `node` label of every series and event; empty: the host name.
     pub node_name: String,
-    /// Kernel BTF to use instead of `/sys/kernel/btf/vmlinux`; empty: the sysfs file.
+    /// Kernel BTF to use before anything else (a file), or a directory searched
+    /// after `/sys/kernel/btf/vmlinux`; empty: the fallback chain alone.
     pub btf: Option<PathBuf>,
+    /// Directory of BTFs laid out `<ID>/<VERSION_ID>/<arch>/<release>.btf[.xz]`,
+    /// searched after the embedded ones; empty: `/var/lib/sonde/btf` if it exists.
+    pub btf_archive: Option<PathBuf>,
     pub scripts: ScriptsConfig,
     pub limits: LimitsConfig,
     pub sinks: SinksConfig,
@@ -96,6 +100,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9102)),
             node_name: String::new(),
             btf: None,
+            btf_archive: None,
             scripts: ScriptsConfig::default(),
             limits: LimitsConfig::default(),
             sinks: SinksConfig::default(),

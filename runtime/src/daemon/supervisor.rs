@@ -40,7 +40,14 @@ use super::unit::{Task, UnitStats};
 struct KernelKey {
     program: String,
     knobs: Vec<(String, ParamValue)>,
-    btf: Option<std::path::PathBuf>,
+    /// Config `btf` and `btf_archive`.
+    btf: BtfConfig,
+}
+
+type BtfConfig = (Option<std::path::PathBuf>, Option<std::path::PathBuf>);
+
+fn btf_config(cfg: &Config) -> BtfConfig {
+    (cfg.btf.clone(), cfg.btf_archive.clone())
 }
 
 /// The kernel side of a running script.
@@ -236,7 +243,9 @@ impl Supervisor {
                     && u.wanted.origin == w.origin
                     && u.overrides == overrides
                     && u.limits == self.cfg.limits
-                    && u.probe.as_ref().is_none_or(|p| p.key.btf == self.cfg.btf);
+                    && u.probe
+                        .as_ref()
+                        .is_none_or(|p| p.key.btf == btf_config(&self.cfg));
                 if unchanged && u.task.is_some() {
                     // Back to the running version after a rejected edit: nothing to report.
                     u.last_error = None;
@@ -252,19 +261,28 @@ impl Supervisor {
         self.publish(&errors);
     }
 
-    /// The kernel BTF, read on first use in a reload.
+    /// The kernel BTF, read on first use in a reload. Where it came from (the
+    /// chain, or why there is none) goes to `/status` and `sonde_btf_info`.
     fn kernel_btf(&self) -> Result<Arc<KernelBtf>, String> {
         let mut cached = self.btf.lock().unwrap_or_else(|e| e.into_inner());
-        let btf = cached.get_or_insert_with(|| locate_btf(&self.cfg)).clone();
-        *self.btf_status.lock().unwrap_or_else(|e| e.into_inner()) = match &btf {
-            Ok(b) => serde_json::json!({
-                "source": b.source(),
-                "bytes": b.size(),
-                "read_seconds": b.took().as_secs_f64(),
-            }),
-            Err(e) => serde_json::json!({ "error": e }),
+        if let Some(btf) = cached.as_ref() {
+            return btf.clone();
+        }
+        let (btf, status) = match locate_btf(&self.cfg) {
+            Ok(b) => {
+                self.shared
+                    .telemetry
+                    .set_btf(Some((b.source().kind(), b.release())));
+                let status = b.to_json();
+                (Ok(Arc::new(b)), status)
+            }
+            Err(e) => {
+                self.shared.telemetry.set_btf(None);
+                (Err(e.to_string()), e.to_json())
+            }
         };
-        btf
+        *self.btf_status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        cached.insert(btf).clone()
     }
 
     /// Builds and starts a script, replacing its running version if there is one.
@@ -383,7 +401,7 @@ impl Supervisor {
                 let key = KernelKey {
                     program: program.clone(),
                     knobs: knob_params(spec, &params),
-                    btf: self.cfg.btf.clone(),
+                    btf: btf_config(&self.cfg),
                 };
                 match running
                     .and_then(|u| u.probe.as_ref())
@@ -521,12 +539,11 @@ fn release_free_memory() {
     }
 }
 
-fn locate_btf(cfg: &Config) -> Result<Arc<KernelBtf>, String> {
-    match KernelBtf::locate(cfg.btf.as_deref()) {
-        Ok(b) => Ok(Arc::new(b)),
-        Err(e) => {
-            tracing::error!(error = %e, "no kernel BTF: scripts with a kernel program cannot load; the others run");
-            Err(e.to_string())
-        }
-    }
+fn locate_btf(cfg: &Config) -> Result<KernelBtf, crate::btf::BtfError> {
+    let search = crate::btf::BtfSearch::system()
+        .explicit(cfg.btf.as_deref())
+        .archive(cfg.btf_archive.as_deref());
+    search.locate().inspect_err(|e| {
+        tracing::error!(error = %e, "no kernel BTF: scripts with a kernel program cannot load; the others run");
+    })
 }

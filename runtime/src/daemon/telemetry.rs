@@ -82,6 +82,7 @@ pub struct Telemetry {
     pub reloads: Counter,
     pub reload_ok: Gauge,
     pub reload_time: Gauge,
+    btf_info: Gauge,
 }
 
 impl Telemetry {
@@ -161,6 +162,21 @@ impl Telemetry {
                 &[] as &[&str],
                 max,
             )),
+            btf_info: must(registry.gauge(
+                "btf_info",
+                "Always 1: where the kernel BTF came from (sysfs, explicit, embedded, archive, image) and the kernel release it is for; absent when none was found (see /status last_reload.btf).",
+                &["source", "release"],
+                max,
+            )),
+        }
+    }
+
+    /// Says where the kernel BTF came from (`(source, release)`), or that there is
+    /// none (`None`: the series goes away).
+    pub fn set_btf(&self, found: Option<(&str, &str)>) {
+        self.btf_info.retain(|_| false);
+        if let Some((source, release)) = found {
+            let _ = self.btf_info.set(&[source, release], 1);
         }
     }
 
@@ -218,5 +234,33 @@ impl Telemetry {
         self.handler.retain(other);
         self.runs.retain(other);
         self.run_seconds.retain(other);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btf_info_says_where_the_btf_came_from() {
+        let registry = Registry::new("n");
+        let t = Telemetry::new(&registry);
+        t.set_btf(Some(("embedded", "6.1.0-56-cloud-amd64")));
+        let text = registry.render_prometheus();
+        assert!(
+            text.contains(
+                r#"sonde_btf_info{node="n",release="6.1.0-56-cloud-amd64",source="embedded"} 1"#
+            ) || text.contains(
+                r#"sonde_btf_info{node="n",source="embedded",release="6.1.0-56-cloud-amd64"} 1"#
+            ),
+            "{text}"
+        );
+        // A later reload found it elsewhere: one series, the new one.
+        t.set_btf(Some(("sysfs", "6.1.0-56-cloud-amd64")));
+        let text = registry.render_prometheus();
+        assert_eq!(text.matches("sonde_btf_info{").count(), 1, "{text}");
+        assert!(text.contains(r#"source="sysfs""#), "{text}");
+        t.set_btf(None);
+        assert!(!registry.render_prometheus().contains("sonde_btf_info{"));
     }
 }
