@@ -1,0 +1,1042 @@
+//! Guest kernels: the built-in probes on Debian's 6.1 (bookworm) and 5.10 (bullseye)
+//! cloud kernels booted under qemu's software emulation, and on this machine's kernel.
+//!
+//! Each guest gets a small initramfs (busybox, the `sonde` binary, the scripts and
+//! `tests/guest/driver`, built by `tests/guest/mkinitramfs`). The driver runs
+//! `sonde probes --json`, `sonde btf` and each program's script under three BTF
+//! conditions (as is, hidden, hidden with the kernel image in /boot), makes resets and
+//! drops happen, and prints sonde's raw output on the second serial port. This file
+//! parses that, decides per case what happened (error, attached, fired, with which
+//! variant), compares it with `tests/guest/expect`, prints the tables and writes them
+//! to `target/guest/report.md`. On this kernel the same driver runs directly (as root,
+//! in its own mount namespace).
+//!
+//! ```text
+//! tests/guest/run                          # all kernels, tables on stdout
+//! SONDE_GUEST_ONLY=bookworm,host tests/guest/run
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sonde_tests::{cannot_run, repo_root, sonde_bin};
+
+/// The programs the driver runs, and the summary label its trigger (connections to a
+/// closed port from a fresh network namespace) must count for the program to have
+/// fired.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("tcp_reset", "kind=NOSOCK"),
+    ("packet_loss", "reason=NO_SOCKET"),
+];
+
+/// BTF conditions, in the driver's order.
+const CONDITIONS: &[&str] = &["sysfs", "none", "image", "bare"];
+
+/// From qemu's start to the guest's power-off; a debug build of sonde under TCG takes
+/// about a minute, a release build about 15 s.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn guest_dir() -> PathBuf {
+    repo_root().join("tests/guest")
+}
+
+fn out_dir() -> PathBuf {
+    repo_root().join("target/guest")
+}
+
+fn kernel_cache() -> PathBuf {
+    std::env::var_os("SONDE_GUEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/guest-kernels"))
+}
+
+/// A line of `tests/guest/kernels`.
+#[derive(Debug, Clone)]
+struct Kernel {
+    label: String,
+    /// `ID:VERSION_ID` for the guest's /etc/os-release.
+    os: String,
+}
+
+fn kernels(text: &str) -> Vec<Kernel> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 4, "tests/guest/kernels: want 4 fields in `{l}`");
+            Kernel {
+                label: f[0].into(),
+                os: f[3].into(),
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// The driver's report.
+
+/// One case as the driver saw it.
+#[derive(Debug, Default, Clone)]
+struct Case {
+    btf: String,
+    what: String,
+    rc: Option<i32>,
+    ms: u64,
+    skipped: Option<String>,
+    /// Inode of the network namespace the trigger's traffic came from.
+    netns: Option<String>,
+    stdout: String,
+    stderr: String,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    release: String,
+    os: String,
+    cases: Vec<Case>,
+    /// The driver's own time, start to end.
+    ms: u64,
+}
+
+impl Report {
+    fn case(&self, btf: &str, what: &str) -> Option<&Case> {
+        self.cases.iter().find(|c| c.btf == btf && c.what == what)
+    }
+}
+
+/// `key=value` words; `skipped=` takes the rest of the line.
+fn fields(s: &str) -> BTreeMap<String, String> {
+    let (s, skipped) = match s.find("skipped=") {
+        Some(i) => (&s[..i], Some(&s[i + "skipped=".len()..])),
+        None => (s, None),
+    };
+    let mut m: BTreeMap<String, String> = s
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(v) = skipped {
+        m.insert("skipped".into(), v.trim().to_string());
+    }
+    m
+}
+
+fn parse_report(text: &str) -> Result<Report, String> {
+    #[derive(PartialEq)]
+    enum Section {
+        None,
+        Stdout,
+        Stderr,
+    }
+    let mut report = Report::default();
+    let mut began = false;
+    let mut case: Option<Case> = None;
+    let mut section = Section::None;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(rest) = line.strip_prefix("@@sonde-guest begin") {
+            let f = fields(rest);
+            report.release = f.get("kernel").cloned().unwrap_or_default();
+            report.os = f.get("os").cloned().unwrap_or_default();
+            began = true;
+            continue;
+        }
+        if !began {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("@@sonde-guest end") {
+            if let Some(c) = case {
+                return Err(format!("case {}/{} has no end", c.btf, c.what));
+            }
+            report.ms = fields(rest)
+                .get("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            return Ok(report);
+        }
+        if let Some(rest) = line.strip_prefix("@@case ") {
+            let f = fields(rest);
+            case = Some(Case {
+                btf: f.get("btf").cloned().unwrap_or_default(),
+                what: f.get("what").cloned().unwrap_or_default(),
+                rc: f.get("rc").and_then(|v| v.parse().ok()),
+                ms: f.get("ms").and_then(|v| v.parse().ok()).unwrap_or(0),
+                skipped: f.get("skipped").cloned(),
+                ..Case::default()
+            });
+            section = Section::None;
+            continue;
+        }
+        let Some(c) = case.as_mut() else {
+            continue;
+        };
+        if let Some(rest) = line.strip_prefix("@@trigger ") {
+            c.netns = fields(rest).get("netns").cloned();
+        } else if line == "@@stdout" {
+            section = Section::Stdout;
+        } else if line == "@@stderr" {
+            section = Section::Stderr;
+        } else if line == "@@end" {
+            report.cases.push(case.take().unwrap());
+            section = Section::None;
+        } else {
+            let buf = match section {
+                Section::Stdout => &mut c.stdout,
+                Section::Stderr => &mut c.stderr,
+                Section::None => continue,
+            };
+            buf.push_str(line);
+            buf.push('\n');
+        }
+    }
+    Err(if began {
+        "the report stops before its end marker (the guest died or timed out)".into()
+    } else {
+        "no report (the driver never started)".into()
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Judging.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Fired,
+    Counted,
+    Attached,
+    Error,
+    Skipped,
+}
+
+impl Outcome {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "fired" => Outcome::Fired,
+            "counted" => Outcome::Counted,
+            "attached" => Outcome::Attached,
+            "error" => Outcome::Error,
+            "skipped" => Outcome::Skipped,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Fired => "fired",
+            Outcome::Counted => "counted",
+            Outcome::Attached => "attached",
+            Outcome::Error => "error",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// A line of `tests/guest/expect`.
+#[derive(Debug)]
+struct Expect {
+    kernel: String,
+    btf: String,
+    program: String,
+    outcome: Outcome,
+    variant: String,
+}
+
+fn expectations(text: &str) -> Result<Vec<Expect>, String> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(n, l)| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let bad = |why: &str| format!("tests/guest/expect:{n}: {why}: `{l}`");
+            if f.len() != 5 {
+                return Err(bad("want 5 fields: kernel btf program outcome variant"));
+            }
+            let outcome = Outcome::parse(f[3])
+                .ok_or_else(|| bad("outcome is one of fired, counted, attached, error, skipped"))?;
+            if f[1] != "*" && !CONDITIONS.contains(&f[1]) {
+                return Err(bad("btf is one of sysfs, none, image, bare or *"));
+            }
+            if f[2] != "*" && !PROGRAMS.iter().any(|(p, _)| *p == f[2]) {
+                return Err(bad(
+                    "unknown program (see PROGRAMS in tests/tests/guest.rs)",
+                ));
+            }
+            Ok(Expect {
+                kernel: f[0].into(),
+                btf: f[1].into(),
+                program: f[2].into(),
+                outcome,
+                variant: f[4].into(),
+            })
+        })
+        .collect()
+}
+
+fn expected<'a>(ex: &'a [Expect], kernel: &str, btf: &str, program: &str) -> Option<&'a Expect> {
+    let m = |p: &str, s: &str| p == "*" || p == s;
+    ex.iter()
+        .find(|e| m(&e.kernel, kernel) && m(&e.btf, btf) && m(&e.program, program))
+}
+
+/// One program under one BTF condition on one kernel.
+#[derive(Debug)]
+struct Row {
+    kernel: String,
+    btf: String,
+    program: String,
+    variant: Option<String>,
+    outcome: Outcome,
+    /// Records carrying the program's label (see [`PROGRAMS`]).
+    fired: u64,
+    note: String,
+    verdict: Result<(), String>,
+}
+
+/// "sonde: tcp_reset attached (variant kprobe)" -> "kprobe".
+fn attached_variant(stderr: &str, program: &str) -> Option<String> {
+    let prefix = format!("sonde: {program} attached (variant ");
+    stderr.lines().find_map(|l| {
+        l.strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(')'))
+            .map(str::to_string)
+    })
+}
+
+/// The summary rows (`  {labels}  value`) from the traffic's namespace, pod labels
+/// dropped.
+fn summary_rows(stdout: &str, netns: Option<&str>) -> Vec<(String, u64)> {
+    let pod = netns.map(|n| format!("netns:{n}"));
+    stdout
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .filter_map(|l| {
+            let t = l.trim_start().strip_prefix('{')?;
+            let (labels, value) = t.split_once('}')?;
+            let value: u64 = value.trim().parse().ok()?;
+            if let Some(pod) = &pod {
+                if !labels.split(',').any(|kv| kv.ends_with(pod.as_str())) {
+                    return None;
+                }
+            }
+            let kept: Vec<&str> = labels
+                .split(',')
+                .filter(|kv| !kv.starts_with("pod=") && !kv.starts_with("namespace="))
+                .collect();
+            Some((kept.join(","), value))
+        })
+        .collect()
+}
+
+/// What sonde said when it failed: its first error line (`sonde: ...` that is not a
+/// warning, or clap's `error: ...`), and how many lines followed it.
+fn error_line(case: &Case) -> String {
+    let lines: Vec<&str> = case
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let first = lines
+        .iter()
+        .position(|l| {
+            (l.starts_with("sonde: ") && !l.starts_with("sonde: warning"))
+                || l.starts_with("error:")
+        })
+        .or_else(|| lines.len().checked_sub(1));
+    let mut line = match first {
+        Some(i) => {
+            let l = lines[i]
+                .strip_prefix("sonde: ")
+                .unwrap_or(lines[i])
+                .to_string();
+            match lines.len() - i - 1 {
+                0 => l,
+                n => format!("{l} (+{n} lines)"),
+            }
+        }
+        None => "(no output)".to_string(),
+    };
+    if let Some(rc) = case.rc.filter(|rc| *rc != 0) {
+        line = format!("exit {rc}: {line}");
+    }
+    line
+}
+
+/// The variant `sonde probes --json` chose per program, and every variant's verdict.
+type Choices = BTreeMap<String, (Option<String>, Vec<(String, bool, Option<String>)>)>;
+
+fn probes_choices(case: Option<&Case>) -> Choices {
+    let mut out = Choices::new();
+    let Some(case) = case.filter(|c| c.rc == Some(0)) else {
+        return out;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&case.stdout) else {
+        return out;
+    };
+    for p in v["programs"].as_array().into_iter().flatten() {
+        let name = p["program"].as_str().unwrap_or("?").to_string();
+        let chosen = p["variant"].as_str().map(str::to_string);
+        let variants = p["variants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap_or("?").to_string(),
+                    v["available"].as_bool().unwrap_or(false),
+                    v["reason"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        out.insert(name, (chosen, variants));
+    }
+    out
+}
+
+/// What `sonde btf` said about the chosen source, when the command exists.
+fn btf_source(case: Option<&Case>) -> Option<String> {
+    let case = case.filter(|c| c.skipped.is_none())?;
+    if case.stderr.contains("unrecognized subcommand") {
+        return None;
+    }
+    if case.rc != Some(0) {
+        return Some(format!("`sonde btf`: {}", error_line(case)));
+    }
+    // "kernel BTF  embedded embedded:debian/12/...": the first line names the source.
+    let first = case.stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let first = first.strip_prefix("kernel BTF").unwrap_or(first);
+    Some(format!(
+        "BTF: {}",
+        first.split_whitespace().collect::<Vec<_>>().join(" ")
+    ))
+}
+
+fn judge(label: &str, report: &Report, ex: &[Expect]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for btf in CONDITIONS {
+        let probes = probes_choices(report.case(btf, "probes"));
+        let source = btf_source(report.case(btf, "btf"));
+        for (program, label_fired) in PROGRAMS {
+            let mut notes: Vec<String> = Vec::new();
+            let (outcome, variant, fired) = match report.case(btf, program) {
+                None => {
+                    notes.push("no such case in the driver's report".into());
+                    (Outcome::Error, None, 0)
+                }
+                Some(c) if c.skipped.is_some() => {
+                    notes.push(c.skipped.clone().unwrap_or_default());
+                    (Outcome::Skipped, None, 0)
+                }
+                Some(c) => {
+                    let variant = attached_variant(&c.stderr, program);
+                    let rows = summary_rows(&c.stdout, c.netns.as_deref());
+                    let fired: u64 = rows
+                        .iter()
+                        .filter(|(l, _)| l.split(',').any(|kv| kv == *label_fired))
+                        .map(|(_, v)| v)
+                        .sum();
+                    if variant.is_none() || c.rc != Some(0) {
+                        notes.push(error_line(c));
+                        if let Some((Some(v), _)) = probes.get(*program) {
+                            notes.push(format!("`sonde probes` said variant {v} runs"));
+                        }
+                        (Outcome::Error, variant, fired)
+                    } else {
+                        if c.netns.is_none() {
+                            notes.push("the driver did not trigger (saw no attach)".into());
+                        }
+                        if rows.is_empty() {
+                            notes.push("no summary rows from the trigger's namespace".into());
+                        } else {
+                            let seen: Vec<String> =
+                                rows.iter().map(|(l, v)| format!("{l} {v}")).collect();
+                            notes.push(seen.join(", "));
+                        }
+                        let o = if fired > 0 {
+                            Outcome::Fired
+                        } else if !rows.is_empty() {
+                            Outcome::Counted
+                        } else {
+                            Outcome::Attached
+                        };
+                        (o, variant, fired)
+                    }
+                }
+            };
+            // `sonde btf` failing like the run itself says nothing new.
+            if let Some(s) = source
+                .as_ref()
+                .filter(|s| !notes.iter().any(|n| s.ends_with(n)))
+            {
+                notes.push(s.clone());
+            }
+            let mut verdict = match expected(ex, label, btf, program) {
+                None => Err("no line in tests/guest/expect".to_string()),
+                Some(e) if e.outcome != outcome => Err(format!("expected {}", e.outcome.name())),
+                Some(e)
+                    if matches!(
+                        outcome,
+                        Outcome::Fired | Outcome::Counted | Outcome::Attached
+                    ) && e.variant != "*"
+                        && variant.as_deref() != Some(e.variant.as_str()) =>
+                {
+                    Err(format!("expected variant {}", e.variant))
+                }
+                Some(_) => Ok(()),
+            };
+            if let (Some(v), Some((Some(p), _))) = (&variant, probes.get(*program)) {
+                if v != p && verdict.is_ok() {
+                    verdict = Err(format!(
+                        "`sonde probes` chose {p}, `sonde run` attached {v}"
+                    ));
+                }
+            }
+            rows.push(Row {
+                kernel: label.to_string(),
+                btf: btf.to_string(),
+                program: program.to_string(),
+                variant,
+                outcome,
+                fired,
+                note: notes.join("; "),
+                verdict,
+            });
+        }
+    }
+    rows
+}
+
+// ---------------------------------------------------------------------------------
+// Running.
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Waits for `child` at most `limit`; kills it after that.
+fn wait_for(child: &mut Child, limit: Duration, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(format!("{what} failed: {st}")),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} still running after {limit:?}: killed"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// How long each part of one kernel's run took.
+#[derive(Debug, Default)]
+struct Timing {
+    build: Duration,
+    wall: Duration,
+}
+
+struct KernelRun {
+    label: String,
+    result: Result<(Report, Timing), String>,
+}
+
+fn run_guest(k: &Kernel, sonde: &Path) -> Result<(Report, Timing), String> {
+    let dir = out_dir().join(&k.label);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let kdir = kernel_cache().join(&k.label);
+    let vmlinuz = std::fs::read_dir(&kdir)
+        .map_err(|e| format!("{}: {e}", kdir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| format!("no vmlinuz-* in {}", kdir.display()))?;
+
+    let t = Instant::now();
+    let initrd = dir.join("initrd.cpio");
+    let st = Command::new(guest_dir().join("mkinitramfs"))
+        .arg(&initrd)
+        .arg(sonde)
+        .arg(&kdir)
+        .arg(&k.os)
+        .status()
+        .map_err(|e| format!("mkinitramfs: {e}"))?;
+    if !st.success() {
+        return Err(format!("mkinitramfs failed: {st}"));
+    }
+    let build = t.elapsed();
+
+    let console = dir.join("console.log");
+    let results = dir.join("results.txt");
+    let qemu_log = dir.join("qemu.log");
+    for f in [&console, &results] {
+        let _ = std::fs::remove_file(f);
+    }
+    let t = Instant::now();
+    let log = std::fs::File::create(&qemu_log).map_err(|e| format!("qemu.log: {e}"))?;
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1G"])
+        .arg("-kernel")
+        .arg(&vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", results.display()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let waited = wait_for(&mut child, GUEST_TIMEOUT, "qemu");
+    let wall = t.elapsed();
+    let text = std::fs::read_to_string(&results).unwrap_or_default();
+    let parsed = parse_report(&text);
+    match (waited, parsed) {
+        (Ok(()), Ok(report)) => Ok((report, Timing { build, wall })),
+        (w, p) => Err(format!(
+            "{}{}\n--- last console lines ({}):\n{}\n--- qemu: {}",
+            w.err().map(|e| format!("{e}; ")).unwrap_or_default(),
+            p.err().unwrap_or_else(|| "report complete".into()),
+            console.display(),
+            tail(&console, 15),
+            tail(&qemu_log, 5),
+        )),
+    }
+}
+
+fn run_host(sonde: &Path) -> Result<(Report, Timing), String> {
+    let dir = out_dir().join("host");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let image = PathBuf::from(format!("/boot/vmlinuz-{release}"));
+    let results = dir.join("results.txt");
+    let driver_log = dir.join("driver.log");
+    let t = Instant::now();
+    let mut cmd = Command::new("busybox");
+    cmd.arg("sh")
+        .arg(guest_dir().join("driver"))
+        .env("SONDE", sonde)
+        .env("SCRIPTS", repo_root().join("scripts"))
+        .env("BB", "busybox")
+        .env_remove("SONDE_GUEST_NS")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&results).map_err(|e| e.to_string())?)
+        .stderr(std::fs::File::create(&driver_log).map_err(|e| e.to_string())?);
+    if image.is_file() {
+        cmd.env("IMAGE", &image);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("busybox sh driver: {e}"))?;
+    let waited = wait_for(&mut child, GUEST_TIMEOUT, "the driver");
+    let wall = t.elapsed();
+    let text = std::fs::read_to_string(&results).unwrap_or_default();
+    match (waited, parse_report(&text)) {
+        (Ok(()), Ok(report)) => Ok((
+            report,
+            Timing {
+                build: Duration::ZERO,
+                wall,
+            },
+        )),
+        (w, p) => Err(format!(
+            "{}{}\n--- {}:\n{}",
+            w.err().map(|e| format!("{e}; ")).unwrap_or_default(),
+            p.err().unwrap_or_else(|| "report complete".into()),
+            driver_log.display(),
+            tail(&driver_log, 15)
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Tables.
+
+fn kernel_name(label: &str, report: &Report) -> String {
+    format!("{} ({label})", report.release)
+}
+
+fn variants_table(runs: &[KernelRun]) -> String {
+    let mut t = String::from(
+        "| kernel | program | variant | runs here | why not |\n|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let Ok((report, _)) = &run.result else {
+            continue;
+        };
+        let choices = probes_choices(report.case("sysfs", "probes"));
+        if choices.is_empty() {
+            let _ = writeln!(
+                t,
+                "| {} | - | - | - | `sonde probes --json` failed |",
+                kernel_name(&run.label, report)
+            );
+        }
+        for (program, (chosen, variants)) in &choices {
+            for (name, available, reason) in variants {
+                let runs = match (available, chosen.as_deref() == Some(name.as_str())) {
+                    (true, true) => "yes, chosen",
+                    (true, false) => "yes",
+                    (false, _) => "no",
+                };
+                let _ = writeln!(
+                    t,
+                    "| {} | {program} | {name} | {runs} | {} |",
+                    kernel_name(&run.label, report),
+                    reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    t
+}
+
+fn runs_table(runs: &[KernelRun], rows: &[Row]) -> String {
+    let mut t = String::from(
+        "| kernel | BTF | program | variant | loaded | fired | outcome | note |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let kernel = runs
+            .iter()
+            .find(|k| k.label == r.kernel)
+            .and_then(|k| k.result.as_ref().ok())
+            .map(|(rep, _)| kernel_name(&r.kernel, rep))
+            .unwrap_or_else(|| r.kernel.clone());
+        let outcome = match &r.verdict {
+            Ok(()) => r.outcome.name().to_string(),
+            Err(why) => format!("**{}: UNEXPECTED, {why}**", r.outcome.name()),
+        };
+        let loaded = match r.outcome {
+            Outcome::Fired | Outcome::Counted | Outcome::Attached => "yes",
+            Outcome::Error => "no",
+            Outcome::Skipped => "-",
+        };
+        let _ = writeln!(
+            t,
+            "| {kernel} | {} | {} | {} | {loaded} | {} | {outcome} | {} |",
+            r.btf,
+            r.program,
+            r.variant.as_deref().unwrap_or("-"),
+            if loaded == "yes" {
+                r.fired.to_string()
+            } else {
+                "-".into()
+            },
+            r.note.replace('|', "\\|"),
+        );
+    }
+    t
+}
+
+fn timing_table(runs: &[KernelRun]) -> String {
+    let mut t = String::from(
+        "| kernel | initramfs | wall (boot to power-off) | driver (inside) | slowest case |\n\
+         |---|---|---|---|---|\n",
+    );
+    for run in runs {
+        match &run.result {
+            Ok((report, timing)) => {
+                let slowest = report
+                    .cases
+                    .iter()
+                    .max_by_key(|c| c.ms)
+                    .map(|c| format!("{}/{} {:.1} s", c.btf, c.what, c.ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    t,
+                    "| {} | {:.1} s | {:.1} s | {:.1} s | {slowest} |",
+                    kernel_name(&run.label, report),
+                    timing.build.as_secs_f64(),
+                    timing.wall.as_secs_f64(),
+                    report.ms as f64 / 1000.0,
+                );
+            }
+            Err(_) => {
+                let _ = writeln!(t, "| {} | - | failed | - | - |", run.label);
+            }
+        }
+    }
+    t
+}
+
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn guest_kernels() {
+    let test = "guest_kernels";
+    let started = Instant::now();
+    let only: Option<Vec<String>> = std::env::var("SONDE_GUEST_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|l| l.trim().to_string()).collect());
+    let wanted = |label: &str| only.as_ref().is_none_or(|o| o.iter().any(|l| l == label));
+    let ex = expectations(&std::fs::read_to_string(guest_dir().join("expect")).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let all = kernels(&std::fs::read_to_string(guest_dir().join("kernels")).unwrap());
+    let mut guests: Vec<Kernel> = all.into_iter().filter(|k| wanted(&k.label)).collect();
+
+    let missing: Vec<&str> = [
+        "qemu-system-x86_64",
+        "busybox",
+        "cpio",
+        "objcopy",
+        "apt-get",
+        "dpkg-deb",
+    ]
+    .into_iter()
+    .filter(|t| !on_path(t))
+    .collect();
+    if !guests.is_empty() && !missing.is_empty() {
+        cannot_run(
+            test,
+            &format!(
+                "guest kernels need {} (apt-get install qemu-system-x86 busybox-static cpio)",
+                missing.join(", ")
+            ),
+        );
+        guests.clear();
+    }
+    if !guests.is_empty() {
+        let labels: Vec<&str> = guests.iter().map(|k| k.label.as_str()).collect();
+        let st = Command::new(guest_dir().join("fetch-kernels"))
+            .args(&labels)
+            .status();
+        if !matches!(st, Ok(s) if s.success()) {
+            cannot_run(
+                test,
+                &format!(
+                    "tests/guest/fetch-kernels {} failed: {st:?}",
+                    labels.join(" ")
+                ),
+            );
+            guests.clear();
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let host = wanted("host") && on_path("busybox");
+    if wanted("host") && !host {
+        cannot_run(
+            test,
+            "the host run needs busybox (apt-get install busybox-static)",
+        );
+    } else if host && !root {
+        cannot_run(
+            test,
+            "the host run needs root (BPF, mount and network namespaces)",
+        );
+    }
+    let host = host && root;
+    if guests.is_empty() && !host {
+        return;
+    }
+    let fetched = started.elapsed();
+
+    let sonde = sonde_bin();
+    let t = Instant::now();
+    let mut runs: Vec<KernelRun> = std::thread::scope(|s| {
+        let sonde = &sonde;
+        let mut handles = Vec::new();
+        if host {
+            handles.push(("host".to_string(), s.spawn(move || run_host(sonde))));
+        }
+        for k in &guests {
+            handles.push((k.label.clone(), s.spawn(move || run_guest(k, sonde))));
+        }
+        handles
+            .into_iter()
+            .map(|(label, h)| KernelRun {
+                label,
+                result: h.join().unwrap_or_else(|_| Err("panicked".into())),
+            })
+            .collect()
+    });
+    let ran = t.elapsed();
+    runs.sort_by_key(|r| if r.label == "host" { 0 } else { 1 });
+
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for run in &runs {
+        match &run.result {
+            Ok((report, _)) => rows.extend(judge(&run.label, report, &ex)),
+            Err(e) => failures.push(format!("{}: {e}", run.label)),
+        }
+    }
+    for r in rows.iter().filter(|r| r.verdict.is_err()) {
+        failures.push(format!(
+            "{}/{}/{}: {} ({})",
+            r.kernel,
+            r.btf,
+            r.program,
+            r.verdict.as_ref().unwrap_err(),
+            r.note
+        ));
+    }
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "### Variants (`sonde probes --json`, BTF as the kernel has it)\n"
+    );
+    md.push_str(&variants_table(&runs));
+    let _ = writeln!(
+        md,
+        "\n### Runs (`sonde run scripts/<program>.rhai --for 2s`)\n"
+    );
+    md.push_str(&runs_table(&runs, &rows));
+    let _ = writeln!(md, "\n### Time\n");
+    md.push_str(&timing_table(&runs));
+    let _ = writeln!(
+        md,
+        "\nsonde: {}; kernels fetched or found in {:.1} s; all kernels run side by side in \
+         {:.1} s; {:.1} s in all.",
+        sonde.display(),
+        fetched.as_secs_f64(),
+        ran.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("\n{md}");
+    let _ = std::fs::write(out_dir().join("report.md"), &md);
+    assert!(
+        failures.is_empty(),
+        "guest kernels: {} unexpected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The harness's own parts, without qemu or root.
+
+const SAMPLE: &str = "\
+[    1.0] kernel noise before the report
+@@sonde-guest begin kernel=6.1.0-56-cloud-amd64 os=debian:12\r
+@@case btf=sysfs what=probes rc=0 ms=630
+@@stdout
+{\"kernel\": \"6.1.0-56-cloud-amd64\", \"programs\": [{\"program\": \"tcp_reset\",
+ \"variant\": \"kprobe\", \"variants\": [
+  {\"name\": \"tracepoint\", \"available\": false, \"reason\": \"kernel < 6.10\"},
+  {\"name\": \"kprobe\", \"available\": true, \"reason\": null}]}]}
+@@stderr
+@@end
+@@case btf=sysfs what=btf rc=2 ms=90
+@@stdout
+@@stderr
+error: unrecognized subcommand 'btf'
+@@end
+@@case btf=sysfs what=tcp_reset rc=0 ms=3630
+@@trigger netns=4026532114
+@@stdout
+type=TCPRESET_NOSOCK pod=netns:4026532114 protocol=TCP saddr=127.0.0.1 sport=9
+sonde_tcp_reset_segments_total
+  {pod=netns:4026532114,kind=NOSOCK}   3
+  {pod=netns:4026532114,kind=RECEIVE}  3
+  {kind=NOSOCK}  7
+@@stderr
+sonde: tcp_reset attached (variant kprobe)
+sonde: 6 records (2/s), 6 events emitted, 0 lost in the kernel, 0 undecodable, in 3.26s
+@@end
+@@case btf=none what=tcp_reset rc=1 ms=420
+@@stdout
+@@stderr
+sonde: warning: something
+sonde: no kernel BTF found; tried: /sys/kernel/btf/vmlinux
+@@end
+@@case btf=image what=tcp_reset skipped=no kernel image for 6.18.44
+@@end
+@@sonde-guest end ms=10740
+";
+
+#[test]
+fn driver_report_parses_and_is_judged() {
+    let r = parse_report(SAMPLE).unwrap();
+    assert_eq!(r.release, "6.1.0-56-cloud-amd64");
+    assert_eq!(r.os, "debian:12");
+    assert_eq!(r.ms, 10740);
+    assert_eq!(r.cases.len(), 5);
+    let run = r.case("sysfs", "tcp_reset").unwrap();
+    assert_eq!(run.netns.as_deref(), Some("4026532114"));
+    assert_eq!(
+        attached_variant(&run.stderr, "tcp_reset").as_deref(),
+        Some("kprobe")
+    );
+    assert_eq!(
+        summary_rows(&run.stdout, run.netns.as_deref()),
+        vec![
+            ("kind=NOSOCK".to_string(), 3),
+            ("kind=RECEIVE".to_string(), 3)
+        ]
+    );
+    assert_eq!(
+        r.case("image", "tcp_reset").unwrap().skipped.as_deref(),
+        Some("no kernel image for 6.18.44")
+    );
+
+    let ex = expectations(
+        "bookworm sysfs tcp_reset fired kprobe\n\
+         * none * error - # today\n\
+         * image * skipped -\n\
+         * * * attached *\n",
+    )
+    .unwrap();
+    let rows = judge("bookworm", &r, &ex);
+    let row = |btf: &str, p: &str| {
+        rows.iter()
+            .find(|x| x.btf == btf && x.program == p)
+            .unwrap()
+    };
+    let ok = row("sysfs", "tcp_reset");
+    assert_eq!((ok.outcome, ok.fired), (Outcome::Fired, 3));
+    assert!(ok.verdict.is_ok(), "{:?}", ok.verdict);
+    let none = row("none", "tcp_reset");
+    assert_eq!(none.outcome, Outcome::Error);
+    assert!(
+        none.note.contains("exit 1: no kernel BTF found"),
+        "{}",
+        none.note
+    );
+    assert!(none.verdict.is_ok());
+    assert_eq!(row("image", "tcp_reset").outcome, Outcome::Skipped);
+    // A case missing from the report is an error, and unexpected here.
+    assert!(row("sysfs", "packet_loss").verdict.is_err());
+}
+
+#[test]
+fn expect_covers_every_kernel_condition_and_program() {
+    let ex = expectations(&std::fs::read_to_string(guest_dir().join("expect")).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let labels = kernels(&std::fs::read_to_string(guest_dir().join("kernels")).unwrap());
+    for k in labels.iter().map(|k| k.label.as_str()).chain(["host"]) {
+        for btf in CONDITIONS {
+            for (p, _) in PROGRAMS {
+                assert!(
+                    expected(&ex, k, btf, p).is_some(),
+                    "tests/guest/expect has no line for {k} {btf} {p}"
+                );
+            }
+        }
+    }
+    assert!(expectations("x sysfs tcp_reset maybe kprobe").is_err());
+    assert!(expectations("x sysfs nope fired kprobe").is_err());
+}
