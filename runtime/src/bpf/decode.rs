@@ -858,6 +858,8 @@ fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
             let v = read_uint(b, *s);
             match env.drop_reasons.get(&v) {
                 Some(n) => n.clone().into(),
+                // Kernels before 5.17 have no `enum skb_drop_reason`: they never say.
+                None if v == 0 && env.drop_reasons.is_empty() => Dynamic::from("NOT_SPECIFIED"),
                 None => Dynamic::from(format!("REASON_{v}")),
             }
         }

@@ -136,11 +136,12 @@ pub fn assess(
 }
 
 fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
+    // Every object is CO-RE: without the kernel's BTF nothing relocates.
+    let Some(btf) = btf else {
+        return Err("no kernel BTF to relocate against (`sonde btf` shows what was tried)".into());
+    };
     for req in v.requires {
-        match btf {
-            Some(btf) => features::check_require(req, btf)?,
-            None => return Err("no kernel BTF to check requirements against".into()),
-        }
+        features::check_require(req, btf)?;
     }
     for a in v.attach {
         features::check_hook(&a.hook)?;
