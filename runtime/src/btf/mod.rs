@@ -24,6 +24,7 @@ use std::time::Duration;
 pub mod archive;
 pub mod chain;
 pub mod decompress;
+pub mod dwarf;
 pub mod image;
 pub mod raw;
 #[cfg(test)]
