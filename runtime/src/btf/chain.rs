@@ -19,8 +19,8 @@
 //!    `/usr/lib/debug/lib/modules/<release>/vmlinux`, `/lib/modules/<release>/vmlinux*`,
 //!    `/boot/vmlinuz-<release>` ([`super::image`]: ELF `.BTF`, or a decompressed
 //!    `vmlinuz`); an image whose banner names another kernel is refused.
-//! 7. **DWARF to BTF**: the place for converting a debug `vmlinux` without `.BTF`;
-//!    not built yet, listed so the chain shows it.
+//! 7. **DWARF to BTF**: a debug image of those paths with DWARF but no `.BTF` is
+//!    converted ([`super::dwarf`], a pahole `-J` equivalent for what CO-RE needs).
 //!
 //! Every candidate must parse with aya before it is used; one that does not is
 //! listed with why, and the chain goes on. Every step is logged (DEBUG per step,
@@ -338,7 +338,7 @@ impl Run<'_> {
                 }
             },
             Step::Image => self.images(),
-            Step::Dwarf => self.skip(step, "not built yet: no DWARF to BTF conversion"),
+            Step::Dwarf => self.dwarf(),
         })
     }
 
@@ -534,8 +534,8 @@ impl Run<'_> {
         }
     }
 
-    /// Kernel images of the running release on disk.
-    fn images(&mut self) -> Option<Found> {
+    /// Where kernel images of the running release may be, in the order tried.
+    fn image_paths(&self) -> Vec<PathBuf> {
         let s = self.search;
         let r = &s.release;
         let mut paths: Vec<PathBuf> = [
@@ -561,7 +561,13 @@ impl Run<'_> {
         }
         paths.extend(in_modules);
         paths.push(s.root.join(format!("boot/vmlinuz-{r}")));
+        paths
+    }
 
+    /// Kernel images of the running release on disk.
+    fn images(&mut self) -> Option<Found> {
+        let s = self.search;
+        let paths = self.image_paths();
         for path in paths {
             let t = Instant::now();
             if !path.exists() {
@@ -582,6 +588,42 @@ impl Run<'_> {
             }
             if let Some(found) = self.accept(Step::Image, BtfSource::Image(path), got, t) {
                 return Some(found);
+            }
+        }
+        None
+    }
+}
+
+impl Run<'_> {
+    /// Debug images of the running release with DWARF but no `.BTF`: converted.
+    fn dwarf(&mut self) -> Option<Found> {
+        let candidates: Vec<PathBuf> = self
+            .image_paths()
+            .into_iter()
+            .filter(|p| image::has_dwarf_without_btf(p))
+            .collect();
+        if candidates.is_empty() {
+            return self.skip(
+                Step::Dwarf,
+                "no kernel image of this release with DWARF and no .BTF",
+            );
+        }
+        for path in candidates {
+            let t = Instant::now();
+            match super::dwarf::dwarf_file_to_btf(&path) {
+                Ok(btf) => {
+                    let got = Extracted {
+                        btf,
+                        via: vec!["DWARF to BTF"],
+                        kernel: None,
+                    };
+                    if let Some(found) = self.accept(Step::Dwarf, BtfSource::Image(path), got, t) {
+                        return Some(found);
+                    }
+                }
+                Err(e) => {
+                    self.tried(Step::Dwarf, &path, e.to_string(), t);
+                }
             }
         }
         None

@@ -49,6 +49,20 @@ pub fn extract(data: &[u8]) -> Result<Extracted, String> {
     Ok(Extracted { btf, via, kernel })
 }
 
+/// Whether a file is an ELF with DWARF (`.debug_info`) and no `.BTF`: a debug
+/// kernel image from before BTF, for the DWARF to BTF step.
+pub fn has_dwarf_without_btf(path: &Path) -> bool {
+    use object::Object;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let cache = object::ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else {
+        return false;
+    };
+    elf.section_by_name(".debug_info").is_some() && elf.section_by_name(".BTF").is_none()
+}
+
 /// Reads the BTF of a file. An ELF is read section by section (a debug `vmlinux`
 /// is 500 MB or more; only its headers and `.BTF` are read); anything else whole.
 pub fn extract_file(path: &Path) -> Result<Extracted, std::io::Error> {
@@ -75,8 +89,7 @@ fn elf_btf<'a, R: object::ReadRef<'a>>(data: R) -> Result<Vec<u8>, String> {
     let Some(section) = file.section_by_name(".BTF") else {
         let dwarf = file.section_by_name(".debug_info").is_some();
         return Err(if dwarf {
-            "ELF without a .BTF section (it has DWARF: DWARF to BTF conversion is not built yet)"
-                .into()
+            "ELF without a .BTF section (it has DWARF: the dwarf step converts it)".into()
         } else {
             "ELF without a .BTF section".into()
         });

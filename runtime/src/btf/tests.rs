@@ -342,7 +342,7 @@ fn a_miss_lists_every_path_and_how_to_provide_btf() {
     }
     assert!(text.contains("not a readable ELF"), "{text}");
     assert!(
-        text.contains("not built yet: no DWARF to BTF conversion"),
+        text.contains("no kernel image of this release with DWARF and no .BTF"),
         "{text}"
     );
     for how in [
@@ -423,4 +423,55 @@ fn this_machine() {
     assert_eq!(got.source().kind(), "sysfs");
     assert_eq!(got.release(), crate::bpf::features::kernel_release());
     assert!(got.has_struct("sk_buff"));
+}
+
+/// A debug image with DWARF and no `.BTF` (here a `clang -g` object standing in for a
+/// debug vmlinux): the image step cannot use it, the DWARF step converts it.
+#[test]
+fn a_debug_image_without_btf_is_converted_from_dwarf() {
+    let test = "a_debug_image_without_btf_is_converted_from_dwarf";
+    let root = TempDir::new("dwarfimage");
+    let s = machine(&root);
+    let src = root.write(
+        "src/k.c",
+        b"struct sock { int a; unsigned b : 3; struct sock *next; };\nstruct sock s;\n",
+    );
+    let path = root.0.join(format!("usr/lib/debug/boot/vmlinux-{RELEASE}"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("clang")
+        .args(["-g", "-O0", "-c", "-o"])
+        .arg(&path)
+        .arg(&src)
+        .output();
+    if !out.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED {test}: clang could not compile: {out:?}");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "clang is required when CI=true"
+        );
+        return;
+    }
+    let got = s.locate().unwrap();
+    assert_eq!(got.source(), &BtfSource::Image(path));
+    let last = got
+        .chain()
+        .iter()
+        .rev()
+        .find(|a| a.outcome == Outcome::Found)
+        .unwrap();
+    assert_eq!(last.step, Step::Dwarf, "{last}");
+    assert!(last.why.contains("DWARF to BTF"), "{last}");
+    assert!(got.has_struct("sock"));
+    let image = got
+        .chain()
+        .iter()
+        .find(|a| a.step == Step::Image && a.location.contains("usr/lib/debug/boot"))
+        .unwrap();
+    assert!(
+        image
+            .why
+            .contains("it has DWARF: the dwarf step converts it"),
+        "{image}"
+    );
 }
