@@ -61,7 +61,7 @@ pub struct BtfArgs {
     /// vmlinuz), or a directory of BTFs searched after /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE|DIR")]
     pub btf: Option<PathBuf>,
-    /// Directory of BTFs laid out <ID>/<VERSION_ID>/<arch>/<release>.btf[.xz]
+    /// Directory of BTFs laid out `<ID>/<VERSION_ID>/<arch>/<release>.btf[.xz]`
     /// (default: /var/lib/sonde/btf when it exists).
     #[arg(long, value_name = "DIR")]
     pub btf_archive: Option<PathBuf>,

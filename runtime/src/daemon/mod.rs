@@ -10,7 +10,7 @@
 //! The pieces: [`config`] (YAML, validated with config paths in errors),
 //! [`discover`] (which scripts should run), [`supervisor`] (validate-then-swap
 //! reloads that keep attached programs and metric series when the kernel side is
-//! unchanged), [`unit`] (one task per script), [`watch`] (inotify on the script
+//! unchanged), [`unit`](mod@unit) (one task per script), [`watch`] (inotify on the script
 //! directories and the config), [`telemetry`] (self-metrics), the HTTP endpoints
 //! ([`crate::http`]) and the event sinks ([`crate::sinks`]).
 //!
