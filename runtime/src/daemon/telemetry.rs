@@ -87,87 +87,32 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn new(registry: &Registry) -> Telemetry {
-        let max = usize::MAX;
-        let build = must(registry.gauge(
+        // Self-metrics have no series budget: their label values are sonde's own.
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            must(registry.gauge(name, help, labels, usize::MAX))
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            must(registry.counter(name, help, labels, usize::MAX))
+        };
+        let build = gauge(
             "build_info",
             "Always 1; the labels say which sonde is running.",
             &["version"],
-            max,
-        ));
+        );
         let _ = build.set(&[env!("CARGO_PKG_VERSION")], 1);
         Telemetry {
-            up: must(registry.gauge(
-                "script_up",
-                "1 when the script runs, 0 when it failed to load (see /status for why).",
-                &["script"],
-                max,
-            )),
-            probe_info: must(registry.gauge(
-                "probe_info",
-                "Always 1: the kernel program of each script and the variant chosen for this kernel.",
-                &["script", "program", "variant"],
-                max,
-            )),
-            records: must(registry.counter(
-                "probe_records_total",
-                "Records read from a script's kernel program.",
-                &["script", "program"],
-                max,
-            )),
-            undecodable: must(registry.counter(
-                "probe_records_undecodable_total",
-                "Records that could not be decoded (a mismatch between object and kernel).",
-                &["script", "program"],
-                max,
-            )),
-            lost: must(registry.counter(
-                "probe_records_lost_total",
-                "Records the kernel could not queue because the ring buffer was full.",
-                &["script", "program"],
-                max,
-            )),
-            handler: must(registry.counter(
-                "script_handler_seconds_total",
-                "Wall-clock time a script's task spent reading and decoding its records and running its handlers (on_event, on_tick, on_exit).",
-                &["script"],
-                max,
-            )),
-            runs: must(registry.counter(
-                "bpf_program_runs_total",
-                "Runs of each attached kernel program, counted by the kernel when kernel.bpf_stats_enabled is 1.",
-                &["script", "program"],
-                max,
-            )),
-            run_seconds: must(registry.counter(
-                "bpf_program_run_seconds_total",
-                "Time spent in each attached kernel program, measured by the kernel when kernel.bpf_stats_enabled is 1.",
-                &["script", "program"],
-                max,
-            )),
-            reloads: must(registry.counter(
-                "config_reloads_total",
-                "Reloads of the config and script directories, by result (success, failure: something was rejected and its running version kept).",
-                &["result"],
-                max,
-            )),
-            reload_ok: must(registry.gauge(
-                "config_last_reload_successful",
-                "1 when the last reload applied everything, 0 when something was rejected.",
-                &[] as &[&str],
-                max,
-            )),
-            reload_time: must(registry.gauge(
-                "config_last_reload_timestamp_seconds",
-                "When the last reload ran, in seconds since the Unix epoch.",
-                &[] as &[&str],
-                max,
-            )),
-            btf_info: must(registry.gauge(
-                "btf_info",
-                "Always 1: where the kernel BTF came from (sysfs, explicit, embedded, archive, image) and the kernel release it is for; absent when none was found (see /status last_reload.btf).",
-                &["source", "release"],
-                max,
-            )),
+            up: gauge("script_up", "1 when the script runs, 0 when it failed to load (see /status for why).", &["script"]),
+            probe_info: gauge("probe_info", "Always 1: the kernel program of each script and the variant chosen for this kernel.", &["script", "program", "variant"]),
+            records: counter("probe_records_total", "Records read from a script's kernel program.", &["script", "program"]),
+            undecodable: counter("probe_records_undecodable_total", "Records that could not be decoded (a mismatch between object and kernel).", &["script", "program"]),
+            lost: counter("probe_records_lost_total", "Records the kernel could not queue because the ring buffer was full.", &["script", "program"]),
+            handler: counter("script_handler_seconds_total", "Wall-clock time a script's task spent reading and decoding its records and running its handlers (on_event, on_tick, on_exit).", &["script"]),
+            runs: counter("bpf_program_runs_total", "Runs of each attached kernel program, counted by the kernel when kernel.bpf_stats_enabled is 1.", &["script", "program"]),
+            run_seconds: counter("bpf_program_run_seconds_total", "Time spent in each attached kernel program, measured by the kernel when kernel.bpf_stats_enabled is 1.", &["script", "program"]),
+            reloads: counter("config_reloads_total", "Reloads of the config and script directories, by result (success, failure: something was rejected and its running version kept).", &["result"]),
+            reload_ok: gauge("config_last_reload_successful", "1 when the last reload applied everything, 0 when something was rejected.", &[]),
+            reload_time: gauge("config_last_reload_timestamp_seconds", "When the last reload ran, in seconds since the Unix epoch.", &[]),
+            btf_info: gauge("btf_info", "Always 1: where the kernel BTF came from (sysfs, explicit, embedded, archive, image) and the kernel release it is for; absent when none was found (see /status last_reload.btf).", &["source", "release"]),
         }
     }
 
