@@ -4,7 +4,11 @@
 //!   when `CI=true`, fail instead of passing silently.
 //! - [`NetnsThread`]: a thread living in its own fresh network namespace, so a test
 //!   generates traffic nobody else sees while sonde stays in the host namespaces.
-//! - [`sonde_bin`]: the built `sonde` binary.
+//! - [`sonde_bin`]: the built `sonde` binary; [`run`] runs it and reads its output.
+//! - [`kernel`]: a built-in program loaded straight into the kernel, records decoded.
+
+pub mod kernel;
+pub mod run;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

@@ -3,75 +3,14 @@
 //! events under test carry that namespace's `netns:<inode>` pod and nothing else
 //! on the machine can be mistaken for them.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use sonde_tests::run::{finish, start, summary_row};
 use sonde_tests::{connect_refused, repo_root, require_root, sonde_bin, NetnsThread};
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-struct Run {
-    child: Child,
-    stderr_lines: std::sync::mpsc::Receiver<String>,
-    stderr_all: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-/// Starts `sonde ARGS` and waits until its program is attached.
-fn start(args: &[&str]) -> Run {
-    let mut child = Command::new(sonde_bin())
-        .args(args)
-        .current_dir(repo_root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sonde");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let all2 = all.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            all2.lock().unwrap().push_str(&line);
-            all2.lock().unwrap().push('\n');
-            let _ = tx.send(line);
-        }
-    });
-    let run = Run {
-        child,
-        stderr_lines: rx,
-        stderr_all: all,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match run.stderr_lines.recv_timeout(left) {
-            Ok(l) if l.contains("attached") => return run,
-            Ok(_) => continue,
-            Err(_) => panic!("sonde did not attach: {}", run.stderr_all.lock().unwrap()),
-        }
-    }
-}
-
-/// Waits for sonde to exit on its own (--for) and returns (stdout, stderr).
-fn finish(mut run: Run) -> (String, String) {
-    let mut out = String::new();
-    run.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = run.child.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    let err = run.stderr_all.lock().unwrap().clone();
-    assert!(
-        status.success(),
-        "sonde failed: {status}\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    (out, err)
-}
 
 fn closed_ports(ns: &NetnsThread) -> (u16, u16) {
     ns.run(|| {
@@ -87,18 +26,6 @@ fn closed_ports(ns: &NetnsThread) -> (u16, u16) {
             .port();
         (a, b)
     })
-}
-
-/// The value of the summary row containing every one of `parts`.
-fn summary_row(out: &str, parts: &[&str]) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| !l.starts_with("type=") && parts.iter().all(|p| l.contains(p)))
-        .unwrap_or_else(|| panic!("no summary row with {parts:?} in:\n{out}"));
-    line.split_whitespace()
-        .last()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no value in {line}"))
 }
 
 fn sonde(args: &[&str]) -> std::process::Output {
@@ -296,8 +223,8 @@ fn check_reports_file_line_column_for_a_broken_script() {
     )
     .unwrap();
     let out = sonde(&["check", bad.to_str().unwrap()]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string()
+        + String::from_utf8_lossy(&out.stderr).as_ref();
     assert!(!out.status.success(), "a broken script fails the check");
     let want = format!("{}:3:", bad.display());
     assert!(text.contains(&want), "expected {want}<col>: in {text}");

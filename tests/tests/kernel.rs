@@ -4,90 +4,15 @@
 //! traffic on the machine cannot disturb them.
 
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 
 use rhai::{Dynamic, Map};
-use sonde::bpf::decode::DecodeEnv;
-use sonde::bpf::ksyms::Symbols;
-use sonde::bpf::{self, catalog, Loaded};
-use sonde::btf::KernelBtf;
-use sonde::pods::HostResolver;
 use sonde::script::ParamValue;
+use sonde_tests::kernel::{counts, drain, int, load, ours, s};
 use sonde_tests::{connect_refused, require_root, NetnsThread};
 
 /// The runtime's test lock: kernel tests attach to shared tracepoints; run them one
 /// at a time so their counts stay exact even when the runner is parallel.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn load(program: &str, params: &[(&str, ParamValue)]) -> (Loaded, Arc<DecodeEnv>) {
-    let btf = KernelBtf::locate(None).expect("kernel BTF");
-    let spec = catalog::find(program).unwrap();
-    let params: Vec<(String, ParamValue)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let loaded = bpf::load(spec, &params, &btf).unwrap_or_else(|e| panic!("load {program}: {e}"));
-    let table = loaded.maps.clone();
-    let env = Arc::new(DecodeEnv {
-        pods: Arc::new(HostResolver::new("test-node")),
-        drop_reasons: bpf::drop_reason_names(&btf),
-        ksyms: Symbols::Kernel,
-        stacks: Some(Box::new(move |id| table.stack(id))),
-        notes: None,
-        pod_cache: Default::default(),
-    });
-    loaded.maps.set_env(env.clone());
-    (loaded, env)
-}
-
-/// Every record now in the program's ring buffers, decoded.
-fn drain(loaded: &mut Loaded, env: &DecodeEnv) -> Vec<Map> {
-    let mut out = Vec::new();
-    for mut src in loaded.take_sources() {
-        while let Some(item) = src.ring.next() {
-            out.push(
-                src.decoder
-                    .decode_map(&item, env)
-                    .expect("decodable record"),
-            );
-        }
-    }
-    out
-}
-
-fn s(m: &Map, k: &str) -> String {
-    m.get(k)
-        .unwrap_or_else(|| panic!("no field {k} in {m:?}"))
-        .to_string()
-}
-
-fn int(m: &Map, k: &str) -> i64 {
-    m.get(k)
-        .and_then(|v| v.as_int().ok())
-        .unwrap_or_else(|| panic!("no int {k} in {m:?}"))
-}
-
-fn ours(events: Vec<Map>, inode: u32) -> Vec<Map> {
-    events
-        .into_iter()
-        .filter(|e| int(e, "netns") == inode as i64)
-        .collect()
-}
-
-/// Kernel-side counts for one netns: `(key map, value)` from map `counts`.
-fn counts(loaded: &Loaded, inode: u32) -> Vec<(Map, i64)> {
-    loaded
-        .maps
-        .decoded_entries("counts")
-        .expect("counts map")
-        .into_iter()
-        .map(|e| {
-            let m = e.cast::<Map>();
-            (m["key"].clone().cast::<Map>(), m["value"].as_int().unwrap())
-        })
-        .filter(|(k, _)| int(k, "netns") == inode as i64)
-        .collect()
-}
 
 fn closed_port(ns: &NetnsThread, v6: bool) -> u16 {
     ns.run(move || {
