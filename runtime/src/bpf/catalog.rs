@@ -24,7 +24,16 @@ pub enum Hook {
         category: &'static str,
         name: &'static str,
     },
+    /// A raw tracepoint (`raw_tp/<name>`): the tracepoint's arguments as they are,
+    /// without the perf record the classic tracepoint fills; cheaper per event.
+    RawTracepoint {
+        name: &'static str,
+    },
     Kprobe {
+        function: &'static str,
+    },
+    /// A kretprobe: runs when `function` returns.
+    Kretprobe {
         function: &'static str,
     },
 }
@@ -60,6 +69,20 @@ const fn tp(program: &'static str, category: &'static str, name: &'static str) -
     Attach {
         program,
         hook: Hook::Tracepoint { category, name },
+    }
+}
+
+const fn raw_tp(program: &'static str, name: &'static str) -> Attach {
+    Attach {
+        program,
+        hook: Hook::RawTracepoint { name },
+    }
+}
+
+const fn kretp(program: &'static str, function: &'static str) -> Attach {
+    Attach {
+        program,
+        hook: Hook::Kretprobe { function },
     }
 }
 

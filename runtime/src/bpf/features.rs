@@ -114,7 +114,24 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
                 ))
             }
         }
-        Hook::Kprobe { function } => {
+        Hook::RawTracepoint { name } => {
+            // Raw tracepoints are found by name in the kernel, not in tracefs; the
+            // tracefs entry (any category) is how to know one exists beforehand.
+            let Some(root) = tracefs() else {
+                return Ok(()); // let the attach say it
+            };
+            let found = std::fs::read_dir(root.join("events"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|cat| cat.path().join(name).join("id").exists());
+            if found {
+                Ok(())
+            } else {
+                Err(format!("tracepoint {name} does not exist in this kernel"))
+            }
+        }
+        Hook::Kprobe { function } | Hook::Kretprobe { function } => {
             kprobes_supported()?;
             if kernel_function_exists(function) {
                 Ok(())

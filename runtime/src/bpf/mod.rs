@@ -28,7 +28,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use aya::programs::{KProbe, TracePoint};
+use aya::programs::{KProbe, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::bpf::catalog::{Hook, ProgramSpec, Variant};
@@ -310,7 +310,22 @@ fn load_variant(
                     )
                 })?;
             }
-            Hook::Kprobe { function } => {
+            Hook::RawTracepoint { name } => {
+                let tp: &mut RawTracePoint = prog.try_into().map_err(|e| {
+                    format!("{}: not a raw tracepoint program: {e}", attach.program)
+                })?;
+                tp.load()
+                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                tp.attach(name).map_err(|e| {
+                    format!(
+                        "{}: attach raw tracepoint {name}: {}",
+                        attach.program,
+                        error_chain(&e)
+                    )
+                })?;
+            }
+            Hook::Kprobe { function } | Hook::Kretprobe { function } => {
+                // aya tells kprobes from kretprobes by the section name.
                 let kp: &mut KProbe = prog
                     .try_into()
                     .map_err(|e| format!("{}: not a kprobe program: {e}", attach.program))?;
@@ -318,8 +333,13 @@ fn load_variant(
                     .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
                 kp.attach(function, 0).map_err(|e| {
                     format!(
-                        "{}: attach kprobe {function}: {}",
+                        "{}: attach {} {function}: {}",
                         attach.program,
+                        if matches!(attach.hook, Hook::Kretprobe { .. }) {
+                            "kretprobe"
+                        } else {
+                            "kprobe"
+                        },
                         error_chain(&e)
                     )
                 })?;
