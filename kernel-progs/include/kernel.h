@@ -250,6 +250,83 @@ struct trace_event_raw_kfree_skb {
 
 #pragma clang attribute pop
 
+/* ---- flow: traffic control (TC) programs ------------------------------ */
+
+#define TC_ACT_UNSPEC (-1)	/* include/uapi/linux/pkt_cls.h: next filter, else default */
+#define IFF_LOOPBACK 0x8	/* include/uapi/linux/if.h */
+#define NETDEV_ALIGN 32		/* include/linux/netdevice.h: netdev_priv() alignment */
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_AH 51
+#define IPPROTO_DSTOPTS 60
+
+/*
+ * The link type of a net_device (include/net/rtnetlink.h), and the members
+ * of net_device that flow reads, as a CO-RE flavor of struct net_device (the
+ * ___flow suffix is ignored when relocating): programs that do not read them
+ * keep the plain struct above.
+ */
+struct rtnl_link_ops {
+	const char *kind;
+} __attribute__((preserve_access_index));
+
+struct net_device___flow {
+	possible_net_t nd_net;
+	unsigned int flags;
+	const struct rtnl_link_ops *rtnl_link_ops;
+} __attribute__((preserve_access_index));
+
+/* ---- virtcmd_latency: the network namespace of the current task ------- */
+
+struct nsproxy___virtcmd {
+	struct net *net_ns;
+} __attribute__((preserve_access_index));
+
+struct task_struct___virtcmd {
+	struct nsproxy___virtcmd *nsproxy;
+} __attribute__((preserve_access_index));
+
+/*
+ * The context of a TC program (include/uapi/linux/bpf.h), UAPI and not
+ * relocated: the verifier rewrites each access into the kernel's sk_buff.
+ * Only the members up to gso_size (5.7+) are listed; their offsets are ABI.
+ */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
+	__u32 napi_id;
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	union { void *flow_keys; __u64 :64; } __attribute__((aligned(8)));
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	union { void *sk; __u64 :64; } __attribute__((aligned(8)));
+	__u32 gso_size;
+};
+
 /*
  * struct pt_regs for kprobes. Not relocated: its layout is the x86-64 entry
  * stack frame, fixed ABI. Field names follow the UAPI spelling that
