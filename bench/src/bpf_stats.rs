@@ -168,3 +168,25 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(b[off..off + 8].try_into().unwrap_or([0; 8]))
 }
+
+/// The tracepoint programs loaded since `before` was taken (another tool's).
+pub fn new_tracepoint_ids(before: &HashSet<u32>) -> HashSet<u32> {
+    prog_ids()
+        .difference(before)
+        .copied()
+        .filter(|id| {
+            prog_info(*id).is_some_and(|i| u32_at(&i, INFO_TYPE) == BPF_PROG_TYPE_TRACEPOINT)
+        })
+        .collect()
+}
+
+/// Summed statistics of these programs (those still loaded).
+pub fn cost_of(ids: &HashSet<u32>) -> Cost {
+    let mut cost = Cost::default();
+    for id in ids {
+        let Some(info) = prog_info(*id) else { continue };
+        cost.nanos += u64_at(&info, INFO_RUN_TIME_NS);
+        cost.runs += u64_at(&info, INFO_RUN_CNT);
+    }
+    cost
+}

@@ -8,6 +8,10 @@
 //! cargo run --release -p sonde-bench -- daemon [--idle-seconds 30] [--load-seconds 20]
 //! ```
 //!
+//! ```text
+//! cargo run --release -p sonde-bench -- kernel [--programs a,b] [--iters N] [--rounds N]
+//! ```
+//!
 //! `resets`: network namespaces connecting to a closed loopback port (two resets per
 //! connect), traced by `sonde run scripts/tcp_reset.rhai`, by a bpftrace program
 //! printing the same fields, and by a counting sonde script with no output; then the
@@ -15,11 +19,16 @@
 //!
 //! `daemon`: `sonde daemon` with the built-in scripts, idle, scraped with 100 pods'
 //! worth of series (beside prometheus-node-exporter), and under 50k reset events/s.
+//! `kernel`: each built-in program's cost in the kernel per hooked event (a tight
+//! loop of the hooked operation, attached against detached), beside bpftrace
+//! counting the same way where a counterpart exists.
 //! See bench/README.md for what each row measures.
 
 mod bpf_stats;
 mod daemon;
 mod daemon_report;
+mod kernel;
+mod kernel_ops;
 mod report;
 mod resets;
 mod scrape;
@@ -35,6 +44,7 @@ use anyhow::{bail, Context};
 const USAGE: &str = "\
 usage: sonde-bench resets [options]
        sonde-bench daemon [daemon options]
+       sonde-bench kernel [kernel options]
        sonde-bench workload [--seconds N] [--rates R] [--threads N]
 
 Generates TCP resets in network namespaces and measures, for the same workload,
@@ -67,6 +77,20 @@ daemon options:
   --no-stdout-off    skip the second load run with the stdout sink off
   --node-exporter PATH  peer (default: prometheus-node-exporter on PATH)
   --sonde PATH, --json FILE  as above
+
+`kernel` measures each built-in program's cost in the kernel per hooked event:
+a tight loop of an operation that fires its hooks, with nothing attached and with
+the program attached (sonde's loader, the built-in script's knob defaults), and
+the same under a bpftrace script counting the same way where one exists.
+
+kernel options:
+  --programs LIST    programs to measure, comma-separated (default: all built-in)
+  --iters N          operations per measured run (default: what fits in --run-ms)
+  --run-ms N         target duration of a measured run (default 300)
+  --rounds N         (detached, attached) pairs per row (default 7)
+  --bpftrace PATH    bpftrace binary (default: bpftrace on PATH; rows say so if absent)
+  --no-bpftrace      skip the bpftrace rows
+  --json FILE        also write every sample as JSON
 ";
 
 /// Settings of a `resets` run.
@@ -97,6 +121,15 @@ fn main() -> ExitCode {
                 }
             };
             return match daemon::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("kernel") => {
+            return match kernel::KernelOptions::parse(&args[1..]).and_then(|o| kernel::run(&o)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sonde-bench: {e:#}");

@@ -329,7 +329,7 @@ impl Drop for Pods {
 
 /// Moves the calling thread (only it) into a new network namespace, brings `lo` up,
 /// and returns the namespace's inode. The namespace goes away with the thread.
-fn enter_fresh_netns() -> anyhow::Result<u64> {
+pub(crate) fn enter_fresh_netns() -> anyhow::Result<u64> {
     // SAFETY: plain syscalls on this thread; CLONE_NEWNET affects the caller only.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNET) (run as root)");
@@ -366,7 +366,7 @@ fn set_lo_up() -> std::io::Result<()> {
     }
 }
 
-fn loopback(port: u16) -> libc::sockaddr_in {
+pub(crate) fn loopback(port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -378,7 +378,7 @@ fn loopback(port: u16) -> libc::sockaddr_in {
 }
 
 /// One connect to a closed port: Ok when refused (one reset each way), else errno.
-fn connect_refused(addr: &libc::sockaddr_in) -> Result<(), i32> {
+pub(crate) fn connect_refused(addr: &libc::sockaddr_in) -> Result<(), i32> {
     // SAFETY: a fresh socket, a connect with a valid sockaddr_in of the right
     // length, and a close of that socket.
     unsafe {
