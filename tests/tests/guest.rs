@@ -24,20 +24,146 @@ use std::time::{Duration, Instant};
 
 use sonde_tests::{cannot_run, repo_root, sonde_bin};
 
-/// The programs the driver runs, and the summary label its trigger (connections to a
-/// closed port from a fresh network namespace) must count for the program to have
-/// fired.
-const PROGRAMS: &[(&str, &str)] = &[
-    ("tcp_reset", "kind=NOSOCK"),
-    ("packet_loss", "reason=NO_SOCKET"),
+/// What proves a program fired: a summary row carrying every one of `parts` (labels
+/// `k=v` and metric names `sonde_...`; none: any row), from the trigger's network
+/// namespace unless `node`.
+#[derive(Debug, Clone, PartialEq)]
+struct FiredBy {
+    node: bool,
+    parts: Vec<String>,
+}
+
+impl FiredBy {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (node, rest) = match s.strip_prefix("node:") {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        let parts: Vec<String> = if rest == "*" {
+            Vec::new()
+        } else {
+            rest.split(',').map(str::to_string).collect()
+        };
+        if let Some(bad) = parts
+            .iter()
+            .find(|p| !p.starts_with("sonde_") && !p.contains('='))
+        {
+            return Err(format!(
+                "`{bad}` is neither a label (k=v) nor a metric (sonde_...)"
+            ));
+        }
+        Ok(FiredBy { node, parts })
+    }
+
+    fn matches(&self, row: &SummaryRow) -> bool {
+        self.parts.iter().all(|p| {
+            if p.starts_with("sonde_") {
+                row.metric == *p
+            } else {
+                row.labels.split(',').any(|kv| kv == p)
+            }
+        })
+    }
+}
+
+/// A line of `tests/guest/programs`: a program the driver runs, how, and what proves
+/// it fired.
+#[derive(Debug, Clone)]
+struct Program {
+    name: String,
+    script: String,
+    trigger: String,
+    fired: FiredBy,
+    /// BTF conditions it runs under.
+    conditions: Vec<String>,
+    duration: String,
+    params: Vec<String>,
+}
+
+/// The triggers `sonde-guest-trigger` knows.
+const TRIGGERS: &[&str] = &[
+    "refused",
+    "retrans",
+    "states",
+    "slow-read",
+    "udp-flood",
+    "traffic",
+    "lo-traffic",
+    "block",
+    "virtio-cmd",
 ];
+
+fn parse_programs(text: &str) -> Result<Vec<Program>, String> {
+    let mut out: Vec<Program> = Vec::new();
+    for (n, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| format!("tests/guest/programs:{}: {why}: `{l}`", n + 1);
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() != 7 {
+            return Err(bad(
+                "want 7 fields: program script trigger fired btf for params",
+            ));
+        }
+        if !TRIGGERS.contains(&f[2]) {
+            return Err(bad(&format!("trigger is one of {}", TRIGGERS.join(", "))));
+        }
+        let fired = FiredBy::parse(f[3]).map_err(|e| bad(&e))?;
+        let conditions: Vec<String> = if f[4] == "all" {
+            CONDITIONS.iter().map(|c| c.to_string()).collect()
+        } else {
+            f[4].split(',').map(str::to_string).collect()
+        };
+        if conditions.iter().any(|c| !CONDITIONS.contains(&c.as_str())) {
+            return Err(bad(
+                "btf is `all` or a comma list of sysfs, none, image, bare",
+            ));
+        }
+        if !f[5].ends_with('s') || f[5].trim_end_matches(['m', 's']).parse::<u32>().is_err() {
+            return Err(bad("for is a duration like 2s"));
+        }
+        let params: Vec<String> = if f[6] == "-" {
+            Vec::new()
+        } else {
+            f[6].split(',').map(str::to_string).collect()
+        };
+        if params.iter().any(|p| !p.contains('=')) {
+            return Err(bad("params are k=v,k=v or -"));
+        }
+        if out.iter().any(|p| p.name == f[0]) {
+            return Err(bad("program listed twice"));
+        }
+        out.push(Program {
+            name: f[0].into(),
+            script: f[1].into(),
+            trigger: f[2].into(),
+            fired,
+            conditions,
+            duration: f[5].into(),
+            params,
+        });
+    }
+    Ok(out)
+}
+
+fn programs() -> Vec<Program> {
+    parse_programs(&std::fs::read_to_string(guest_dir().join("programs")).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// BTF conditions, in the driver's order.
 const CONDITIONS: &[&str] = &["sysfs", "none", "image", "bare"];
 
 /// From qemu's start to the guest's power-off; a debug build of sonde under TCG takes
-/// about a minute, a release build about 15 s.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// a few minutes with every program, a release build about a minute.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The trigger program the driver runs (tests/src/bin/sonde-guest-trigger.rs).
+fn trigger_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sonde-guest-trigger"))
+}
 
 fn guest_dir() -> PathBuf {
     repo_root().join("tests/guest")
@@ -87,8 +213,11 @@ struct Case {
     rc: Option<i32>,
     ms: u64,
     skipped: Option<String>,
-    /// Inode of the network namespace the trigger's traffic came from.
-    netns: Option<String>,
+    /// What the trigger printed (`rc`, `netns`: the namespace its traffic came from,
+    /// what it observed); empty when it did not run.
+    trigger: BTreeMap<String, String>,
+    /// The trigger's stderr, when it said something.
+    trigger_error: Option<String>,
     stdout: String,
     stderr: String,
 }
@@ -175,7 +304,9 @@ fn parse_report(text: &str) -> Result<Report, String> {
             continue;
         };
         if let Some(rest) = line.strip_prefix("@@trigger ") {
-            c.netns = fields(rest).get("netns").cloned();
+            c.trigger = fields(rest);
+        } else if let Some(rest) = line.strip_prefix("@@trigger-error ") {
+            c.trigger_error = Some(rest.trim().to_string());
         } else if line == "@@stdout" {
             section = Section::Stdout;
         } else if line == "@@stderr" {
@@ -245,7 +376,7 @@ struct Expect {
     variant: String,
 }
 
-fn expectations(text: &str) -> Result<Vec<Expect>, String> {
+fn expectations(text: &str, programs: &[Program]) -> Result<Vec<Expect>, String> {
     text.lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim()))
@@ -261,10 +392,8 @@ fn expectations(text: &str) -> Result<Vec<Expect>, String> {
             if f[1] != "*" && !CONDITIONS.contains(&f[1]) {
                 return Err(bad("btf is one of sysfs, none, image, bare or *"));
             }
-            if f[2] != "*" && !PROGRAMS.iter().any(|(p, _)| *p == f[2]) {
-                return Err(bad(
-                    "unknown program (see PROGRAMS in tests/tests/guest.rs)",
-                ));
+            if f[2] != "*" && !programs.iter().any(|p| p.name == f[2]) {
+                return Err(bad("unknown program (see tests/guest/programs)"));
             }
             Ok(Expect {
                 kernel: f[0].into(),
@@ -291,7 +420,7 @@ struct Row {
     program: String,
     variant: Option<String>,
     outcome: Outcome,
-    /// Records carrying the program's label (see [`PROGRAMS`]).
+    /// The value of the summary rows that prove it fired (see [`FiredBy`]).
     fired: u64,
     note: String,
     verdict: Result<(), String>,
@@ -307,29 +436,83 @@ fn attached_variant(stderr: &str, program: &str) -> Option<String> {
     })
 }
 
-/// The summary rows (`  {labels}  value`) from the traffic's namespace, pod labels
-/// dropped.
-fn summary_rows(stdout: &str, netns: Option<&str>) -> Vec<(String, u64)> {
+/// A series of the metrics summary sonde prints at the end of a run.
+#[derive(Debug, Clone, PartialEq)]
+struct SummaryRow {
+    metric: String,
+    /// `k=v,...` without `pod` and `namespace`.
+    labels: String,
+    /// The value; a histogram's count.
+    value: f64,
+}
+
+impl SummaryRow {
+    fn show(&self) -> String {
+        let v = self.value;
+        let v = if v.fract() == 0.0 && v.abs() < 1e15 {
+            format!("{v}")
+        } else {
+            format!("{v:.3e}")
+        };
+        match self.labels.as_str() {
+            "" => format!("{} {v}", self.metric.trim_start_matches("sonde_")),
+            l => format!("{l} {v}"),
+        }
+    }
+}
+
+/// The summary's series: counters and gauges (`sonde_x` then `  {labels}  value`, or
+/// `sonde_x  value`) and histograms (`sonde_x{labels}  count N, sum S`), non-zero
+/// ones only. With `netns`, only the series whose pod is that namespace
+/// (`pod=netns:<inode>`); the pod and namespace labels are dropped.
+fn summary_rows(stdout: &str, netns: Option<&str>) -> Vec<SummaryRow> {
     let pod = netns.map(|n| format!("netns:{n}"));
-    stdout
-        .lines()
-        .filter(|l| l.starts_with(' '))
-        .filter_map(|l| {
-            let t = l.trim_start().strip_prefix('{')?;
-            let (labels, value) = t.split_once('}')?;
-            let value: u64 = value.trim().parse().ok()?;
-            if let Some(pod) = &pod {
-                if !labels.split(',').any(|kv| kv.ends_with(pod.as_str())) {
-                    return None;
-                }
+    let mut metric = String::new();
+    let mut out = Vec::new();
+    for l in stdout.lines() {
+        let (name, labels, value) = if let Some(t) = l.strip_prefix("  {") {
+            let Some((labels, value)) = t.split_once('}') else {
+                continue;
+            };
+            (metric.clone(), labels.to_string(), value.trim().to_string())
+        } else if l.starts_with("sonde_") {
+            let (head, rest) = l.split_once("  ").unwrap_or((l, ""));
+            let (name, labels) = match head.split_once('{') {
+                Some((n, ls)) => (n.to_string(), ls.trim_end_matches('}').to_string()),
+                None => (head.to_string(), String::new()),
+            };
+            metric = name.clone();
+            let rest = rest.trim();
+            let value = match rest.strip_prefix("count ") {
+                Some(c) => c.split(',').next().unwrap_or("").to_string(),
+                None => rest.to_string(),
+            };
+            (name, labels, value)
+        } else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue; // a family header, `(no data)`
+        };
+        if value == 0.0 {
+            continue;
+        }
+        if let Some(pod) = &pod {
+            if !labels.split(',').any(|kv| kv.ends_with(pod.as_str())) {
+                continue;
             }
-            let kept: Vec<&str> = labels
-                .split(',')
-                .filter(|kv| !kv.starts_with("pod=") && !kv.starts_with("namespace="))
-                .collect();
-            Some((kept.join(","), value))
-        })
-        .collect()
+        }
+        let kept: Vec<&str> = labels
+            .split(',')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("pod=") && !kv.starts_with("namespace="))
+            .collect();
+        out.push(SummaryRow {
+            metric: name,
+            labels: kept.join(","),
+            value,
+        });
+    }
+    out
 }
 
 /// What sonde said when it failed: its first error line (`sonde: ...` that is not a
@@ -427,12 +610,19 @@ fn archived(release: &str) -> bool {
         .is_some_and(|e| e.iter().any(|e| e["release"] == release))
 }
 
-fn judge(label: &str, report: &Report, ex: &[Expect]) -> Vec<Row> {
+/// The summary rows shown in a row's note: the matching ones first, at most this many.
+const NOTE_ROWS: usize = 4;
+
+fn judge(label: &str, report: &Report, ex: &[Expect], programs: &[Program]) -> Vec<Row> {
     let mut rows = Vec::new();
     for btf in CONDITIONS {
         let probes = probes_choices(report.case(btf, "probes"));
         let source = btf_source(report.case(btf, "btf"));
-        for (program, label_fired) in PROGRAMS {
+        for p in programs
+            .iter()
+            .filter(|p| p.conditions.iter().any(|c| c == btf))
+        {
+            let program = &p.name;
             let mut notes: Vec<String> = Vec::new();
             let (outcome, variant, fired) = match report.case(btf, program) {
                 None => {
@@ -445,27 +635,50 @@ fn judge(label: &str, report: &Report, ex: &[Expect]) -> Vec<Row> {
                 }
                 Some(c) => {
                     let variant = attached_variant(&c.stderr, program);
-                    let rows = summary_rows(&c.stdout, c.netns.as_deref());
+                    let netns = c.trigger.get("netns").map(String::as_str);
+                    // Scoped to the trigger's namespace; with no namespace (a
+                    // trigger that failed or stayed in sonde's) nothing counts.
+                    let mut rows = if p.fired.node {
+                        summary_rows(&c.stdout, None)
+                    } else if netns.is_some() {
+                        summary_rows(&c.stdout, netns)
+                    } else {
+                        Vec::new()
+                    };
+                    rows.sort_by_key(|r| !p.fired.matches(r));
                     let fired: u64 = rows
                         .iter()
-                        .filter(|(l, _)| l.split(',').any(|kv| kv == *label_fired))
-                        .map(|(_, v)| v)
+                        .filter(|r| p.fired.matches(r))
+                        .map(|r| r.value.round() as u64)
                         .sum();
                     if variant.is_none() || c.rc != Some(0) {
                         notes.push(error_line(c));
-                        if let Some((Some(v), _)) = probes.get(*program) {
+                        if let Some((Some(v), _)) = probes.get(program) {
                             notes.push(format!("`sonde probes` said variant {v} runs"));
                         }
                         (Outcome::Error, variant, fired)
                     } else {
-                        if c.netns.is_none() {
-                            notes.push("the driver did not trigger (saw no attach)".into());
+                        match c.trigger.get("rc").map(String::as_str) {
+                            None => notes.push("the driver did not trigger (saw no attach)".into()),
+                            Some("0") => {}
+                            Some(rc) => notes.push(format!(
+                                "trigger {} failed ({rc}): {}",
+                                p.trigger,
+                                c.trigger_error.as_deref().unwrap_or("")
+                            )),
                         }
                         if rows.is_empty() {
-                            notes.push("no summary rows from the trigger's namespace".into());
+                            notes.push(if p.fired.node {
+                                "no non-zero summary rows".into()
+                            } else {
+                                "no summary rows from the trigger's namespace".into()
+                            });
                         } else {
-                            let seen: Vec<String> =
-                                rows.iter().map(|(l, v)| format!("{l} {v}")).collect();
+                            let mut seen: Vec<String> =
+                                rows.iter().take(NOTE_ROWS).map(SummaryRow::show).collect();
+                            if rows.len() > NOTE_ROWS {
+                                seen.push(format!("(+{} rows)", rows.len() - NOTE_ROWS));
+                            }
                             notes.push(seen.join(", "));
                         }
                         let o = if fired > 0 {
@@ -513,10 +726,10 @@ fn judge(label: &str, report: &Report, ex: &[Expect]) -> Vec<Row> {
                 }
                 Some(_) => Ok(()),
             };
-            if let (Some(v), Some((Some(p), _))) = (&variant, probes.get(*program)) {
-                if v != p && verdict.is_ok() {
+            if let (Some(v), Some((Some(chosen), _))) = (&variant, probes.get(program)) {
+                if v != chosen && verdict.is_ok() {
                     verdict = Err(format!(
-                        "`sonde probes` chose {p}, `sonde run` attached {v}"
+                        "`sonde probes` chose {chosen}, `sonde run` attached {v}"
                     ));
                 }
             }
@@ -580,8 +793,39 @@ struct KernelRun {
     result: Result<(Report, Timing), String>,
 }
 
+/// How a guest is booted: its memory, and files added to its initramfs
+/// (`SRC:DEST`, see mkinitramfs), the directory its outputs go to, a time limit.
+struct GuestSetup {
+    memory: &'static str,
+    extra: Vec<String>,
+    dir_name: String,
+    timeout: Duration,
+    /// Environment for the guest's init (`SONDE_GUEST_DWARF=1`).
+    append: String,
+}
+
+impl GuestSetup {
+    fn normal(k: &Kernel) -> Self {
+        GuestSetup {
+            memory: "1G",
+            extra: Vec::new(),
+            dir_name: k.label.clone(),
+            timeout: GUEST_TIMEOUT,
+            append: String::new(),
+        }
+    }
+}
+
 fn run_guest(k: &Kernel, sonde: &Path) -> Result<(Report, Timing), String> {
-    let dir = out_dir().join(&k.label);
+    run_guest_with(k, sonde, &GuestSetup::normal(k))
+}
+
+fn run_guest_with(
+    k: &Kernel,
+    sonde: &Path,
+    setup: &GuestSetup,
+) -> Result<(Report, Timing), String> {
+    let dir = out_dir().join(&setup.dir_name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let kdir = kernel_cache().join(&k.label);
     let vmlinuz = std::fs::read_dir(&kdir)
@@ -599,8 +843,10 @@ fn run_guest(k: &Kernel, sonde: &Path) -> Result<(Report, Timing), String> {
     let st = Command::new(guest_dir().join("mkinitramfs"))
         .arg(&initrd)
         .arg(sonde)
+        .arg(trigger_bin())
         .arg(&kdir)
         .arg(&k.os)
+        .env("SONDE_GUEST_EXTRA", setup.extra.join(" "))
         .status()
         .map_err(|e| format!("mkinitramfs: {e}"))?;
     if !st.success() {
@@ -618,12 +864,31 @@ fn run_guest(k: &Kernel, sonde: &Path) -> Result<(Report, Timing), String> {
     let log = std::fs::File::create(&qemu_log).map_err(|e| format!("qemu.log: {e}"))?;
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1G"])
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "1",
+            "-m",
+            setup.memory,
+        ])
         .arg("-kernel")
         .arg(&vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1", "-no-reboot"])
+        .arg("-append")
+        .arg(format!("console=ttyS0 quiet panic=-1 {}", setup.append).trim_end())
+        .arg("-no-reboot")
+        // A virtio-net device (no traffic leaves it): its control-queue commands are
+        // what virtcmd_latency times.
+        .args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+        ])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
@@ -633,7 +898,7 @@ fn run_guest(k: &Kernel, sonde: &Path) -> Result<(Report, Timing), String> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
-    let waited = wait_for(&mut child, GUEST_TIMEOUT, "qemu");
+    let waited = wait_for(&mut child, setup.timeout, "qemu");
     let wall = t.elapsed();
     let text = std::fs::read_to_string(&results).unwrap_or_default();
     let parsed = parse_report(&text);
@@ -665,6 +930,7 @@ fn run_host(sonde: &Path) -> Result<(Report, Timing), String> {
         .arg(guest_dir().join("driver"))
         .env("SONDE", sonde)
         .env("SCRIPTS", repo_root().join("scripts"))
+        .env("TRIGGER", trigger_bin())
         .env("BB", "busybox")
         .env_remove("SONDE_GUEST_NS")
         .stdin(Stdio::null())
@@ -775,6 +1041,37 @@ fn runs_table(runs: &[KernelRun], rows: &[Row]) -> String {
     t
 }
 
+fn programs_table(programs: &[Program]) -> String {
+    let mut t = String::from(
+        "| program | script | trigger | fired when a summary row has | BTF | for | params |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for p in programs {
+        let fired = match (p.fired.node, p.fired.parts.is_empty()) {
+            (true, true) => "any non-zero value (node-level)".to_string(),
+            (true, false) => format!("`{}` (node-level)", p.fired.parts.join(", ")),
+            (false, true) => "the trigger's netns".to_string(),
+            (false, false) => format!("`{}`, the trigger's netns", p.fired.parts.join(", ")),
+        };
+        let btf = if p.conditions.len() == CONDITIONS.len() {
+            "all".to_string()
+        } else {
+            p.conditions.join(", ")
+        };
+        let params = if p.params.is_empty() {
+            "-".to_string()
+        } else {
+            format!("`{}`", p.params.join(" "))
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | `{}` | {fired} | {btf} | {} | {params} |",
+            p.name, p.script, p.trigger, p.duration
+        );
+    }
+    t
+}
+
 fn timing_table(runs: &[KernelRun]) -> String {
     let mut t = String::from(
         "| kernel | initramfs | wall (boot to power-off) | driver (inside) | slowest case |\n\
@@ -816,8 +1113,12 @@ fn guest_kernels() {
         .ok()
         .map(|s| s.split(',').map(|l| l.trim().to_string()).collect());
     let wanted = |label: &str| only.as_ref().is_none_or(|o| o.iter().any(|l| l == label));
-    let ex = expectations(&std::fs::read_to_string(guest_dir().join("expect")).unwrap())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let programs = programs();
+    let ex = expectations(
+        &std::fs::read_to_string(guest_dir().join("expect")).unwrap(),
+        &programs,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let all = kernels(&std::fs::read_to_string(guest_dir().join("kernels")).unwrap());
     let mut guests: Vec<Kernel> = all.into_iter().filter(|k| wanted(&k.label)).collect();
 
@@ -904,7 +1205,7 @@ fn guest_kernels() {
     let mut failures = Vec::new();
     for run in &runs {
         match &run.result {
-            Ok((report, _)) => rows.extend(judge(&run.label, report, &ex)),
+            Ok((report, _)) => rows.extend(judge(&run.label, report, &ex, &programs)),
             Err(e) => failures.push(format!("{}: {e}", run.label)),
         }
     }
@@ -920,14 +1221,16 @@ fn guest_kernels() {
     }
 
     let mut md = String::new();
+    let _ = writeln!(md, "### Programs (`tests/guest/programs`)\n");
+    md.push_str(&programs_table(&programs));
     let _ = writeln!(
         md,
-        "### Variants (`sonde probes --json`, BTF as the kernel has it)\n"
+        "\n### Variants (`sonde probes --json`, BTF as the kernel has it)\n"
     );
     md.push_str(&variants_table(&runs));
     let _ = writeln!(
         md,
-        "\n### Runs (`sonde run scripts/<program>.rhai --for 2s`)\n"
+        "\n### Runs (`sonde run scripts/<script> --for <for> -p <params>`)\n"
     );
     md.push_str(&runs_table(&runs, &rows));
     let _ = writeln!(md, "\n### Time\n");
@@ -971,13 +1274,14 @@ const SAMPLE: &str = "\
 error: unrecognized subcommand 'btf'
 @@end
 @@case btf=sysfs what=tcp_reset rc=0 ms=3630
-@@trigger netns=4026532114
+@@trigger rc=0 netns=4026532114 refused=3
 @@stdout
 type=TCPRESET_NOSOCK pod=netns:4026532114 protocol=TCP saddr=127.0.0.1 sport=9
 sonde_tcp_reset_segments_total
   {pod=netns:4026532114,kind=NOSOCK}   3
   {pod=netns:4026532114,kind=RECEIVE}  3
   {kind=NOSOCK}  7
+  {pod=netns:4026532114,kind=ACTIVE}   0
 @@stderr
 sonde: tcp_reset attached (variant kprobe)
 sonde: 6 records (2/s), 6 events emitted, 0 lost in the kernel, 0 undecodable, in 3.26s
@@ -990,27 +1294,123 @@ sonde: no kernel BTF found; tried: /sys/kernel/btf/vmlinux
 @@end
 @@case btf=image what=tcp_reset skipped=no kernel image for 6.18.44
 @@end
+@@case btf=sysfs what=softirq rc=0 ms=3000
+@@trigger rc=0 netns=4026532200 tcp_bytes=4194304
+@@stdout
+sonde_softirq_run_seconds{vec=NET_RX}  count 12, sum 3.1e-4
+  (1K, 2K]    12 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+sonde_softirq_raised_total
+  {vec=TIMER}   9
+sonde_softirq_cpus  1
+@@stderr
+sonde: softirq attached (variant tracepoint)
+@@end
+@@case btf=sysfs what=tcp_retrans rc=0 ms=3000
+@@trigger rc=1 netns=4026532201
+@@trigger-error sonde-guest-trigger retrans: connect: refused
+@@stdout
+sonde_tcp_retrans_segments_total
+  (no data)
+@@stderr
+sonde: tcp_retrans attached (variant raw_tracepoint)
+@@end
 @@sonde-guest end ms=10740
 ";
 
+const SAMPLE_PROGRAMS: &str = "\
+# program  script  trigger  fired  btf  for  params
+tcp_reset    tcp_reset.rhai    refused  kind=NOSOCK  all  2s  -
+packet_loss  packet_loss.rhai  refused  reason=NO_SOCKET  sysfs,none  2s  -
+softirq      softirq.rhai      traffic  node:sonde_softirq_run_seconds,vec=NET_RX  sysfs  3s  threshold_ms=0
+tcp_retrans  tcp_retrans.rhai  retrans  *  sysfs  3s  a=1,b=2
+";
+
+#[test]
+fn programs_table_parses() {
+    let p = parse_programs(SAMPLE_PROGRAMS).unwrap();
+    assert_eq!(p.len(), 4);
+    assert_eq!(p[0].conditions, CONDITIONS);
+    assert_eq!(p[1].conditions, ["sysfs", "none"]);
+    assert_eq!(
+        p[2].fired,
+        FiredBy {
+            node: true,
+            parts: vec!["sonde_softirq_run_seconds".into(), "vec=NET_RX".into()]
+        }
+    );
+    assert_eq!(p[2].params, ["threshold_ms=0"]);
+    assert!(p[3].fired.parts.is_empty() && !p[3].fired.node);
+    assert_eq!(p[3].params, ["a=1", "b=2"]);
+    for bad in [
+        "x x.rhai nosuchtrigger * all 2s -",
+        "x x.rhai refused * sometimes 2s -",
+        "x x.rhai refused kind * 2s -",
+        "x x.rhai refused * all soon -",
+        "x x.rhai refused * all 2s noequals",
+        "x x.rhai refused * all 2s",
+        "x x.rhai refused * all 2s -\nx x.rhai refused * all 2s -",
+    ] {
+        assert!(parse_programs(bad).is_err(), "{bad}");
+    }
+    // The real table parses, and every script it names exists.
+    for p in programs() {
+        assert!(
+            repo_root().join("scripts").join(&p.script).is_file(),
+            "tests/guest/programs: {} names scripts/{}, which does not exist",
+            p.name,
+            p.script
+        );
+    }
+}
+
 #[test]
 fn driver_report_parses_and_is_judged() {
+    let programs = parse_programs(SAMPLE_PROGRAMS).unwrap();
     let r = parse_report(SAMPLE).unwrap();
     assert_eq!(r.release, "6.1.0-56-cloud-amd64");
     assert_eq!(r.os, "debian:12");
     assert_eq!(r.ms, 10740);
-    assert_eq!(r.cases.len(), 5);
+    assert_eq!(r.cases.len(), 7);
     let run = r.case("sysfs", "tcp_reset").unwrap();
-    assert_eq!(run.netns.as_deref(), Some("4026532114"));
+    assert_eq!(
+        run.trigger.get("netns").map(String::as_str),
+        Some("4026532114")
+    );
+    assert_eq!(run.trigger.get("refused").map(String::as_str), Some("3"));
     assert_eq!(
         attached_variant(&run.stderr, "tcp_reset").as_deref(),
         Some("kprobe")
     );
+    let row = |labels: &str, value: f64| SummaryRow {
+        metric: "sonde_tcp_reset_segments_total".into(),
+        labels: labels.into(),
+        value,
+    };
     assert_eq!(
-        summary_rows(&run.stdout, run.netns.as_deref()),
+        summary_rows(&run.stdout, Some("4026532114")),
+        vec![row("kind=NOSOCK", 3.0), row("kind=RECEIVE", 3.0)]
+    );
+    assert_eq!(summary_rows(&run.stdout, None).len(), 3);
+    let soft = r.case("sysfs", "softirq").unwrap();
+    assert_eq!(
+        summary_rows(&soft.stdout, None),
         vec![
-            ("kind=NOSOCK".to_string(), 3),
-            ("kind=RECEIVE".to_string(), 3)
+            SummaryRow {
+                metric: "sonde_softirq_run_seconds".into(),
+                labels: "vec=NET_RX".into(),
+                value: 12.0
+            },
+            SummaryRow {
+                metric: "sonde_softirq_raised_total".into(),
+                labels: "vec=TIMER".into(),
+                value: 9.0
+            },
+            SummaryRow {
+                metric: "sonde_softirq_cpus".into(),
+                labels: String::new(),
+                value: 1.0
+            },
         ]
     );
     assert_eq!(
@@ -1022,14 +1422,16 @@ fn driver_report_parses_and_is_judged() {
         "bookworm sysfs tcp_reset fired kprobe\n\
          * none * error - # today\n\
          * image * skipped -\n\
+         * * softirq fired tracepoint\n\
          * * * attached *\n",
+        &programs,
     )
     .unwrap();
-    let rows = judge("bookworm", &r, &ex);
+    let rows = judge("bookworm", &r, &ex, &programs);
     let row = |btf: &str, p: &str| {
         rows.iter()
             .find(|x| x.btf == btf && x.program == p)
-            .unwrap()
+            .unwrap_or_else(|| panic!("no row {btf}/{p}"))
     };
     let ok = row("sysfs", "tcp_reset");
     assert_eq!((ok.outcome, ok.fired), (Outcome::Fired, 3));
@@ -1045,23 +1447,49 @@ fn driver_report_parses_and_is_judged() {
     assert_eq!(row("image", "tcp_reset").outcome, Outcome::Skipped);
     // A case missing from the report is an error, and unexpected here.
     assert!(row("sysfs", "packet_loss").verdict.is_err());
+    // Programs run only under their conditions: no rows elsewhere.
+    assert!(!rows
+        .iter()
+        .any(|x| x.program == "packet_loss" && x.btf == "bare"));
+    assert!(!rows
+        .iter()
+        .any(|x| x.program == "softirq" && x.btf != "sysfs"));
+    // Node-level: the matching histogram counts, whatever its namespace.
+    let soft = row("sysfs", "softirq");
+    assert_eq!((soft.outcome, soft.fired), (Outcome::Fired, 12));
+    assert!(soft.verdict.is_ok(), "{:?}", soft.verdict);
+    assert!(soft.note.starts_with("vec=NET_RX 12"), "{}", soft.note);
+    // A trigger that failed says so, and nothing is counted.
+    let re = row("sysfs", "tcp_retrans");
+    assert_eq!(re.outcome, Outcome::Attached);
+    assert!(
+        re.note
+            .contains("trigger retrans failed (1): sonde-guest-trigger retrans: connect"),
+        "{}",
+        re.note
+    );
 }
 
 #[test]
 fn expect_covers_every_kernel_condition_and_program() {
-    let ex = expectations(&std::fs::read_to_string(guest_dir().join("expect")).unwrap())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let programs = programs();
+    let ex = expectations(
+        &std::fs::read_to_string(guest_dir().join("expect")).unwrap(),
+        &programs,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let labels = kernels(&std::fs::read_to_string(guest_dir().join("kernels")).unwrap());
     for k in labels.iter().map(|k| k.label.as_str()).chain(["host"]) {
-        for btf in CONDITIONS {
-            for (p, _) in PROGRAMS {
+        for p in &programs {
+            for btf in &p.conditions {
                 assert!(
-                    expected(&ex, k, btf, p).is_some(),
-                    "tests/guest/expect has no line for {k} {btf} {p}"
+                    expected(&ex, k, btf, &p.name).is_some(),
+                    "tests/guest/expect has no line for {k} {btf} {}",
+                    p.name
                 );
             }
         }
     }
-    assert!(expectations("x sysfs tcp_reset maybe kprobe").is_err());
-    assert!(expectations("x sysfs nope fired kprobe").is_err());
+    assert!(expectations("x sysfs tcp_reset maybe kprobe", &programs).is_err());
+    assert!(expectations("x sysfs nope fired kprobe", &programs).is_err());
 }
