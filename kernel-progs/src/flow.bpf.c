@@ -23,10 +23,15 @@
  * and IPv6 extension headers skipped), the flow counted in `flows`, the
  * remote end classified through `addrs`, and the pair counted in `peers`.
  *
+ * A flow whose byte count crosses large_flow_bytes (0: never) is reported
+ * once in `events` (struct flow_event): the elephants, with their pod.
+ *
  * Maps:  flows (LRU hash, struct flow_key -> struct flow_value),
  *        peers (LRU per-CPU hash, struct peer_key -> struct flow_value),
- *        addrs (LRU hash, sonde_ip -> sonde_netns: addresses of local pods).
- * Knobs: pods (true), peer_prefix4 (24), peer_prefix6 (64).
+ *        addrs (LRU hash, sonde_ip -> sonde_netns: addresses of local pods),
+ *        events (ring buffer, struct flow_event), dropped (sonde.h).
+ * Knobs: pods (true), peer_prefix4 (24), peer_prefix6 (64),
+ *        large_flow_bytes (0), sonde_wakeup_bytes (sonde.h).
  */
 #include "sonde.h"
 #include "flow.h"
@@ -38,6 +43,10 @@ const volatile bool pods = true;
 /* Knobs: bits of a remote address kept in `peers` when it is not a local pod. */
 const volatile __u32 peer_prefix4 = 24;
 const volatile __u32 peer_prefix6 = 64;
+/* Knob: report a flow once when its bytes at one hook cross this; 0 = never. */
+const volatile __u64 large_flow_bytes = 0;
+
+SONDE_EVENTS(events, 64 * 1024, struct flow_event);
 
 /*
  * One entry per flow and hook. Shared (not per-CPU): a flow is mostly
@@ -250,8 +259,9 @@ static __always_inline void add(struct flow_value *v, __u64 bytes, __u64 packets
 	}
 }
 
-static __always_inline void count(void *map, const void *key, __u64 bytes, __u64 packets,
-				  bool atomic)
+/* Adds to the entry of `key`, creating it; returns the bytes now counted (0: none). */
+static __always_inline __u64 count(void *map, const void *key, __u64 bytes, __u64 packets,
+				   bool atomic)
 {
 	struct flow_value *v = bpf_map_lookup_elem(map, key);
 
@@ -259,12 +269,36 @@ static __always_inline void count(void *map, const void *key, __u64 bytes, __u64
 		struct flow_value init = { .bytes = bytes, .packets = packets };
 
 		if (bpf_map_update_elem(map, key, &init, BPF_NOEXIST) == 0)
-			return;
+			return bytes;
 		v = bpf_map_lookup_elem(map, key);	/* another CPU created it */
 		if (!v)
-			return;
+			return 0;
 	}
 	add(v, bytes, packets, atomic);
+	/* A plain read after the add: two CPUs crossing at once may both see it. */
+	return v->bytes;
+}
+
+static __always_inline void report(const struct flow_key *k, sonde_netns netns, __u64 bytes)
+{
+	struct flow_value *v = bpf_map_lookup_elem(&flows, k);
+	struct flow_event *e = sonde_reserve(events, sizeof(*e));
+
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts = bpf_ktime_get_ns();
+	__builtin_memcpy(e->saddr, k->saddr, sizeof(sonde_ip));
+	__builtin_memcpy(e->daddr, k->daddr, sizeof(sonde_ip));
+	e->bytes = bytes;
+	e->packets = v ? v->packets : 0;
+	e->netns = netns;
+	e->ifindex = k->ifindex;
+	e->dir = k->dir;
+	e->sport = k->sport;
+	e->dport = k->dport;
+	e->l4proto = k->l4proto;
+	sonde_submit(events, e);
 }
 
 static __always_inline int handle(struct __sk_buff *ctx, bool ingress)
@@ -273,7 +307,7 @@ static __always_inline int handle(struct __sk_buff *ctx, bool ingress)
 	struct peer_key p;
 	struct local_end l;
 	__u32 hdr_len = 0, segs;
-	__u64 bytes, packets;
+	__u64 bytes, packets, total;
 	__u8 *local, *remote;
 	sonde_netns *peer_netns;
 	bool v4;
@@ -292,7 +326,9 @@ static __always_inline int handle(struct __sk_buff *ctx, bool ingress)
 	if (segs > 1 && hdr_len < ctx->len)
 		bytes += (__u64)(segs - 1) * hdr_len;
 
-	count(&flows, &k, bytes, packets, true);
+	total = count(&flows, &k, bytes, packets, true);
+	if (large_flow_bytes && total >= large_flow_bytes && total - bytes < large_flow_bytes)
+		report(&k, l.netns, total);
 
 	local = k.dir == FLOW_DIR_TX ? k.saddr : k.daddr;
 	remote = k.dir == FLOW_DIR_TX ? k.daddr : k.saddr;

@@ -58,4 +58,20 @@ struct peer_key {
 	__u8 pad[2];
 };
 
+/* A flow whose bytes crossed large_flow_bytes, in the ring buffer `events`. */
+struct flow_event {
+	sonde_ktime ts;
+	sonde_ip saddr;
+	sonde_ip daddr;
+	__u64 bytes;		/* at the crossing */
+	__u64 packets;
+	sonde_netns netns;	/* local end */
+	sonde_ifindex ifindex;
+	enum flow_dir dir;
+	sonde_port sport;
+	sonde_port dport;
+	sonde_l4proto l4proto;
+	__u8 pad[3];
+};
+
 #endif /* __FLOW_H */

@@ -8,7 +8,7 @@
  * No tracepoint exists: kprobe on entry stores the start time and the
  * command per task (pid_tgid) in `start`; the kretprobe computes the
  * latency, deletes the entry, and counts it in the log2 histogram `hist`
- * and in `counts` per (class, command, over the threshold). Commands over
+ * and in `counts` per (sender's netns, class, command, over the threshold). Commands over
  * threshold_ns are sent as records (knob emit_events).
  *
  * Variants (both kprobe-only, the function is in the virtio_net module and
@@ -82,6 +82,13 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return slot + 1;
 }
 
+static __always_inline sonde_netns task_netns(void)
+{
+	struct task_struct___virtcmd *task = (struct task_struct___virtcmd *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+}
+
 static __always_inline int enter(__u8 class, __u8 cmd)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -112,6 +119,7 @@ static __always_inline int leave(long ret)
 	h.slot = log2_slot(delta);
 	sonde_count_percpu(hist, &h, 1);
 	__builtin_memset(&k, 0, sizeof(k));
+	k.netns = task_netns();
 	k.class = class;
 	k.cmd = cmd;
 	k.slow = delta > threshold_ns;
@@ -129,12 +137,7 @@ static __always_inline int leave(long ret)
 	e->class = class;
 	e->cmd = cmd;
 	e->ok = ret != 0;
-	{
-		struct task_struct___virtcmd *task =
-			(struct task_struct___virtcmd *)bpf_get_current_task();
-
-		e->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
-	}
+	e->netns = k.netns;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	sonde_submit(events, e);
 	return 0;

@@ -15,6 +15,7 @@ struct hist_key {
 
 /* Key of `counts` (value: __u64 commands, per CPU). */
 struct virtcmd_key {
+	sonde_netns netns;	/* of the task that sent it */
 	__u8 class;		/* VIRTIO_NET_CTRL_* class (RX, MAC, VLAN, MQ, ...) */
 	__u8 cmd;		/* command within the class */
 	__u8 slow;		/* 1: latency over threshold_ns */
