@@ -96,4 +96,19 @@ static __always_inline struct sock *sonde_kfree_skb_rx_sk(struct trace_event_raw
  * is defensive and costs one compare.
  */
 
+/*
+ * The disk of a block request
+ *
+ * 5.10 has rq->rq_disk. 5.15 ("block: add an explicit ->disk backpointer to
+ * the request_queue", d152c682f03c) gave the queue a `disk`, and a later
+ * release ("block: remove the ->rq_disk field in struct request",
+ * f3fa33acca9f) removed rq_disk: Debian's 6.1 only has rq->q->disk.
+ */
+static __always_inline struct gendisk *sonde_rq_disk(struct request *rq)
+{
+	if (bpf_core_field_exists(rq->rq_disk))
+		return BPF_CORE_READ(rq, rq_disk);
+	return BPF_CORE_READ(rq, q, disk);
+}
+
 #endif /* __SONDE_CORE_FIXES_H */

@@ -287,6 +287,47 @@ struct task_struct___virtcmd {
 	struct nsproxy___virtcmd *nsproxy;
 } __attribute__((preserve_access_index));
 
+/* ---- softirq: the irq:softirq_* tracepoint record ------------------- */
+
+/* irq:softirq_raise, softirq_entry, softirq_exit (class softirq) */
+struct trace_event_raw_softirq {
+	struct trace_entry ent;
+	unsigned int vec;
+} __attribute__((preserve_access_index));
+
+/* ---- bio_latency: block requests, their disk, the issuing task -------- */
+
+#define SONDE_DISK_NAME_LEN 32	/* DISK_NAME_LEN, include/linux/blkdev.h */
+#define SONDE_REQ_OP_MASK 0xff	/* (1 << REQ_OP_BITS) - 1, REQ_OP_BITS = 8 on 5.10 .. 6.18 */
+
+struct gendisk {
+	int major;
+	int first_minor;
+	char disk_name[SONDE_DISK_NAME_LEN];
+} __attribute__((preserve_access_index));
+
+/* `disk` from 5.15 (see core_fixes.h) */
+struct request_queue {
+	struct gendisk *disk;
+} __attribute__((preserve_access_index));
+
+/* `rq_disk` until 5.19 (see core_fixes.h); cmd_flags is a blk_opf_t (__u32) from 6.0 */
+struct request {
+	struct request_queue *q;
+	struct gendisk *rq_disk;
+	unsigned int cmd_flags;
+	unsigned int __data_len;
+	__u64 __sector;
+} __attribute__((preserve_access_index));
+
+struct nsproxy___bio {
+	struct net *net_ns;
+} __attribute__((preserve_access_index));
+
+struct task_struct___bio {
+	struct nsproxy___bio *nsproxy;
+} __attribute__((preserve_access_index));
+
 /*
  * The context of a TC program (include/uapi/linux/bpf.h), UAPI and not
  * relocated: the verifier rewrites each access into the kernel's sk_buff.

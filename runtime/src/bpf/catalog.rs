@@ -102,6 +102,8 @@ static TCP_RESET_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_reset.bpf.o");
 static PACKET_LOSS_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/packet_loss.bpf.o");
+static SOFTIRQ_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/softirq.bpf.o");
 
 pub static PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
@@ -163,6 +165,37 @@ pub static PROGRAMS: &[ProgramSpec] = &[
             requires: &[],
             knobs: &[],
         }],
+    },
+    ProgramSpec {
+        name: "softirq",
+        summary: "softirq delay (raise -> entry) and run time (entry -> exit) per vector: \
+                  log2 histograms and counts over slow_ns / very_slow_ns in the kernel, \
+                  events with the cpu over slow_ns",
+        object: SOFTIRQ_OBJ,
+        variants: &[
+            Variant {
+                name: "raw_tracepoint",
+                summary: "raw tracepoints softirq_raise, softirq_entry, softirq_exit",
+                attach: &[
+                    raw_tp("raw_softirq_raise", "softirq_raise"),
+                    raw_tp("raw_softirq_entry", "softirq_entry"),
+                    raw_tp("raw_softirq_exit", "softirq_exit"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "tracepoint",
+                summary: "irq:softirq_raise, irq:softirq_entry, irq:softirq_exit",
+                attach: &[
+                    tp("tp_softirq_raise", "irq", "softirq_raise"),
+                    tp("tp_softirq_entry", "irq", "softirq_entry"),
+                    tp("tp_softirq_exit", "irq", "softirq_exit"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
     },
 ];
 

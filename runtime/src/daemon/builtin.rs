@@ -7,6 +7,7 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         "packet_loss",
         include_str!("../../../scripts/packet_loss.rhai"),
     ),
+    ("softirq", include_str!("../../../scripts/softirq.rhai")),
 ];
 
 /// The source of a built-in script.
