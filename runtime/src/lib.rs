@@ -9,6 +9,8 @@
 //!   it, reads its ring buffer and maps; [`bpf::decode`] turns record bytes into Rhai
 //!   values by field name using the object's own BTF;
 //! - [`pods`]: maps network namespaces to pods;
+//! - [`sources`]: procfs and netlink readers per network namespace (`proc::`,
+//!   `netlink::` in scripts);
 //! - [`script`]: the sandboxed Rhai host (`init`, `on_event`, `on_tick`, `on_exit`);
 //! - [`metrics`]: the registry scripts write into;
 //! - [`event`]: what scripts emit, and its text and JSON forms;
@@ -31,3 +33,4 @@ pub mod pods;
 pub mod record;
 pub mod script;
 pub mod sinks;
+pub mod sources;

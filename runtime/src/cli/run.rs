@@ -118,6 +118,7 @@ impl RunCtx<'_> {
             events: self.printer.clone(),
             registry: self.registry.clone(),
             print: Arc::new(move |s: &str| p.line(s)),
+            pods: Arc::new(HostResolver::new(self.node)),
         };
         Instance::start(self.script, self.params, ctx, self.limits).map_err(|e| anyhow!("{e}"))
     }

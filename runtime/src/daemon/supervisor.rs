@@ -446,6 +446,7 @@ impl Supervisor {
             print: Arc::new(move |s: &str| {
                 tracing::info!(script = %script_name, "{s}");
             }),
+            pods: self.pods.clone(),
         };
         let inst = Instance::start(&script, &params, ctx, &limits).map_err(|e| e.to_string())?;
         Ok(Prepared {

@@ -79,6 +79,7 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     register_emit(engine, host);
     register_tables(engine, host);
     register_log(engine, host);
+    crate::sources::script::register(engine, &host.ctx);
 
     // `sleep` blocks the thread that runs every handler: replaced by an error.
     engine.register_fn("sleep", |_: INT| -> Res<()> {

@@ -152,6 +152,8 @@ pub struct ScriptContext {
     pub registry: Arc<Registry>,
     /// Where `print()` goes: stdout in `sonde run`, the log in the daemon.
     pub print: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Who a network namespace belongs to, for `proc::netns()`.
+    pub pods: Arc<dyn crate::pods::PodResolver>,
 }
 
 impl ScriptContext {
@@ -169,6 +171,7 @@ impl ScriptContext {
             events: Arc::new(Discard),
             registry: Arc::new(Registry::new("")),
             print: Arc::new(|_| {}),
+            pods: Arc::new(crate::pods::HostResolver::new("")),
         }
     }
 }

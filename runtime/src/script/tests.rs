@@ -60,6 +60,7 @@ impl Harness {
             events: self.sink.clone(),
             registry: self.registry.clone(),
             print: Arc::new(move |s: &str| printed.lock().unwrap().push(s.to_string())),
+            pods: Arc::new(crate::pods::HostResolver::with_host_netns(1, "n1")),
         }
     }
 
