@@ -2,6 +2,21 @@
 
 /// `(name, source)` of every built-in script.
 pub const SCRIPTS: &[(&str, &str)] = &[
+    // procfs and netlink sources (no kernel program).
+    ("netdev", include_str!("../../../scripts/netdev.rhai")),
+    ("snmp", include_str!("../../../scripts/snmp.rhai")),
+    ("tcpext", include_str!("../../../scripts/tcpext.rhai")),
+    ("sock", include_str!("../../../scripts/sock.rhai")),
+    ("softnet", include_str!("../../../scripts/softnet.rhai")),
+    (
+        "tcpsummary",
+        include_str!("../../../scripts/tcpsummary.rhai"),
+    ),
+    ("conntrack", include_str!("../../../scripts/conntrack.rhai")),
+    ("qdisc", include_str!("../../../scripts/qdisc.rhai")),
+    ("ipvs", include_str!("../../../scripts/ipvs.rhai")),
+    ("fd", include_str!("../../../scripts/fd.rhai")),
+    ("io", include_str!("../../../scripts/io.rhai")),
     ("tcp_reset", include_str!("../../../scripts/tcp_reset.rhai")),
     (
         "packet_loss",

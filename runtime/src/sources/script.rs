@@ -182,7 +182,36 @@ fn merge(out: &mut Map, sec: String, m: Map) {
     }
 }
 
+/// The `(namespace, pod)` pairs of `live` (entries of `proc::netns()`).
+fn live_pods(live: &Array) -> Vec<(String, String)> {
+    live.iter()
+        .filter_map(|e| {
+            let m = e.read_lock::<Map>()?;
+            let pod = m.get("pod")?.read_lock::<Map>()?.clone();
+            let s = |k: &str| pod.get(k).map(|v| v.to_string()).unwrap_or_default();
+            Some((s("namespace"), s("name")))
+        })
+        .collect()
+}
+
+/// Whether a series' first two label values are the `(namespace, pod)` of a live
+/// namespace.
+fn is_live(v: &[Box<str>], live: &[(String, String)]) -> bool {
+    v.len() < 2 || live.iter().any(|(ns, pod)| *v[0] == **ns && *v[1] == **pod)
+}
+
 pub(crate) fn register(engine: &mut Engine, ctx: &ScriptContext) {
+    // handle.keep_pods(proc::netns()): removes the series of pods whose network
+    // namespace is gone. The family's first two labels must be `namespace` and `pod`.
+    //   let live = proc::netns(); ...; this.rx.keep_pods(live);
+    engine.register_fn("keep_pods", |c: &mut Counter, live: Array| {
+        let live = live_pods(&live);
+        c.retain(|v| is_live(v, &live));
+    });
+    engine.register_fn("keep_pods", |g: &mut crate::metrics::Gauge, live: Array| {
+        let live = live_pods(&live);
+        g.retain(|v| is_live(v, &live));
+    });
     let failures = Arc::new(Failures {
         ctx: ctx.clone(),
         counter: OnceLock::new(),
