@@ -97,6 +97,38 @@ static __always_inline struct sock *sonde_kfree_skb_rx_sk(struct trace_event_raw
  */
 
 /*
+ * tcp:tcp_retransmit_skb `err`
+ *
+ * Up to 6.1 at least (Debian's 5.10 and 6.1 checked) the event belongs to
+ * class tcp_event_sk_skb and __tcp_retransmit_skb() fires it only when the
+ * retransmission was handed to the IP layer (err == 0). Newer kernels (a
+ * 2025 netdev change, present in 6.18) give it its own record, struct
+ * trace_event_raw_tcp_retransmit_skb with `err`, and fire it on every exit
+ * of __tcp_retransmit_skb() after the early checks, failures
+ * (-EAGAIN, -ENOMEM, -EBUSY, a refused transmit) included. *err is 0 on the
+ * older kernels, where only successes are seen. skbaddr and skaddr keep
+ * their names in both records.
+ */
+static __always_inline void sonde_tcp_retransmit_skb_args(void *ctx,
+							  struct sk_buff **skb,
+							  struct sock **sk, int *err)
+{
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
+		struct trace_event_raw_tcp_retransmit_skb *rec = ctx;
+
+		*skb = (struct sk_buff *)BPF_CORE_READ(rec, skbaddr);
+		*sk = (struct sock *)BPF_CORE_READ(rec, skaddr);
+		*err = BPF_CORE_READ(rec, err);
+	} else {
+		struct trace_event_raw_tcp_event_sk_skb *rec = ctx;
+
+		*skb = (struct sk_buff *)BPF_CORE_READ(rec, skbaddr);
+		*sk = (struct sock *)BPF_CORE_READ(rec, skaddr);
+		*err = 0;
+	}
+}
+
+/*
  * The disk of a block request
  *
  * 5.10 has rq->rq_disk. 5.15 ("block: add an explicit ->disk backpointer to

@@ -368,6 +368,58 @@ struct __sk_buff {
 	__u32 gso_size;
 };
 
+/* ---- tcp_retrans, tcp_state: TCP tracepoints and socket fields --------- */
+
+#define TCP_ESTABLISHED 1	/* include/net/tcp_states.h */
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_LISTEN 10
+#define ECONNREFUSED 111	/* include/uapi/asm-generic/errno.h */
+#define ETIMEDOUT 110
+#define EHOSTUNREACH 113
+#define ENETUNREACH 101
+
+/*
+ * tcp:tcp_retransmit_skb on newer kernels (6.18 here): its own record, with
+ * `err`, fired for failed attempts too. 5.10 and 6.1 use the class
+ * tcp_event_sk_skb (struct above), fired only for a retransmission that was
+ * sent. See core_fixes.h.
+ */
+struct trace_event_raw_tcp_retransmit_skb {
+	struct trace_entry ent;
+	const void *skbaddr;
+	const void *skaddr;
+	int err;
+} __attribute__((preserve_access_index));
+
+/* tcp:tcp_retransmit_synack: the listener and the request socket. */
+struct trace_event_raw_tcp_retransmit_synack {
+	struct trace_entry ent;
+	const void *skaddr;
+	const void *req;
+} __attribute__((preserve_access_index));
+
+/* TCP_SKB_CB(skb): the TCP control block in skb->cb (include/net/tcp.h). */
+struct tcp_skb_cb {
+	union {
+		__u32 tcp_tw_isn;
+		struct {
+			__u16 tcp_gso_segs;	/* tcp_skb_pcount() */
+			__u16 tcp_gso_size;
+		};
+	};
+} __attribute__((preserve_access_index));
+
+struct sk_buff___tcp {
+	char cb[48];
+} __attribute__((preserve_access_index));
+
+/* The members of struct sock that tcp_state reads (5.6+: sk_protocol is a u16). */
+struct sock___tcp {
+	int sk_err;
+	__u16 sk_protocol;
+} __attribute__((preserve_access_index));
+
 /*
  * struct pt_regs for kprobes. Not relocated: its layout is the x86-64 entry
  * stack frame, fixed ABI. Field names follow the UAPI spelling that

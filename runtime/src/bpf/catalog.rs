@@ -104,6 +104,10 @@ static PACKET_LOSS_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/packet_loss.bpf.o");
 static SOFTIRQ_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/softirq.bpf.o");
+static TCP_RETRANS_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_retrans.bpf.o");
+static TCP_STATE_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_state.bpf.o");
 
 pub static PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
@@ -196,6 +200,35 @@ pub static PROGRAMS: &[ProgramSpec] = &[
                 knobs: &[],
             },
         ],
+    },
+    ProgramSpec {
+        name: "tcp_retrans",
+        summary: "TCP retransmitted segments counted in the kernel per netns, family and state \
+                  (SYN-ACKs included); optional per-retransmission events with tuple and stack",
+        object: TCP_RETRANS_OBJ,
+        variants: &[Variant {
+            name: "tracepoint",
+            summary: "tcp:tcp_retransmit_skb + tcp:tcp_retransmit_synack",
+            attach: &[
+                tp("tp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+                tp("tp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
+            ],
+            requires: &[],
+            knobs: &[],
+        }],
+    },
+    ProgramSpec {
+        name: "tcp_state",
+        summary: "TCP state changes: transitions, failed connects by reason, connection \
+                  lifetimes per netns; optional per-failure events",
+        object: TCP_STATE_OBJ,
+        variants: &[Variant {
+            name: "raw_tracepoint",
+            summary: "raw tracepoint sock:inet_sock_set_state",
+            attach: &[raw_tp("tp_set_state", "inet_sock_set_state")],
+            requires: &[],
+            knobs: &[],
+        }],
     },
 ];
 

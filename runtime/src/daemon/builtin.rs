@@ -23,6 +23,11 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         include_str!("../../../scripts/packet_loss.rhai"),
     ),
     ("softirq", include_str!("../../../scripts/softirq.rhai")),
+    (
+        "tcp_retrans",
+        include_str!("../../../scripts/tcp_retrans.rhai"),
+    ),
+    ("tcp_state", include_str!("../../../scripts/tcp_state.rhai")),
 ];
 
 /// The source of a built-in script.
