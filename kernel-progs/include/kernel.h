@@ -300,10 +300,13 @@ struct trace_event_raw_softirq {
 #define SONDE_DISK_NAME_LEN 32	/* DISK_NAME_LEN, include/linux/blkdev.h */
 #define SONDE_REQ_OP_MASK 0xff	/* (1 << REQ_OP_BITS) - 1, REQ_OP_BITS = 8 on 5.10 .. 6.18 */
 
+struct request_queue;
+
 struct gendisk {
 	int major;
 	int first_minor;
 	char disk_name[SONDE_DISK_NAME_LEN];
+	struct request_queue *queue;
 } __attribute__((preserve_access_index));
 
 /* `disk` from 5.15 (see core_fixes.h) */

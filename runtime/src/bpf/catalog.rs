@@ -108,6 +108,8 @@ static TCP_RETRANS_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_retrans.bpf.o");
 static TCP_STATE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_state.bpf.o");
+static BIO_LATENCY_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/bio_latency.bpf.o");
 
 pub static PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
@@ -226,6 +228,23 @@ pub static PROGRAMS: &[ProgramSpec] = &[
             name: "raw_tracepoint",
             summary: "raw tracepoint sock:inet_sock_set_state",
             attach: &[raw_tp("tp_set_state", "inet_sock_set_state")],
+            requires: &[],
+            knobs: &[],
+        }],
+    },
+    ProgramSpec {
+        name: "bio_latency",
+        summary: "block request latency (issue -> complete) per disk and operation: log2 \
+                  histograms, totals and per-pod counts in the kernel, events over slow_ns \
+                  with disk, op, bytes and the issuing task",
+        object: BIO_LATENCY_OBJ,
+        variants: &[Variant {
+            name: "raw_tracepoint",
+            summary: "raw tracepoints block_rq_issue, block_rq_complete (the request pointer)",
+            attach: &[
+                raw_tp("raw_rq_issue", "block_rq_issue"),
+                raw_tp("raw_rq_complete", "block_rq_complete"),
+            ],
             requires: &[],
             knobs: &[],
         }],

@@ -28,6 +28,7 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         include_str!("../../../scripts/tcp_retrans.rhai"),
     ),
     ("tcp_state", include_str!("../../../scripts/tcp_state.rhai")),
+    ("bio_latency", include_str!("../../../scripts/bio_latency.rhai")),
 ];
 
 /// The source of a built-in script.
