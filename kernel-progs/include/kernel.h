@@ -423,6 +423,28 @@ struct sock___tcp {
 	__u16 sk_protocol;
 } __attribute__((preserve_access_index));
 
+/* ---- socket_latency, sock_pressure: a socket's protocol and buffers ---- */
+
+/*
+ * The members of struct sock these two programs read, as a CO-RE flavor
+ * (the ___sk suffix is ignored when relocating). sk_type and sk_protocol are
+ * plain u16 since 5.6 (bitfields before). sk_backlog.rmem_alloc is the
+ * receive memory in use, the value compared with sk_rcvbuf.
+ */
+struct sock___sk {
+	struct sock_common __sk_common;
+	struct {
+		struct {
+			int counter;
+		} rmem_alloc;
+	} sk_backlog;
+	int sk_rcvbuf;
+	int sk_sndbuf;
+	int sk_wmem_queued;
+	__u16 sk_type;
+	__u16 sk_protocol;
+} __attribute__((preserve_access_index));
+
 /*
  * struct pt_regs for kprobes. Not relocated: its layout is the x86-64 entry
  * stack frame, fixed ABI. Field names follow the UAPI spelling that

@@ -110,6 +110,10 @@ static TCP_STATE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_state.bpf.o");
 static BIO_LATENCY_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/bio_latency.bpf.o");
+static SOCKET_LATENCY_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/socket_latency.bpf.o");
+static SOCK_PRESSURE_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/sock_pressure.bpf.o");
 
 pub static PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
@@ -244,6 +248,76 @@ pub static PROGRAMS: &[ProgramSpec] = &[
             attach: &[
                 raw_tp("raw_rq_issue", "block_rq_issue"),
                 raw_tp("raw_rq_complete", "block_rq_complete"),
+            ],
+            requires: &[],
+            knobs: &[],
+        }],
+    },
+    ProgramSpec {
+        name: "socket_latency",
+        summary: "time data waits on TCP/UDP sockets before the application reads it, and TCP \
+                  send call duration: log2 histograms and counts over 1 ms / 100 ms per netns; \
+                  events over the threshold with tuple and task",
+        object: SOCKET_LATENCY_OBJ,
+        variants: &[
+            Variant {
+                name: "tracepoint",
+                summary: "raw tracepoints sk_data_ready, sock_recv_length, tcp_sendmsg_locked, \
+                          sock_send_length, inet_sock_set_state (6.11+): read and write sides",
+                attach: &[
+                    raw_tp("rtp_data_ready", "sk_data_ready"),
+                    raw_tp("rtp_recv_length", "sock_recv_length"),
+                    raw_tp("rtp_set_state", "inet_sock_set_state"),
+                    raw_tp("rtp_sendmsg_locked", "tcp_sendmsg_locked"),
+                    raw_tp("rtp_send_length", "sock_send_length"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "tracepoint-read",
+                summary: "raw tracepoints sk_data_ready, sock_recv_length, inet_sock_set_state \
+                          (6.6 to 6.10): read side only, no tcp_sendmsg_locked",
+                attach: &[
+                    raw_tp("rtp_data_ready", "sk_data_ready"),
+                    raw_tp("rtp_recv_length", "sock_recv_length"),
+                    raw_tp("rtp_set_state", "inet_sock_set_state"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "kprobe",
+                summary: "kprobes sock_def_readable, tcp_cleanup_rbuf, skb_consume_udp, \
+                          tcp_sendmsg (+ kretprobe) and raw tracepoint inet_sock_set_state \
+                          (kernels before 6.6: 5.10, 6.1)",
+                attach: &[
+                    kp("kp_def_readable", "sock_def_readable"),
+                    kp("kp_cleanup_rbuf", "tcp_cleanup_rbuf"),
+                    kp("kp_consume_udp", "skb_consume_udp"),
+                    raw_tp("rtp_set_state", "inet_sock_set_state"),
+                    kp("kp_tcp_sendmsg", "tcp_sendmsg"),
+                    kretp("kretp_tcp_sendmsg", "tcp_sendmsg"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
+    },
+    ProgramSpec {
+        name: "sock_pressure",
+        summary: "data refused by sockets for lack of buffer space (receive queue full, \
+                  protocol memory limit, UDP receive buffer errors) counted in the kernel per \
+                  netns, kind and protocol; optional per-refusal events",
+        object: SOCK_PRESSURE_OBJ,
+        variants: &[Variant {
+            name: "raw_tracepoint",
+            summary: "raw tracepoints sock_rcvqueue_full, sock_exceed_buf_limit, \
+                      udp_fail_queue_rcv_skb",
+            attach: &[
+                raw_tp("rtp_rcvqueue_full", "sock_rcvqueue_full"),
+                raw_tp("rtp_exceed_buf_limit", "sock_exceed_buf_limit"),
+                raw_tp("rtp_udp_fail_queue", "udp_fail_queue_rcv_skb"),
             ],
             requires: &[],
             knobs: &[],

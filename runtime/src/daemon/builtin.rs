@@ -29,6 +29,15 @@ pub const SCRIPTS: &[(&str, &str)] = &[
     ),
     ("tcp_state", include_str!("../../../scripts/tcp_state.rhai")),
     ("bio_latency", include_str!("../../../scripts/bio_latency.rhai")),
+    (
+        "socket_latency",
+        include_str!("../../../scripts/socket_latency.rhai"),
+    ),
+    (
+        "sock_pressure",
+        include_str!("../../../scripts/sock_pressure.rhai"),
+    ),
+    ("bio_latency", include_str!("../../../scripts/bio_latency.rhai")),
 ];
 
 /// The source of a built-in script.
