@@ -138,6 +138,31 @@ fn records_carry_the_fields_scripts_read() {
             ],
             &["netns", "pod", "reason", "protocol"],
         ),
+        (
+            "tcp_retrans",
+            &[
+                "netns", "pod", "saddr", "sport", "daddr", "dport", "state", "segs", "stack",
+                "family",
+            ],
+            &["netns", "pod", "family", "state"],
+        ),
+        (
+            "tcp_state",
+            &[
+                "netns",
+                "pod",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+                "reason",
+                "err",
+                "elapsed_ns",
+                "stack",
+                "family",
+            ],
+            &["netns", "pod", "oldstate", "newstate"],
+        ),
     ];
     for (program, event_fields, key_fields) in cases {
         let spec = catalog::find(program).unwrap();
@@ -178,6 +203,17 @@ fn record_layouts_match_the_headers() {
     let cases: &[(&str, &[&str])] = &[
         ("tcp_reset", &["tcp_reset_event", "reset_key"]),
         ("packet_loss", &["packet_loss_event", "drop_key"]),
+        ("tcp_retrans", &["tcp_retrans_event", "retrans_key"]),
+        (
+            "tcp_state",
+            &[
+                "tcp_connect_event",
+                "transition_key",
+                "fail_key",
+                "lifetime_key",
+                "netns_key",
+            ],
+        ),
     ];
     for (program, structs) in cases {
         let c = dir.join(format!("{program}.c"));
