@@ -36,6 +36,18 @@ pub enum Hook {
     Kretprobe {
         function: &'static str,
     },
+    /// Traffic control (clsact) on every interface matching the script's
+    /// `interfaces` param, attached as interfaces appear: see [`crate::bpf::tc`].
+    Tc {
+        direction: TcDirection,
+    },
+}
+
+/// The side of an interface a [`Hook::Tc`] program sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcDirection {
+    Ingress,
+    Egress,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +105,13 @@ const fn kp(program: &'static str, function: &'static str) -> Attach {
     }
 }
 
+const fn tc(program: &'static str, direction: TcDirection) -> Attach {
+    Attach {
+        program,
+        hook: Hook::Tc { direction },
+    }
+}
+
 /// Kernel 6.10 ("tcp: add sk_rst_reason ...", "tcp: rstreason: ...") gave
 /// `tcp_send_reset` its own record type and made it fire for resets sent with no
 /// socket; its presence tells the two behaviours apart.
@@ -102,14 +121,15 @@ static TCP_RESET_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_reset.bpf.o");
 static PACKET_LOSS_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/packet_loss.bpf.o");
+static FLOW_OBJ: &[u8] = aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/flow.bpf.o");
+static VIRTCMD_LATENCY_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/virtcmd_latency.bpf.o");
 static SOFTIRQ_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/softirq.bpf.o");
 static TCP_RETRANS_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_retrans.bpf.o");
 static TCP_STATE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/tcp_state.bpf.o");
-static BIO_LATENCY_OBJ: &[u8] =
-    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/bio_latency.bpf.o");
 static SOCKET_LATENCY_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/socket_latency.bpf.o");
 static SOCK_PRESSURE_OBJ: &[u8] =
@@ -208,6 +228,66 @@ pub static PROGRAMS: &[ProgramSpec] = &[
         ],
     },
     ProgramSpec {
+        name: "flow",
+        summary: "bytes and packets per IPv4/IPv6 5-tuple and per pod and peer, from TC \
+                  ingress/egress on the interfaces matching the `interfaces` param",
+        object: FLOW_OBJ,
+        variants: &[
+            Variant {
+                name: "tc",
+                summary: "clsact ingress + egress; veth traffic counted for the pod behind \
+                          the veth (reads the peer device: needs bpf_probe_read_kernel in TC \
+                          programs, no kernel lockdown)",
+                attach: &[
+                    tc("tc_ingress", TcDirection::Ingress),
+                    tc("tc_egress", TcDirection::Egress),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "tc-host",
+                summary: "clsact ingress + egress; every packet counted for the host (no pods, \
+                          no peer pods)",
+                attach: &[
+                    tc("tc_ingress", TcDirection::Ingress),
+                    tc("tc_egress", TcDirection::Egress),
+                ],
+                requires: &[],
+                knobs: &[("pods", false)],
+            },
+        ],
+    },
+    ProgramSpec {
+        name: "virtcmd_latency",
+        summary: "virtio-net control command latency (virtnet_send_command): log2 histogram, \
+                  counts over a threshold, events for slow commands",
+        object: VIRTCMD_LATENCY_OBJ,
+        variants: &[
+            Variant {
+                name: "kprobe",
+                summary: "kprobe + kretprobe virtnet_send_command (virtio_net module loaded)",
+                attach: &[
+                    kp("kp_send_command", "virtnet_send_command"),
+                    kretp("kretp_send_command", "virtnet_send_command"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "kprobe-reply",
+                summary: "kprobe + kretprobe virtnet_send_command_reply (6.11+, where \
+                          virtnet_send_command may be inlined)",
+                attach: &[
+                    kp("kp_send_command", "virtnet_send_command_reply"),
+                    kretp("kretp_send_command", "virtnet_send_command_reply"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
+    },
+    ProgramSpec {
         name: "tcp_retrans",
         summary: "TCP retransmitted segments counted in the kernel per netns, family and state \
                   (SYN-ACKs included); optional per-retransmission events with tuple and stack",
@@ -232,23 +312,6 @@ pub static PROGRAMS: &[ProgramSpec] = &[
             name: "raw_tracepoint",
             summary: "raw tracepoint sock:inet_sock_set_state",
             attach: &[raw_tp("tp_set_state", "inet_sock_set_state")],
-            requires: &[],
-            knobs: &[],
-        }],
-    },
-    ProgramSpec {
-        name: "bio_latency",
-        summary: "block request latency (issue -> complete) per disk and operation: log2 \
-                  histograms, totals and per-pod counts in the kernel, events over slow_ns \
-                  with disk, op, bytes and the issuing task",
-        object: BIO_LATENCY_OBJ,
-        variants: &[Variant {
-            name: "raw_tracepoint",
-            summary: "raw tracepoints block_rq_issue, block_rq_complete (the request pointer)",
-            attach: &[
-                raw_tp("raw_rq_issue", "block_rq_issue"),
-                raw_tp("raw_rq_complete", "block_rq_complete"),
-            ],
             requires: &[],
             knobs: &[],
         }],

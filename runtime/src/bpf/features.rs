@@ -131,6 +131,16 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
                 Err(format!("tracepoint {name} does not exist in this kernel"))
             }
         }
+        Hook::Tc { .. } => {
+            // Which interfaces, and whether they take the program, is only known when
+            // attaching (the loader reports it); attaching needs CAP_NET_ADMIN.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                Err("needs root: attaching traffic control programs needs CAP_NET_ADMIN".into())
+            } else {
+                Ok(())
+            }
+        }
         Hook::Kprobe { function } | Hook::Kretprobe { function } => {
             kprobes_supported()?;
             if kernel_function_exists(function) {

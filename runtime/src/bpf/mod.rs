@@ -22,13 +22,14 @@ pub mod features;
 pub mod ksyms;
 pub mod live;
 pub mod maps;
+pub mod tc;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, RingBuf};
-use aya::programs::{KProbe, RawTracePoint, TracePoint};
+use aya::programs::{KProbe, RawTracePoint, SchedClassifier, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::bpf::catalog::{Hook, ProgramSpec, Variant};
@@ -90,13 +91,23 @@ pub struct Loaded {
     /// The attached programs, by name: descriptors for reading their run statistics.
     pub programs: Arc<[(String, OwnedFd)]>,
     sources: Vec<EventSource>,
-    _ebpf: Ebpf,
+    /// Traffic control attachments (declared before `_ebpf`: detached first).
+    tc: Option<tc::TcAttacher>,
+    _ebpf: Arc<Mutex<Ebpf>>,
 }
 
 impl Loaded {
     /// Takes the ring buffers (once).
     pub fn take_sources(&mut self) -> Vec<EventSource> {
         std::mem::take(&mut self.sources)
+    }
+
+    /// Interfaces a program with [`Hook::Tc`] hooks is attached to now.
+    pub fn tc_interfaces(&self) -> Vec<String> {
+        self.tc
+            .as_ref()
+            .map(tc::TcAttacher::interfaces)
+            .unwrap_or_default()
     }
 
     /// Events the kernel could not queue (ring buffer full), from the `dropped` map.
@@ -237,8 +248,8 @@ pub fn load(
                 values.push((k.to_string(), bytes, v.to_string()));
             }
         }
-        match load_variant(spec, variant, &values, btf, &types) {
-            Ok((ebpf, maps, sources, programs)) => {
+        match load_variant(spec, variant, &values, params, btf, &types) {
+            Ok((ebpf, maps, sources, programs, tc)) => {
                 tracing::info!(
                     program = spec.name,
                     variant = variant.name,
@@ -252,6 +263,7 @@ pub fn load(
                     maps: Arc::new(maps),
                     programs: programs.into(),
                     sources,
+                    tc,
                     _ebpf: ebpf,
                 });
             }
@@ -273,12 +285,19 @@ pub fn load(
     })
 }
 
-type LoadedParts = (Ebpf, MapTable, Vec<EventSource>, Vec<(String, OwnedFd)>);
+type LoadedParts = (
+    Arc<Mutex<Ebpf>>,
+    MapTable,
+    Vec<EventSource>,
+    Vec<(String, OwnedFd)>,
+    Option<tc::TcAttacher>,
+);
 
 fn load_variant(
     spec: &ProgramSpec,
     variant: &Variant,
     knobs: &[(String, Vec<u8>, String)],
+    params: &[(String, ParamValue)],
     btf: &KernelBtf,
     types: &ObjectTypes,
 ) -> Result<LoadedParts, String> {
@@ -291,6 +310,7 @@ fn load_variant(
         .load(spec.object)
         .map_err(|e| format!("load object: {}", error_chain(&e)))?;
     let mut programs = Vec::with_capacity(variant.attach.len());
+    let mut tc_programs = Vec::new();
     for attach in variant.attach {
         let prog = ebpf
             .program_mut(attach.program)
@@ -323,6 +343,15 @@ fn load_variant(
                         error_chain(&e)
                     )
                 })?;
+            }
+            Hook::Tc { direction } => {
+                // Loaded here, attached below to a set of interfaces that changes.
+                let cls: &mut SchedClassifier = prog
+                    .try_into()
+                    .map_err(|e| format!("{}: not a classifier program: {e}", attach.program))?;
+                cls.load()
+                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                tc_programs.push((attach.program.to_string(), direction));
             }
             Hook::Kprobe { function } | Hook::Kretprobe { function } => {
                 // aya tells kprobes from kretprobes by the section name.
@@ -381,7 +410,13 @@ fn load_variant(
         };
         table.insert(&name, &map, key, value);
     }
-    Ok((ebpf, table, sources, programs))
+    let ebpf = Arc::new(Mutex::new(ebpf));
+    let tc = if tc_programs.is_empty() {
+        None
+    } else {
+        Some(tc::TcAttacher::start(ebpf.clone(), tc_programs, params)?)
+    };
+    Ok((ebpf, table, sources, programs, tc))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -514,14 +514,23 @@ impl Supervisor {
     }
 }
 
-/// The params of a script that set knobs of its program.
+/// The params of a script that set knobs of its program, or that the loader reads
+/// (the interfaces of TC hooks).
 fn knob_params(
     spec: &catalog::ProgramSpec,
     params: &[(String, ParamValue)],
 ) -> Vec<(String, ParamValue)> {
-    let knobs: Vec<String> = ObjectTypes::parse(spec.object)
+    let mut knobs: Vec<String> = ObjectTypes::parse(spec.object)
         .map(|t| t.knobs().into_iter().map(|k| k.name).collect())
         .unwrap_or_default();
+    let has_tc = spec.variants.iter().any(|v| {
+        v.attach
+            .iter()
+            .any(|a| matches!(a.hook, catalog::Hook::Tc { .. }))
+    });
+    if has_tc {
+        knobs.extend(crate::bpf::tc::PARAMS.iter().map(|p| p.to_string()));
+    }
     params
         .iter()
         .filter(|(n, _)| knobs.contains(n))

@@ -1,0 +1,629 @@
+//! Traffic control hooks: programs attached to a set of interfaces that changes at run
+//! time.
+//!
+//! A [`Hook::Tc`](super::catalog::Hook::Tc) is not one place in the kernel but every
+//! interface whose name matches the script's `interfaces` param (a comma-separated
+//! glob list, `!` excludes: `"eth*,veth*,lo,!veth-skip*"`). [`TcAttacher::start`]
+//! attaches the programs to the interfaces there now, then a thread keeps the set up
+//! to date: it listens to rtnetlink link notifications (`RTMGRP_LINK`), so a new
+//! interface (the veth of a new pod) is attached within milliseconds of appearing,
+//! and rescans every few seconds in case a notification was lost (a full socket
+//! buffer). Interfaces that disappear or are renamed out of the pattern are detached.
+//!
+//! How programs attach, by the script's `tc_mode` param:
+//! - `tcx` (the default on 6.6+): a TCX link per interface and direction. The link
+//!   belongs to the process: it goes away when sonde closes it or dies, even killed,
+//!   and `tc filter show` never lists it (`bpftool net` does).
+//! - `netlink` (the default before 6.6): a `cls_bpf` filter in direct-action mode
+//!   under a `clsact` qdisc. A missing `clsact` is created, and removed again on
+//!   exit once no filter is left on it; one that existed before is never removed.
+//!   Filters are removed when [`TcAttacher`] is dropped; a sonde killed with SIGKILL
+//!   leaves them behind (named after the program: `tc filter show dev X ingress`).
+//!
+//! Dropping the [`TcAttacher`] (it lives in [`super::Loaded`]) stops the thread and
+//! detaches everything.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::Ebpf;
+
+use super::catalog::TcDirection;
+use crate::script::ParamValue;
+
+/// The param that lists the interfaces.
+pub const INTERFACES_PARAM: &str = "interfaces";
+/// The param that chooses how programs attach: `auto`, `tcx` or `netlink`.
+pub const MODE_PARAM: &str = "tc_mode";
+/// Params read by the loader for TC hooks (not knobs: they change what is attached).
+pub const PARAMS: &[&str] = &[INTERFACES_PARAM, MODE_PARAM];
+
+/// Interfaces of a Kubernetes node when the script does not say: uplinks (`eth*`,
+/// `en*`, `bond*`) and pod veths of the common CNIs (bridge/flannel/kindnet `veth*`,
+/// Calico `cali*`, Cilium `lxc*`, AWS VPC CNI `eni*`). Bridges (`cni0`, `docker0`)
+/// are left out: their traffic is already seen on the veths.
+pub const DEFAULT_INTERFACES: &str = "eth*,en*,bond*,veth*,cali*,lxc*,eni*";
+
+/// Full rescan period, in case a link notification was lost.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// A comma-separated list of globs (`*`, `?`); entries starting with `!` exclude.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pattern {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, String> {
+        let mut p = Pattern {
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.strip_prefix('!') {
+                Some(x) if !x.is_empty() => p.exclude.push(x.to_string()),
+                Some(_) => return Err(format!("`{text}`: `!` must be followed by a glob")),
+                None => p.include.push(item.to_string()),
+            }
+        }
+        if p.include.is_empty() {
+            return Err(format!(
+                "`{text}` names no interface; expected a comma-separated glob list such as `eth*,veth*,lo`"
+            ));
+        }
+        Ok(p)
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.include
+            .iter()
+            .any(|g| glob(g.as_bytes(), name.as_bytes()))
+            && !self
+                .exclude
+                .iter()
+                .any(|g| glob(g.as_bytes(), name.as_bytes()))
+    }
+}
+
+/// `*` matches any run of characters, `?` one character, anything else itself.
+fn glob(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        if p < pat.len() && (pat[p] == b'?' || pat[p] == s[i]) {
+            p += 1;
+            i += 1;
+        } else if p < pat.len() && pat[p] == b'*' {
+            star = Some((p, i));
+            p += 1;
+        } else if let Some((sp, si)) = star {
+            p = sp + 1;
+            i = si + 1;
+            star = Some((sp, si + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|c| *c == b'*')
+}
+
+/// How programs are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Tcx,
+    Netlink,
+}
+
+impl Mode {
+    fn parse(text: &str) -> Result<Mode, String> {
+        match text {
+            "" | "auto" => Ok(if super::kernel_at_least(6, 6) {
+                Mode::Tcx
+            } else {
+                Mode::Netlink
+            }),
+            "tcx" => Ok(Mode::Tcx),
+            "netlink" => Ok(Mode::Netlink),
+            other => Err(format!(
+                "param `{MODE_PARAM}`: `{other}`; expected auto, tcx (6.6+) or netlink"
+            )),
+        }
+    }
+}
+
+fn string_param<'a>(params: &'a [(String, ParamValue)], name: &str) -> Option<&'a str> {
+    params.iter().find_map(|(n, v)| match v {
+        ParamValue::Str(s) if n == name => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+/// One attached interface.
+struct Attached {
+    name: String,
+    /// Held for their `Drop`, which detaches them.
+    _links: Vec<SchedClassifierLink>,
+}
+
+/// What the watcher thread owns; handed back on stop for the clean-up.
+struct State {
+    ebpf: Arc<Mutex<Ebpf>>,
+    programs: Vec<(String, TcDirection)>,
+    pattern: Pattern,
+    mode: Mode,
+    attached: HashMap<u32, Attached>,
+    /// Interfaces whose clsact qdisc sonde created (netlink mode).
+    created: HashSet<u32>,
+    /// Interfaces that failed to attach, not retried until they change name or index.
+    failed: HashMap<u32, String>,
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+/// Programs attached to a changing set of interfaces; see the module docs.
+pub struct TcAttacher {
+    stop: Option<UnixStream>,
+    thread: Option<JoinHandle<State>>,
+    names: Arc<Mutex<Vec<String>>>,
+    pub mode: Mode,
+}
+
+impl TcAttacher {
+    /// Attaches `programs` (already loaded) to the interfaces matching the params and
+    /// starts watching for new ones. Fails when the params are wrong, or when
+    /// interfaces match and none of them could be attached.
+    pub fn start(
+        ebpf: Arc<Mutex<Ebpf>>,
+        programs: Vec<(String, TcDirection)>,
+        params: &[(String, ParamValue)],
+    ) -> Result<TcAttacher, String> {
+        let text = string_param(params, INTERFACES_PARAM).unwrap_or(DEFAULT_INTERFACES);
+        let pattern =
+            Pattern::parse(text).map_err(|e| format!("param `{INTERFACES_PARAM}`: {e}"))?;
+        let mode = Mode::parse(string_param(params, MODE_PARAM).unwrap_or("auto"))?;
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let mut state = State {
+            ebpf,
+            programs,
+            pattern,
+            mode,
+            attached: HashMap::new(),
+            created: HashSet::new(),
+            failed: HashMap::new(),
+            names: names.clone(),
+        };
+        // Subscribe before the first scan so that no interface falls in between.
+        let watch = link_watch()
+            .inspect_err(|e| tracing::warn!(error = %e, "no rtnetlink link notifications; rescanning interfaces every second instead"))
+            .ok();
+        state.scan();
+        if state.attached.is_empty() && !state.failed.is_empty() {
+            let errors: Vec<String> = state.failed.values().cloned().collect();
+            state.shutdown();
+            return Err(format!(
+                "no interface could be attached: {}",
+                errors.join("; ")
+            ));
+        }
+        if state.attached.is_empty() {
+            tracing::warn!(
+                interfaces = text,
+                "no interface matches yet; attaching as they appear"
+            );
+        }
+        let (stop, stopped) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let thread = std::thread::Builder::new()
+            .name("sonde-tc".into())
+            .spawn(move || {
+                watch_loop(&mut state, watch, stopped);
+                state
+            })
+            .map_err(|e| format!("cannot start the interface watcher: {e}"))?;
+        Ok(TcAttacher {
+            stop: Some(stop),
+            thread: Some(thread),
+            names,
+            mode,
+        })
+    }
+
+    /// Names of the interfaces attached now.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for TcAttacher {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.stop.take() {
+            let _ = s.write_all(b"x");
+        }
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(mut state) => state.shutdown(),
+                Err(_) => tracing::error!(
+                    "interface watcher panicked; its filters are detached with the program"
+                ),
+            }
+        }
+    }
+}
+
+fn watch_loop(state: &mut State, watch: Option<OwnedFd>, mut stopped: UnixStream) {
+    let mut last_scan = Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: stopped.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: watch.as_ref().map_or(-1, |w| w.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            tracing::error!(error = %std::io::Error::last_os_error(), "interface watcher: poll failed; stopping it");
+            return;
+        }
+        if fds[0].revents != 0 {
+            let _ = stopped.read(&mut [0u8; 1]);
+            return;
+        }
+        let notified = fds[1].revents != 0;
+        if let (true, Some(w)) = (notified, watch.as_ref()) {
+            // Any link message (or ENOBUFS: some were lost) means: look again.
+            // SAFETY: buf is writable for its length; the socket is non-blocking.
+            while unsafe { libc::recv(w.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } > 0 {}
+        }
+        if notified || watch.is_none() || last_scan.elapsed() >= RESCAN {
+            state.scan();
+            last_scan = Instant::now();
+        }
+    }
+}
+
+impl State {
+    /// Attaches new matching interfaces, detaches gone or renamed ones.
+    fn scan(&mut self) {
+        let now = interfaces();
+        let present: HashMap<u32, &str> = now.iter().map(|(i, n)| (*i, n.as_str())).collect();
+        let gone: Vec<u32> = self
+            .attached
+            .iter()
+            .filter(|(i, a)| {
+                present
+                    .get(i)
+                    .is_none_or(|n| *n != a.name || !self.pattern.matches(n))
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        for ifindex in gone {
+            if let Some(a) = self.attached.remove(&ifindex) {
+                let still_there = present.contains_key(&ifindex);
+                tracing::info!(interface = %a.name, ifindex, "interface detached ({})", if still_there { "renamed" } else { "gone" });
+                drop(a);
+                if still_there {
+                    self.remove_created_qdisc(ifindex);
+                } else {
+                    self.created.remove(&ifindex);
+                }
+            }
+        }
+        self.failed.retain(|i, _| present.contains_key(i));
+        for (ifindex, name) in &now {
+            if self.attached.contains_key(ifindex)
+                || self.failed.contains_key(ifindex)
+                || !self.pattern.matches(name)
+            {
+                continue;
+            }
+            match self.attach(*ifindex, name) {
+                Ok(links) => {
+                    tracing::info!(interface = %name, ifindex, mode = ?self.mode, "interface attached");
+                    self.attached.insert(
+                        *ifindex,
+                        Attached {
+                            name: name.clone(),
+                            _links: links,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %name, ifindex, error = %e, "cannot attach to interface");
+                    self.failed.insert(*ifindex, format!("{name}: {e}"));
+                }
+            }
+        }
+        let mut names: Vec<String> = self.attached.values().map(|a| a.name.clone()).collect();
+        names.sort();
+        *self.names.lock().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
+    fn attach(&mut self, ifindex: u32, name: &str) -> Result<Vec<SchedClassifierLink>, String> {
+        if self.mode == Mode::Netlink {
+            match tc::qdisc_add_clsact(name) {
+                Ok(()) => {
+                    self.created.insert(ifindex);
+                }
+                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(format!("add clsact qdisc: {}", super::error_chain(&e))),
+            }
+        }
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let mut links = Vec::with_capacity(self.programs.len());
+        for (program, direction) in &self.programs {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("object has no program `{program}`"))?
+                .try_into()
+                .map_err(|e| format!("{program}: not a classifier: {e}"))?;
+            let kind = match direction {
+                TcDirection::Ingress => TcAttachType::Ingress,
+                TcDirection::Egress => TcAttachType::Egress,
+            };
+            let options = match self.mode {
+                Mode::Tcx => TcAttachOptions::TcxOrder(LinkOrder::default()),
+                Mode::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
+            };
+            let id = prog
+                .attach_with_options(name, kind, options)
+                .map_err(|e| format!("{program} ({direction:?}): {}", super::error_chain(&e)))?;
+            links.push(
+                prog.take_link(id)
+                    .map_err(|e| format!("{program}: {}", super::error_chain(&e)))?,
+            );
+        }
+        Ok(links)
+    }
+
+    /// Deletes the clsact qdisc sonde created on `ifindex`, unless a filter of
+    /// someone else is on it now.
+    fn remove_created_qdisc(&mut self, ifindex: u32) {
+        if !self.created.remove(&ifindex) {
+            return;
+        }
+        match rtnl::filter_count(ifindex) {
+            Ok(0) => {
+                if let Err(e) = rtnl::delete_clsact(ifindex) {
+                    tracing::warn!(ifindex, error = %e, "cannot remove the clsact qdisc sonde added");
+                }
+            }
+            Ok(n) => tracing::info!(
+                ifindex,
+                filters = n,
+                "clsact qdisc added by sonde kept: other filters use it"
+            ),
+            Err(e) => {
+                tracing::warn!(ifindex, error = %e, "clsact qdisc added by sonde kept: cannot list its filters")
+            }
+        }
+    }
+
+    /// Detaches everything, then removes the qdiscs sonde added.
+    fn shutdown(&mut self) {
+        let attached: Vec<u32> = self.attached.keys().copied().collect();
+        self.attached.clear();
+        for ifindex in attached {
+            self.remove_created_qdisc(ifindex);
+        }
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// `(ifindex, name)` of every interface in this thread's network namespace.
+fn interfaces() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array ended by a zero entry, or NULL; it is
+    // read up to that entry and freed once.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push(((*p).if_index, name));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// A non-blocking rtnetlink socket subscribed to link changes.
+fn link_watch() -> std::io::Result<OwnedFd> {
+    let fd = rtnl::socket(libc::SOCK_NONBLOCK)?;
+    // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    addr.nl_groups = libc::RTMGRP_LINK as u32;
+    // SAFETY: addr is a valid sockaddr_nl of the given size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// The two rtnetlink requests aya does not offer: list filters, delete a qdisc.
+mod rtnl {
+    use super::*;
+
+    const RTM_DELQDISC: u16 = 37;
+    const RTM_NEWTFILTER: u16 = 44;
+    const RTM_GETTFILTER: u16 = 46;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    const NLM_F_DUMP: u16 = 0x300;
+    /// `TC_H_CLSACT` (== `TC_H_INGRESS`): the clsact qdisc's parent.
+    const TC_H_CLSACT: u32 = 0xffff_fff1;
+    const CLSACT_HANDLE: u32 = 0xffff_0000;
+    /// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS)`.
+    const CLSACT_INGRESS: u32 = 0xffff_fff2;
+    const CLSACT_EGRESS: u32 = 0xffff_fff3;
+
+    pub fn socket(flags: i32) -> std::io::Result<OwnedFd> {
+        // SAFETY: plain socket(2) call; the descriptor is owned right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by socket(2) and is not owned elsewhere.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// nlmsghdr + tcmsg.
+    fn message(kind: u16, flags: u16, ifindex: u32, handle: u32, parent: u32) -> Vec<u8> {
+        let mut m = Vec::with_capacity(36);
+        m.extend_from_slice(&36u32.to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        m.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+        m.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        m.extend_from_slice(&ifindex.to_ne_bytes());
+        m.extend_from_slice(&handle.to_ne_bytes());
+        m.extend_from_slice(&parent.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes()); // info
+        m
+    }
+
+    /// Sends one request and counts the replies of type `count`, until the final
+    /// NLMSG_DONE or NLMSG_ERROR (an error code other than 0 is returned as such).
+    fn request(msg: &[u8], count: u16) -> std::io::Result<usize> {
+        let fd = socket(0)?;
+        // SAFETY: msg is a readable buffer of its length.
+        if unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut n_msgs = 0;
+        loop {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut at = 0usize;
+            let n = n as usize;
+            while at + 16 <= n {
+                let len =
+                    u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
+                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap_or_default());
+                if len < 16 || at + len > n {
+                    return Err(std::io::Error::other("truncated netlink reply"));
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(n_msgs),
+                    NLMSG_ERROR => {
+                        let code = i32::from_ne_bytes(
+                            buf[at + 16..at + 20].try_into().unwrap_or_default(),
+                        );
+                        return if code == 0 {
+                            Ok(n_msgs)
+                        } else {
+                            Err(std::io::Error::from_raw_os_error(-code))
+                        };
+                    }
+                    k if k == count => n_msgs += 1,
+                    _ => {}
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+
+    /// Filters on the clsact qdisc of `ifindex`, both directions.
+    pub fn filter_count(ifindex: u32) -> std::io::Result<usize> {
+        let mut total = 0;
+        for parent in [CLSACT_INGRESS, CLSACT_EGRESS] {
+            let msg = message(RTM_GETTFILTER, NLM_F_DUMP, ifindex, 0, parent);
+            total += request(&msg, RTM_NEWTFILTER)?;
+        }
+        Ok(total)
+    }
+
+    pub fn delete_clsact(ifindex: u32) -> std::io::Result<()> {
+        let msg = message(RTM_DELQDISC, NLM_F_ACK, ifindex, CLSACT_HANDLE, TC_H_CLSACT);
+        request(&msg, 0).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob(b"veth*", b"veth1234"));
+        assert!(glob(b"veth*", b"veth"));
+        assert!(!glob(b"veth*", b"eth0"));
+        assert!(glob(b"e?h0", b"eth0"));
+        assert!(glob(b"*0", b"eth0"));
+        assert!(glob(b"*", b""));
+        assert!(glob(b"a*b*c", b"axxbyyc"));
+        assert!(!glob(b"a*b*c", b"axxbyy"));
+        assert!(glob(b"lo", b"lo"));
+        assert!(!glob(b"lo", b"lo0"));
+    }
+
+    #[test]
+    fn patterns() {
+        let p = Pattern::parse(" eth*, veth* ,lo,!veth-skip*").unwrap();
+        assert!(p.matches("eth0"));
+        assert!(p.matches("lo"));
+        assert!(p.matches("veth12"));
+        assert!(!p.matches("veth-skip1"));
+        assert!(!p.matches("cni0"));
+        assert!(Pattern::parse("!eth0").is_err());
+        assert!(Pattern::parse(" , ").is_err());
+        assert!(Pattern::parse("eth0,!").is_err());
+        let d = Pattern::parse(DEFAULT_INTERFACES).unwrap();
+        for name in [
+            "eth0", "ens5", "enp0s3", "bond0", "veth1a2b", "cali123", "lxc9f", "eni77",
+        ] {
+            assert!(d.matches(name), "{name}");
+        }
+        for name in ["lo", "cni0", "docker0", "flannel.1", "tunl0"] {
+            assert!(!d.matches(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(Mode::parse("tcx"), Ok(Mode::Tcx));
+        assert_eq!(Mode::parse("netlink"), Ok(Mode::Netlink));
+        assert!(Mode::parse("auto").is_ok());
+        assert!(Mode::parse("xdp").is_err());
+    }
+}
