@@ -38,6 +38,11 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         include_str!("../../../scripts/sock_pressure.rhai"),
     ),
     ("bio_latency", include_str!("../../../scripts/bio_latency.rhai")),
+    ("flow", include_str!("../../../scripts/flow.rhai")),
+    (
+        "virtcmd_latency",
+        include_str!("../../../scripts/virtcmd_latency.rhai"),
+    ),
 ];
 
 /// The source of a built-in script.
