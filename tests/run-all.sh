@@ -15,9 +15,10 @@ fi
 # Debian packages the tests use: clang/llvm/libbpf for `make -C kernel-progs check`,
 # bpftool for object inspection, bpftrace for the peer benchmark, iproute2 for network
 # namespaces, gcc for the record-layout check, prometheus for the end-to-end scrape and
-# promtool, python3-prometheus-client for its OpenMetrics parser, xz-utils for the
+# promtool, python3-prometheus-client for its OpenMetrics parser, conntrack and
+# prometheus-node-exporter to check the procfs/netlink sources against, xz-utils for the
 # btfhub archive test, qemu-system-x86/busybox-static/cpio for the guest kernels.
-packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio)
+packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio conntrack prometheus-node-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
