@@ -187,6 +187,30 @@ fn records_carry_the_fields_scripts_read() {
             ],
             &["netns", "pod", "oldstate", "newstate"],
         ),
+        // softirq is node-level: no `counts`, no pod (maps `hist` and `totals`).
+        (
+            "softirq",
+            &["vec", "phase", "cpu", "latency_ns", "pid", "comm"],
+            &[],
+        ),
+        (
+            "bio_latency",
+            &[
+                "netns",
+                "pod",
+                "disk",
+                "op",
+                "bytes",
+                "sector",
+                "latency_ns",
+                "error",
+                "pid",
+                "comm",
+                "major",
+                "minor",
+            ],
+            &["netns", "pod", "op", "slow", "disk"],
+        ),
     ];
     for (program, event_fields, key_fields) in cases {
         let spec = catalog::find(program).unwrap();
@@ -251,6 +275,25 @@ fn record_layouts_match_the_headers() {
                 "fail_key",
                 "lifetime_key",
                 "netns_key",
+            ],
+        ),
+        (
+            "softirq",
+            &[
+                "softirq_event",
+                "softirq_hist_key",
+                "softirq_key",
+                "softirq_total",
+            ],
+        ),
+        (
+            "bio_latency",
+            &[
+                "bio_latency_event",
+                "bio_hist_key",
+                "bio_key",
+                "bio_total",
+                "bio_pod_key",
             ],
         ),
     ];

@@ -50,10 +50,7 @@ impl Loop {
     /// (reads completed, writes completed) from /sys/block/<name>/stat.
     fn stat(&self) -> (u64, u64) {
         let s = std::fs::read_to_string(format!("/sys/block/{}/stat", self.name())).unwrap();
-        let f: Vec<u64> = s
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
+        let f: Vec<u64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
         (f[0], f[4])
     }
 }
@@ -172,7 +169,11 @@ fn bio_latency_counts_direct_io_to_a_loop_device() {
     assert_eq!(writes.len(), WRITES, "{out}");
     for l in &reads {
         assert_eq!(field(l, "bytes"), Some("4096"), "{l}");
-        assert_eq!(field(l, "dev").map(|d| d.starts_with("7:")), Some(true), "{l}");
+        assert_eq!(
+            field(l, "dev").map(|d| d.starts_with("7:")),
+            Some(true),
+            "{l}"
+        );
     }
     for l in &writes {
         assert_eq!(field(l, "bytes"), Some("8192"), "{l}");
@@ -180,12 +181,15 @@ fn bio_latency_counts_direct_io_to_a_loop_device() {
     // Synchronous direct I/O is issued from the submitting thread: its pod.
     let pod = format!("pod=netns:{}", ns.inode);
     assert!(
-        events.iter().all(|l| l.contains(&pod) && l.contains("comm=")),
+        events
+            .iter()
+            .all(|l| l.contains(&pod) && l.contains("comm=")),
         "events not attributed to the issuing namespace {pod}:\n{}",
         events.join("\n")
     );
     assert!(
-        out.lines().any(|l| l.contains("sonde_bio_latency_requests_total")),
+        out.lines()
+            .any(|l| l.contains("sonde_bio_latency_requests_total")),
         "{out}"
     );
 }
@@ -206,10 +210,7 @@ fn bio_latency_kernel_maps_are_consistent() {
         return;
     };
     let disk = lo.name();
-    let (mut loaded, env) = load(
-        "bio_latency",
-        &[("very_slow_ns", ParamValue::Int(1 << 40))],
-    );
+    let (mut loaded, env) = load("bio_latency", &[("very_slow_ns", ParamValue::Int(1 << 40))]);
     assert_eq!(loaded.variant.name, "raw_tracepoint");
     let dev = lo.dev.clone();
     std::thread::spawn(move || direct_io(&dev)).join().unwrap();
