@@ -42,6 +42,22 @@ impl FakeMaps {
         maps.retain(|(n, _)| n != map);
         maps.push((map.to_string(), arr));
     }
+
+    /// Like `set`, with any value (a struct value decodes to a map).
+    fn set_values(&self, map: &str, entries: Vec<(Map, Dynamic)>) {
+        let arr = entries
+            .into_iter()
+            .map(|(k, v)| {
+                let mut e = Map::new();
+                e.insert("key".into(), Dynamic::from_map(k));
+                e.insert("value".into(), v);
+                Dynamic::from_map(e)
+            })
+            .collect();
+        let mut maps = self.0.lock().unwrap();
+        maps.retain(|(n, _)| n != map);
+        maps.push((map.to_string(), arr));
+    }
 }
 
 impl MapReader for FakeMaps {
@@ -408,4 +424,226 @@ fn lazy_records_read_like_maps() {
         Some(&1),
         "a misspelt field is an error"
     );
+}
+
+fn ints(pairs: &[(&str, i64)]) -> Dynamic {
+    Dynamic::from_map(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), Dynamic::from_int(*v)))
+            .collect(),
+    )
+}
+
+/// softirq: histograms per vector and phase from the kernel's slots, sums and slow
+/// counts from its totals; events named by phase and tier.
+#[test]
+fn softirq_histograms_counts_and_event_types() {
+    let mut h = harness("softirq.rhai", &[("very_slow_ns", "100ms")]);
+    let hk = |vec: &str, phase: &str, slot: i64| {
+        map(&[
+            ("vec", vec.into()),
+            ("phase", phase.into()),
+            ("slot", Dynamic::from_int(slot)),
+        ])
+    };
+    h.maps.set(
+        "hist",
+        vec![
+            (hk("NET_RX", "DELAY", 10), 3),
+            (hk("NET_RX", "DELAY", 12), 1),
+            (hk("NET_RX", "RUN", 11), 5),
+        ],
+    );
+    let tk = |vec: &str, phase: &str| map(&[("vec", vec.into()), ("phase", phase.into())]);
+    h.maps.set_values(
+        "totals",
+        vec![
+            (
+                tk("NET_RX", "DELAY"),
+                ints(&[
+                    ("count", 4),
+                    ("sum_ns", 5000),
+                    ("slow", 1),
+                    ("very_slow", 0),
+                ]),
+            ),
+            (
+                tk("NET_RX", "RUN"),
+                ints(&[
+                    ("count", 5),
+                    ("sum_ns", 7000),
+                    ("slow", 2),
+                    ("very_slow", 1),
+                ]),
+            ),
+        ],
+    );
+    h.inst.on_tick();
+    let delay = metric_line(&h.registry, "sonde_softirq_delay_seconds");
+    assert!(
+        delay
+            .iter()
+            .any(|l| l.starts_with("sonde_softirq_delay_seconds_count{")
+                && l.contains("vector=\"NET_RX\"")
+                && l.ends_with(" 4")),
+        "{delay:?}"
+    );
+    assert!(
+        delay
+            .iter()
+            .any(|l| l.starts_with("sonde_softirq_delay_seconds_sum{") && l.ends_with(" 5e-6")),
+        "{delay:?}"
+    );
+    // Slot 10 holds (512 ns, 1024 ns]: 3 samples at or under 1.024 µs.
+    assert!(
+        delay
+            .iter()
+            .any(|l| l.contains("le=\"1.024e-6\"") && l.ends_with(" 3")),
+        "{delay:?}"
+    );
+    let run = metric_line(&h.registry, "sonde_softirq_run_seconds_count{");
+    assert!(run.iter().any(|l| l.ends_with(" 5")), "{run:?}");
+    let slow = metric_line(&h.registry, "sonde_softirq_slow_total{");
+    assert!(
+        slow.iter().any(|l| l.contains("phase=\"delay\"")
+            && l.contains("vector=\"NET_RX\"")
+            && l.ends_with(" 1")),
+        "{slow:?}"
+    );
+    assert!(
+        slow.iter()
+            .any(|l| l.contains("phase=\"run\"") && l.ends_with(" 2")),
+        "{slow:?}"
+    );
+    let very = metric_line(&h.registry, "sonde_softirq_very_slow_total{");
+    assert!(
+        very.iter()
+            .any(|l| l.contains("phase=\"run\"") && l.ends_with(" 1")),
+        "{very:?}"
+    );
+
+    let ev = |phase: &str, ns: i64| {
+        map(&[
+            ("vec", "TIMER".into()),
+            ("phase", phase.into()),
+            ("latency_ns", Dynamic::from_int(ns)),
+            ("cpu", Dynamic::from_int(1)),
+            ("pid", Dynamic::from_int(15)),
+            ("comm", "ksoftirqd/1".into()),
+        ])
+    };
+    h.inst.on_event(ev("DELAY", 20_000_000));
+    h.inst.on_event(ev("RUN", 150_000_000));
+    let events = h.events.0.lock().unwrap();
+    let types: Vec<String> = events.iter().map(|e| e.to_text()).collect();
+    assert!(
+        types[0].starts_with("type=SOFTIRQ_SCHED_SLOW "),
+        "{types:?}"
+    );
+    assert!(
+        types[0].contains("vector=TIMER") && types[0].contains("cpu=1"),
+        "{types:?}"
+    );
+    assert!(
+        types[1].starts_with("type=SOFTIRQ_EXCUTE_100MS "),
+        "{types:?}"
+    );
+}
+
+/// bio_latency: per-disk histograms and totals, per-pod request counts split by
+/// slow, events BIOLAT_SLOW / BIOLAT_100MS with the disk and its dev number.
+#[test]
+fn bio_latency_histograms_pods_and_events() {
+    let mut h = harness("bio_latency.rhai", &[]);
+    let hk = |disk: &str, op: &str, slot: i64| {
+        map(&[
+            ("disk", disk.into()),
+            ("op", op.into()),
+            ("slot", Dynamic::from_int(slot)),
+        ])
+    };
+    h.maps.set(
+        "hist",
+        vec![(hk("sda", "READ", 17), 6), (hk("sda", "READ", 24), 1)],
+    );
+    h.maps.set_values(
+        "totals",
+        vec![(
+            map(&[("disk", "sda".into()), ("op", "READ".into())]),
+            ints(&[
+                ("ios", 7),
+                ("bytes", 28672),
+                ("latency_ns", 20_000_000),
+                ("slow", 1),
+                ("very_slow", 0),
+            ]),
+        )],
+    );
+    let pk = |slow: i64| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("db-0", "data")),
+            ("disk", "sda".into()),
+            ("op", "READ".into()),
+            ("slow", Dynamic::from_int(slow)),
+        ])
+    };
+    h.maps.set("counts", vec![(pk(0), 6), (pk(1), 1)]);
+    h.inst.on_tick();
+    let count = metric_line(&h.registry, "sonde_bio_latency_seconds_count{");
+    assert!(
+        count
+            .iter()
+            .any(|l| l.contains("disk=\"sda\"") && l.contains("op=\"READ\"") && l.ends_with(" 7")),
+        "{count:?}"
+    );
+    let bytes = metric_line(&h.registry, "sonde_bio_latency_bytes_total{");
+    assert!(bytes.iter().any(|l| l.ends_with(" 28672")), "{bytes:?}");
+    let reqs = metric_line(&h.registry, "sonde_bio_latency_requests_total{");
+    assert!(
+        reqs.iter().any(|l| l.contains("pod=\"db-0\"")
+            && l.contains("slow=\"true\"")
+            && l.ends_with(" 1")),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter()
+            .any(|l| l.contains("slow=\"false\"") && l.ends_with(" 6")),
+        "{reqs:?}"
+    );
+
+    let ev = |ns: i64| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("db-0", "data")),
+            ("disk", "sda".into()),
+            ("op", "WRITE".into()),
+            ("major", Dynamic::from_int(8)),
+            ("minor", Dynamic::from_int(0)),
+            ("bytes", Dynamic::from_int(4096)),
+            ("sector", Dynamic::from_int(2048)),
+            ("latency_ns", Dynamic::from_int(ns)),
+            ("error", Dynamic::from_int(0)),
+            ("pid", Dynamic::from_int(42)),
+            ("comm", "postgres".into()),
+        ])
+    };
+    h.inst.on_event(ev(12_000_000));
+    h.inst.on_event(ev(250_000_000));
+    let events = h.events.0.lock().unwrap();
+    let text: Vec<String> = events.iter().map(|e| e.to_text()).collect();
+    assert!(
+        text[0].starts_with("type=BIOLAT_SLOW pod=db-0 namespace=data"),
+        "{text:?}"
+    );
+    assert!(
+        text[0].contains("disk=sda") && text[0].contains("dev=8:0"),
+        "{text:?}"
+    );
+    assert!(
+        text[0].contains("op=WRITE") && text[0].contains("bytes=4096"),
+        "{text:?}"
+    );
+    assert!(text[1].starts_with("type=BIOLAT_100MS "), "{text:?}");
 }
