@@ -423,6 +423,23 @@ impl State {
     }
 }
 
+/// Names of the programs attached by TCX links to `interface`, ingress then egress
+/// (empty before 6.6, or when the interface does not exist): what `tc filter show`
+/// cannot list.
+pub fn tcx_programs(interface: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
+        if let Ok((_, infos)) = SchedClassifier::query_tcx(interface, kind) {
+            out.extend(
+                infos
+                    .iter()
+                    .filter_map(|i| i.name_as_str().map(str::to_string)),
+            );
+        }
+    }
+    out
+}
+
 /// `(ifindex, name)` of every interface in this thread's network namespace.
 fn interfaces() -> Vec<(u32, String)> {
     let mut out = Vec::new();

@@ -1,0 +1,385 @@
+//! flow, for real (root): private network namespaces joined to the host by veth pairs
+//! (the host side matches the `interfaces` pattern), TCP and UDP over IPv4 and IPv6 with
+//! known payloads. Per-flow bytes and packets in the kernel must be exactly the payload
+//! plus the headers of every packet; the script's per-pod series must say the same; a
+//! veth created after start is attached within a couple of seconds; and after sonde
+//! ends, no filter, TCX link or clsact qdisc of sonde is left on the interfaces.
+//! Both attach modes run: TCX links and clsact/cls_bpf filters (what 5.10 and 6.1 use).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rhai::Map;
+use sonde::script::ParamValue;
+use sonde_tests::kernel::{int, load, s};
+use sonde_tests::run::{finish, start, summary_row};
+use sonde_tests::{require_root, NetnsThread};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn text(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect("run command");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A "pod": a namespace with a veth whose host side is `host` (10.77.N.1, fd77:N::1)
+/// and pod side 10.77.N.2, fd77:N::2. Dropping it deletes the pair.
+struct Pod {
+    ns: NetnsThread,
+    host: String,
+    v4: (IpAddr, IpAddr),
+    v6: (IpAddr, IpAddr),
+}
+
+impl Pod {
+    fn new(tag: &str, n: u8) -> Pod {
+        let ns = NetnsThread::new().expect("network namespace");
+        let host = format!("sfl{tag}{}h", std::process::id() % 10000);
+        let pod = format!("sfl{n}p");
+        let pid = std::process::id().to_string();
+        let (h, p) = (host.clone(), pod.clone());
+        // Created inside the namespace; the host side is moved to this process's
+        // (the host's) namespace by pid.
+        ns.run(move || {
+            ip(&[
+                "link", "add", &p, "type", "veth", "peer", "name", &h, "netns", &pid,
+            ]);
+            ip(&["addr", "add", &format!("10.77.{n}.2/24"), "dev", &p]);
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("fd77:{n}::2/64"),
+                "dev",
+                &p,
+                "nodad",
+            ]);
+            ip(&["link", "set", &p, "up"]);
+            // Plain TCP headers: every segment but the SYN (MSS option) has 20 bytes.
+            for (k, v) in [
+                ("tcp_timestamps", "0"),
+                ("tcp_sack", "0"),
+                ("tcp_window_scaling", "0"),
+            ] {
+                std::fs::write(format!("/proc/sys/net/ipv4/{k}"), v).unwrap();
+            }
+        });
+        ip(&["addr", "add", &format!("10.77.{n}.1/24"), "dev", &host]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("fd77:{n}::1/64"),
+            "dev",
+            &host,
+            "nodad",
+        ]);
+        ip(&["link", "set", &host, "up"]);
+        Pod {
+            ns,
+            host,
+            v4: (
+                format!("10.77.{n}.1").parse().unwrap(),
+                format!("10.77.{n}.2").parse().unwrap(),
+            ),
+            v6: (
+                format!("fd77:{n}::1").parse().unwrap(),
+                format!("fd77:{n}::2").parse().unwrap(),
+            ),
+        }
+    }
+
+    /// Sends `count` datagrams of `size` bytes from the pod to the host; returns the
+    /// (source port, destination port) once the host has received them all.
+    fn udp(&self, (host, pod): (IpAddr, IpAddr), count: usize, size: usize) -> (u16, u16) {
+        let rx = UdpSocket::bind((host, 0)).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let to = rx.local_addr().unwrap();
+        let sport = self.ns.run(move || {
+            let tx = UdpSocket::bind((pod, 0)).unwrap();
+            for _ in 0..count {
+                tx.send_to(&vec![7u8; size], to).unwrap();
+            }
+            tx.local_addr().unwrap().port()
+        });
+        let mut buf = [0u8; 65536];
+        for _ in 0..count {
+            let (n, _) = rx.recv_from(&mut buf).expect("datagram");
+            assert_eq!(n, size);
+        }
+        (sport, to.port())
+    }
+
+    /// A TCP connection from the pod to the host carrying `bytes`, closed by both.
+    fn tcp(&self, (host, _): (IpAddr, IpAddr), bytes: usize) -> (u16, u16) {
+        let l = TcpListener::bind((host, 0)).unwrap();
+        let to = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut n = 0;
+            let mut buf = [0u8; 65536];
+            loop {
+                let k = c.read(&mut buf).unwrap();
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            n
+        });
+        let sport = self.ns.run(move || {
+            let mut c = TcpStream::connect(to).unwrap();
+            c.write_all(&vec![1u8; bytes]).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).unwrap();
+            c.local_addr().unwrap().port()
+        });
+        assert_eq!(server.join().unwrap(), bytes);
+        // The last ACK of the close.
+        std::thread::sleep(Duration::from_millis(200));
+        (sport, to.port())
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .status();
+    }
+}
+
+/// `(key, value)` entries of a map whose value is `{bytes, packets}`.
+fn entries(loaded: &sonde::bpf::Loaded, map: &str) -> Vec<(Map, Map)> {
+    loaded
+        .maps
+        .decoded_entries(map)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let m = e.cast::<Map>();
+            (
+                m["key"].clone().cast::<Map>(),
+                m["value"].clone().cast::<Map>(),
+            )
+        })
+        .collect()
+}
+
+/// Bytes and packets of one flow: the pod's packets to the host at the host veth.
+fn flow(loaded: &sonde::bpf::Loaded, iface: &str, sport: u16, dport: u16, l4: &str) -> (i64, i64) {
+    let found: Vec<(Map, Map)> = entries(loaded, "flows")
+        .into_iter()
+        .filter(|(k, _)| {
+            s(k, "ifindex") == iface
+                && int(k, "sport") == sport as i64
+                && int(k, "dport") == dport as i64
+                && s(k, "l4proto") == l4
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {l4} flow {sport}->{dport} on {iface}: {found:?}"
+    );
+    let (k, v) = &found[0];
+    assert_eq!(s(k, "dir"), "TX", "the pod sent it: {k:?}");
+    (int(v, "bytes"), int(v, "packets"))
+}
+
+fn no_sonde_left(iface: &str) {
+    for dir in ["ingress", "egress"] {
+        let f = text("tc", &["filter", "show", "dev", iface, dir]);
+        assert!(
+            !f.contains("tc_ingress") && !f.contains("tc_egress"),
+            "filters left on {iface} {dir}: {f}"
+        );
+    }
+    let q = text("tc", &["qdisc", "show", "dev", iface]);
+    assert!(!q.contains("clsact"), "clsact qdisc left on {iface}: {q}");
+    let tcx = sonde::bpf::tc::tcx_programs(iface);
+    assert!(tcx.is_empty(), "TCX links left on {iface}: {tcx:?}");
+}
+
+fn kernel_counts_exact_bytes(mode: &str, tag: &str, n: u8) {
+    let a = Pod::new(tag, n);
+    let pattern = format!("sfl{tag}*");
+    let (mut loaded, _env) = load(
+        "flow",
+        &[
+            ("interfaces", ParamValue::Str(pattern.clone())),
+            ("tc_mode", ParamValue::Str(mode.into())),
+        ],
+    );
+    assert_eq!(loaded.variant.name, "tc");
+    assert_eq!(loaded.tc_interfaces(), vec![a.host.clone()]);
+    if mode == "netlink" {
+        let f = text("tc", &["filter", "show", "dev", &a.host, "ingress"]);
+        assert!(f.contains("tc_ingress"), "cls_bpf filter attached: {f}");
+    } else {
+        let tcx = sonde::bpf::tc::tcx_programs(&a.host);
+        assert_eq!(tcx, ["tc_ingress", "tc_egress"], "TCX links attached");
+    }
+
+    // UDP: each datagram is Ethernet 14 + IP + UDP 8 + payload.
+    let (sp, dp) = a.udp(a.v4, 7, 200);
+    assert_eq!(
+        flow(&loaded, &a.host, sp, dp, "UDP"),
+        (7 * (14 + 20 + 8 + 200), 7)
+    );
+    let (sp, dp) = a.udp(a.v6, 5, 300);
+    assert_eq!(
+        flow(&loaded, &a.host, sp, dp, "UDP"),
+        (5 * (14 + 40 + 8 + 300), 5)
+    );
+
+    // TCP: payload + 54 (v4) or 74 (v6) bytes of headers per packet, the SYN's MSS
+    // option 4 more; segmentation offload must not hide packets.
+    let payload = 300_000;
+    for (pair, hdr) in [(a.v4, 54), (a.v6, 74)] {
+        let (sp, dp) = a.tcp(pair, payload);
+        let (bytes, packets) = flow(&loaded, &a.host, sp, dp, "TCP");
+        assert!(packets as usize > payload / 1460, "{packets} packets");
+        assert_eq!(
+            bytes,
+            payload as i64 + packets * hdr + 4,
+            "TCP bytes = payload + headers ({packets} packets)"
+        );
+    }
+
+    // The pod's series: its netns, TX, the host's address masked to /24 and /64.
+    let peers = entries(&loaded, "peers");
+    let mine: Vec<&(Map, Map)> = peers
+        .iter()
+        .filter(|(k, _)| int(k, "netns") == a.ns.inode as i64 && s(k, "dir") == "TX")
+        .collect();
+    let udp4 = mine
+        .iter()
+        .find(|(k, _)| s(k, "l4proto") == "UDP" && s(k, "peer") == format!("10.77.{n}.0"))
+        .unwrap_or_else(|| panic!("UDP v4 peer entry in {mine:?}"));
+    assert_eq!(int(&udp4.1, "bytes"), 7 * (14 + 20 + 8 + 200));
+    assert_eq!(int(&udp4.0, "peer_known"), 0);
+    let udp6 = mine
+        .iter()
+        .find(|(k, _)| s(k, "l4proto") == "UDP" && s(k, "peer") == format!("fd77:{n}::"))
+        .unwrap_or_else(|| panic!("UDP v6 peer entry in {mine:?}"));
+    assert_eq!(int(&udp6.1, "packets"), 5);
+    let pod = udp6.0["pod"].clone().cast::<Map>();
+    assert_eq!(s(&pod, "name"), format!("netns:{}", a.ns.inode));
+
+    // A pod created now is attached within a couple of seconds.
+    let b = Pod::new(&format!("{tag}b"), n + 1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !loaded.tc_interfaces().contains(&b.host) {
+        assert!(
+            Instant::now() < deadline,
+            "{} not attached after 3s: {:?}",
+            b.host,
+            loaded.tc_interfaces()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (sp, dp) = b.udp(b.v4, 3, 100);
+    assert_eq!(
+        flow(&loaded, &b.host, sp, dp, "UDP"),
+        (3 * (14 + 20 + 8 + 100), 3)
+    );
+
+    let _ = sonde_tests::kernel::drain(&mut loaded, &_env);
+    drop(loaded);
+    no_sonde_left(&a.host);
+    no_sonde_left(&b.host);
+}
+
+#[test]
+fn flow_kernel_counts_tcx() {
+    if !require_root("flow_kernel_counts_tcx") {
+        return;
+    }
+    if !sonde::bpf::kernel_at_least(6, 6) {
+        sonde_tests::cannot_run("flow_kernel_counts_tcx", "TCX needs kernel 6.6+");
+        return;
+    }
+    kernel_counts_exact_bytes("tcx", "x", 11);
+}
+
+#[test]
+fn flow_kernel_counts_netlink() {
+    if !require_root("flow_kernel_counts_netlink") {
+        return;
+    }
+    kernel_counts_exact_bytes("netlink", "n", 21);
+}
+
+/// The script as a user runs it: per-pod series with exact bytes, the peer as a subnet.
+#[test]
+fn flow_script_exports_pod_series() {
+    if !require_root("flow_script_exports_pod_series") {
+        return;
+    }
+    let a = Pod::new("s", 31);
+    let pattern = format!("interfaces=nothing*,{}", a.host);
+    let run = start(&[
+        "run",
+        "scripts/flow.rhai",
+        "--for",
+        "3s",
+        "-p",
+        &pattern,
+        "-p",
+        "peer=subnet",
+        "-p",
+        "large_flow_bytes=1000",
+    ]);
+    a.udp(a.v4, 4, 500);
+    a.udp(a.v6, 2, 1000);
+    let (out, err) = finish(run);
+    let pod = format!("pod=netns:{}", a.ns.inode);
+    let (bytes, packets) = out
+        .split_once("sonde_flow_packets_total")
+        .unwrap_or_else(|| panic!("no packets family in:\n{out}\n{err}"));
+    let v4 = [
+        pod.as_str(),
+        "direction=tx",
+        "protocol=UDP",
+        "peer=10.77.31.0/24",
+    ];
+    let v6 = [
+        pod.as_str(),
+        "direction=tx",
+        "protocol=UDP",
+        "peer=fd77:31::/64",
+    ];
+    assert_eq!(summary_row(bytes, &v4), 4 * (14 + 20 + 8 + 500), "{out}");
+    assert_eq!(summary_row(packets, &v4), 4, "{out}");
+    assert_eq!(summary_row(bytes, &v6), 2 * (14 + 40 + 8 + 1000), "{out}");
+    assert_eq!(summary_row(packets, &v6), 2, "{out}");
+    // The flows that crossed 1000 bytes, once each.
+    let large: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("type=FLOW_LARGE") && l.contains("protocol=UDP"))
+        .collect();
+    assert_eq!(large.len(), 2, "{out}");
+    assert!(
+        large
+            .iter()
+            .all(|l| l.contains(&pod) && l.contains(&format!("interface={}", a.host))),
+        "{large:?}"
+    );
+    no_sonde_left(&a.host);
+}
