@@ -111,14 +111,20 @@ fn parse_programs(text: &str) -> Result<Vec<Program>, String> {
             return Err(bad(&format!("trigger is one of {}", TRIGGERS.join(", "))));
         }
         let fired = FiredBy::parse(f[3]).map_err(|e| bad(&e))?;
-        let conditions: Vec<String> = if f[4] == "all" {
-            CONDITIONS.iter().map(|c| c.to_string()).collect()
-        } else {
-            f[4].split(',').map(str::to_string).collect()
-        };
-        if conditions.iter().any(|c| !CONDITIONS.contains(&c.as_str())) {
+        let conditions: Vec<String> = f[4]
+            .split(',')
+            .flat_map(|c| match c {
+                "all" => CONDITIONS.to_vec(),
+                c => vec![c],
+            })
+            .map(str::to_string)
+            .collect();
+        if conditions
+            .iter()
+            .any(|c| !CONDITIONS.contains(&c.as_str()) && c != DWARF)
+        {
             return Err(bad(
-                "btf is `all` or a comma list of sysfs, none, image, bare",
+                "btf is a comma list of all, sysfs, none, image, bare, dwarf",
             ));
         }
         if !f[5].ends_with('s') || f[5].trim_end_matches(['m', 's']).parse::<u32>().is_err() {
@@ -155,6 +161,9 @@ fn programs() -> Vec<Program> {
 
 /// BTF conditions, in the driver's order.
 const CONDITIONS: &[&str] = &["sysfs", "none", "image", "bare"];
+
+/// The opt-in DWARF case's only condition (see [`guest_dwarf`]).
+const DWARF: &str = "dwarf";
 
 /// From qemu's start to the guest's power-off; a debug build of sonde under TCG takes
 /// a few minutes with every program, a release build about a minute.
@@ -389,8 +398,8 @@ fn expectations(text: &str, programs: &[Program]) -> Result<Vec<Expect>, String>
             }
             let outcome = Outcome::parse(f[3])
                 .ok_or_else(|| bad("outcome is one of fired, counted, attached, error, skipped"))?;
-            if f[1] != "*" && !CONDITIONS.contains(&f[1]) {
-                return Err(bad("btf is one of sysfs, none, image, bare or *"));
+            if f[1] != "*" && !CONDITIONS.contains(&f[1]) && f[1] != DWARF {
+                return Err(bad("btf is one of sysfs, none, image, bare, dwarf or *"));
             }
             if f[2] != "*" && !programs.iter().any(|p| p.name == f[2]) {
                 return Err(bad("unknown program (see tests/guest/programs)"));
@@ -447,16 +456,22 @@ struct SummaryRow {
 }
 
 impl SummaryRow {
-    fn show(&self) -> String {
+    /// `segments_total{kind=NOSOCK} 3`: the metric without `sonde_<program>_`.
+    fn show(&self, program: &str) -> String {
         let v = self.value;
         let v = if v.fract() == 0.0 && v.abs() < 1e15 {
             format!("{v}")
         } else {
             format!("{v:.3e}")
         };
+        let m = self.metric.trim_start_matches("sonde_");
+        let m = m
+            .strip_prefix(program)
+            .and_then(|r| r.strip_prefix('_'))
+            .unwrap_or(m);
         match self.labels.as_str() {
-            "" => format!("{} {v}", self.metric.trim_start_matches("sonde_")),
-            l => format!("{l} {v}"),
+            "" => format!("{m} {v}"),
+            l => format!("{m}{{{l}}} {v}"),
         }
     }
 }
@@ -598,6 +613,44 @@ fn btf_source(case: Option<&Case>) -> Option<String> {
     ))
 }
 
+/// `kernel BTF found source=... took_ms=...` (sonde's INFO log, ANSI colours removed)
+/// as "BTF found in 12.3 s (source)".
+fn btf_found_log(stderr: &str) -> Option<String> {
+    let line = stderr
+        .lines()
+        .map(strip_ansi)
+        .find(|l| l.contains("kernel BTF found"))?;
+    let took: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("took_ms="))?
+        .parse()
+        .ok()?;
+    let source = line
+        .split("source=")
+        .nth(1)
+        .and_then(|r| r.split(" release=").next())
+        .unwrap_or("?");
+    Some(format!("BTF found in {:.1} s ({source})", took / 1e3))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Whether btfhub/archive/index.json has an entry for this kernel release.
 fn archived(release: &str) -> bool {
     let index = repo_root().join("btfhub/archive/index.json");
@@ -613,9 +666,15 @@ fn archived(release: &str) -> bool {
 /// The summary rows shown in a row's note: the matching ones first, at most this many.
 const NOTE_ROWS: usize = 4;
 
-fn judge(label: &str, report: &Report, ex: &[Expect], programs: &[Program]) -> Vec<Row> {
+fn judge(
+    label: &str,
+    report: &Report,
+    ex: &[Expect],
+    programs: &[Program],
+    conditions: &[&str],
+) -> Vec<Row> {
     let mut rows = Vec::new();
-    for btf in CONDITIONS {
+    for btf in conditions {
         let probes = probes_choices(report.case(btf, "probes"));
         let source = btf_source(report.case(btf, "btf"));
         for p in programs
@@ -624,6 +683,14 @@ fn judge(label: &str, report: &Report, ex: &[Expect], programs: &[Program]) -> V
         {
             let program = &p.name;
             let mut notes: Vec<String> = Vec::new();
+            // Where the run's BTF came from and how long finding it took, when sonde
+            // logged it (SONDE_LOG=sonde::btf=info: the DWARF case).
+            if let Some(found) = report
+                .case(btf, program)
+                .and_then(|c| btf_found_log(&c.stderr))
+            {
+                notes.push(found);
+            }
             let (outcome, variant, fired) = match report.case(btf, program) {
                 None => {
                     notes.push("no such case in the driver's report".into());
@@ -658,6 +725,14 @@ fn judge(label: &str, report: &Report, ex: &[Expect], programs: &[Program]) -> V
                         }
                         (Outcome::Error, variant, fired)
                     } else {
+                        // A script handler that failed (sonde counts them at exit).
+                        if let Some(l) = c
+                            .stderr
+                            .lines()
+                            .find(|l| l.starts_with("sonde: script errors:"))
+                        {
+                            notes.push(l.trim_start_matches("sonde: ").to_string());
+                        }
                         match c.trigger.get("rc").map(String::as_str) {
                             None => notes.push("the driver did not trigger (saw no attach)".into()),
                             Some("0") => {}
@@ -674,8 +749,11 @@ fn judge(label: &str, report: &Report, ex: &[Expect], programs: &[Program]) -> V
                                 "no summary rows from the trigger's namespace".into()
                             });
                         } else {
-                            let mut seen: Vec<String> =
-                                rows.iter().take(NOTE_ROWS).map(SummaryRow::show).collect();
+                            let mut seen: Vec<String> = rows
+                                .iter()
+                                .take(NOTE_ROWS)
+                                .map(|r| r.show(program))
+                                .collect();
                             if rows.len() > NOTE_ROWS {
                                 seen.push(format!("(+{} rows)", rows.len() - NOTE_ROWS));
                             }
@@ -1053,8 +1131,19 @@ fn programs_table(programs: &[Program]) -> String {
             (false, true) => "the trigger's netns".to_string(),
             (false, false) => format!("`{}`, the trigger's netns", p.fired.parts.join(", ")),
         };
-        let btf = if p.conditions.len() == CONDITIONS.len() {
-            "all".to_string()
+        let all = CONDITIONS
+            .iter()
+            .all(|c| p.conditions.iter().any(|x| x == c));
+        let btf = if all {
+            std::iter::once("all")
+                .chain(
+                    p.conditions
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|c| !CONDITIONS.contains(c)),
+                )
+                .collect::<Vec<_>>()
+                .join(", ")
         } else {
             p.conditions.join(", ")
         };
@@ -1205,7 +1294,7 @@ fn guest_kernels() {
     let mut failures = Vec::new();
     for run in &runs {
         match &run.result {
-            Ok((report, _)) => rows.extend(judge(&run.label, report, &ex, &programs)),
+            Ok((report, _)) => rows.extend(judge(&run.label, report, &ex, &programs, CONDITIONS)),
             Err(e) => failures.push(format!("{}: {e}", run.label)),
         }
     }
@@ -1252,6 +1341,171 @@ fn guest_kernels() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------
+// The DWARF case (opt-in).
+
+/// Debian's debug image of the 6.1 guest kernel (linux-image-<release>-dbg), stripped
+/// of its .BTF, is the only BTF in the guest: sysfs hidden, the embedded archive off,
+/// no vmlinuz; the image at /usr/lib/debug/boot/vmlinux-<release>. sonde converts its
+/// DWARF to BTF (the chain's `dwarf` step) for `sonde btf` and again for each program
+/// of tests/guest/programs whose `btf` lists `dwarf`, which must load and fire.
+///
+/// Opt-in (the package is ~280 MB; the test builds and uses a release sonde, as a
+/// debug build converts ~10x slower):
+///
+/// ```text
+/// SONDE_GUEST_DWARF=fetch cargo nextest run -p sonde-tests --test guest \
+///     --run-ignored only guest_dwarf --no-capture
+/// ```
+///
+/// `SONDE_GUEST_DWARF=fetch` downloads the -dbg package matching the cached kernel
+/// (`tests/guest/fetch-kernels --dbg`); `=DIR` takes `<package>-dbg_<version>_amd64.deb`
+/// from DIR. `SONDE_GUEST_DWARF_KERNEL` picks another kernel label (default bookworm).
+#[test]
+#[ignore = "opt-in: SONDE_GUEST_DWARF=fetch|DIR (see its doc)"]
+fn guest_dwarf() {
+    let test = "guest_dwarf";
+    let Ok(how) = std::env::var("SONDE_GUEST_DWARF") else {
+        cannot_run(
+            test,
+            "SONDE_GUEST_DWARF is not set: =fetch downloads the guest kernel's -dbg \
+             package (~280 MB), =DIR takes it from DIR",
+        );
+        return;
+    };
+    let label =
+        std::env::var("SONDE_GUEST_DWARF_KERNEL").unwrap_or_else(|_| "bookworm".to_string());
+    let all = kernels(&std::fs::read_to_string(guest_dir().join("kernels")).unwrap());
+    let k = all
+        .iter()
+        .find(|k| k.label == label)
+        .unwrap_or_else(|| panic!("no kernel {label} in tests/guest/kernels"));
+    let t = Instant::now();
+    let mut fetch = Command::new(guest_dir().join("fetch-kernels"));
+    fetch.arg("--dbg").arg(&label);
+    if how != "fetch" {
+        fetch.env("SONDE_GUEST_DEBS", &how);
+    }
+    let st = fetch.status();
+    assert!(
+        matches!(st, Ok(s) if s.success()),
+        "tests/guest/fetch-kernels --dbg {label} failed: {st:?}"
+    );
+    let fetched = t.elapsed();
+    let dbg_dir = kernel_cache().join(&label).join("dbg");
+    let image = std::fs::read_dir(&dbg_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinux-"))
+        })
+        .unwrap_or_else(|| panic!("no vmlinux-* in {}", dbg_dir.display()));
+    let name = image.file_name().unwrap().to_string_lossy().into_owned();
+    let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
+
+    let programs: Vec<Program> = programs()
+        .into_iter()
+        .filter(|p| p.conditions.iter().any(|c| c == DWARF))
+        .collect();
+    let ex = expectations(
+        &std::fs::read_to_string(guest_dir().join("expect")).unwrap(),
+        &programs,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A debug build converts ~10x slower (minutes per invocation under emulation).
+    let st = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "sonde",
+            "--bin",
+            "sonde",
+        ])
+        .current_dir(repo_root())
+        .status();
+    assert!(
+        matches!(st, Ok(s) if s.success()),
+        "cargo build --release -p sonde failed: {st:?}"
+    );
+    let sonde = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("release/sonde");
+    let setup = GuestSetup {
+        memory: "2G",
+        extra: vec![format!("{}:usr/lib/debug/boot/{name}", image.display())],
+        dir_name: format!("{label}-dwarf"),
+        timeout: Duration::from_secs(2400),
+        append: "sonde_dwarf=1".into(),
+    };
+    let result = run_guest_with(k, &sonde, &setup);
+    let (report, timing) = match result {
+        Ok(r) => r,
+        Err(e) => panic!("{label} (DWARF): {e}"),
+    };
+    let rows = judge(&label, &report, &ex, &programs, &[DWARF]);
+    let run = KernelRun {
+        label: label.clone(),
+        result: Ok((report, timing)),
+    };
+    let Ok((report, timing)) = &run.result else {
+        unreachable!()
+    };
+    let btf = report.case(DWARF, "btf");
+    let btf_out = btf
+        .map(|c| c.stdout.trim_end().to_string())
+        .unwrap_or_default();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "### DWARF to BTF in the guest ({}, {name}, {:.0} MB stripped; package {})\n",
+        report.release,
+        size as f64 / 1e6,
+        std::fs::read_to_string(dbg_dir.join("package"))
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = writeln!(md, "`sonde btf`:\n\n```text\n{btf_out}\n```\n");
+    md.push_str(&runs_table(std::slice::from_ref(&run), &rows));
+    let _ = writeln!(md);
+    let _ = writeln!(md, "| case | time (whole invocation) |\n|---|---|");
+    for c in &report.cases {
+        let _ = writeln!(md, "| {} | {:.1} s |", c.what, c.ms as f64 / 1000.0);
+    }
+    let _ = writeln!(
+        md,
+        "\nsonde: {}; debug image fetched or found in {:.1} s; initramfs {:.1} s; guest \
+         boot to power-off {:.1} s.",
+        sonde.display(),
+        fetched.as_secs_f64(),
+        timing.build.as_secs_f64(),
+        timing.wall.as_secs_f64()
+    );
+    println!("\n{md}");
+    let _ = std::fs::write(out_dir().join(format!("{label}-dwarf/report.md")), &md);
+    assert!(
+        btf.is_some_and(|c| c.rc == Some(0)
+            && c.stdout.contains("DWARF")
+            && c.stdout.contains("/usr/lib/debug/boot/")),
+        "`sonde btf` did not use the DWARF step:\n{btf_out}\n{}",
+        btf.map(|c| c.stderr.as_str()).unwrap_or("")
+    );
+    let failures: Vec<String> = rows
+        .iter()
+        .filter(|r| r.verdict.is_err())
+        .map(|r| format!("{}: {:?} ({})", r.program, r.verdict, r.note))
+        .collect();
+    assert!(
+        !rows.is_empty(),
+        "no program lists `dwarf` in tests/guest/programs"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------
@@ -1427,7 +1681,7 @@ fn driver_report_parses_and_is_judged() {
         &programs,
     )
     .unwrap();
-    let rows = judge("bookworm", &r, &ex, &programs);
+    let rows = judge("bookworm", &r, &ex, &programs, CONDITIONS);
     let row = |btf: &str, p: &str| {
         rows.iter()
             .find(|x| x.btf == btf && x.program == p)
@@ -1458,7 +1712,12 @@ fn driver_report_parses_and_is_judged() {
     let soft = row("sysfs", "softirq");
     assert_eq!((soft.outcome, soft.fired), (Outcome::Fired, 12));
     assert!(soft.verdict.is_ok(), "{:?}", soft.verdict);
-    assert!(soft.note.starts_with("vec=NET_RX 12"), "{}", soft.note);
+    assert!(
+        soft.note
+            .starts_with("run_seconds{vec=NET_RX} 12, raised_total{vec=TIMER} 9, cpus 1"),
+        "{}",
+        soft.note
+    );
     // A trigger that failed says so, and nothing is counted.
     let re = row("sysfs", "tcp_retrans");
     assert_eq!(re.outcome, Outcome::Attached);
@@ -1481,7 +1740,8 @@ fn expect_covers_every_kernel_condition_and_program() {
     let labels = kernels(&std::fs::read_to_string(guest_dir().join("kernels")).unwrap());
     for k in labels.iter().map(|k| k.label.as_str()).chain(["host"]) {
         for p in &programs {
-            for btf in &p.conditions {
+            // The host never runs the DWARF case (no debug image of its kernel).
+            for btf in p.conditions.iter().filter(|c| k != "host" || *c != DWARF) {
                 assert!(
                     expected(&ex, k, btf, &p.name).is_some(),
                     "tests/guest/expect has no line for {k} {btf} {}",
