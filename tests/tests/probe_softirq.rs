@@ -236,3 +236,44 @@ fn softirq_kernel_totals_agree_with_histograms() {
         assert!(int(e, "latency_ns") > 10_000_000, "{e:?}");
     }
 }
+
+/// The fallback variant (classic irq:softirq_* tracepoints) measures the same: loaded
+/// on its own, it sees TIMER and NET_RX run times.
+#[test]
+fn softirq_classic_tracepoint_variant_measures_too() {
+    if !require_root("softirq_classic_tracepoint_variant_measures_too") {
+        return;
+    }
+    use sonde::bpf::catalog::{self, ProgramSpec};
+    let full = catalog::find("softirq").unwrap();
+    let classic = full
+        .variants
+        .iter()
+        .position(|v| v.name == "tracepoint")
+        .expect("a tracepoint variant");
+    let spec: &'static ProgramSpec = Box::leak(Box::new(ProgramSpec {
+        name: full.name,
+        summary: full.summary,
+        object: full.object,
+        variants: &full.variants[classic..classic + 1],
+    }));
+    let btf = sonde::btf::KernelBtf::locate(None).expect("kernel BTF");
+    let loaded = sonde::bpf::load(spec, &[], &btf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.variant.name, "tracepoint");
+    let table = loaded.maps.clone();
+    loaded.maps.set_env(Arc::new(sonde::bpf::decode::DecodeEnv {
+        pods: Arc::new(sonde::pods::HostResolver::new("test-node")),
+        drop_reasons: Default::default(),
+        ksyms: sonde::bpf::ksyms::Symbols::Kernel,
+        stacks: Some(Box::new(move |id| table.stack(id))),
+        notes: None,
+        pod_cache: Default::default(),
+    }));
+    let ns = NetnsThread::new().unwrap();
+    softirq_load(&ns, Duration::from_millis(500));
+    let t = totals(&loaded);
+    for vector in ["NET_RX", "TIMER"] {
+        let (count, sum) = t[&(vector.to_string(), "RUN".to_string())];
+        assert!(count > 0 && sum > 0, "{vector}: {t:?}");
+    }
+}
