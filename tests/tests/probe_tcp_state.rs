@@ -292,3 +292,38 @@ fn failed_connects_lifetimes_and_transitions_v4_and_v6() {
         "{events:#?}"
     );
 }
+
+/// Every socket's `start` entry goes when the socket reaches CLOSE: 300 connections
+/// (and 100 refused connects with events on, whose SYN_SENT entries are kept too)
+/// leave the map no bigger than the machine's other traffic can make it.
+#[test]
+fn start_entries_are_deleted_on_close() {
+    if !require_root("start_entries_are_deleted_on_close") {
+        return;
+    }
+    use sonde::script::ParamValue;
+    let (loaded, _env) =
+        sonde_tests::kernel::load("tcp_state", &[("emit_events", ParamValue::Bool(true))]);
+    let size = || loaded.maps.decoded_entries("start").unwrap().len();
+    let before = size();
+    let ns = NetnsThread::new().unwrap();
+    ns.run(|| {
+        let v4: IpAddr = [127, 0, 0, 1].into();
+        connect_refused((v4, closed_port(v4)).into(), 100);
+        for _ in 0..3 {
+            hold_connections(v4, 50, Duration::ZERO);
+            hold_connections(Ipv6Addr::LOCALHOST.into(), 50, Duration::ZERO);
+        }
+    });
+    let transitions: u64 = sonde_tests::kernel::map_entries(&loaded, "counts", ns.inode)
+        .iter()
+        .filter(|(k, _)| sonde_tests::kernel::s(k, "newstate") == "ESTABLISHED")
+        .map(|(_, v)| *v as u64)
+        .sum();
+    assert_eq!(transitions, 600, "both ends of 300 connections were seen");
+    let after = size();
+    assert!(
+        after < before + 50,
+        "start grew from {before} to {after}: entries of closed sockets leaked"
+    );
+}
