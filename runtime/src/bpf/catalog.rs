@@ -134,6 +134,8 @@ static SOCKET_LATENCY_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/socket_latency.bpf.o");
 static SOCK_PRESSURE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/sock_pressure.bpf.o");
+static BIO_LATENCY_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/bio_latency.bpf.o");
 
 pub static PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
@@ -381,6 +383,23 @@ pub static PROGRAMS: &[ProgramSpec] = &[
                 raw_tp("rtp_rcvqueue_full", "sock_rcvqueue_full"),
                 raw_tp("rtp_exceed_buf_limit", "sock_exceed_buf_limit"),
                 raw_tp("rtp_udp_fail_queue", "udp_fail_queue_rcv_skb"),
+            ],
+            requires: &[],
+            knobs: &[],
+        }],
+    },
+    ProgramSpec {
+        name: "bio_latency",
+        summary: "block request latency (issue -> complete) per disk and operation: log2 \
+                  histograms, totals and per-pod counts in the kernel, events over slow_ns \
+                  with disk, op, bytes and the issuing task",
+        object: BIO_LATENCY_OBJ,
+        variants: &[Variant {
+            name: "raw_tracepoint",
+            summary: "raw tracepoints block_rq_issue, block_rq_complete (the request pointer)",
+            attach: &[
+                raw_tp("raw_rq_issue", "block_rq_issue"),
+                raw_tp("raw_rq_complete", "block_rq_complete"),
             ],
             requires: &[],
             knobs: &[],
