@@ -144,6 +144,10 @@ fn retransmits_match_the_namespace_counter_v4_and_v6() {
     for (ns, family, kernel) in [(&ns4, "IPv4", n4), (&ns6, "IPv6", n6)] {
         let pod = format!("pod=netns:{},", ns.inode);
         let fam = format!("family={family},");
+        eprintln!(
+            "{family}: RetransSegs +{kernel}, exported {}",
+            rows_sum(&out, M, &[&pod, &fam])
+        );
         // At least: 1 data retransmit, 1 SYN, 1 SYN-ACK.
         assert!(kernel >= 3, "{family}: RetransSegs rose by {kernel}");
         assert_eq!(
