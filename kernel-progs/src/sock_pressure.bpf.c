@@ -25,8 +25,11 @@
  * UDP_MEM what it adds to Udp MemErrors. IPv6 (Udp6 RcvbufErrors, MemErrors)
  * only from 6.10: the change above also made __udpv6_queue_rcv_skb() fire the
  * tracepoint; before it (5.10, 6.1: checked in Debian's 6.1 image) only IPv4
- * UDP does. RCVQUEUE_FULL is what raw, ping and other sockets that queue
- * through sock_queue_rcv_skb() add to their sk_drops (/proc/net/raw "drops").
+ * UDP does. RCVQUEUE_FULL is what ICMP ping sockets and others that queue
+ * through sock_queue_rcv_skb() add to their sk_drops (/proc/net/icmp
+ * "drops"). Raw sockets used to be among them; 6.18 checks their buffer
+ * before cloning the packet for them, without this tracepoint (seen here:
+ * their drops rise, nothing fires).
  * TCP never takes these paths for a full receive queue (it counts
  * TcpExt TCPRcvQDrop / TCPBacklogDrop without a tracepoint); it shows up here
  * only through the BUF_LIMIT kinds.

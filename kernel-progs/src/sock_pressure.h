@@ -15,7 +15,7 @@
 enum pressure_kind {
 	PRESSURE_KIND_RCVQUEUE_FULL = 0,	/* sock:sock_rcvqueue_full: a packet for a
 						 * socket whose receive buffer is full
-						 * (raw, ICMP ping, ... sockets that
+						 * (ICMP ping and other sockets that
 						 * queue through sock_queue_rcv_skb) */
 	PRESSURE_KIND_RECV_BUF_LIMIT = 1,	/* sock:sock_exceed_buf_limit, receive:
 						 * the protocol's memory limit (tcp_mem,

@@ -211,6 +211,43 @@ fn records_carry_the_fields_scripts_read() {
             ],
             &["netns", "pod", "op", "slow", "disk"],
         ),
+        (
+            "socket_latency",
+            &[
+                "netns",
+                "pod",
+                "dir",
+                "latency_ns",
+                "l4proto",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+                "bytes",
+                "pid",
+                "comm",
+            ],
+            &["netns", "pod", "dir", "over"],
+        ),
+        (
+            "sock_pressure",
+            &[
+                "netns",
+                "pod",
+                "kind",
+                "l4proto",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+                "rmem_alloc",
+                "rcvbuf",
+                "wmem_queued",
+                "sndbuf",
+                "allocated",
+            ],
+            &["netns", "pod", "kind", "l4proto"],
+        ),
     ];
     for (program, event_fields, key_fields) in cases {
         let spec = catalog::find(program).unwrap();
@@ -296,6 +333,16 @@ fn record_layouts_match_the_headers() {
                 "bio_pod_key",
             ],
         ),
+        (
+            "socket_latency",
+            &[
+                "socket_latency_event",
+                "sklat_hist_key",
+                "sklat_key",
+                "sklat_sum_key",
+            ],
+        ),
+        ("sock_pressure", &["sock_pressure_event", "pressure_key"]),
     ];
     for (program, structs) in cases {
         let c = dir.join(format!("{program}.c"));
