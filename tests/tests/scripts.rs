@@ -99,6 +99,7 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
         events: events.clone(),
         registry: registry.clone(),
         print: Arc::new(|_: &str| {}),
+        pods: Arc::new(sonde::pods::HostResolver::with_host_netns(1, "node-1")),
     };
     let inst = Instance::start(&compiled, &params, ctx, &limits).unwrap();
     Harness {
@@ -289,6 +290,7 @@ fn failing_handler_is_counted_and_the_next_call_works() {
         events: Arc::new(Capture::default()),
         registry: registry.clone(),
         print: Arc::new(|_: &str| {}),
+        pods: Arc::new(sonde::pods::HostResolver::with_host_netns(1, "node-1")),
     };
     let mut inst = Instance::start(&script, &[], ctx, &limits).unwrap();
     for bad in [false, true, false, true, false] {
@@ -397,6 +399,7 @@ fn lazy_records_read_like_maps() {
         events: Arc::new(Capture::default()),
         registry: Arc::new(Registry::new("n")),
         print: Arc::new(move |s: &str| p.lock().unwrap().push(s.to_string())),
+        pods: Arc::new(sonde::pods::HostResolver::with_host_netns(1, "node-1")),
     };
     let mut inst = Instance::start(&script, &[], ctx, &limits).unwrap();
     inst.on_record(record.clone());
