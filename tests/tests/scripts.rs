@@ -825,3 +825,203 @@ fn tcp_state_failed_connect_event() {
         ]
     );
 }
+
+/// socket_latency: kernel log2 slots grouped per (netns, direction) with their sums,
+/// counts labelled with the thresholds from the params, events for slow reads.
+#[test]
+fn socket_latency_histograms_thresholds_and_events() {
+    let mut h = harness("socket_latency.rhai", &[("slow_ns", "5ms")]);
+    let hk = |netns: i64, p: Dynamic, dir: &str, slot: i64| {
+        map(&[
+            ("netns", Dynamic::from_int(netns)),
+            ("pod", p),
+            ("dir", dir.into()),
+            ("slot", Dynamic::from_int(slot)),
+        ])
+    };
+    let web = || pod("web-1", "shop");
+    h.maps.set(
+        "hist",
+        vec![
+            (hk(7, web(), "READ", 10), 5),
+            (hk(7, web(), "READ", 28), 2),
+            (hk(7, web(), "WRITE", 12), 3),
+            (hk(8, pod("db-0", "data"), "READ", 9), 1),
+        ],
+    );
+    let sk = |netns: i64, p: Dynamic, dir: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(netns)),
+            ("pod", p),
+            ("dir", dir.into()),
+        ])
+    };
+    h.maps.set(
+        "sums",
+        vec![
+            (sk(7, web(), "READ"), 300_005_000),
+            (sk(7, web(), "WRITE"), 12_000),
+            (sk(8, pod("db-0", "data"), "READ"), 500),
+        ],
+    );
+    let ck = |over: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", web()),
+            ("dir", "READ".into()),
+            ("over", over.into()),
+        ])
+    };
+    h.maps
+        .set("counts", vec![(ck("SLOW"), 2), (ck("THRESHOLD"), 2)]);
+    h.inst.on_tick();
+
+    let count = metric_line(&h.registry, "sonde_socket_latency_seconds_count{");
+    let has = |lines: &[String], parts: &[&str], end: &str| {
+        lines
+            .iter()
+            .any(|l| parts.iter().all(|p| l.contains(p)) && l.ends_with(end))
+    };
+    assert!(
+        has(&count, &["pod=\"web-1\"", "direction=\"read\""], " 7"),
+        "{count:?}"
+    );
+    assert!(
+        has(&count, &["pod=\"web-1\"", "direction=\"write\""], " 3"),
+        "{count:?}"
+    );
+    assert!(
+        has(&count, &["pod=\"db-0\"", "direction=\"read\""], " 1"),
+        "{count:?}"
+    );
+    assert_eq!(count.len(), 3, "{count:?}");
+    let sum = metric_line(&h.registry, "sonde_socket_latency_seconds_sum{");
+    assert!(
+        has(&sum, &["pod=\"web-1\"", "direction=\"read\""], " 0.300005"),
+        "{sum:?}"
+    );
+    // Slot 10 is (512, 1024] ns: all 5 are under le=1.024e-6; slot 28 under 2^28 ns.
+    let buckets = metric_line(&h.registry, "sonde_socket_latency_seconds_bucket{");
+    assert!(
+        has(
+            &buckets,
+            &["pod=\"web-1\"", "direction=\"read\"", "le=\"1.024e-6\""],
+            " 5"
+        ),
+        "{buckets:?}"
+    );
+    assert!(
+        has(
+            &buckets,
+            &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.268435456\""],
+            " 7"
+        ),
+        "{buckets:?}"
+    );
+
+    let slow = metric_line(&h.registry, "sonde_socket_latency_slow_total{");
+    assert_eq!(slow.len(), 2, "{slow:?}");
+    assert!(
+        has(&slow, &["threshold=\"5ms\"", "direction=\"read\""], " 2"),
+        "{slow:?}"
+    );
+    assert!(has(&slow, &["threshold=\"100ms\""], " 2"), "{slow:?}");
+
+    h.inst.on_event(map(&[
+        ("netns", Dynamic::from_int(7)),
+        ("pod", web()),
+        ("dir", "READ".into()),
+        ("latency_ns", Dynamic::from_int(150_000_000)),
+        ("l4proto", "TCP".into()),
+        ("family", Dynamic::from_int(10)),
+        ("saddr", "fd00::1".into()),
+        ("sport", Dynamic::from_int(8080)),
+        ("daddr", "fd00::2".into()),
+        ("dport", Dynamic::from_int(40000)),
+        ("bytes", Dynamic::from_int(100)),
+        ("pid", Dynamic::from_int(42)),
+        ("comm", "server".into()),
+    ]));
+    let events = h.events.0.lock().unwrap();
+    let text = events[0].to_text();
+    assert!(
+        text.starts_with("type=SOCKETLATENCY pod=web-1 namespace=shop"),
+        "{text}"
+    );
+    for part in [
+        "direction=read",
+        "latency=150ms",
+        "protocol=TCP",
+        "saddr=fd00::1",
+        "sport=8080",
+        "daddr=fd00::2",
+        "dport=40000",
+        "comm=server",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+}
+
+/// sock_pressure: kernel counts per kind and protocol; events carry `allocated` only
+/// for the protocol-limit kinds.
+#[test]
+fn sock_pressure_counts_and_events() {
+    let mut h = harness("sock_pressure.rhai", &[("emit_events", "true")]);
+    let key = |kind: &str, proto: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("dns-0", "kube-system")),
+            ("kind", kind.into()),
+            ("l4proto", proto.into()),
+        ])
+    };
+    h.maps.set(
+        "counts",
+        vec![
+            (key("UDP_RCVBUF", "UDP"), 399),
+            (key("SEND_BUF_LIMIT", "TCP"), 3),
+        ],
+    );
+    h.inst.on_tick();
+    let lines = metric_line(&h.registry, "sonde_sock_pressure_refusals_total{");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("kind=\"UDP_RCVBUF\"")
+        && l.contains("protocol=\"UDP\"")
+        && l.contains("pod=\"dns-0\"")
+        && l.ends_with(" 399")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("kind=\"SEND_BUF_LIMIT\"") && l.ends_with(" 3")));
+
+    let ev = |kind: &str, allocated: i64| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("dns-0", "kube-system")),
+            ("kind", kind.into()),
+            ("l4proto", "UDP".into()),
+            ("family", Dynamic::from_int(2)),
+            ("saddr", "10.0.0.10".into()),
+            ("sport", Dynamic::from_int(53)),
+            ("daddr", "0.0.0.0".into()),
+            ("dport", Dynamic::from_int(0)),
+            ("rmem_alloc", Dynamic::from_int(2304)),
+            ("rcvbuf", Dynamic::from_int(2304)),
+            ("wmem_queued", Dynamic::from_int(0)),
+            ("sndbuf", Dynamic::from_int(212992)),
+            ("allocated", Dynamic::from_int(allocated)),
+        ])
+    };
+    h.inst.on_event(ev("UDP_RCVBUF", -12));
+    h.inst.on_event(ev("RECV_BUF_LIMIT", 90000));
+    let events = h.events.0.lock().unwrap();
+    let a = events[0].to_text();
+    let b = events[1].to_text();
+    assert!(
+        a.starts_with("type=SOCKPRESSURE_UDP_RCVBUF pod=dns-0 namespace=kube-system"),
+        "{a}"
+    );
+    assert!(a.contains("sport=53") && a.contains("rcvbuf=2304"), "{a}");
+    assert!(!a.contains("allocated"), "{a}");
+    assert!(b.starts_with("type=SOCKPRESSURE_RECV_BUF_LIMIT "), "{b}");
+    assert!(b.contains("allocated=90000"), "{b}");
+}
