@@ -155,3 +155,16 @@ int BPF_KRETPROBE(kretp_send_command, long ret)
 {
 	return leave(ret);
 }
+
+/* bool virtnet_send_command_reply(struct virtnet_info *vi, u8 class, u8 cmd, ...), 6.11+ */
+SEC("kprobe/virtnet_send_command_reply")
+int BPF_KPROBE(kp_send_command_reply, void *vi, __u8 class, __u8 cmd)
+{
+	return enter(class, cmd);
+}
+
+SEC("kretprobe/virtnet_send_command_reply")
+int BPF_KRETPROBE(kretp_send_command_reply, long ret)
+{
+	return leave(ret);
+}

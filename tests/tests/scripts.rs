@@ -826,6 +826,154 @@ fn tcp_state_failed_connect_event() {
     );
 }
 
+/// flow: kernel `peers` entries folded into bounded series: the peer pod when known,
+/// else "external" (peer=pod) or the masked network (peer=subnet).
+#[test]
+fn flow_peer_labels_and_sums() {
+    let key = |dir: &str, proto: &str, peer: &str, known: i64, peer_pod: Dynamic| {
+        map(&[
+            ("pod", pod("web-1", "shop")),
+            ("dir", dir.into()),
+            ("l4proto", proto.into()),
+            ("peer", peer.into()),
+            ("peer_known", Dynamic::from_int(known)),
+            ("peer_netns_pod", peer_pod),
+        ])
+    };
+    let entries = || {
+        vec![
+            (
+                key("TX", "TCP", "93.184.216.0", 0, pod("", "")),
+                ints(&[("bytes", 1000), ("packets", 10)]),
+            ),
+            (
+                key("TX", "TCP", "2001:db8::", 0, pod("", "")),
+                ints(&[("bytes", 500), ("packets", 5)]),
+            ),
+            (
+                key("RX", "TCP", "::", 1, pod("db-0", "shop")),
+                ints(&[("bytes", 70), ("packets", 1)]),
+            ),
+            (
+                key("TX", "UDP", "::", 1, pod("", "")),
+                ints(&[("bytes", 64), ("packets", 1)]),
+            ),
+        ]
+    };
+    let mut h = harness("flow.rhai", &[]);
+    h.maps.set_values("peers", entries());
+    h.inst.on_tick();
+    let bytes = metric_line(&h.registry, "sonde_flow_bytes_total{");
+    let has = |lines: &[String], labels: &str, v: &str| {
+        lines
+            .iter()
+            .any(|l| l.contains(labels) && l.ends_with(&format!(" {v}")))
+    };
+    let pod_labels = "namespace=\"shop\",pod=\"web-1\"";
+    assert!(
+        has(
+            &bytes,
+            &format!("{pod_labels},direction=\"tx\",protocol=\"TCP\",peer=\"external\""),
+            "1500"
+        ),
+        "both unknown peers fold into external: {bytes:?}"
+    );
+    assert!(
+        has(
+            &bytes,
+            "direction=\"rx\",protocol=\"TCP\",peer=\"shop/db-0\"",
+            "70"
+        ),
+        "{bytes:?}"
+    );
+    assert!(
+        has(
+            &bytes,
+            "direction=\"tx\",protocol=\"UDP\",peer=\"host\"",
+            "64"
+        ),
+        "{bytes:?}"
+    );
+    assert_eq!(bytes.len(), 3, "{bytes:?}");
+
+    let mut h = harness("flow.rhai", &[("peer", "subnet"), ("peer_prefix4", "16")]);
+    h.maps.set_values("peers", entries());
+    h.inst.on_tick();
+    let packets = metric_line(&h.registry, "sonde_flow_packets_total{");
+    assert!(
+        has(&packets, "peer=\"93.184.216.0/16\"", "10"),
+        "{packets:?}"
+    );
+    assert!(has(&packets, "peer=\"2001:db8::/64\"", "5"), "{packets:?}");
+    assert!(has(&packets, "peer=\"shop/db-0\"", "1"), "{packets:?}");
+}
+
+/// virtcmd_latency: histogram from the kernel's slots, all and slow commands by class
+/// name, events for slow commands.
+#[test]
+fn virtcmd_latency_histogram_counts_and_events() {
+    let mut h = harness("virtcmd_latency.rhai", &[("threshold_ns", "1ms")]);
+    h.maps.set(
+        "hist",
+        vec![
+            (map(&[("slot", Dynamic::from_int(20))]), 3),
+            (map(&[("slot", Dynamic::from_int(24))]), 1),
+        ],
+    );
+    let k = |class: i64, cmd: i64, slow: i64| {
+        map(&[
+            ("pod", pod("", "")),
+            ("class", Dynamic::from_int(class)),
+            ("cmd", Dynamic::from_int(cmd)),
+            ("slow", Dynamic::from_int(slow)),
+        ])
+    };
+    h.maps.set(
+        "counts",
+        vec![(k(0, 1, 0), 3), (k(0, 1, 1), 1), (k(4, 0, 0), 2)],
+    );
+    h.inst.on_tick();
+    let count = metric_line(&h.registry, "sonde_virtcmd_latency_seconds_count");
+    assert!(count.iter().any(|l| l.ends_with(" 4")), "{count:?}");
+    let all = metric_line(&h.registry, "sonde_virtcmd_latency_commands_total{");
+    assert!(
+        all.iter()
+            .any(|l| l.contains("class=\"RX\",command=\"1\"") && l.ends_with(" 4")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|l| l.contains("class=\"MQ\"") && l.ends_with(" 2")),
+        "{all:?}"
+    );
+    let slow = metric_line(&h.registry, "sonde_virtcmd_latency_slow_commands_total{");
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert!(
+        slow[0].contains("class=\"RX\"") && slow[0].ends_with(" 1"),
+        "{slow:?}"
+    );
+
+    let ev = map(&[
+        ("pod", pod("", "")),
+        ("class", Dynamic::from_int(1)),
+        ("cmd", Dynamic::from_int(1)),
+        ("latency_ns", Dynamic::from_int(25_000_000)),
+        ("comm", "ip".into()),
+        ("pid", Dynamic::from_int(42)),
+        ("ok", Dynamic::from_int(1)),
+    ]);
+    h.inst.on_event(ev);
+    let events = h.events.0.lock().unwrap();
+    assert_eq!(events.len(), 1);
+    let text = events[0].to_text();
+    assert!(
+        text.starts_with("type=VIRTCMDLATENCY")
+            && text.contains("class=MAC")
+            && text.contains("latency=25000000"),
+        "{text}"
+    );
+}
+
 /// socket_latency: kernel log2 slots grouped per (netns, direction) with their sums,
 /// counts labelled with the thresholds from the params, events for slow reads.
 #[test]
@@ -903,28 +1051,17 @@ fn socket_latency_histograms_thresholds_and_events() {
     // Slot 10 is (512, 1024] ns: all 5 are under le=1.024e-6; slot 28 under 2^28 ns.
     let buckets = metric_line(&h.registry, "sonde_socket_latency_seconds_bucket{");
     assert!(
-        has(
-            &buckets,
-            &["pod=\"web-1\"", "direction=\"read\"", "le=\"1.024e-6\""],
-            " 5"
-        ),
+        has(&buckets, &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.000001024\""], " 5"),
         "{buckets:?}"
     );
     assert!(
-        has(
-            &buckets,
-            &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.268435456\""],
-            " 7"
-        ),
+        has(&buckets, &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.268435456\""], " 7"),
         "{buckets:?}"
     );
 
     let slow = metric_line(&h.registry, "sonde_socket_latency_slow_total{");
     assert_eq!(slow.len(), 2, "{slow:?}");
-    assert!(
-        has(&slow, &["threshold=\"5ms\"", "direction=\"read\""], " 2"),
-        "{slow:?}"
-    );
+    assert!(has(&slow, &["threshold=\"5ms\"", "direction=\"read\""], " 2"), "{slow:?}");
     assert!(has(&slow, &["threshold=\"100ms\""], " 2"), "{slow:?}");
 
     h.inst.on_event(map(&[
@@ -1016,10 +1153,7 @@ fn sock_pressure_counts_and_events() {
     let events = h.events.0.lock().unwrap();
     let a = events[0].to_text();
     let b = events[1].to_text();
-    assert!(
-        a.starts_with("type=SOCKPRESSURE_UDP_RCVBUF pod=dns-0 namespace=kube-system"),
-        "{a}"
-    );
+    assert!(a.starts_with("type=SOCKPRESSURE_UDP_RCVBUF pod=dns-0 namespace=kube-system"), "{a}");
     assert!(a.contains("sport=53") && a.contains("rcvbuf=2304"), "{a}");
     assert!(!a.contains("allocated"), "{a}");
     assert!(b.starts_with("type=SOCKPRESSURE_RECV_BUF_LIMIT "), "{b}");

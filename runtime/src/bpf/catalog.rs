@@ -281,8 +281,8 @@ pub static PROGRAMS: &[ProgramSpec] = &[
                 summary: "kprobe + kretprobe virtnet_send_command_reply (6.11+, where \
                           virtnet_send_command may be inlined)",
                 attach: &[
-                    kp("kp_send_command", "virtnet_send_command_reply"),
-                    kretp("kretp_send_command", "virtnet_send_command_reply"),
+                    kp("kp_send_command_reply", "virtnet_send_command_reply"),
+                    kretp("kretp_send_command_reply", "virtnet_send_command_reply"),
                 ],
                 requires: &[],
                 knobs: &[],
