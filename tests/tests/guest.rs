@@ -1,15 +1,18 @@
-//! Guest kernels: the built-in probes on Debian's 6.1 (bookworm) and 5.10 (bullseye)
+//! Guest kernels: every built-in program on Debian's 6.1 (bookworm) and 5.10 (bullseye)
 //! cloud kernels booted under qemu's software emulation, and on this machine's kernel.
 //!
-//! Each guest gets a small initramfs (busybox, the `sonde` binary, the scripts and
-//! `tests/guest/driver`, built by `tests/guest/mkinitramfs`). The driver runs
-//! `sonde probes --json`, `sonde btf` and each program's script under three BTF
-//! conditions (as is, hidden, hidden with the kernel image in /boot), makes resets and
-//! drops happen, and prints sonde's raw output on the second serial port. This file
-//! parses that, decides per case what happened (error, attached, fired, with which
-//! variant), compares it with `tests/guest/expect`, prints the tables and writes them
-//! to `target/guest/report.md`. On this kernel the same driver runs directly (as root,
-//! in its own mount namespace).
+//! Each guest gets a small initramfs (busybox, the `sonde` binary, the
+//! `sonde-guest-trigger` binary, the scripts, `tests/guest/driver` and
+//! `tests/guest/programs`, the modules in `tests/guest/modules`; built by
+//! `tests/guest/mkinitramfs`). The driver runs `sonde probes --json`, `sonde btf` and,
+//! per BTF condition (as is, hidden, hidden with the kernel image in /boot, nothing),
+//! each program `tests/guest/programs` lists for it; once the program attached, its
+//! trigger makes the condition happen. It prints sonde's raw output on the second
+//! serial port. This file parses that, decides per case what happened (error,
+//! attached, counted, fired, with which variant), compares it with
+//! `tests/guest/expect`, prints the tables and writes them to
+//! `target/guest/report.md`. On this kernel the same driver runs directly (as root, in
+//! its own mount namespace). [`guest_dwarf`] is the opt-in DWARF-to-BTF case.
 //!
 //! ```text
 //! tests/guest/run                          # all kernels, tables on stdout
@@ -1407,15 +1410,16 @@ fn guest_dwarf() {
     let name = image.file_name().unwrap().to_string_lossy().into_owned();
     let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
 
-    let programs: Vec<Program> = programs()
+    let all_programs = programs();
+    let ex = expectations(
+        &std::fs::read_to_string(guest_dir().join("expect")).unwrap(),
+        &all_programs,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let programs: Vec<Program> = all_programs
         .into_iter()
         .filter(|p| p.conditions.iter().any(|c| c == DWARF))
         .collect();
-    let ex = expectations(
-        &std::fs::read_to_string(guest_dir().join("expect")).unwrap(),
-        &programs,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     // A debug build converts ~10x slower (minutes per invocation under emulation).
     let st = Command::new(env!("CARGO"))
         .args([
