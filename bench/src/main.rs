@@ -22,6 +22,8 @@
 //! `kernel`: each built-in program's cost in the kernel per hooked event (a tight
 //! loop of the hooked operation, attached against detached), beside bpftrace
 //! counting the same way where a counterpart exists.
+//! `sources`: one scrape's worth of procfs/netlink reading by the eleven source
+//! scripts with 50 pod network namespaces, beside node_exporter on the host only.
 //! See bench/README.md for what each row measures.
 
 mod bpf_stats;
@@ -32,6 +34,7 @@ mod kernel_ops;
 mod report;
 mod resets;
 mod scrape;
+mod sources;
 mod tool;
 mod workload;
 
@@ -46,6 +49,7 @@ usage: sonde-bench resets [options]
        sonde-bench daemon [daemon options]
        sonde-bench kernel [kernel options]
        sonde-bench workload [--seconds N] [--rates R] [--threads N]
+       sonde-bench sources [--namespaces N] [--rounds N] [--node-exporter PATH]
 
 Generates TCP resets in network namespaces and measures, for the same workload,
 sonde printing events, bpftrace printing the same fields, sonde counting them, and
@@ -130,6 +134,18 @@ fn main() -> ExitCode {
         }
         Some("kernel") => {
             return match kernel::KernelOptions::parse(&args[1..]).and_then(|o| kernel::run(&o)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("sources") => {
+            return match workspace_root()
+                .and_then(|root| sources::SourcesOptions::parse(&args[1..], root))
+                .and_then(|o| sources::run(&o))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sonde-bench: {e:#}");

@@ -200,10 +200,46 @@ fn is_live(v: &[Box<str>], live: &[(String, String)]) -> bool {
     v.len() < 2 || live.iter().any(|(ns, pod)| *v[0] == **ns && *v[1] == **pod)
 }
 
+/// `handles.set_all(labels, values)`: see [`register`].
+fn set_all(handles: &mut Map, labels: Array, values: Map) -> Res<Array> {
+    let mut unknown = Array::new();
+    for (name, v) in values {
+        let Some(h) = handles.get(name.as_str()) else {
+            unknown.push(Dynamic::from(name.to_string()));
+            continue;
+        };
+        let n = match v.as_int() {
+            Ok(i) => i as f64,
+            Err(_) => match v.as_float() {
+                Ok(f) => f,
+                Err(_) => continue,
+            },
+        };
+        let r = if let Some(c) = h.read_lock::<Counter>() {
+            c.set_total(&labels, n)
+        } else if let Some(g) = h.read_lock::<crate::metrics::Gauge>() {
+            g.set(&labels, n)
+        } else {
+            continue; // `()`: a value the script does not export
+        };
+        r.map_err(|e| EvalAltResult::ErrorRuntime(e.to_string().into(), rhai::Position::NONE))?;
+    }
+    Ok(unknown)
+}
+
 pub(crate) fn register(engine: &mut Engine, ctx: &ScriptContext) {
     // handle.keep_pods(proc::netns()): removes the series of pods whose network
     // namespace is gone. The family's first two labels must be `namespace` and `pod`.
     //   let live = proc::netns(); ...; this.rx.keep_pods(live);
+    // handles.set_all(labels, values) -> [names without a handle]
+    //
+    // Exports a whole table in one call: for every `name: value` of `values` (a map
+    // from a source, e.g. `proc::snmp(ns).Tcp`), sets `handles[name]` (a Counter:
+    // set_total, a Gauge: set) for `labels`; a `()` handle skips the value. Returns the
+    // names that have no entry in `handles`, for the script to create families for
+    // (or put `()`).
+    //   let missing = this.fam.Tcp.set_all([ns.pod.namespace, ns.pod.name], s.Tcp);
+    engine.register_fn("set_all", set_all);
     engine.register_fn("keep_pods", |c: &mut Counter, live: Array| {
         let live = live_pods(&live);
         c.retain(|v| is_live(v, &live));
