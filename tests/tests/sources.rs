@@ -744,3 +744,122 @@ fn a_namespace_held_only_by_a_bind_mount_is_listed_and_read() {
         Err(sonde::sources::SourceError::Gone { .. })
     ));
 }
+
+/// The source scripts as the daemon runs them, in process: a namespace's series carry
+/// its pod labels, and go away with it.
+#[test]
+fn series_of_a_namespace_that_is_gone_are_removed() {
+    use sonde::metrics::Registry;
+    use sonde::script::{Instance, Limits, Script, ScriptContext};
+    use std::sync::Arc;
+    if !require_root("series_of_a_namespace_that_is_gone_are_removed") {
+        return;
+    }
+    let t = TestNs::new("gone");
+    let pod = format!("pod=\"netns:{}\"", t.inode);
+    let registry = Arc::new(Registry::new("n1"));
+    let limits = Limits {
+        call_deadline: std::time::Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut insts: Vec<Instance> = [
+        "netdev",
+        "snmp",
+        "tcpext",
+        "sock",
+        "tcpsummary",
+        "conntrack",
+        "qdisc",
+        "fd",
+        "io",
+    ]
+    .iter()
+    .map(|name| {
+        let path = sonde_tests::repo_root().join(format!("scripts/{name}.rhai"));
+        let src = std::fs::read_to_string(&path).unwrap();
+        let script = Script::compile(name, &src, &limits).unwrap();
+        let params = script.manifest().resolve_params(&[]).unwrap();
+        let mut ctx = ScriptContext::detached(name);
+        ctx.registry = registry.clone();
+        ctx.pods = Arc::new(sonde::pods::HostResolver::new("n1"));
+        Instance::start(&script, &params, ctx, &limits).unwrap()
+    })
+    .collect();
+    let tick = |insts: &mut Vec<Instance>| {
+        netns_list_within(std::time::Duration::ZERO);
+        for i in insts.iter_mut() {
+            i.on_tick();
+            assert!(i.errors().is_empty(), "{}: {:?}", i.name(), i.errors());
+        }
+        registry.render_prometheus()
+    };
+    let text = tick(&mut insts);
+    for family in [
+        "sonde_netdev_receive_packets_total",
+        "sonde_snmp_udp_in_datagrams_total",
+        "sonde_tcpext_listen_drops_total",
+        "sonde_sock_udp_inuse",
+        "sonde_tcpsummary_sockets",
+        "sonde_conntrack_entries",
+        "sonde_fd_open_fds",
+        "sonde_io_read_syscalls_total",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(family) && l.contains(&pod) && l.contains("namespace=\"\"")),
+            "{family} has no series for {pod}:\n{}",
+            text.lines()
+                .filter(|l| l.starts_with(family))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // The host is pod "" namespace "".
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("sonde_snmp_tcp_active_opens_total{") && l.contains("pod=\"\"")));
+    drop(t);
+    let text = tick(&mut insts);
+    let left: Vec<_> = text.lines().filter(|l| l.contains(&pod)).collect();
+    assert!(
+        left.is_empty(),
+        "series of the deleted namespace remain: {left:?}"
+    );
+}
+
+/// `sonde run` of a source script: the test namespace's TCP sockets by state.
+#[test]
+fn sonde_run_tcpsummary_counts_the_test_namespace() {
+    if !require_root("sonde_run_tcpsummary_counts_the_test_namespace") {
+        return;
+    }
+    let t = TestNs::new("run");
+    let _keep = t.run(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let s = l.accept().unwrap().0;
+        (l, c, s)
+    });
+    let out = Command::new(sonde_tests::sonde_bin())
+        .args(["run", "scripts/tcpsummary.rhai", "--for", "1s"])
+        .current_dir(sonde_tests::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    let pod = format!("pod=netns:{}", t.inode);
+    assert_eq!(
+        sonde_tests::run::summary_row(&out, &[&pod, "state=ESTABLISHED}"]),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        sonde_tests::run::summary_row(&out, &[&pod, "state=LISTEN}"]),
+        1,
+        "{out}"
+    );
+}
