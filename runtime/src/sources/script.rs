@@ -521,3 +521,103 @@ fn netlink_module(failures: &Arc<Failures>) -> Module {
     m.build_index();
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::metrics::Registry;
+    use crate::script::{Instance, Limits, Script, ScriptContext};
+
+    fn start(src: &str) -> (Instance, Arc<Registry>) {
+        let limits = Limits::default();
+        let script = Script::compile("t.rhai", src, &limits).unwrap();
+        let params = script.manifest().resolve_params(&[]).unwrap();
+        let registry = Arc::new(Registry::new("n1"));
+        let mut ctx = ScriptContext::detached("t");
+        ctx.registry = registry.clone();
+        ctx.pods = Arc::new(crate::pods::HostResolver::new("n1"));
+        (
+            Instance::start(&script, &params, ctx, &limits).unwrap(),
+            registry,
+        )
+    }
+
+    #[test]
+    fn a_namespace_that_is_not_there_reads_as_unit_and_is_counted() {
+        let (mut inst, registry) = start(
+            r#"
+            fn on_tick() {
+                this.r = [proc::netdev(1), proc::snmp(#{ netns: 2 }), netlink::tcp_summary(3)];
+            }
+            "#,
+        );
+        inst.on_tick();
+        assert!(inst.errors().is_empty(), "{:?}", inst.errors());
+        let state = inst.state().read_lock::<rhai::Map>().unwrap().clone();
+        let r = state["r"].clone().into_array().unwrap();
+        assert!(r.iter().all(|v| v.is_unit()), "{r:?}");
+        let text = registry.render_prometheus();
+        for source in ["netdev", "snmp", "tcpsummary"] {
+            let line = format!(
+                "sonde_source_errors_total{{source=\"{source}\",reason=\"gone\",node=\"n1\"}} 1"
+            );
+            assert!(
+                text.lines().any(|l| l == line
+                    || (l.starts_with("sonde_source_errors_total")
+                        && l.contains(source)
+                        && l.contains("gone")
+                        && l.ends_with(" 1"))),
+                "{line} not in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_own_namespace_is_listed_as_the_host() {
+        let (mut inst, _) = start(
+            r#"
+            fn on_tick() {
+                this.host = proc::netns().filter(|n| n.pod.name == "" && n.pod.namespace == "");
+                this.dev = proc::netdev(this.host[0]);
+            }
+            "#,
+        );
+        inst.on_tick();
+        assert!(inst.errors().is_empty(), "{:?}", inst.errors());
+        let state = inst.state().read_lock::<rhai::Map>().unwrap().clone();
+        assert_eq!(state["host"].clone().into_array().unwrap().len(), 1);
+        let dev = state["dev"].read_lock::<rhai::Map>().unwrap().clone();
+        assert!(dev.contains_key("lo"), "{dev:?}");
+    }
+
+    #[test]
+    fn set_all_sets_known_names_and_returns_the_others() {
+        let (mut inst, registry) = start(
+            r#"
+            fn on_tick() {
+                let h = #{ A: metrics::counter("t_a_total", "a", ["namespace", "pod"]), B: () };
+                this.missing = h.set_all(["", "p"], #{ A: 5, B: 6, C: 7 });
+            }
+            "#,
+        );
+        inst.on_tick();
+        assert!(inst.errors().is_empty(), "{:?}", inst.errors());
+        let state = inst.state().read_lock::<rhai::Map>().unwrap().clone();
+        let missing: Vec<String> = state["missing"]
+            .clone()
+            .into_array()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(missing, ["C"]);
+        let text = registry.render_prometheus();
+        assert!(
+            text.lines().any(|l| l.starts_with("sonde_t_a_total{")
+                && l.contains("pod=\"p\"")
+                && l.ends_with(" 5")),
+            "{text}"
+        );
+    }
+}
