@@ -686,6 +686,44 @@ fn softnet_and_netstat_match_node_exporter() {
         }
     }
     assert!(checked > 100, "{checked} netstat counters compared");
+    // sockstat: gauges, equal on a quiet moment (node_exporter's names:
+    // node_sockstat_TCP_inuse, node_sockstat_sockets_used, node_sockstat_TCP6_inuse...).
+    let keys = [
+        ("sockets", "used"),
+        ("TCP", "inuse"),
+        ("TCP", "orphan"),
+        ("TCP", "alloc"),
+        ("UDP", "inuse"),
+        ("RAW", "inuse"),
+        ("TCP6", "inuse"),
+        ("UDP6", "inuse"),
+    ];
+    settle(
+        "sockstat against node_exporter",
+        20,
+        || {
+            let m = ne.scrape().unwrap();
+            // node_exporter reads while our scrape's connection is open: both of its
+            // ends are TCP sockets in use (and allocated) that sonde's read does not see.
+            let during_scrape = |s: &str, n: &str| match (s, n) {
+                ("sockets", "used") | ("TCP", "inuse") | ("TCP", "alloc") => 2,
+                _ => 0,
+            };
+            keys.iter()
+                .map(|(s, n)| m[&format!("node_sockstat_{s}_{n}")] as i64 - during_scrape(s, n))
+                .collect::<Vec<_>>()
+        },
+        || {
+            let mut m = BTreeMap::new();
+            procfs::sockstat(&host(), |s, n, v| {
+                m.insert(format!("{s}.{n}"), v);
+            })
+            .unwrap();
+            keys.iter()
+                .map(|(s, n)| m[&format!("{s}.{n}")])
+                .collect::<Vec<_>>()
+        },
+    );
 }
 
 #[test]
