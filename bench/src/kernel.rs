@@ -47,18 +47,21 @@ const TARGET_NS_PER_EVENT: f64 = 50.0;
 const BPFTRACE_ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 const BPFTRACE_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How each program's hooks are made to fire. A program missing here is reported as
-/// "no workload", never skipped silently.
+/// How each program's hooks are made to fire (the first operation is the cheapest;
+/// the bpftrace counterpart runs on every one). A program missing here is reported
+/// as "no workload", never skipped silently.
 fn plan(program: &str) -> Option<Plan> {
     Some(match program {
-        "packet_loss" => Plan::Op(Op::OtherhostFrame),
-        "tcp_reset" => Plan::Op(Op::ConnectRefused),
+        "packet_loss" => Plan::Ops(&[Op::OtherhostFrame]),
+        // The SYN fires tcp_send_reset only, at a fifth of a connect's cost; the
+        // refused connect fires both hooks.
+        "tcp_reset" => Plan::Ops(&[Op::ClosedPortSyn, Op::ConnectRefused]),
         _ => return None,
     })
 }
 
 enum Plan {
-    Op(Op),
+    Ops(&'static [Op]),
     /// No cheap deterministic operation: why.
     Unavailable(&'static str),
 }
@@ -134,7 +137,7 @@ impl KernelOptions {
             programs: None,
             iters: None,
             run_ms: 300,
-            rounds: 7,
+            rounds: 9,
             bpftrace: crate::which("bpftrace"),
             json: None,
         };
@@ -213,7 +216,8 @@ enum Attached {
 }
 
 impl Tracer {
-    fn attach(&self) -> anyhow::Result<Attached> {
+    /// Attaches; `runner` fires the hooks to check that bpftrace is attached.
+    fn attach(&self, runner: &Runner) -> anyhow::Result<Attached> {
         match self {
             Tracer::Sonde {
                 spec,
@@ -241,10 +245,21 @@ impl Tracer {
                 let deadline = Instant::now() + BPFTRACE_ATTACH_TIMEOUT;
                 loop {
                     let ids = bpf_stats::new_tracepoint_ids(&before);
+                    // Loaded is not attached: fire the hooks (run statistics on for
+                    // the moment) until one of its programs has run, then leave it
+                    // time to attach the others.
                     if ids.len() >= *probes {
-                        // Loaded; give the attach itself a moment.
-                        std::thread::sleep(Duration::from_millis(300));
-                        return Ok(Attached::Bpftrace { tool, ids });
+                        let on = if sonde::bpf::stats_enabled() {
+                            None // the statistics run: already on, left as it is
+                        } else {
+                            StatsSwitch::enable()
+                        };
+                        let ran = runner.run(100).is_ok() && bpf_stats::cost_of(&ids).runs > 0;
+                        drop(on);
+                        if ran {
+                            std::thread::sleep(Duration::from_millis(300));
+                            return Ok(Attached::Bpftrace { tool, ids });
+                        }
                     }
                     if Instant::now() >= deadline {
                         let why = tool
@@ -394,13 +409,24 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+fn min(v: impl Iterator<Item = f64>) -> Option<f64> {
+    v.reduce(f64::min)
+}
+
 impl Measured {
+    /// The fastest run with nothing attached: on a shared machine interference only
+    /// ever adds time, so the minimum is the least disturbed figure.
     fn base_ns(&self) -> Option<f64> {
-        median(self.base.iter().map(Sample::cpu_per_op).collect())
+        min(self.base.iter().map(Sample::cpu_per_op))
     }
 
     fn with_ns(&self) -> Option<f64> {
-        median(self.with.iter().map(Sample::cpu_per_op).collect())
+        min(self.with.iter().map(Sample::cpu_per_op))
+    }
+
+    /// Added cost per op: fastest attached run - fastest detached run.
+    fn delta_ns(&self) -> Option<f64> {
+        Some(self.with_ns()? - self.base_ns()?)
     }
 
     fn deltas(&self, f: fn(&Sample) -> f64) -> Vec<f64> {
@@ -411,8 +437,8 @@ impl Measured {
             .collect()
     }
 
-    /// Median of the paired (with - base) CPU differences per op.
-    fn delta_ns(&self) -> Option<f64> {
+    /// Median of the paired (attached - detached) differences per op, same round.
+    fn pair_median(&self) -> Option<f64> {
         median(self.deltas(Sample::cpu_per_op))
     }
 
@@ -449,7 +475,7 @@ fn measure(runner: &Runner, n: u64, rounds: usize, tracer: &Tracer) -> anyhow::R
         if !with_first {
             m.base.push(runner.run(n)?);
         }
-        let a = tracer.attach()?;
+        let a = tracer.attach(runner)?;
         let s = runner.run(n);
         a.detach()?;
         m.with.push(s?);
@@ -458,7 +484,7 @@ fn measure(runner: &Runner, n: u64, rounds: usize, tracer: &Tracer) -> anyhow::R
         }
     }
     if let Some(on) = StatsSwitch::enable() {
-        let a = tracer.attach()?;
+        let a = tracer.attach(runner)?;
         let before = a.cost();
         let s = runner.run(n);
         let after = a.cost();
@@ -493,7 +519,7 @@ pub fn run(o: &KernelOptions) -> anyhow::Result<()> {
         })
         .collect();
     for spec in specs {
-        let op = match plan(spec.name) {
+        let ops = match plan(spec.name) {
             None => {
                 rows.push(Row::note(spec.name, "no workload"));
                 continue;
@@ -502,130 +528,11 @@ pub fn run(o: &KernelOptions) -> anyhow::Result<()> {
                 rows.push(Row::note(spec.name, why));
                 continue;
             }
-            Some(Plan::Op(op)) => op,
+            Some(Plan::Ops(ops)) => ops,
         };
-        progress(&format!("{}: {}", spec.name, op.describe()));
-        let runner = match Runner::start(op) {
-            Ok(r) => r,
-            Err(e) => {
-                rows.push(Row::note(spec.name, &format!("workload failed: {e:#}")));
-                continue;
-            }
-        };
-        // Warm up, then size the runs.
-        let probe = runner.run(2_000)?;
-        let n = o.iters.unwrap_or_else(|| {
-            let per_op = probe.wall_per_op().max(1.0);
-            ((o.run_ms as f64 * 1e6 / per_op) as u64).clamp(1_000, 50_000_000)
-        });
-        runner.run(n / 4)?;
-
-        let params = script_params(spec.name);
-        let emits = params
-            .iter()
-            .any(|(k, v)| k == "emit_events" && *v == ParamValue::Bool(true));
-        for (variant, ok) in sonde::bpf::assess(spec, Some(btf)) {
-            let hooks = hooks(variant);
-            if let Err(why) = ok {
-                rows.push(Row {
-                    program: spec.name.into(),
-                    tool: format!("sonde {}", variant.name),
-                    config: "-".into(),
-                    hooks,
-                    op: Some(op),
-                    counting: false,
-                    result: Err(format!("not here: {why}")),
-                });
-                continue;
-            }
-            // One variant only, so the loader takes this one.
-            let single: &'static ProgramSpec = Box::leak(Box::new(ProgramSpec {
-                name: spec.name,
-                summary: spec.summary,
-                object: spec.object,
-                variants: std::slice::from_ref(variant),
-            }));
-            let mut configs = vec![(
-                if emits {
-                    "defaults (events on, read)".to_string()
-                } else {
-                    "defaults".to_string()
-                },
-                params.clone(),
-                !emits,
-            )];
-            if emits {
-                let mut counting = params.clone();
-                for (k, v) in &mut counting {
-                    if k == "emit_events" {
-                        *v = ParamValue::Bool(false);
-                    }
-                }
-                configs.push(("emit_events=false".into(), counting, true));
-            }
-            for (config, params, counting) in configs {
-                progress(&format!(
-                    "  sonde {} {config}: {n} ops x {} rounds",
-                    variant.name, o.rounds
-                ));
-                let tracer = Tracer::Sonde {
-                    spec: single,
-                    params,
-                    drain: !counting,
-                };
-                rows.push(Row {
-                    program: spec.name.into(),
-                    tool: format!("sonde {}", variant.name),
-                    config,
-                    hooks: hooks.clone(),
-                    op: Some(op),
-                    counting,
-                    result: measure(&runner, n, o.rounds, &tracer).map_err(|e| format!("{e:#}")),
-                });
-            }
+        for &op in ops {
+            measure_op(spec, op, btf, o, &mut rows)?;
         }
-        if let Some((script, probes)) = bpftrace_script(spec.name, btf) {
-            let tool = "bpftrace".to_string();
-            match &o.bpftrace {
-                None => rows.push(Row {
-                    program: spec.name.into(),
-                    tool,
-                    config: "count()".into(),
-                    hooks: "-".into(),
-                    op: Some(op),
-                    counting: true,
-                    result: Err("bpftrace not installed".into()),
-                }),
-                Some(path) => {
-                    progress(&format!("  bpftrace: {n} ops x {} rounds", o.rounds));
-                    let hooks = script
-                        .lines()
-                        .filter(|l| l.starts_with("tracepoint:"))
-                        .map(|l| {
-                            let probe = l.split_whitespace().next().unwrap_or("");
-                            format!("tp {}", probe.trim_start_matches("tracepoint:"))
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" + ");
-                    let tracer = Tracer::Bpftrace {
-                        path: path.clone(),
-                        script,
-                        probes,
-                    };
-                    rows.push(Row {
-                        program: spec.name.into(),
-                        tool,
-                        config: "count()".into(),
-                        hooks,
-                        op: Some(op),
-                        counting: true,
-                        result: measure(&runner, n, o.rounds, &tracer)
-                            .map_err(|e| format!("{e:#}")),
-                    });
-                }
-            }
-        }
-        drop(runner);
     }
     let text = render(&rows, &machine, o, started.elapsed());
     print!("{text}");
@@ -638,6 +545,137 @@ pub fn run(o: &KernelOptions) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    Ok(())
+}
+
+fn measure_op(
+    spec: &'static ProgramSpec,
+    op: Op,
+    btf: &KernelBtf,
+    o: &KernelOptions,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    progress(&format!("{}: {}", spec.name, op.describe()));
+    let runner = match Runner::start(op) {
+        Ok(r) => r,
+        Err(e) => {
+            rows.push(Row::note(spec.name, &format!("workload failed: {e:#}")));
+            return Ok(());
+        }
+    };
+    // Warm up, then size the runs.
+    let probe = runner.run(2_000)?;
+    let n = o.iters.unwrap_or_else(|| {
+        let per_op = probe.wall_per_op().max(1.0);
+        ((o.run_ms as f64 * 1e6 / per_op) as u64).clamp(1_000, 50_000_000)
+    });
+    runner.run(n / 4)?;
+
+    let params = script_params(spec.name);
+    let emits = params
+        .iter()
+        .any(|(k, v)| k == "emit_events" && *v == ParamValue::Bool(true));
+    for (variant, ok) in sonde::bpf::assess(spec, Some(btf)) {
+        let hooks = hooks(variant);
+        if let Err(why) = ok {
+            rows.push(Row {
+                program: spec.name.into(),
+                tool: format!("sonde {}", variant.name),
+                config: "-".into(),
+                hooks,
+                op: Some(op),
+                counting: false,
+                result: Err(format!("not here: {why}")),
+            });
+            continue;
+        }
+        // One variant only, so the loader takes this one.
+        let single: &'static ProgramSpec = Box::leak(Box::new(ProgramSpec {
+            name: spec.name,
+            summary: spec.summary,
+            object: spec.object,
+            variants: std::slice::from_ref(variant),
+        }));
+        let mut configs = vec![(
+            if emits {
+                "defaults (events on, read)".to_string()
+            } else {
+                "defaults".to_string()
+            },
+            params.clone(),
+            !emits,
+        )];
+        if emits {
+            let mut counting = params.clone();
+            for (k, v) in &mut counting {
+                if k == "emit_events" {
+                    *v = ParamValue::Bool(false);
+                }
+            }
+            configs.push(("emit_events=false".into(), counting, true));
+        }
+        for (config, params, counting) in configs {
+            progress(&format!(
+                "  sonde {} {config}: {n} ops x {} rounds",
+                variant.name, o.rounds
+            ));
+            let tracer = Tracer::Sonde {
+                spec: single,
+                params,
+                drain: !counting,
+            };
+            rows.push(Row {
+                program: spec.name.into(),
+                tool: format!("sonde {}", variant.name),
+                config,
+                hooks: hooks.clone(),
+                op: Some(op),
+                counting,
+                result: measure(&runner, n, o.rounds, &tracer).map_err(|e| format!("{e:#}")),
+            });
+        }
+    }
+    if let Some((script, probes)) = bpftrace_script(spec.name, btf) {
+        let tool = "bpftrace".to_string();
+        match &o.bpftrace {
+            None => rows.push(Row {
+                program: spec.name.into(),
+                tool,
+                config: "count()".into(),
+                hooks: "-".into(),
+                op: Some(op),
+                counting: true,
+                result: Err("bpftrace not installed".into()),
+            }),
+            Some(path) => {
+                progress(&format!("  bpftrace: {n} ops x {} rounds", o.rounds));
+                let hooks = script
+                    .lines()
+                    .filter(|l| l.starts_with("tracepoint:"))
+                    .map(|l| {
+                        let probe = l.split_whitespace().next().unwrap_or("");
+                        format!("tp {}", probe.trim_start_matches("tracepoint:"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" + ");
+                let tracer = Tracer::Bpftrace {
+                    path: path.clone(),
+                    script,
+                    probes,
+                };
+                rows.push(Row {
+                    program: spec.name.into(),
+                    tool,
+                    config: "count()".into(),
+                    hooks,
+                    op: Some(op),
+                    counting: true,
+                    result: measure(&runner, n, o.rounds, &tracer).map_err(|e| format!("{e:#}")),
+                });
+            }
+        }
+    }
+    drop(runner);
     Ok(())
 }
 
@@ -683,6 +721,7 @@ impl Row {
                 v["base_ns_per_op"] = json!(m.base_ns());
                 v["with_ns_per_op"] = json!(m.with_ns());
                 v["delta_ns_per_op"] = json!(m.delta_ns());
+                v["pair_median_delta_ns_per_op"] = json!(m.pair_median());
                 v["wall_delta_ns_per_op"] = json!(m.wall_delta_ns());
                 v["events_per_op"] = json!(m.events_per_op());
                 v["delta_ns_per_event"] = json!(m.delta_per_event());
@@ -701,21 +740,19 @@ fn render(rows: &[Row], machine: &str, o: &KernelOptions, elapsed: Duration) -> 
     let _ = writeln!(s, "\nkernel-side cost per hooked event ({machine})");
     let _ = writeln!(
         s,
-        "{} rounds of (nothing attached, attached) per row, ABBA order; medians of the operation thread's CPU time per op",
+        "{} rounds of (nothing attached, attached) per row, ABBA order; the operation thread's CPU time per op, fastest run of each; Δ = with - base",
         o.rounds
     );
     let mut t = vec![vec![
         "program".to_string(),
         "tool / variant".into(),
         "config".into(),
-        "hooks".into(),
         "operation".into(),
         "ev/op".into(),
         "base ns/op".into(),
         "with ns/op".into(),
         "Δ ns/op".into(),
-        "Δ min..max".into(),
-        "wall Δ".into(),
+        "pairs: median [min..max]".into(),
         "Δ ns/ev".into(),
         "prog ns/run".into(),
         "Δ/ev ÷ bpftrace".into(),
@@ -727,14 +764,14 @@ fn render(rows: &[Row], machine: &str, o: &KernelOptions, elapsed: Duration) -> 
             r.program.clone(),
             r.tool.clone(),
             r.config.clone(),
-            r.hooks.clone(),
             r.op.map_or("-", Op::short).to_string(),
         ];
         match &r.result {
             Err(e) => {
                 line.push(format!("({})", first_words(e)));
-                if e.len() > 40 {
-                    notes.push(format!("{} {}: {e}", r.program, r.tool));
+                let note = format!("{} {}: {e}", r.program, r.tool);
+                if e.len() > 40 && !notes.contains(&note) {
+                    notes.push(note);
                 }
             }
             Ok(m) => {
@@ -752,8 +789,10 @@ fn render(rows: &[Row], machine: &str, o: &KernelOptions, elapsed: Duration) -> 
                     opt(m.base_ns(), |v| format!("{v:.0}")),
                     opt(m.with_ns(), |v| format!("{v:.0}")),
                     opt(m.delta_ns(), |v| format!("{v:.0}")),
-                    opt(m.delta_range(), |(a, b)| format!("{a:.0}..{b:.0}")),
-                    opt(m.wall_delta_ns(), |v| format!("{v:.0}")),
+                    match (m.pair_median(), m.delta_range()) {
+                        (Some(p), Some((a, b))) => format!("{p:.0} [{a:.0}..{b:.0}]"),
+                        _ => "-".into(),
+                    },
                     opt(m.delta_per_event(), |v| format!("{v:.0}")),
                     opt(m.prog_ns_per_run(), |v| format!("{v:.0}")),
                     ratio(
@@ -770,6 +809,18 @@ fn render(rows: &[Row], machine: &str, o: &KernelOptions, elapsed: Duration) -> 
         t.push(line);
     }
     table(&mut s, &t);
+    let mut seen = HashSet::new();
+    for r in rows.iter().filter(|r| r.hooks != "-") {
+        if seen.insert((r.program.clone(), r.tool.clone())) {
+            let _ = writeln!(s, "  hooks of {} {}: {}", r.program, r.tool, r.hooks);
+        }
+    }
+    let mut seen = HashSet::new();
+    for op in rows.iter().filter_map(|r| r.op) {
+        if seen.insert(op) {
+            let _ = writeln!(s, "  operation {}: {}", op.short(), op.describe());
+        }
+    }
     for n in notes {
         let _ = writeln!(s, "  note: {n}");
     }

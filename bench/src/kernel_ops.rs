@@ -17,13 +17,19 @@ use anyhow::{anyhow, bail, Context};
 use crate::workload::{connect_refused, enter_fresh_netns, loopback};
 
 /// One hooked operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     /// An Ethernet frame for another host's MAC sent on `lo` through an AF_PACKET
     /// socket: loopback hands it straight back to the stack and `ip_rcv` drops it
     /// (`SKB_DROP_REASON_OTHERHOST`), one `kfree_skb` per op, no socket lookup, no
     /// reply.
     OtherhostFrame,
+    /// A TCP SYN to a closed port on 127.0.0.1, sent as a frame on `lo` through an
+    /// AF_PACKET socket: the kernel answers with a reset sent with no socket
+    /// (`tcp_send_reset`) whose route lookup fails (the source, 10.1.1.1, is
+    /// unroutable in the namespace), and drops the SYN (`NO_SOCKET`). No socket is
+    /// created.
+    ClosedPortSyn,
     /// `connect()` to a closed port on 127.0.0.1, then `close()`: a SYN, a reset sent
     /// with no socket, the reset received, the SYN dropped (`NO_SOCKET`), the socket
     /// going CLOSE -> SYN_SENT -> CLOSE.
@@ -42,6 +48,9 @@ impl Op {
     pub fn describe(self) -> &'static str {
         match self {
             Op::OtherhostFrame => "AF_PACKET frame to another MAC on lo (dropped by ip_rcv)",
+            Op::ClosedPortSyn => {
+                "AF_PACKET TCP SYN to a closed port on lo (reset traced, not routed)"
+            }
             Op::ConnectRefused => "connect() to a closed port on 127.0.0.1 + close()",
             Op::UdpToFullSocket => "UDP send to a full socket on lo",
             Op::UdpEcho => "UDP send to itself on lo + recv",
@@ -52,6 +61,7 @@ impl Op {
     pub fn short(self) -> &'static str {
         match self {
             Op::OtherhostFrame => "otherhost frame",
+            Op::ClosedPortSyn => "syn to closed port",
             Op::ConnectRefused => "refused connect",
             Op::UdpToFullSocket => "udp to full socket",
             Op::UdpEcho => "udp echo",
@@ -62,7 +72,47 @@ impl Op {
     /// Sets the operation up in the calling thread's namespace.
     fn setup(self) -> anyhow::Result<Box<dyn FnMut() -> Result<(), String>>> {
         Ok(match self {
-            Op::OtherhostFrame => otherhost_frame()?,
+            Op::OtherhostFrame => {
+                // Destination MAC 02:00:00:00:00:01 (lo's own is all zeros):
+                // PACKET_OTHERHOST, dropped before any routing.
+                packet_sender(ipv4_frame(
+                    [0x02, 0, 0, 0, 0, 1],
+                    [127, 0, 0, 1],
+                    libc::IPPROTO_UDP as u8,
+                    &[0; 8],
+                ))?
+            }
+            Op::ClosedPortSyn => {
+                let mut tcp = [0u8; 20];
+                tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+                tcp[2..4].copy_from_slice(&9u16.to_be_bytes());
+                tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+                tcp[12] = 5 << 4;
+                tcp[13] = 0x02; // SYN
+                tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
+                // A frame arriving on lo has no route yet: 127.0.0.1 as a destination
+                // needs route_localnet, and the source must not be local (10.1.1.1,
+                // unroutable here: the reset is traced, then fails its route lookup
+                // instead of coming back).
+                let knob = "/proc/sys/net/ipv4/conf/lo/route_localnet";
+                std::fs::write(knob, "1").with_context(|| format!("cannot write {knob}"))?;
+                let now = std::fs::read_to_string(knob).unwrap_or_default();
+                if now.trim() != "1" {
+                    bail!("{knob} reads {:?} after writing 1", now.trim());
+                }
+                // Checksum over the pseudo-header (addresses, protocol, TCP length).
+                let mut pseudo = vec![10, 1, 1, 1, 127, 0, 0, 1, 0, libc::IPPROTO_TCP as u8];
+                pseudo.extend_from_slice(&20u16.to_be_bytes());
+                pseudo.extend_from_slice(&tcp);
+                let sum = ip_checksum(&pseudo);
+                tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+                packet_sender(ipv4_frame(
+                    [0; 6],
+                    [10, 1, 1, 1],
+                    libc::IPPROTO_TCP as u8,
+                    &tcp,
+                ))?
+            }
             Op::ConnectRefused => {
                 let addr = loopback(9);
                 Box::new(move || {
@@ -285,7 +335,27 @@ fn setsockopt_int(fd: &Fd, level: i32, name: i32, value: i32) -> anyhow::Result<
     Ok(())
 }
 
-fn otherhost_frame() -> anyhow::Result<Box<dyn FnMut() -> Result<(), String>>> {
+/// An Ethernet frame on lo (source MAC zero) carrying an IPv4 packet from `src` to
+/// 127.0.0.1 with this payload.
+fn ipv4_frame(dst_mac: [u8; 6], src: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20];
+    frame[0..6].copy_from_slice(&dst_mac);
+    frame[12..14].copy_from_slice(&(libc::ETH_P_IP as u16).to_be_bytes());
+    let ip = &mut frame[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&[127, 0, 0, 1]);
+    let sum = ip_checksum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Sends `frame` on lo through an AF_PACKET socket, once per call.
+fn packet_sender(frame: Vec<u8>) -> anyhow::Result<Box<dyn FnMut() -> Result<(), String>>> {
     // Protocol 0: the socket sends but receives nothing, so it is no tap on lo.
     let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
     // SAFETY: a NUL-terminated interface name.
@@ -298,19 +368,6 @@ fn otherhost_frame() -> anyhow::Result<Box<dyn FnMut() -> Result<(), String>>> {
     to.sll_family = libc::AF_PACKET as u16;
     to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
     to.sll_ifindex = ifindex as i32;
-    // Destination MAC 02:00:00:00:00:01 (lo's own is all zeros): PACKET_OTHERHOST.
-    let mut frame = vec![0u8; 14 + 20 + 8];
-    frame[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    frame[12..14].copy_from_slice(&(libc::ETH_P_IP as u16).to_be_bytes());
-    let ip = &mut frame[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&28u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = libc::IPPROTO_UDP as u8;
-    ip[12..16].copy_from_slice(&[127, 0, 0, 1]);
-    ip[16..20].copy_from_slice(&[127, 0, 0, 1]);
-    let sum = ip_checksum(ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
     Ok(Box::new(move || {
         // The whole descriptor, so that it lives as long as the closure.
         let fd = &fd;

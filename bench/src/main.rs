@@ -91,7 +91,7 @@ kernel options:
   --programs LIST    programs to measure, comma-separated (default: all built-in)
   --iters N          operations per measured run (default: what fits in --run-ms)
   --run-ms N         target duration of a measured run (default 300)
-  --rounds N         (detached, attached) pairs per row (default 7)
+  --rounds N         (detached, attached) pairs per row (default 9)
   --bpftrace PATH    bpftrace binary (default: bpftrace on PATH; rows say so if absent)
   --no-bpftrace      skip the bpftrace rows
   --json FILE        also write every sample as JSON
