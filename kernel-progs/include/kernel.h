@@ -423,6 +423,61 @@ struct sock___tcp {
 	__u16 sk_protocol;
 } __attribute__((preserve_access_index));
 
+/* ---- netif_txlat, kernel_latency: transmit/receive path timing ------------- */
+
+/*
+ * Flavors (the ___lat suffix is dropped when relocating) of the structs above,
+ * with the members these two programs read: adding them to the shared structs
+ * would change every other object's BTF.
+ */
+struct sk_buff___lat {
+	struct net_device *dev;
+	struct sock *sk;
+	union {
+		__s64 tstamp;		/* ktime_t; TCP stores its departure time here */
+		__u64 skb_mstamp_ns;
+	};
+	unsigned int len;
+	__be16 protocol;
+	__u16 network_header;
+	unsigned char *head;
+	unsigned char *data;
+} __attribute__((preserve_access_index));
+
+struct net_device___lat {
+	char name[16];
+	int ifindex;
+	possible_net_t nd_net;
+} __attribute__((preserve_access_index));
+
+/* 5.6+ ("net: Make sk_protocol a 16-bit value"): a plain u16, no bitfield. */
+struct sock___lat {
+	struct sock_common __sk_common;
+	__u16 sk_protocol;
+} __attribute__((preserve_access_index));
+
+/* Classic tracepoint records of net:net_dev_queue (class net_dev_template), */
+struct trace_event_raw_net_dev_template {
+	struct trace_entry ent;
+	void *skbaddr;
+	unsigned int len;
+} __attribute__((preserve_access_index));
+
+/* net:net_dev_start_xmit, */
+struct trace_event_raw_net_dev_start_xmit {
+	struct trace_entry ent;
+	const void *skbaddr;
+	unsigned int len;
+} __attribute__((preserve_access_index));
+
+/* and net:net_dev_xmit; all three unchanged from 5.10 to 6.18. */
+struct trace_event_raw_net_dev_xmit {
+	struct trace_entry ent;
+	void *skbaddr;
+	unsigned int len;
+	int rc;
+} __attribute__((preserve_access_index));
+
 /* ---- socket_latency, sock_pressure: a socket's protocol and buffers ---- */
 
 /*

@@ -248,6 +248,43 @@ fn records_carry_the_fields_scripts_read() {
             ],
             &["netns", "pod", "kind", "l4proto"],
         ),
+        // netif_txlat and kernel_latency keep `hist` and `totals` (no `counts`).
+        (
+            "netif_txlat",
+            &[
+                "netns",
+                "pod",
+                "ifname",
+                "stage",
+                "latency_ns",
+                "qdisc_ns",
+                "len",
+                "l4proto",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+            ],
+            &[],
+        ),
+        (
+            "kernel_latency",
+            &[
+                "netns",
+                "pod",
+                "dir",
+                "interval",
+                "latency_ns",
+                "mid_ns",
+                "len",
+                "l4proto",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+            ],
+            &[],
+        ),
     ];
     for (program, event_fields, key_fields) in cases {
         let spec = catalog::find(program).unwrap();
@@ -343,6 +380,19 @@ fn record_layouts_match_the_headers() {
             ],
         ),
         ("sock_pressure", &["sock_pressure_event", "pressure_key"]),
+        (
+            "netif_txlat",
+            &[
+                "netif_txlat_event",
+                "txlat_key",
+                "txlat_hist_key",
+                "txlat_total",
+            ],
+        ),
+        (
+            "kernel_latency",
+            &["kernel_latency_event", "kl_key", "kl_hist_key", "kl_total"],
+        ),
     ];
     for (program, structs) in cases {
         let c = dir.join(format!("{program}.c"));

@@ -136,6 +136,10 @@ static SOCK_PRESSURE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/sock_pressure.bpf.o");
 static BIO_LATENCY_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/bio_latency.bpf.o");
+static NETIF_TXLAT_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/netif_txlat.bpf.o");
+static KERNEL_LATENCY_OBJ: &[u8] =
+    aya::include_bytes_aligned!("../../../kernel-progs/obj/x86/kernel_latency.bpf.o");
 
 pub static PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
@@ -404,6 +408,87 @@ pub static PROGRAMS: &[ProgramSpec] = &[
             requires: &[],
             knobs: &[],
         }],
+    },
+    ProgramSpec {
+        name: "netif_txlat",
+        summary: "transmit time in the qdisc (net_dev_queue -> net_dev_start_xmit) and in the \
+                  driver (-> net_dev_xmit) per interface and netns: log2 histograms and counts \
+                  over threshold_ms in the kernel, events for slow packets",
+        object: NETIF_TXLAT_OBJ,
+        variants: &[
+            Variant {
+                name: "raw_tracepoint",
+                summary: "raw tracepoints net_dev_queue, net_dev_start_xmit, net_dev_xmit",
+                attach: &[
+                    raw_tp("rtp_net_dev_queue", "net_dev_queue"),
+                    raw_tp("rtp_net_dev_start_xmit", "net_dev_start_xmit"),
+                    raw_tp("rtp_net_dev_xmit", "net_dev_xmit"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "tracepoint",
+                summary: "net:net_dev_queue, net:net_dev_start_xmit, net:net_dev_xmit; a \
+                          stacked device (vlan, bond) loses its own driver time",
+                attach: &[
+                    tp("tp_net_dev_queue", "net", "net_dev_queue"),
+                    tp("tp_net_dev_start_xmit", "net", "net_dev_start_xmit"),
+                    tp("tp_net_dev_xmit", "net", "net_dev_xmit"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
+    },
+    ProgramSpec {
+        name: "kernel_latency",
+        summary: "time packets take through the kernel stack per pod and direction: log2 \
+                  histograms and counts over threshold_ms in the kernel, events with tuple and \
+                  stage times for slow packets",
+        object: KERNEL_LATENCY_OBJ,
+        variants: &[
+            Variant {
+                name: "tracepoint",
+                summary: "raw tracepoints; RX: netif_receive_skb -> skb_copy_datagram_iovec \
+                          (to the reader; tcp_probe splits stack and socket time), TX: TCP's \
+                          departure stamp -> net_dev_queue (TCP only)",
+                attach: &[
+                    raw_tp("rtp_netif_receive_skb", "netif_receive_skb"),
+                    raw_tp("rtp_tcp_probe", "tcp_probe"),
+                    raw_tp("rtp_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
+                    raw_tp("rtp_net_dev_queue", "net_dev_queue"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "kprobe",
+                summary: "kprobes along the IP layer; RX: ip_rcv/ipv6_rcv -> \
+                          ip_local_deliver_finish/ip6_input_finish, TX: __ip_queue_xmit, \
+                          ip_send_skb, ip6_xmit, ip6_send_skb -> ip(6)_finish_output2",
+                attach: &[
+                    kp("kp_ip_rcv", "ip_rcv"),
+                    kp("kp_ipv6_rcv", "ipv6_rcv"),
+                    kp("kp_ip_local_deliver", "ip_local_deliver"),
+                    kp("kp_ip6_input", "ip6_input"),
+                    kp("kp_ip_local_deliver_finish", "ip_local_deliver_finish"),
+                    kp("kp_ip6_input_finish", "ip6_input_finish"),
+                    kp("kp_ip_forward", "ip_forward"),
+                    kp("kp_ip6_forward", "ip6_forward"),
+                    kp("kp___ip_queue_xmit", "__ip_queue_xmit"),
+                    kp("kp_ip_send_skb", "ip_send_skb"),
+                    kp("kp_ip6_xmit", "ip6_xmit"),
+                    kp("kp_ip6_send_skb", "ip6_send_skb"),
+                    kp("kp_ip_output", "ip_output"),
+                    kp("kp_ip6_output", "ip6_output"),
+                    kp("kp_ip_finish_output2", "ip_finish_output2"),
+                    kp("kp_ip6_finish_output2", "ip6_finish_output2"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
     },
 ];
 

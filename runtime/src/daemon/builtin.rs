@@ -22,13 +22,21 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         "packet_loss",
         include_str!("../../../scripts/packet_loss.rhai"),
     ),
-    ("softirq", include_str!("../../../scripts/softirq.rhai")),
     (
         "tcp_retrans",
         include_str!("../../../scripts/tcp_retrans.rhai"),
     ),
     ("tcp_state", include_str!("../../../scripts/tcp_state.rhai")),
-    ("bio_latency", include_str!("../../../scripts/bio_latency.rhai")),
+    ("softirq", include_str!("../../../scripts/softirq.rhai")),
+    ("flow", include_str!("../../../scripts/flow.rhai")),
+    (
+        "virtcmd_latency",
+        include_str!("../../../scripts/virtcmd_latency.rhai"),
+    ),
+    (
+        "bio_latency",
+        include_str!("../../../scripts/bio_latency.rhai"),
+    ),
     (
         "socket_latency",
         include_str!("../../../scripts/socket_latency.rhai"),
@@ -37,11 +45,13 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         "sock_pressure",
         include_str!("../../../scripts/sock_pressure.rhai"),
     ),
-    ("bio_latency", include_str!("../../../scripts/bio_latency.rhai")),
-    ("flow", include_str!("../../../scripts/flow.rhai")),
     (
-        "virtcmd_latency",
-        include_str!("../../../scripts/virtcmd_latency.rhai"),
+        "netif_txlat",
+        include_str!("../../../scripts/netif_txlat.rhai"),
+    ),
+    (
+        "kernel_latency",
+        include_str!("../../../scripts/kernel_latency.rhai"),
     ),
 ];
 
