@@ -1159,3 +1159,228 @@ fn sock_pressure_counts_and_events() {
     assert!(b.starts_with("type=SOCKPRESSURE_RECV_BUF_LIMIT "), "{b}");
     assert!(b.contains("allocated=90000"), "{b}");
 }
+
+/// netif_txlat: qdisc and driver histograms per interface from the kernel's slots and
+/// totals (the interface named by the kernel), slow counts by stage; one event type
+/// per stage, the tuple on the qdisc one.
+#[test]
+fn netif_txlat_histograms_per_interface_and_events() {
+    let mut h = harness("netif_txlat.rhai", &[("threshold_ms", "50ms")]);
+    let key = |stage: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("ifindex", Dynamic::from_int(2)),
+            ("ifname", "eth0".into()),
+            ("stage", stage.into()),
+        ])
+    };
+    let slot = |stage: &str, slot: i64| {
+        let mut k = key(stage);
+        k.insert("slot".into(), Dynamic::from_int(slot));
+        k
+    };
+    h.maps.set(
+        "hist",
+        vec![
+            (slot("QDISC", 10), 1),
+            (slot("QDISC", 27), 3),
+            (slot("DRIVER", 12), 4),
+        ],
+    );
+    h.maps.set_values(
+        "totals",
+        vec![
+            (key("QDISC"), ints(&[("sum_ns", 400_000_000), ("slow", 3)])),
+            (key("DRIVER"), ints(&[("sum_ns", 8_000), ("slow", 0)])),
+        ],
+    );
+    h.inst.on_tick();
+    let qdisc = metric_line(&h.registry, "sonde_netif_txlat_qdisc_seconds_");
+    let labels = "interface=\"eth0\",namespace=\"shop\",pod=\"web-1\"";
+    assert!(
+        qdisc
+            .iter()
+            .any(|l| l.starts_with("sonde_netif_txlat_qdisc_seconds_count{")
+                && l.contains("interface=\"eth0\"")
+                && l.ends_with(" 4")),
+        "{qdisc:?}"
+    );
+    assert!(
+        qdisc
+            .iter()
+            .any(|l| l.starts_with("sonde_netif_txlat_qdisc_seconds_sum{") && l.ends_with(" 0.4")),
+        "{qdisc:?}"
+    );
+    // Slot 27 holds (67 ms, 134 ms]: all four at or under 0.134 s, one under 1 µs.
+    assert!(
+        qdisc
+            .iter()
+            .any(|l| l.contains("le=\"1.024e-6\"") && l.ends_with(" 1")),
+        "{qdisc:?}"
+    );
+    let driver = metric_line(&h.registry, "sonde_netif_txlat_driver_seconds_count{");
+    assert!(driver.iter().any(|l| l.ends_with(" 4")), "{driver:?}");
+    let slow = metric_line(&h.registry, "sonde_netif_txlat_slow_packets_total{");
+    assert_eq!(slow.len(), 2, "{slow:?}");
+    for (stage, n) in [("qdisc", 3), ("driver", 0)] {
+        assert!(
+            slow.iter()
+                .any(|l| l.contains(&format!("stage=\"{stage}\""))
+                    && l.contains("interface=\"eth0\"")
+                    && l.contains("pod=\"web-1\"")
+                    && l.ends_with(&format!(" {n}"))),
+            "{slow:?} {labels}"
+        );
+    }
+
+    let ev = |stage: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("ifindex", Dynamic::from_int(2)),
+            ("ifname", "eth0".into()),
+            ("stage", stage.into()),
+            ("latency_ns", Dynamic::from_int(120_000_000)),
+            (
+                "qdisc_ns",
+                Dynamic::from_int(if stage == "DRIVER" { 5_000 } else { 0 }),
+            ),
+            ("len", Dynamic::from_int(1042)),
+            ("l4proto", "UDP".into()),
+            ("saddr", "10.1.2.3".into()),
+            ("sport", Dynamic::from_int(5353)),
+            ("daddr", "10.1.9.8".into()),
+            ("dport", Dynamic::from_int(53)),
+            ("family", Dynamic::from_int(2)),
+        ])
+    };
+    h.inst.on_event(ev("QDISC"));
+    h.inst.on_event(ev("DRIVER"));
+    let lines: Vec<String> = h
+        .events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.to_text())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "type=TXLAT_QDISC_SLOW pod=web-1 namespace=shop protocol=UDP saddr=10.1.2.3 sport=5353 daddr=10.1.9.8 dport=53 interface=eth0 latency_ns=120000000 len=1042",
+            "type=TXLAT_NETDEV_SLOW pod=web-1 namespace=shop interface=eth0 latency_ns=120000000 len=1042 qdisc_ns=5000",
+        ]
+    );
+    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+}
+
+/// kernel_latency: one histogram per pod, direction and interval from the kernel's
+/// slots and totals; events by direction with the stage times their interval has.
+#[test]
+fn kernel_latency_histograms_and_stage_times() {
+    let mut h = harness("kernel_latency.rhai", &[]);
+    let key = |dir: &str, interval: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("dir", dir.into()),
+            ("interval", interval.into()),
+        ])
+    };
+    let slot = |dir: &str, interval: &str, slot: i64| {
+        let mut k = key(dir, interval);
+        k.insert("slot".into(), Dynamic::from_int(slot));
+        k
+    };
+    h.maps.set(
+        "hist",
+        vec![
+            (slot("RX", "RECV_READ", 14), 6),
+            (slot("RX", "RECV_READ", 25), 2),
+            (slot("TX", "TCP_DEVQ", 11), 9),
+        ],
+    );
+    h.maps.set_values(
+        "totals",
+        vec![
+            (
+                key("RX", "RECV_READ"),
+                ints(&[("sum_ns", 60_000_000), ("slow", 2)]),
+            ),
+            (
+                key("TX", "TCP_DEVQ"),
+                ints(&[("sum_ns", 9_000), ("slow", 0)]),
+            ),
+        ],
+    );
+    h.inst.on_tick();
+    let count = metric_line(&h.registry, "sonde_kernel_latency_seconds_count{");
+    assert_eq!(count.len(), 2, "{count:?}");
+    assert!(
+        count.iter().any(|l| l.contains("direction=\"rx\"")
+            && l.contains("interval=\"recv_read\"")
+            && l.contains("pod=\"web-1\"")
+            && l.ends_with(" 8")),
+        "{count:?}"
+    );
+    assert!(
+        count.iter().any(|l| l.contains("direction=\"tx\"")
+            && l.contains("interval=\"tcp_devq\"")
+            && l.ends_with(" 9")),
+        "{count:?}"
+    );
+    let sum = metric_line(&h.registry, "sonde_kernel_latency_seconds_sum{");
+    assert!(
+        sum.iter()
+            .any(|l| l.contains("direction=\"rx\"") && l.contains("} 0.06")),
+        "{sum:?}"
+    );
+    let slow = metric_line(&h.registry, "sonde_kernel_latency_slow_packets_total{");
+    assert!(
+        slow.iter()
+            .any(|l| l.contains("direction=\"rx\"") && l.ends_with(" 2")),
+        "{slow:?}"
+    );
+
+    let ev = |dir: &str, interval: &str, mid: i64| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("dir", dir.into()),
+            ("interval", interval.into()),
+            ("latency_ns", Dynamic::from_int(30_000_000)),
+            ("mid_ns", Dynamic::from_int(mid)),
+            ("len", Dynamic::from_int(100)),
+            ("l4proto", "TCP".into()),
+            ("saddr", "fd00::1".into()),
+            ("sport", Dynamic::from_int(40000)),
+            ("daddr", "fd00::2".into()),
+            ("dport", Dynamic::from_int(80)),
+            ("family", Dynamic::from_int(10)),
+        ])
+    };
+    h.inst.on_event(ev("RX", "RECV_READ", 1_000));
+    h.inst.on_event(ev("RX", "IP_RCV", 4_000));
+    h.inst.on_event(ev("TX", "IP_XMIT", 29_000_000));
+    h.inst.on_event(ev("TX", "TCP_DEVQ", 0));
+    let lines: Vec<String> = h
+        .events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.to_text())
+        .collect();
+    let tuple = "protocol=TCP saddr=fd00::1 sport=40000 daddr=fd00::2 dport=80";
+    assert_eq!(
+        lines,
+        vec![
+            format!("type=RXKERNEL_SLOW pod=web-1 namespace=shop {tuple} interval=recv_read latency_ns=30000000 len=100 socket_ns=29999000 stack_ns=1000"),
+            format!("type=RXKERNEL_SLOW pod=web-1 namespace=shop {tuple} input_ns=29996000 interval=ip_rcv latency_ns=30000000 len=100 prerouting_ns=4000"),
+            format!("type=TXKERNEL_SLOW pod=web-1 namespace=shop {tuple} interval=ip_xmit latency_ns=30000000 len=100 output_ns=29000000 postrouting_ns=1000000"),
+            format!("type=TXKERNEL_SLOW pod=web-1 namespace=shop {tuple} interval=tcp_devq latency_ns=30000000 len=100"),
+        ]
+    );
+    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+}
