@@ -704,7 +704,9 @@ fn judge(
                     (Outcome::Skipped, None, 0)
                 }
                 Some(c) => {
-                    let variant = attached_variant(&c.stderr, program);
+                    // `kernel_latency/kprobe`: a second row of one program (a variant asked for).
+                    let loaded = program.split('/').next().unwrap_or(program);
+                    let variant = attached_variant(&c.stderr, loaded);
                     let netns = c.trigger.get("netns").map(String::as_str);
                     // Scoped to the trigger's namespace; with no namespace (a
                     // trigger that failed or stayed in sonde's) nothing counts.

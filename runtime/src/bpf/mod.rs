@@ -199,7 +199,51 @@ fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
     Ok(int.to_ne_bytes()[..knob.size.min(8)].to_vec())
 }
 
-/// Loads `spec` with the knobs from `params`, attaching the first variant that works.
+/// The script param that picks a variant by name instead of the first that works:
+/// `sonde run kernel_latency.rhai -p variant=kprobe`. A script declares it
+/// (`variant: "auto"`) to let its users choose; `auto` or empty is the default order.
+pub const VARIANT_PARAM: &str = "variant";
+
+/// The variant `params` ask for, checked against the program's variants.
+fn wanted_variant(
+    spec: &ProgramSpec,
+    params: &[(String, ParamValue)],
+) -> Result<Option<&'static str>, BpfError> {
+    let Some((_, value)) = params.iter().find(|(n, _)| n == VARIANT_PARAM) else {
+        return Ok(None);
+    };
+    let asked = match value {
+        ParamValue::Str(s) => s.as_str(),
+        other => {
+            return Err(BpfError::Knob {
+                program: spec.name.into(),
+                knob: VARIANT_PARAM.into(),
+                reason: format!("expects a variant name, the param is {other:?}"),
+            })
+        }
+    };
+    if asked.is_empty() || asked == "auto" {
+        return Ok(None);
+    }
+    match spec.variants.iter().find(|v| v.name == asked) {
+        Some(v) => Ok(Some(v.name)),
+        None => Err(BpfError::Knob {
+            program: spec.name.into(),
+            knob: VARIANT_PARAM.into(),
+            reason: format!(
+                "no variant `{asked}`; variants: auto, {}",
+                spec.variants
+                    .iter()
+                    .map(|v| v.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Loads `spec` with the knobs from `params`, attaching the first variant that works
+/// (or the one the `variant` param names).
 pub fn load(
     spec: &'static ProgramSpec,
     params: &[(String, ParamValue)],
@@ -230,8 +274,16 @@ pub fn load(
         }
     }
 
+    let wanted = wanted_variant(spec, params)?;
     let mut skipped = Vec::new();
     for variant in spec.variants {
+        if wanted.is_some_and(|w| w != variant.name) {
+            skipped.push(Skipped {
+                variant: variant.name,
+                reason: format!("not the variant asked for (`{VARIANT_PARAM}`)"),
+            });
+            continue;
+        }
         if let Err(reason) = assess_variant(variant, Some(btf)) {
             tracing::debug!(program = spec.name, variant = variant.name, %reason, "variant skipped");
             skipped.push(Skipped {

@@ -515,7 +515,7 @@ impl Supervisor {
 }
 
 /// The params of a script that set knobs of its program, or that the loader reads
-/// (the interfaces of TC hooks).
+/// (the interfaces of TC hooks, the variant asked for).
 fn knob_params(
     spec: &catalog::ProgramSpec,
     params: &[(String, ParamValue)],
@@ -531,6 +531,7 @@ fn knob_params(
     if has_tc {
         knobs.extend(crate::bpf::tc::PARAMS.iter().map(|p| p.to_string()));
     }
+    knobs.push(crate::bpf::VARIANT_PARAM.to_string());
     params
         .iter()
         .filter(|(n, _)| knobs.contains(n))
