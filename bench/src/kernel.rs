@@ -56,6 +56,26 @@ fn plan(program: &str) -> Option<Plan> {
         // The SYN fires tcp_send_reset only, at a fifth of a connect's cost; the
         // refused connect fires both hooks.
         "tcp_reset" => Plan::Ops(&[Op::ClosedPortSyn, Op::ConnectRefused]),
+        "tcp_retrans" => Plan::Ops(&[Op::SynAckRetransmit]),
+        // CLOSE -> SYN_SENT -> CLOSE.
+        "tcp_state" => Plan::Ops(&[Op::ConnectRefused]),
+        "sock_pressure" => Plan::Ops(&[Op::UdpToFullSocket]),
+        // NET_RX raised, entered, left once per frame.
+        "softirq" => Plan::Ops(&[Op::OtherhostFrame]),
+        "socket_latency" => Plan::Ops(&[Op::TcpPingPong]),
+        "netif_txlat" => Plan::Ops(&[Op::UdpEcho]),
+        "kernel_latency" => Plan::Ops(&[Op::UdpEcho]),
+        "flow" => Plan::Unavailable(
+            "TC on host interfaces by name: needs a veth pair from the host into the \
+             operation's namespace, not set up by this bench",
+        ),
+        "virtcmd_latency" => Plan::Unavailable(
+            "virtio-net control commands (ethtool/feature changes on a virtio NIC), kprobes only",
+        ),
+        "bio_latency" => Plan::Unavailable(
+            "block requests: the completion runs outside the looping thread (IRQ or loop \
+             worker), so its CPU time misses part of the cost",
+        ),
         _ => return None,
     })
 }
@@ -115,6 +135,21 @@ tracepoint:tcp:tcp_receive_reset /args->skaddr != 0/ {{
             );
             Some((text, 2))
         }
+        "tcp_retrans" => {
+            // Counted per (netns, family, state); a SYN-ACK in NEW_SYN_RECV (12) under
+            // its listener's namespace. (sonde adds tcp_gso_segs, bpftrace counts 1.)
+            let text = "tracepoint:tcp:tcp_retransmit_skb /args->skaddr != 0/ {
+  $sk = (struct sock *)args->skaddr;
+  @retrans[$sk->__sk_common.skc_net.net->ns.inum, $sk->__sk_common.skc_family, $sk->__sk_common.skc_state] = count();
+}
+tracepoint:tcp:tcp_retransmit_synack /args->skaddr != 0 && args->req != 0/ {
+  $sk = (struct sock *)args->skaddr;
+  $req = (struct sock *)args->req;
+  @retrans[$sk->__sk_common.skc_net.net->ns.inum, $req->__sk_common.skc_family, 12] = count();
+}"
+            .to_string();
+            Some((text, 2))
+        }
         _ => None,
     }
 }
@@ -128,6 +163,8 @@ pub struct KernelOptions {
     pub run_ms: u64,
     pub rounds: usize,
     pub bpftrace: Option<PathBuf>,
+    /// The bpftrace rows were turned off (not missing).
+    pub no_bpftrace: bool,
     pub json: Option<PathBuf>,
 }
 
@@ -139,6 +176,7 @@ impl KernelOptions {
             run_ms: 300,
             rounds: 9,
             bpftrace: crate::which("bpftrace"),
+            no_bpftrace: false,
             json: None,
         };
         let mut it = args.iter();
@@ -170,7 +208,10 @@ impl KernelOptions {
                     }
                 }
                 "--bpftrace" => o.bpftrace = Some(PathBuf::from(value()?)),
-                "--no-bpftrace" => o.bpftrace = None,
+                "--no-bpftrace" => {
+                    o.bpftrace = None;
+                    o.no_bpftrace = true;
+                }
                 "--json" => o.json = Some(PathBuf::from(value()?)),
                 other => bail!("unknown option `{other}`"),
             }
@@ -504,7 +545,7 @@ pub fn run(o: &KernelOptions) -> anyhow::Result<()> {
     warn_if_busy();
     let machine = machine();
     let btf = kernel_btf()?;
-    if o.bpftrace.is_none() {
+    if o.bpftrace.is_none() && !o.no_bpftrace {
         eprintln!(
             "sonde-bench: bpftrace NOT FOUND (apt-get install bpftrace): the bpftrace rows are skipped"
         );
@@ -555,7 +596,6 @@ fn measure_op(
     o: &KernelOptions,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    progress(&format!("{}: {}", spec.name, op.describe()));
     let runner = match Runner::start(op) {
         Ok(r) => r,
         Err(e) => {
@@ -563,6 +603,12 @@ fn measure_op(
             return Ok(());
         }
     };
+    progress(&format!(
+        "{}: {} (netns:{})",
+        spec.name,
+        op.describe(),
+        runner.netns()
+    ));
     // Warm up, then size the runs.
     let probe = runner.run(2_000)?;
     let n = o.iters.unwrap_or_else(|| {

@@ -30,6 +30,14 @@ pub enum Op {
     /// unroutable in the namespace), and drops the SYN (`NO_SOCKET`). No socket is
     /// created.
     ClosedPortSyn,
+    /// The same TCP SYN sent again and again (AF_PACKET on `lo`, from 10.1.1.1 to a
+    /// listener on 10.1.1.2, an address of `lo` in the namespace): the first
+    /// one makes a request socket, every later one has the kernel retransmit its
+    /// SYN-ACK (`tcp_retransmit_synack`; `tcp_invalid_ratelimit` is 0 in the
+    /// namespace); the SYN-ACK goes out on lo and is dropped coming back (10.1.1.1 is
+    /// not local, no forwarding). The request expires after about a minute (SYN-ACK
+    /// retries) and the next SYN makes a new one.
+    SynAckRetransmit,
     /// `connect()` to a closed port on 127.0.0.1, then `close()`: a SYN, a reset sent
     /// with no socket, the reset received, the SYN dropped (`NO_SOCKET`), the socket
     /// going CLOSE -> SYN_SENT -> CLOSE.
@@ -51,6 +59,9 @@ impl Op {
             Op::ClosedPortSyn => {
                 "AF_PACKET TCP SYN to a closed port on lo (reset traced, not routed)"
             }
+            Op::SynAckRetransmit => {
+                "AF_PACKET duplicate TCP SYN to a listener on lo (SYN-ACK retransmitted)"
+            }
             Op::ConnectRefused => "connect() to a closed port on 127.0.0.1 + close()",
             Op::UdpToFullSocket => "UDP send to a full socket on lo",
             Op::UdpEcho => "UDP send to itself on lo + recv",
@@ -62,6 +73,7 @@ impl Op {
         match self {
             Op::OtherhostFrame => "otherhost frame",
             Op::ClosedPortSyn => "syn to closed port",
+            Op::SynAckRetransmit => "duplicate syn",
             Op::ConnectRefused => "refused connect",
             Op::UdpToFullSocket => "udp to full socket",
             Op::UdpEcho => "udp echo",
@@ -113,6 +125,7 @@ impl Op {
                     &tcp,
                 ))?
             }
+            Op::SynAckRetransmit => syn_ack_retransmit()?,
             Op::ConnectRefused => {
                 let addr = loopback(9);
                 Box::new(move || {
@@ -333,6 +346,85 @@ fn setsockopt_int(fd: &Fd, level: i32, name: i32, value: i32) -> anyhow::Result<
         return Err(last_error("setsockopt"));
     }
     Ok(())
+}
+
+fn syn_ack_retransmit() -> anyhow::Result<Box<dyn FnMut() -> Result<(), String>>> {
+    // 10.1.1.2 local; 10.1.1.1 routed out through lo but not local (a prefix route
+    // on lo would be a local one). A child process inherits this thread's network
+    // namespace.
+    for args in [
+        &["addr", "add", "10.1.1.2/32", "dev", "lo"][..],
+        &["route", "add", "10.1.1.1/32", "dev", "lo"][..],
+    ] {
+        let status = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .context("cannot run ip (iproute2)")?;
+        if !status.success() {
+            bail!("ip {} failed", args.join(" "));
+        }
+    }
+    std::fs::write("/proc/sys/net/ipv4/tcp_invalid_ratelimit", "0")
+        .context("tcp_invalid_ratelimit in the operation's namespace")?;
+    let listener = socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    let mut addr = loopback(0);
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(10, 1, 1, 2)).to_be();
+    // SAFETY: bind, getsockname and listen on our socket with a sockaddr_in.
+    unsafe {
+        if libc::bind(
+            listener.0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            sockaddr_len(),
+        ) != 0
+        {
+            return Err(last_error("bind"));
+        }
+        let mut len = sockaddr_len();
+        if libc::getsockname(
+            listener.0,
+            (&mut addr as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(last_error("getsockname"));
+        }
+        if libc::listen(listener.0, 128) != 0 {
+            return Err(last_error("listen"));
+        }
+    }
+    let (src, dst) = ([10, 1, 1, 1], [10, 1, 1, 2]);
+    let tcp = tcp_syn(src, dst, 40000, u16::from_be(addr.sin_port));
+    let mut frame = ipv4_frame([0; 6], src, libc::IPPROTO_TCP as u8, &tcp);
+    frame[30..34].copy_from_slice(&dst);
+    let ip = &mut frame[14..34];
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let sum = ip_checksum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut send = packet_sender(frame)?;
+    Ok(Box::new(move || {
+        let _ = &listener;
+        send()
+    }))
+}
+
+/// A TCP SYN header (no options) with its checksum.
+fn tcp_syn(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> [u8; 20] {
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8]);
+    pseudo.extend_from_slice(&20u16.to_be_bytes());
+    pseudo.extend_from_slice(&tcp);
+    let sum = ip_checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    tcp
 }
 
 /// An Ethernet frame on lo (source MAC zero) carrying an IPv4 packet from `src` to
