@@ -109,15 +109,16 @@ pub struct DecodeEnv {
     pub pod_cache: PodCache,
 }
 
-/// Pod maps by netns inode, bounded; cleared when pods change ([`PodCache::clear`]).
+/// Pod maps by netns inode, bounded; cleared when pods change ([`PodCache::clear`],
+/// or the resolver's [`generation`](PodResolver::generation) moves).
 #[derive(Default)]
-pub struct PodCache(std::sync::Mutex<HashMap<u32, Map>>);
+pub struct PodCache(std::sync::Mutex<(u64, HashMap<u32, Map>)>);
 
 impl PodCache {
     const MAX: usize = 4096;
 
     pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1.clear();
     }
 }
 
@@ -156,7 +157,13 @@ impl DecodeEnv {
     }
 
     fn pod(&self, inode: u32) -> Dynamic {
-        let mut cache = self.pod_cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.pod_cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.pods.generation();
+        if guard.0 != generation {
+            guard.0 = generation;
+            guard.1.clear();
+        }
+        let cache = &mut guard.1;
         if let Some(m) = cache.get(&inode) {
             return Dynamic::from_map(m.clone());
         }

@@ -106,6 +106,9 @@ struct RunCtx<'a> {
     printer: &'a Arc<Printer>,
     registry: &'a Arc<Registry>,
     limits: &'a Limits,
+    /// Who a namespace belongs to: the container runtime when one is found at the
+    /// usual sockets, else the host only.
+    pods: Arc<dyn PodResolver>,
 }
 
 impl RunCtx<'_> {
@@ -118,7 +121,7 @@ impl RunCtx<'_> {
             events: self.printer.clone(),
             registry: self.registry.clone(),
             print: Arc::new(move |s: &str| p.line(s)),
-            pods: Arc::new(HostResolver::new(self.node)),
+            pods: self.pods.clone(),
         };
         Instance::start(self.script, self.params, ctx, self.limits).map_err(|e| anyhow!("{e}"))
     }
@@ -164,6 +167,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         printer: &printer,
         registry: &registry,
         limits: &limits,
+        pods: match (&args.replay, pods::cri::find_socket()) {
+            (None, Some(_)) => pods::CriResolver::start(pods::ResolverOptions::new(
+                pods::CriSocket::Auto,
+                std::time::Duration::from_secs(10),
+                &node,
+            )),
+            _ => Arc::new(HostResolver::new(&node)),
+        },
     };
     let stats = match args.replay.clone() {
         Some(path) => replay(&path, &rc)?,
@@ -219,8 +230,7 @@ fn script_name(args: &RunArgs, label: &str) -> String {
 async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let manifest = rc.script.manifest();
     let printer = rc.printer;
-    let resolver = Arc::new(HostResolver::new(rc.node));
-    let pods: Arc<dyn PodResolver> = resolver.clone();
+    let pods = rc.pods.clone();
     let mut stats = Stats::default();
 
     let Some(program) = manifest.program.clone() else {
@@ -271,7 +281,7 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
                 variant: live.loaded.variant.name.into(),
                 kernel: bpf::features::kernel_release(),
                 node: rc.node.into(),
-                host_netns: resolver.host_netns(),
+                host_netns: pods::own_netns(),
                 sources: live.sources.clone(),
                 maps,
                 drop_reasons: live

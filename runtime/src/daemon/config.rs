@@ -59,6 +59,8 @@ pub struct Config {
     pub scripts: ScriptsConfig,
     pub limits: LimitsConfig,
     pub sinks: SinksConfig,
+    /// Pod resolution: the container runtime's socket, refresh, pod labels.
+    pub pods: crate::pods::PodsConfig,
     /// How long shutdown may take to flush sinks before giving up.
     #[serde(with = "super::serde_util::duration")]
     pub shutdown_timeout: Duration,
@@ -104,6 +106,7 @@ impl Default for Config {
             scripts: ScriptsConfig::default(),
             limits: LimitsConfig::default(),
             sinks: SinksConfig::default(),
+            pods: crate::pods::PodsConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -228,6 +231,7 @@ impl Config {
                 return Err((format!("limits.{key}"), "must be greater than zero".into()));
             }
         }
+        self.pods.validate()?;
         self.sinks.validate().map_err(|e| match e {
             crate::sinks::SinkError::Config { path, reason } => (path.to_string(), reason),
             other => ("sinks".to_string(), other.to_string()),
@@ -344,6 +348,10 @@ mod tests {
         assert!(e.to_string().contains("limits.max_operations"), "{e}");
         let e = Config::parse("c.yaml", "limits: [\n").unwrap_err();
         assert!(e.to_string().contains("line "), "{e}");
+        let e = Config::parse("c.yaml", "pods:\n  labels: [pod]\n").unwrap_err();
+        assert!(e.to_string().contains("pods.labels[0]"), "{e}");
+        let e = Config::parse("c.yaml", "pods:\n  refresh: 1ms\n").unwrap_err();
+        assert!(e.to_string().contains("pods.refresh"), "{e}");
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");
     }

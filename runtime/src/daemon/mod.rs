@@ -39,7 +39,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::DaemonArgs;
 use crate::event::Event;
 use crate::metrics::Registry;
-use crate::pods::{HostResolver, PodResolver};
+use crate::pods::{CriResolver, PodResolver, PodsConfig, ResolverOptions};
 use crate::script::Script;
 use crate::sinks::Sinks;
 
@@ -192,7 +192,7 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
         .await
         .with_context(|| format!("{file}: listen"))?;
     let local = listener.local_addr()?;
-    let pods: Arc<dyn PodResolver> = Arc::new(HostResolver::new(&node));
+    let pods = start_pods(&cfg.pods, &node, &registry);
     let shutdown_timeout = cfg.shutdown_timeout;
     let mut sup = Supervisor::new(
         cfg,
@@ -277,6 +277,54 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
     sinks.shutdown(shutdown_timeout).await;
     tracing::info!("sonde daemon stopped");
     Ok(())
+}
+
+/// The pod resolver: CRI with fallbacks; a pod that goes away takes its series with
+/// it, and the configured pod labels are kept up to date in the registry.
+fn start_pods(cfg: &PodsConfig, node: &str, registry: &Arc<Registry>) -> Arc<dyn PodResolver> {
+    let r = CriResolver::new(
+        ResolverOptions::new(cfg.socket(), cfg.refresh, node),
+        crate::pods::own_netns(),
+    );
+    r.export(registry);
+    let over = (!cfg.labels.is_empty())
+        .then(|| {
+            registry
+                .gauge(
+                    "pods_labels_over_budget",
+                    "Pods whose value of an added pod label (pods.labels) was left off: the label has pods.label_budget distinct values already.",
+                    &["label"],
+                    64,
+                )
+                .ok()
+        })
+        .flatten();
+    let reg = registry.clone();
+    let labels = cfg.labels.clone();
+    let budget = cfg.label_budget;
+    r.on_change(move |c| {
+        for p in c.gone {
+            let n = reg.remove_pod_series(&p.namespace, &p.name);
+            tracing::info!(namespace = %p.namespace, pod = %p.name, series = n, "pod gone: its series removed");
+        }
+        if !labels.is_empty() {
+            let (table, left_off) = crate::pods::label_table(c.pods, &labels, budget);
+            if let Some(g) = &over {
+                for (name, n) in table.names.iter().zip(&left_off) {
+                    let _ = g.set(&[name.as_str()], *n as f64);
+                }
+            }
+            reg.set_pod_labels(Some(Arc::new(table)));
+        }
+    });
+    r.run();
+    let cri = if r.cri_up() {
+        "reachable"
+    } else {
+        "not reachable"
+    };
+    tracing::info!(cri_socket = %cfg.cri_socket, cri, pods = r.pods().len(), "pod resolver started");
+    r
 }
 
 /// Waits until changes stop coming for [`SETTLE`] (an editor's save, a `cp -r`,

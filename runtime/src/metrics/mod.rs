@@ -33,7 +33,7 @@ mod names;
 mod render;
 mod summary;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 pub use family::{log2_slot, log2_slot_f64, MetricKind};
@@ -106,11 +106,24 @@ impl FamilyInfo<'_> {
     }
 }
 
+/// Pod labels written on every series that has a `pod` label (and `namespace`, when
+/// the family has one): `{namespace="shop",pod="web-1"}` gains `app="web"`.
+/// Set by the pod resolver ([`Registry::set_pod_labels`]); a family that has a
+/// label of the same name keeps its own.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PodLabels {
+    /// Label names, in the order they are written.
+    pub names: Vec<String>,
+    /// `(namespace, pod)` to one value per name (empty: not written).
+    pub values: HashMap<(String, String), Vec<String>>,
+}
+
 /// All metric families of one process.
 pub struct Registry {
     node: String,
     families: RwLock<BTreeMap<String, Arc<Family>>>,
     script_errors: Counter,
+    pod_labels: RwLock<Option<Arc<PodLabels>>>,
 }
 
 impl Registry {
@@ -130,7 +143,39 @@ impl Registry {
             node: node.to_string(),
             families: RwLock::new(families),
             script_errors: Counter(errors),
+            pod_labels: RwLock::new(None),
         }
+    }
+
+    /// Replaces the pod labels added at export ([`PodLabels`]); `None`: none.
+    pub fn set_pod_labels(&self, labels: Option<Arc<PodLabels>>) {
+        *self.pod_labels.write().unwrap_or_else(|e| e.into_inner()) = labels;
+    }
+
+    /// A pod is gone: removes every series, in every family, whose `pod` label is
+    /// `pod` and whose `namespace` label (when the family has one) is `namespace`.
+    /// Returns how many series were removed.
+    ///
+    /// ```
+    /// # let r = sonde::metrics::Registry::new("n");
+    /// let c = r.counter("x_total", "X.", &["namespace", "pod"], 10).unwrap();
+    /// c.inc(&["shop", "web-1"]).unwrap();
+    /// c.inc(&["shop", "web-2"]).unwrap();
+    /// assert_eq!(r.remove_pod_series("shop", "web-1"), 1);
+    /// assert_eq!(c.len(), 1);
+    /// ```
+    pub fn remove_pod_series(&self, namespace: &str, pod: &str) -> usize {
+        let mut removed = 0;
+        for f in self.families() {
+            let Some(pi) = f.label_names.iter().position(|l| l == "pod") else {
+                continue;
+            };
+            let ni = f.label_names.iter().position(|l| l == "namespace");
+            let before = f.len();
+            f.retain(|v| !(&*v[pi] == pod && ni.is_none_or(|ni| &*v[ni] == namespace)));
+            removed += before - f.len();
+        }
+        removed
     }
 
     /// The node name added to every series.
@@ -360,7 +405,17 @@ impl Registry {
     /// Prometheus text exposition format 0.0.4
     /// (`text/plain; version=0.0.4; charset=utf-8`).
     pub fn render_prometheus(&self) -> String {
-        render::render(&self.node, &self.families(), render::Format::Prometheus)
+        let extra = self
+            .pod_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        render::render(
+            &self.node,
+            &self.families(),
+            render::Format::Prometheus,
+            extra.as_deref(),
+        )
     }
 
     /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0;
@@ -368,7 +423,17 @@ impl Registry {
     /// as [`Registry::render_prometheus`], counter families named without `_total`,
     /// canonical `le` values, and the closing `# EOF`.
     pub fn render_openmetrics(&self) -> String {
-        render::render(&self.node, &self.families(), render::Format::OpenMetrics)
+        let extra = self
+            .pod_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        render::render(
+            &self.node,
+            &self.families(),
+            render::Format::OpenMetrics,
+            extra.as_deref(),
+        )
     }
 
     /// The human table printed at the end of a one-shot run: the families `script`

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::family::{Family, MetricKind, Value};
-use super::{SCRIPT_ERRORS, SERIES_DROPPED};
+use super::{PodLabels, SCRIPT_ERRORS, SERIES_DROPPED};
 
 /// Which text exposition format to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +45,27 @@ impl Format {
     }
 }
 
-pub(super) fn render(node: &str, families: &[Arc<Family>], format: Format) -> String {
+pub(super) fn render(
+    node: &str,
+    families: &[Arc<Family>],
+    format: Format,
+    pod_labels: Option<&PodLabels>,
+) -> String {
     let mut out = String::with_capacity(4096);
     for f in families {
+        // Pod labels this family gets: (index in PodLabels::names, name).
+        let pod_at = f.label_names.iter().position(|l| l == "pod");
+        let ns_at = f.label_names.iter().position(|l| l == "namespace");
+        let added: Vec<(usize, &str)> = match (pod_labels, pod_at) {
+            (Some(p), Some(_)) => p
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| !f.label_names.contains(n))
+                .map(|(i, n)| (i, n.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
         header(
             &mut out,
             format,
@@ -56,11 +74,30 @@ pub(super) fn render(node: &str, families: &[Arc<Family>], format: Format) -> St
             f.kind,
         );
         for (labels, value) in f.snapshot() {
+            let values = match (pod_labels, pod_at, added.is_empty()) {
+                (Some(p), Some(pi), false) => {
+                    let ns = ns_at.map(|i| &*labels[i]).unwrap_or("");
+                    p.values.get(&(ns.to_string(), labels[pi].to_string()))
+                }
+                _ => None,
+            };
+            let extra: Vec<(&str, &str)> = match values {
+                Some(v) => added
+                    .iter()
+                    .filter_map(|(i, n)| {
+                        v.get(*i)
+                            .filter(|v| !v.is_empty())
+                            .map(|v| (*n, v.as_str()))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             let pairs = || {
                 f.label_names
                     .iter()
                     .map(String::as_str)
                     .zip(labels.iter().map(|v| &**v))
+                    .chain(extra.iter().copied())
             };
             match value {
                 Value::Scalar(x) => sample(&mut out, &f.name, "", node, pairs(), None, x),

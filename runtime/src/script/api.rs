@@ -80,6 +80,7 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     register_tables(engine, host);
     register_log(engine, host);
     crate::sources::script::register(engine, &host.ctx);
+    engine.register_static_module("pods", pods_module(host).into());
 
     // `sleep` blocks the thread that runs every handler: replaced by an error.
     engine.register_fn("sleep", |_: INT| -> Res<()> {
@@ -112,6 +113,59 @@ fn number(v: &Dynamic) -> Option<f64> {
         .map(|i| i as f64)
         .ok()
         .or_else(|| v.as_float().ok())
+}
+
+/// `pods::`: who an address or a network namespace belongs to.
+fn pods_module(host: &Arc<Host>) -> Module {
+    fn pod_map(p: Option<&crate::pods::Pod>, node: &str) -> Map {
+        let mut m = Map::new();
+        m.insert(
+            "name".into(),
+            p.map(|p| p.name.as_str()).unwrap_or("").into(),
+        );
+        m.insert(
+            "namespace".into(),
+            p.map(|p| p.namespace.as_str()).unwrap_or("").into(),
+        );
+        m.insert(
+            "node".into(),
+            p.map(|p| p.node.as_str()).unwrap_or(node).into(),
+        );
+        m
+    }
+    let mut m = Module::new();
+
+    // pods::by_ip(addr) -> #{name, namespace, node}
+    //
+    // The pod on this node that has the address (a string, v4 or v6, as decoded
+    // records write them): the remote end of a tuple. Addresses of no pod here (other
+    // nodes, the internet, the host, host-network pods) give name "" and namespace "".
+    //   let peer = pods::by_ip(ev.daddr);
+    //   this.flows.inc([ev.pod.namespace, ev.pod.name, peer.namespace, peer.name]);
+    let pods = host.ctx.pods.clone();
+    let node = host.ctx.node.clone();
+    m.set_native_fn("by_ip", move |addr: ImmutableString| -> Res<Map> {
+        let pod = addr
+            .trim()
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .and_then(|ip| pods.by_ip(ip.to_canonical()));
+        Ok(pod_map(pod.as_deref(), &node))
+    });
+
+    // pods::by_netns(inode) -> #{name, namespace, node}
+    //
+    // The pod of a network namespace inode (what `ev.pod` is for a record's
+    // `sonde_netns` field): the host is name "" namespace "", a namespace nothing
+    // names is `netns:<inode>`.
+    //   let p = pods::by_netns(4026532001);
+    let pods = host.ctx.pods.clone();
+    let node = host.ctx.node.clone();
+    m.set_native_fn("by_netns", move |inode: INT| -> Res<Map> {
+        let p = pods.by_netns(inode as u32);
+        Ok(pod_map(Some(&p), &node))
+    });
+    m
 }
 
 fn metrics_module(host: &Arc<Host>) -> Module {
