@@ -429,6 +429,181 @@ fn lazy_records_read_like_maps() {
     );
 }
 
+#[test]
+fn tcp_retrans_counts_by_family_and_state_and_events() {
+    let mut h = harness("tcp_retrans.rhai", &[("emit_events", "true")]);
+    let key = |family: &str, state: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("family", family.into()),
+            ("state", state.into()),
+        ])
+    };
+    h.maps.set(
+        "counts",
+        vec![
+            (key("IPv4", "ESTABLISHED"), 12),
+            (key("IPv6", "NEW_SYN_RECV"), 2),
+        ],
+    );
+    h.inst.on_tick();
+    let lines = metric_line(&h.registry, "sonde_tcp_retrans_segments_total{");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("family=\"IPv4\"")
+        && l.contains("state=\"ESTABLISHED\"")
+        && l.contains("pod=\"web-1\"")
+        && l.ends_with(" 12")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("state=\"NEW_SYN_RECV\"") && l.ends_with(" 2")));
+    h.inst.on_event(map(&[
+        ("netns", Dynamic::from_int(7)),
+        ("pod", pod("web-1", "shop")),
+        ("saddr", "fd00::1".into()),
+        ("sport", Dynamic::from_int(443)),
+        ("daddr", "fd00::2".into()),
+        ("dport", Dynamic::from_int(50000)),
+        ("state", "ESTABLISHED".into()),
+        ("segs", Dynamic::from_int(3)),
+        ("family", Dynamic::from_int(10)),
+        (
+            "stack",
+            Dynamic::from_array(vec!["__tcp_retransmit_skb+0x4ea".into()]),
+        ),
+    ]));
+    let events = h.events.0.lock().unwrap();
+    assert_eq!(
+        events[0].to_text(),
+        "type=TCPRETRANS pod=web-1 namespace=shop protocol=TCP saddr=fd00::1 sport=443 daddr=fd00::2 dport=50000 state=ESTABLISHED segs=3 stacktrace:__tcp_retransmit_skb+0x4ea"
+    );
+}
+
+/// tcp_state: each pod's lifetime histogram gets its own buckets and its own sum
+/// (milliseconds in the kernel, seconds exported); failures and transitions follow
+/// the kernel counts.
+#[test]
+fn tcp_state_lifetimes_per_pod_failures_and_transitions() {
+    let mut h = harness("tcp_state.rhai", &[]);
+    let slot = |netns: i64, p: Dynamic, slot: i64| {
+        map(&[
+            ("netns", Dynamic::from_int(netns)),
+            ("pod", p),
+            ("slot", Dynamic::from_int(slot)),
+        ])
+    };
+    let ns = |netns: i64, p: Dynamic| map(&[("netns", Dynamic::from_int(netns)), ("pod", p)]);
+    h.maps.set(
+        "lifetime",
+        vec![
+            (slot(7, pod("web-1", "shop"), 9), 3),
+            (slot(8, pod("db-0", "data"), 0), 2),
+            (slot(7, pod("web-1", "shop"), 11), 1),
+        ],
+    );
+    h.maps.set(
+        "lifetime_sum",
+        vec![
+            (ns(8, pod("db-0", "data")), 1),
+            (ns(7, pod("web-1", "shop")), 3000),
+        ],
+    );
+    let fail = |reason: &str, family: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("reason", reason.into()),
+            ("family", family.into()),
+        ])
+    };
+    h.maps.set(
+        "failed",
+        vec![(fail("REFUSED", "IPv4"), 5), (fail("TIMEOUT", "IPv6"), 1)],
+    );
+    let tr = |from: &str, to: &str| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("oldstate", from.into()),
+            ("newstate", to.into()),
+        ])
+    };
+    h.maps
+        .set("counts", vec![(tr("SYN_SENT", "ESTABLISHED"), 4)]);
+    h.inst.on_tick();
+    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+
+    let m = "sonde_tcp_state_connection_lifetime_seconds";
+    let web = metric_line(&h.registry, m)
+        .into_iter()
+        .filter(|l| l.contains("pod=\"web-1\""))
+        .collect::<Vec<_>>();
+    let find = |lines: &[String], part: &str| -> String {
+        lines
+            .iter()
+            .find(|l| l.contains(part))
+            .unwrap_or_else(|| panic!("no {part} in {lines:#?}"))
+            .clone()
+    };
+    assert!(find(&web, "_count{").ends_with(" 4"), "{web:#?}");
+    assert!(find(&web, "_sum{").ends_with(" 3"), "3000 ms: {web:#?}");
+    assert!(find(&web, "le=\"0.512\"").ends_with(" 3"), "{web:#?}");
+    assert!(find(&web, "le=\"1.024\"").ends_with(" 3"), "{web:#?}");
+    assert!(find(&web, "le=\"2.048\"").ends_with(" 4"), "{web:#?}");
+    let db = metric_line(&h.registry, m)
+        .into_iter()
+        .filter(|l| l.contains("pod=\"db-0\""))
+        .collect::<Vec<_>>();
+    assert!(find(&db, "le=\"0.001\"").ends_with(" 2"), "{db:#?}");
+    assert!(find(&db, "_sum{").ends_with(" 0.001"), "{db:#?}");
+
+    let f = metric_line(&h.registry, "sonde_tcp_state_connect_failures_total{");
+    assert!(f.iter().any(|l| l.contains("reason=\"REFUSED\"")
+        && l.contains("family=\"IPv4\"")
+        && l.ends_with(" 5")));
+    assert!(f
+        .iter()
+        .any(|l| l.contains("reason=\"TIMEOUT\"") && l.ends_with(" 1")));
+    let t = metric_line(&h.registry, "sonde_tcp_state_transitions_total{");
+    assert!(
+        t.iter().any(|l| l.contains("from=\"SYN_SENT\"")
+            && l.contains("to=\"ESTABLISHED\"")
+            && l.ends_with(" 4")),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn tcp_state_failed_connect_event() {
+    let mut h = harness("tcp_state.rhai", &[("emit_events", "true")]);
+    let ev = |elapsed: i64, reason: &str, err: i64| {
+        map(&[
+            ("netns", Dynamic::from_int(7)),
+            ("pod", pod("web-1", "shop")),
+            ("saddr", "10.0.0.5".into()),
+            ("sport", Dynamic::from_int(41000)),
+            ("daddr", "10.0.9.9".into()),
+            ("dport", Dynamic::from_int(5432)),
+            ("reason", reason.into()),
+            ("err", Dynamic::from_int(err)),
+            ("elapsed_ns", Dynamic::from_int(elapsed)),
+            ("family", Dynamic::from_int(2)),
+            ("stack", Dynamic::from_array(vec![])),
+        ])
+    };
+    h.inst.on_event(ev(3_000_000_000, "TIMEOUT", 110));
+    h.inst.on_event(ev(0, "REFUSED", 111));
+    let events = h.events.0.lock().unwrap();
+    let lines: Vec<String> = events.iter().map(|e| e.to_text()).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "type=TCPCONNECT_FAILED pod=web-1 namespace=shop protocol=TCP saddr=10.0.0.5 sport=41000 daddr=10.0.9.9 dport=5432 reason=TIMEOUT elapsed=3s err=110",
+            "type=TCPCONNECT_FAILED pod=web-1 namespace=shop protocol=TCP saddr=10.0.0.5 sport=41000 daddr=10.0.9.9 dport=5432 reason=REFUSED err=111",
+        ]
+    );
+}
+
 fn ints(pairs: &[(&str, i64)]) -> Dynamic {
     Dynamic::from_map(
         pairs
@@ -649,181 +824,6 @@ fn bio_latency_histograms_pods_and_events() {
         "{text:?}"
     );
     assert!(text[1].starts_with("type=BIOLAT_100MS "), "{text:?}");
-}
-
-#[test]
-fn tcp_retrans_counts_by_family_and_state_and_events() {
-    let mut h = harness("tcp_retrans.rhai", &[("emit_events", "true")]);
-    let key = |family: &str, state: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("family", family.into()),
-            ("state", state.into()),
-        ])
-    };
-    h.maps.set(
-        "counts",
-        vec![
-            (key("IPv4", "ESTABLISHED"), 12),
-            (key("IPv6", "NEW_SYN_RECV"), 2),
-        ],
-    );
-    h.inst.on_tick();
-    let lines = metric_line(&h.registry, "sonde_tcp_retrans_segments_total{");
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("family=\"IPv4\"")
-        && l.contains("state=\"ESTABLISHED\"")
-        && l.contains("pod=\"web-1\"")
-        && l.ends_with(" 12")));
-    assert!(lines
-        .iter()
-        .any(|l| l.contains("state=\"NEW_SYN_RECV\"") && l.ends_with(" 2")));
-    h.inst.on_event(map(&[
-        ("netns", Dynamic::from_int(7)),
-        ("pod", pod("web-1", "shop")),
-        ("saddr", "fd00::1".into()),
-        ("sport", Dynamic::from_int(443)),
-        ("daddr", "fd00::2".into()),
-        ("dport", Dynamic::from_int(50000)),
-        ("state", "ESTABLISHED".into()),
-        ("segs", Dynamic::from_int(3)),
-        ("family", Dynamic::from_int(10)),
-        (
-            "stack",
-            Dynamic::from_array(vec!["__tcp_retransmit_skb+0x4ea".into()]),
-        ),
-    ]));
-    let events = h.events.0.lock().unwrap();
-    assert_eq!(
-        events[0].to_text(),
-        "type=TCPRETRANS pod=web-1 namespace=shop protocol=TCP saddr=fd00::1 sport=443 daddr=fd00::2 dport=50000 state=ESTABLISHED segs=3 stacktrace:__tcp_retransmit_skb+0x4ea"
-    );
-}
-
-/// tcp_state: each pod's lifetime histogram gets its own buckets and its own sum
-/// (milliseconds in the kernel, seconds exported); failures and transitions follow
-/// the kernel counts.
-#[test]
-fn tcp_state_lifetimes_per_pod_failures_and_transitions() {
-    let mut h = harness("tcp_state.rhai", &[]);
-    let slot = |netns: i64, p: Dynamic, slot: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(netns)),
-            ("pod", p),
-            ("slot", Dynamic::from_int(slot)),
-        ])
-    };
-    let ns = |netns: i64, p: Dynamic| map(&[("netns", Dynamic::from_int(netns)), ("pod", p)]);
-    h.maps.set(
-        "lifetime",
-        vec![
-            (slot(7, pod("web-1", "shop"), 9), 3),
-            (slot(8, pod("db-0", "data"), 0), 2),
-            (slot(7, pod("web-1", "shop"), 11), 1),
-        ],
-    );
-    h.maps.set(
-        "lifetime_sum",
-        vec![
-            (ns(8, pod("db-0", "data")), 1),
-            (ns(7, pod("web-1", "shop")), 3000),
-        ],
-    );
-    let fail = |reason: &str, family: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("reason", reason.into()),
-            ("family", family.into()),
-        ])
-    };
-    h.maps.set(
-        "failed",
-        vec![(fail("REFUSED", "IPv4"), 5), (fail("TIMEOUT", "IPv6"), 1)],
-    );
-    let tr = |from: &str, to: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("oldstate", from.into()),
-            ("newstate", to.into()),
-        ])
-    };
-    h.maps
-        .set("counts", vec![(tr("SYN_SENT", "ESTABLISHED"), 4)]);
-    h.inst.on_tick();
-    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
-
-    let m = "sonde_tcp_state_connection_lifetime_seconds";
-    let web = metric_line(&h.registry, m)
-        .into_iter()
-        .filter(|l| l.contains("pod=\"web-1\""))
-        .collect::<Vec<_>>();
-    let find = |lines: &[String], part: &str| -> String {
-        lines
-            .iter()
-            .find(|l| l.contains(part))
-            .unwrap_or_else(|| panic!("no {part} in {lines:#?}"))
-            .clone()
-    };
-    assert!(find(&web, "_count{").ends_with(" 4"), "{web:#?}");
-    assert!(find(&web, "_sum{").ends_with(" 3"), "3000 ms: {web:#?}");
-    assert!(find(&web, "le=\"0.512\"").ends_with(" 3"), "{web:#?}");
-    assert!(find(&web, "le=\"1.024\"").ends_with(" 3"), "{web:#?}");
-    assert!(find(&web, "le=\"2.048\"").ends_with(" 4"), "{web:#?}");
-    let db = metric_line(&h.registry, m)
-        .into_iter()
-        .filter(|l| l.contains("pod=\"db-0\""))
-        .collect::<Vec<_>>();
-    assert!(find(&db, "le=\"0.001\"").ends_with(" 2"), "{db:#?}");
-    assert!(find(&db, "_sum{").ends_with(" 0.001"), "{db:#?}");
-
-    let f = metric_line(&h.registry, "sonde_tcp_state_connect_failures_total{");
-    assert!(f.iter().any(|l| l.contains("reason=\"REFUSED\"")
-        && l.contains("family=\"IPv4\"")
-        && l.ends_with(" 5")));
-    assert!(f
-        .iter()
-        .any(|l| l.contains("reason=\"TIMEOUT\"") && l.ends_with(" 1")));
-    let t = metric_line(&h.registry, "sonde_tcp_state_transitions_total{");
-    assert!(
-        t.iter().any(|l| l.contains("from=\"SYN_SENT\"")
-            && l.contains("to=\"ESTABLISHED\"")
-            && l.ends_with(" 4")),
-        "{t:?}"
-    );
-}
-
-#[test]
-fn tcp_state_failed_connect_event() {
-    let mut h = harness("tcp_state.rhai", &[("emit_events", "true")]);
-    let ev = |elapsed: i64, reason: &str, err: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("saddr", "10.0.0.5".into()),
-            ("sport", Dynamic::from_int(41000)),
-            ("daddr", "10.0.9.9".into()),
-            ("dport", Dynamic::from_int(5432)),
-            ("reason", reason.into()),
-            ("err", Dynamic::from_int(err)),
-            ("elapsed_ns", Dynamic::from_int(elapsed)),
-            ("family", Dynamic::from_int(2)),
-            ("stack", Dynamic::from_array(vec![])),
-        ])
-    };
-    h.inst.on_event(ev(3_000_000_000, "TIMEOUT", 110));
-    h.inst.on_event(ev(0, "REFUSED", 111));
-    let events = h.events.0.lock().unwrap();
-    let lines: Vec<String> = events.iter().map(|e| e.to_text()).collect();
-    assert_eq!(
-        lines,
-        vec![
-            "type=TCPCONNECT_FAILED pod=web-1 namespace=shop protocol=TCP saddr=10.0.0.5 sport=41000 daddr=10.0.9.9 dport=5432 reason=TIMEOUT elapsed=3s err=110",
-            "type=TCPCONNECT_FAILED pod=web-1 namespace=shop protocol=TCP saddr=10.0.0.5 sport=41000 daddr=10.0.9.9 dport=5432 reason=REFUSED err=111",
-        ]
-    );
 }
 
 /// flow: kernel `peers` entries folded into bounded series: the peer pod when known,
@@ -1051,17 +1051,28 @@ fn socket_latency_histograms_thresholds_and_events() {
     // Slot 10 is (512, 1024] ns: all 5 are under le=1.024e-6; slot 28 under 2^28 ns.
     let buckets = metric_line(&h.registry, "sonde_socket_latency_seconds_bucket{");
     assert!(
-        has(&buckets, &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.000001024\""], " 5"),
+        has(
+            &buckets,
+            &["pod=\"web-1\"", "direction=\"read\"", "le=\"1.024e-6\""],
+            " 5"
+        ),
         "{buckets:?}"
     );
     assert!(
-        has(&buckets, &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.268435456\""], " 7"),
+        has(
+            &buckets,
+            &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.268435456\""],
+            " 7"
+        ),
         "{buckets:?}"
     );
 
     let slow = metric_line(&h.registry, "sonde_socket_latency_slow_total{");
     assert_eq!(slow.len(), 2, "{slow:?}");
-    assert!(has(&slow, &["threshold=\"5ms\"", "direction=\"read\""], " 2"), "{slow:?}");
+    assert!(
+        has(&slow, &["threshold=\"5ms\"", "direction=\"read\""], " 2"),
+        "{slow:?}"
+    );
     assert!(has(&slow, &["threshold=\"100ms\""], " 2"), "{slow:?}");
 
     h.inst.on_event(map(&[
@@ -1153,7 +1164,10 @@ fn sock_pressure_counts_and_events() {
     let events = h.events.0.lock().unwrap();
     let a = events[0].to_text();
     let b = events[1].to_text();
-    assert!(a.starts_with("type=SOCKPRESSURE_UDP_RCVBUF pod=dns-0 namespace=kube-system"), "{a}");
+    assert!(
+        a.starts_with("type=SOCKPRESSURE_UDP_RCVBUF pod=dns-0 namespace=kube-system"),
+        "{a}"
+    );
     assert!(a.contains("sport=53") && a.contains("rcvbuf=2304"), "{a}");
     assert!(!a.contains("allocated"), "{a}");
     assert!(b.starts_with("type=SOCKPRESSURE_RECV_BUF_LIMIT "), "{b}");

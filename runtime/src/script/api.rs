@@ -441,8 +441,79 @@ fn bpf_module(host: &Arc<Host>) -> Module {
             .entries(name)
             .map_err(|e| runtime_error(format!("bpf::map(\"{name}\"): {e}")))
     });
+    // bpf::hist(name) / bpf::hist(name, slot_field) -> [#{key, buckets}, ...]
+    //
+    // A kernel log2 histogram map (key: labels + a slot, value: a count) grouped
+    // natively: one item per distinct key without its slot field (default `slot`),
+    // `buckets[i]` the count of slot i (slots clamped to 0..=64), in first-seen order.
+    // What `hist::from_map` does in Rhai, for maps of hundreds of slots.
+    //   for h in bpf::hist("hist") { this.lat.set_buckets([h.key.pod.name], h.buckets, 0); }
+    let h = host.clone();
+    let hist = move |name: &str, slot_field: &str| -> Res<Array> {
+        let entries = h
+            .ctx
+            .maps
+            .entries(name)
+            .map_err(|e| runtime_error(format!("bpf::hist(\"{name}\"): {e}")))?;
+        group_log2(name, slot_field, entries)
+    };
+    let hist2 = hist.clone();
+    m.set_native_fn("hist", move |name: &str| hist(name, "slot"));
+    m.set_native_fn("hist", move |name: &str, slot_field: &str| {
+        hist2(name, slot_field)
+    });
     m.build_index();
     m
+}
+
+/// Groups `#{key, value}` entries of a log2 map by their key without `slot_field`.
+fn group_log2(name: &str, slot_field: &str, entries: Array) -> Res<Array> {
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut out: Vec<(Map, Vec<INT>)> = Vec::new();
+    for e in entries {
+        let Some(e) = e.read_lock::<Map>() else {
+            continue;
+        };
+        let (Some(key), Some(value)) = (e.get("key"), e.get("value")) else {
+            continue;
+        };
+        let bad = || {
+            runtime_error(format!(
+                "bpf::hist(\"{name}\"): the map's key has no integer field `{slot_field}`"
+            ))
+        };
+        let Some(key) = key.read_lock::<Map>() else {
+            return Err(bad());
+        };
+        let slot = key
+            .get(slot_field)
+            .and_then(|s| s.as_int().ok())
+            .ok_or_else(bad)?
+            .clamp(0, 64) as usize;
+        let mut rest = key.clone();
+        rest.remove(slot_field);
+        let at = *index.entry(format!("{rest:?}")).or_insert_with(|| {
+            out.push((rest, Vec::new()));
+            out.len() - 1
+        });
+        let buckets = &mut out[at].1;
+        if buckets.len() <= slot {
+            buckets.resize(slot + 1, 0);
+        }
+        buckets[slot] += value.as_int().unwrap_or(0);
+    }
+    Ok(out
+        .into_iter()
+        .map(|(key, buckets)| {
+            let mut m = Map::new();
+            m.insert("key".into(), Dynamic::from_map(key));
+            m.insert(
+                "buckets".into(),
+                Dynamic::from_array(buckets.into_iter().map(Dynamic::from_int).collect()),
+            );
+            Dynamic::from_map(m)
+        })
+        .collect())
 }
 
 /// Pod labels from a `pod` value: a `#{name, namespace}` map, or a string

@@ -763,6 +763,27 @@ fn hist_helpers() {
     assert_eq!(row(1), ("b".to_string(), vec![0, 0, 0, 2]));
 }
 
+/// bpf::hist groups a log2 map natively, by the key without its slot, as
+/// hist::from_map does; a key without the slot field is a runtime error.
+#[test]
+fn bpf_hist_groups_slots_by_the_rest_of_the_key() {
+    let h = Harness::new();
+    let src = r#"
+        fn on_tick() {
+            this.out = [];
+            for g in bpf::hist("hist") { this.out.push([g.key.pod, g.buckets]); }
+        }
+        fn on_exit() { bpf::hist("hist", "bucket"); }
+    "#;
+    let mut inst = h.start("bh", src);
+    inst.on_tick();
+    assert!(inst.errors().is_empty(), "{:?}", inst.errors());
+    let out = inst.state().read_lock::<Map>().unwrap()["out"].to_string();
+    assert_eq!(out, "[[\"a\", [0, 5, 0, 1]], [\"b\", [0, 0, 0, 2]]]");
+    inst.on_exit();
+    assert_eq!(format!("{:?}", inst.errors()), "{\"runtime\": 1}");
+}
+
 /// Not a timed assertion: prints the cost of on_event with a counting handler.
 /// `cargo test -p sonde --release --lib per_event_cost -- --ignored --nocapture`
 
