@@ -17,8 +17,9 @@ fi
 # namespaces, gcc for the record-layout check, prometheus for the end-to-end scrape and
 # promtool, python3-prometheus-client for its OpenMetrics parser, conntrack and
 # prometheus-node-exporter to check the procfs/netlink sources against, xz-utils for the
-# btfhub archive test, qemu-system-x86/busybox-static/cpio for the guest kernels.
-packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio conntrack prometheus-node-exporter)
+# btfhub archive test, qemu-system-x86/busybox-static/cpio for the guest kernels,
+# containerd/runc/containernetworking-plugins for the pod tests (real CRI sandboxes).
+packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio conntrack prometheus-node-exporter containerd runc containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -79,6 +79,9 @@ struct Snapshot {
     by_ip: HashMap<IpAddr, Arc<Pod>>,
     /// /24 and /64 prefixes of pod addresses: a miss there may be a new pod.
     pod_nets: HashSet<(bool, u64)>,
+    /// Namespaces looked up, refreshed for, and still found nowhere (gone, or held
+    /// by a thread only): `netns:<inode>` without asking again.
+    dead: HashMap<u32, Arc<Pod>>,
 }
 
 struct Wake {
@@ -254,7 +257,8 @@ impl PodResolver for CriResolver {
         if inode == i.host_netns || inode == 0 {
             return i.host.clone();
         }
-        if let Some(p) = i.snapshot().by_netns.get(&inode) {
+        let snap = i.snapshot();
+        if let Some(p) = snap.by_netns.get(&inode).or_else(|| snap.dead.get(&inode)) {
             return p.clone();
         }
         i.miss(inode)
@@ -469,7 +473,24 @@ impl Inner {
             .values()
             .map(|p| (p.namespace.as_str(), p.name.as_str()))
             .collect();
-        let unknown: Vec<Arc<Pod>> = lock(&self.unknown).drain().map(|(_, p)| p).collect();
+        // Missed namespaces: named now (their netns:<inode> series go), or dead.
+        let mut dead: HashMap<u32, Arc<Pod>> = old
+            .dead
+            .iter()
+            .filter(|(i, _)| !by_netns.contains_key(i))
+            .map(|(i, p)| (*i, p.clone()))
+            .collect();
+        let mut unknown = Vec::new();
+        for (inode, p) in lock(&self.unknown).drain() {
+            if by_netns.contains_key(&inode) {
+                unknown.push(p);
+            } else {
+                dead.insert(inode, p);
+            }
+        }
+        if dead.len() > MAX_UNKNOWN {
+            dead.clear();
+        }
         let mut seen = HashSet::new();
         let gone: Vec<Arc<Pod>> = old
             .by_netns
@@ -484,6 +505,7 @@ impl Inner {
             by_netns,
             by_ip,
             pod_nets,
+            dead,
         });
         *self.snap.write().unwrap_or_else(|e| e.into_inner()) = snap.clone();
         if changed {

@@ -1,0 +1,667 @@
+//! Pod resolution against a real containerd (Debian's `containerd`, `runc`,
+//! `containernetworking-plugins`): each test starts its own containerd (config, root,
+//! state and socket in a temp directory, its own CNI bridge and subnet), imports a
+//! pause image it builds (a static C binary packed as an OCI archive: images cannot
+//! be pulled here), creates pod sandboxes over CRI, makes TCP resets inside their
+//! network namespaces, and checks what the real `sonde daemon` exports and emits.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sonde::pods::cri::{self, Client};
+use sonde_tests::{connect_refused, require_root, sonde_bin};
+
+const IMAGE: &str = "sonde.test/pause:1";
+
+// ---- CRI messages to create and remove sandboxes (field numbers from api.proto) ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PodSandboxConfig {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<cri::PodSandboxMetadata>,
+    #[prost(string, tag = "2")]
+    hostname: String,
+    #[prost(map = "string, string", tag = "6")]
+    labels: std::collections::HashMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RunPodSandboxRequest {
+    #[prost(message, optional, tag = "1")]
+    config: Option<PodSandboxConfig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RunPodSandboxResponse {
+    #[prost(string, tag = "1")]
+    pod_sandbox_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SandboxId {
+    #[prost(string, tag = "1")]
+    pod_sandbox_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Empty {}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A containerd of this test, with its own everything.
+struct Containerd {
+    dir: PathBuf,
+    child: Option<Child>,
+    bridge: String,
+    sandboxes: Vec<String>,
+}
+
+impl Containerd {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("c.sock")
+    }
+
+    /// `n` picks the bridge and subnet (10.231.<n>.0/24), one per test.
+    fn start(test: &str, n: u8) -> Containerd {
+        let dir = std::env::temp_dir().join(format!("sonde-pods-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("cni")).unwrap();
+        let bridge = format!("sondecni{n}");
+        std::fs::write(
+            dir.join("cni/10-sonde.conflist"),
+            format!(
+                r#"{{"cniVersion":"0.4.0","name":"sonde{n}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.231.{n}.0/24"}}]],"dataDir":"{}"}}}}]}}"#,
+                dir.join("ipam").display()
+            ),
+        )
+        .unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{IMAGE}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
+"#
+            ),
+        )
+        .unwrap();
+        let mut c = Containerd {
+            dir,
+            child: None,
+            bridge,
+            sandboxes: Vec::new(),
+        };
+        c.run();
+        let image = build_pause_image(&c.dir);
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(c.socket())
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c
+    }
+
+    /// Starts the daemon process (again) and waits for its CRI to answer.
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("containerd (apt-get install containerd runc containernetworking-plugins)");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            let up = block_on(async {
+                let mut c = Client::connect(&self.socket()).await.ok()?;
+                c.list_pod_sandboxes().await.ok()
+            });
+            if up.is_some() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "containerd did not answer CRI within 20s:\n{}",
+                std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM; the sandboxes keep running (their shims stay).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill on a child we own.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    fn call<Q: prost::Message, R: prost::Message + Default>(&self, method: &str, q: &Q) -> R {
+        block_on(async {
+            let mut c = Client::connect(&self.socket()).await?;
+            c.call(method, q).await
+        })
+        .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Creates a ready sandbox; returns its id and its pause process.
+    fn run_pod(&mut self, namespace: &str, name: &str, app: &str) -> (String, u32) {
+        let r: RunPodSandboxResponse = self.call(
+            "RunPodSandbox",
+            &RunPodSandboxRequest {
+                config: Some(PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: name.into(),
+                        uid: format!("uid-{namespace}-{name}"),
+                        namespace: namespace.into(),
+                        attempt: 0,
+                    }),
+                    hostname: name.into(),
+                    labels: [("app".to_string(), app.to_string())].into(),
+                }),
+            },
+        );
+        self.sandboxes.push(r.pod_sandbox_id.clone());
+        let st = block_on(async {
+            let mut c = Client::connect(&self.socket()).await?;
+            c.pod_sandbox_status(&r.pod_sandbox_id).await
+        })
+        .unwrap();
+        let pid = cri::sandbox_info(&st.info)
+            .pid
+            .expect("sandbox pid in verbose info");
+        (r.pod_sandbox_id, pid)
+    }
+
+    fn remove_pod(&mut self, id: &str) {
+        let q = SandboxId {
+            pod_sandbox_id: id.into(),
+        };
+        let _: Empty = self.call("StopPodSandbox", &q);
+        let _: Empty = self.call("RemovePodSandbox", &q);
+        self.sandboxes.retain(|s| s != id);
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if self.child.is_none() && !self.sandboxes.is_empty() {
+            self.run();
+        }
+        for id in self.sandboxes.clone() {
+            let q = SandboxId {
+                pod_sandbox_id: id.clone(),
+            };
+            let _ = block_on(async {
+                let mut c = Client::connect(&self.socket()).await?;
+                c.call::<_, Empty>("StopPodSandbox", &q).await?;
+                c.call::<_, Empty>("RemovePodSandbox", &q).await
+            });
+        }
+        self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        // Leftover overlay mounts under root would make the removal fail: unmount first.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let root = self.dir.display().to_string();
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if m.starts_with(&root) {
+                    let _ = Command::new("umount").arg("-l").arg(m).status();
+                }
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A static `pause` (gcc -static) in an OCI image archive, named [`IMAGE`].
+fn build_pause_image(dir: &Path) -> PathBuf {
+    let b = dir.join("image");
+    std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    std::fs::create_dir_all(b.join("oci/blobs/sha256")).unwrap();
+    std::fs::write(
+        b.join("pause.c"),
+        "#include <signal.h>\n#include <unistd.h>\n\
+         static void done(int s) { (void)s; _exit(0); }\n\
+         int main(void) { signal(SIGTERM, done); signal(SIGINT, done); for (;;) pause(); }\n",
+    )
+    .unwrap();
+    let sh = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let p = |x: &str| b.join(x).display().to_string();
+    sh(&[
+        "gcc",
+        "-static",
+        "-O2",
+        "-o",
+        &p("rootfs/pause"),
+        &p("pause.c"),
+    ]);
+    sh(&[
+        "tar",
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+        "-C",
+        &p("rootfs"),
+        "-cf",
+        &p("layer.tar"),
+        "pause",
+    ]);
+    // Stores a blob; returns (digest hex, size).
+    let blob = |file: &str| {
+        let hex = sh(&["sha256sum", &p(file)])
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        std::fs::copy(b.join(file), b.join("oci/blobs/sha256").join(&hex)).unwrap();
+        let size = std::fs::metadata(b.join(file)).unwrap().len();
+        (hex, size)
+    };
+    let (layer, layer_size) = blob("layer.tar");
+    std::fs::write(
+        b.join("config.json"),
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Entrypoint":["/pause"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer}"]}}}}"#
+        ),
+    )
+    .unwrap();
+    let (config, config_size) = blob("config.json");
+    std::fs::write(
+        b.join("manifest.json"),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer}","size":{layer_size}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let (manifest, manifest_size) = blob("manifest.json");
+    std::fs::write(
+        b.join("oci/index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest}","size":{manifest_size},"annotations":{{"io.containerd.image.name":"{IMAGE}","org.opencontainers.image.ref.name":"1"}},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("oci/oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    sh(&[
+        "tar",
+        "-C",
+        &p("oci"),
+        "-cf",
+        &p("image.tar"),
+        "oci-layout",
+        "index.json",
+        "blobs",
+    ]);
+    b.join("image.tar")
+}
+
+/// `n` refused connects to a closed loopback port inside the namespace at `ns_path`
+/// (a thread `setns`es there; lo is brought up first).
+fn resets_in(ns_path: &Path, n: usize) {
+    let up = Command::new("nsenter")
+        .arg(format!("--net={}", ns_path.display()))
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success(), "lo up in {}", ns_path.display());
+    let f = std::fs::File::open(ns_path).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a namespace fd we hold.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        connect_refused("127.0.0.1:9".parse().unwrap(), n);
+    })
+    .join()
+    .unwrap();
+}
+
+fn netns_of(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/ns/net"))
+}
+
+/// The real daemon with a temp config.
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    fn start(dir: &Path, pods: &str) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir = dir.join("sonde");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("sonde.yaml"),
+            format!(
+                "listen: {addr}\nnode_name: pods-node\nscripts:\n  builtin: [tcp_reset]\n  directories: []\n  params:\n    tcp_reset: {{ emit_events: true }}\n{pods}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sonde_bin())
+            .args(["daemon", "--config"])
+            .arg(dir.join("sonde.yaml"))
+            .env("SONDE_LOG", "info")
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            dir,
+            addr,
+        };
+        d.wait_for("/readyz", Duration::from_secs(30), || {
+            d.get("/readyz").is_some()
+        });
+        d
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200")
+            .then(|| body.to_string())
+            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+    }
+
+    fn metrics(&self) -> String {
+        self.get("/metrics").unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if cond() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\n--- metrics:\n{}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.metrics()
+                .lines()
+                .filter(|l| l.starts_with("sonde_tcp_reset") || l.starts_with("sonde_pods"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
+    /// The value of the reset counter series carrying all of `labels`.
+    fn resets(&self, labels: &[(&str, &str)]) -> Option<f64> {
+        series(&self.metrics(), "sonde_tcp_reset_segments_total", labels)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill on a child we own.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sum of the samples of `name` whose labels include every one of `labels`.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix(name).filter(|r| r.starts_with('{')) else {
+            continue;
+        };
+        let (ls, v) = rest.rsplit_once(' ').unwrap();
+        if labels
+            .iter()
+            .all(|(k, v)| ls.contains(&format!("{k}=\"{v}\"")))
+        {
+            *found.get_or_insert(0.0) += v.parse::<f64>().unwrap();
+        }
+    }
+    found
+}
+
+fn refused_event(stdout: &str, pod: &str, namespace: &str) -> bool {
+    let want = format!("pod={pod} namespace={namespace} ");
+    stdout
+        .lines()
+        .any(|l| l.contains("type=TCPRESET_") && l.contains(&want))
+}
+
+#[test]
+fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
+    if !require_root("pods_from_containerd_label_events_and_metrics_new_and_deleted_pods") {
+        return;
+    }
+    let mut ctd = Containerd::start("labels", 41);
+    let (web, web_pid) = ctd.run_pod("shop", "web-1", "web");
+    let d = Daemon::start(
+        &ctd.dir,
+        &format!(
+            "pods:\n  cri_socket: {}\n  refresh: 2s\n  labels: [app]\n",
+            ctd.socket().display()
+        ),
+    );
+
+    // A pod that existed before the daemon: events and metrics carry its name,
+    // namespace, node, and its `app` label.
+    resets_in(&netns_of(web_pid), 3);
+    d.wait_for("a reset event of web-1", Duration::from_secs(10), || {
+        refused_event(&d.stdout(), "web-1", "shop")
+    });
+    d.wait_for("web-1's reset counter", Duration::from_secs(15), || {
+        d.resets(&[
+            ("namespace", "shop"),
+            ("pod", "web-1"),
+            ("node", "pods-node"),
+            ("app", "web"),
+        ])
+        .is_some_and(|v| v >= 3.0)
+    });
+    let m = d.metrics();
+    assert_eq!(
+        series(&m, "sonde_pods_namespaces", &[("source", "cri")]),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(series(&m, "sonde_pods_cri_up", &[]), Some(1.0));
+
+    // A pod created after the daemon started: labelled within one refresh (2 s)
+    // of its first reset (plus the script's 5 s tick for the counter).
+    let created = Instant::now();
+    let (_api, api_pid) = ctd.run_pod("shop", "api-1", "api");
+    resets_in(&netns_of(api_pid), 2);
+    let took = d.wait_for(
+        "api-1's reset counter",
+        Duration::from_secs(2 + 5 + 3),
+        || {
+            d.resets(&[("namespace", "shop"), ("pod", "api-1"), ("app", "api")])
+                .is_some_and(|v| v >= 2.0)
+        },
+    );
+    eprintln!(
+        "api-1 labelled in the metrics {:?} after its sandbox was created",
+        created.elapsed().min(took + Duration::from_secs(1))
+    );
+    resets_in(&netns_of(api_pid), 1);
+    d.wait_for("a reset event of api-1", Duration::from_secs(10), || {
+        refused_event(&d.stdout(), "api-1", "shop")
+    });
+
+    // A deleted pod's series go away (at the refresh that no longer sees it) and
+    // stay away; the other pod's stay.
+    ctd.remove_pod(&web);
+    let gone = d.wait_for("web-1's series to go", Duration::from_secs(10), || {
+        !d.metrics().contains("pod=\"web-1\"")
+    });
+    eprintln!("web-1's series removed {gone:?} after RemovePodSandbox");
+    std::thread::sleep(Duration::from_secs(6));
+    let m = d.metrics();
+    assert!(!m.contains("pod=\"web-1\""), "web-1 came back:\n{m}");
+    assert!(
+        series(&m, "sonde_tcp_reset_segments_total", &[("pod", "api-1")]).is_some(),
+        "{m}"
+    );
+}
+
+#[test]
+fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
+    if !require_root("without_containerd_sonde_keeps_running_with_fallback_names_and_recovers") {
+        return;
+    }
+    let mut ctd = Containerd::start("outage", 42);
+    let (_db, db_pid) = ctd.run_pod("data", "db-1", "db");
+    let d = Daemon::start(
+        &ctd.dir,
+        &format!(
+            "pods:\n  cri_socket: {}\n  refresh: 1s\n",
+            ctd.socket().display()
+        ),
+    );
+    resets_in(&netns_of(db_pid), 1);
+    d.wait_for("db-1 labelled", Duration::from_secs(15), || {
+        d.resets(&[("namespace", "data"), ("pod", "db-1")])
+            .is_some()
+    });
+
+    // containerd stops (its pods keep running).
+    ctd.stop();
+    d.wait_for("sonde_pods_cri_up 0", Duration::from_secs(10), || {
+        series(&d.metrics(), "sonde_pods_cri_up", &[]) == Some(0.0)
+    });
+    // The pods it named keep their names.
+    let before = d.resets(&[("pod", "db-1")]).unwrap();
+    resets_in(&netns_of(db_pid), 2);
+    d.wait_for("db-1 still labelled", Duration::from_secs(10), || {
+        d.resets(&[("namespace", "data"), ("pod", "db-1")])
+            .is_some_and(|v| v >= before + 2.0)
+    });
+    // A new namespace gets its fallback name: `ip netns` gives it one.
+    let name = format!("sonde-pods-{}", std::process::id());
+    let added = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    struct DelNetns(String);
+    impl Drop for DelNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = DelNetns(name.clone());
+    resets_in(&PathBuf::from(format!("/run/netns/{name}")), 2);
+    d.wait_for(
+        "the named namespace labelled by its name",
+        Duration::from_secs(15),
+        || {
+            d.resets(&[("namespace", ""), ("pod", &name)])
+                .is_some_and(|v| v >= 2.0)
+        },
+    );
+    assert!(
+        d.stderr().contains("container runtime unreachable"),
+        "{}",
+        d.stderr()
+    );
+
+    // containerd comes back: a pod created then is labelled by it.
+    ctd.run();
+    d.wait_for("sonde_pods_cri_up 1", Duration::from_secs(10), || {
+        series(&d.metrics(), "sonde_pods_cri_up", &[]) == Some(1.0)
+    });
+    let (_db2, db2_pid) = ctd.run_pod("data", "db-2", "db");
+    resets_in(&netns_of(db2_pid), 1);
+    d.wait_for(
+        "db-2 labelled after the outage",
+        Duration::from_secs(15),
+        || {
+            d.resets(&[("namespace", "data"), ("pod", "db-2")])
+                .is_some()
+        },
+    );
+    assert!(
+        d.stderr().contains("container runtime reachable again"),
+        "{}",
+        d.stderr()
+    );
+}
