@@ -2,8 +2,8 @@
 //! `containernetworking-plugins`): each test starts its own containerd (config, root,
 //! state and socket in a temp directory, its own CNI bridge and subnet), imports a
 //! pause image it builds (a static C binary packed as an OCI archive: images cannot
-//! be pulled here), creates pod sandboxes over CRI, makes TCP resets inside their
-//! network namespaces, and checks what the real `sonde daemon` exports and emits.
+//! be pulled here), creates pod sandboxes over CRI, makes TCP resets (and so drops:
+//! the SYNs to a closed port) inside their network namespaces, and checks what the real `sonde daemon` exports and emits.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -397,7 +397,7 @@ impl Daemon {
         std::fs::write(
             dir.join("sonde.yaml"),
             format!(
-                "listen: {addr}\nnode_name: pods-node\nscripts:\n  builtin: [tcp_reset]\n  directories: []\n  params:\n    tcp_reset: {{ emit_events: true }}\n{pods}"
+                "listen: {addr}\nnode_name: pods-node\nscripts:\n  builtin: [tcp_reset, packet_loss]\n  directories: []\n  params:\n    tcp_reset: {{ emit_events: true }}\n    packet_loss: {{ emit_events: true }}\n{pods}"
             ),
         )
         .unwrap();
@@ -458,7 +458,9 @@ impl Daemon {
             "timed out after {timeout:?} waiting for {what}\n--- metrics:\n{}\n--- stdout:\n{}\n--- stderr:\n{}",
             self.metrics()
                 .lines()
-                .filter(|l| l.starts_with("sonde_tcp_reset") || l.starts_with("sonde_pods"))
+                .filter(|l| l.starts_with("sonde_tcp_reset")
+                    || l.starts_with("sonde_packet_loss")
+                    || l.starts_with("sonde_pods"))
                 .collect::<Vec<_>>()
                 .join("\n"),
             self.stdout(),
@@ -537,6 +539,27 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
         ])
         .is_some_and(|v| v >= 3.0)
     });
+    // The SYNs to the closed port are drops too (NO_SOCKET), counted per pod.
+    d.wait_for("web-1's drops", Duration::from_secs(15), || {
+        series(
+            &d.metrics(),
+            "sonde_packet_loss_packets_total",
+            &[
+                ("namespace", "shop"),
+                ("pod", "web-1"),
+                ("reason", "NO_SOCKET"),
+                ("app", "web"),
+            ],
+        )
+        .is_some_and(|v| v >= 3.0)
+    });
+    assert!(
+        d.stdout().lines().any(|l| l.contains("type=PACKETLOSS")
+            && l.contains("pod=web-1 namespace=shop ")
+            && l.contains("NO_SOCKET")),
+        "{}",
+        d.stdout()
+    );
     let m = d.metrics();
     assert_eq!(
         series(&m, "sonde_pods_namespaces", &[("source", "cri")]),
