@@ -356,6 +356,11 @@ fn build_pause_image(dir: &Path) -> PathBuf {
 /// `n` refused connects to a closed loopback port inside the namespace at `ns_path`
 /// (a thread `setns`es there; lo is brought up first).
 fn resets_in(ns_path: &Path, n: usize) {
+    connects_in(ns_path, "127.0.0.1:9".parse().unwrap(), n);
+}
+
+/// `n` connects to `to` from inside the namespace at `ns_path`.
+fn connects_in(ns_path: &Path, to: SocketAddr, n: usize) {
     let up = Command::new("nsenter")
         .arg(format!("--net={}", ns_path.display()))
         .args(["ip", "link", "set", "lo", "up"])
@@ -367,15 +372,42 @@ fn resets_in(ns_path: &Path, n: usize) {
         // SAFETY: setns on this thread only, with a namespace fd we hold.
         let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        connect_refused("127.0.0.1:9".parse().unwrap(), n);
+        connect_refused(to, n);
     })
     .join()
     .unwrap();
 }
 
+/// The IPv4 address of the sandbox's eth0.
+fn ipv4_of(pid: u32) -> std::net::Ipv4Addr {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns_of(pid).display()))
+        .args(["ip", "-4", "-o", "addr", "show", "eth0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cidr = text
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no IPv4 on eth0: {text}"));
+    cidr.split('/').next().unwrap().parse().unwrap()
+}
+
 fn netns_of(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/net"))
 }
+
+/// A user's script: each reset with the pods at both ends of its tuple.
+const PEERS_SCRIPT: &str = r#"
+const PROBE = #{ program: "tcp_reset", params: #{ emit_events: true }, interval: "5s" };
+
+fn on_event(ev) {
+    let s = pods::by_ip(ev.saddr);
+    let d = pods::by_ip(ev.daddr);
+    emit("PEER", #{ kind: ev.kind, src: `${s.namespace}/${s.name}`, dst: `${d.namespace}/${d.name}` });
+}
+"#;
 
 /// The real daemon with a temp config.
 struct Daemon {
@@ -393,11 +425,13 @@ impl Daemon {
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let dir = dir.join("sonde");
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("scripts")).unwrap();
+        std::fs::write(dir.join("scripts/peers.rhai"), PEERS_SCRIPT).unwrap();
         std::fs::write(
             dir.join("sonde.yaml"),
             format!(
-                "listen: {addr}\nnode_name: pods-node\nscripts:\n  builtin: [tcp_reset, packet_loss]\n  directories: []\n  params:\n    tcp_reset: {{ emit_events: true }}\n    packet_loss: {{ emit_events: true }}\n{pods}"
+                "listen: {addr}\nnode_name: pods-node\nscripts:\n  builtin: [tcp_reset, packet_loss]\n  directories: [{scripts}]\n  params:\n    tcp_reset: {{ emit_events: true }}\n    packet_loss: {{ emit_events: true }}\n{pods}",
+                scripts = dir.join("scripts").display()
             ),
         )
         .unwrap();
@@ -527,7 +561,7 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
     // A pod that existed before the daemon: events and metrics carry its name,
     // namespace, node, and its `app` label.
     resets_in(&netns_of(web_pid), 3);
-    d.wait_for("a reset event of web-1", Duration::from_secs(10), || {
+    d.wait_for("a reset event of web-1", Duration::from_secs(20), || {
         refused_event(&d.stdout(), "web-1", "shop")
     });
     d.wait_for("web-1's reset counter", Duration::from_secs(15), || {
@@ -589,6 +623,26 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
     d.wait_for("a reset event of api-1", Duration::from_secs(10), || {
         refused_event(&d.stdout(), "api-1", "shop")
     });
+
+    // pods::by_ip names the pod at each end of a tuple: web-1 connects to api-1's
+    // address on a closed port, api-1 answers with a reset, web-1 receives it.
+    let api_ip = ipv4_of(api_pid);
+    connects_in(&netns_of(web_pid), SocketAddr::from((api_ip, 9)), 1);
+    // (NOSOCK: the sender's tuple; RECEIVE: the receiving socket's.)
+    let peer = |pod: &str, kind: &str, src: &str, dst: &str| {
+        d.stdout().lines().any(|l| {
+            l.contains("type=PEER ")
+                && l.contains(&format!("pod={pod} namespace=shop "))
+                && l.contains(&format!("kind={kind} "))
+                && l.contains(&format!("src=shop/{src}"))
+                && l.contains(&format!("dst=shop/{dst}"))
+        })
+    };
+    d.wait_for(
+        "pods::by_ip in both pods' resets",
+        Duration::from_secs(10),
+        || peer("api-1", "NOSOCK", "api-1", "web-1") && peer("web-1", "RECEIVE", "web-1", "api-1"),
+    );
 
     // A deleted pod's series go away (at the refresh that no longer sees it) and
     // stay away; the other pod's stay.
