@@ -1,8 +1,10 @@
 //! One running script: its Rhai instance and (when it has one) its attached kernel
 //! program, driven by one tokio task.
 //!
-//! The task drains the program's ring buffers when they signal data and every
-//! [`DRAIN_INTERVAL`] (records submitted without a wake-up wait at most that long),
+//! The task drains the program's ring buffers when they signal data and on a timer
+//! (records submitted without a wake-up wait at most [`DRAIN_INTERVAL`] while records
+//! flow, [`DRAIN_IDLE`] after a quiet spell: an idle daemon with a dozen programs
+//! does not wake a hundred times a second to find empty rings),
 //! calls `on_tick` at the script's interval, and on [`Task::stop`] drains once more
 //! and hands the instance and the program back. That hand-back is what lets a reload
 //! put a new version of a script on the same attached program: nothing is detached,
@@ -18,8 +20,13 @@ use tokio::task::JoinHandle;
 use crate::bpf::live::Live;
 use crate::script::Instance;
 
-/// How often ring buffers are drained when no wake-up came.
+/// How often ring buffers are drained when no wake-up came, while records flow.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The drain timer once [`IDLE_AFTER`] drains in a row found nothing; the first
+/// drain that finds a record brings it back to [`DRAIN_INTERVAL`].
+pub const DRAIN_IDLE: Duration = Duration::from_millis(500);
+const IDLE_AFTER: u32 = 10;
 
 /// Records handled before the task yields to others (HTTP, sinks, other scripts):
 /// under a flood a scrape waits for at most one batch.
@@ -79,8 +86,7 @@ async fn run(
 ) -> (Instance, Option<Live>) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
-    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace = DrainPace::default();
     let mut poll = live.is_some();
     loop {
         let ready = async {
@@ -100,7 +106,7 @@ async fn run(
                 return (inst, live);
             }
             _ = ticker.tick() => {
-                drain(live.as_mut(), &mut inst, &stats).await;
+                pace.after(drain(live.as_mut(), &mut inst, &stats).await);
                 timed(&stats, || inst.on_tick());
             }
             r = ready => {
@@ -108,10 +114,10 @@ async fn run(
                     tracing::error!(script = inst.name(), error = %e, "ring buffer poll failed; reading on the timer only");
                     poll = false;
                 }
-                drain(live.as_mut(), &mut inst, &stats).await;
+                pace.after(drain(live.as_mut(), &mut inst, &stats).await);
             }
-            _ = drain_timer.tick(), if live.is_some() => {
-                drain(live.as_mut(), &mut inst, &stats).await;
+            _ = tokio::time::sleep(pace.interval()), if live.is_some() => {
+                pace.after(drain(live.as_mut(), &mut inst, &stats).await);
             }
         }
     }
@@ -125,9 +131,32 @@ fn timed(stats: &UnitStats, f: impl FnOnce()) {
         .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
-/// Reads the rings empty, yielding to other tasks between batches.
-async fn drain(live: Option<&mut Live>, inst: &mut Instance, stats: &UnitStats) {
-    let Some(live) = live else { return };
+/// The drain timer's period: [`DRAIN_INTERVAL`], or [`DRAIN_IDLE`] after
+/// [`IDLE_AFTER`] empty drains in a row.
+#[derive(Default)]
+struct DrainPace {
+    empty: u32,
+}
+
+impl DrainPace {
+    fn after(&mut self, records: u64) {
+        self.empty = if records > 0 { 0 } else { self.empty.saturating_add(1) };
+    }
+
+    fn interval(&self) -> Duration {
+        if self.empty >= IDLE_AFTER {
+            DRAIN_IDLE
+        } else {
+            DRAIN_INTERVAL
+        }
+    }
+}
+
+/// Reads the rings empty, yielding to other tasks between batches; returns the
+/// records read.
+async fn drain(live: Option<&mut Live>, inst: &mut Instance, stats: &UnitStats) -> u64 {
+    let Some(live) = live else { return 0 };
+    let mut total = 0;
     loop {
         let t = Instant::now();
         let mut undecodable = 0;
@@ -147,9 +176,28 @@ async fn drain(live: Option<&mut Live>, inst: &mut Instance, stats: &UnitStats) 
         if undecodable > 0 {
             stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
         }
+        total += n;
         if n < DRAIN_BATCH {
-            return;
+            return total;
         }
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_timer_slows_after_empty_drains_and_recovers_on_a_record() {
+        let mut p = DrainPace::default();
+        for _ in 0..IDLE_AFTER - 1 {
+            p.after(0);
+            assert_eq!(p.interval(), DRAIN_INTERVAL);
+        }
+        p.after(0);
+        assert_eq!(p.interval(), DRAIN_IDLE);
+        p.after(3);
+        assert_eq!(p.interval(), DRAIN_INTERVAL);
     }
 }
