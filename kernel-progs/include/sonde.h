@@ -197,6 +197,35 @@ static __always_inline void sonde_count_percpu_in(void *map, const void *key, __
 #define sonde_count(map, key, n) sonde_count_in(&(map), (key), (n))
 #define sonde_count_percpu(map, key, n) sonde_count_percpu_in(&(map), (key), (n))
 
+/* ---- log2 histograms ---------------------------------------------------- */
+
+/*
+ * The slot of v in sonde's log2 histograms: slot i counts values in
+ * (2^(i-1), 2^i], slot 0 values <= 1 (one more than the index of the top bit
+ * of v - 1). Slots above `max` go to `max`, which the script exports as its
+ * last finite bucket and +Inf. The key of such a map has a `slot` field beside
+ * its labels; `bpf::hist` (stdlib/README.md) groups the slots back.
+ */
+#define SONDE_LOG2_SLOTS_MAX 64	/* the top slot a __u64 can reach */
+
+static __always_inline __u32 sonde_log2_slot(__u64 v, __u32 max)
+{
+	__u32 slot = 0;
+
+	if (v <= 1)
+		return 0;
+	v -= 1;
+#pragma unroll
+	for (int shift = 32; shift > 0; shift >>= 1) {
+		if (v >> shift) {
+			v >>= shift;
+			slot += shift;
+		}
+	}
+	slot += 1;
+	return slot > max ? max : slot;
+}
+
 /* ---- addresses ------------------------------------------------------------ */
 
 /* IPv4 address (network order) -> v4-mapped sonde_ip ::ffff:a.b.c.d */

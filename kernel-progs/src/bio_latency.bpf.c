@@ -105,24 +105,6 @@ struct {
 
 SONDE_EVENTS(events, 256 * 1024, struct bio_latency_event);
 
-/* sonde's log2 slot: slot i holds (2^(i-1), 2^i], slot 0 holds v <= 1. */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 slot = 0;
-
-	if (v <= 1)
-		return 0;
-	v -= 1;
-#pragma unroll
-	for (int shift = 32; shift > 0; shift >>= 1) {
-		if (v >> shift) {
-			v >>= shift;
-			slot += shift;
-		}
-	}
-	return slot + 1;
-}
-
 static __always_inline enum bio_op req_op(struct request *rq)
 {
 	switch (BPF_CORE_READ(rq, cmd_flags) & SONDE_REQ_OP_MASK) {
@@ -221,7 +203,7 @@ int BPF_PROG(raw_rq_complete, struct request *rq, int error, unsigned int nr_byt
 	__builtin_memset(&hk, 0, sizeof(hk));
 	__builtin_memcpy(hk.disk, k.disk, sizeof(hk.disk));
 	hk.op = s.op;
-	hk.slot = log2_slot(ns);
+	hk.slot = sonde_log2_slot(ns, SONDE_LOG2_SLOTS_MAX);
 	sonde_count_percpu(hist, &hk, 1);
 
 	__builtin_memset(&pk, 0, sizeof(pk));

@@ -108,25 +108,6 @@ struct {
 
 SONDE_EVENTS(events, 256 * 1024, struct kernel_latency_event);
 
-/* sonde's log2 slot: slot i holds (2^(i-1), 2^i], slot 0 holds v <= 1. */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 slot = 0;
-
-	if (v <= 1)
-		return 0;
-	v -= 1;
-#pragma unroll
-	for (int shift = 32; shift > 0; shift >>= 1) {
-		if (v >> shift) {
-			v >>= shift;
-			slot += shift;
-		}
-	}
-	slot += 1;
-	return slot > KL_MAX_SLOT ? KL_MAX_SLOT : slot;
-}
-
 /* Histogram, total and, over the threshold, an event with the packet's tuple. */
 static __always_inline void done(struct sk_buff *skb, sonde_netns netns, enum kl_dir dir,
 				 enum kl_interval interval, __u64 ns, __u64 mid_ns)
@@ -142,7 +123,7 @@ static __always_inline void done(struct sk_buff *skb, sonde_netns netns, enum kl
 	hk.netns = netns;
 	hk.dir = dir;
 	hk.interval = interval;
-	hk.slot = log2_slot(ns);
+	hk.slot = sonde_log2_slot(ns, KL_MAX_SLOT);
 	sonde_count_percpu(hist, &hk, 1);
 
 	__builtin_memset(&k, 0, sizeof(k));

@@ -109,25 +109,6 @@ struct {
 
 SONDE_EVENTS(events, 256 * 1024, struct netif_txlat_event);
 
-/* sonde's log2 slot: slot i holds (2^(i-1), 2^i], slot 0 holds v <= 1. */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 slot = 0;
-
-	if (v <= 1)
-		return 0;
-	v -= 1;
-#pragma unroll
-	for (int shift = 32; shift > 0; shift >>= 1) {
-		if (v >> shift) {
-			v >>= shift;
-			slot += shift;
-		}
-	}
-	slot += 1;
-	return slot > TXLAT_MAX_SLOT ? TXLAT_MAX_SLOT : slot;
-}
-
 /* The device's namespace, index and name, into a new skbs entry. */
 static __always_inline void read_dev(struct net_device *dev, struct skb_val *v)
 {
@@ -155,7 +136,7 @@ static __always_inline void account(struct skb_val *v, enum txlat_stage stage, _
 	hk.ifindex = k.ifindex;
 	__builtin_memcpy(hk.ifname, k.ifname, sizeof(hk.ifname));
 	hk.stage = stage;
-	hk.slot = log2_slot(ns);
+	hk.slot = sonde_log2_slot(ns, TXLAT_MAX_SLOT);
 	sonde_count_percpu(hist, &hk, 1);
 
 	t = bpf_map_lookup_elem(&totals, &k);

@@ -113,24 +113,6 @@ struct {
 
 SONDE_EVENTS(events, 256 * 1024, struct socket_latency_event);
 
-/* sonde's log2 slot: slot i holds (2^(i-1), 2^i], slot 0 holds v <= 1. */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 slot = 0;
-
-	if (v <= 1)
-		return 0;
-	v -= 1;
-#pragma unroll
-	for (int shift = 32; shift > 0; shift >>= 1) {
-		if (v >> shift) {
-			v >>= shift;
-			slot += shift;
-		}
-	}
-	return slot + 1;
-}
-
 /* AF_INET/AF_INET6 TCP or UDP socket: the only ones measured. */
 static __always_inline bool inet_stream_or_dgram(const struct sock *sk)
 {
@@ -165,7 +147,7 @@ static __always_inline void record(const struct sock *sk, enum sklat_dir dir, __
 	__builtin_memset(&h, 0, sizeof(h));
 	h.netns = netns;
 	h.dir = dir;
-	h.slot = log2_slot(delta);
+	h.slot = sonde_log2_slot(delta, SONDE_LOG2_SLOTS_MAX);
 	sonde_count_percpu(hist, &h, 1);
 	__builtin_memset(&sk_key, 0, sizeof(sk_key));
 	sk_key.netns = netns;

@@ -77,27 +77,11 @@ struct {
 
 SONDE_EVENTS(events, 256 * 1024, struct softirq_event);
 
-/* sonde's log2 slot: slot i holds (2^(i-1), 2^i], slot 0 holds v <= 1. */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 slot = 0;
-
-	if (v <= 1)
-		return 0;
-	v -= 1;
-#pragma unroll
-	for (int shift = 32; shift > 0; shift >>= 1) {
-		if (v >> shift) {
-			v >>= shift;
-			slot += shift;
-		}
-	}
-	return slot + 1;
-}
-
 static __always_inline void account(__u32 vec, enum softirq_phase phase, __u64 ns)
 {
-	struct softirq_hist_key hk = { .vec = vec, .phase = phase, .slot = log2_slot(ns) };
+	struct softirq_hist_key hk = {
+		.vec = vec, .phase = phase, .slot = sonde_log2_slot(ns, SONDE_LOG2_SLOTS_MAX),
+	};
 	struct softirq_key k = { .vec = vec, .phase = phase };
 	struct softirq_total *t;
 	struct softirq_event *e;

@@ -87,26 +87,6 @@ struct {
 SONDE_EVENTS(events, 256 * 1024, struct tcp_connect_event);
 SONDE_STACKS(stacks, 1024);
 
-/*
- * sonde's log2 convention: slot i holds (2^(i-1), 2^i], slot 0 holds v <= 1;
- * that is, for v > 1, one more than the index of the top bit of v - 1.
- */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 top = 0;
-
-	if (v <= 1)
-		return 0;
-	v -= 1;
-	if (v >> 32) { v >>= 32; top += 32; }
-	if (v >> 16) { v >>= 16; top += 16; }
-	if (v >> 8) { v >>= 8; top += 8; }
-	if (v >> 4) { v >>= 4; top += 4; }
-	if (v >> 2) { v >>= 2; top += 2; }
-	if (v >> 1) top += 1;
-	return top + 1;
-}
-
 static __always_inline enum fail_reason fail_reason_of(int err)
 {
 	switch (err) {
@@ -167,7 +147,7 @@ static __always_inline void connection_closed(sonde_netns netns, __u64 now, __u6
 
 	__builtin_memset(&lk, 0, sizeof(lk));
 	lk.netns = netns;
-	lk.slot = log2_slot(ms);
+	lk.slot = sonde_log2_slot(ms, SONDE_LOG2_SLOTS_MAX);
 	sonde_count(lifetime, &lk, 1);
 	__builtin_memset(&nk, 0, sizeof(nk));
 	nk.netns = netns;

@@ -64,24 +64,6 @@ struct {
 
 SONDE_EVENTS(events, 64 * 1024, struct virtcmd_event);
 
-/* sonde's log2 slot: slot i holds (2^(i-1), 2^i], slot 0 holds v <= 1. */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 slot = 0;
-
-	if (v <= 1)
-		return 0;
-	v -= 1;
-#pragma unroll
-	for (int shift = 32; shift > 0; shift >>= 1) {
-		if (v >> shift) {
-			v >>= shift;
-			slot += shift;
-		}
-	}
-	return slot + 1;
-}
-
 static __always_inline sonde_netns task_netns(void)
 {
 	struct task_struct___virtcmd *task = (struct task_struct___virtcmd *)bpf_get_current_task();
@@ -116,7 +98,7 @@ static __always_inline int leave(long ret)
 	cmd = s->cmd;
 	bpf_map_delete_elem(&start, &id);
 
-	h.slot = log2_slot(delta);
+	h.slot = sonde_log2_slot(delta, SONDE_LOG2_SLOTS_MAX);
 	sonde_count_percpu(hist, &h, 1);
 	__builtin_memset(&k, 0, sizeof(k));
 	k.netns = task_netns();
