@@ -950,3 +950,51 @@ fn kernel_run_stats_are_exported_when_the_kernel_keeps_them() {
     .unwrap();
     assert!(secs > 0.0 && secs < 0.01, "{secs}");
 }
+
+/// A built-in probe whose program this kernel cannot run (virtcmd_latency needs
+/// kprobes and virtio_net) is reported, not failed: the reload succeeds, the
+/// other scripts run, `/status` keeps the reason and the log says it at WARN.
+#[test]
+fn a_builtin_the_kernel_cannot_run_is_reported_and_the_others_run() {
+    if !require_root("a_builtin_the_kernel_cannot_run_is_reported_and_the_others_run") {
+        return;
+    }
+    let probes = Command::new(sonde_bin())
+        .args(["probes", "--json"])
+        .output()
+        .unwrap();
+    let probes: serde_json::Value = serde_json::from_slice(&probes.stdout).unwrap();
+    let runs = probes["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"] == "virtcmd_latency")
+        .map(|p| p["runs"] == true)
+        .unwrap();
+    let d = Daemon::start("unavailable", &["tcp_reset", "virtcmd_latency"], "");
+    let m = d.metrics();
+    let up = |s: &str| sample(&m, "sonde_script_up", &[("script", s)]);
+    assert_eq!(up("tcp_reset"), Some(1.0), "{m}");
+    if runs {
+        eprintln!("virtcmd_latency can run on this kernel: checking it runs");
+        assert_eq!(up("virtcmd_latency"), Some(1.0), "{m}");
+        return;
+    }
+    assert_eq!(up("virtcmd_latency"), Some(0.0), "{m}");
+    assert_eq!(
+        sample(&m, "sonde_config_reloads_total", &[("result", "failure")]).unwrap_or(0.0),
+        0.0,
+        "{m}"
+    );
+    let unit = d.unit("virtcmd_latency");
+    let why = unit["last_error"].to_string();
+    assert!(why.contains("no variant can run on this kernel"), "{unit}");
+    let log = d.stderr();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("cannot run on this kernel")
+            && l.contains("virtcmd_latency")),
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+}

@@ -252,8 +252,11 @@ impl Supervisor {
                     continue;
                 }
             }
-            if let Err(e) = self.start(w, overrides).await {
-                errors.push(e);
+            match self.start(w, overrides).await {
+                // A built-in probe this kernel cannot run is not a failed reload:
+                // `/status` and `sonde probes` say why, the other scripts run.
+                Err(e) if !e.unavailable => errors.push(e.message),
+                _ => {}
             }
         }
         self.btf.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -286,7 +289,7 @@ impl Supervisor {
     }
 
     /// Builds and starts a script, replacing its running version if there is one.
-    async fn start(&mut self, w: Wanted, overrides: Vec<(String, String)>) -> Result<(), String> {
+    async fn start(&mut self, w: Wanted, overrides: Vec<(String, String)>) -> Result<(), Rejected> {
         let name = w.name.clone();
         let file = w.origin.label(&name);
         let prepared = self.prepare(&w, &overrides);
@@ -294,10 +297,17 @@ impl Supervisor {
             Ok(p) => p,
             Err(e) => {
                 let running = self.units.get(&name).is_some_and(|u| u.task.is_some());
+                let builtin = w.origin == super::discover::Origin::Builtin;
+                let e = Rejected {
+                    unavailable: e.unavailable && builtin,
+                    ..e
+                };
                 if running {
-                    tracing::error!(script = %name, error = %e, "script rejected; the running version stays");
+                    tracing::error!(script = %name, error = %e.message, "script rejected; the running version stays");
+                } else if e.unavailable {
+                    tracing::warn!(script = %name, reason = %e.message, "built-in probe cannot run on this kernel (`sonde probes` says why); the other scripts run");
                 } else {
-                    tracing::error!(script = %name, error = %e, "script failed to load");
+                    tracing::error!(script = %name, error = %e.message, "script failed to load");
                 }
                 let unit = self.units.entry(name.clone()).or_insert_with(|| Unit {
                     wanted: w.clone(),
@@ -317,7 +327,7 @@ impl Supervisor {
                     unit.overrides = overrides;
                     unit.limits = self.cfg.limits.clone();
                 }
-                unit.last_error = Some((e.clone(), SystemTime::now()));
+                unit.last_error = Some((e.message.clone(), SystemTime::now()));
                 return Err(e);
             }
         };
@@ -350,7 +360,7 @@ impl Supervisor {
                 if kept_live.is_none() {
                     let e = format!("{file}: the running version's task failed; restart the daemon to load this script");
                     tracing::error!(script = %name, error = %e, "script not started");
-                    return Err(e);
+                    return Err(e.into());
                 }
                 (kept_live.take(), kept_probe)
             }
@@ -377,7 +387,7 @@ impl Supervisor {
     }
 
     /// Compile, resolve params, load the kernel side if it changed, run `init`.
-    fn prepare(&self, w: &Wanted, overrides: &[(String, String)]) -> Result<Prepared, String> {
+    fn prepare(&self, w: &Wanted, overrides: &[(String, String)]) -> Result<Prepared, Rejected> {
         let file = w.origin.label(&w.name);
         let limits = self.cfg.limits.to_limits();
         let script = Script::compile(&file, &w.source, &limits).map_err(|e| e.to_string())?;
@@ -414,7 +424,10 @@ impl Supervisor {
                     None => {
                         let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
                         let l = Live::start(spec, &params, &btf, self.pods.clone(), false)
-                            .map_err(|e| format!("{file}: {e}"))?;
+                            .map_err(|e| Rejected {
+                                unavailable: matches!(e, crate::bpf::BpfError::NoVariant { .. }),
+                                message: format!("{file}: {e}"),
+                            })?;
                         let probe = Probe {
                             key,
                             variant: l.loaded.variant.name.to_string(),
@@ -511,6 +524,23 @@ impl Supervisor {
         self.shared
             .ready
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Why a script did not start.
+struct Rejected {
+    message: String,
+    /// Its program has no variant this kernel can run (no kprobes, a missing
+    /// module): expected for some built-ins on some nodes, not an error to fix.
+    unavailable: bool,
+}
+
+impl From<String> for Rejected {
+    fn from(message: String) -> Rejected {
+        Rejected {
+            message,
+            unavailable: false,
+        }
     }
 }
 
