@@ -69,11 +69,40 @@ impl FiredBy {
     }
 }
 
+/// What a line of `tests/guest/programs` runs, from the form of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `<program>` or `<program>/<label>`: `sonde run` of a script with a kernel
+    /// program; the trigger runs once sonde says the program attached.
+    Probe,
+    /// `source:<name>`: `sonde run` of a script with no kernel program (procfs,
+    /// netlink); nothing attaches, the trigger runs first and the script reads what it
+    /// left at its final tick.
+    Source,
+    /// `daemon` or `daemon/<label>` (script `-`): `sonde daemon` with its embedded
+    /// default config (every built-in script), its `/metrics` scraped.
+    Daemon,
+}
+
+impl Kind {
+    fn of(name: &str) -> Self {
+        if name.starts_with("source:") {
+            Kind::Source
+        } else if name == "daemon" || name.starts_with("daemon/") {
+            Kind::Daemon
+        } else {
+            Kind::Probe
+        }
+    }
+}
+
 /// A line of `tests/guest/programs`: a program the driver runs, how, and what proves
 /// it fired.
 #[derive(Debug, Clone)]
 struct Program {
     name: String,
+    kind: Kind,
+    /// The script under scripts/ (`-` for the daemon).
     script: String,
     trigger: String,
     fired: FiredBy,
@@ -144,8 +173,18 @@ fn parse_programs(text: &str) -> Result<Vec<Program>, String> {
         if out.iter().any(|p| p.name == f[0]) {
             return Err(bad("program listed twice"));
         }
+        let kind = Kind::of(f[0]);
+        if (kind == Kind::Daemon) != (f[1] == "-") {
+            return Err(bad(
+                "script is `-` for the daemon (its embedded config) and a file otherwise",
+            ));
+        }
+        if kind == Kind::Daemon && f[5].ends_with("ms") {
+            return Err(bad("the daemon's for is whole seconds, like 15s"));
+        }
         out.push(Program {
             name: f[0].into(),
+            kind,
             script: f[1].into(),
             trigger: f[2].into(),
             fired,
@@ -430,6 +469,7 @@ struct Row {
     kernel: String,
     btf: String,
     program: String,
+    kind: Kind,
     variant: Option<String>,
     outcome: Outcome,
     /// The value of the summary rows that prove it fired (see [`FiredBy`]).
@@ -479,12 +519,12 @@ impl SummaryRow {
     }
 }
 
-/// The summary's series: counters and gauges (`sonde_x` then `  {labels}  value`, or
-/// `sonde_x  value`) and histograms (`sonde_x{labels}  count N, sum S`), non-zero
-/// ones only. With `netns`, only the series whose pod is that namespace
-/// (`pod=netns:<inode>`); the pod and namespace labels are dropped.
+/// The summary's series: counters and gauges (`sonde_x` then `  {labels}  value`,
+/// `     value` for a series with no labels but pod and namespace, or `sonde_x  value`)
+/// and histograms (`sonde_x{labels}  count N, sum S`), non-zero ones only. With
+/// `netns`, only the series whose pod is that namespace (`pod=netns:<inode>`); the pod
+/// and namespace labels are dropped.
 fn summary_rows(stdout: &str, netns: Option<&str>) -> Vec<SummaryRow> {
-    let pod = netns.map(|n| format!("netns:{n}"));
     let mut metric = String::new();
     let mut out = Vec::new();
     for l in stdout.lines() {
@@ -493,6 +533,10 @@ fn summary_rows(stdout: &str, netns: Option<&str>) -> Vec<SummaryRow> {
                 continue;
             };
             (metric.clone(), labels.to_string(), value.trim().to_string())
+        } else if l.starts_with("  ") && !metric.is_empty() {
+            // A series whose only labels (pod, namespace) are empty, or a histogram's
+            // bucket line, which does not parse as a value.
+            (metric.clone(), String::new(), l.trim().to_string())
         } else if l.starts_with("sonde_") {
             let (head, rest) = l.split_once("  ").unwrap_or((l, ""));
             let (name, labels) = match head.split_once('{') {
@@ -510,27 +554,147 @@ fn summary_rows(stdout: &str, netns: Option<&str>) -> Vec<SummaryRow> {
             continue;
         };
         let Ok(value) = value.parse::<f64>() else {
-            continue; // a family header, `(no data)`
+            continue; // a family header, `(no data)`, a bucket
         };
-        if value == 0.0 {
+        let labels: Vec<(&str, &str)> = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        if let Some(row) = series_row(name, &labels, value, netns) {
+            out.push(row);
+        }
+    }
+    out
+}
+
+/// A series as a [`SummaryRow`] when it is non-zero and, with `netns`, from that
+/// namespace (`pod=netns:<inode>`). The node and namespace labels are dropped, and the
+/// pod too with `netns` (without, it tells the namespaces of a node-level row apart).
+fn series_row(
+    metric: String,
+    labels: &[(&str, &str)],
+    value: f64,
+    netns: Option<&str>,
+) -> Option<SummaryRow> {
+    if value == 0.0 {
+        return None;
+    }
+    if let Some(n) = netns {
+        let pod = format!("netns:{n}");
+        if !labels.iter().any(|(k, v)| *k == "pod" && *v == pod) {
+            return None;
+        }
+    }
+    let kept: Vec<String> = labels
+        .iter()
+        .filter(|(k, v)| match *k {
+            "node" | "namespace" => false,
+            "pod" => netns.is_none() && !v.is_empty(),
+            _ => true,
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    Some(SummaryRow {
+        metric,
+        labels: kept.join(","),
+        value,
+    })
+}
+
+/// A sample of a Prometheus text exposition (a `/metrics` scrape).
+#[derive(Debug, PartialEq)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// Every sample of a scrape, zeros included; a histogram is its `_count` under the
+/// family's name (buckets and sums left out).
+fn scrape_samples(text: &str) -> Vec<Sample> {
+    let mut histograms: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix("# TYPE ") {
+            if let Some(name) = t.strip_suffix(" histogram") {
+                histograms.push(name);
+            }
             continue;
         }
-        if let Some(pod) = &pod {
-            if !labels.split(',').any(|kv| kv.ends_with(pod.as_str())) {
-                continue;
-            }
+        if l.starts_with('#') || l.trim().is_empty() {
+            continue;
         }
-        let kept: Vec<&str> = labels
-            .split(',')
-            .filter(|kv| !kv.is_empty() && !kv.starts_with("pod=") && !kv.starts_with("namespace="))
-            .collect();
-        out.push(SummaryRow {
-            metric: name,
-            labels: kept.join(","),
+        let (head, value) = match l.rfind('}') {
+            Some(i) => (&l[..=i], l[i + 1..].trim()),
+            None => l.split_once(' ').unwrap_or((l, "")),
+        };
+        let Ok(value) = value.split_whitespace().next().unwrap_or("").parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, ls)) => (n, prom_labels(ls.trim_end_matches('}'))),
+            None => (head.trim(), Vec::new()),
+        };
+        let family = histograms.iter().find(|h| {
+            name.strip_prefix(**h)
+                .is_some_and(|r| matches!(r, "_bucket" | "_sum" | "_count"))
+        });
+        let name = match family {
+            Some(h) if name.ends_with("_count") => h.to_string(),
+            Some(_) => continue,
+            None => name.to_string(),
+        };
+        out.push(Sample {
+            name,
+            labels,
             value,
         });
     }
     out
+}
+
+/// `a="x",b="y \"q\""` as pairs (escapes undone).
+fn prom_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let key: String = chars
+            .by_ref()
+            .skip_while(|c| *c == ',' || c.is_whitespace())
+            .take_while(|c| *c != '=')
+            .collect();
+        if key.is_empty() || chars.next() != Some('"') {
+            return out;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(c) => value.push(c),
+                    None => break,
+                },
+                c => value.push(c),
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// A scrape's non-zero series as summary rows (see [`series_row`]).
+fn scrape_rows(text: &str, netns: Option<&str>) -> Vec<SummaryRow> {
+    scrape_samples(text)
+        .into_iter()
+        .filter_map(|s| {
+            let labels: Vec<(&str, &str)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            series_row(s.name, &labels, s.value, netns)
+        })
+        .collect()
 }
 
 /// What sonde said when it failed: its first error line (`sonde: ...` that is not a
@@ -666,6 +830,98 @@ fn archived(release: &str) -> bool {
         .is_some_and(|e| e.iter().any(|e| e["release"] == release))
 }
 
+/// `sonde_script_up` of a scrape: the scripts up and the scripts down, by name.
+fn scripts_up(scrape: &str) -> (Vec<String>, Vec<String>) {
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for s in scrape_samples(scrape) {
+        if s.name != "sonde_script_up" {
+            continue;
+        }
+        if let Some((_, script)) = s.labels.into_iter().find(|(k, _)| k == "script") {
+            if s.value == 1.0 {
+                up.push(script);
+            } else {
+                down.push(script);
+            }
+        }
+    }
+    (up, down)
+}
+
+/// The message of the daemon's log line that says no kernel BTF was found
+/// (`ERROR no kernel BTF: ...`, colours removed), without its fields.
+fn daemon_btf_error(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .map(strip_ansi)
+        .find(|l| l.contains("ERROR") && l.contains("no kernel BTF:"))?;
+    let msg = &line[line.find("no kernel BTF:")?..];
+    Some(
+        msg.split(" error=")
+            .next()
+            .unwrap_or(msg)
+            .trim()
+            .to_string(),
+    )
+}
+
+/// What a daemon case shows besides its metrics: why it failed (the driver's
+/// `sonde-guest:` line), the scripts up and down, the BTF error it logged.
+fn daemon_notes(c: &Case, failed: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    if failed {
+        let why = c
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("sonde-guest: "))
+            .map(|l| l.trim_start_matches("sonde-guest: ").to_string())
+            .unwrap_or_else(|| error_line(c));
+        notes.push(match c.rc {
+            Some(rc) if rc != 0 && !why.starts_with("exit") => format!("exit {rc}: {why}"),
+            _ => why,
+        });
+    }
+    let (up, down) = scripts_up(&c.stdout);
+    if !up.is_empty() || !down.is_empty() {
+        notes.push(format!("script_up: {} up, {} down", up.len(), down.len()));
+    }
+    if let Some(e) = daemon_btf_error(&c.stderr) {
+        notes.push(format!("logged `{e}`"));
+    }
+    notes
+}
+
+/// The daemon with no kernel BTF: it logged the error, the scripts of the table's
+/// probes are down and its source scripts up (`sonde_script_up`).
+fn daemon_without_btf(c: &Case, programs: &[Program]) -> Result<(), String> {
+    if daemon_btf_error(&c.stderr).is_none() {
+        return Err("the daemon did not log `no kernel BTF: ...`".into());
+    }
+    let (up, down) = scripts_up(&c.stdout);
+    let mut wrong = Vec::new();
+    for p in programs {
+        let stem = p.script.trim_end_matches(".rhai");
+        let (want, list) = match p.kind {
+            Kind::Probe => ("down", &down),
+            Kind::Source => ("up", &up),
+            Kind::Daemon => continue,
+        };
+        let w = format!("{stem} not {want}");
+        if !list.iter().any(|s| s == stem) && !wrong.contains(&w) {
+            wrong.push(w);
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "with no kernel BTF, sonde_script_up: {}",
+            wrong.join(", ")
+        ))
+    }
+}
+
 /// The summary rows shown in a row's note: the matching ones first, at most this many.
 const NOTE_ROWS: usize = 4;
 
@@ -706,14 +962,21 @@ fn judge(
                 Some(c) => {
                     // `kernel_latency/kprobe`: a second row of one program (a variant asked for).
                     let loaded = program.split('/').next().unwrap_or(program);
-                    let variant = attached_variant(&c.stderr, loaded);
+                    let variant = match p.kind {
+                        Kind::Probe => attached_variant(&c.stderr, loaded),
+                        Kind::Source | Kind::Daemon => None,
+                    };
                     let netns = c.trigger.get("netns").map(String::as_str);
+                    let rows_in = |netns| match p.kind {
+                        Kind::Daemon => scrape_rows(&c.stdout, netns),
+                        Kind::Probe | Kind::Source => summary_rows(&c.stdout, netns),
+                    };
                     // Scoped to the trigger's namespace; with no namespace (a
                     // trigger that failed or stayed in sonde's) nothing counts.
                     let mut rows = if p.fired.node {
-                        summary_rows(&c.stdout, None)
+                        rows_in(None)
                     } else if netns.is_some() {
-                        summary_rows(&c.stdout, netns)
+                        rows_in(netns)
                     } else {
                         Vec::new()
                     };
@@ -723,8 +986,14 @@ fn judge(
                         .filter(|r| p.fired.matches(r))
                         .map(|r| r.value.round() as u64)
                         .sum();
-                    if variant.is_none() || c.rc != Some(0) {
-                        notes.push(error_line(c));
+                    let failed = c.rc != Some(0) || (p.kind == Kind::Probe && variant.is_none());
+                    if p.kind == Kind::Daemon {
+                        notes.extend(daemon_notes(c, failed));
+                    }
+                    if failed {
+                        if p.kind != Kind::Daemon {
+                            notes.push(error_line(c));
+                        }
                         if let Some((Some(v), _)) = probes.get(program) {
                             notes.push(format!("`sonde probes` said variant {v} runs"));
                         }
@@ -754,13 +1023,22 @@ fn judge(
                                 "no summary rows from the trigger's namespace".into()
                             });
                         } else {
-                            let mut seen: Vec<String> = rows
+                            // A scrape is every series of every script: the daemon
+                            // shows only the ones `fired` names.
+                            let listed: Vec<&SummaryRow> = rows
+                                .iter()
+                                .filter(|r| p.kind != Kind::Daemon || p.fired.matches(r))
+                                .collect();
+                            let shown = p.name.strip_prefix("source:").unwrap_or(loaded);
+                            let mut seen: Vec<String> = listed
                                 .iter()
                                 .take(NOTE_ROWS)
-                                .map(|r| r.show(program))
+                                .map(|r| r.show(shown))
                                 .collect();
-                            if rows.len() > NOTE_ROWS {
-                                seen.push(format!("(+{} rows)", rows.len() - NOTE_ROWS));
+                            if listed.is_empty() {
+                                seen.push(format!("no series with {}", p.fired.parts.join(", ")));
+                            } else if listed.len() > NOTE_ROWS {
+                                seen.push(format!("(+{} rows)", listed.len() - NOTE_ROWS));
                             }
                             notes.push(seen.join(", "));
                         }
@@ -803,12 +1081,22 @@ fn judge(
                         outcome,
                         Outcome::Fired | Outcome::Counted | Outcome::Attached
                     ) && e.variant != "*"
-                        && variant.as_deref() != Some(e.variant.as_str()) =>
+                        && variant.as_deref().unwrap_or("-") != e.variant =>
                 {
                     Err(format!("expected variant {}", e.variant))
                 }
                 Some(_) => Ok(()),
             };
+            // With no kernel BTF, the daemon must say so and still run every script
+            // that needs none: the scripts of the table's probes down, its sources up.
+            let no_btf = report.case(btf, "btf").is_some_and(|c| c.rc != Some(0));
+            if let (Kind::Daemon, true, Ok(()), Some(c)) =
+                (p.kind, no_btf, &verdict, report.case(btf, program))
+            {
+                if let Err(why) = daemon_without_btf(c, programs) {
+                    verdict = Err(why);
+                }
+            }
             if let (Some(v), Some((Some(chosen), _))) = (&variant, probes.get(program)) {
                 if v != chosen && verdict.is_ok() {
                     verdict = Err(format!(
@@ -820,6 +1108,7 @@ fn judge(
                 kernel: label.to_string(),
                 btf: btf.to_string(),
                 program: program.to_string(),
+                kind: p.kind,
                 variant,
                 outcome,
                 fired,
@@ -1102,10 +1391,15 @@ fn runs_table(runs: &[KernelRun], rows: &[Row]) -> String {
             Ok(()) => r.outcome.name().to_string(),
             Err(why) => format!("**{}: UNEXPECTED, {why}**", r.outcome.name()),
         };
-        let loaded = match r.outcome {
-            Outcome::Fired | Outcome::Counted | Outcome::Attached => "yes",
-            Outcome::Error => "no",
-            Outcome::Skipped => "-",
+        let ran = matches!(
+            r.outcome,
+            Outcome::Fired | Outcome::Counted | Outcome::Attached
+        );
+        // Sources and the daemon's rows load no kernel program of their own.
+        let loaded = match (r.kind, r.outcome) {
+            (Kind::Source | Kind::Daemon, _) | (_, Outcome::Skipped) => "-",
+            _ if ran => "yes",
+            _ => "no",
         };
         let _ = writeln!(
             t,
@@ -1113,11 +1407,7 @@ fn runs_table(runs: &[KernelRun], rows: &[Row]) -> String {
             r.btf,
             r.program,
             r.variant.as_deref().unwrap_or("-"),
-            if loaded == "yes" {
-                r.fired.to_string()
-            } else {
-                "-".into()
-            },
+            if ran { r.fired.to_string() } else { "-".into() },
             r.note.replace('|', "\\|"),
         );
     }
@@ -1324,7 +1614,7 @@ fn guest_kernels() {
     md.push_str(&variants_table(&runs));
     let _ = writeln!(
         md,
-        "\n### Runs (`sonde run scripts/<script> --for <for> -p <params>`)\n"
+        "\n### Runs (`sonde run scripts/<script> --for <for> -p <params>`, `sonde daemon`)\n"
     );
     md.push_str(&runs_table(&runs, &rows));
     let _ = writeln!(md, "\n### Time\n");
@@ -1575,6 +1865,45 @@ sonde_tcp_retrans_segments_total
 @@stderr
 sonde: tcp_retrans attached (variant raw_tracepoint)
 @@end
+@@case btf=bare what=btf rc=1 ms=300
+@@stdout
+@@stderr
+sonde: no kernel BTF for 6.1.0; tried:
+  sysfs        tried   /sys/kernel/btf/vmlinux: not found
+@@end
+@@case btf=bare what=source:netdev rc=0 ms=2400
+@@trigger rc=0 tcp_bytes=4194304 udp_round_trips=200 port=40000
+@@stdout
+sonde_netdev_receive_bytes_total
+  {device=lo}                          4300000
+  {pod=netns:4026532246,device=lo}          300
+  {device=eth0}                               0
+
+sonde_tcpsummary_rx_queue_bytes
+                          33
+  {pod=netns:4026532246}   0
+@@stderr
+sonde: 0 records (0/s), 0 events emitted, 0 lost in the kernel, 0 undecodable, in 2.01s
+@@end
+@@case btf=bare what=daemon rc=0 ms=19000
+@@trigger rc=0 tcp_bytes=4194304 udp_round_trips=200 port=40001
+@@stdout
+# HELP sonde_netdev_receive_bytes_total Bytes received.
+# TYPE sonde_netdev_receive_bytes_total counter
+sonde_netdev_receive_bytes_total{node=\"guest\",namespace=\"\",pod=\"\",device=\"lo\"} 1678
+sonde_netdev_receive_bytes_total{node=\"guest\",namespace=\"\",pod=\"netns:4026531833\",device=\"lo\"} 4300000
+sonde_netdev_receive_bytes_total{node=\"guest\",namespace=\"\",pod=\"netns:4026531833\",device=\"eth0\"} 0
+# TYPE sonde_x_seconds histogram
+sonde_x_seconds_bucket{node=\"guest\",le=\"+Inf\"} 5
+sonde_x_seconds_sum{node=\"guest\"} 0.5
+sonde_x_seconds_count{node=\"guest\"} 5
+sonde_script_up{node=\"guest\",script=\"netdev\"} 1
+sonde_script_up{node=\"guest\",script=\"tcp_reset\"} 0
+@@stderr
+sonde: daemon listening on http://0.0.0.0:9102 (config: embedded default)
+\x1b[2m2026-11-21T20:18:10Z\x1b[0m \x1b[31mERROR\x1b[0m no kernel BTF: scripts with a kernel program cannot load; the others run \x1b[3merror\x1b[0m=no kernel BTF for 6.1.0; tried:
+  sysfs        tried   /sys/kernel/btf/vmlinux: not found
+@@end
 @@sonde-guest end ms=10740
 ";
 
@@ -1584,12 +1913,26 @@ tcp_reset    tcp_reset.rhai    refused  kind=NOSOCK  all  2s  -
 packet_loss  packet_loss.rhai  refused  reason=NO_SOCKET  sysfs,none  2s  -
 softirq      softirq.rhai      traffic  node:sonde_softirq_run_seconds,vec=NET_RX  sysfs  3s  threshold_ms=0
 tcp_retrans  tcp_retrans.rhai  retrans  *  sysfs  3s  a=1,b=2
+source:netdev  netdev.rhai  lo-traffic  node:sonde_netdev_receive_bytes_total,device=lo  bare  2s  -
+daemon  -  lo-traffic  node:sonde_netdev_receive_bytes_total,device=lo  bare  15s  -
 ";
 
 #[test]
 fn programs_table_parses() {
     let p = parse_programs(SAMPLE_PROGRAMS).unwrap();
-    assert_eq!(p.len(), 4);
+    assert_eq!(p.len(), 6);
+    let kinds: Vec<Kind> = p.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Probe,
+            Kind::Probe,
+            Kind::Probe,
+            Kind::Probe,
+            Kind::Source,
+            Kind::Daemon
+        ]
+    );
     assert_eq!(p[0].conditions, CONDITIONS);
     assert_eq!(p[1].conditions, ["sysfs", "none"]);
     assert_eq!(
@@ -1610,11 +1953,14 @@ fn programs_table_parses() {
         "x x.rhai refused * all 2s noequals",
         "x x.rhai refused * all 2s",
         "x x.rhai refused * all 2s -\nx x.rhai refused * all 2s -",
+        "daemon x.rhai refused * bare 15s -",
+        "source:x - refused * bare 2s -",
+        "daemon - refused * bare 1500ms -",
     ] {
         assert!(parse_programs(bad).is_err(), "{bad}");
     }
     // The real table parses, and every script it names exists.
-    for p in programs() {
+    for p in programs().iter().filter(|p| p.kind != Kind::Daemon) {
         assert!(
             repo_root().join("scripts").join(&p.script).is_file(),
             "tests/guest/programs: {} names scripts/{}, which does not exist",
@@ -1631,7 +1977,7 @@ fn driver_report_parses_and_is_judged() {
     assert_eq!(r.release, "6.1.0-56-cloud-amd64");
     assert_eq!(r.os, "debian:12");
     assert_eq!(r.ms, 10740);
-    assert_eq!(r.cases.len(), 7);
+    assert_eq!(r.cases.len(), 10);
     let run = r.case("sysfs", "tcp_reset").unwrap();
     assert_eq!(
         run.trigger.get("netns").map(String::as_str),
@@ -1679,7 +2025,9 @@ fn driver_report_parses_and_is_judged() {
     );
 
     let ex = expectations(
-        "bookworm sysfs tcp_reset fired kprobe\n\
+        "* bare source:netdev fired -\n\
+         * bare daemon fired -\n\
+         bookworm sysfs tcp_reset fired kprobe\n\
          * none * error - # today\n\
          * image * skipped -\n\
          * * softirq fired tracepoint\n\
@@ -1732,6 +2080,67 @@ fn driver_report_parses_and_is_judged() {
             .contains("trigger retrans failed (1): sonde-guest-trigger retrans: connect"),
         "{}",
         re.note
+    );
+
+    // A source: no variant, nothing loaded, counted from every namespace (node:);
+    // a series with no labels but its (empty) pod is a row too.
+    let src = row("bare", "source:netdev");
+    assert_eq!((src.outcome, src.fired), (Outcome::Fired, 4_300_300));
+    assert_eq!((src.kind, src.variant.as_deref()), (Kind::Source, None));
+    assert!(src.verdict.is_ok(), "{:?}", src.verdict);
+    assert!(
+        src.note.starts_with(
+            "receive_bytes_total{device=lo} 4300000, \
+             receive_bytes_total{pod=netns:4026532246,device=lo} 300, \
+             tcpsummary_rx_queue_bytes 33; `sonde btf`: exit 1: no kernel BTF"
+        ),
+        "{}",
+        src.note
+    );
+    // The daemon: judged on its scrape; with no BTF, on sonde_script_up too (the
+    // sample's scrape lacks packet_loss, softirq and tcp_retrans).
+    let d = row("bare", "daemon");
+    assert_eq!((d.outcome, d.fired), (Outcome::Fired, 4_301_678));
+    assert!(
+        d.note.contains("script_up: 1 up, 1 down; logged `no kernel BTF: scripts with a kernel program cannot load; the others run`"),
+        "{}",
+        d.note
+    );
+    assert_eq!(
+        d.verdict,
+        Err(
+            "with no kernel BTF, sonde_script_up: packet_loss not down, softirq not down, \
+             tcp_retrans not down"
+                .into()
+        )
+    );
+    let daemon = r.case("bare", "daemon").unwrap();
+    let just: Vec<Program> = programs
+        .iter()
+        .filter(|p| ["tcp_reset", "source:netdev"].contains(&p.name.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(daemon_without_btf(daemon, &just), Ok(()));
+    let mut quiet = daemon.clone();
+    quiet.stderr = "sonde: daemon listening\n".into();
+    assert!(daemon_without_btf(&quiet, &just).is_err());
+    // A scrape's samples: labels unquoted, a histogram as its count.
+    let samples = scrape_samples(&daemon.stdout);
+    assert_eq!(samples.len(), 6);
+    assert_eq!(
+        samples[3],
+        Sample {
+            name: "sonde_x_seconds".into(),
+            labels: vec![("node".into(), "guest".into())],
+            value: 5.0
+        }
+    );
+    assert_eq!(
+        prom_labels(r#"a="x,y",b="q \"r\" \\ s""#),
+        [
+            ("a".to_string(), "x,y".to_string()),
+            ("b".to_string(), r#"q "r" \ s"#.to_string())
+        ]
     );
 }
 
