@@ -140,7 +140,11 @@ struct DrainPace {
 
 impl DrainPace {
     fn after(&mut self, records: u64) {
-        self.empty = if records > 0 { 0 } else { self.empty.saturating_add(1) };
+        self.empty = if records > 0 {
+            0
+        } else {
+            self.empty.saturating_add(1)
+        };
     }
 
     fn interval(&self) -> Duration {
