@@ -169,13 +169,24 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(b[off..off + 8].try_into().unwrap_or([0; 8]))
 }
 
-/// The tracepoint programs loaded since `before` was taken (another tool's).
-pub fn new_tracepoint_ids(before: &HashSet<u32>) -> HashSet<u32> {
-    prog_ids()
-        .difference(before)
-        .copied()
-        .filter(|id| {
-            prog_info(*id).is_some_and(|i| u32_at(&i, INFO_TYPE) == BPF_PROG_TYPE_TRACEPOINT)
+/// The tracepoint programs a process holds open (`prog_id` in
+/// `/proc/PID/fdinfo/*`): a tool's own programs, whatever else is being loaded on
+/// the machine meanwhile.
+pub fn tracepoint_ids_of(pid: i32) -> HashSet<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return HashSet::new();
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_type:"))
+                .any(|v| v.trim().parse() == Ok(BPF_PROG_TYPE_TRACEPOINT))
+        })
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
         })
         .collect()
 }

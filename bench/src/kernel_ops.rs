@@ -38,6 +38,10 @@ pub enum Op {
     /// not local, no forwarding). The request expires after about a minute (SYN-ACK
     /// retries) and the next SYN makes a new one.
     SynAckRetransmit,
+    /// `listen()` then `shutdown(SHUT_RD)` on one TCP socket bound to 127.0.0.1: the
+    /// socket goes CLOSE -> LISTEN -> CLOSE (`tcp_disconnect`), no packet, no socket
+    /// allocated or port searched per op.
+    ListenShutdown,
     /// `connect()` to a closed port on 127.0.0.1, then `close()`: a SYN, a reset sent
     /// with no socket, the reset received, the SYN dropped (`NO_SOCKET`), the socket
     /// going CLOSE -> SYN_SENT -> CLOSE.
@@ -62,6 +66,7 @@ impl Op {
             Op::SynAckRetransmit => {
                 "AF_PACKET duplicate TCP SYN to a listener on lo (SYN-ACK retransmitted)"
             }
+            Op::ListenShutdown => "listen() + shutdown(SHUT_RD) of a TCP socket on 127.0.0.1",
             Op::ConnectRefused => "connect() to a closed port on 127.0.0.1 + close()",
             Op::UdpToFullSocket => "UDP send to a full socket on lo",
             Op::UdpEcho => "UDP send to itself on lo + recv",
@@ -74,6 +79,7 @@ impl Op {
             Op::OtherhostFrame => "otherhost frame",
             Op::ClosedPortSyn => "syn to closed port",
             Op::SynAckRetransmit => "duplicate syn",
+            Op::ListenShutdown => "listen + shutdown",
             Op::ConnectRefused => "refused connect",
             Op::UdpToFullSocket => "udp to full socket",
             Op::UdpEcho => "udp echo",
@@ -126,6 +132,7 @@ impl Op {
                 ))?
             }
             Op::SynAckRetransmit => syn_ack_retransmit()?,
+            Op::ListenShutdown => listen_shutdown()?,
             Op::ConnectRefused => {
                 let addr = loopback(9);
                 Box::new(move || {
@@ -490,6 +497,24 @@ fn ip_checksum(header: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+fn listen_shutdown() -> anyhow::Result<Box<dyn FnMut() -> Result<(), String>>> {
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    bind_loopback(&fd)?;
+    Ok(Box::new(move || {
+        let fd = &fd;
+        // SAFETY: listen and shutdown on our own bound socket.
+        unsafe {
+            if libc::listen(fd.0, 1) != 0 {
+                return Err(format!("listen: {}", errno_string()));
+            }
+            if libc::shutdown(fd.0, libc::SHUT_RD) != 0 {
+                return Err(format!("shutdown: {}", errno_string()));
+            }
+        }
+        Ok(())
+    }))
 }
 
 fn udp_to_full_socket() -> anyhow::Result<Box<dyn FnMut() -> Result<(), String>>> {

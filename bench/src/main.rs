@@ -20,8 +20,9 @@
 //! `daemon`: `sonde daemon` with the built-in scripts, idle, scraped with 100 pods'
 //! worth of series (beside prometheus-node-exporter), and under 50k reset events/s.
 //! `kernel`: each built-in program's cost in the kernel per hooked event (a tight
-//! loop of the hooked operation, attached against detached), beside bpftrace
-//! counting the same way where a counterpart exists.
+//! loop of the hooked operation, attached against detached), beside an empty
+//! program on the same hooks and bpftrace counting the same way where a
+//! counterpart exists.
 //! `sources`: one scrape's worth of procfs/netlink reading by the eleven source
 //! scripts with 50 pod network namespaces, beside node_exporter on the host only.
 //! See bench/README.md for what each row measures.
@@ -29,6 +30,7 @@
 mod bpf_stats;
 mod daemon;
 mod daemon_report;
+mod empty_prog;
 mod kernel;
 mod kernel_ops;
 mod report;
@@ -84,14 +86,15 @@ daemon options:
 
 `kernel` measures each built-in program's cost in the kernel per hooked event:
 a tight loop of an operation that fires its hooks, with nothing attached and with
-the program attached (sonde's loader, the built-in script's knob defaults), and
-the same under a bpftrace script counting the same way where one exists.
+the program attached (sonde's loader, the built-in script's knob defaults), an
+empty program on the same hooks (the floor), and the same under a bpftrace script
+counting the same way where one exists.
 
 kernel options:
   --programs LIST    programs to measure, comma-separated (default: all built-in)
   --iters N          operations per measured run (default: what fits in --run-ms)
-  --run-ms N         target duration of a measured run (default 300)
-  --rounds N         (detached, attached) pairs per row (default 9)
+  --run-ms N         target duration of a measured run (default 150)
+  --rounds N         (detached, attached) pairs per row (default 11)
   --bpftrace PATH    bpftrace binary (default: bpftrace on PATH; rows say so if absent)
   --no-bpftrace      skip the bpftrace rows
   --json FILE        also write every sample as JSON
