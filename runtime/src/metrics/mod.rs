@@ -405,17 +405,7 @@ impl Registry {
     /// Prometheus text exposition format 0.0.4
     /// (`text/plain; version=0.0.4; charset=utf-8`).
     pub fn render_prometheus(&self) -> String {
-        let extra = self
-            .pod_labels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        render::render(
-            &self.node,
-            &self.families(),
-            render::Format::Prometheus,
-            extra.as_deref(),
-        )
+        self.render(render::Format::Prometheus)
     }
 
     /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0;
@@ -423,17 +413,16 @@ impl Registry {
     /// as [`Registry::render_prometheus`], counter families named without `_total`,
     /// canonical `le` values, and the closing `# EOF`.
     pub fn render_openmetrics(&self) -> String {
+        self.render(render::Format::OpenMetrics)
+    }
+
+    fn render(&self, format: render::Format) -> String {
         let extra = self
             .pod_labels
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        render::render(
-            &self.node,
-            &self.families(),
-            render::Format::OpenMetrics,
-            extra.as_deref(),
-        )
+        render::render(&self.node, &self.families(), format, extra.as_deref())
     }
 
     /// The human table printed at the end of a one-shot run: the families `script`
