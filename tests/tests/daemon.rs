@@ -981,12 +981,16 @@ fn a_builtin_the_kernel_cannot_run_is_reported_and_the_others_run() {
         return;
     }
     assert_eq!(up("virtcmd_latency"), Some(0.0), "{m}");
+    let unavailable = |s: &str| sample(&m, "sonde_script_unavailable", &[("script", s)]);
+    assert_eq!(unavailable("virtcmd_latency"), Some(1.0), "{m}");
+    assert_eq!(unavailable("tcp_reset"), Some(0.0), "{m}");
     assert_eq!(
         sample(&m, "sonde_config_reloads_total", &[("result", "failure")]).unwrap_or(0.0),
         0.0,
         "{m}"
     );
     let unit = d.unit("virtcmd_latency");
+    assert_eq!(unit["state"], "unavailable", "{unit}");
     let why = unit["last_error"].to_string();
     assert!(why.contains("no variant can run on this kernel"), "{unit}");
     let log = d.stderr();

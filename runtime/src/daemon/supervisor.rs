@@ -71,6 +71,8 @@ struct Unit {
     task: Option<Task>,
     stats: Arc<UnitStats>,
     last_error: Option<(String, SystemTime)>,
+    /// Not running because its program cannot run on this kernel (a built-in).
+    unavailable: bool,
     loaded_at: Option<SystemTime>,
 }
 
@@ -81,6 +83,8 @@ impl Unit {
             file: self.wanted.origin.label(&self.wanted.name),
             state: if self.task.is_some() {
                 "running"
+            } else if self.unavailable {
+                "unavailable"
             } else {
                 "failed"
             },
@@ -319,6 +323,7 @@ impl Supervisor {
                     task: None,
                     stats: Default::default(),
                     last_error: None,
+                    unavailable: false,
                     loaded_at: None,
                 });
                 if !running {
@@ -328,6 +333,7 @@ impl Supervisor {
                     unit.limits = self.cfg.limits.clone();
                 }
                 unit.last_error = Some((e.message.clone(), SystemTime::now()));
+                unit.unavailable = e.unavailable && !running;
                 return Err(e);
             }
         };
@@ -380,6 +386,7 @@ impl Supervisor {
                 task: Some(task),
                 stats,
                 last_error: None,
+                unavailable: false,
                 loaded_at: Some(SystemTime::now()),
             },
         );

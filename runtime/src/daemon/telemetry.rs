@@ -19,7 +19,8 @@ pub struct UnitView {
     pub name: String,
     /// The script's file, or `builtin:<name>.rhai`.
     pub file: String,
-    /// `running` or `failed`.
+    /// `running`, `failed`, or `unavailable` (a built-in whose program this
+    /// kernel cannot run: expected, not an error).
     pub state: &'static str,
     pub program: Option<String>,
     pub variant: Option<String>,
@@ -72,6 +73,7 @@ fn must<T>(r: Result<T, crate::metrics::MetricsError>) -> T {
 /// Handles of the self-metric families.
 pub struct Telemetry {
     up: Gauge,
+    unavailable: Gauge,
     probe_info: Gauge,
     records: Counter,
     undecodable: Counter,
@@ -101,7 +103,8 @@ impl Telemetry {
         );
         let _ = build.set(&[env!("CARGO_PKG_VERSION")], 1);
         Telemetry {
-            up: gauge("script_up", "1 when the script runs, 0 when it failed to load (see /status for why).", &["script"]),
+            up: gauge("script_up", "1 when the script runs, 0 when it failed to load or is a built-in this kernel cannot run (sonde_script_unavailable; see /status for why).", &["script"]),
+            unavailable: gauge("script_unavailable", "1 for a built-in script whose kernel program cannot run on this kernel (no variant: kprobes missing, a module not loaded): down by design, not a failure. Alert on sonde_script_up == 0 unless on(script) sonde_script_unavailable == 1.", &["script"]),
             probe_info: gauge("probe_info", "Always 1: the kernel program of each script and the variant chosen for this kernel.", &["script", "program", "variant"]),
             records: counter("probe_records_total", "Records read from a script's kernel program.", &["script", "program"]),
             undecodable: counter("probe_records_undecodable_total", "Records that could not be decoded (a mismatch between object and kernel).", &["script", "program"]),
@@ -131,6 +134,9 @@ impl Telemetry {
         for u in units {
             let name = u.name.as_str();
             let _ = self.up.set(&[name], (u.state == "running") as i64);
+            let _ = self
+                .unavailable
+                .set(&[name], (u.state == "unavailable") as i64);
             let _ = self.handler.set_total(
                 &[name],
                 u.stats.handler_ns.load(Ordering::Relaxed) as f64 * 1e-9,
@@ -172,6 +178,7 @@ impl Telemetry {
     pub fn forget(&self, script: &str) {
         let other = |labels: &[Box<str>]| labels.first().is_none_or(|l| &**l != script);
         self.up.retain(other);
+        self.unavailable.retain(other);
         self.probe_info.retain(other);
         self.records.retain(other);
         self.undecodable.retain(other);
