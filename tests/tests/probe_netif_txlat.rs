@@ -15,18 +15,12 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rhai::Map;
-use sonde::bpf::catalog::{self, ProgramSpec};
-use sonde::bpf::decode::DecodeEnv;
-use sonde::bpf::ksyms::Symbols;
-use sonde::bpf::{self, Loaded};
-use sonde::btf::KernelBtf;
-use sonde::pods::HostResolver;
+use sonde::bpf::Loaded;
 use sonde::script::ParamValue;
-use sonde_tests::kernel::{int, s};
+use sonde_tests::kernel::{int, load, s};
 use sonde_tests::require_root;
 use sonde_tests::run::{finish, start};
 
@@ -303,44 +297,6 @@ fn netif_txlat_script_reports_qdisc_time_of_a_slow_tbf() {
     );
 }
 
-/// Loads `spec` with only the variant named `variant` (the loader would otherwise
-/// take the first that works here).
-fn load_variant(
-    name: &str,
-    variant: &str,
-    params: &[(&str, ParamValue)],
-) -> (Loaded, Arc<DecodeEnv>) {
-    let full = catalog::find(name).unwrap();
-    let at = full
-        .variants
-        .iter()
-        .position(|v| v.name == variant)
-        .unwrap();
-    let spec: &'static ProgramSpec = Box::leak(Box::new(ProgramSpec {
-        name: full.name,
-        summary: full.summary,
-        object: full.object,
-        variants: &full.variants[at..=at],
-    }));
-    let btf = KernelBtf::locate(None).expect("kernel BTF");
-    let params: Vec<(String, ParamValue)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let loaded = bpf::load(spec, &params, &btf).unwrap_or_else(|e| panic!("load {name}: {e}"));
-    let table = loaded.maps.clone();
-    let env = Arc::new(DecodeEnv {
-        pods: Arc::new(HostResolver::new("test-node")),
-        drop_reasons: bpf::drop_reason_names(&btf),
-        ksyms: Symbols::Kernel,
-        stacks: Some(Box::new(move |id| table.stack(id))),
-        notes: None,
-        pod_cache: Default::default(),
-    });
-    loaded.maps.set_env(env.clone());
-    (loaded, env)
-}
-
 fn entries(loaded: &Loaded, map: &str) -> Vec<(Map, rhai::Dynamic)> {
     loaded
         .maps
@@ -356,10 +312,12 @@ fn entries(loaded: &Loaded, map: &str) -> Vec<(Map, rhai::Dynamic)> {
 
 fn exact_counts_and_no_leak(variant: &str, tag: &str) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut loaded, env) = load_variant(
+    let (mut loaded, env) = load(
         "netif_txlat",
-        variant,
-        &[("threshold_ms", ParamValue::Int(50))],
+        &[
+            ("threshold_ms", ParamValue::Int(50)),
+            ("variant", ParamValue::Str(variant.into())),
+        ],
     );
     assert_eq!(loaded.variant.name, variant);
     let link = Link::new(tag);
