@@ -192,3 +192,34 @@ fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
         port
     }
 }
+
+/// Runs `ip` with `args`; panics with its stderr when it fails.
+pub fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until the interface `dev` of the named network namespace `ns` is up (and
+/// 50 ms more for its queues); panics after about 2 s.
+pub fn wait_up(ns: &str, dev: &str) {
+    for _ in 0..100 {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "link", "show", dev])
+            .output()
+            .expect("run ip (iproute2)");
+        if String::from_utf8_lossy(&out.stdout).contains("state UP") {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{ns}/{dev} did not come up");
+}

@@ -15,17 +15,7 @@ use rhai::Map;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{int, load, s};
 use sonde_tests::run::{finish, start, summary_row};
-use sonde_tests::{require_root, NetnsThread};
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use sonde_tests::{ip, require_root, NetnsThread};
 
 fn text(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().expect("run command");

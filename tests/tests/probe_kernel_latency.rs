@@ -24,7 +24,7 @@ use rhai::Map;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{drain, int, load, ours, s};
 use sonde_tests::run::{finish, start, summary_row};
-use sonde_tests::{require_root, NetnsThread};
+use sonde_tests::{ip, require_root, wait_up, NetnsThread};
 
 const SLOW_READ: Duration = Duration::from_millis(40);
 
@@ -119,15 +119,6 @@ fn kernel_latency_rx_slow_reader_v4_v6_tcp_udp() {
     assert!(header.contains("count 2,"), "{header}");
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs `f` on a thread inside the named namespace (`ip netns`).
 fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{name}");
@@ -140,23 +131,6 @@ fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'stati
     })
     .join()
     .unwrap()
-}
-
-/// Waits until `dev` in namespace `ns` has its carrier and its qdisc (until then the
-/// device drops what it is given).
-fn wait_up(ns: &str, dev: &str) {
-    for _ in 0..100 {
-        let out = Command::new("ip")
-            .args(["-n", ns, "link", "show", dev])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("state UP") {
-            std::thread::sleep(Duration::from_millis(50));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{ns}/{dev} did not come up");
 }
 
 struct Pair {

@@ -21,8 +21,8 @@ use rhai::Map;
 use sonde::bpf::Loaded;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{int, load, s};
-use sonde_tests::require_root;
 use sonde_tests::run::{finish, start};
+use sonde_tests::{ip, require_root, wait_up};
 
 /// Datagram payload: 1000 bytes + 8 UDP + 20 IP + 14 Ethernet = 1042 bytes on the wire,
 /// 83 ms each at 100 kbit/s.
@@ -30,15 +30,6 @@ const PAYLOAD: usize = 1000;
 const SENDER: &str = "198.18.7.1";
 const RECEIVER: &str = "198.18.7.2";
 const PORT: u16 = 9;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Two namespaces `<tag>a`/`<tag>b`, a veth pair `<tag>a`/`<tag>b` between them, a
 /// slow tbf on the sender's end. Removed on drop.
@@ -161,23 +152,6 @@ impl Drop for Link {
         let _ = Command::new("ip").args(["netns", "del", &self.a]).output();
         let _ = Command::new("ip").args(["netns", "del", &self.b]).output();
     }
-}
-
-/// Waits until `dev` in namespace `ns` has its carrier and its qdisc (until then the
-/// device drops what it is given).
-fn wait_up(ns: &str, dev: &str) {
-    for _ in 0..100 {
-        let out = Command::new("ip")
-            .args(["-n", ns, "link", "show", dev])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("state UP") {
-            std::thread::sleep(Duration::from_millis(50));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{ns}/{dev} did not come up");
 }
 
 /// One histogram of the run summary: `(upper bound in raw units, count)` per bucket
