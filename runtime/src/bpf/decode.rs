@@ -771,25 +771,30 @@ fn format_ipv4(o: [u8; 4]) -> String {
     out
 }
 
-/// `sk_state` names (include/net/tcp_states.h).
+/// `sk_state` names by number (include/net/tcp_states.h); 0 is not a state.
+pub const TCP_STATE_NAMES: [&str; 14] = [
+    "UNKNOWN",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+    "BOUND_INACTIVE",
+];
+
+/// The name of an `sk_state` value, `UNKNOWN` for one the table does not have.
 pub fn tcp_state_name(v: u64) -> &'static str {
-    const NAMES: [&str; 14] = [
-        "UNKNOWN",
-        "ESTABLISHED",
-        "SYN_SENT",
-        "SYN_RECV",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "TIME_WAIT",
-        "CLOSE",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "LISTEN",
-        "CLOSING",
-        "NEW_SYN_RECV",
-        "BOUND_INACTIVE",
-    ];
-    NAMES.get(v as usize).copied().unwrap_or("UNKNOWN")
+    TCP_STATE_NAMES
+        .get(v as usize)
+        .copied()
+        .unwrap_or("UNKNOWN")
 }
 
 /// IP protocol numbers people meet in network probes.

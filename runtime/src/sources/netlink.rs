@@ -355,21 +355,7 @@ fn io_err(what: &str) -> impl Fn(io::Error) -> SourceError + '_ {
 }
 
 /// TCP state names, by number (`include/net/tcp_states.h`); index 0 is unused.
-pub const TCP_STATES: [&str; 13] = [
-    "",
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-    "NEW_SYN_RECV",
-];
+pub use crate::bpf::decode::TCP_STATE_NAMES as TCP_STATES;
 
 const TCP_LISTEN: usize = 10;
 
@@ -378,7 +364,7 @@ const TCP_LISTEN: usize = 10;
 pub struct TcpSummary {
     /// Sockets per state, indexed as [`TCP_STATES`]. Connection requests (SYN
     /// received, no socket yet) count as `SYN_RECV`, as `ss` shows them.
-    pub states: [u64; 13],
+    pub states: [u64; TCP_STATES.len()],
     /// Bytes received and not yet read by the application, over every socket that
     /// is not listening.
     pub rx_queue: u64,

@@ -449,8 +449,9 @@ fn netlink_module(failures: &Arc<Failures>) -> Module {
             let s = netlink::tcp_summary(ns)?;
             let mut states = Map::new();
             for (i, name) in netlink::TCP_STATES.iter().enumerate().skip(1) {
-                // Requests are reported as SYN_RECV; NEW_SYN_RECV never appears.
-                if i == 12 {
+                // Requests are reported as SYN_RECV; NEW_SYN_RECV never appears,
+                // nor BOUND_INACTIVE (a bound socket, not a connection state).
+                if i >= 12 {
                     continue;
                 }
                 states.insert((*name).into(), int(s.states[i]));
