@@ -13,13 +13,15 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages the tests use: clang/llvm/libbpf for `make -C kernel-progs check`,
-# bpftool for object inspection, bpftrace for the peer benchmark, iproute2 for network
+# bpftool for object inspection, bpftrace for the peer benchmark, pahole (dwarves) as the
+# reference for the DWARF-to-BTF step, kmod for the guest modules' modinfo, iproute2 for network
 # namespaces, gcc for the record-layout check, prometheus for the end-to-end scrape and
 # promtool, python3-prometheus-client for its OpenMetrics parser, conntrack and
 # prometheus-node-exporter to check the procfs/netlink sources against, xz-utils for the
 # btfhub archive test, qemu-system-x86/busybox-static/cpio for the guest kernels,
 # containerd/runc/containernetworking-plugins for the pod tests (real CRI sandboxes).
-packages=(clang llvm libbpf-dev bpftool bpftrace iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio conntrack prometheus-node-exporter containerd runc containernetworking-plugins)
+# tests/tests/tools.rs fails when a test runs a program no package here provides.
+packages=(clang llvm libbpf-dev bpftool bpftrace pahole kmod iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio conntrack prometheus-node-exporter containerd runc containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

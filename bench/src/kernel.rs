@@ -364,6 +364,7 @@ impl Tracer {
                 script,
                 probes,
             } => {
+                // runs: bpftrace
                 let mut cmd = Command::new(path);
                 cmd.arg("-e").arg(script);
                 let tool = Tool::spawn("bpftrace", cmd, None)?;

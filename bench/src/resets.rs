@@ -229,6 +229,7 @@ impl Live<'_> {
             }
             ToolKind::Bpftrace => {
                 let path = bpftrace.context("no bpftrace")?;
+                // runs: bpftrace
                 let mut c = Command::new(path);
                 c.arg("-e").arg(BPFTRACE_PROGRAM);
                 (c, Ready::Canary)

@@ -34,3 +34,5 @@ pub mod record;
 pub mod script;
 pub mod sinks;
 pub mod sources;
+#[doc(hidden)]
+pub mod testkit;

@@ -19,23 +19,13 @@ pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        let msg = format!("SKIPPED {test}: needs root (kernel test)");
-        eprintln!("\n!!!!! {msg} !!!!!\n");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}, and CI=true");
-        }
+        cannot_run(test, "needs root (kernel test)");
     }
     root
 }
 
-/// Says loudly that a test cannot run here; fails under CI.
-pub fn cannot_run(test: &str, why: &str) {
-    let msg = format!("SKIPPED {test}: {why}");
-    eprintln!("\n!!!!! {msg} !!!!!\n");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}, and CI=true");
-    }
-}
+/// Says loudly that a test cannot run here; fails under CI ([`sonde::testkit::skip`]).
+pub use sonde::testkit::skip as cannot_run;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

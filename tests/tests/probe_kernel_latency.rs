@@ -253,6 +253,7 @@ fn kernel_latency_tx_syn_waiting_for_the_neighbour_v4_v6() {
         // probe, a second later, is answered, and only then does the SYN leave.
         // IPv4: ARP, ignored with arp_ignore; IPv6: neighbour solicitations,
         // dropped by ip6tables (ICMPv6 is not IPv4's ARP: no sysctl for it).
+        // runs: sysctl ip6tables
         let (hold, release): (Vec<&str>, Vec<&str>) = if peer == B4 {
             (
                 vec!["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=8"],

@@ -25,6 +25,7 @@ fn retrans_segs() -> u64 {
 /// Runs iptables (or ip6tables) in the calling thread's namespace.
 fn iptables(v6: bool, args: &[&str]) {
     let cmd = if v6 { "ip6tables" } else { "iptables" };
+    // runs: iptables ip6tables
     let st = Command::new(cmd).args(args).status().expect(cmd);
     assert!(st.success(), "{cmd} {args:?} failed");
 }

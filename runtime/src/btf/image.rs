@@ -328,7 +328,10 @@ pub(crate) mod tests {
         match xz {
             Some(x) => payloads.push(("xz", x)),
             // The xz decoder itself is tested on committed streams (decompress.rs).
-            None => eprintln!("SKIPPED the xz bzImage case: no xz command"),
+            None => crate::testkit::skip(
+                "the xz bzImage case",
+                "no xz command (apt-get install xz-utils)",
+            ),
         }
         for (name, payload) in payloads {
             let got = extract(&bzimage(&payload)).unwrap_or_else(|e| panic!("{name}: {e}"));
