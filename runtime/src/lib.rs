@@ -28,6 +28,7 @@ pub mod cli;
 pub mod daemon;
 pub mod event;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod pods;
 pub mod record;

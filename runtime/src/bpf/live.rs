@@ -1,10 +1,10 @@
-//! A program loaded, attached and ready to read: its maps, its ring buffers registered
-//! with tokio, and the decoding environment its records need. Shared by `sonde run`
+//! A program loaded, attached and ready to read: its maps, its ring buffers (with the
+//! descriptors to wait on), and the decoding environment its records need. Shared by `sonde run`
 //! and the daemon, whose script reloads keep a [`Live`] program attached while the
 //! script around it changes.
 //!
 //! ```no_run
-//! # async fn f() -> anyhow::Result<()> {
+//! # fn f() -> anyhow::Result<()> {
 //! use std::sync::Arc;
 //! use sonde::bpf::{catalog, live::Live};
 //! use sonde::btf::KernelBtf;
@@ -13,7 +13,7 @@
 //! let btf = KernelBtf::locate(None)?;
 //! let spec = catalog::find("tcp_reset").unwrap();
 //! let mut live = Live::start(spec, &[], &btf, Arc::new(HostResolver::new("node-1")), false)?;
-//! live.readable().await?;
+//! live.wait(std::time::Duration::from_secs(1))?;
 //! live.drain(u64::MAX, |_source, _bytes, record| { let _ = record.map(|r| r.get("kind")); });
 //! # Ok(()) }
 //! ```
@@ -21,8 +21,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::os::fd::{AsRawFd, RawFd};
+
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 
 use super::decode::{DecodeEnv, DecodeError, Decoder, Record};
 use super::ksyms::Symbols;
@@ -31,7 +32,7 @@ use crate::btf::KernelBtf;
 use crate::pods::PodResolver;
 use crate::script::ParamValue;
 
-/// A loaded program with its ring buffers readable from async code.
+/// A loaded program with its ring buffers.
 pub struct Live {
     pub loaded: Loaded,
     pub env: Arc<DecodeEnv>,
@@ -39,7 +40,7 @@ pub struct Live {
     pub drop_reasons: HashMap<u64, rhai::ImmutableString>,
     /// Ring buffer map names, in source order.
     pub sources: Vec<String>,
-    rings: Vec<AsyncFd<RingBuf<MapData>>>,
+    rings: Vec<RingBuf<MapData>>,
     decoders: Vec<Decoder>,
 }
 
@@ -47,7 +48,7 @@ impl Live {
     /// Loads and attaches `spec` (see [`super::load`]) and prepares its records'
     /// decoding: drop-reason names and kernel symbols are read only when a record or
     /// map of this program needs them. `record_notes` keeps every symbol and stack
-    /// resolved while decoding, for recordings. Must run inside a tokio runtime.
+    /// resolved while decoding, for recordings.
     pub fn start(
         spec: &'static ProgramSpec,
         params: &[(String, ParamValue)],
@@ -84,15 +85,8 @@ impl Live {
         let mut rings = Vec::with_capacity(event_sources.len());
         let mut decoders = Vec::with_capacity(event_sources.len());
         for s in event_sources {
-            // SAFETY: the ring buffer owns its descriptor and lives inside the AsyncFd,
-            // so the descriptor stays open for as long as it is registered.
-            let fd = unsafe { AsyncFd::register(s.ring) }.map_err(|e| BpfError::Poll {
-                program: spec.name.into(),
-                map: s.map.clone(),
-                source: e.into_parts().1,
-            })?;
             sources.push(s.map);
-            rings.push(fd);
+            rings.push(s.ring);
             decoders.push(s.decoder);
         }
         Ok(Live {
@@ -105,12 +99,34 @@ impl Live {
         })
     }
 
-    /// Waits until the first ring buffer has data (forever when there is none).
-    pub async fn readable(&self) -> std::io::Result<()> {
-        match self.rings.first() {
-            Some(r) => r.readable().await.map(|mut g| g.clear_ready()),
-            None => std::future::pending().await,
+    /// The ring buffers' descriptors: each is readable when its ring has data and the
+    /// kernel woke readers.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.rings.iter().map(|r| r.as_raw_fd()).collect()
+    }
+
+    /// Waits until a ring buffer has data or `timeout` passes (sleeps the whole
+    /// timeout when there is no ring).
+    pub fn wait(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+        let mut fds: Vec<libc::pollfd> = self
+            .fds()
+            .into_iter()
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a valid array of pollfd for its length.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// Reads queued records, at most `limit`: `f(source index, raw bytes, decoded
@@ -122,8 +138,7 @@ impl Live {
         mut f: impl FnMut(usize, &[u8], Result<Record, DecodeError>),
     ) -> u64 {
         let mut n = 0;
-        for (i, ring) in self.rings.iter_mut().enumerate() {
-            let rb = ring.get_mut();
+        for (i, rb) in self.rings.iter_mut().enumerate() {
             while n < limit {
                 let Some(item) = rb.next() else { break };
                 n += 1;

@@ -28,10 +28,6 @@ use crate::pods::{self, HostResolver, PodResolver};
 use crate::record::{self, Frame};
 use crate::script::{Instance, Limits, MapReader, NoMaps, ParamValue, Script, ScriptContext};
 
-/// How often ring buffers are drained when no wake-up came (records submitted with
-/// `BPF_RB_NO_WAKEUP` wait at most this long).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
-
 /// Prints events and script output to stdout, buffered, flushed per batch.
 pub struct Printer {
     out: Mutex<std::io::BufWriter<std::io::Stdout>>,
@@ -131,6 +127,8 @@ impl RunCtx<'_> {
 struct Stats {
     records: u64,
     decode_errors: u64,
+    /// Records not handled: the script was behind by more than max_backlog.
+    dropped: u64,
     lost: u64,
     script_errors: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -155,9 +153,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let printer = Arc::new(Printer::new(args.output, args.quiet));
     let registry = Arc::new(Registry::new(&node));
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let started = Instant::now();
     let rc = RunCtx {
         script: &script,
@@ -178,7 +173,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let stats = match args.replay.clone() {
         Some(path) => replay(&path, &rc)?,
-        None => rt.block_on(live(&args, &rc))?,
+        None => live(&args, &rc)?,
     };
     printer.flush();
     let summary = registry.summary(&name);
@@ -208,6 +203,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             kinds.join(", ")
         );
     }
+    if stats.dropped > 0 {
+        eprintln!(
+            "sonde: warning: {} records were dropped because the script was behind by more than 1s",
+            stats.dropped
+        );
+    }
     if stats.lost > 0 {
         eprintln!(
             "sonde: warning: {} records were lost because the ring buffer was full",
@@ -227,7 +228,7 @@ fn script_name(args: &RunArgs, label: &str) -> String {
     }
 }
 
-async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
+fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let manifest = rc.script.manifest();
     let printer = rc.printer;
     let pods = rc.pods.clone();
@@ -244,9 +245,7 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             None,
             &mut stats,
             printer,
-        )
-        .await?;
-        inst.on_exit();
+        )?;
         stats.script_errors = inst.errors().clone();
         return Ok(stats);
     };
@@ -310,10 +309,8 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         writer.as_mut(),
         &mut stats,
         printer,
-    )
-    .await?;
+    )?;
     stats.lost = live.loaded.lost();
-    inst.on_exit();
     stats.script_errors = inst.errors().clone();
     if let Some(rec) = writer {
         rec.writer.finish()?;
@@ -354,60 +351,26 @@ impl Recording {
 
 type RecordTo<'a> = &'a mut Recording;
 
-/// Runs until --for expires or a signal: drains ring buffers on wake-up and on a timer,
-/// ticks at the manifest interval, and ends with a final drain and tick.
-async fn wait_loop(
-    args: &RunArgs,
-    interval: Duration,
-    inst: &mut Instance,
-    mut live: Option<&mut Live>,
-    mut record: Option<RecordTo<'_>>,
-    stats: &mut Stats,
-    printer: &Printer,
-) -> anyhow::Result<()> {
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        let sleep_until = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let ready = async {
-            match live.as_deref() {
-                Some(l) => l.readable().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sleep_until => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-            _ = ticker.tick() => {
-                drain(live.as_deref_mut(), inst, &mut record, stats);
-                tick(inst, &mut record);
-            }
-            r = ready => {
-                r?;
-                drain(live.as_deref_mut(), inst, &mut record, stats);
-            }
-            _ = drain_timer.tick() => {
-                drain(live.as_deref_mut(), inst, &mut record, stats);
-            }
-        }
-        printer.flush();
-    }
-    drain(live, inst, &mut record, stats);
-    tick(inst, &mut record);
-    printer.flush();
-    Ok(())
+/// What `sonde run` adds around the runner: the recording and the printer.
+struct RunObserver<'a> {
+    record: Option<RecordTo<'a>>,
+    printer: &'a Printer,
 }
 
-fn tick(inst: &mut Instance, record: &mut Option<RecordTo<'_>>) {
-    if let Some(rec) = record {
+impl crate::script::runner::Observer for RunObserver<'_> {
+    fn record(&mut self, env: &DecodeEnv, source: usize, bytes: &[u8]) {
+        if let Some(rec) = self.record.as_deref_mut() {
+            rec.notes(env);
+            if let Err(e) = rec.writer.record(source as u16, bytes) {
+                tracing::error!(error = %e, "recording failed");
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let Some(rec) = self.record.as_deref_mut() else {
+            return;
+        };
         for (i, (name, _)) in rec.maps.iter().enumerate() {
             if let Some(Ok(entries)) = rec.table.raw_entries(name) {
                 if let Err(e) = rec.writer.snapshot(i as u16, &entries) {
@@ -419,32 +382,79 @@ fn tick(inst: &mut Instance, record: &mut Option<RecordTo<'_>>) {
             tracing::error!(error = %e, "recording failed");
         }
     }
-    inst.on_tick();
+
+    fn pass(&mut self) {
+        self.printer.flush();
+    }
 }
 
-fn drain(
-    live: Option<&mut Live>,
+/// Runs the script on the runner's thread until --for expires, a signal comes, or
+/// the runner stops it; ends with a last drain, `on_tick` and `on_exit`. This
+/// thread only waits: a handler that loops cannot delay Ctrl-C or --for by more than
+/// one interrupted call.
+fn wait_loop(
+    args: &RunArgs,
+    interval: Duration,
     inst: &mut Instance,
-    record: &mut Option<RecordTo<'_>>,
+    live: Option<&mut Live>,
+    record: Option<RecordTo<'_>>,
     stats: &mut Stats,
-) {
-    let Some(live) = live else { return };
-    let env = live.env.clone();
-    stats.records += live.drain(u64::MAX, |source, bytes, decoded| {
-        if let Some(rec) = record {
-            rec.notes(&env);
-            if let Err(e) = rec.writer.record(source as u16, bytes) {
-                tracing::error!(error = %e, "recording failed");
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    use crate::script::runner::{self, Control, Outcome, RunStats, Settings};
+    let settings = Settings {
+        interval,
+        max_backlog: crate::daemon::config::LimitsConfig::default().max_backlog,
+        memory: None,
+    };
+    let ctl = Control::new(inst)?;
+    let run_stats = RunStats::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let outcome = std::thread::scope(|scope| -> anyhow::Result<Outcome> {
+        let runner = std::thread::Builder::new()
+            .name("script".into())
+            .stack_size(crate::daemon::unit::STACK_SIZE)
+            .spawn_scoped(scope, || {
+                let mut obs = RunObserver { record, printer };
+                let o = runner::run(inst, live, &settings, &run_stats, &ctl, &mut obs);
+                let _ = done_tx.send(());
+                o
+            })?;
+        let waited: anyhow::Result<()> = rt.block_on(async {
+            let mut sigterm =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let until = async {
+                match args.duration {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = until => {}
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+                _ = done_rx => {}
             }
-        }
-        match decoded {
-            Ok(ev) => inst.on_record(ev),
-            Err(e) => {
-                stats.decode_errors += 1;
-                tracing::debug!(error = %e, "undecodable record");
-            }
-        }
-    });
+            Ok(())
+        });
+        ctl.stop(true);
+        let outcome = runner
+            .join()
+            .map_err(|_| anyhow!("the script's thread panicked"))?;
+        waited?;
+        Ok(outcome)
+    })?;
+    stats.records = run_stats.records.load(Ordering::Relaxed);
+    stats.decode_errors = run_stats.undecodable.load(Ordering::Relaxed);
+    stats.dropped = run_stats.dropped.load(Ordering::Relaxed);
+    printer.flush();
+    if let Outcome::Failed(reason) = outcome {
+        bail!("script stopped: {reason}");
+    }
+    Ok(())
 }
 
 fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {

@@ -94,6 +94,14 @@ pub struct LimitsConfig {
     pub call_deadline: Duration,
     /// Series per metric family; past it new series are dropped and counted.
     pub series_budget: usize,
+    /// Memory one script may hold (its state, series, decoded records, queued
+    /// events); past it the script is stopped and tried again later.
+    #[serde(with = "super::serde_util::size")]
+    pub memory: u64,
+    /// How long one pass over a script's ring buffers may run handlers; what is still
+    /// queued after it is dropped and counted, so a slow script sees fresh records.
+    #[serde(with = "super::serde_util::duration")]
+    pub max_backlog: Duration,
 }
 
 impl Default for Config {
@@ -146,6 +154,8 @@ impl Default for LimitsConfig {
             max_map_size: l.max_map_size,
             call_deadline: l.call_deadline,
             series_budget: l.series_budget,
+            memory: 64 << 20,
+            max_backlog: Duration::from_secs(1),
         }
     }
 }
@@ -226,10 +236,26 @@ impl Config {
             ("max_map_size", l.max_map_size == 0),
             ("call_deadline", l.call_deadline.is_zero()),
             ("series_budget", l.series_budget == 0),
+            ("max_backlog", l.max_backlog.is_zero()),
         ] {
             if zero {
                 return Err((format!("limits.{key}"), "must be greater than zero".into()));
             }
+        }
+        if !(1 << 20..=16 << 30).contains(&l.memory) {
+            return Err((
+                "limits.memory".into(),
+                format!(
+                    "{} bytes is out of range: give 1MiB to 16GiB (e.g. \"64MiB\")",
+                    l.memory
+                ),
+            ));
+        }
+        if l.max_backlog > Duration::from_secs(60) {
+            return Err((
+                "limits.max_backlog".into(),
+                "must be at most 60s: a longer backlog means events minutes late".into(),
+            ));
         }
         self.pods.validate()?;
         self.sinks.validate().map_err(|e| match e {

@@ -237,7 +237,14 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut failures = sup.take_failures();
     loop {
+        let retry = async {
+            match sup.next_retry() {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let changed = async {
             match watcher.as_mut() {
                 Some(w) => w.changed().await,
@@ -250,6 +257,14 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 sup.reload(config_path.as_deref()).await;
+            }
+            Some((name, reason)) = failures.recv() => {
+                sup.fail(&name, reason).await;
+                continue;
+            }
+            _ = retry => {
+                sup.retry_due().await;
+                continue;
             }
             r = changed => {
                 if let Err(e) = r {
@@ -267,7 +282,12 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
         }
     }
 
-    sup.shutdown().await;
+    if tokio::time::timeout(shutdown_timeout, sup.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?shutdown_timeout, "scripts did not all stop within shutdown_timeout; going on");
+    }
     let _ = stop_http.send(());
     match tokio::time::timeout(Duration::from_secs(2), http).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::bpf::catalog;
 use crate::bpf::decode::ObjectTypes;
@@ -34,6 +34,7 @@ use super::config::{Config, LimitsConfig};
 use super::discover::{self, Wanted};
 use super::telemetry::{Telemetry, UnitView};
 use super::unit::{Task, UnitStats};
+use crate::script::runner::Settings;
 
 /// What identifies a script's kernel side: same key, same attached program.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,15 +75,49 @@ struct Unit {
     /// Not running because its program cannot run on this kernel (a built-in).
     unavailable: bool,
     loaded_at: Option<SystemTime>,
+    /// Stopped by its runner (memory, errors, a panic), and when it is tried again.
+    failure: Option<Failure>,
 }
+
+/// Why and when the runner stopped a script, and its retry schedule.
+#[derive(Clone)]
+struct Failure {
+    reason: String,
+    at: SystemTime,
+    /// `None` once retried: the script runs again (the backoff is remembered).
+    retry_at: Option<Instant>,
+    /// The wait before the next retry; doubles with each failure up to [`MAX_BACKOFF`].
+    backoff: Duration,
+    started: Instant,
+}
+
+/// The first wait before a script the runner stopped is tried again.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest wait between retries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A script that ran this long since its last retry starts over at [`FIRST_BACKOFF`].
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 impl Unit {
     fn view(&self) -> UnitView {
+        // Load errors, handler errors and the runner's stop: the most recent.
+        let last_error = [
+            self.last_error.clone(),
+            self.stats.last_error(),
+            self.failure.as_ref().map(|f| (f.reason.clone(), f.at)),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by_key(|(_, at)| *at);
         UnitView {
             name: self.wanted.name.clone(),
             file: self.wanted.origin.label(&self.wanted.name),
             state: if self.task.is_some() {
-                "running"
+                if self.stats.is_degraded() {
+                    "degraded"
+                } else {
+                    "running"
+                }
             } else if self.unavailable {
                 "unavailable"
             } else {
@@ -105,8 +140,19 @@ impl Unit {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
-            last_error: self.last_error.as_ref().map(|(e, _)| e.clone()),
-            last_error_at: self.last_error.as_ref().map(|(_, t)| *t),
+            last_error: last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_at: last_error.as_ref().map(|(_, t)| *t),
+            reason: match (&self.task, &self.failure) {
+                (None, Some(f)) => Some(f.reason.clone()),
+                (Some(_), _) => self.stats.reason(),
+                _ => None,
+            },
+            retry_in: self
+                .failure
+                .as_ref()
+                .filter(|_| self.task.is_none())
+                .and_then(|f| f.retry_at)
+                .map(|t| t.saturating_duration_since(Instant::now())),
             loaded_at: self.loaded_at,
             stats: self.stats.clone(),
             maps: self.probe.as_ref().map(|p| p.maps.clone()),
@@ -124,6 +170,10 @@ struct Prepared {
     live: Option<(Live, Probe)>,
     reuse_kernel: bool,
     interval: std::time::Duration,
+    /// The script's memory arena (its `init` ran in it), when memory is measured.
+    arena: Option<crate::memory::Arena>,
+    /// The same source as the version that runs or ran last.
+    same_source: bool,
 }
 
 /// What the HTTP layer reads: the scripts as of the last reload.
@@ -148,6 +198,10 @@ pub struct Supervisor {
     btf_status: std::sync::Mutex<serde_json::Value>,
     units: BTreeMap<String, Unit>,
     pub shared: Arc<Shared>,
+    /// Scripts their runner stopped, with the reason: the daemon's loop hands them
+    /// to [`Supervisor::fail`].
+    failures: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    failed: Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>,
 }
 
 impl Supervisor {
@@ -165,7 +219,10 @@ impl Supervisor {
             ready: Default::default(),
             telemetry: Telemetry::new(&registry),
         });
+        let (failures, failed) = tokio::sync::mpsc::unbounded_channel();
         Supervisor {
+            failures,
+            failed: Some(failed),
             cfg,
             config_file,
             node,
@@ -177,6 +234,79 @@ impl Supervisor {
             units: BTreeMap::new(),
             shared,
         }
+    }
+
+    /// The scripts their runner stopped, `(name, reason)`, for the daemon's loop
+    /// (taken once).
+    pub fn take_failures(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<(String, String)> {
+        self.failed.take().expect("take_failures is called once")
+    }
+
+    /// Takes down a script its runner stopped: its program is detached, its series
+    /// removed, and it is tried again after a backoff (or at once on its next edit).
+    pub async fn fail(&mut self, name: &str, reason: String) {
+        let Some(u) = self.units.get_mut(name) else {
+            return;
+        };
+        let Some(task) = u.task.take() else { return };
+        // The thread has ended: this returns at once; the program detaches here.
+        drop(task.stop(false).await);
+        let backoff = match &u.failure {
+            Some(f) if f.started.elapsed() < BACKOFF_RESET => (f.backoff * 2).min(MAX_BACKOFF),
+            _ => FIRST_BACKOFF,
+        };
+        u.failure = Some(Failure {
+            reason: reason.clone(),
+            at: SystemTime::now(),
+            retry_at: Some(Instant::now() + backoff),
+            backoff,
+            started: Instant::now(),
+        });
+        u.probe = None;
+        let _ = self.shared.telemetry.failures.inc(&[name, failure_kind(&reason)]);
+        self.shared.telemetry.forget_probe(name);
+        let removed = self.registry.release(name);
+        tracing::error!(script = %name, reason = %reason, retry_in = ?backoff, series_families_removed = removed.len(), "script stopped");
+        self.publish_views();
+    }
+
+    /// When the next stopped script is due to be tried again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.units
+            .values()
+            .filter(|u| u.task.is_none())
+            .filter_map(|u| u.failure.as_ref()?.retry_at)
+            .min()
+    }
+
+    /// Tries again the stopped scripts whose backoff has passed.
+    pub async fn retry_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.task.is_none())
+            .filter(|(_, u)| {
+                u.failure
+                    .as_ref()
+                    .and_then(|f| f.retry_at)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(u) = self.units.get(&name) else { continue };
+            let (w, overrides) = (u.wanted.clone(), u.overrides.clone());
+            tracing::info!(script = %name, "trying a stopped script again");
+            if self.start(w, overrides).await.is_err() {
+                // It did not even start: wait the next step of the backoff.
+                if let Some(f) = self.units.get_mut(&name).and_then(|u| u.failure.as_mut()) {
+                    f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
+                    f.retry_at = Some(Instant::now() + f.backoff);
+                }
+            }
+        }
+        self.publish_views();
     }
 
     /// Re-reads the config file (when there is one) and the script directories, and
@@ -255,6 +385,9 @@ impl Supervisor {
                     u.last_error = None;
                     continue;
                 }
+                if unchanged && u.failure.as_ref().is_some_and(|f| f.retry_at.is_some()) {
+                    continue; // stopped by its runner: tried again on its schedule
+                }
             }
             match self.start(w, overrides).await {
                 // A built-in probe this kernel cannot run is not a failed reload:
@@ -325,6 +458,7 @@ impl Supervisor {
                     last_error: None,
                     unavailable: false,
                     loaded_at: None,
+                    failure: None,
                 });
                 if !running {
                     // Nothing runs: remember this version so /status shows it.
@@ -340,6 +474,16 @@ impl Supervisor {
 
         let manifest_interval = prepared.interval;
         let old = self.units.remove(&name);
+        // The backoff is remembered across a retry; an edit starts it over.
+        let failure = old
+            .as_ref()
+            .and_then(|u| u.failure.clone())
+            .filter(|_| prepared.same_source)
+            .map(|f| Failure {
+                retry_at: None,
+                started: Instant::now(),
+                ..f
+            });
         let (stats, mut kept_live, kept_probe) = match old {
             Some(mut u) => {
                 let stats = u.stats.clone();
@@ -372,7 +516,31 @@ impl Supervisor {
             }
             None => (None, None),
         };
-        let task = Task::spawn(prepared.inst, live, manifest_interval, stats.clone());
+        let settings = Settings {
+            interval: manifest_interval,
+            max_backlog: self.cfg.limits.max_backlog,
+            memory: prepared.arena.map(|a| (self.cfg.limits.memory, a)),
+        };
+        let tx = self.failures.clone();
+        let failed_name = name.clone();
+        let task = match Task::spawn(
+            &name,
+            prepared.inst,
+            live,
+            settings,
+            stats.clone(),
+            self.cfg.limits.call_deadline,
+            Box::new(move |reason| {
+                let _ = tx.send((failed_name, reason));
+            }),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                let e = format!("{file}: cannot start the script's thread: {e}");
+                tracing::error!(script = %name, error = %e, "script not started");
+                return Err(e.into());
+            }
+        };
         tracing::info!(script = %name, file = %file, program = prepared.program.as_deref().unwrap_or("-"), "script running");
         self.units.insert(
             name,
@@ -388,6 +556,7 @@ impl Supervisor {
                 last_error: None,
                 unavailable: false,
                 loaded_at: Some(SystemTime::now()),
+                failure,
             },
         );
         Ok(())
@@ -468,8 +637,30 @@ impl Supervisor {
             }),
             pods: self.pods.clone(),
         };
-        let inst = Instance::start(&script, &params, ctx, &limits).map_err(|e| e.to_string())?;
+        let arena = crate::memory::arena_for(&w.name);
+        let start = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Instance::start(&script, &params, ctx, &limits)
+            }))
+            .unwrap_or_else(|_| {
+                Err(crate::script::ScriptError::Start {
+                    file: file.clone(),
+                    message: "init panicked".into(),
+                })
+            })
+        };
+        let inst = match &arena {
+            Some(a) => a.scoped(start),
+            None => start(),
+        }
+        .map_err(|e| e.to_string())?;
+        let same_source = self
+            .units
+            .get(&w.name)
+            .is_some_and(|u| u.wanted.source == w.source && u.overrides == overrides);
         Ok(Prepared {
+            arena,
+            same_source,
             inst,
             params,
             program,
@@ -489,11 +680,18 @@ impl Supervisor {
         }
         let removed = self.registry.release(name);
         self.shared.telemetry.forget(name);
+        crate::memory::release(name);
         tracing::info!(script = %name, series_families_removed = removed.len(), "script removed");
     }
 
     /// Stops every script (`on_exit` runs) and detaches every program.
     pub async fn shutdown(&mut self) {
+        // Every script is told first, so they end in parallel.
+        for u in self.units.values() {
+            if let Some(t) = &u.task {
+                t.request_stop(true);
+            }
+        }
         let names: Vec<String> = self.units.keys().cloned().collect();
         for name in names {
             if let Some(mut u) = self.units.remove(&name) {
@@ -502,12 +700,16 @@ impl Supervisor {
                 }
             }
         }
-        self.publish(&[]);
+        self.publish_views();
+    }
+
+    fn publish_views(&self) {
+        let views: Vec<Arc<UnitView>> = self.units.values().map(|u| Arc::new(u.view())).collect();
+        *self.shared.units.write().unwrap_or_else(|e| e.into_inner()) = views;
     }
 
     fn publish(&self, errors: &[String]) {
-        let views: Vec<Arc<UnitView>> = self.units.values().map(|u| Arc::new(u.view())).collect();
-        *self.shared.units.write().unwrap_or_else(|e| e.into_inner()) = views;
+        self.publish_views();
         let t = &self.shared.telemetry;
         let ok = errors.is_empty();
         let _ = t.reloads.inc(&[if ok { "success" } else { "failure" }]);
@@ -532,6 +734,14 @@ impl Supervisor {
             .ready
             .store(true, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// The `kind` label of `sonde_script_failures_total` for a runner's reason.
+fn failure_kind(reason: &str) -> &'static str {
+    ["memory", "errors", "panic"]
+        .into_iter()
+        .find(|k| reason.starts_with(k))
+        .unwrap_or("other")
 }
 
 /// Why a script did not start.
@@ -580,6 +790,7 @@ fn knob_params(
 /// BTF (tens of MB, freed right after); glibc would otherwise keep those pages in
 /// the daemon's RSS for its whole life.
 fn release_free_memory() {
+    crate::memory::purge();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe {

@@ -19,9 +19,15 @@ pub struct UnitView {
     pub name: String,
     /// The script's file, or `builtin:<name>.rhai`.
     pub file: String,
-    /// `running`, `failed`, or `unavailable` (a built-in whose program this
-    /// kernel cannot run: expected, not an error).
+    /// `running`; `degraded` (running, but its handlers fail or it drops records);
+    /// `failed` (did not load, or stopped by its runner: see `reason`); or
+    /// `unavailable` (a built-in whose program this kernel cannot run: expected, not
+    /// an error).
     pub state: &'static str,
+    /// Why it is degraded, or why its runner stopped it.
+    pub reason: Option<String>,
+    /// When a script its runner stopped is tried again.
+    pub retry_in: Option<std::time::Duration>,
     pub program: Option<String>,
     pub variant: Option<String>,
     /// Variants not used, with the reason.
@@ -57,10 +63,14 @@ impl UnitView {
             "skipped_variants": self.skipped.iter().map(|(v, r)| serde_json::json!({"variant": v, "reason": r})).collect::<Vec<_>>(),
             "knobs": pairs(&self.knobs),
             "params": pairs(&self.params),
+            "reason": self.reason,
+            "retry_in_seconds": self.retry_in.map(|d| d.as_secs_f64()),
             "last_error": self.last_error,
             "last_error_at": secs(&self.last_error_at),
             "loaded_at": secs(&self.loaded_at),
             "records": self.stats.records.load(Ordering::Relaxed),
+            "records_dropped": self.stats.dropped.load(Ordering::Relaxed),
+            "memory_bytes": self.stats.memory.load(Ordering::Relaxed),
             "records_lost": self.maps.as_ref().map(|m| m.sum_slot0("dropped")).unwrap_or(0),
         })
     }
@@ -81,6 +91,10 @@ pub struct Telemetry {
     handler: Counter,
     runs: Counter,
     run_seconds: Counter,
+    degraded: Gauge,
+    memory: Gauge,
+    dropped: Counter,
+    pub failures: Counter,
     pub reloads: Counter,
     pub reload_ok: Gauge,
     pub reload_time: Gauge,
@@ -112,6 +126,10 @@ impl Telemetry {
             handler: counter("script_handler_seconds_total", "Wall-clock time a script's task spent reading and decoding its records and running its handlers (on_event, on_tick, on_exit).", &["script"]),
             runs: counter("bpf_program_runs_total", "Runs of each attached kernel program, counted by the kernel when kernel.bpf_stats_enabled is 1.", &["script", "program"]),
             run_seconds: counter("bpf_program_run_seconds_total", "Time spent in each attached kernel program, measured by the kernel when kernel.bpf_stats_enabled is 1.", &["script", "program"]),
+            degraded: gauge("script_degraded", "1 while a running script's handlers fail or it drops records because it is behind (/status says why).", &["script"]),
+            memory: gauge("script_memory_bytes", "Memory a script holds (its state, metric series, decoded records and queued events), measured in its own allocator arena; past limits.memory the script is stopped.", &["script"]),
+            dropped: counter("script_records_dropped_total", "Records read but not handled because the script was behind by more than limits.max_backlog.", &["script", "reason"]),
+            failures: counter("script_failures_total", "Times sonde stopped a script, by why: memory (over limits.memory), errors (every handler call failed for 30s), panic. It is tried again after a backoff or on its next edit.", &["script", "kind"]),
             reloads: counter("config_reloads_total", "Reloads of the config and script directories, by result (success, failure: something was rejected and its running version kept).", &["result"]),
             reload_ok: gauge("config_last_reload_successful", "1 when the last reload applied everything, 0 when something was rejected.", &[]),
             reload_time: gauge("config_last_reload_timestamp_seconds", "When the last reload ran, in seconds since the Unix epoch.", &[]),
@@ -133,7 +151,18 @@ impl Telemetry {
         let kernel_stats = crate::bpf::stats_enabled();
         for u in units {
             let name = u.name.as_str();
-            let _ = self.up.set(&[name], (u.state == "running") as i64);
+            let up = matches!(u.state, "running" | "degraded");
+            let _ = self.up.set(&[name], up as i64);
+            let _ = self.degraded.set(&[name], (u.state == "degraded") as i64);
+            if crate::memory::active() {
+                let _ = self
+                    .memory
+                    .set(&[name], u.stats.memory.load(Ordering::Relaxed) as f64);
+            }
+            let dropped = u.stats.dropped.load(Ordering::Relaxed);
+            if dropped > 0 {
+                let _ = self.dropped.set_total(&[name, "behind"], dropped);
+            }
             let _ = self
                 .unavailable
                 .set(&[name], (u.state == "unavailable") as i64);
@@ -178,6 +207,10 @@ impl Telemetry {
     pub fn forget(&self, script: &str) {
         let other = |labels: &[Box<str>]| labels.first().is_none_or(|l| &**l != script);
         self.up.retain(other);
+        self.degraded.retain(other);
+        self.memory.retain(other);
+        self.dropped.retain(other);
+        self.failures.retain(other);
         self.unavailable.retain(other);
         self.probe_info.retain(other);
         self.records.retain(other);

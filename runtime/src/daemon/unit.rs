@@ -1,207 +1,136 @@
 //! One running script: its Rhai instance and (when it has one) its attached kernel
-//! program, driven by one tokio task.
+//! program, driven by [`crate::script::runner`] on a thread of its own, bound to the
+//! script's memory arena.
 //!
-//! The task drains the program's ring buffers when they signal data and on a timer
-//! (records submitted without a wake-up wait at most [`DRAIN_INTERVAL`] while records
-//! flow, [`DRAIN_IDLE`] after a quiet spell: an idle daemon with a dozen programs
-//! does not wake a hundred times a second to find empty rings),
-//! calls `on_tick` at the script's interval, and on [`Task::stop`] drains once more
-//! and hands the instance and the program back. That hand-back is what lets a reload
-//! put a new version of a script on the same attached program: nothing is detached,
-//! no kernel count is lost.
+//! [`Task::stop`] interrupts the script and hands the instance and the program back.
+//! That hand-back is what lets a reload put a new version of a script on the same
+//! attached program: nothing is detached, no kernel count is lost. When the runner
+//! stops a script itself (over its memory budget, failing on every call, a panic), the
+//! task says so through the `failed` callback and the supervisor takes it down.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::bpf::live::Live;
+use crate::script::runner::{self, Control, Outcome, Settings};
 use crate::script::Instance;
 
-/// How often ring buffers are drained when no wake-up came, while records flow.
-pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+pub use crate::script::runner::RunStats as UnitStats;
 
-/// The drain timer once [`IDLE_AFTER`] drains in a row found nothing; the first
-/// drain that finds a record brings it back to [`DRAIN_INTERVAL`].
-pub const DRAIN_IDLE: Duration = Duration::from_millis(500);
-const IDLE_AFTER: u32 = 10;
+/// The stack of a script thread. Rhai recurses on the native stack once per script
+/// call level and expression level; `limits.max_call_levels` is capped well below
+/// what this holds.
+pub const STACK_SIZE: usize = 8 << 20;
 
-/// Records handled before the task yields to others (HTTP, sinks, other scripts):
-/// under a flood a scrape waits for at most one batch.
-const DRAIN_BATCH: u64 = 1024;
+/// How long [`Task::stop`] waits for the thread beyond the script's call deadline
+/// (the last `on_tick` and `on_exit` each get a deadline of their own).
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// Counters a unit task keeps; read at scrape time.
-#[derive(Default)]
-pub struct UnitStats {
-    /// Records read from the ring buffers.
-    pub records: AtomicU64,
-    /// Records that could not be decoded.
-    pub undecodable: AtomicU64,
-    /// Time spent in the script's handlers, in nanoseconds.
-    pub handler_ns: AtomicU64,
+/// What a task's thread hands back when it ends.
+struct Ended {
+    inst: Instance,
+    live: Option<Live>,
 }
 
-/// A unit task and the way to stop it.
+/// A script thread and the way to stop it.
 pub struct Task {
-    stop: oneshot::Sender<bool>,
-    join: JoinHandle<(Instance, Option<Live>)>,
+    ctl: Arc<Control>,
+    done: oneshot::Receiver<Option<Ended>>,
+    wait: Duration,
 }
 
 impl Task {
-    /// Starts the task on the current tokio runtime.
+    /// Starts the script's thread. `failed(reason)` is called (from that thread)
+    /// when the runner stops the script itself.
     pub fn spawn(
-        inst: Instance,
-        live: Option<Live>,
-        interval: Duration,
+        name: &str,
+        mut inst: Instance,
+        mut live: Option<Live>,
+        settings: Settings,
         stats: Arc<UnitStats>,
-    ) -> Task {
-        let (stop, stopped) = oneshot::channel();
-        let join = tokio::spawn(run(inst, live, interval, stats, stopped));
-        Task { stop, join }
+        call_deadline: Duration,
+        failed: Box<dyn FnOnce(String) + Send>,
+    ) -> std::io::Result<Task> {
+        let ctl = Arc::new(Control::new(&inst)?);
+        let (tx, done) = oneshot::channel();
+        let thread_ctl = ctl.clone();
+        let script = name.to_string();
+        std::thread::Builder::new()
+            .name(format!("script:{}", truncate(name)))
+            .stack_size(STACK_SIZE)
+            .spawn(move || {
+                if let Some((_, arena)) = &settings.memory {
+                    arena.bind();
+                }
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runner::run(
+                        &mut inst,
+                        live.as_mut(),
+                        &settings,
+                        &stats,
+                        &thread_ctl,
+                        &mut (),
+                    )
+                }));
+                let (outcome, ended) = match r {
+                    Ok(o) => (o, Some(Ended { inst, live })),
+                    Err(p) => {
+                        let msg = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into());
+                        // The instance may be half-updated: it is dropped, the
+                        // program is handed back.
+                        drop(inst);
+                        let reason = format!("panic: {msg}");
+                        tracing::error!(script = %script, reason = %reason, "script thread panicked; the script is stopped");
+                        (Outcome::Failed(reason), None)
+                    }
+                };
+                if let Outcome::Failed(reason) = outcome {
+                    failed(reason);
+                }
+                let _ = tx.send(ended);
+            })?;
+        Ok(Task {
+            ctl,
+            done,
+            wait: call_deadline * 2 + STOP_GRACE,
+        })
     }
 
-    /// Stops the task after a last drain. With `exit`, the script ends: a last
-    /// `on_tick` and `on_exit` run. Returns the instance and the program, still
-    /// attached; `None` if the task panicked.
+    /// Tells the script to stop without waiting (see [`Task::stop`]).
+    pub fn request_stop(&self, exit: bool) {
+        self.ctl.stop(exit);
+    }
+
+    /// Stops the script. With `exit`, the script ends: a last drain, `on_tick` and
+    /// `on_exit` run. Returns the instance and the program, still attached; `None`
+    /// if the thread panicked or did not come back in time (it is left behind).
     pub async fn stop(self, exit: bool) -> Option<(Instance, Option<Live>)> {
-        let _ = self.stop.send(exit);
-        match self.join.await {
-            Ok(parts) => Some(parts),
-            Err(e) => {
-                tracing::error!(error = %e, "script task failed");
+        self.request_stop(exit);
+        match tokio::time::timeout(self.wait, self.done).await {
+            Ok(Ok(Some(e))) => Some((e.inst, e.live)),
+            Ok(_) => None,
+            Err(_) => {
+                tracing::error!(
+                    waited = ?self.wait,
+                    "script thread did not stop in time; left behind"
+                );
                 None
             }
         }
     }
 }
 
-async fn run(
-    mut inst: Instance,
-    mut live: Option<Live>,
-    interval: Duration,
-    stats: Arc<UnitStats>,
-    mut stopped: oneshot::Receiver<bool>,
-) -> (Instance, Option<Live>) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pace = DrainPace::default();
-    let mut poll = live.is_some();
-    loop {
-        let ready = async {
-            match live.as_ref() {
-                Some(l) if poll => l.readable().await,
-                _ => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            exit = &mut stopped => {
-                drain(live.as_mut(), &mut inst, &stats).await;
-                // A dropped sender (the daemon is going away) ends the script too.
-                if exit.unwrap_or(true) {
-                    timed(&stats, || inst.on_tick());
-                    timed(&stats, || inst.on_exit());
-                }
-                return (inst, live);
-            }
-            _ = ticker.tick() => {
-                pace.after(drain(live.as_mut(), &mut inst, &stats).await);
-                timed(&stats, || inst.on_tick());
-            }
-            r = ready => {
-                if let Err(e) = r {
-                    tracing::error!(script = inst.name(), error = %e, "ring buffer poll failed; reading on the timer only");
-                    poll = false;
-                }
-                pace.after(drain(live.as_mut(), &mut inst, &stats).await);
-            }
-            _ = tokio::time::sleep(pace.interval()), if live.is_some() => {
-                pace.after(drain(live.as_mut(), &mut inst, &stats).await);
-            }
-        }
+/// Linux keeps 15 bytes of a thread name.
+fn truncate(name: &str) -> &str {
+    let mut end = name.len().min(8);
+    while !name.is_char_boundary(end) {
+        end -= 1;
     }
-}
-
-fn timed(stats: &UnitStats, f: impl FnOnce()) {
-    let t = Instant::now();
-    f();
-    stats
-        .handler_ns
-        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-}
-
-/// The drain timer's period: [`DRAIN_INTERVAL`], or [`DRAIN_IDLE`] after
-/// [`IDLE_AFTER`] empty drains in a row.
-#[derive(Default)]
-struct DrainPace {
-    empty: u32,
-}
-
-impl DrainPace {
-    fn after(&mut self, records: u64) {
-        self.empty = if records > 0 {
-            0
-        } else {
-            self.empty.saturating_add(1)
-        };
-    }
-
-    fn interval(&self) -> Duration {
-        if self.empty >= IDLE_AFTER {
-            DRAIN_IDLE
-        } else {
-            DRAIN_INTERVAL
-        }
-    }
-}
-
-/// Reads the rings empty, yielding to other tasks between batches; returns the
-/// records read.
-async fn drain(live: Option<&mut Live>, inst: &mut Instance, stats: &UnitStats) -> u64 {
-    let Some(live) = live else { return 0 };
-    let mut total = 0;
-    loop {
-        let t = Instant::now();
-        let mut undecodable = 0;
-        let n = live.drain(DRAIN_BATCH, |_, _, decoded| match decoded {
-            Ok(ev) => inst.on_record(ev),
-            Err(e) => {
-                undecodable += 1;
-                tracing::debug!(error = %e, "undecodable record");
-            }
-        });
-        if n > 0 {
-            stats.records.fetch_add(n, Ordering::Relaxed);
-            stats
-                .handler_ns
-                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        }
-        if undecodable > 0 {
-            stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
-        }
-        total += n;
-        if n < DRAIN_BATCH {
-            return total;
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-#[cfg(test)]
-mod pace_tests {
-    use super::*;
-
-    #[test]
-    fn the_drain_timer_slows_after_empty_drains_and_recovers_on_a_record() {
-        let mut p = DrainPace::default();
-        for _ in 0..IDLE_AFTER - 1 {
-            p.after(0);
-            assert_eq!(p.interval(), DRAIN_INTERVAL);
-        }
-        p.after(0);
-        assert_eq!(p.interval(), DRAIN_IDLE);
-        p.after(3);
-        assert_eq!(p.interval(), DRAIN_INTERVAL);
-    }
+    &name[..end]
 }

@@ -1,7 +1,7 @@
 //! The one engine factory: sandbox, limits, deadline, print/debug routing, and the
 //! script API.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -18,6 +18,11 @@ use crate::metrics::{Counter, Histogram};
 
 /// The token a handler stopped by its deadline terminates with.
 pub(crate) const DEADLINE_TOKEN: &str = "deadline";
+/// The token a handler stopped for allocating past its script's memory budget
+/// terminates with.
+pub(crate) const MEMORY_TOKEN: &str = "memory";
+/// The token a handler interrupted because its script is being stopped terminates with.
+pub(crate) const STOP_TOKEN: &str = "stop";
 
 /// The operation count between two clock reads.
 const CLOCK_EVERY: u64 = 1024;
@@ -28,6 +33,14 @@ pub(crate) struct Host {
     pub limits: Limits,
     /// Deadline of the call in progress, in ns since [`epoch`]; 0 = not armed yet.
     pub deadline: AtomicU64,
+    /// Set to interrupt the call in progress (the script is being stopped).
+    pub cancel: Arc<AtomicBool>,
+    /// Bytes the call in progress may still keep before it is stopped (the script's
+    /// memory budget less what it held at the last measurement); `i64::MAX`: not
+    /// measured.
+    pub headroom: AtomicI64,
+    /// [`crate::memory::thread_net`] when the call in progress started.
+    pub call_net: AtomicI64,
     /// `count()` / `hist()` tables, by the name the script used.
     pub counts: Mutex<HashMap<ImmutableString, Counter>>,
     pub hists: Mutex<HashMap<ImmutableString, Histogram>>,
@@ -39,6 +52,9 @@ impl Host {
             ctx,
             limits: limits.clone(),
             deadline: AtomicU64::new(0),
+            cancel: Arc::new(AtomicBool::new(false)),
+            headroom: AtomicI64::new(i64::MAX),
+            call_net: AtomicI64::new(0),
             counts: Mutex::new(HashMap::new()),
             hists: Mutex::new(HashMap::new()),
         })
@@ -48,6 +64,10 @@ impl Host {
     #[inline]
     pub fn reset_deadline(&self) {
         self.deadline.store(0, Ordering::Relaxed);
+        if self.headroom.load(Ordering::Relaxed) != i64::MAX {
+            self.call_net
+                .store(crate::memory::thread_net(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -120,6 +140,16 @@ pub(crate) fn build(host: Arc<Host>) -> Engine {
     engine.on_progress(move |ops| {
         if ops % CLOCK_EVERY != 0 {
             return None;
+        }
+        if deadline_host.cancel.load(Ordering::Relaxed) {
+            return Some(Dynamic::from(STOP_TOKEN));
+        }
+        let headroom = deadline_host.headroom.load(Ordering::Relaxed);
+        if headroom != i64::MAX
+            && crate::memory::thread_net() - deadline_host.call_net.load(Ordering::Relaxed)
+                > headroom
+        {
+            return Some(Dynamic::from(MEMORY_TOKEN));
         }
         let now = since_epoch_ns();
         let d = deadline_host.deadline.load(Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Position, Scope, AST};
 
-use super::engine::{self, Host, DEADLINE_TOKEN};
+use super::engine::{self, Host, DEADLINE_TOKEN, MEMORY_TOKEN, STOP_TOKEN};
 use super::manifest::{self, Manifest, ParamValue};
 use super::{Limits, ScriptContext, ScriptError};
 
@@ -125,6 +125,8 @@ pub enum ErrorKind {
     Size,
     /// Recursion past `max_call_levels`.
     CallDepth,
+    /// The call kept more memory than its script's budget allows.
+    Memory,
     /// A value of the wrong type, or a function called with arguments it does not take.
     Type,
     /// An index or property out of range.
@@ -142,6 +144,7 @@ impl ErrorKind {
             ErrorKind::Deadline => "deadline",
             ErrorKind::Size => "size",
             ErrorKind::CallDepth => "call_depth",
+            ErrorKind::Memory => "memory",
             ErrorKind::Type => "type",
             ErrorKind::Index => "index",
             ErrorKind::Arithmetic => "arithmetic",
@@ -156,6 +159,9 @@ impl ErrorKind {
             E::ErrorTooManyOperations(..) => ErrorKind::Operations,
             E::ErrorTerminated(token, ..) if token.to_string() == DEADLINE_TOKEN => {
                 ErrorKind::Deadline
+            }
+            E::ErrorTerminated(token, ..) if token.to_string() == MEMORY_TOKEN => {
+                ErrorKind::Memory
             }
             E::ErrorDataTooLarge(..) => ErrorKind::Size,
             E::ErrorStackOverflow(..) => ErrorKind::CallDepth,
@@ -190,6 +196,8 @@ pub struct Instance {
     script: Script,
     errors: BTreeMap<&'static str, u64>,
     logged: BTreeMap<&'static str, LogState>,
+    last_error: Option<(String, std::time::SystemTime)>,
+    calls: u64,
 }
 
 impl Instance {
@@ -213,6 +221,8 @@ impl Instance {
             script: script.clone(),
             errors: BTreeMap::new(),
             logged: BTreeMap::new(),
+            last_error: None,
+            calls: 0,
         };
         let fail = |what: &str, e: &EvalAltResult| ScriptError::Start {
             file: script.file.clone(),
@@ -319,8 +329,35 @@ impl Instance {
     #[inline]
     fn call(&mut self, name: &'static str, args: impl FuncArgs, tag: Dynamic) {
         if let Err(e) = self.call_raw(name, args, tag) {
+            if is_stop(&e) {
+                return; // interrupted by its own stop: not the script's failure
+            }
             self.failed(name, &e);
         }
+    }
+
+    /// The flag that interrupts this instance's handler call in progress (checked
+    /// every 1024 operations) and makes later calls return at once, until cleared.
+    pub fn canceller(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.host.cancel.clone()
+    }
+
+    /// Bytes the next handler calls may keep before they are stopped; `None`: no limit.
+    pub fn set_headroom(&self, bytes: Option<i64>) {
+        self.host.headroom.store(
+            bytes.map_or(i64::MAX, |b| b.clamp(0, i64::MAX - 1)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The last handler failure, `file:line:col: message`, and when it happened.
+    pub fn last_error(&self) -> Option<&(String, std::time::SystemTime)> {
+        self.last_error.as_ref()
+    }
+
+    /// Handler calls so far (failed ones included).
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 
     #[inline]
@@ -330,6 +367,7 @@ impl Instance {
         args: impl FuncArgs,
         tag: Dynamic,
     ) -> Result<(), Box<EvalAltResult>> {
+        self.calls += 1;
         self.host.reset_deadline();
         let options = CallFnOptions::new()
             .eval_ast(false)
@@ -355,6 +393,19 @@ impl Instance {
     fn failed(&mut self, handler: &str, e: &EvalAltResult) {
         let kind = ErrorKind::of(e);
         self.count(kind);
+        // Kept for /status; formatted only when the log line below is not written
+        // either, at most once a second.
+        let now_sys = std::time::SystemTime::now();
+        if self.last_error.as_ref().is_none_or(|(_, t)| {
+            now_sys
+                .duration_since(*t)
+                .is_ok_and(|d| d >= Duration::from_secs(1))
+        }) {
+            self.last_error = Some((
+                format!("{handler}: {}", describe(&self.script.file, e)),
+                now_sys,
+            ));
+        }
         let now = Instant::now();
         let state = self.logged.entry(kind.as_str());
         let log = match state {
@@ -393,6 +444,11 @@ impl Instance {
     }
 }
 
+/// Whether `e` is the interruption of a call by its script's stop.
+fn is_stop(e: &EvalAltResult) -> bool {
+    matches!(e.unwrap_inner(), EvalAltResult::ErrorTerminated(t, _) if t.to_string() == STOP_TOKEN)
+}
+
 /// `file:line:col: message` for a runtime error, from its innermost cause.
 pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
     let inner = e.unwrap_inner();
@@ -404,6 +460,10 @@ pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
     let msg = match inner {
         EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
             "stopped: the call ran past its deadline".to_string()
+        }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => {
+            "stopped: the call kept more memory than the script's budget (limits.memory)"
+                .to_string()
         }
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
         other => {
