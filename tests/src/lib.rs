@@ -7,6 +7,7 @@
 //! - [`sonde_bin`]: the built `sonde` binary; [`run`] runs it and reads its output.
 //! - [`kernel`]: a built-in program loaded straight into the kernel, records decoded.
 
+pub mod daemon;
 pub mod kernel;
 pub mod run;
 

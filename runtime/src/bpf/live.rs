@@ -14,7 +14,7 @@
 //! let spec = catalog::find("tcp_reset").unwrap();
 //! let mut live = Live::start(spec, &[], &btf, Arc::new(HostResolver::new("node-1")), false)?;
 //! live.wait(std::time::Duration::from_secs(1))?;
-//! live.drain(u64::MAX, |_source, _bytes, record| { let _ = record.map(|r| r.get("kind")); });
+//! live.drain(u64::MAX, |_source, _bytes, record| { let _ = record.map(|r| r.get("kind")); true });
 //! # Ok(()) }
 //! ```
 
@@ -130,12 +130,12 @@ impl Live {
     }
 
     /// Reads queued records, at most `limit`: `f(source index, raw bytes, decoded
-    /// record)`. Returns how many were read; fewer than `limit` means the rings were
-    /// emptied.
+    /// record)`, which returns whether to go on. Returns how many were read; fewer
+    /// than `limit`, with `f` never saying stop, means the rings were emptied.
     pub fn drain(
         &mut self,
         limit: u64,
-        mut f: impl FnMut(usize, &[u8], Result<Record, DecodeError>),
+        mut f: impl FnMut(usize, &[u8], Result<Record, DecodeError>) -> bool,
     ) -> u64 {
         let mut n = 0;
         for (i, rb) in self.rings.iter_mut().enumerate() {
@@ -143,7 +143,9 @@ impl Live {
                 let Some(item) = rb.next() else { break };
                 n += 1;
                 let decoded = self.decoders[i].record(&item, &self.env);
-                f(i, &item, decoded);
+                if !f(i, &item, decoded) {
+                    return n;
+                }
             }
         }
         n

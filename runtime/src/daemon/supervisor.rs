@@ -100,10 +100,9 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 impl Unit {
     fn view(&self) -> UnitView {
-        // Load errors, handler errors and the runner's stop: the most recent.
+        // Load errors and the runner's stop (handler errors are read at each look).
         let last_error = [
             self.last_error.clone(),
-            self.stats.last_error(),
             self.failure.as_ref().map(|f| (f.reason.clone(), f.at)),
         ]
         .into_iter()
@@ -113,11 +112,7 @@ impl Unit {
             name: self.wanted.name.clone(),
             file: self.wanted.origin.label(&self.wanted.name),
             state: if self.task.is_some() {
-                if self.stats.is_degraded() {
-                    "degraded"
-                } else {
-                    "running"
-                }
+                "running"
             } else if self.unavailable {
                 "unavailable"
             } else {
@@ -144,7 +139,6 @@ impl Unit {
             last_error_at: last_error.as_ref().map(|(_, t)| *t),
             reason: match (&self.task, &self.failure) {
                 (None, Some(f)) => Some(f.reason.clone()),
-                (Some(_), _) => self.stats.reason(),
                 _ => None,
             },
             retry_in: self
@@ -263,7 +257,11 @@ impl Supervisor {
             started: Instant::now(),
         });
         u.probe = None;
-        let _ = self.shared.telemetry.failures.inc(&[name, failure_kind(&reason)]);
+        let _ = self
+            .shared
+            .telemetry
+            .failures
+            .inc(&[name, failure_kind(&reason)]);
         self.shared.telemetry.forget_probe(name);
         let removed = self.registry.release(name);
         tracing::error!(script = %name, reason = %reason, retry_in = ?backoff, series_families_removed = removed.len(), "script stopped");
@@ -295,7 +293,9 @@ impl Supervisor {
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
-            let Some(u) = self.units.get(&name) else { continue };
+            let Some(u) = self.units.get(&name) else {
+                continue;
+            };
             let (w, overrides) = (u.wanted.clone(), u.overrides.clone());
             tracing::info!(script = %name, "trying a stopped script again");
             if self.start(w, overrides).await.is_err() {
@@ -674,9 +674,13 @@ impl Supervisor {
         let Some(mut u) = self.units.remove(name) else {
             return;
         };
+        let t0 = Instant::now();
         if let Some(t) = u.task.take() {
             // on_exit runs; the program detaches when its Live drops.
-            drop(t.stop(true).await);
+            let parts = t.stop(true).await;
+            tracing::debug!(script = %name, took_ms = t0.elapsed().as_millis() as u64, "script thread stopped");
+            drop(parts);
+            tracing::debug!(script = %name, took_ms = t0.elapsed().as_millis() as u64, "program detached");
         }
         let removed = self.registry.release(name);
         self.shared.telemetry.forget(name);

@@ -43,11 +43,42 @@ pub struct UnitView {
 }
 
 impl UnitView {
+    /// The state now: a running script turns `degraded` while its runner says so.
+    pub fn state(&self) -> &'static str {
+        if self.state == "running" && self.stats.is_degraded() {
+            "degraded"
+        } else {
+            self.state
+        }
+    }
+
+    /// Why it is degraded (read now) or why it stopped.
+    pub fn reason(&self) -> Option<String> {
+        if self.state == "running" {
+            self.stats.reason()
+        } else {
+            self.reason.clone()
+        }
+    }
+
+    /// The last error: the view's (load errors, the runner's stop) or a handler
+    /// error since, whichever is newer.
+    pub fn last_error(&self) -> Option<(String, SystemTime)> {
+        let view = self.last_error.clone().zip(self.last_error_at);
+        match (view, self.stats.last_error()) {
+            (Some(v), Some(h)) if h.1 > v.1 => Some(h),
+            (v, None) => v,
+            (None, h) => h,
+            (v, _) => v,
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let secs = |t: &Option<SystemTime>| {
             t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64())
         };
+        let last_error = self.last_error();
         let pairs = |v: &[(String, String)]| {
             v.iter()
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
@@ -56,17 +87,17 @@ impl UnitView {
         serde_json::json!({
             "name": self.name,
             "file": self.file,
-            "state": self.state,
+            "state": self.state(),
             "program": self.program,
             "variant": self.variant,
             "programs": self.programs.as_ref().map(|p| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()).unwrap_or_default(),
             "skipped_variants": self.skipped.iter().map(|(v, r)| serde_json::json!({"variant": v, "reason": r})).collect::<Vec<_>>(),
             "knobs": pairs(&self.knobs),
             "params": pairs(&self.params),
-            "reason": self.reason,
+            "reason": self.reason(),
             "retry_in_seconds": self.retry_in.map(|d| d.as_secs_f64()),
-            "last_error": self.last_error,
-            "last_error_at": secs(&self.last_error_at),
+            "last_error": last_error.as_ref().map(|(e, _)| e.clone()),
+            "last_error_at": secs(&last_error.as_ref().map(|(_, t)| *t)),
             "loaded_at": secs(&self.loaded_at),
             "records": self.stats.records.load(Ordering::Relaxed),
             "records_dropped": self.stats.dropped.load(Ordering::Relaxed),
@@ -151,9 +182,10 @@ impl Telemetry {
         let kernel_stats = crate::bpf::stats_enabled();
         for u in units {
             let name = u.name.as_str();
-            let up = matches!(u.state, "running" | "degraded");
+            let state = u.state();
+            let up = matches!(state, "running" | "degraded");
             let _ = self.up.set(&[name], up as i64);
-            let _ = self.degraded.set(&[name], (u.state == "degraded") as i64);
+            let _ = self.degraded.set(&[name], (state == "degraded") as i64);
             if crate::memory::active() {
                 let _ = self
                     .memory
@@ -165,7 +197,7 @@ impl Telemetry {
             }
             let _ = self
                 .unavailable
-                .set(&[name], (u.state == "unavailable") as i64);
+                .set(&[name], (state == "unavailable") as i64);
             let _ = self.handler.set_total(
                 &[name],
                 u.stats.handler_ns.load(Ordering::Relaxed) as f64 * 1e-9,

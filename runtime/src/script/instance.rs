@@ -160,9 +160,7 @@ impl ErrorKind {
             E::ErrorTerminated(token, ..) if token.to_string() == DEADLINE_TOKEN => {
                 ErrorKind::Deadline
             }
-            E::ErrorTerminated(token, ..) if token.to_string() == MEMORY_TOKEN => {
-                ErrorKind::Memory
-            }
+            E::ErrorTerminated(token, ..) if token.to_string() == MEMORY_TOKEN => ErrorKind::Memory,
             E::ErrorDataTooLarge(..) => ErrorKind::Size,
             E::ErrorStackOverflow(..) => ErrorKind::CallDepth,
             E::ErrorMismatchDataType(..)

@@ -46,6 +46,10 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DRAIN_IDLE: Duration = Duration::from_millis(500);
 const IDLE_AFTER: u32 = 10;
 
+/// How long the last drain of an ending script may run handlers: records already in
+/// the rings get handled, but removing a script or Ctrl-C is not held up by a backlog.
+const LAST_DRAIN: Duration = Duration::from_millis(200);
+
 /// Records read between two checks of the clock, the stop flag and memory.
 const BATCH: u64 = 64;
 
@@ -57,6 +61,18 @@ pub const FAIL_AFTER: u32 = 3;
 
 /// A script is `degraded` for this long after its last failure or dropped record.
 const DEGRADED_FOR: Duration = Duration::from_secs(60);
+
+/// CLOCK_MONOTONIC_COARSE in ns: a few ns to read (no syscall, no TSC), a few ms of
+/// resolution, enough for the backlog budget checked after every record.
+fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// What a run is allowed.
 #[derive(Debug, Clone)]
@@ -146,10 +162,11 @@ impl Control {
     }
 
     /// Ends the run: the handler call in progress is interrupted and the loop
-    /// returns. With `exit`, the script ends: a last drain (bounded by
-    /// `max_backlog`), `on_tick` and `on_exit` run first.
+    /// returns. With `exit`, the script ends: a last drain (at most 200 ms of
+    /// handling), `on_tick` and `on_exit` run first.
     pub fn stop(&self, exit: bool) {
-        self.state.store(if exit { EXIT } else { STOP }, Ordering::Release);
+        self.state
+            .store(if exit { EXIT } else { STOP }, Ordering::Release);
         self.cancel.store(true, Ordering::Release);
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a valid u64 to our own eventfd.
@@ -291,9 +308,10 @@ impl Runner<'_> {
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Reads the rings until empty; returns the records read. Past `max_backlog`
-    /// (or once stopping) the rest is read and dropped. `last`: the final drain of
-    /// an exiting script, which the stop flag does not cut short.
+    /// Reads the rings until empty; returns the records read. Past its budget
+    /// (`max_backlog`, or [`LAST_DRAIN`] for the final drain of an ending script)
+    /// the rest is read and dropped; a stop ends the pass at once (but for the final
+    /// drain).
     fn drain(
         &mut self,
         live: &mut Live,
@@ -302,16 +320,24 @@ impl Runner<'_> {
         last: bool,
     ) -> u64 {
         let start = Instant::now();
+        let budget = if last {
+            LAST_DRAIN.min(self.settings.max_backlog)
+        } else {
+            self.settings.max_backlog
+        };
+        let until = coarse_ns().saturating_add(budget.as_nanos() as u64);
         let env = live.env.clone();
+        let ctl = self.ctl;
         let mut total = 0;
         let mut behind = false;
+        let mut cut = false;
         loop {
             let mut undecodable = 0;
             let mut dropped = 0;
             let n = live.drain(BATCH, |source, bytes, decoded| {
                 if behind {
                     dropped += 1;
-                    return;
+                    return true;
                 }
                 obs.record(&env, source, bytes);
                 match decoded {
@@ -321,6 +347,12 @@ impl Runner<'_> {
                         tracing::debug!(error = %e, "undecodable record");
                     }
                 }
+                if !last && ctl.stopping() {
+                    cut = true;
+                    return false;
+                }
+                behind = coarse_ns() >= until;
+                true
             });
             total += n;
             let s = self.stats;
@@ -330,23 +362,13 @@ impl Runner<'_> {
             }
             if dropped > 0 {
                 s.dropped.fetch_add(dropped, Ordering::Relaxed);
+                self.health.dropping = true;
             }
-            if n < BATCH {
+            if cut || n < BATCH {
                 break;
             }
-            if !behind {
-                let stop = !last && self.ctl.stopping();
-                if stop || start.elapsed() >= self.settings.max_backlog {
-                    if stop {
-                        break;
-                    }
-                    behind = true;
-                    self.health.dropping = true;
-                    continue;
-                }
-                if self.over_headroom() && self.measure(inst, true).is_some() {
-                    break; // the loop fails the script right after
-                }
+            if !behind && self.over_headroom() && self.measure(inst, true).is_some() {
+                break; // the loop fails the script right after
             }
         }
         self.stats
