@@ -264,6 +264,12 @@ impl Supervisor {
             .inc(&[name, failure_kind(&reason)]);
         self.shared.telemetry.forget_probe(name);
         let removed = self.registry.release(name);
+        // What it still holds once its state and series are gone.
+        if let (Some(a), Some(u)) = (crate::memory::arena_for(name), self.units.get(name)) {
+            u.stats
+                .memory
+                .store(a.live_bytes(), std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::error!(script = %name, reason = %reason, retry_in = ?backoff, series_families_removed = removed.len(), "script stopped");
         self.publish_views();
     }
