@@ -232,6 +232,7 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let printer = rc.printer;
     let pods = rc.pods.clone();
     let mut stats = Stats::default();
+    let mut stop = Stop::listen()?;
 
     let Some(program) = manifest.program.clone() else {
         // No kernel side: init, ticks, exit.
@@ -244,6 +245,7 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             None,
             &mut stats,
             printer,
+            &mut stop,
         )
         .await?;
         inst.on_exit();
@@ -310,6 +312,7 @@ async fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         writer.as_mut(),
         &mut stats,
         printer,
+        &mut stop,
     )
     .await?;
     stats.lost = live.loaded.lost();
@@ -354,8 +357,34 @@ impl Recording {
 
 type RecordTo<'a> = &'a mut Recording;
 
+/// SIGTERM and SIGINT, listened to from before anything is attached: a signal during
+/// start-up ends the run like one later (programs detached, summary printed) instead
+/// of killing the process with its TC filters still on the interfaces.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn listen() -> std::io::Result<Stop> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
 /// Runs until --for expires or a signal: drains ring buffers on wake-up and on a timer,
 /// ticks at the manifest interval, and ends with a final drain and tick.
+#[allow(clippy::too_many_arguments)]
 async fn wait_loop(
     args: &RunArgs,
     interval: Duration,
@@ -364,11 +393,11 @@ async fn wait_loop(
     mut record: Option<RecordTo<'_>>,
     stats: &mut Stats,
     printer: &Printer,
+    stop: &mut Stop,
 ) -> anyhow::Result<()> {
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let sleep_until = async {
             match deadline {
@@ -384,8 +413,7 @@ async fn wait_loop(
         };
         tokio::select! {
             _ = sleep_until => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
             _ = ticker.tick() => {
                 drain(live.as_deref_mut(), inst, &mut record, stats);
                 tick(inst, &mut record);
