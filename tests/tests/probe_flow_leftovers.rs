@@ -525,3 +525,168 @@ fn flow_removes_leftovers_of_older_builds() {
     assert_eq!(shown(h, "ingress").len(), 1);
     drop(held);
 }
+
+/// `sonde daemon` running the built-in flow in netlink mode on one interface, from a
+/// temp config; SIGTERM on drop.
+struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn config(dir: &std::path::Path, interfaces: &str) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::create_dir_all(dir.join("scripts")).unwrap();
+        std::fs::write(
+            dir.join("sonde.yaml"),
+            format!(
+                "listen: 127.0.0.1:{port}\nnode_name: e2e-node\nshutdown_timeout: 3s\n\
+                 scripts:\n  builtin: [flow]\n  directories: [{}]\n  params:\n    \
+                 flow: {{ interfaces: \"{interfaces}\", tc_mode: netlink }}\n",
+                dir.join("scripts").display()
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Starts it and waits until it has attached.
+    fn start(dir: &std::path::Path, n: usize) -> Daemon {
+        let log = dir.join(format!("stderr{n}.log"));
+        let child = std::process::Command::new(sonde_tests::sonde_bin())
+            .arg("daemon")
+            .arg("--config")
+            .arg(dir.join("sonde.yaml"))
+            .env("SONDE_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn sonde daemon");
+        let d = Daemon { child, log };
+        d.wait_log("interface attached", 1);
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `what` has been logged `times` times.
+    fn wait_log(&self, what: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log().matches(what).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} x{times}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child that has not been reaped.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "daemon exit: {st}\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The daemon: killed, started again (the leftovers go, one set), and reloaded with a
+/// change that reloads the program, which swaps attachments inside one process (the
+/// new filters beside the old ones only while swapping, same owner slot).
+#[test]
+fn flow_daemon_killed_and_reloaded_keeps_one_set() {
+    if !require_root("flow_daemon_killed_and_reloaded_keeps_one_set") {
+        return;
+    }
+    let pod = Pod::new("d", 71);
+    let h = pod.host.as_str();
+    let dir = std::env::temp_dir().join(format!("sonde-e2e-tc-{}", std::process::id()));
+    Daemon::config(&dir, h);
+
+    let d = Daemon::start(&dir, 1);
+    let (first, _) = one_netlink_set(h);
+    d.kill9();
+    // Looked at with the dead daemon's slot held (see the netlink test).
+    if let Some(hold) = filters::bind_slot(first.sonde().unwrap().slot).unwrap() {
+        assert_eq!(
+            sonde_sets(h).0,
+            vec![first.clone()],
+            "SIGKILL leaves the filters"
+        );
+        drop(hold);
+    }
+
+    let d = Daemon::start(&dir, 2);
+    let (second, _) = one_netlink_set(h);
+    assert_ne!(second.id, first.id, "the new daemon's own filter");
+
+    Daemon::config(&dir, &format!("{h},nomatch*"));
+    d.signal(libc::SIGHUP);
+    d.wait_log("interface attached", 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let third = loop {
+        let (ingress, egress) = sonde_sets(h);
+        if ingress.len() == 1 && egress.len() == 1 && ingress[0].id != second.id {
+            break ingress[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one set after the reload: {ingress:#?} {egress:#?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (h2, h3) = (second.sonde().unwrap(), third.sonde().unwrap());
+    assert_eq!(h3.slot, h2.slot, "same process, same owner slot");
+    assert_ne!(h3.seq, h2.seq, "attached beside the old one while swapping");
+
+    d.stop();
+    no_sonde_left(h);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two sondes killed: the next start claims one of their owner slots (and removes its
+/// filters when claiming it) and must find the other dead from its slot alone.
+#[test]
+fn flow_start_removes_every_dead_sondes_filters() {
+    if !require_root("flow_start_removes_every_dead_sondes_filters") {
+        return;
+    }
+    let n = 73;
+    let pod = Pod::new("2", n);
+    let h = pod.host.as_str();
+    let a = flow(h, "netlink");
+    let b = flow(h, "netlink");
+    assert_eq!(sonde_sets(h).0.len(), 2);
+    kill9(a);
+    kill9(b);
+    let c = flow(h, "netlink");
+    one_netlink_set(h);
+    traffic(&pod);
+    let (out, err) = stop(c);
+    assert_counted(&pod, n, &out, &err);
+    no_sonde_left(h);
+}
