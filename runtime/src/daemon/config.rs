@@ -94,7 +94,20 @@ pub struct LimitsConfig {
     pub call_deadline: Duration,
     /// Series per metric family; past it new series are dropped and counted.
     pub series_budget: usize,
+    /// Metric families one script may hold; past it registering a new one fails.
+    pub families_per_script: usize,
+    /// Series of all scripts' metric families together; past it new series are
+    /// dropped and counted.
+    pub total_series: usize,
+    /// Largest script file read from a script directory, in bytes (`"1MiB"`).
+    #[serde(with = "super::serde_util::size")]
+    pub max_script_bytes: u64,
 }
+
+/// Ranges of the budget limits: `(key, min, max)`.
+const FAMILIES_PER_SCRIPT_RANGE: (usize, usize) = (1, 10_000);
+const TOTAL_SERIES_RANGE: (usize, usize) = (1, 50_000_000);
+const MAX_SCRIPT_BYTES_RANGE: (u64, u64) = (1024, 64 << 20);
 
 impl Default for Config {
     fn default() -> Self {
@@ -146,6 +159,9 @@ impl Default for LimitsConfig {
             max_map_size: l.max_map_size,
             call_deadline: l.call_deadline,
             series_budget: l.series_budget,
+            families_per_script: crate::metrics::DEFAULT_FAMILIES_PER_SCRIPT,
+            total_series: crate::metrics::DEFAULT_TOTAL_SERIES,
+            max_script_bytes: crate::script::MAX_SCRIPT_BYTES,
         }
     }
 }
@@ -161,6 +177,14 @@ impl LimitsConfig {
             call_deadline: self.call_deadline,
             series_budget: self.series_budget,
             ..Limits::default()
+        }
+    }
+
+    /// The registry budgets these limits set.
+    pub fn budgets(&self) -> crate::metrics::Budgets {
+        crate::metrics::Budgets {
+            families_per_script: self.families_per_script,
+            total_series: self.total_series,
         }
     }
 }
@@ -230,6 +254,27 @@ impl Config {
             if zero {
                 return Err((format!("limits.{key}"), "must be greater than zero".into()));
             }
+        }
+        for (key, value, (min, max)) in [
+            ("families_per_script", l.families_per_script, FAMILIES_PER_SCRIPT_RANGE),
+            ("total_series", l.total_series, TOTAL_SERIES_RANGE),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err((
+                    format!("limits.{key}"),
+                    format!("{value} is out of range; expected {min} to {max}"),
+                ));
+            }
+        }
+        let (min, max) = MAX_SCRIPT_BYTES_RANGE;
+        if !(min..=max).contains(&l.max_script_bytes) {
+            return Err((
+                "limits.max_script_bytes".into(),
+                format!(
+                    "{} is out of range; expected {min} (1KiB) to {max} (64MiB)",
+                    l.max_script_bytes
+                ),
+            ));
         }
         self.pods.validate()?;
         self.sinks.validate().map_err(|e| match e {
@@ -352,6 +397,21 @@ mod tests {
         assert!(e.to_string().contains("pods.labels[0]"), "{e}");
         let e = Config::parse("c.yaml", "pods:\n  refresh: 1ms\n").unwrap_err();
         assert!(e.to_string().contains("pods.refresh"), "{e}");
+        let e = Config::parse("c.yaml", "limits:\n  families_per_script: 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yaml: limits.families_per_script: 0 is out of range; expected 1 to 10000"
+        );
+        let e = Config::parse("c.yaml", "limits:\n  total_series: 100000000\n").unwrap_err();
+        assert!(e.to_string().contains("limits.total_series: 100000000 is out of range"), "{e}");
+        let e = Config::parse("c.yaml", "limits:\n  max_script_bytes: 1GiB\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("limits.max_script_bytes: 1073741824 is out of range; expected 1024 (1KiB) to 67108864 (64MiB)"),
+            "{e}"
+        );
+        let c = Config::parse("c.yaml", "limits:\n  max_script_bytes: 256KiB\n  families_per_script: 8\n").unwrap();
+        assert_eq!((c.limits.max_script_bytes, c.limits.families_per_script), (256 << 10, 8));
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");
     }

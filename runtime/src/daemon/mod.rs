@@ -90,7 +90,7 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
     let (wanted, unreadable) = discover::wanted(cfg);
     let mut failed = unreadable.len();
     for u in &unreadable {
-        eprintln!("{}: cannot read: {}", u.path.display(), u.error);
+        eprintln!("{}", u.error);
     }
     println!("config {file}: ok (listen {})", cfg.listen);
     let limits = cfg.limits.to_limits();
@@ -134,6 +134,7 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
 /// What the HTTP endpoints see of the daemon.
 struct State {
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
     sinks: Arc<Sinks>,
     node: String,
     config: String,
@@ -143,6 +144,8 @@ struct State {
 impl crate::http::DaemonState for State {
     fn status(&self) -> serde_json::Value {
         let units = self.shared.units.read().unwrap_or_else(|e| e.into_inner());
+        let usage = self.registry.usage();
+        let budgets = self.registry.budgets();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "node": self.node,
@@ -150,7 +153,12 @@ impl crate::http::DaemonState for State {
             "started_at": self.started.duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             "kernel": crate::bpf::features::kernel_release(),
             "last_reload": *self.shared.reload.read().unwrap_or_else(|e| e.into_inner()),
-            "scripts": units.iter().map(|u| u.to_json()).collect::<Vec<_>>(),
+            "scripts": units.iter().map(|u| u.to_json_with(usage.get(&u.name))).collect::<Vec<_>>(),
+            "metrics": {
+                "script_series": self.registry.script_series(),
+                "total_series": budgets.total_series,
+                "families_per_script": budgets.families_per_script,
+            },
         })
     }
 
@@ -164,7 +172,7 @@ impl crate::http::DaemonState for State {
 
     fn before_scrape(&self) {
         let units = self.shared.units.read().unwrap_or_else(|e| e.into_inner());
-        self.shared.telemetry.scrape(&units);
+        self.shared.telemetry.scrape(&units, &self.registry.usage());
     }
 
     fn subscribe(
@@ -204,6 +212,7 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
     );
     let state = Arc::new(State {
         shared: sup.shared.clone(),
+        registry: registry.clone(),
         sinks: sinks.clone(),
         node: node.clone(),
         config: file.clone(),
