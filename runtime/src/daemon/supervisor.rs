@@ -521,12 +521,14 @@ impl Supervisor {
         tracing::info!(script = %name, series_families_removed = removed.len(), "script removed");
     }
 
-    /// Stops every script (`on_exit` runs) and detaches every program.
-    pub async fn shutdown(&mut self) {
+    /// Stops every script (`on_exit` runs) and detaches every program; `stopping`
+    /// is told each script's name before it is stopped.
+    pub async fn shutdown(&mut self, stopping: impl Fn(&str)) {
         let names: Vec<String> = self.units.keys().cloned().collect();
         for name in names {
             if let Some(mut u) = self.units.remove(&name) {
                 if let Some(t) = u.task.take() {
+                    stopping(&name);
                     drop(t.stop(true).await);
                 }
             }
