@@ -66,7 +66,9 @@ impl Daemon {
             .arg(dir.join("sonde.yaml"))
             .env("SONDE_LOG", "info")
             .stdout(stdout.unwrap_or_else(|| {
-                std::fs::File::create(dir.join("stdout.log")).unwrap().into()
+                std::fs::File::create(dir.join("stdout.log"))
+                    .unwrap()
+                    .into()
             }))
             .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
@@ -1051,7 +1053,9 @@ fn on_tick() { for i in 0..500 { this.n += 1; this.g.set([this.n], 1); } }
 
 #[test]
 fn scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_going() {
-    if !require_root("scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_going") {
+    if !require_root(
+        "scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_going",
+    ) {
         return;
     }
     let d = Daemon::start(
@@ -1067,8 +1071,13 @@ fn scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_goi
     });
     std::fs::write(d.script("families.rhai"), FAMILIES).unwrap();
     std::fs::write(d.script("hog.rhai"), HOG).unwrap();
-    let refused =
-        |m: &str| sample(m, "sonde_metric_families_dropped_total", &[("script", "families")]);
+    let refused = |m: &str| {
+        sample(
+            m,
+            "sonde_metric_families_dropped_total",
+            &[("script", "families")],
+        )
+    };
     let total_dropped = |m: &str| {
         sample(
             m,
@@ -1076,10 +1085,14 @@ fn scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_goi
             &[("metric", "sonde_hog_series"), ("reason", "total_series")],
         )
     };
-    d.wait_for("both budgets to be reached", Duration::from_secs(10), || {
-        let m = d.metrics();
-        refused(&m).is_some_and(|v| v > 0.0) && total_dropped(&m).is_some_and(|v| v > 0.0)
-    });
+    d.wait_for(
+        "both budgets to be reached",
+        Duration::from_secs(10),
+        || {
+            let m = d.metrics();
+            refused(&m).is_some_and(|v| v > 0.0) && total_dropped(&m).is_some_and(|v| v > 0.0)
+        },
+    );
     // Unchecked, `families` would add 2,500 families (25,000 series) a second and
     // `hog` 25,000 series a second.
     std::thread::sleep(Duration::from_secs(2));
@@ -1094,7 +1107,11 @@ fn scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_goi
         m.len(),
         families_named(&m, "sonde_fam_")
     );
-    assert_eq!(families_named(&m, "sonde_fam_"), 16, "families past the budget");
+    assert_eq!(
+        families_named(&m, "sonde_fam_"),
+        16,
+        "families past the budget"
+    );
     assert!(
         sample(&m, "sonde_script_series", &[("script", "hog")]).unwrap() <= 5000.0,
         "{m}"
@@ -1103,53 +1120,92 @@ fn scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_goi
     assert!(m.len() < 600_000, "/metrics is {} bytes", m.len());
     assert!(series < 6_500, "{series} samples");
     assert_eq!(
-        sample(&m, "sonde_script_metric_families", &[("script", "families")]),
+        sample(
+            &m,
+            "sonde_script_metric_families",
+            &[("script", "families")]
+        ),
         Some(16.0)
     );
-    assert!(scrape < Duration::from_millis(500), "scrape took {scrape:?}");
+    assert!(
+        scrape < Duration::from_millis(500),
+        "scrape took {scrape:?}"
+    );
 
     // The canary keeps updating; the refusals keep being counted.
     std::thread::sleep(Duration::from_millis(1500));
     let m = d.metrics();
     assert!(ticks(&m).unwrap() >= t0 + 5.0, "the canary stalled");
     assert!(refused(&m).unwrap() > r0, "family refusals not counted");
-    assert!(total_dropped(&m).unwrap() > h0, "dropped series not counted");
     assert!(
-        sample(&m, "sonde_script_errors_total", &[("script", "families"), ("kind", "runtime")])
-            .is_some_and(|v| v > 0.0),
+        total_dropped(&m).unwrap() > h0,
+        "dropped series not counted"
+    );
+    assert!(
+        sample(
+            &m,
+            "sonde_script_errors_total",
+            &[("script", "families"), ("kind", "runtime")]
+        )
+        .is_some_and(|v| v > 0.0),
         "the script did not see an error"
     );
 
     // /status says who holds what, and who is past a budget.
     let st = d.status();
-    assert!(st["metrics"]["script_series"].as_u64().unwrap() <= 5000, "{st}");
+    assert!(
+        st["metrics"]["script_series"].as_u64().unwrap() <= 5000,
+        "{st}"
+    );
     let fam = d.unit("families");
     assert_eq!(fam["state"], "degraded", "{fam}");
     assert_eq!(fam["metrics"]["families"], 16, "{fam}");
-    assert!(fam["metrics"]["families_refused"].as_u64().unwrap() > 0, "{fam}");
     assert!(
-        fam["degraded"].as_str().unwrap().contains("limits.families_per_script"),
+        fam["metrics"]["families_refused"].as_u64().unwrap() > 0,
+        "{fam}"
+    );
+    assert!(
+        fam["degraded"]
+            .as_str()
+            .unwrap()
+            .contains("limits.families_per_script"),
         "{fam}"
     );
     let hog = d.unit("hog");
     assert_eq!(hog["state"], "degraded", "{hog}");
-    assert!(hog["metrics"]["series_dropped_total_budget"].as_u64().unwrap() > 0, "{hog}");
+    assert!(
+        hog["metrics"]["series_dropped_total_budget"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{hog}"
+    );
     assert_eq!(d.unit("ticker")["state"], "running");
     let log = d.stderr();
     assert!(log.contains("metric family budget reached"), "{log}");
-    assert!(log.contains("total series budget of the scripts reached"), "{log}");
+    assert!(
+        log.contains("total series budget of the scripts reached"),
+        "{log}"
+    );
 
     // The hog goes away: its series free the total for the others.
     std::fs::remove_file(d.script("hog.rhai")).unwrap();
-    d.wait_for("the hog's series to be released", Duration::from_secs(3), || {
-        d.status()["metrics"]["script_series"].as_u64().unwrap() < 1000
-    });
+    d.wait_for(
+        "the hog's series to be released",
+        Duration::from_secs(3),
+        || d.status()["metrics"]["script_series"].as_u64().unwrap() < 1000,
+    );
 }
 
 fn mkfifo(path: &std::path::Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo on a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
 }
 
 #[test]
@@ -1171,10 +1227,17 @@ fn a_large_script_file_and_a_fifo_are_refused_and_the_rest_runs() {
         "refuse",
         &[],
         "",
-        &[("big.rhai", &big), ("fifo.rhai", &mkfifo), ("ticker.rhai", &ticker)],
+        &[
+            ("big.rhai", &big),
+            ("fifo.rhai", &mkfifo),
+            ("ticker.rhai", &ticker),
+        ],
         None,
     );
-    eprintln!("ready {:?} after start with a FIFO in the script directory", t.elapsed());
+    eprintln!(
+        "ready {:?} after start with a FIFO in the script directory",
+        t.elapsed()
+    );
     let size = std::fs::metadata(d.script("big.rhai")).unwrap().len();
     let big_unit = d.unit("big");
     assert_eq!(big_unit["state"], "failed", "{big_unit}");
@@ -1200,12 +1263,28 @@ fn a_large_script_file_and_a_fifo_are_refused_and_the_rest_runs() {
     });
     let m = d.metrics();
     let refused = |m: &str, script: &str, reason: &str| {
-        sample(m, "sonde_script_files_refused_total", &[("script", script), ("reason", reason)])
+        sample(
+            m,
+            "sonde_script_files_refused_total",
+            &[("script", script), ("reason", reason)],
+        )
     };
-    assert!(refused(&m, "big", "too_large").is_some_and(|v| v >= 1.0), "{m}");
-    assert!(refused(&m, "fifo", "not_regular_file").is_some_and(|v| v >= 1.0), "{m}");
-    assert_eq!(sample(&m, "sonde_script_up", &[("script", "big")]), Some(0.0));
-    assert_eq!(sample(&m, "sonde_script_up", &[("script", "ticker")]), Some(1.0));
+    assert!(
+        refused(&m, "big", "too_large").is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    assert!(
+        refused(&m, "fifo", "not_regular_file").is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "sonde_script_up", &[("script", "big")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "sonde_script_up", &[("script", "ticker")]),
+        Some(1.0)
+    );
     assert!(d.stderr().contains("script file refused"), "{}", d.stderr());
     let reloads = d.status()["last_reload"].clone();
     assert_eq!(reloads["result"], "failure", "{reloads}");
@@ -1235,7 +1314,9 @@ fn on_tick() { for i in 0..200 { emit("E2E_FLOOD", #{ i: i, pad: this.pad }); } 
 
 #[test]
 fn sigterm_ends_the_process_within_shutdown_timeout_while_stdout_is_blocked_and_loki_silent() {
-    if !require_root("sigterm_ends_the_process_within_shutdown_timeout_while_stdout_is_blocked_and_loki_silent") {
+    if !require_root(
+        "sigterm_ends_the_process_within_shutdown_timeout_while_stdout_is_blocked_and_loki_silent",
+    ) {
         return;
     }
     // A Loki that accepts connections and never answers.
@@ -1266,11 +1347,18 @@ fn sigterm_ends_the_process_within_shutdown_timeout_while_stdout_is_blocked_and_
         Some(pipe),
     );
     let dropped = |sink: &str| {
-        sample(&d.metrics(), "sonde_events_dropped_total", &[("sink", sink)]).unwrap_or(0.0)
+        sample(
+            &d.metrics(),
+            "sonde_events_dropped_total",
+            &[("sink", sink)],
+        )
+        .unwrap_or(0.0)
     };
-    d.wait_for("stdout to be full and events dropped", Duration::from_secs(10), || {
-        dropped("stdout") > 0.0
-    });
+    d.wait_for(
+        "stdout to be full and events dropped",
+        Duration::from_secs(10),
+        || dropped("stdout") > 0.0,
+    );
     let t = Instant::now();
     let st = d.stop();
     let took = t.elapsed();

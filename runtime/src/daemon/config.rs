@@ -256,7 +256,11 @@ impl Config {
             }
         }
         for (key, value, (min, max)) in [
-            ("families_per_script", l.families_per_script, FAMILIES_PER_SCRIPT_RANGE),
+            (
+                "families_per_script",
+                l.families_per_script,
+                FAMILIES_PER_SCRIPT_RANGE,
+            ),
             ("total_series", l.total_series, TOTAL_SERIES_RANGE),
         ] {
             if !(min..=max).contains(&value) {
@@ -403,15 +407,26 @@ mod tests {
             "c.yaml: limits.families_per_script: 0 is out of range; expected 1 to 10000"
         );
         let e = Config::parse("c.yaml", "limits:\n  total_series: 100000000\n").unwrap_err();
-        assert!(e.to_string().contains("limits.total_series: 100000000 is out of range"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("limits.total_series: 100000000 is out of range"),
+            "{e}"
+        );
         let e = Config::parse("c.yaml", "limits:\n  max_script_bytes: 1GiB\n").unwrap_err();
         assert!(
             e.to_string()
                 .contains("limits.max_script_bytes: 1073741824 is out of range; expected 1024 (1KiB) to 67108864 (64MiB)"),
             "{e}"
         );
-        let c = Config::parse("c.yaml", "limits:\n  max_script_bytes: 256KiB\n  families_per_script: 8\n").unwrap();
-        assert_eq!((c.limits.max_script_bytes, c.limits.families_per_script), (256 << 10, 8));
+        let c = Config::parse(
+            "c.yaml",
+            "limits:\n  max_script_bytes: 256KiB\n  families_per_script: 8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_script_bytes, c.limits.families_per_script),
+            (256 << 10, 8)
+        );
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");
     }

@@ -166,7 +166,8 @@ mod tests {
 
     #[test]
     fn a_large_file_and_a_fifo_are_refused_and_the_rest_is_read() {
-        let dir = std::env::temp_dir().join(format!("sonde-discover-refuse-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sonde-discover-refuse-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ok.rhai"), "fn on_tick() {}").unwrap();
@@ -179,7 +180,8 @@ mod tests {
             .unwrap()
             .set_len(2 << 20)
             .unwrap();
-        let fifo = std::ffi::CString::new(dir.join("fifo.rhai").as_os_str().as_encoded_bytes()).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.join("fifo.rhai").as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: mkfifo on a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::fs::create_dir(dir.join("sub.rhai")).unwrap();

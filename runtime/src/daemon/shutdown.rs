@@ -78,11 +78,7 @@ impl Watchdog {
     pub fn step(&self, what: impl Into<String>) {
         let what = what.into();
         tracing::debug!(step = %what, "shutdown");
-        self.inner
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .step = what;
+        self.inner.0.lock().unwrap_or_else(|e| e.into_inner()).step = what;
     }
 
     /// The shutdown finished: the process ends on its own.
@@ -142,7 +138,11 @@ mod tests {
     fn an_overrun_ends_the_process_with_exit_forced() {
         let start = Instant::now();
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "daemon::shutdown::tests::overrun_child", "--nocapture"])
+            .args([
+                "--exact",
+                "daemon::shutdown::tests::overrun_child",
+                "--nocapture",
+            ])
             .env("SONDE_WATCHDOG_CHILD", "1")
             .output()
             .unwrap();

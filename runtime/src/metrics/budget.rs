@@ -135,7 +135,6 @@ impl Registry {
             budget,
         })
     }
-
 }
 
 /// [`Registry`] registration on behalf of one script ([`Registry::for_script`]):
@@ -238,7 +237,6 @@ impl ScriptMetrics<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,9 +268,15 @@ mod tests {
         assert!(!r.names().contains(&"sonde_f3".to_string()));
         // What it holds is found again (a reload), every kind of registration.
         a.counter("f0_total", "F, reworded.", &["x"], 10).unwrap();
-        let budget_err = |e: Option<MetricsError>| matches!(e, Some(MetricsError::FamilyBudget { .. }));
-        assert!(budget_err(a.log2_histogram("lat_seconds", "H.", &["x"], 8, 1e-9, 10).err()));
-        assert!(budget_err(a.histogram("size_bytes", "H.", &["x"], vec![1.0], 10).err()));
+        let budget_err =
+            |e: Option<MetricsError>| matches!(e, Some(MetricsError::FamilyBudget { .. }));
+        assert!(budget_err(
+            a.log2_histogram("lat_seconds", "H.", &["x"], 8, 1e-9, 10)
+                .err()
+        ));
+        assert!(budget_err(
+            a.histogram("size_bytes", "H.", &["x"], vec![1.0], 10).err()
+        ));
         // Another script has its own budget, and sonde's own families have none.
         r.for_script("b").gauge("g", "G.", &["x"], 10).unwrap();
         r.gauge("own", "Own.", &["x"], 10).unwrap();
@@ -288,7 +292,9 @@ mod tests {
         assert_eq!(usage["b"].families_refused, 0);
         assert!(!usage.contains_key("own"));
         // The name stays reserved.
-        assert!(r.counter(crate::metrics::FAMILIES_DROPPED, "X.", &["script"], 1).is_err());
+        assert!(r
+            .counter(crate::metrics::FAMILIES_DROPPED, "X.", &["script"], 1)
+            .is_err());
         // Gone: its refusals go with it, and it starts afresh.
         r.release("a");
         assert!(!r.render_prometheus().contains(r#"script="a""#));
@@ -298,9 +304,16 @@ mod tests {
     #[test]
     fn joining_another_scripts_family_counts_for_both() {
         let r = registry(1, 1000);
-        r.for_script("a").counter("shared_total", "S.", &["x"], 10).unwrap();
-        r.for_script("b").counter("shared_total", "S.", &["x"], 10).unwrap();
-        assert!(r.for_script("b").counter("more_total", "M.", &["x"], 10).is_err());
+        r.for_script("a")
+            .counter("shared_total", "S.", &["x"], 10)
+            .unwrap();
+        r.for_script("b")
+            .counter("shared_total", "S.", &["x"], 10)
+            .unwrap();
+        assert!(r
+            .for_script("b")
+            .counter("more_total", "M.", &["x"], 10)
+            .is_err());
         let usage = r.usage();
         assert_eq!((usage["a"].families, usage["b"].families), (1, 1));
     }
@@ -308,7 +321,10 @@ mod tests {
     #[test]
     fn past_the_total_series_budget_new_series_are_dropped_and_counted() {
         let r = registry(10, 5);
-        let a = r.for_script("a").counter("a_total", "A.", &["x"], 100).unwrap();
+        let a = r
+            .for_script("a")
+            .counter("a_total", "A.", &["x"], 100)
+            .unwrap();
         let b = r.for_script("b").gauge("bee", "B.", &["x"], 100).unwrap();
         for i in 0..4 {
             a.inc(&[i as i64]).unwrap();

@@ -365,7 +365,11 @@ impl Family {
 impl Drop for Family {
     fn drop(&mut self) {
         if *self.scripted.get_mut() {
-            let n = self.series.get_mut().map(|t| t.len()).unwrap_or_else(|e| e.into_inner().len());
+            let n = self
+                .series
+                .get_mut()
+                .map(|t| t.len())
+                .unwrap_or_else(|e| e.into_inner().len());
             self.totals.release(n);
         }
     }

@@ -57,9 +57,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use budget::{Budgets, ScriptMetrics, ScriptUsage};
 pub use family::{log2_slot, log2_slot_f64, MetricKind};
 pub use handles::{BucketCounts, Counter, Gauge, Histogram, Number};
-pub use budget::{Budgets, ScriptMetrics, ScriptUsage};
 pub use labels::LabelValue;
 
 use family::{Buckets, Family, Totals};

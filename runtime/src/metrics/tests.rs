@@ -110,9 +110,9 @@ fn budget_drops_new_series_and_counts_them() {
     assert_eq!(c.len(), 2);
     assert_eq!(c.dropped(), 2);
     assert_eq!(c.get(&[1i64]), Some(2.0));
-    assert!(r
-        .render_prometheus()
-        .contains(r#"sonde_series_dropped_total{node="n1",metric="sonde_a_total",reason="series_budget"} 2"#));
+    assert!(r.render_prometheus().contains(
+        r#"sonde_series_dropped_total{node="n1",metric="sonde_a_total",reason="series_budget"} 2"#
+    ));
     // Room again after a series is removed.
     assert!(c.remove(&[2i64]).unwrap());
     c.inc(&[3i64]).unwrap();

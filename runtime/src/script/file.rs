@@ -46,7 +46,10 @@ pub enum ScriptFileError {
     #[error("{}: refused: not UTF-8 text (invalid byte at offset {offset})", path.display())]
     NotUtf8 { path: PathBuf, offset: usize },
     #[error("{}: cannot read: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl ScriptFileError {
@@ -156,7 +159,11 @@ mod tests {
         f.set_len(1 << 30).unwrap();
         let t = Instant::now();
         let e = read_script_file(&path, MAX_SCRIPT_BYTES).unwrap_err();
-        assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(
             e.to_string(),
             format!(
@@ -223,7 +230,8 @@ mod tests {
         std::fs::write(&path, b"// ok\n\xff\xfe").unwrap();
         let e = read_script_file(&path, MAX_SCRIPT_BYTES).unwrap_err();
         assert!(
-            e.to_string().ends_with("refused: not UTF-8 text (invalid byte at offset 6)"),
+            e.to_string()
+                .ends_with("refused: not UTF-8 text (invalid byte at offset 6)"),
             "{e}"
         );
         std::fs::remove_dir_all(&d).unwrap();
