@@ -61,7 +61,9 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// Pod resolution: the container runtime's socket, refresh, pod labels.
     pub pods: crate::pods::PodsConfig,
-    /// How long shutdown may take to flush sinks before giving up.
+    /// How long shutdown may take (scripts' `on_exit`, then flushing sinks) before
+    /// what is left is dropped; the process ends at most
+    /// [`super::shutdown::EXIT_MARGIN`] later.
     #[serde(with = "super::serde_util::duration")]
     pub shutdown_timeout: Duration,
 }

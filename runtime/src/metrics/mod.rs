@@ -2,10 +2,10 @@
 //! (0.0.4 or OpenMetrics 1.0) and printed as a table at the end of a one-shot run.
 //!
 //! A family has a kind (counter, gauge, histogram), label names fixed at registration
-//! and a *series budget*: past it, updates that would create a new series are dropped
-//! and counted in `sonde_series_dropped_total{metric}`, so a label with unbounded
-//! values (a port, an address) cannot exhaust memory. Every series carries the
-//! constant label `node`.
+//! and a *series budget*: past it, updates that would create a new series are
+//! dropped and counted in `sonde_series_dropped_total{metric, reason="series_budget"}`,
+//! so a label with unbounded values (a port, an address) cannot exhaust memory.
+//! Every series carries the constant label `node`.
 //!
 //! ```
 //! use sonde::metrics::Registry;
