@@ -1033,7 +1033,7 @@ fn families_named(metrics: &str, prefix: &str) -> usize {
 
 /// Fifty new metric families a tick, ten series each.
 const FAMILIES: &str = r#"//! families: a new metric family every time, never the same.
-const PROBE = #{ interval: "20ms" };
+const PROBE = #{ interval: "100ms" };
 fn init(params) { this.n = 0; }
 fn on_tick() {
     for j in 0..50 {
@@ -1046,7 +1046,7 @@ fn on_tick() {
 
 /// One family, 500 new series a tick.
 const HOG: &str = r#"//! hog: new series without end.
-const PROBE = #{ interval: "20ms" };
+const PROBE = #{ interval: "100ms" };
 fn init(params) { this.n = 0; this.g = metrics::gauge("hog_series", "A series per number.", ["n"]); }
 fn on_tick() { for i in 0..500 { this.n += 1; this.g.set([this.n], 1); } }
 "#;
@@ -1093,8 +1093,8 @@ fn scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_goi
             refused(&m).is_some_and(|v| v > 0.0) && total_dropped(&m).is_some_and(|v| v > 0.0)
         },
     );
-    // Unchecked, `families` would add 2,500 families (25,000 series) a second and
-    // `hog` 25,000 series a second.
+    // Unchecked, `families` would add 500 families (5,000 series) a second and
+    // `hog` 5,000 series a second.
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     let m = d.metrics();

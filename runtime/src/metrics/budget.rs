@@ -277,9 +277,19 @@ mod tests {
         assert!(budget_err(
             a.histogram("size_bytes", "H.", &["x"], vec![1.0], 10).err()
         ));
-        // Another script has its own budget, and sonde's own families have none.
+        // Another script has its own budget, and sonde's own families have none
+        // (nor can a script join one).
         r.for_script("b").gauge("g", "G.", &["x"], 10).unwrap();
         r.gauge("own", "Own.", &["x"], 10).unwrap();
+        let e = r
+            .for_script("b")
+            .gauge("own", "Own.", &["x"], 10)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("reserved for sonde's own metrics"),
+            "{e}"
+        );
         let text = r.render_prometheus();
         assert!(
             text.contains(r#"sonde_metric_families_dropped_total{node="n",script="a"} 3"#),

@@ -370,6 +370,14 @@ impl Registry {
             }
             let existing = existing.clone();
             if let Some(owner) = owner {
+                // sonde's own families (never a script's) are not for scripts to
+                // update, nor to take away with them when they go.
+                if !existing.is_scripted() {
+                    return Err(MetricsError::InvalidName {
+                        name,
+                        reason: "reserved for sonde's own metrics".into(),
+                    });
+                }
                 if !existing.is_owned_by(owner) {
                     self.within_family_budget(&families, owner, &name)?;
                     existing.add_owner(owner);
