@@ -74,8 +74,10 @@ pub const SERIES_DROPPED: &str = "sonde_series_dropped_total";
 pub const SCRIPT_ERRORS: &str = "sonde_script_errors_total";
 /// Self-metric: new families a script could not register (`limits.families_per_script`).
 pub const FAMILIES_DROPPED: &str = "sonde_metric_families_dropped_total";
-/// Default of [`Budgets::families_per_script`].
-pub const DEFAULT_FAMILIES_PER_SCRIPT: usize = 64;
+/// Default of [`Budgets::families_per_script`]. The built-in `tcpext` script with
+/// `counters: "all"` holds about 150 families (one per kernel counter), `snmp`
+/// about 70: room for them, and a bound on a script that makes families of data.
+pub const DEFAULT_FAMILIES_PER_SCRIPT: usize = 256;
 /// Default of [`Budgets::total_series`].
 pub const DEFAULT_TOTAL_SERIES: usize = 200_000;
 /// Highest slot of a log2 histogram (bucket bound `2^63`).

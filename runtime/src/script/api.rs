@@ -178,7 +178,7 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     // in `_total`.
     //
     // Every metric::* registration is the script's: a script holds at most
-    // limits.families_per_script families (default 64). Past it, registering a *new*
+    // limits.families_per_script families (default 256). Past it, registering a *new*
     // one is a runtime error (counted in sonde_metric_families_dropped_total{script});
     // finding one the script already holds always works. Catch it to carry on:
     //   try { this.extra = metrics::counter(name, "Extra.", []); } catch (e) { log("warn", e); }
