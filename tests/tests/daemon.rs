@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use sonde_tests::{connect_refused, require_root, sonde_bin, NetnsThread};
 
+/// A file put in the script directory before the daemon starts: its name, and what
+/// writes it (`mkfifo` is fine).
+type ScriptFile<'a> = (&'a str, &'a dyn Fn(&std::path::Path));
+
 /// A running daemon in its own temp directory; SIGTERM on drop.
 struct Daemon {
     child: Option<Child>,
@@ -47,7 +51,7 @@ impl Daemon {
         test: &str,
         builtin: &[&str],
         extra: &str,
-        files: &[(&str, &dyn Fn(&std::path::Path))],
+        files: &[ScriptFile<'_>],
         stdout: Option<Stdio>,
     ) -> Daemon {
         let dir = temp_dir(test);
