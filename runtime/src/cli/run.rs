@@ -428,6 +428,7 @@ impl crate::script::runner::Observer for RunObserver<'_> {
 /// the runner stops it; ends with a last drain, `on_tick` and `on_exit`. This
 /// thread only waits: a handler that loops cannot delay Ctrl-C or --for by more than
 /// one interrupted call.
+#[allow(clippy::too_many_arguments)]
 fn wait_loop(
     args: &RunArgs,
     interval: Duration,

@@ -274,7 +274,7 @@ pub fn run(
     if outcome == Outcome::Stopped && ctl.state.load(Ordering::Acquire) == EXIT {
         // The script ends: its last handlers run with the interruption lifted.
         ctl.cancel.store(false, Ordering::Release);
-        if let Some(l) = live.as_deref_mut() {
+        if let Some(l) = live {
             r.drain(l, inst, obs, true);
         }
         obs.tick();
