@@ -227,6 +227,23 @@ impl KernelBtf {
         self.took
     }
 
+    /// A BTF taken as it is, without the chain or its structural check: for tests
+    /// of what happens when a damaged BTF gets through.
+    #[cfg(test)]
+    pub(crate) fn unchecked(raw: Vec<u8>, path: &str) -> KernelBtf {
+        KernelBtf {
+            aya: aya::Btf::parse(&raw, aya::Endianness::default()).unwrap(),
+            types: 0,
+            raw,
+            source: BtfSource::Explicit(path.into()),
+            release: String::new(),
+            machine: String::new(),
+            os: None,
+            took: Duration::ZERO,
+            chain: Vec::new(),
+        }
+    }
+
     /// Whether the kernel knows a struct (or union) of this name.
     pub fn has_struct(&self, name: &str) -> bool {
         self.aya

@@ -76,9 +76,18 @@ pub struct DaemonArgs {
     /// 0.0.0.0:9102, events on stdout). `packaging/config.yaml` documents every key.
     #[arg(long, short = 'c', value_name = "FILE", env = "SONDE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Validate the configuration and every script, print what would run, and exit.
+    /// Validate the configuration, the kernel BTF and every script, print what
+    /// would run, and exit.
     #[arg(long)]
     pub check: bool,
+    /// Kernel BTF to use before anything else (a file), or a directory searched
+    /// after /sys/kernel/btf/vmlinux; overrides the config's `btf:`.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub btf: Option<PathBuf>,
+    /// Directory of BTFs laid out `<ID>/<VERSION_ID>/<arch>/<release>.btf[.xz]`;
+    /// overrides the config's `btf_archive:`.
+    #[arg(long, value_name = "DIR")]
+    pub btf_archive: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -148,6 +148,9 @@ pub struct Supervisor {
     btf_status: std::sync::Mutex<serde_json::Value>,
     units: BTreeMap<String, Unit>,
     pub shared: Arc<Shared>,
+    /// `--btf` / `--btf-archive` of `sonde daemon`: they win over the config file's
+    /// `btf` / `btf_archive`, on every reload too.
+    cli_btf: BtfConfig,
 }
 
 impl Supervisor {
@@ -176,6 +179,29 @@ impl Supervisor {
             btf_status: Default::default(),
             units: BTreeMap::new(),
             shared,
+            cli_btf: (None, None),
+        }
+    }
+
+    /// Makes `--btf` / `--btf-archive` win over the config's `btf` / `btf_archive`
+    /// (now and on every reload).
+    pub fn override_btf(
+        &mut self,
+        btf: Option<std::path::PathBuf>,
+        archive: Option<std::path::PathBuf>,
+    ) {
+        self.cli_btf = (btf, archive);
+        let mut cfg = self.cfg.clone();
+        self.with_cli_btf(&mut cfg);
+        self.cfg = cfg;
+    }
+
+    fn with_cli_btf(&self, cfg: &mut Config) {
+        if let Some(b) = &self.cli_btf.0 {
+            cfg.btf = Some(b.clone());
+        }
+        if let Some(a) = &self.cli_btf.1 {
+            cfg.btf_archive = Some(a.clone());
         }
     }
 
@@ -184,7 +210,11 @@ impl Supervisor {
     pub async fn reload(&mut self, config_path: Option<&std::path::Path>) {
         let mut errors = Vec::new();
         if let Some(path) = config_path {
-            match Config::load(path) {
+            let loaded = Config::load(path).map(|mut c| {
+                self.with_cli_btf(&mut c);
+                c
+            });
+            match loaded {
                 Ok(new) if new != self.cfg => {
                     if new.listen != self.cfg.listen
                         || new.node_name != self.cfg.node_name
@@ -296,7 +326,13 @@ impl Supervisor {
     async fn start(&mut self, w: Wanted, overrides: Vec<(String, String)>) -> Result<(), Rejected> {
         let name = w.name.clone();
         let file = w.origin.label(&name);
-        let prepared = self.prepare(&w, &overrides);
+        // A panic while building this script (a loader or engine bug that got past
+        // validation) fails this script only; the others and the daemon go on.
+        let prepared = crate::panic::catch(|| self.prepare(&w, &overrides)).unwrap_or_else(|p| {
+            Err(Rejected::from(format!(
+                "{file}: internal error while loading this script ({p}); the other scripts are not affected"
+            )))
+        });
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
