@@ -80,6 +80,8 @@ pub fn main(args: DaemonArgs) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sonde")
+        // Script handlers run on these threads (crate::script::stack).
+        .thread_stack_size(crate::script::stack::SCRIPT_STACK_SIZE)
         .enable_all()
         .build()
     {

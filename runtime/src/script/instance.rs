@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Position, Scope, AST};
 
-use super::engine::{self, Host, DEADLINE_TOKEN};
+use super::engine::{self, Host, DEADLINE_TOKEN, STACK_TOKEN};
 use super::manifest::{self, Manifest, ParamValue};
 use super::{Limits, ScriptContext, ScriptError};
 
@@ -159,6 +159,9 @@ impl ErrorKind {
             }
             E::ErrorDataTooLarge(..) => ErrorKind::Size,
             E::ErrorStackOverflow(..) => ErrorKind::CallDepth,
+            E::ErrorTerminated(token, ..) if token.to_string() == STACK_TOKEN => {
+                ErrorKind::CallDepth
+            }
             E::ErrorMismatchDataType(..)
             | E::ErrorMismatchOutputType(..)
             | E::ErrorFunctionNotFound(..)
@@ -405,6 +408,10 @@ pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
         EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
             "stopped: the call ran past its deadline".to_string()
         }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == STACK_TOKEN => format!(
+            "stopped: calls nested too deep for the stack ({} KiB left); recurse less deeply",
+            super::stack::STACK_RESERVE >> 10
+        ),
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
         other => {
             // Rhai appends " (line l, position c)"; the position is printed first instead.

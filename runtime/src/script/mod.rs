@@ -42,6 +42,7 @@ mod api;
 mod engine;
 mod instance;
 mod manifest;
+pub mod stack;
 mod stdlib;
 
 #[cfg(test)]
