@@ -167,6 +167,12 @@ fn manifest_errors_point_at_the_probe_and_say_what_is_expected() {
         e,
         "x.rhai:1:40: PROBE: interval: expected a duration like \"10s\" (units ns, us, ms, s, m, h), got \"10 sec\""
     );
+    // An interval past a day overflowed the tick timer's clock (a panic).
+    let e = compile_err("const PROBE = #{ interval: 9223372036854775807 };");
+    assert!(
+        e.starts_with("x.rhai:1:18: PROBE: interval: ") && e.ends_with("is too long; at most 24h"),
+        "{e}"
+    );
     let e = compile_err("const PROBE = #{ program: 42 };");
     assert_eq!(
         e,
