@@ -3,8 +3,10 @@
 //! Live: load the script's kernel program, feed its records through `on_event` as
 //! they arrive, `on_tick` at the manifest's interval, then at the end (--for or
 //! Ctrl-C) a last `on_tick`, `on_exit`, and a summary of the script's metrics.
-//! With `--record` the raw records are saved; with `--replay` they are fed again
-//! with no kernel involved.
+//! With `--record` the raw records are saved (handed to the kernel at every drain,
+//! at most 100 ms apart: a killed run keeps all but its last ~200 ms); with
+//! `--replay` they are fed again with no kernel involved. A recording cut short is
+//! replayed up to its last complete frame, with a warning.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -133,6 +135,8 @@ struct Stats {
     decode_errors: u64,
     lost: u64,
     script_errors: std::collections::BTreeMap<&'static str, u64>,
+    /// A replay stopped by a damaged frame (after replaying what came before).
+    replay_error: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -213,6 +217,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "sonde: warning: {} records were lost because the ring buffer was full",
             stats.lost
         );
+    }
+    if let Some(e) = &stats.replay_error {
+        eprintln!("sonde: {e}");
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -445,6 +453,12 @@ fn drain(
             }
         }
     });
+    if let Some(rec) = record {
+        // What was drained reaches the file: a killed run keeps it.
+        if let Err(e) = rec.writer.flush_if_due() {
+            tracing::error!(error = %e, "recording failed");
+        }
+    }
 }
 
 fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
@@ -483,8 +497,9 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         Arc::new(HostResolver::with_host_netns(header.host_netns, rc.node));
     // Symbols as the recording host printed them: a first pass collects them.
     let mut symbols = Vec::new();
+    // A cut or damaged tail is reported by the second pass.
     let mut first = record::Reader::open(path)?;
-    while let Some(frame) = first.next_frame()? {
+    while let Ok(Some(frame)) = first.next_frame() {
         if let Frame::Symbol { addr, name } = frame {
             symbols.push((addr, name));
         }
@@ -529,7 +544,23 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let mut inst = rc.start(maps.clone())?;
     let mut stats = Stats::default();
     let mut batch = 0u32;
-    while let Some(frame) = reader.next_frame()? {
+    loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) if e.is_truncated() => {
+                // Every complete frame was replayed: that is the recording.
+                tracing::warn!(file = %path.display(), frames = reader.frames(), "{e}; the complete frames were replayed");
+                break;
+            }
+            Err(e) => {
+                stats.replay_error = Some(format!(
+                    "{e}; the {} frames before it were replayed",
+                    reader.frames()
+                ));
+                break;
+            }
+        };
         match frame {
             Frame::Record { source, bytes, .. } => {
                 stats.records += 1;
