@@ -97,7 +97,7 @@ fn packages() -> &'static Shared<Module> {
 ///   bit-field packages: no file, network, time or blocking calls (`sleep` is
 ///   replaced by an error), `eval` disabled, no `import`;
 /// - [`Limits`] always set, a per-call deadline checked every 1024 operations, and
-///   the stack left checked at every operation ([`super::stack`]);
+///   the stack left checked every 8 ([`super::stack`]);
 /// - `print` goes to `ctx.print`, `debug` to the log at DEBUG;
 /// - the script API (`api.rs`) and the stdlib namespaces (`net::`, `fmt::`,
 ///   `hist::`).
@@ -123,9 +123,7 @@ pub(crate) fn build(host: Arc<Host>) -> Engine {
     let deadline_host = host.clone();
     let budget = limits.call_deadline.as_nanos().min(u64::MAX as u128) as u64;
     engine.on_progress(move |ops| {
-        // Every operation: a call level is a few of them, and one level of a deeply
-        // nested function takes up to ~200 KB of stack in a debug build.
-        if !super::stack::enough() {
+        if ops % super::stack::CHECK_EVERY == 0 && !super::stack::enough() {
             return Some(Dynamic::from(STACK_TOKEN));
         }
         if ops % CLOCK_EVERY != 0 {

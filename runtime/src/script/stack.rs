@@ -19,10 +19,12 @@
 //!   an idle script touches a few pages of it), and `limits.max_call_levels` is at
 //!   most [`MAX_CALL_LEVELS`] (128): 128 of the heaviest levels above take 6.1 MB in
 //!   a release build;
-//! - at every operation the engine checks the stack left on the thread it runs on
-//!   ([`remaining`]); below [`STACK_RESERVE`] (512 KiB, more than two of the heaviest
-//!   levels of a debug build) the call is stopped with a `call_depth` error, like a
-//!   call past `max_call_levels`. That also covers a thread smaller than planned
+//! - every [`CHECK_EVERY`] (8) operations the engine checks the stack left on the
+//!   thread it runs on ([`remaining`]); below [`STACK_RESERVE`] (512 KiB) the call is
+//!   stopped with a `call_depth` error, like a call past `max_call_levels`. A call
+//!   level is five operations or more and one nested expression one, so 8
+//!   operations take at most ~100 KB of stack even in a debug build: the reserve
+//!   is never crossed between two checks. That also covers a thread smaller than planned
 //!   (`sonde run` runs on the main thread, sized by `ulimit -s`) and debug builds.
 //!
 //! ```
@@ -40,6 +42,10 @@ pub const MAX_CALL_LEVELS: usize = 128;
 
 /// Stack kept free: a handler is stopped when less than this is left.
 pub const STACK_RESERVE: usize = 512 << 10;
+
+/// Operations between two checks of the stack (a check costs ~1 ns in a release
+/// build, ~50 ns in a debug one).
+pub const CHECK_EVERY: u64 = 8;
 
 thread_local! {
     /// The lowest usable address of this thread's stack; `usize::MAX` until read,
