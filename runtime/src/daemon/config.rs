@@ -150,6 +150,9 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The largest config file read (the documented default is 10 KB).
+pub const MAX_FILE: u64 = 16 << 20;
+
 /// The longest `shutdown_timeout`: past it a supervisor (systemd, the kubelet) has
 /// long since killed the process.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -240,12 +243,20 @@ impl LimitsConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file: a regular file of at most [`MAX_FILE`]
+    /// bytes (a FIFO or a device is an error, not a wait).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             file: file.clone(),
             source,
+        };
+        let bytes = crate::btf::input::read_capped(path, MAX_FILE).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
         })?;
         Config::parse(&file, &text)
     }
@@ -531,6 +542,15 @@ mod tests {
              sinks: { queue: 1048576, stream: { backlog: 0 } }\nshutdown_timeout: 0s\n",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_regular_file_is_an_error_at_once() {
+        let e = Config::load(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: cannot read: not a regular file (a character device)"
+        );
     }
 
     #[test]

@@ -74,7 +74,12 @@ pub fn wanted(cfg: &Config) -> (BTreeMap<String, Wanted>, Vec<Unreadable>) {
                 tracing::warn!(script = %name, used = %first.display(), ignored = %path.display(), "two scripts with the same name; the first directory wins");
                 continue;
             }
-            match std::fs::read_to_string(&path) {
+            let read = crate::btf::input::read_capped(&path, MAX_SCRIPT).and_then(|b| {
+                String::from_utf8(b).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error())
+                })
+            });
+            match read {
                 Ok(text) => {
                     out.insert(
                         name.clone(),
@@ -96,6 +101,10 @@ pub fn wanted(cfg: &Config) -> (BTreeMap<String, Wanted>, Vec<Unreadable>) {
     }
     (out, unreadable)
 }
+
+/// The largest script file read (built-in scripts are a few KB): a bigger one, like
+/// a FIFO or a device named `*.rhai`, is rejected as unreadable, never waited on.
+pub const MAX_SCRIPT: u64 = 4 << 20;
 
 /// `*.rhai` files of a directory, sorted; none when it does not exist.
 fn script_files(dir: &Path) -> Vec<PathBuf> {
@@ -141,6 +150,26 @@ mod tests {
             Origin::File(dir.join("tcp_reset.rhai"))
         );
         assert_eq!(w["packet_loss"].origin, Origin::Builtin);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_script_past_the_cap_is_unreadable_not_read() {
+        let dir = std::env::temp_dir().join(format!("sonde-discover-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = std::fs::File::create(dir.join("big.rhai")).unwrap();
+        big.set_len(MAX_SCRIPT + 1).unwrap();
+        let mut cfg = Config::default();
+        cfg.scripts.builtin.clear();
+        cfg.scripts.directories = vec![dir.clone()];
+        let (w, bad) = wanted(&cfg);
+        assert!(w.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert_eq!(
+            bad[0].error,
+            "4194305 bytes, more than the 4 MiB sonde reads"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
