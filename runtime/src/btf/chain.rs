@@ -497,7 +497,12 @@ impl Run<'_> {
                 return None;
             }
         };
-        match aya::Btf::parse(&got.btf, aya::Endianness::default()) {
+        // Contained too: a parser bug on a BTF the check let through is this
+        // candidate's failure, not the process's.
+        let parsed = crate::panic::catch(|| aya::Btf::parse(&got.btf, aya::Endianness::default()))
+            .map_err(|p| format!("the parser failed ({p})"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match parsed {
             Ok(aya) => {
                 let why = format!(
                     "{} bytes via {via}, {} types checked",
@@ -639,7 +644,20 @@ impl Run<'_> {
         }
         for path in candidates {
             let t = Instant::now();
-            match super::dwarf::dwarf_file_to_btf(&path) {
+            let converted = crate::panic::catch(|| super::dwarf::dwarf_file_to_btf(&path));
+            let converted = match converted {
+                Ok(r) => r,
+                Err(p) => {
+                    self.tried(
+                        Step::Dwarf,
+                        &path,
+                        format!("the DWARF converter failed: {p}"),
+                        t,
+                    );
+                    continue;
+                }
+            };
+            match converted {
                 Ok(btf) => {
                     let got = Extracted {
                         btf,
