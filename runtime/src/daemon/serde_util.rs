@@ -141,7 +141,7 @@ pub fn show_duration(d: Duration) -> String {
         ("ms", 1_000_000),
         ("us", 1_000),
     ] {
-        if ns >= n && ns % n == 0 {
+        if ns >= n && ns.is_multiple_of(n) {
             return format!("{}{unit}", ns / n);
         }
     }
@@ -151,7 +151,7 @@ pub fn show_duration(d: Duration) -> String {
 /// `"64MiB"`, `"4KiB"`, or the plain number of bytes.
 pub fn show_size(n: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }

@@ -306,13 +306,11 @@ impl SinksConfig {
             "rotated files kept",
         )
         .map_err(|m| invalid("sinks.file.max_files", m))?;
-        if self.file.enabled() {
-            if self.file.path.file_name().is_none() {
-                return Err(invalid(
-                    "sinks.file.path",
-                    format!("`{}` names no file", self.file.path.display()),
-                ));
-            }
+        if self.file.enabled() && self.file.path.file_name().is_none() {
+            return Err(invalid(
+                "sinks.file.path",
+                format!("`{}` names no file", self.file.path.display()),
+            ));
         }
         self.loki.validate()
     }
