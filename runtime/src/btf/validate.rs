@@ -516,6 +516,10 @@ impl<'a> Layout<'a> {
     /// A bitfield's type, through typedefs and qualifiers, must be an int or an enum.
     fn bitfield_type_ok(&self, mut t: u32) -> Result<(), String> {
         for _ in 0..32 {
+            // A later type is checked later: its reference may be out of range yet.
+            if t > self.count() {
+                return Err(format!("type {t}, past the last type ({})", self.count()));
+            }
             match self.kind(t) {
                 INT | ENUM | ENUM64 => return Ok(()),
                 TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG => {

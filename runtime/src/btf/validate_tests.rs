@@ -241,6 +241,15 @@ fn a_bitfield_must_be_an_int_or_enum() {
         e.contains("member 0 is a 3-bit bitfield of [8] struct inner, not an int or enum"),
         "{e}"
     );
+    // Through a typedef checked after the struct, whose own type is out of range.
+    let mut b = good();
+    b.record("flags", STRUCT, 1, true, 4, &[0, 9, (1 << 24) | 3]); // 8
+    b.record("bad_t", TYPEDEF, 0, false, 1000, &[]); // 9
+    let e = err(&b.build());
+    assert!(
+        e.contains("bitfield of type 1000, past the last type (9)"),
+        "{e}"
+    );
     // Through a typedef to int: fine.
     let mut b = good();
     let td = b.record("u8_t", TYPEDEF, 0, false, 1, &[]);
@@ -411,15 +420,16 @@ fn mutated_kernel_btfs_are_refused_or_relocate_without_a_panic() {
     else {
         return;
     };
-    let objects: Vec<&[u8]> = ["tcp_reset", "packet_loss"]
-        .iter()
-        .map(|n| crate::bpf::catalog::find(n).unwrap().object)
-        .collect();
-    // SONDE_MUTATION_SEEDS=1000 for a longer run.
-    let seeds: u64 = std::env::var("SONDE_MUTATION_SEEDS")
+    // SONDE_MUTATION_SEEDS=1000 for a longer run, relocating every object.
+    let long: Option<u64> = std::env::var("SONDE_MUTATION_SEEDS")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .and_then(|s| s.parse().ok());
+    let seeds = long.unwrap_or(30);
+    let objects: Vec<&[u8]> = crate::bpf::catalog::PROGRAMS
+        .iter()
+        .filter(|p| long.is_some() || ["tcp_reset", "packet_loss"].contains(&p.name))
+        .map(|p| p.object)
+        .collect();
     let (mut refused, mut passed) = (0, 0);
     for seed in 0..seeds {
         let bad = mutate(&raw, seed);
@@ -442,4 +452,40 @@ fn mutated_kernel_btfs_are_refused_or_relocate_without_a_panic() {
         refused > seeds / 5 && passed > seeds / 5,
         "the mutator should make both ({refused} refused, {passed} passed)"
     );
+}
+
+/// The check itself never panics, whatever the bytes: a small BTF damaged at
+/// random, many times (a panic fails the test).
+#[test]
+fn the_check_never_panics_on_random_damage() {
+    let raw = {
+        let mut b = good();
+        let x = b.name("x");
+        b.record("bits", STRUCT, 1, true, 4, &[x, 1, (3 << 24) | 1]);
+        b.record("", ARRAY, 0, false, 0, &[1, 1, 4]);
+        b.record("sec", DATASEC, 1, false, 4, &[7, 0, 4]);
+        b.build()
+    };
+    check(&raw).unwrap();
+    let mut rng = Rng(7);
+    let (mut refused, mut n) = (0, 0);
+    for _ in 0..20_000 {
+        let mut bad = raw.clone();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(bad.len());
+            bad[at] = match rng.below(3) {
+                0 => bad[at] ^ (1 << rng.below(8)),
+                1 => rng.next() as u8,
+                _ => 0xff,
+            };
+        }
+        if rng.below(8) == 0 {
+            bad.truncate(rng.below(bad.len()));
+        }
+        n += 1;
+        if check(&bad).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused > n / 2, "{refused} of {n}");
 }
