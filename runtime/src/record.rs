@@ -224,8 +224,7 @@ impl Reader {
         }
         input.read_exact(&mut word).map_err(io)?;
         let len = u32::from_le_bytes(word) as usize;
-        let mut json = vec![0u8; len];
-        input.read_exact(&mut json).map_err(io)?;
+        let json = read_len(&mut input, len).map_err(io)?;
         let header: Header = serde_json::from_slice(&json).map_err(|e| RecordError::Header {
             path: p.clone(),
             reason: e.to_string(),
@@ -261,10 +260,7 @@ impl Reader {
         let t_ns = u64::from_le_bytes(head[1..9].try_into().unwrap_or_default());
         let index = u16::from_le_bytes([head[9], head[10]]);
         let len = u32::from_le_bytes(head[11..15].try_into().unwrap_or_default()) as usize;
-        let mut payload = vec![0u8; len];
-        self.input
-            .read_exact(&mut payload)
-            .map_err(|_| corrupt(self.offset))?;
+        let payload = read_len(&mut self.input, len).map_err(|_| corrupt(self.offset))?;
         let at = self.offset;
         self.offset += 15 + len as u64;
         Ok(Some(match head[0] {
@@ -293,16 +289,23 @@ impl Reader {
                     .maps
                     .get(index as usize)
                     .ok_or_else(|| corrupt(at))?;
+                // The layout comes from the file: every size is checked, not trusted.
                 let value_len = match layout.per_cpu {
-                    Some(n) => layout.value_size.next_multiple_of(8) * n,
-                    None => layout.value_size,
+                    Some(n) => layout
+                        .value_size
+                        .checked_next_multiple_of(8)
+                        .and_then(|v| v.checked_mul(n)),
+                    None => Some(layout.value_size),
                 };
+                let stride = value_len
+                    .and_then(|v| v.checked_add(layout.key_size))
+                    .ok_or_else(|| corrupt(at))?;
                 let count = payload
                     .get(..4)
                     .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
                     .ok_or_else(|| corrupt(at))?;
-                let stride = layout.key_size + value_len;
-                if payload.len() != 4 + count * stride {
+                let want = count.checked_mul(stride).and_then(|n| n.checked_add(4));
+                if want != Some(payload.len()) {
                     return Err(corrupt(at));
                 }
                 let entries = payload[4..]
@@ -318,6 +321,17 @@ impl Reader {
             _ => return Err(corrupt(at)),
         }))
     }
+}
+
+/// Reads `len` bytes, allocating as they arrive: a corrupt length in a file costs no
+/// more memory than the file holds. Fewer bytes than `len` is `UnexpectedEof`.
+fn read_len(input: &mut impl Read, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len.min(1 << 16));
+    input.take(len as u64).read_to_end(&mut out)?;
+    if out.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -381,6 +395,76 @@ mod tests {
         );
         assert!(r.next_frame().unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Files found by fuzzing (`fuzz/artifacts/recording/`, the `recording` target):
+    /// lengths and layouts that claim more than the file holds or overflow. Each is an
+    /// error or reads cleanly, and a replay of what was read decodes; none panics or
+    /// allocates what the file claims.
+    #[test]
+    fn fuzz_reproducers_are_errors() {
+        macro_rules! repro {
+            ($name:literal) => {
+                (
+                    $name,
+                    include_bytes!(concat!("../../fuzz/artifacts/recording/", $name)).as_slice(),
+                )
+            };
+        }
+        let cases = [
+            repro!("oom-header-length"),
+            repro!("oom-frame-length"),
+            repro!("snapshot-layout-overflow"),
+            repro!("snapshot-stride-overflow"),
+            repro!("snapshot-per-cpu-zero-value"),
+        ];
+        let dir = std::env::temp_dir().join(format!("sonde-rec-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = crate::bpf::decode::DecodeEnv::offline(std::sync::Arc::new(
+            crate::pods::HostResolver::with_host_netns(1, "n"),
+        ));
+        for (name, bytes) in cases {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let mut frames = Vec::new();
+            let read = Reader::open(&path).and_then(|mut r| {
+                while let Some(f) = r.next_frame()? {
+                    frames.push(f);
+                }
+                Ok(r.header)
+            });
+            match (name, &read) {
+                ("oom-header-length", Err(RecordError::Io { .. })) => {}
+                ("oom-frame-length", Err(RecordError::Corrupt { offset, .. })) => {
+                    assert_eq!(*offset, bytes.len() as u64 - 15 - 3, "{name}")
+                }
+                (
+                    "snapshot-layout-overflow" | "snapshot-stride-overflow",
+                    Err(RecordError::Corrupt { .. }),
+                ) => {}
+                ("snapshot-per-cpu-zero-value", Ok(header)) => {
+                    let Some(Frame::Snapshot { map, entries, .. }) = frames.first() else {
+                        panic!("{name}: {frames:?}");
+                    };
+                    let (_, layout) = &header.maps[*map as usize];
+                    let decoded =
+                        crate::bpf::maps::decode_entries(layout, None, None, entries, &env)
+                            .unwrap();
+                    assert_eq!(decoded.len(), 1, "{name}");
+                }
+                _ => panic!("{name}: {read:?}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_length_past_the_end_allocates_nothing() {
+        let mut short: &[u8] = b"abc";
+        let e = read_len(&mut short, usize::MAX).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        let mut exact: &[u8] = b"abcd";
+        assert_eq!(read_len(&mut exact, 3).unwrap(), b"abc");
     }
 
     #[test]
