@@ -23,9 +23,8 @@ use sonde_fuzz::{decoder_plans, touch};
 fn env() -> &'static Arc<DecodeEnv> {
     static ENV: OnceLock<Arc<DecodeEnv>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let mut env = DecodeEnv::offline(Arc::new(HostResolver::with_host_netns(
-            4026531840, "fuzz",
-        )));
+        let mut env =
+            DecodeEnv::offline(Arc::new(HostResolver::with_host_netns(4026531840, "fuzz")));
         env.drop_reasons = HashMap::from([(2, "NOT_SPECIFIED".into()), (3, "NO_SOCKET".into())]);
         env.ksyms = Symbols::Table(Arc::new(Ksyms::from_exact([
             (0xffff_ffff_8100_0000, "tcp_v4_rcv+0x91".to_string()),
