@@ -52,10 +52,16 @@ usage: sonde-bench resets [options]
        sonde-bench kernel [kernel options]
        sonde-bench workload [--seconds N] [--rates R] [--threads N]
        sonde-bench sources [--namespaces N] [--rounds N] [--node-exporter PATH]
+       sonde-bench compare --baseline OTHER_SONDE [--rounds N] [--seconds N] [--rates R]
 
 Generates TCP resets in network namespaces and measures, for the same workload,
 sonde printing events, bpftrace printing the same fields, sonde counting them, and
 sonde replaying a recording (no kernel). Needs root.
+
+`compare` measures two sonde binaries (this one, and --baseline: e.g. a build of the
+commit before a change) on the same recording and workload, alternating rounds and
+keeping each one's fastest: CPU per record of the counting and text replays, and of
+`sonde count -q` live at the first rate; prints the ratio (this / baseline).
 
 `workload` runs the reset generator alone (first rate only) and prints what it
 did, to trace it with any other tool.
@@ -111,11 +117,35 @@ pub struct Options {
     pub json: Option<PathBuf>,
     /// The workspace root: scripts are found, and sonde runs, there.
     pub root: PathBuf,
+    /// `compare`: the other sonde binary (the one before a change).
+    pub baseline: Option<PathBuf>,
+    /// `compare`: alternating rounds per row (the fastest of each is kept).
+    pub rounds: usize,
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("compare") => {
+            let options = match parse_options(&args[1..]) {
+                Ok(o) if o.baseline.is_some() => o,
+                Ok(_) => {
+                    eprintln!("sonde-bench: compare needs --baseline PATH\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            return match resets::compare(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some("resets") => {}
         Some("daemon") => {
             let options = match workspace_root()
@@ -215,6 +245,8 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         bpftrace: which("bpftrace"),
         json: None,
         root,
+        baseline: None,
+        rounds: 5,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -253,6 +285,13 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--sonde" => o.sonde = PathBuf::from(value()?),
             "--bpftrace" => o.bpftrace = Some(PathBuf::from(value()?)),
             "--json" => o.json = Some(PathBuf::from(value()?)),
+            "--baseline" => o.baseline = Some(PathBuf::from(value()?)),
+            "--rounds" => {
+                o.rounds = value()?.parse().context("--rounds: expected a number")?;
+                if o.rounds == 0 {
+                    bail!("--rounds: must be at least 1");
+                }
+            }
             other => bail!("unknown option `{other}`"),
         }
     }

@@ -181,6 +181,86 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Two sonde binaries on the same recording and workload: this one (`o.sonde`) and
+/// `o.baseline`, alternating `o.rounds` rounds per row, the fastest of each kept.
+pub fn compare(o: &Options) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root (BPF programs and network namespaces)");
+    }
+    let baseline = o.baseline.clone().context("no --baseline")?;
+    warn_if_busy();
+    ensure_sonde(&o.root, &o.sonde)?;
+    let base = Options {
+        sonde: baseline.clone(),
+        ..o.clone()
+    };
+    let recording = std::env::temp_dir().join(format!("sonde-bench-{}.rec", std::process::id()));
+    progress("recording for the replays (this sonde, max rate)");
+    Live {
+        o,
+        kind: ToolKind::SondeCount,
+        rate: None,
+        seconds: SHORT_RUN_SECONDS.min(o.seconds),
+        record: Some(recording.clone()),
+        stats: false,
+    }
+    .measure(None)?;
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    for (script, quiet) in [(COUNT_SCRIPT, true), (TCP_RESET_SCRIPT, false)] {
+        let (mut this, mut before) = (f64::MAX, f64::MAX);
+        for round in 0..o.rounds {
+            progress(&format!("replay through {script}, round {}", round + 1));
+            before = before.min(replay(&base, script, quiet, &recording)?.cpu_us_per_record());
+            this = this.min(replay(o, script, quiet, &recording)?.cpu_us_per_record());
+        }
+        let output = if quiet { "-q" } else { "text" };
+        rows.push((format!("replay {script} ({output})"), before, this));
+    }
+    let _ = std::fs::remove_file(&recording);
+    let rate = o.rates.first().copied().flatten();
+    let (mut this, mut before) = (f64::MAX, f64::MAX);
+    for round in 0..o.rounds {
+        for (opts, best) in [(&base, &mut before), (o, &mut this)] {
+            progress(&format!(
+                "sonde count -q at {}, round {}, {}",
+                rate_label(rate),
+                round + 1,
+                opts.sonde.display()
+            ));
+            let row = Live {
+                o: opts,
+                kind: ToolKind::SondeCount,
+                rate,
+                seconds: o.seconds,
+                record: None,
+                stats: false,
+            }
+            .measure(None)?;
+            if let (Some(cpu), Some(n)) = (row.cpu_run, row.received) {
+                *best = best.min(cpu.as_secs_f64() * 1e6 / n.max(1) as f64);
+            }
+        }
+    }
+    rows.push((
+        format!("live count -q at {}", rate_label(rate)),
+        before,
+        this,
+    ));
+    println!(
+        "\nthis: {}\nbaseline: {}\n{} rounds each, the fastest kept\n",
+        o.sonde.display(),
+        baseline.display(),
+        o.rounds
+    );
+    println!("| row | baseline µs/ev | this µs/ev | this/baseline |");
+    println!("|---|---:|---:|---:|");
+    for (row, before, this) in &rows {
+        println!("| {row} | {before:.3} | {this:.3} | {:.3} |", this / before);
+    }
+    Ok(())
+}
+
 /// One traced run: a tool, a rate, the workload, the measurements.
 struct Live<'a> {
     o: &'a Options,

@@ -6,10 +6,12 @@
 //!   generates traffic nobody else sees while sonde stays in the host namespaces.
 //! - [`sonde_bin`]: the built `sonde` binary; [`run`] runs it and reads its output.
 //! - [`kernel`]: a built-in program loaded straight into the kernel, records decoded.
+//! - [`veth`]: a pod-like namespace behind a veth pair, for TC probes.
 
 pub mod daemon;
 pub mod kernel;
 pub mod run;
+pub mod veth;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
