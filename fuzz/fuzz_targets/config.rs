@@ -1,6 +1,7 @@
 //! The daemon config from an untrusted file: `Config::parse` on any UTF-8 text, then
 //! what the daemon reads from an accepted config (script limits, param overrides),
-//! and a second parse of the config as serialized (what `/status` shows).
+//! and a parse of the accepted config serialized again (`Config` is `Serialize`; the
+//! output is only parsed, not compared: durations serialize in whole milliseconds).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
