@@ -920,6 +920,24 @@ mod tests {
         }
     }
 
+    /// Files that crashed the `recording` fuzz target before lengths and layouts were
+    /// bounded (`fuzz/artifacts/recording/`: a 4 GiB header and frame, layouts whose
+    /// sizes overflow, a per-CPU value of 0 bytes). Each is an error now.
+    #[test]
+    fn fuzz_reproducers_are_errors() {
+        let tmp = Tmp::new("repro");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/artifacts/recording");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, &tmp.0).unwrap();
+            let (_, end) = read_all(&tmp.0);
+            assert!(end.is_err(), "{}: read without an error", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 5, "{}: {seen} reproducers", dir.display());
+    }
+
     /// Random damage anywhere: the reader ends with frames or an error, never a
     /// panic (the test would fail) or a frame past the damage.
     #[test]
