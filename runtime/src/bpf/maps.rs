@@ -182,8 +182,11 @@ pub struct MapTable {
     /// Stacks read (and deleted from the kernel's map) in the last
     /// [`STACK_CACHE_FOR`]: records submitted together often share one stack id,
     /// and only the first read finds it in the kernel.
-    stacks: Mutex<HashMap<u32, (std::time::Instant, Arc<Vec<u64>>)>>,
+    stacks: Mutex<HashMap<u32, CachedStack>>,
 }
+
+/// A stack read from the kernel: when, and its frames.
+type CachedStack = (std::time::Instant, Arc<Vec<u64>>);
 
 /// How long a stack read from the kernel answers later reads of its id.
 const STACK_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
