@@ -410,3 +410,31 @@ pub fn program_run_stats(fd: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
     let word = |at: usize| u64::from_ne_bytes(info[at..at + 8].try_into().unwrap_or([0; 8]));
     Ok((word(PROG_INFO_RUN_CNT), word(PROG_INFO_RUN_TIME_NS)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zero or overflowing value size (only a damaged recording's layout has one;
+    /// the reader refuses those too) splits into nothing instead of panicking.
+    #[test]
+    fn per_cpu_values_of_impossible_sizes_are_empty() {
+        for value_size in [0, usize::MAX] {
+            let l = Layout {
+                key_size: 4,
+                value_size,
+                per_cpu: Some(2),
+            };
+            assert!(l.per_cpu_values(&[1, 2, 3]).is_empty(), "{value_size}");
+        }
+        let l = Layout {
+            key_size: 4,
+            value_size: 4,
+            per_cpu: Some(2),
+        };
+        assert_eq!(
+            l.per_cpu_values(&[1, 2, 3, 4, 0, 0, 0, 0, 5, 6, 7, 8]),
+            [&[1, 2, 3, 4][..], &[5, 6, 7, 8]]
+        );
+    }
+}
