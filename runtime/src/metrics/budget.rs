@@ -77,7 +77,7 @@ impl Registry {
     pub fn for_script<'a>(&'a self, script: &'a str) -> ScriptMetrics<'a> {
         ScriptMetrics {
             registry: self,
-            script,
+            owner: Some(script),
         }
     }
 
@@ -137,17 +137,18 @@ impl Registry {
     }
 }
 
-/// [`Registry`] registration on behalf of one script ([`Registry::for_script`]):
-/// the same calls, the family recorded as the script's, within
-/// [`Budgets::families_per_script`]. A family the script already holds (after a
-/// reload) is always found again.
+/// Registration of metric families: on behalf of one script
+/// ([`Registry::for_script`]: the family recorded as the script's, within
+/// [`Budgets::families_per_script`]; a family the script already holds, after a
+/// reload, is always found again), or of sonde itself (the [`Registry`] methods of
+/// the same names, no owner).
 pub struct ScriptMetrics<'a> {
-    registry: &'a Registry,
-    script: &'a str,
+    pub(super) registry: &'a Registry,
+    pub(super) owner: Option<&'a str>,
 }
 
 impl ScriptMetrics<'_> {
-    /// [`Registry::counter`] for the script.
+    /// Registers (or finds) a counter. `name` must end in `_total`.
     pub fn counter(
         &self,
         name: &str,
@@ -157,7 +158,7 @@ impl ScriptMetrics<'_> {
     ) -> Result<Counter, MetricsError> {
         self.registry
             .register_for(
-                Some(self.script),
+                self.owner,
                 name,
                 help,
                 MetricKind::Counter,
@@ -168,7 +169,7 @@ impl ScriptMetrics<'_> {
             .map(Counter)
     }
 
-    /// [`Registry::gauge`] for the script.
+    /// Registers (or finds) a gauge.
     pub fn gauge(
         &self,
         name: &str,
@@ -178,7 +179,7 @@ impl ScriptMetrics<'_> {
     ) -> Result<Gauge, MetricsError> {
         self.registry
             .register_for(
-                Some(self.script),
+                self.owner,
                 name,
                 help,
                 MetricKind::Gauge,
@@ -189,7 +190,8 @@ impl ScriptMetrics<'_> {
             .map(Gauge)
     }
 
-    /// [`Registry::histogram`] for the script.
+    /// Registers (or finds) a histogram with explicit upper bounds (strictly
+    /// increasing, finite; `+Inf` is implicit).
     pub fn histogram(
         &self,
         name: &str,
@@ -201,7 +203,7 @@ impl ScriptMetrics<'_> {
         let b = explicit_buckets(name, buckets)?;
         self.registry
             .register_for(
-                Some(self.script),
+                self.owner,
                 name,
                 help,
                 MetricKind::Histogram,
@@ -212,7 +214,10 @@ impl ScriptMetrics<'_> {
             .map(Histogram)
     }
 
-    /// [`Registry::log2_histogram`] for the script.
+    /// Registers (or finds) a log2 histogram, the layout of kernel log2 maps: slot `i`
+    /// holds raw values in `(2^(i-1), 2^i]` (slot 0: `<= 1`), slots `0..=max_slot`,
+    /// bucket bounds `scale * 2^i` in exported units (e.g. `scale = 1e-9` exports a
+    /// nanosecond histogram in seconds).
     pub fn log2_histogram(
         &self,
         name: &str,
@@ -225,7 +230,7 @@ impl ScriptMetrics<'_> {
         let b = log2_buckets(name, max_slot, scale)?;
         self.registry
             .register_for(
-                Some(self.script),
+                self.owner,
                 name,
                 help,
                 MetricKind::Histogram,

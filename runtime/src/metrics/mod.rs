@@ -249,7 +249,7 @@ impl Registry {
         &self.script_errors
     }
 
-    /// Registers (or finds) a counter. `name` must end in `_total`.
+    /// Registers (or finds) a counter of sonde's own ([`ScriptMetrics::counter`]).
     pub fn counter(
         &self,
         name: &str,
@@ -257,11 +257,10 @@ impl Registry {
         label_names: &[impl AsRef<str>],
         budget: usize,
     ) -> Result<Counter, MetricsError> {
-        self.register(name, help, MetricKind::Counter, label_names, None, budget)
-            .map(Counter)
+        self.own().counter(name, help, label_names, budget)
     }
 
-    /// Registers (or finds) a gauge.
+    /// Registers (or finds) a gauge of sonde's own ([`ScriptMetrics::gauge`]).
     pub fn gauge(
         &self,
         name: &str,
@@ -269,12 +268,10 @@ impl Registry {
         label_names: &[impl AsRef<str>],
         budget: usize,
     ) -> Result<Gauge, MetricsError> {
-        self.register(name, help, MetricKind::Gauge, label_names, None, budget)
-            .map(Gauge)
+        self.own().gauge(name, help, label_names, budget)
     }
 
-    /// Registers (or finds) a histogram with explicit upper bounds (strictly
-    /// increasing, finite; `+Inf` is implicit).
+    /// Registers (or finds) a histogram of sonde's own ([`ScriptMetrics::histogram`]).
     pub fn histogram(
         &self,
         name: &str,
@@ -283,22 +280,12 @@ impl Registry {
         buckets: Vec<f64>,
         budget: usize,
     ) -> Result<Histogram, MetricsError> {
-        let b = explicit_buckets(name, buckets)?;
-        self.register(
-            name,
-            help,
-            MetricKind::Histogram,
-            label_names,
-            Some(b),
-            budget,
-        )
-        .map(Histogram)
+        self.own()
+            .histogram(name, help, label_names, buckets, budget)
     }
 
-    /// Registers (or finds) a log2 histogram, the layout of kernel log2 maps: slot `i`
-    /// holds raw values in `(2^(i-1), 2^i]` (slot 0: `<= 1`), slots `0..=max_slot`,
-    /// bucket bounds `scale * 2^i` in exported units (e.g. `scale = 1e-9` exports a
-    /// nanosecond histogram in seconds).
+    /// Registers (or finds) a log2 histogram of sonde's own
+    /// ([`ScriptMetrics::log2_histogram`]).
     pub fn log2_histogram(
         &self,
         name: &str,
@@ -308,28 +295,16 @@ impl Registry {
         scale: f64,
         budget: usize,
     ) -> Result<Histogram, MetricsError> {
-        let b = log2_buckets(name, max_slot, scale)?;
-        self.register(
-            name,
-            help,
-            MetricKind::Histogram,
-            label_names,
-            Some(b),
-            budget,
-        )
-        .map(Histogram)
+        self.own()
+            .log2_histogram(name, help, label_names, max_slot, scale, budget)
     }
 
-    fn register(
-        &self,
-        name: &str,
-        help: &str,
-        kind: MetricKind,
-        label_names: &[impl AsRef<str>],
-        buckets: Option<Buckets>,
-        budget: usize,
-    ) -> Result<Arc<Family>, MetricsError> {
-        self.register_for(None, name, help, kind, label_names, buckets, budget)
+    /// Registration with no owner: sonde's own families.
+    fn own(&self) -> ScriptMetrics<'_> {
+        ScriptMetrics {
+            registry: self,
+            owner: None,
+        }
     }
 
     /// Registers (or finds) a family; with an `owner`, records it as the owner's,
