@@ -11,12 +11,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use rhai::Dynamic;
-use sonde::bpf::decode::{DecodeEnv, Decoder, ObjectTypes};
-use sonde::bpf::ksyms::{Ksyms, Symbols};
+use sonde::bpf::decode::{Decoder, ObjectTypes};
 use sonde::pods::HostResolver;
 use sonde::record::{Frame, Reader};
 use sonde_fuzz::{object_types, scratch_file, touch};
@@ -58,27 +57,10 @@ fn replay(reader: &mut Reader, frames: Vec<Frame>) {
             _ => None,
         })
         .collect();
-    let stacks: Arc<Mutex<HashMap<u32, Vec<u64>>>> = Arc::default();
-    let stacks_read = stacks.clone();
-    let env = Arc::new(DecodeEnv {
-        pods: Arc::new(HostResolver::with_host_netns(header.host_netns, "fuzz")),
-        drop_reasons: header
-            .drop_reasons
-            .iter()
-            .map(|(k, v)| (*k, v.as_str().into()))
-            .collect(),
-        ksyms: Symbols::Table(Arc::new(Ksyms::from_exact(symbols))),
-        stacks: Some(Box::new(move |id| {
-            stacks_read
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .cloned()
-                .unwrap_or_default()
-        })),
-        notes: None,
-        pod_cache: Default::default(),
-    });
+    let (env, stacks) = header.replay_env(
+        Arc::new(HostResolver::with_host_netns(header.host_netns, "fuzz")),
+        symbols,
+    );
     let layouts: HashMap<u16, _> = header
         .maps
         .iter()

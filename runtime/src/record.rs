@@ -127,6 +127,10 @@ impl RecordError {
     }
 }
 
+/// Stacks a replay has read from its recording, by id: filled as `Stack` frames come,
+/// read by the decoding environment of [`Header::replay_env`].
+pub type ReplayStacks = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, Vec<u64>>>>;
+
 /// What a recording says about where it came from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Header {
@@ -143,6 +147,41 @@ pub struct Header {
     /// The recording kernel's `enum skb_drop_reason` names.
     pub drop_reasons: BTreeMap<u64, String>,
     pub started_ns: u64,
+}
+
+impl Header {
+    /// The decoding environment of a replay of this recording: pods through
+    /// `pods`, drop reasons from the header, kernel symbols as the recording host
+    /// printed them (`symbols`, from its `Symbol` frames), and stacks from the
+    /// returned table, which the replay fills from its `Stack` frames.
+    pub fn replay_env(
+        &self,
+        pods: std::sync::Arc<dyn crate::pods::PodResolver>,
+        symbols: Vec<(u64, String)>,
+    ) -> (std::sync::Arc<crate::bpf::decode::DecodeEnv>, ReplayStacks) {
+        use crate::bpf::ksyms::{Ksyms, Symbols};
+        let stacks = ReplayStacks::default();
+        let read = stacks.clone();
+        let env = crate::bpf::decode::DecodeEnv {
+            pods,
+            drop_reasons: self
+                .drop_reasons
+                .iter()
+                .map(|(k, v)| (*k, v.as_str().into()))
+                .collect(),
+            ksyms: Symbols::Table(std::sync::Arc::new(Ksyms::from_exact(symbols))),
+            stacks: Some(Box::new(move |id| {
+                read.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_default()
+            })),
+            notes: None,
+            pod_cache: Default::default(),
+        };
+        (std::sync::Arc::new(env), stacks)
+    }
 }
 
 /// One frame of a recording.

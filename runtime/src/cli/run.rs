@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
-use crate::bpf::ksyms::{Ksyms, Symbols};
 use crate::bpf::live::Live;
 use crate::bpf::maps::{decode_entries, Layout, MapTable, RawEntries};
 use crate::bpf::{self, catalog};
@@ -547,27 +546,7 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             symbols.push((addr, name));
         }
     }
-    let stacks: Arc<Mutex<HashMap<u32, Vec<u64>>>> = Arc::default();
-    let stacks_read = stacks.clone();
-    let env = Arc::new(DecodeEnv {
-        pods,
-        drop_reasons: header
-            .drop_reasons
-            .iter()
-            .map(|(k, v)| (*k, v.as_str().into()))
-            .collect(),
-        ksyms: Symbols::Table(Arc::new(Ksyms::from_exact(symbols))),
-        stacks: Some(Box::new(move |id| {
-            stacks_read
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .cloned()
-                .unwrap_or_default()
-        })),
-        notes: None,
-        pod_cache: Default::default(),
-    });
+    let (env, stacks) = header.replay_env(pods, symbols);
     let layouts = header
         .maps
         .iter()
