@@ -83,14 +83,7 @@ pub fn check_range<T>(
 where
     T: PartialOrd + std::fmt::Display,
 {
-    if range.contains(&value) {
-        return Ok(());
-    }
-    Err(format!(
-        "{value} is out of range {}..={} ({what}); set a value in that range (default {default})",
-        range.start(),
-        range.end()
-    ))
+    check_shown(value, range, default, what, |v| v.to_string())
 }
 
 /// [`check_range`] for a duration, shown as the config writes it (`"500ms"`).
@@ -100,16 +93,7 @@ pub fn check_duration(
     default: Duration,
     what: &str,
 ) -> Result<(), String> {
-    if range.contains(&value) {
-        return Ok(());
-    }
-    Err(format!(
-        "{} is out of range {}..={} ({what}); set a value in that range (default {})",
-        show_duration(value),
-        show_duration(*range.start()),
-        show_duration(*range.end()),
-        show_duration(default)
-    ))
+    check_shown(value, range, default, what, |d| show_duration(*d))
 }
 
 /// [`check_range`] for a byte size, shown with a unit when it has an exact one.
@@ -119,15 +103,25 @@ pub fn check_size(
     default: u64,
     what: &str,
 ) -> Result<(), String> {
+    check_shown(value, range, default, what, |b| show_size(*b))
+}
+
+fn check_shown<T: PartialOrd>(
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+    what: &str,
+    show: impl Fn(&T) -> String,
+) -> Result<(), String> {
     if range.contains(&value) {
         return Ok(());
     }
     Err(format!(
         "{} is out of range {}..={} ({what}); set a value in that range (default {})",
-        show_size(value),
-        show_size(*range.start()),
-        show_size(*range.end()),
-        show_size(default)
+        show(&value),
+        show(range.start()),
+        show(range.end()),
+        show(&default)
     ))
 }
 
