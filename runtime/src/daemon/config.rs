@@ -114,11 +114,6 @@ pub struct LimitsConfig {
     pub max_script_bytes: u64,
 }
 
-/// Ranges of the budget limits: `(key, min, max)`.
-const FAMILIES_PER_SCRIPT_RANGE: (usize, usize) = (1, 10_000);
-const TOTAL_SERIES_RANGE: (usize, usize) = (1, 50_000_000);
-const MAX_SCRIPT_BYTES_RANGE: (u64, u64) = (1024, 64 << 20);
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -197,8 +192,13 @@ impl LimitsConfig {
     /// | `max_array_size`, `max_map_size` | 1..=1000000 | entries of one array or map |
     /// | `call_deadline` | 1ms..=10s | a handler holds its script's records meanwhile |
     /// | `series_budget` | 1..=100000 | series of one metric family on one node |
+    /// | `memory` | 1MiB..=16GiB | what one script holds, measured in its arena |
+    /// | `max_backlog` | 1ms..=60s | handling in one pass before the rest is dropped |
+    /// | `families_per_script` | 1..=10000 | metric families of one script |
+    /// | `total_series` | 1..=50000000 | series of all scripts |
+    /// | `max_script_bytes` | 1KiB..=64MiB | one script file |
     pub fn validate(&self) -> Result<(), (String, String)> {
-        use super::serde_util::{check_duration, check_range};
+        use super::serde_util::{check_duration, check_range, check_size};
         let d = LimitsConfig::default();
         let at = |key: &str| {
             let path = format!("limits.{key}");
@@ -253,6 +253,41 @@ impl LimitsConfig {
             "series per metric family",
         )
         .map_err(at("series_budget"))?;
+        check_size(
+            self.memory,
+            1 << 20..=16 << 30,
+            d.memory,
+            "memory one script may hold",
+        )
+        .map_err(at("memory"))?;
+        check_duration(
+            self.max_backlog,
+            Duration::from_millis(1)..=Duration::from_secs(60),
+            d.max_backlog,
+            "handling in one pass over a script's ring buffers; longer means events late",
+        )
+        .map_err(at("max_backlog"))?;
+        check_range(
+            self.families_per_script,
+            1..=10_000,
+            d.families_per_script,
+            "metric families one script may hold",
+        )
+        .map_err(at("families_per_script"))?;
+        check_range(
+            self.total_series,
+            1..=50_000_000,
+            d.total_series,
+            "series of all scripts together",
+        )
+        .map_err(at("total_series"))?;
+        check_size(
+            self.max_script_bytes,
+            1024..=64 << 20,
+            d.max_script_bytes,
+            "largest script file read",
+        )
+        .map_err(at("max_script_bytes"))?;
         Ok(())
     }
 
@@ -346,53 +381,6 @@ impl Config {
             "how long shutdown may spend flushing sinks",
         )
         .map_err(|m| ("shutdown_timeout".to_string(), m))?;
-        if self.limits.max_backlog.is_zero() {
-            return Err((
-                "limits.max_backlog".into(),
-                "must be greater than zero".into(),
-            ));
-        }
-        let l = &self.limits;
-        if !(1 << 20..=16 << 30).contains(&l.memory) {
-            return Err((
-                "limits.memory".into(),
-                format!(
-                    "{} bytes is out of range: give 1MiB to 16GiB (e.g. \"64MiB\")",
-                    l.memory
-                ),
-            ));
-        }
-        if l.max_backlog > Duration::from_secs(60) {
-            return Err((
-                "limits.max_backlog".into(),
-                "must be at most 60s: a longer backlog means events minutes late".into(),
-            ));
-        }
-        for (key, value, (min, max)) in [
-            (
-                "families_per_script",
-                l.families_per_script,
-                FAMILIES_PER_SCRIPT_RANGE,
-            ),
-            ("total_series", l.total_series, TOTAL_SERIES_RANGE),
-        ] {
-            if !(min..=max).contains(&value) {
-                return Err((
-                    format!("limits.{key}"),
-                    format!("{value} is out of range; expected {min} to {max}"),
-                ));
-            }
-        }
-        let (min, max) = MAX_SCRIPT_BYTES_RANGE;
-        if !(min..=max).contains(&l.max_script_bytes) {
-            return Err((
-                "limits.max_script_bytes".into(),
-                format!(
-                    "{} is out of range; expected {min} (1KiB) to {max} (64MiB)",
-                    l.max_script_bytes
-                ),
-            ));
-        }
         self.pods.validate()?;
         self.sinks.validate().map_err(|e| match e {
             crate::sinks::SinkError::Config { path, reason } => (path.to_string(), reason),
@@ -517,7 +505,7 @@ mod tests {
         let e = Config::parse("c.yaml", "limits:\n  families_per_script: 0\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "c.yaml: limits.families_per_script: 0 is out of range; expected 1 to 10000"
+            "c.yaml: limits.families_per_script: 0 is out of range 1..=10000 (metric families one script may hold); set a value in that range (default 256)"
         );
         let e = Config::parse("c.yaml", "limits:\n  total_series: 100000000\n").unwrap_err();
         assert!(
@@ -528,7 +516,7 @@ mod tests {
         let e = Config::parse("c.yaml", "limits:\n  max_script_bytes: 1GiB\n").unwrap_err();
         assert!(
             e.to_string()
-                .contains("limits.max_script_bytes: 1073741824 is out of range; expected 1024 (1KiB) to 67108864 (64MiB)"),
+                .contains("limits.max_script_bytes: 1GiB is out of range 1KiB..=64MiB (largest script file read); set a value in that range (default 1MiB)"),
             "{e}"
         );
         let c = Config::parse(
