@@ -99,6 +99,24 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 impl Unit {
+    /// A script known but not running (it did not load, or its file was refused).
+    fn not_running(wanted: Wanted, overrides: Vec<(String, String)>, limits: LimitsConfig) -> Unit {
+        Unit {
+            wanted,
+            overrides,
+            limits,
+            params: Vec::new(),
+            program: None,
+            probe: None,
+            task: None,
+            stats: Default::default(),
+            last_error: None,
+            unavailable: false,
+            loaded_at: None,
+            failure: None,
+        }
+    }
+
     fn view(&self) -> UnitView {
         // Load errors and the runner's stop (handler errors are read at each look).
         let last_error = [
@@ -446,24 +464,16 @@ impl Supervisor {
             .telemetry
             .files_refused
             .inc(&[u.name.as_str(), u.reason]);
-        let unit = self.units.entry(u.name.clone()).or_insert_with(|| Unit {
-            wanted: Wanted {
-                name: u.name.clone(),
-                origin: discover::Origin::File(u.path.clone()),
-                source: "".into(),
-            },
-            overrides: Vec::new(),
-            limits: self.cfg.limits.clone(),
-            params: Vec::new(),
-            program: None,
-            probe: None,
-            task: None,
-            stats: Default::default(),
-            last_error: None,
-            unavailable: false,
-            loaded_at: None,
-            failure: None,
-        });
+        let wanted = Wanted {
+            name: u.name.clone(),
+            origin: discover::Origin::File(u.path.clone()),
+            source: "".into(),
+        };
+        let limits = self.cfg.limits.clone();
+        let unit = self
+            .units
+            .entry(u.name.clone())
+            .or_insert_with(|| Unit::not_running(wanted, Vec::new(), limits));
         unit.last_error = Some((u.error, SystemTime::now()));
     }
 
@@ -518,19 +528,8 @@ impl Supervisor {
                 } else {
                     tracing::error!(script = %name, error = %e.message, "script failed to load");
                 }
-                let unit = self.units.entry(name.clone()).or_insert_with(|| Unit {
-                    wanted: w.clone(),
-                    overrides: overrides.clone(),
-                    limits: self.cfg.limits.clone(),
-                    params: Vec::new(),
-                    program: None,
-                    probe: None,
-                    task: None,
-                    stats: Default::default(),
-                    last_error: None,
-                    unavailable: false,
-                    loaded_at: None,
-                    failure: None,
+                let unit = self.units.entry(name.clone()).or_insert_with(|| {
+                    Unit::not_running(w.clone(), overrides.clone(), self.cfg.limits.clone())
                 });
                 if !running {
                     // Nothing runs: remember this version so /status shows it.
