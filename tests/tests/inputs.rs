@@ -94,49 +94,31 @@ enum Damage {
 
 /// A copy of `raw` (the kernel's BTF) with a few bytes changed.
 fn damage(raw: &[u8], how: Damage) -> Vec<u8> {
+    use sonde::btf::validate::{records, STRUCT};
     let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let (hdr, type_off, type_len) = (
-        word(raw, 4) as usize,
-        word(raw, 8) as usize,
-        word(raw, 12) as usize,
-    );
-    let (str_off, str_len) = (word(raw, 16) as usize, word(raw, 20) as usize);
-    let strings = &raw[hdr + str_off..hdr + str_off + str_len];
+    let (types, strings) = records(raw).expect("the kernel's BTF has sound sections");
     let name = |off: u32| {
         let s = &strings[off as usize..];
         &s[..s.iter().position(|b| *b == 0).unwrap()]
     };
     let mut out = raw.to_vec();
-    let (mut at, end, mut id) = (hdr + type_off, hdr + type_off + type_len, 1u32);
-    while at < end {
-        let info = word(raw, at + 4);
-        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-        if kind == 4 {
-            match how {
-                Damage::NamePastStrings => {
-                    out[at..at + 4].copy_from_slice(&(str_len as u32 + 100).to_le_bytes());
-                    return out;
-                }
-                Damage::SelfContainingStruct if name(word(raw, at)) == b"sock_common" => {
-                    let anon = (0..vlen)
-                        .map(|i| at + 12 + 12 * i)
-                        .find(|m| word(raw, *m) == 0)
-                        .expect("struct sock_common has an anonymous member");
-                    out[anon + 4..anon + 8].copy_from_slice(&id.to_le_bytes());
-                    return out;
-                }
-                _ => {}
+    for t in types.iter().filter(|t| t.kind == STRUCT) {
+        let at = t.offset;
+        match how {
+            Damage::NamePastStrings => {
+                out[at..at + 4].copy_from_slice(&(strings.len() as u32 + 100).to_le_bytes());
+                return out;
             }
+            Damage::SelfContainingStruct if name(word(raw, at)) == b"sock_common" => {
+                let anon = (0..t.vlen)
+                    .map(|i| at + 12 + 12 * i)
+                    .find(|m| word(raw, *m) == 0)
+                    .expect("struct sock_common has an anonymous member");
+                out[anon + 4..anon + 8].copy_from_slice(&t.id.to_le_bytes());
+                return out;
+            }
+            _ => {}
         }
-        at += 12
-            + match kind {
-                1 | 14 | 17 => 4,
-                3 => 12,
-                4 | 5 | 15 | 19 => 12 * vlen,
-                6 | 13 => 8 * vlen,
-                _ => 0,
-            };
-        id += 1;
     }
     panic!("{how:?}: nothing to damage");
 }

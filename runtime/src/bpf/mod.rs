@@ -562,28 +562,11 @@ mod tests {
         };
         // Every struct name offset just past the string section: aya-obj slices its
         // strings with them when it looks a struct up by name.
-        let word = |raw: &[u8], at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().unwrap());
-        let (hdr, type_off, type_len, str_len) = (
-            word(&raw, 4) as usize,
-            word(&raw, 8) as usize,
-            word(&raw, 12) as usize,
-            word(&raw, 20),
-        );
-        let (mut at, end) = (hdr + type_off, hdr + type_off + type_len);
-        while at < end {
-            let info = word(&raw, at + 4);
-            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-            if kind == 4 {
-                raw[at..at + 4].copy_from_slice(&(str_len + 100).to_le_bytes());
-            }
-            at += 12
-                + match kind {
-                    1 | 14 | 17 => 4,
-                    3 => 12,
-                    4 | 5 | 15 | 19 => 12 * vlen,
-                    6 | 13 => 8 * vlen,
-                    _ => 0,
-                };
+        use crate::btf::validate::{records, STRUCT};
+        let (types, strings) = records(&raw).unwrap();
+        let past = (strings.len() as u32 + 100).to_le_bytes();
+        for t in types.iter().filter(|t| t.kind == STRUCT) {
+            raw[t.offset..t.offset + 4].copy_from_slice(&past);
         }
         assert!(crate::btf::validate::check(&raw).is_err());
         let btf = KernelBtf::unchecked(raw, "/tmp/damaged.btf");

@@ -51,7 +51,8 @@ const MAGIC: u16 = 0xeb9f;
 const INT: u32 = 1;
 const PTR: u32 = 2;
 const ARRAY: u32 = 3;
-const STRUCT: u32 = 4;
+/// `BTF_KIND_STRUCT`.
+pub const STRUCT: u32 = 4;
 const UNION: u32 = 5;
 const ENUM: u32 = 6;
 const FWD: u32 = 7;
@@ -142,6 +143,35 @@ fn header(what: impl Into<String>) -> Corrupt {
         type_id: None,
         what: what.into(),
     }
+}
+
+/// Where one type record of a BTF is, for tools (and tests) that change bytes in
+/// place: its id, the byte offset of its 12-byte header in the data, its kind and its
+/// entry count.
+#[derive(Debug, Clone, Copy)]
+pub struct TypeRecord {
+    pub id: u32,
+    pub offset: usize,
+    pub kind: u32,
+    pub vlen: usize,
+}
+
+/// Every type record of `raw` in id order (the sections must be sound; the types
+/// themselves are not checked), and the string section.
+pub fn records(raw: &[u8]) -> Result<(Vec<TypeRecord>, &[u8]), Corrupt> {
+    let l = Layout::read(raw)?;
+    let records = (1..=l.count())
+        .map(|id| {
+            let (offset, _, kind, vlen) = l.record(id);
+            TypeRecord {
+                id,
+                offset,
+                kind,
+                vlen,
+            }
+        })
+        .collect();
+    Ok((records, l.strings))
 }
 
 /// The sections of a BTF and where each type record starts.
