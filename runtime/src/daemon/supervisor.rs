@@ -864,10 +864,14 @@ fn knob_params(
 }
 
 /// Hands freed heap pages back to the kernel. Loading a program parses the kernel's
-/// BTF (tens of MB, freed right after); glibc would otherwise keep those pages in
-/// the daemon's RSS for its whole life.
+/// BTF (tens of MB, freed right after); the allocator would otherwise keep those
+/// pages in the daemon's RSS for a long time (jemalloc: until its decay; glibc: for
+/// the process's whole life).
 fn release_free_memory() {
-    crate::memory::purge();
+    if crate::memory::active() {
+        crate::memory::purge();
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe {
