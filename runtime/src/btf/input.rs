@@ -53,27 +53,33 @@ pub fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
     let meta = file.metadata()?;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        let what = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "a special file"
-        };
+    if let Some(what) = not_regular(&meta.file_type()) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("not a regular file ({what})"),
         ));
     }
     Ok((file, meta.len()))
+}
+
+/// What a file is when it is not a regular file (`"a FIFO"`, `"a directory"`, ...);
+/// `None` for a regular file.
+pub fn not_regular(ft: &std::fs::FileType) -> Option<&'static str> {
+    Some(if ft.is_file() {
+        return None;
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    })
 }
 
 /// Reads a regular file whole, refusing one larger than `cap` bytes (checked before

@@ -24,7 +24,7 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default cap on a script file's size (the daemon's `limits.max_script_bytes`).
@@ -107,21 +107,7 @@ pub fn read_script_file(path: &Path, max: u64) -> Result<String, ScriptFileError
 }
 
 fn check(path: &Path, meta: &Metadata, max: u64) -> Result<(), ScriptFileError> {
-    let t = meta.file_type();
-    if !t.is_file() {
-        let kind = if t.is_dir() {
-            "a directory"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() {
-            "a character device"
-        } else if t.is_block_device() {
-            "a block device"
-        } else if t.is_socket() {
-            "a socket"
-        } else {
-            "not a file"
-        };
+    if let Some(kind) = crate::btf::input::not_regular(&meta.file_type()) {
         return Err(ScriptFileError::NotRegular {
             path: path.to_path_buf(),
             kind,
