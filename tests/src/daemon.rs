@@ -28,8 +28,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `<trusted_tmp>/sonde-e2e-<test>-<pid>` with an empty `scripts` directory, fresh.
 pub fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sonde-e2e-{test}-{}", std::process::id()));
+    let dir = crate::trusted_tmp().join(format!("sonde-e2e-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     dir
@@ -58,9 +59,10 @@ impl Daemon {
         }
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
-            "listen: {addr}\nnode_name: e2e-node\nscripts:\n  builtin: [{}]\n  directories: [{}]\n{extra}",
+            "listen: {addr}\nnode_name: e2e-node\nscripts:\n  builtin: [{}]\n  directories: [{}]\n{}{extra}",
             builtin.join(", "),
-            dir.join("scripts").display()
+            dir.join("scripts").display(),
+            if crate::strict_modes_hold() { "" } else { "  strict_modes: false\n" },
         );
         std::fs::write(dir.join("sonde.yaml"), config).unwrap();
         let child = Command::new(sonde_bin())

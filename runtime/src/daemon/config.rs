@@ -33,6 +33,9 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
+    /// The file can be changed by someone else than root or the daemon's user.
+    #[error("{message}")]
+    Untrusted { file: String, message: String },
     #[error("{file}: {path}: {message}")]
     Invalid {
         file: String,
@@ -81,6 +84,11 @@ pub struct ScriptsConfig {
     /// parsed by the type of the script's default (durations like `"10ms"` work for
     /// integer params in ms/us/ns).
     pub params: BTreeMap<String, BTreeMap<String, String>>,
+    /// sshd's `StrictModes`: a script file, every directory above it and the config
+    /// file must be owned by root (or the daemon's user) and not writable by group or
+    /// others, else they are refused ([`crate::script::trust`]). `false` only warns,
+    /// for development.
+    pub strict_modes: bool,
 }
 
 /// Limits applied to every script's handler calls.
@@ -144,6 +152,7 @@ impl Default for ScriptsConfig {
                 .collect(),
             directories: vec![PathBuf::from("/etc/sonde/scripts.d")],
             params: BTreeMap::new(),
+            strict_modes: true,
         }
     }
 }
@@ -210,6 +219,25 @@ impl Config {
             source,
         })?;
         Config::parse(&file, &text)
+    }
+
+    /// [`Config::load`], then the file's trust ([`crate::script::trust`]): a config
+    /// that someone besides root (or the daemon's user) can change is refused, or
+    /// only warned about when it sets `scripts.strict_modes: false`.
+    pub fn load_trusted(path: &Path) -> Result<Config, ConfigError> {
+        let cfg = Config::load(path)?;
+        let policy = crate::script::trust::TrustPolicy::for_this_process();
+        match crate::script::trust::check_trusted(path, &policy) {
+            Ok(_) => Ok(cfg),
+            Err(e) if !cfg.scripts.strict_modes => {
+                tracing::warn!(error = %e, "untrusted config read anyway: it sets scripts.strict_modes: false");
+                Ok(cfg)
+            }
+            Err(e) => Err(ConfigError::Untrusted {
+                file: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// The embedded default.

@@ -55,7 +55,7 @@ const SETTLE: Duration = Duration::from_millis(150);
 
 pub fn main(args: DaemonArgs) -> ExitCode {
     let (cfg, file) = match &args.config {
-        Some(path) => match Config::load(path) {
+        Some(path) => match Config::load_trusted(path) {
             Ok(c) => (c, path.display().to_string()),
             Err(e) => {
                 eprintln!("sonde: {e}");
@@ -67,6 +67,14 @@ pub fn main(args: DaemonArgs) -> ExitCode {
     if args.check {
         return check(&cfg, &file);
     }
+    // Before any thread: capabilities are per thread, and threads inherit them.
+    let privileges = match lower_privileges(&cfg) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("sonde: cannot drop privileges: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sonde")
@@ -80,7 +88,7 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         }
     };
     let watchdog = shutdown::Watchdog::new();
-    let result = rt.block_on(run(cfg, file, args.config.clone(), &watchdog));
+    let result = rt.block_on(run(cfg, file, args.config.clone(), &watchdog, privileges));
     // A blocking write that never returns (stdout into a pipe nobody reads) would
     // keep a plain drop of the runtime waiting forever: leave it behind.
     watchdog.step("stopping the runtime");
@@ -93,6 +101,37 @@ pub fn main(args: DaemonArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The one-time privileged steps (mounting tracefs when it is missing, raising
+/// RLIMIT_MEMLOCK for kernels before 5.11), then down to what a running daemon needs
+/// ([`crate::privileges`]). A seccomp filter the kernel cannot take is a warning.
+fn lower_privileges(cfg: &Config) -> Result<crate::privileges::Report, crate::privileges::PrivilegeError> {
+    use crate::privileges::Cap;
+    let _ = crate::bpf::features::tracefs();
+    crate::bpf::raise_memlock_once();
+    // A port below 1024 is bound after the drop.
+    let extra: Vec<Cap> = (cfg.listen.port() < 1024)
+        .then_some(Cap::NET_BIND_SERVICE)
+        .into_iter()
+        .collect();
+    let report = crate::privileges::drop_to_running(&extra)?;
+    tracing::info!(
+        uid = report.uid,
+        effective = %report.effective.names().join(","),
+        dropped = %report.dropped.names().join(","),
+        missing = %report.missing.names().join(","),
+        no_new_privs = report.no_new_privs,
+        seccomp_denied = report.seccomp_denied.len(),
+        "privileges lowered"
+    );
+    if report.missing.0 != 0 {
+        tracing::warn!(
+            missing = %report.missing.names().join(","),
+            "capabilities sonde needs are missing; the probes and sources that need them will say so (see packaging/sonde.service)"
+        );
+    }
+    Ok(report)
 }
 
 /// How long the runtime waits for its threads at the very end (blocking writes
@@ -154,6 +193,8 @@ struct State {
     node: String,
     config: String,
     started: std::time::SystemTime,
+    /// What was dropped at start ([`crate::privileges`]).
+    privileges: Option<crate::privileges::Report>,
 }
 
 impl crate::http::DaemonState for State {
@@ -168,6 +209,7 @@ impl crate::http::DaemonState for State {
             "started_at": self.started.duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             "kernel": crate::bpf::features::kernel_release(),
             "last_reload": *self.shared.reload.read().unwrap_or_else(|e| e.into_inner()),
+            "privileges": self.privileges,
             "scripts": units.iter().map(|u| u.to_json_with(usage.get(&u.name))).collect::<Vec<_>>(),
             "metrics": {
                 "script_series": self.registry.script_series(),
@@ -209,6 +251,7 @@ async fn run(
     file: String,
     config_path: Option<PathBuf>,
     watchdog: &shutdown::Watchdog,
+    privileges: Option<crate::privileges::Report>,
 ) -> anyhow::Result<()> {
     let node = cfg.node();
     let registry = Arc::new(Registry::new(&node));
@@ -237,6 +280,7 @@ async fn run(
         node: node.clone(),
         config: file.clone(),
         started: std::time::SystemTime::now(),
+        privileges,
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(crate::http::serve(

@@ -320,7 +320,7 @@ impl Supervisor {
     pub async fn reload(&mut self, config_path: Option<&std::path::Path>) {
         let mut errors = Vec::new();
         if let Some(path) = config_path {
-            match Config::load(path) {
+            match Config::load_trusted(path) {
                 Ok(new) if new != self.cfg => {
                     if new.listen != self.cfg.listen
                         || new.node_name != self.cfg.node_name

@@ -45,6 +45,7 @@ mod instance;
 mod manifest;
 pub mod runner;
 mod stdlib;
+pub mod trust;
 
 #[cfg(test)]
 mod tests;
