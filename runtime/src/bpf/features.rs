@@ -92,8 +92,13 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
     match hook {
         Hook::Tracepoint { category, name } => {
             let Some(root) = tracefs() else {
-                return Err(if !crate::privileges::has_effective(crate::privileges::Cap::SYS_ADMIN) {
-                    "needs root: tracefs (/sys/kernel/tracing) is readable by root only (grant CAP_DAC_READ_SEARCH), or not mounted (mount it, or grant CAP_SYS_ADMIN)".into()
+                use crate::privileges::{has_effective, Cap};
+                // SAFETY: geteuid has no preconditions.
+                let root = unsafe { libc::geteuid() } == 0;
+                return Err(if !root && !has_effective(Cap::DAC_READ_SEARCH) {
+                    "cannot read tracefs (/sys/kernel/tracing is readable by root only): grant CAP_DAC_READ_SEARCH".into()
+                } else if !has_effective(Cap::SYS_ADMIN) {
+                    "tracefs is not mounted at /sys/kernel/tracing: mount it, or grant CAP_SYS_ADMIN so sonde mounts it".into()
                 } else {
                     "tracefs is not mounted and could not be mounted at /sys/kernel/tracing".into()
                 });

@@ -79,6 +79,10 @@ pub struct DaemonArgs {
     /// Validate the configuration and every script, print what would run, and exit.
     #[arg(long)]
     pub check: bool,
+    /// A Prometheus web configuration file (TLS, basic auth), as node_exporter's
+    /// --web.config.file; overrides `web_config` of the config.
+    #[arg(long, value_name = "FILE", env = "SONDE_WEB_CONFIG")]
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -51,6 +51,17 @@ pub enum ConfigError {
 pub struct Config {
     /// Address of the HTTP endpoints (`/metrics`, `/events`, ...).
     pub listen: SocketAddr,
+    /// A Prometheus web configuration file (TLS, basic auth, headers, rate limit:
+    /// [`crate::http::web`]); empty: plain HTTP without auth. `--web-config`
+    /// overrides it.
+    pub web_config: Option<PathBuf>,
+    /// Where `/status` and `/events` are served: `listen` (with `/metrics`), `off`,
+    /// or a loopback address of their own (plain HTTP, no auth: for `sonde events`
+    /// and people on the node).
+    pub status_listen: StatusListen,
+    /// Open HTTP connections at most, per listener; past it the longest idle one is
+    /// closed, or the new one when all are busy.
+    pub max_connections: usize,
     /// The `node` label of every series and event; empty: the host name.
     pub node_name: String,
     /// Kernel BTF to use before anything else (a file), or a directory searched
@@ -69,6 +80,50 @@ pub struct Config {
     /// [`super::shutdown::EXIT_MARGIN`] later.
     #[serde(with = "super::serde_util::duration")]
     pub shutdown_timeout: Duration,
+}
+
+/// `status_listen`: where `/status` and `/events` are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusListen {
+    /// On `listen`, with everything else.
+    Listen,
+    /// Not served.
+    Off,
+    /// On a loopback address of their own.
+    Addr(SocketAddr),
+}
+
+impl Serialize for StatusListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StatusListen::Listen => s.serialize_str("listen"),
+            StatusListen::Off => s.serialize_str("off"),
+            StatusListen::Addr(a) => s.serialize_str(&a.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "listen" | "" => Ok(StatusListen::Listen),
+            "off" => Ok(StatusListen::Off),
+            other => {
+                let addr: SocketAddr = other.parse().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "expected `listen`, `off` or a loopback address like 127.0.0.1:9103, got `{other}`"
+                    ))
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(serde::de::Error::custom(format!(
+                        "{addr} is not a loopback address: /status and /events on an address of their own are served without TLS or auth, so only on 127.0.0.1 or ::1"
+                    )));
+                }
+                Ok(StatusListen::Addr(addr))
+            }
+        }
+    }
 }
 
 /// Which scripts run, and their params.
@@ -131,6 +186,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9102)),
+            web_config: None,
+            status_listen: StatusListen::Listen,
+            max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
             node_name: String::new(),
             btf: None,
             btf_archive: None,
@@ -326,6 +384,20 @@ impl Config {
                 ));
             }
         }
+        if !(1..=65536).contains(&self.max_connections) {
+            return Err((
+                "max_connections".into(),
+                format!("{} is out of range; expected 1 to 65536", self.max_connections),
+            ));
+        }
+        if let StatusListen::Addr(a) = self.status_listen {
+            if a == self.listen {
+                return Err((
+                    "status_listen".into(),
+                    format!("{a} is `listen` itself; write `listen` to serve them there"),
+                ));
+            }
+        }
         let (min, max) = MAX_SCRIPT_BYTES_RANGE;
         if !(min..=max).contains(&l.max_script_bytes) {
             return Err((
@@ -483,6 +555,13 @@ mod tests {
             (c.limits.max_script_bytes, c.limits.families_per_script),
             (256 << 10, 8)
         );
+        let e = Config::parse("c.yaml", "status_listen: 0.0.0.0:9103\n").unwrap_err();
+        assert!(e.to_string().contains("status_listen: 0.0.0.0:9103 is not a loopback address"), "{e}");
+        let c = Config::parse("c.yaml", "status_listen: \"[::1]:9103\"\nmax_connections: 8\n").unwrap();
+        assert_eq!(c.status_listen, StatusListen::Addr("[::1]:9103".parse().unwrap()));
+        assert_eq!(Config::parse("c.yaml", "status_listen: off\n").unwrap().status_listen, StatusListen::Off);
+        let e = Config::parse("c.yaml", "max_connections: 0\n").unwrap_err();
+        assert!(e.to_string().contains("max_connections: 0 is out of range"), "{e}");
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");
     }

@@ -64,7 +64,19 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         },
         None => (Config::embedded(), "embedded default".to_string()),
     };
+    let web_config = args.web_config.clone().or_else(|| cfg.web_config.clone());
+    let security = match web_config.as_deref().map(crate::http::web::WebSecurity::load) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
+        if let Some(path) = &web_config {
+            println!("web config {}: ok", path.display());
+        }
         return check(&cfg, &file);
     }
     // Before any thread: capabilities are per thread, and threads inherit them.
@@ -88,7 +100,11 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         }
     };
     let watchdog = shutdown::Watchdog::new();
-    let result = rt.block_on(run(cfg, file, args.config.clone(), &watchdog, privileges));
+    let web = Web {
+        path: web_config,
+        cell: crate::http::web::SecurityCell::new(security),
+    };
+    let result = rt.block_on(run(cfg, file, args.config.clone(), &watchdog, privileges, web));
     // A blocking write that never returns (stdout into a pipe nobody reads) would
     // keep a plain drop of the runtime waiting forever: leave it behind.
     watchdog.step("stopping the runtime");
@@ -185,6 +201,30 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
     }
 }
 
+/// The web configuration in force and where it is read from on a reload.
+struct Web {
+    path: Option<PathBuf>,
+    cell: crate::http::web::SecurityCell,
+}
+
+impl Web {
+    /// Re-reads the file; one that cannot be used leaves the running one in force.
+    fn reload(&self) -> Option<String> {
+        let path = self.path.as_deref()?;
+        match crate::http::web::WebSecurity::load(path) {
+            Ok(s) => {
+                self.cell.set(Some(s));
+                tracing::info!(file = %path.display(), "web config reloaded");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "web config rejected; the running one stays");
+                Some(e.to_string())
+            }
+        }
+    }
+}
+
 /// What the HTTP endpoints see of the daemon.
 struct State {
     shared: Arc<Shared>,
@@ -252,6 +292,7 @@ async fn run(
     config_path: Option<PathBuf>,
     watchdog: &shutdown::Watchdog,
     privileges: Option<crate::privileges::Report>,
+    web: Web,
 ) -> anyhow::Result<()> {
     let node = cfg.node();
     let registry = Arc::new(Registry::new(&node));
@@ -282,17 +323,51 @@ async fn run(
         started: std::time::SystemTime::now(),
         privileges,
     });
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(crate::http::serve(
-        listener,
-        registry.clone(),
-        state,
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = http_stopped.clone();
         async move {
-            let _ = http_stopped.await;
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (routes, status_elsewhere) = match sup.cfg.status_listen {
+        config::StatusListen::Listen => (crate::http::Routes::All, None),
+        config::StatusListen::Off => (crate::http::Routes::Metrics, None),
+        config::StatusListen::Addr(a) => (crate::http::Routes::Metrics, Some(a.to_string())),
+    };
+    let max_connections = sup.cfg.max_connections;
+    let tls = web.cell.get().is_some_and(|s| s.tls.is_some());
+    let mut http = vec![tokio::spawn(crate::http::serve_with(
+        listener,
+        crate::http::ServeOptions {
+            routes,
+            security: web.cell.clone(),
+            max_connections,
+            status_elsewhere,
         },
-    ));
-    tracing::info!(listen = %local, node = %node, config = %file, "sonde daemon started");
-    eprintln!("sonde: daemon listening on http://{local} (config: {file})");
+        registry.clone(),
+        state.clone(),
+        stopped(),
+    ))];
+    if let config::StatusListen::Addr(a) = sup.cfg.status_listen {
+        let admin = crate::http::bind(&a.to_string())
+            .await
+            .with_context(|| format!("{file}: status_listen"))?;
+        http.push(tokio::spawn(crate::http::serve_with(
+            admin,
+            crate::http::ServeOptions {
+                routes: crate::http::Routes::Status,
+                max_connections,
+                ..Default::default()
+            },
+            registry.clone(),
+            state,
+            stopped(),
+        )));
+    }
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(listen = %local, node = %node, config = %file, tls, "sonde daemon started");
+    eprintln!("sonde: daemon listening on {scheme}://{local} (config: {file})");
 
     let mut watcher = match watch::Watcher::new() {
         Ok(w) => Some(w),
@@ -329,6 +404,7 @@ async fn run(
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading");
+                web.reload();
                 sup.reload(config_path.as_deref()).await;
             }
             Some((name, reason)) = failures.recv() => {
@@ -347,6 +423,7 @@ async fn run(
                 }
                 settle(watcher.as_mut()).await;
                 tracing::debug!("change seen: reloading");
+                web.reload();
                 sup.reload(config_path.as_deref()).await;
             }
         }
@@ -367,12 +444,14 @@ async fn run(
         tracing::error!(?shutdown_timeout, "scripts did not all stop within shutdown_timeout; the rest are left running until exit");
     }
     watchdog.step("stopping the http server");
-    let _ = stop_http.send(());
+    let _ = stop_http.send(true);
     let http_deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(2));
-    match tokio::time::timeout_at(http_deadline, http).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
-        Err(_) => tracing::warn!("http server did not stop in time"),
-        _ => {}
+    for server in http {
+        match tokio::time::timeout_at(http_deadline, server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
+            Err(_) => tracing::warn!("http server did not stop in time"),
+            _ => {}
+        }
     }
     watchdog.step("flushing event sinks");
     // The sinks get what is left, and a moment even when nothing is.
