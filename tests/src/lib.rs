@@ -11,6 +11,7 @@
 pub mod daemon;
 pub mod kernel;
 pub mod run;
+pub mod tls;
 pub mod veth;
 
 use std::os::unix::fs::MetadataExt;

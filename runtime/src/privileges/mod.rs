@@ -436,6 +436,29 @@ mod tests {
     }
 
     #[test]
+    fn the_systemd_unit_grants_the_running_set() {
+        let unit = include_str!("../../../packaging/sonde.service");
+        let mut want: Vec<String> = CapSet::running()
+            .names()
+            .into_iter()
+            .map(|n| format!("CAP_{n}"))
+            .collect();
+        want.sort();
+        for key in ["AmbientCapabilities=", "CapabilityBoundingSet="] {
+            let line = unit
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("no {key} in packaging/sonde.service"));
+            let mut got: Vec<String> = line[key.len()..]
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "packaging/sonde.service {key}");
+        }
+    }
+
+    #[test]
     fn the_current_thread_can_be_read() {
         let c = Caps::current().unwrap();
         // The effective set is within the permitted one, whoever runs this.
