@@ -135,6 +135,7 @@ impl Daemon {
         let mut cmd = match wrapper.split_first() {
             None => Command::new(sonde_bin()),
             Some((program, rest)) => {
+                // runs: setpriv
                 let mut c = Command::new(program);
                 c.args(rest).arg(sonde_bin());
                 c
