@@ -22,7 +22,11 @@ fn basic(user: &str, password: &str) -> String {
     let data = format!("{user}:{password}").into_bytes();
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -72,14 +76,18 @@ fn scripts_others_can_change_are_refused_and_counted() {
     )
     .unwrap();
     std::os::unix::fs::symlink("/etc/shadow", dir.join("shadow.rhai")).unwrap();
-    d.wait_for("the forged script to be refused", Duration::from_secs(5), || {
-        sample(
-            &d.metrics(),
-            "sonde_script_files_refused_total",
-            &[("script", "tcp_reset"), ("reason", "untrusted")],
-        )
-        .is_some()
-    });
+    d.wait_for(
+        "the forged script to be refused",
+        Duration::from_secs(5),
+        || {
+            sample(
+                &d.metrics(),
+                "sonde_script_files_refused_total",
+                &[("script", "tcp_reset"), ("reason", "untrusted")],
+            )
+            .is_some()
+        },
+    );
     let m = d.metrics();
     assert!(
         sample(
@@ -173,9 +181,11 @@ fn a_configmap_volume_is_trusted() {
     // The watch is on the directory under the mount: reload by hand.
     // SAFETY: kill on a child we own.
     unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
-    d.wait_for("the ConfigMap script to run", Duration::from_secs(5), || {
-        sample(&d.metrics(), "sonde_cm_ticks_total", &[]).is_some()
-    });
+    d.wait_for(
+        "the ConfigMap script to run",
+        Duration::from_secs(5),
+        || sample(&d.metrics(), "sonde_cm_ticks_total", &[]).is_some(),
+    );
 }
 
 #[test]
@@ -213,15 +223,19 @@ fn a_config_file_others_can_change_is_refused_at_start() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The capabilities `packaging/sonde.service` grants (`AmbientCapabilities=`),
 /// lower case without `CAP_`, as setpriv takes them.
 fn unit_capabilities() -> Vec<String> {
-    let unit = std::fs::read_to_string(sonde_tests::repo_root().join("packaging/sonde.service"))
-        .unwrap();
+    let unit =
+        std::fs::read_to_string(sonde_tests::repo_root().join("packaging/sonde.service")).unwrap();
     let line = unit
         .lines()
         .find(|l| l.starts_with("AmbientCapabilities="))
@@ -356,14 +370,25 @@ fn the_unit_capability_set_runs_every_builtin_and_the_rest_is_dropped() {
     // access to a root process), netlink by entering it (setns), conntrack
     // (ctnetlink).
     let pod_sample = |m: &str, name: &str| sample(m, name, &[("pod", "sondecaps")]);
-    d.wait_for("the pod's namespace in the sources", Duration::from_secs(30), || {
-        let m = d.metrics();
-        pod_sample(&m, "sonde_netdev_receive_bytes_total").is_some()
-            && pod_sample(&m, "sonde_tcpsummary_sockets").is_some()
-            && pod_sample(&m, "sonde_conntrack_found_total").is_some()
-    });
+    d.wait_for(
+        "the pod's namespace in the sources",
+        Duration::from_secs(30),
+        || {
+            let m = d.metrics();
+            pod_sample(&m, "sonde_netdev_receive_bytes_total").is_some()
+                && pod_sample(&m, "sonde_tcpsummary_sockets").is_some()
+                && pod_sample(&m, "sonde_conntrack_found_total").is_some()
+        },
+    );
     let m = d.metrics();
-    for source in ["conntrack", "netstat", "qdisc", "tcpsummary", "sockstat", "netdev"] {
+    for source in [
+        "conntrack",
+        "netstat",
+        "qdisc",
+        "tcpsummary",
+        "sockstat",
+        "netdev",
+    ] {
         assert_eq!(
             sample(&m, "sonde_source_errors_total", &[("source", source)]),
             None,
@@ -410,7 +435,14 @@ fn as_root_everything_but_the_running_set_is_dropped() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    for c in ["SYS_MODULE", "SETUID", "CHOWN", "DAC_OVERRIDE", "SYS_RAWIO", "SYS_BOOT"] {
+    for c in [
+        "SYS_MODULE",
+        "SETUID",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "SYS_RAWIO",
+        "SYS_BOOT",
+    ] {
         assert!(dropped.contains(c), "{c} not dropped: {dropped:?}");
     }
     assert_eq!(d.unit("tcp_reset")["state"], "running");
@@ -428,7 +460,8 @@ fn web_config(test: &str, extra_tls: &str) -> Web {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let pki = Pki::new("sonde test CA");
-    pki.server(&["localhost", "127.0.0.1"]).write(&dir, "server");
+    pki.server(&["localhost", "127.0.0.1"])
+        .write(&dir, "server");
     std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
     let hash = bcrypt::hash("s3cret", 4).unwrap();
     let file = dir.join("web.yml");
@@ -455,8 +488,14 @@ fn prometheus(dir: &Path, jobs: &str) -> (std::process::Child, SocketAddr) {
     )
     .unwrap();
     let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", pdir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", pdir.join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            pdir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            pdir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
@@ -484,9 +523,12 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_others_get_401() {
             ..Options::default()
         },
     );
-    assert!(d.stderr().contains(&format!("listening on https://{}", d.addr)));
+    assert!(d
+        .stderr()
+        .contains(&format!("listening on https://{}", d.addr)));
     let tls = web.pki.client_config(None);
-    let get = |path: &str, headers: &[&str]| https_get(tls.clone(), "localhost", d.addr, path, headers);
+    let get =
+        |path: &str, headers: &[&str]| https_get(tls.clone(), "localhost", d.addr, path, headers);
     // Unauthenticated, wrong password, unknown user: 401. The probes answer.
     assert_eq!(get("/metrics", &[]).unwrap().0, 401);
     assert_eq!(get("/metrics", &[&basic("prom", "wrong")]).unwrap().0, 401);
@@ -499,7 +541,14 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_others_get_401() {
     assert!(!matches!(http_get(d.addr, "/metrics", &[]), Ok((200, _))));
     // Another CA's client does not trust the daemon.
     let other = Pki::new("other CA");
-    assert!(https_get(other.client_config(None), "localhost", d.addr, "/healthz", &[]).is_err());
+    assert!(https_get(
+        other.client_config(None),
+        "localhost",
+        d.addr,
+        "/healthz",
+        &[]
+    )
+    .is_err());
 
     // A real Prometheus: one job with the right password, one with a wrong one.
     let ca = web.dir.join("ca.crt");
@@ -520,7 +569,10 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_others_get_401() {
         };
         last = body;
         let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-        let targets = v["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+        let targets = v["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let of = |job: &str| {
             targets
                 .iter()
@@ -548,7 +600,15 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_others_get_401() {
     assert!(body.contains("\"job\":\"sonde\""), "{body}");
     // Each outcome counted.
     let m = d.metrics();
-    assert!(sample(&m, "sonde_http_requests_total", &[("path", "/metrics"), ("code", "401")]).unwrap() >= 3.0);
+    assert!(
+        sample(
+            &m,
+            "sonde_http_requests_total",
+            &[("path", "/metrics"), ("code", "401")]
+        )
+        .unwrap()
+            >= 3.0
+    );
     drop(d);
     let _ = std::fs::remove_dir_all(&web.dir);
 }
@@ -576,7 +636,14 @@ fn client_certificates_are_verified_and_their_names_checked() {
         },
     );
     let try_with = |pair: Option<&Pair>| {
-        https_get(web.pki.client_config(pair), "localhost", d.addr, "/healthz", &[]).ok()
+        https_get(
+            web.pki.client_config(pair),
+            "localhost",
+            d.addr,
+            "/healthz",
+            &[],
+        )
+        .ok()
     };
     // No certificate: the handshake fails.
     assert_eq!(try_with(None), None);
@@ -589,8 +656,26 @@ fn client_certificates_are_verified_and_their_names_checked() {
     // The right one.
     assert_eq!(try_with(Some(&good)), Some((200, "ok\n".to_string())));
     let m = d.metrics();
-    assert!(sample(&m, "sonde_http_connections_closed_total", &[("reason", "client_not_allowed")]).unwrap() >= 1.0, "{m}");
-    assert!(sample(&m, "sonde_http_connections_closed_total", &[("reason", "tls_handshake")]).unwrap() >= 1.0, "{m}");
+    assert!(
+        sample(
+            &m,
+            "sonde_http_connections_closed_total",
+            &[("reason", "client_not_allowed")]
+        )
+        .unwrap()
+            >= 1.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "sonde_http_connections_closed_total",
+            &[("reason", "tls_handshake")]
+        )
+        .unwrap()
+            >= 1.0,
+        "{m}"
+    );
     drop(d);
     let _ = std::fs::remove_dir_all(&web.dir);
 }
@@ -625,7 +710,11 @@ fn idle_connections_cannot_take_metrics_or_fds_away() {
         let (code, body) = http_get(d.addr, "/metrics", &[]).unwrap();
         assert_eq!(code, 200, "scrape {i}");
         assert!(body.contains("sonde_build_info"));
-        assert!(t.elapsed() < Duration::from_secs(2), "scrape {i} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "scrape {i} took {:?}",
+            t.elapsed()
+        );
     }
     let during = fds(d.pid());
     assert!(
@@ -633,19 +722,29 @@ fn idle_connections_cannot_take_metrics_or_fds_away() {
         "{during} fds open with 240 idle clients (before: {before}, max_connections 16)"
     );
     // A reload still opens what it needs.
-    let reloads = |m: &str| sample(m, "sonde_config_reloads_total", &[("result", "success")]).unwrap_or(0.0);
+    let reloads =
+        |m: &str| sample(m, "sonde_config_reloads_total", &[("result", "success")]).unwrap_or(0.0);
     let n = reloads(&d.metrics());
     std::fs::write(
         d.script("ticker.rhai"),
         "const PROBE = #{ interval: \"100ms\" };\nfn init(p) { this.t = metrics::counter(\"limit_ticks_total\", \"Ticks.\", []); }\nfn on_tick() { this.t.inc([]); }\n",
     )
     .unwrap();
-    d.wait_for("the reload with 240 idle clients", Duration::from_secs(5), || {
-        let m = d.metrics();
-        reloads(&m) > n && sample(&m, "sonde_limit_ticks_total", &[]).is_some()
-    });
+    d.wait_for(
+        "the reload with 240 idle clients",
+        Duration::from_secs(5),
+        || {
+            let m = d.metrics();
+            reloads(&m) > n && sample(&m, "sonde_limit_ticks_total", &[]).is_some()
+        },
+    );
     let m = d.metrics();
-    let evicted = sample(&m, "sonde_http_connections_closed_total", &[("reason", "evicted_idle")]).unwrap_or(0.0);
+    let evicted = sample(
+        &m,
+        "sonde_http_connections_closed_total",
+        &[("reason", "evicted_idle")],
+    )
+    .unwrap_or(0.0);
     assert!(evicted >= 200.0, "evicted {evicted}\n{m}");
     assert!(sample(&m, "sonde_http_connections", &[]).unwrap() <= 16.0);
     drop(idle);
@@ -660,7 +759,10 @@ fn status_and_events_on_a_loopback_address_of_their_own_or_off() {
     let d = Daemon::start("admin", &[], &format!("status_listen: {admin}\n"));
     let (code, body) = http_get(d.addr, "/status", &[]).unwrap();
     assert_eq!(code, 404);
-    assert_eq!(body, format!("/status is served on {admin} (status_listen)\n"));
+    assert_eq!(
+        body,
+        format!("/status is served on {admin} (status_listen)\n")
+    );
     assert_eq!(http_get(d.addr, "/events", &[]).unwrap().0, 404);
     assert_eq!(http_get(d.addr, "/metrics", &[]).unwrap().0, 200);
     assert_eq!(http_get(admin, "/status", &[]).unwrap().0, 200);
@@ -671,11 +773,18 @@ fn status_and_events_on_a_loopback_address_of_their_own_or_off() {
         .args(["events", "--addr", &admin.to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(d);
     let d = Daemon::start("adminoff", &[], "status_listen: off\n");
     let (code, body) = http_get(d.addr, "/events", &[]).unwrap();
-    assert_eq!((code, body.as_str()), (404, "/events is turned off (status_listen: off)\n"));
+    assert_eq!(
+        (code, body.as_str()),
+        (404, "/events is turned off (status_listen: off)\n")
+    );
 }
 
 type Pushes = Arc<Mutex<Vec<(Vec<String>, serde_json::Value)>>>;
@@ -737,7 +846,10 @@ fn handle_push<S: Read + Write>(s: S, store: &Pushes) {
             .lock()
             .unwrap()
             .push((headers, serde_json::from_slice(&body).unwrap_or_default()));
-        if r.get_mut().write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+        if r.get_mut()
+            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .is_err()
+        {
             return;
         }
         let _ = r.get_mut().flush();
@@ -774,12 +886,16 @@ fn loki_over_tls_with_a_ca_file_and_a_bearer_token_file() {
         &[("ticker.rhai", &ticker)],
         None,
     );
-    d.wait_for("events pushed to Loki over TLS", Duration::from_secs(10), || {
-        !pushes.lock().unwrap().is_empty()
-    });
+    d.wait_for(
+        "events pushed to Loki over TLS",
+        Duration::from_secs(10),
+        || !pushes.lock().unwrap().is_empty(),
+    );
     let (headers, body) = pushes.lock().unwrap()[0].clone();
     assert!(
-        headers.iter().any(|h| h.eq_ignore_ascii_case("authorization: Bearer t0ken")),
+        headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("authorization: Bearer t0ken")),
         "{headers:?}"
     );
     assert_eq!(body["streams"][0]["stream"]["type"], "TLS_TICK");
@@ -797,9 +913,11 @@ fn loki_over_tls_with_a_ca_file_and_a_bearer_token_file() {
         None,
     );
     let before = pushes.lock().unwrap().len();
-    d.wait_for("a failed push to be logged", Duration::from_secs(10), || {
-        d.stderr().contains("UnknownIssuer") || d.stderr().contains("unknown issuer")
-    });
+    d.wait_for(
+        "a failed push to be logged",
+        Duration::from_secs(10),
+        || d.stderr().contains("UnknownIssuer") || d.stderr().contains("unknown issuer"),
+    );
     assert_eq!(pushes.lock().unwrap().len(), before);
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);

@@ -387,7 +387,10 @@ impl Config {
         if !(1..=65536).contains(&self.max_connections) {
             return Err((
                 "max_connections".into(),
-                format!("{} is out of range; expected 1 to 65536", self.max_connections),
+                format!(
+                    "{} is out of range; expected 1 to 65536",
+                    self.max_connections
+                ),
             ));
         }
         if let StatusListen::Addr(a) = self.status_listen {
@@ -556,12 +559,31 @@ mod tests {
             (256 << 10, 8)
         );
         let e = Config::parse("c.yaml", "status_listen: 0.0.0.0:9103\n").unwrap_err();
-        assert!(e.to_string().contains("status_listen: 0.0.0.0:9103 is not a loopback address"), "{e}");
-        let c = Config::parse("c.yaml", "status_listen: \"[::1]:9103\"\nmax_connections: 8\n").unwrap();
-        assert_eq!(c.status_listen, StatusListen::Addr("[::1]:9103".parse().unwrap()));
-        assert_eq!(Config::parse("c.yaml", "status_listen: off\n").unwrap().status_listen, StatusListen::Off);
+        assert!(
+            e.to_string()
+                .contains("status_listen: 0.0.0.0:9103 is not a loopback address"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "c.yaml",
+            "status_listen: \"[::1]:9103\"\nmax_connections: 8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.status_listen,
+            StatusListen::Addr("[::1]:9103".parse().unwrap())
+        );
+        assert_eq!(
+            Config::parse("c.yaml", "status_listen: off\n")
+                .unwrap()
+                .status_listen,
+            StatusListen::Off
+        );
         let e = Config::parse("c.yaml", "max_connections: 0\n").unwrap_err();
-        assert!(e.to_string().contains("max_connections: 0 is out of range"), "{e}");
+        assert!(
+            e.to_string().contains("max_connections: 0 is out of range"),
+            "{e}"
+        );
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");
     }

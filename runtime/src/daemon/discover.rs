@@ -242,9 +242,14 @@ mod tests {
         let (w, bad) = wanted(&cfg);
         assert_eq!(w.keys().collect::<Vec<_>>(), ["packet_loss"]);
         assert_eq!(bad.len(), 1);
-        assert_eq!((bad[0].name.as_str(), bad[0].reason), ("tcp_reset", "untrusted"));
+        assert_eq!(
+            (bad[0].name.as_str(), bad[0].reason),
+            ("tcp_reset", "untrusted")
+        );
         assert!(
-            bad[0].error.contains("refused: directory /tmp is writable by group and others (mode 1777)"),
+            bad[0]
+                .error
+                .contains("refused: directory /tmp is writable by group and others (mode 1777)"),
             "{}",
             bad[0].error
         );

@@ -65,7 +65,10 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         None => (Config::embedded(), "embedded default".to_string()),
     };
     let web_config = args.web_config.clone().or_else(|| cfg.web_config.clone());
-    let security = match web_config.as_deref().map(crate::http::web::WebSecurity::load) {
+    let security = match web_config
+        .as_deref()
+        .map(crate::http::web::WebSecurity::load)
+    {
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
@@ -104,7 +107,14 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         path: web_config,
         cell: crate::http::web::SecurityCell::new(security),
     };
-    let result = rt.block_on(run(cfg, file, args.config.clone(), &watchdog, privileges, web));
+    let result = rt.block_on(run(
+        cfg,
+        file,
+        args.config.clone(),
+        &watchdog,
+        privileges,
+        web,
+    ));
     // A blocking write that never returns (stdout into a pipe nobody reads) would
     // keep a plain drop of the runtime waiting forever: leave it behind.
     watchdog.step("stopping the runtime");
@@ -122,7 +132,9 @@ pub fn main(args: DaemonArgs) -> ExitCode {
 /// The one-time privileged steps (mounting tracefs when it is missing, raising
 /// RLIMIT_MEMLOCK for kernels before 5.11), then down to what a running daemon needs
 /// ([`crate::privileges`]). A seccomp filter the kernel cannot take is a warning.
-fn lower_privileges(cfg: &Config) -> Result<crate::privileges::Report, crate::privileges::PrivilegeError> {
+fn lower_privileges(
+    cfg: &Config,
+) -> Result<crate::privileges::Report, crate::privileges::PrivilegeError> {
     use crate::privileges::Cap;
     let _ = crate::bpf::features::tracefs();
     crate::bpf::raise_memlock_once();

@@ -470,8 +470,14 @@ async fn connection(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, guard: S
             };
             match tls {
                 Ok(Ok(tls)) => {
-                    if security.as_ref().is_some_and(|s| !s.client_allowed(tls.get_ref().1.peer_certificates())) {
-                        let _ = ctx.metrics.closed.inc(&[label.as_str(), "client_not_allowed"]);
+                    if security
+                        .as_ref()
+                        .is_some_and(|s| !s.client_allowed(tls.get_ref().1.peer_certificates()))
+                    {
+                        let _ = ctx
+                            .metrics
+                            .closed
+                            .inc(&[label.as_str(), "client_not_allowed"]);
                         debug!(peer = %peer, "client certificate has no allowed SAN (client_allowed_sans)");
                     } else {
                         serve_io(ctx.clone(), tls, peer, guard).await;
@@ -569,12 +575,18 @@ async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, busy: Busy) -> Response<
         (Routes::Status, r) => r != Route::Metrics,
     };
     let mut response = if security.is_some_and(|s| !s.admit()) {
-        text(StatusCode::TOO_MANY_REQUESTS, "too many requests (rate_limit of the web config)\n")
+        text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests (rate_limit of the web config)\n",
+        )
     } else if !matches!(route, Route::Healthz | Route::Readyz)
         && security.is_some_and(|s| s.basic_auth())
         && !authorized(security, &req).await
     {
-        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized: basic auth needed\n");
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: basic auth needed\n",
+        );
         r.headers_mut().insert(
             WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"sonde\""),
@@ -585,7 +597,9 @@ async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, busy: Busy) -> Response<
         text(
             StatusCode::NOT_FOUND,
             match (route, &ctx.options.status_elsewhere) {
-                (Route::Metrics, _) => format!("{path} is not served here; it is on the main listen address\n"),
+                (Route::Metrics, _) => {
+                    format!("{path} is not served here; it is on the main listen address\n")
+                }
                 (_, Some(addr)) => format!("{path} is served on {addr} (status_listen)\n"),
                 (_, None) => format!("{path} is turned off (status_listen: off)\n"),
             },

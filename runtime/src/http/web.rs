@@ -135,7 +135,11 @@ impl WebConfig {
     pub fn parse(file: &str, text: &str) -> Result<WebConfig, WebConfigError> {
         let invalid = |path: &str, message: String| WebConfigError::Invalid {
             file: file.to_string(),
-            path: if path.is_empty() { ".".into() } else { path.into() },
+            path: if path.is_empty() {
+                ".".into()
+            } else {
+                path.into()
+            },
             message,
         };
         let value: serde_yaml::Value =
@@ -149,7 +153,10 @@ impl WebConfig {
             invalid(&path, e.into_inner().to_string())
         })?;
         if let Some(tls) = &cfg.tls_server_config {
-            for (key, v) in [("min_version", &tls.min_version), ("max_version", &tls.max_version)] {
+            for (key, v) in [
+                ("min_version", &tls.min_version),
+                ("max_version", &tls.max_version),
+            ] {
                 if let Some(v) = v {
                     version(v).map_err(|m| invalid(&format!("tls_server_config.{key}"), m))?;
                 }
@@ -169,7 +176,10 @@ impl WebConfig {
             if !ALLOWED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
                 return Err(invalid(
                     &format!("http_server_config.headers.{name}"),
-                    format!("not a header that can be set; allowed: {}", ALLOWED_HEADERS.join(", ")),
+                    format!(
+                        "not a header that can be set; allowed: {}",
+                        ALLOWED_HEADERS.join(", ")
+                    ),
                 ));
             }
         }
@@ -197,7 +207,9 @@ fn version(v: &str) -> Result<&'static rustls::SupportedProtocolVersion, String>
     match v {
         "TLS12" => Ok(&rustls::version::TLS12),
         "TLS13" => Ok(&rustls::version::TLS13),
-        "TLS10" | "TLS11" => Err(format!("{v} is not supported (insecure); use TLS12 or TLS13")),
+        "TLS10" | "TLS11" => Err(format!(
+            "{v} is not supported (insecure); use TLS12 or TLS13"
+        )),
         _ => Err(format!("unknown version `{v}`; use TLS12 or TLS13")),
     }
 }
@@ -301,10 +313,12 @@ impl WebSecurity {
             .iter()
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| {
-                let name = HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| invalid(&format!("http_server_config.headers.{k}"), e.to_string()))?;
-                let value = HeaderValue::from_str(v)
-                    .map_err(|e| invalid(&format!("http_server_config.headers.{k}"), e.to_string()))?;
+                let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+                    invalid(&format!("http_server_config.headers.{k}"), e.to_string())
+                })?;
+                let value = HeaderValue::from_str(v).map_err(|e| {
+                    invalid(&format!("http_server_config.headers.{k}"), e.to_string())
+                })?;
                 Ok((name, value))
             })
             .collect::<Result<_, _>>()?;
@@ -566,13 +580,26 @@ fn tls_acceptor(
         .collect::<Result<_, _>>()
         .map_err(|e| (at("cert_file"), format!("not a PEM certificate: {e}")))?;
     if certs.is_empty() {
-        return Err((at("cert_file"), "no certificate in it (PEM expected)".into()));
+        return Err((
+            at("cert_file"),
+            "no certificate in it (PEM expected)".into(),
+        ));
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| (at("key_file"), format!("no PEM private key in it: {e}")))?;
     let provider = Arc::new(provider(t)?);
-    let min = t.min_version.as_deref().map(version).transpose().map_err(|m| (at("min_version"), m))?;
-    let max = t.max_version.as_deref().map(version).transpose().map_err(|m| (at("max_version"), m))?;
+    let min = t
+        .min_version
+        .as_deref()
+        .map(version)
+        .transpose()
+        .map_err(|m| (at("min_version"), m))?;
+    let max = t
+        .max_version
+        .as_deref()
+        .map(version)
+        .transpose()
+        .map_err(|m| (at("max_version"), m))?;
     let order = |v: &rustls::SupportedProtocolVersion| u8::from(v == &rustls::version::TLS13);
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
         [&rustls::version::TLS12, &rustls::version::TLS13]
@@ -600,15 +627,22 @@ fn tls_acceptor(
             let ca = ca.ok_or_else(|| {
                 (
                     at("client_ca_file"),
-                    format!("missing: {} needs the CA that signs client certificates", t.client_auth_type),
+                    format!(
+                        "missing: {} needs the CA that signs client certificates",
+                        t.client_auth_type
+                    ),
                 )
             })?;
             let mut roots = rustls::RootCertStore::empty();
             for c in CertificateDer::pem_slice_iter(&ca) {
-                let c = c.map_err(|e| (at("client_ca_file"), format!("not a PEM certificate: {e}")))?;
-                roots
-                    .add(c)
-                    .map_err(|e| (at("client_ca_file"), format!("unusable CA certificate: {e}")))?;
+                let c =
+                    c.map_err(|e| (at("client_ca_file"), format!("not a PEM certificate: {e}")))?;
+                roots.add(c).map_err(|e| {
+                    (
+                        at("client_ca_file"),
+                        format!("unusable CA certificate: {e}"),
+                    )
+                })?;
             }
             let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let b = if mode == ClientAuth::VerifyIfGiven {
@@ -616,16 +650,22 @@ fn tls_acceptor(
             } else {
                 b
             };
-            Some(b.build().map_err(|e| (at("client_ca_file"), e.to_string()))?)
+            Some(
+                b.build()
+                    .map_err(|e| (at("client_ca_file"), e.to_string()))?,
+            )
         }
     };
     let builder = match verifier {
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| (at("key_file"), format!("the key does not go with the certificate, or is unusable: {e}")))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        (
+            at("key_file"),
+            format!("the key does not go with the certificate, or is unusable: {e}"),
+        )
+    })?;
     config.ignore_client_order = t.prefer_server_cipher_suites.unwrap_or(true);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
@@ -724,12 +764,23 @@ mod tests {
     fn mistakes_name_their_key() {
         let err = |text: &str| WebConfig::parse("w.yml", text).unwrap_err().to_string();
         let e = err("tls_server_config:\n  certfile: x\n");
-        assert!(e.contains("w.yml: tls_server_config") && e.contains("unknown field `certfile`"), "{e}");
-        assert!(err("tls_server_config:\n  min_version: TLS11\n").contains("TLS11 is not supported"));
-        assert!(err("tls_server_config:\n  client_auth_type: Sometimes\n").contains("tls_server_config.client_auth_type: unknown `Sometimes`"));
-        assert!(err("basic_auth_users:\n  bob: hunter2\n").contains("basic_auth_users.bob: not a bcrypt hash"));
-        assert!(err("http_server_config:\n  headers:\n    Server: x\n").contains("http_server_config.headers.Server: not a header that can be set"));
-        assert!(err("tls_server_config:\n  client_allowed_sans: [\"mailto:a@b\"]\n").contains("client_allowed_sans[0]"));
+        assert!(
+            e.contains("w.yml: tls_server_config") && e.contains("unknown field `certfile`"),
+            "{e}"
+        );
+        assert!(
+            err("tls_server_config:\n  min_version: TLS11\n").contains("TLS11 is not supported")
+        );
+        assert!(err("tls_server_config:\n  client_auth_type: Sometimes\n")
+            .contains("tls_server_config.client_auth_type: unknown `Sometimes`"));
+        assert!(err("basic_auth_users:\n  bob: hunter2\n")
+            .contains("basic_auth_users.bob: not a bcrypt hash"));
+        assert!(err("http_server_config:\n  headers:\n    Server: x\n")
+            .contains("http_server_config.headers.Server: not a header that can be set"));
+        assert!(
+            err("tls_server_config:\n  client_allowed_sans: [\"mailto:a@b\"]\n")
+                .contains("client_allowed_sans[0]")
+        );
         assert!(err("rate_limit:\n  interval: 1s\n  burst: 0\n").contains("rate_limit.burst"));
         assert_eq!(WebConfig::parse("w.yml", "").unwrap(), WebConfig::default());
     }
@@ -737,7 +788,8 @@ mod tests {
     #[tokio::test]
     async fn basic_auth_checks_bcrypt_and_caches() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let cfg = WebConfig::parse("w.yml", &format!("basic_auth_users:\n  prom: \"{hash}\"\n")).unwrap();
+        let cfg =
+            WebConfig::parse("w.yml", &format!("basic_auth_users:\n  prom: \"{hash}\"\n")).unwrap();
         let sec = WebSecurity::build(&cfg, "w.yml", None).unwrap();
         let header = |u: &str, p: &str| {
             use base64::Engine as _;
@@ -750,7 +802,10 @@ mod tests {
         assert!(!sec.authorized(None).await);
         assert!(!sec.authorized(Some(&header("prom", "wrong"))).await);
         assert!(!sec.authorized(Some(&header("nobody", "s3cret"))).await);
-        assert!(!sec.authorized(Some(&HeaderValue::from_static("Bearer x"))).await);
+        assert!(
+            !sec.authorized(Some(&HeaderValue::from_static("Bearer x")))
+                .await
+        );
         assert!(sec.authorized(Some(&header("prom", "s3cret"))).await);
         // Cached: the same answer, and a wrong password still fails.
         assert!(sec.authorized(Some(&header("prom", "s3cret"))).await);

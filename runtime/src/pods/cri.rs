@@ -106,7 +106,7 @@ impl Client {
             .max_header_list_size(MAX_HEADER_BYTES)
             .handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-        .map_err(|e| err(std::io::Error::other(e)))?;
+            .map_err(|e| err(std::io::Error::other(e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -497,14 +497,8 @@ mod tests {
     /// records the `grpc-timeout` it was sent.
     async fn fake_runtime(
         size: usize,
-    ) -> (
-        PathBuf,
-        std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    ) {
-        let dir = std::env::temp_dir().join(format!(
-            "sonde-cri-{}-{size}",
-            std::process::id()
-        ));
+    ) -> (PathBuf, std::sync::Arc<std::sync::Mutex<Option<String>>>) {
+        let dir = std::env::temp_dir().join(format!("sonde-cri-{}-{size}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cri.sock");
@@ -513,31 +507,32 @@ mod tests {
         let record = seen.clone();
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                *record.lock().unwrap() = req
-                    .headers()
-                    .get("grpc-timeout")
-                    .map(|v| v.to_str().unwrap().to_string());
-                // One unknown length-delimited field (number 15), skipped by the
-                // decoder: a valid, empty ListPodSandboxResponse of `size` bytes.
-                let mut msg = vec![0x7a];
-                let n = size - 1 - prost::encoding::encoded_len_varint((size - 5) as u64);
-                prost::encoding::encode_varint(n as u64, &mut msg);
-                msg.resize(size, 0);
-                let mut body = BytesMut::with_capacity(size + 5);
-                body.put_u8(0);
-                body.put_u32(size as u32);
-                body.extend_from_slice(&msg);
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        hyper::Response::builder()
-                            .header("content-type", "application/grpc")
-                            .header("grpc-status", "0")
-                            .body(Full::new(body.freeze()))
-                            .unwrap(),
-                    )
-                }
-            });
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    *record.lock().unwrap() = req
+                        .headers()
+                        .get("grpc-timeout")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    // One unknown length-delimited field (number 15), skipped by the
+                    // decoder: a valid, empty ListPodSandboxResponse of `size` bytes.
+                    let mut msg = vec![0x7a];
+                    let n = size - 1 - prost::encoding::encoded_len_varint((size - 5) as u64);
+                    prost::encoding::encode_varint(n as u64, &mut msg);
+                    msg.resize(size, 0);
+                    let mut body = BytesMut::with_capacity(size + 5);
+                    body.put_u8(0);
+                    body.put_u32(size as u32);
+                    body.extend_from_slice(&msg);
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", "0")
+                                .body(Full::new(body.freeze()))
+                                .unwrap(),
+                        )
+                    }
+                });
             let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
@@ -552,7 +547,9 @@ mod tests {
         let e = c.list_pod_sandboxes().await.unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("ListPodSandbox: answer larger than {MAX_RESPONSE_BYTES} bytes; not read further")
+            format!(
+                "ListPodSandbox: answer larger than {MAX_RESPONSE_BYTES} bytes; not read further"
+            )
         );
         assert_eq!(seen.lock().unwrap().as_deref(), Some("5000m"));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());

@@ -340,9 +340,11 @@ pub fn drop_to_running(extra: &[Cap]) -> Result<Report, PrivilegeError> {
     if before.effective.has(Cap::SETPCAP) {
         for c in (0..=last_cap()).map(Cap).filter(|c| !keep.has(*c)) {
             // SAFETY: prctl PR_CAPBSET_DROP takes a capability number.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c.0 as libc::c_ulong, 0, 0, 0) } != 0
-            {
-                return Err(sys(format!("dropping CAP_{} from the bounding set", c.name())));
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c.0 as libc::c_ulong, 0, 0, 0) } != 0 {
+                return Err(sys(format!(
+                    "dropping CAP_{} from the bounding set",
+                    c.name()
+                )));
             }
         }
         // 2. A root process gets no capabilities back from an execve.

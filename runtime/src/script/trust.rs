@@ -347,7 +347,10 @@ mod tests {
         let Some(d) = trusted_dir("walk") else { return };
         let p = TrustPolicy { owner: 4242 };
         write(&d.join("ok.rhai"), 0o644);
-        assert_eq!(check_trusted(&d.join("ok.rhai"), &p).unwrap(), d.join("ok.rhai"));
+        assert_eq!(
+            check_trusted(&d.join("ok.rhai"), &p).unwrap(),
+            d.join("ok.rhai")
+        );
         // The daemon's own user may own it.
         chown(&d.join("ok.rhai"), 4242);
         assert!(check_trusted(&d.join("ok.rhai"), &p).is_ok());
@@ -365,7 +368,10 @@ mod tests {
         // Group-writable file.
         write(&d.join("gw.rhai"), 0o664);
         let e = check_trusted(&d.join("gw.rhai"), &p).unwrap_err();
-        assert!(e.to_string().contains("is writable by group (mode 0664)"), "{e}");
+        assert!(
+            e.to_string().contains("is writable by group (mode 0664)"),
+            "{e}"
+        );
         // A directory writable by others above a good file.
         std::fs::create_dir(d.join("open")).unwrap();
         std::fs::set_permissions(d.join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -382,7 +388,10 @@ mod tests {
         // directory is checked too.
         symlink(d.join("open/x.rhai"), d.join("via.rhai")).unwrap();
         let e = check_trusted(&d.join("via.rhai"), &p).unwrap_err();
-        assert!(e.to_string().contains("writable by group and others"), "{e}");
+        assert!(
+            e.to_string().contains("writable by group and others"),
+            "{e}"
+        );
         // A symlink to a good file resolves to it; relative links and `..` too.
         std::fs::create_dir(d.join("sub")).unwrap();
         symlink("../ok.rhai", d.join("sub/rel.rhai")).unwrap();
@@ -435,7 +444,10 @@ mod tests {
         std::fs::create_dir(&fake).unwrap();
         layout(&fake);
         let e = check_trusted(&fake.join("mine.rhai"), &p).unwrap_err();
-        assert!(e.to_string().contains("writable by group and others"), "{e}");
+        assert!(
+            e.to_string().contains("writable by group and others"),
+            "{e}"
+        );
         // A tmpfs mounted there, as kubelet's volumes are.
         let vol = d.join("vol");
         std::fs::create_dir(&vol).unwrap();

@@ -367,7 +367,11 @@ impl LokiConfig {
             return Ok(());
         }
         let url = self.push_url()?;
-        if self.tls.is_set() && url.as_ref().is_some_and(|u| u.scheme_str() != Some("https")) {
+        if self.tls.is_set()
+            && url
+                .as_ref()
+                .is_some_and(|u| u.scheme_str() != Some("https"))
+        {
             return Err(invalid(
                 "sinks.loki.tls",
                 "is set but sinks.loki.url is http://; use https://",
@@ -688,10 +692,17 @@ stream:
         .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("sinks.loki.url: "), "{msg}");
-        assert!(msg.contains("expected a URL starting with http:// or https://"), "{msg}");
+        assert!(
+            msg.contains("expected a URL starting with http:// or https://"),
+            "{msg}"
+        );
         // https is kept as such.
         assert_eq!(
-            loki("https://loki.example").push_url().unwrap().unwrap().to_string(),
+            loki("https://loki.example")
+                .push_url()
+                .unwrap()
+                .unwrap()
+                .to_string(),
             "https://loki.example/loki/api/v1/push"
         );
     }

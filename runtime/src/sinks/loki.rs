@@ -27,10 +27,10 @@ use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_A
 use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -126,14 +126,23 @@ fn client_tls(cfg: &super::LokiTls, https: bool) -> Result<rustls::ClientConfig,
         } else {
             let file = &cfg.ca_file;
             let pem = std::fs::read(file).map_err(|e| {
-                tls_error("sinks.loki.tls.ca_file", format!("cannot read `{}`: {e}", file.display()))
+                tls_error(
+                    "sinks.loki.tls.ca_file",
+                    format!("cannot read `{}`: {e}", file.display()),
+                )
             })?;
             for c in CertificateDer::pem_slice_iter(&pem) {
                 let c = c.map_err(|e| {
-                    tls_error("sinks.loki.tls.ca_file", format!("`{}`: not PEM certificates: {e}", file.display()))
+                    tls_error(
+                        "sinks.loki.tls.ca_file",
+                        format!("`{}`: not PEM certificates: {e}", file.display()),
+                    )
                 })?;
                 roots.add(c).map_err(|e| {
-                    tls_error("sinks.loki.tls.ca_file", format!("`{}`: unusable CA certificate: {e}", file.display()))
+                    tls_error(
+                        "sinks.loki.tls.ca_file",
+                        format!("`{}`: unusable CA certificate: {e}", file.display()),
+                    )
                 })?;
             }
             if roots.is_empty() {
@@ -151,10 +160,16 @@ fn client_tls(cfg: &super::LokiTls, https: bool) -> Result<rustls::ClientConfig,
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
         .and_then(|i| i.collect::<Result<_, _>>())
         .map_err(|e| {
-            tls_error("sinks.loki.tls.cert_file", format!("`{}`: {e}", cfg.cert_file.display()))
+            tls_error(
+                "sinks.loki.tls.cert_file",
+                format!("`{}`: {e}", cfg.cert_file.display()),
+            )
         })?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| {
-        tls_error("sinks.loki.tls.key_file", format!("`{}`: {e}", cfg.key_file.display()))
+        tls_error(
+            "sinks.loki.tls.key_file",
+            format!("`{}`: {e}", cfg.key_file.display()),
+        )
     })?;
     builder.with_client_auth_cert(certs, key).map_err(|e| {
         tls_error(
@@ -250,7 +265,10 @@ impl LokiSink {
                 .map_err(|_| {
                     tls_error(
                         "sinks.loki.tls.server_name",
-                        format!("`{}` is not a DNS name or an IP address", config.tls.server_name),
+                        format!(
+                            "`{}` is not a DNS name or an IP address",
+                            config.tls.server_name
+                        ),
                     )
                 })?;
             builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
