@@ -922,3 +922,76 @@ fn loki_over_tls_with_a_ca_file_and_a_bearer_token_file() {
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_web_config_is_read_again_on_sighup_and_a_broken_one_is_rejected() {
+    if !require_root("the_web_config_is_read_again_on_sighup_and_a_broken_one_is_rejected") {
+        return;
+    }
+    let dir = sonde_tests::trusted_tmp().join(format!("sonde-web-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("web.yml");
+    let users = |password: &str| {
+        format!(
+            "basic_auth_users:\n  prom: \"{}\"\n",
+            bcrypt::hash(password, 4).unwrap()
+        )
+    };
+    std::fs::write(&file, users("first")).unwrap();
+    let d = Daemon::launch(
+        "webreload",
+        Options {
+            extra: &format!("web_config: {}\n", file.display()),
+            client: Client {
+                tls: None,
+                headers: vec![basic("prom", "first")],
+            },
+            ..Options::default()
+        },
+    );
+    let code = |password: &str| {
+        http_get(d.addr, "/metrics", &[&basic("prom", password)])
+            .unwrap()
+            .0
+    };
+    assert_eq!((code("first"), code("second")), (200, 401));
+    let hup = || {
+        // SAFETY: kill on a child we own.
+        unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+    };
+    std::fs::write(&file, users("second")).unwrap();
+    hup();
+    d.wait_for("the new password", Duration::from_secs(5), || {
+        code("second") == 200
+    });
+    assert_eq!(code("first"), 401);
+    // Broken: rejected, counted, the one in force stays.
+    std::fs::write(&file, "basic_auth_users:\n  prom: plaintext\n").unwrap();
+    hup();
+    let failed = |m: &str| sample(m, "sonde_config_reloads_total", &[("result", "failure")]);
+    let scrape = || {
+        http_get(d.addr, "/metrics", &[&basic("prom", "second")])
+            .unwrap()
+            .1
+    };
+    d.wait_for(
+        "the broken web config to be rejected",
+        Duration::from_secs(5),
+        || failed(&scrape()).is_some_and(|n| n >= 1.0),
+    );
+    assert_eq!(code("second"), 200);
+    let errors = serde_json::from_str::<serde_json::Value>(
+        &http_get(d.addr, "/status", &[&basic("prom", "second")])
+            .unwrap()
+            .1,
+    )
+    .unwrap()["last_reload"]["errors"]
+        .to_string();
+    assert!(
+        errors.contains("basic_auth_users.prom: not a bcrypt hash"),
+        "{errors}"
+    );
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -213,6 +213,23 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
     }
 }
 
+/// Reads a web configuration file, first checking who can change it like the config
+/// file ([`crate::script::trust`]): it decides who may read the endpoints.
+fn load_web_config(
+    path: &std::path::Path,
+    strict_modes: bool,
+) -> Result<crate::http::web::WebSecurity, String> {
+    let policy = crate::script::trust::TrustPolicy::for_this_process();
+    match crate::script::trust::check_trusted(path, &policy) {
+        Ok(_) => {}
+        Err(e) if !strict_modes => {
+            tracing::warn!(error = %e, "untrusted web config read anyway: scripts.strict_modes is false");
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    crate::http::web::WebSecurity::load(path).map_err(|e| e.to_string())
+}
+
 /// The web configuration in force and where it is read from on a reload.
 struct Web {
     path: Option<PathBuf>,
@@ -221,9 +238,9 @@ struct Web {
 
 impl Web {
     /// Re-reads the file; one that cannot be used leaves the running one in force.
-    fn reload(&self) -> Option<String> {
+    fn reload(&self, strict_modes: bool) -> Option<String> {
         let path = self.path.as_deref()?;
-        match crate::http::web::WebSecurity::load(path) {
+        match load_web_config(path, strict_modes) {
             Ok(s) => {
                 self.cell.set(Some(s));
                 tracing::info!(file = %path.display(), "web config reloaded");
@@ -416,8 +433,8 @@ async fn run(
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                web.reload();
-                sup.reload(config_path.as_deref()).await;
+                let errors = web.reload(sup.cfg.scripts.strict_modes).into_iter().collect();
+                sup.reload_with(config_path.as_deref(), errors).await;
             }
             Some((name, reason)) = failures.recv() => {
                 sup.fail(&name, reason).await;
@@ -435,8 +452,8 @@ async fn run(
                 }
                 settle(watcher.as_mut()).await;
                 tracing::debug!("change seen: reloading");
-                web.reload();
-                sup.reload(config_path.as_deref()).await;
+                let errors = web.reload(sup.cfg.scripts.strict_modes).into_iter().collect();
+                sup.reload_with(config_path.as_deref(), errors).await;
             }
         }
         if let Some(w) = watcher.as_mut() {
