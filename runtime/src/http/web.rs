@@ -429,19 +429,18 @@ impl BasicAuth {
             return true;
         }
         // An unknown user costs a bcrypt like a known one: no timing difference.
-        let hash = self
-            .users
-            .get(&user)
-            .cloned()
-            .unwrap_or_else(|| dummy_hash().to_string());
-        let known = self.users.contains_key(&user);
+        let hash = self.users.get(&user).cloned();
+        let known = hash.is_some();
         let Ok(_permit) = self.hashing.acquire().await else {
             return false;
         };
         let pw = password.clone();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false)
+        let ok = tokio::task::spawn_blocking(move || {
+            let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+            bcrypt::verify(pw, hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
             && known;
         if ok {
             self.verified
