@@ -20,6 +20,7 @@
 //! - [`http`]: the daemon's endpoints (`/metrics`, `/status`, `/events`, ...);
 //! - [`daemon`]: the node agent: config, script directory watch, validate-then-swap
 //!   reloads, self-metrics, shutdown;
+//! - [`panic`]: a panic in one script's work contained to that work;
 //! - [`privileges`]: the capabilities the daemon keeps, the rest dropped at start,
 //!   no_new_privs and a seccomp filter;
 //! - [`cli`]: `sonde run`, `sonde daemon`, `sonde events`, `sonde probes`, `sonde check`.
@@ -32,6 +33,7 @@ pub mod event;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod panic;
 pub mod pods;
 pub mod privileges;
 pub mod record;
