@@ -77,6 +77,25 @@ pub fn sonde_bin() -> PathBuf {
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "-p", "sonde", "--bin", "sonde"])
             .current_dir(&root);
+        // What cargo set for this test binary is not the build's business: ring's
+        // build script reruns when CARGO_MANIFEST_DIR changes, which rebuilt ring,
+        // rustls and sonde in every test process (and again for the next `cargo
+        // test`).
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
