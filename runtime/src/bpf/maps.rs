@@ -179,13 +179,21 @@ struct TableEntry {
 pub struct MapTable {
     maps: HashMap<String, TableEntry>,
     env: Mutex<Option<Arc<DecodeEnv>>>,
+    /// Stacks read (and deleted from the kernel's map) in the last
+    /// [`STACK_CACHE_FOR`]: records submitted together often share one stack id,
+    /// and only the first read finds it in the kernel.
+    stacks: Mutex<HashMap<u32, (std::time::Instant, Arc<Vec<u64>>)>>,
 }
+
+/// How long a stack read from the kernel answers later reads of its id.
+const STACK_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl MapTable {
     pub(crate) fn new() -> Self {
         MapTable {
             maps: HashMap::new(),
             env: Mutex::new(None),
+            stacks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -268,17 +276,28 @@ impl MapTable {
         let Some(e) = self.maps.get("stacks") else {
             return Vec::new();
         };
+        let now = std::time::Instant::now();
+        let mut cache = self.stacks.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (at, _)| now.duration_since(*at) < STACK_CACHE_FOR);
+        if let Some((_, frames)) = cache.get(&id) {
+            return frames.to_vec();
+        }
         let key = id.to_ne_bytes();
         let found = e.raw.lookup(&key);
+        // Deleted once read: the kernel's buckets are reused by new stacks.
         let _ = e.raw.delete(&key);
-        match found {
+        let frames: Vec<u64> = match found {
             Ok(Some(v)) => v
                 .chunks_exact(8)
                 .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
                 .take_while(|ip| *ip != 0)
                 .collect(),
             _ => Vec::new(),
+        };
+        if !frames.is_empty() {
+            cache.insert(id, (now, Arc::new(frames.clone())));
         }
+        frames
     }
 
     /// Decoded entries: `#{key, value}` with per-CPU values summed.
