@@ -241,10 +241,11 @@ impl Daemon {
             std::process::id(),
             addr.port()
         )));
+        // The config lives in the temp directory (1777): strict modes would refuse it.
         let text = format!(
             "listen: {addr}\n\
              node_name: bench\n\
-             scripts:\n  builtin: [tcp_reset, packet_loss]\n  directories: []\n\
+             scripts:\n  builtin: [tcp_reset, packet_loss]\n  directories: []\n  strict_modes: false\n\
              sinks:\n  stdout:\n    enabled: {stdout}\n"
         );
         std::fs::write(&config.0, text)

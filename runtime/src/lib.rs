@@ -21,6 +21,8 @@
 //! - [`daemon`]: the node agent: config, script directory watch, validate-then-swap
 //!   reloads, self-metrics, shutdown;
 //! - [`panic`]: a panic in one script's work contained to that work;
+//! - [`privileges`]: the capabilities the daemon keeps, the rest dropped at start,
+//!   no_new_privs and a seccomp filter;
 //! - [`cli`]: `sonde run`, `sonde daemon`, `sonde events`, `sonde probes`, `sonde check`.
 
 pub mod bpf;
@@ -33,6 +35,7 @@ pub mod memory;
 pub mod metrics;
 pub mod panic;
 pub mod pods;
+pub mod privileges;
 pub mod record;
 pub mod script;
 pub mod sinks;

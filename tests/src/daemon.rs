@@ -18,6 +18,50 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub dir: PathBuf,
     pub addr: SocketAddr,
+    /// How [`Daemon::get`] and friends talk to it (TLS, credentials).
+    pub client: Client,
+}
+
+/// How the harness talks to the daemon: plain HTTP, or TLS with a CA to trust (and
+/// a client certificate); headers sent with every request (e.g. `Authorization`).
+#[derive(Clone, Default)]
+pub struct Client {
+    pub tls: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
+    pub headers: Vec<String>,
+}
+
+impl Client {
+    pub fn get(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[&str],
+    ) -> std::io::Result<(u16, String)> {
+        let mut all: Vec<&str> = self.headers.iter().map(String::as_str).collect();
+        all.extend_from_slice(headers);
+        match &self.tls {
+            None => http_get(addr, path, &all),
+            Some(cfg) => crate::tls::https_get(cfg.clone(), "localhost", addr, path, &all),
+        }
+    }
+}
+
+/// What [`Daemon::launch`] starts.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Built-in scripts to run.
+    pub builtin: &'a [&'a str],
+    /// Appended to the config.
+    pub extra: &'a str,
+    /// Put in the script directory before the start.
+    pub files: &'a [ScriptFile<'a>],
+    /// Where stdout goes (default: `stdout.log` in the directory).
+    pub stdout: Option<Stdio>,
+    /// The daemon runs as `wrapper... sonde daemon --config ... args...` (e.g.
+    /// `setpriv ...`).
+    pub wrapper: Vec<String>,
+    pub args: Vec<String>,
+    pub client: Client,
 }
 
 pub fn free_port() -> u16 {
@@ -28,8 +72,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `<trusted_tmp>/sonde-e2e-<test>-<pid>` with an empty `scripts` directory, fresh.
 pub fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sonde-e2e-{test}-{}", std::process::id()));
+    let dir = crate::trusted_tmp().join(format!("sonde-e2e-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     dir
@@ -52,20 +97,54 @@ impl Daemon {
         files: &[ScriptFile<'_>],
         stdout: Option<Stdio>,
     ) -> Daemon {
+        Self::launch(
+            test,
+            Options {
+                builtin,
+                extra,
+                files,
+                stdout,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Starts a daemon as `opts` say; waits until /readyz says ready.
+    pub fn launch(test: &str, opts: Options<'_>) -> Daemon {
+        let Options {
+            builtin,
+            extra,
+            files,
+            stdout,
+            wrapper,
+            args,
+            client,
+        } = opts;
         let dir = temp_dir(test);
         for (name, fill) in files {
             fill(&dir.join("scripts").join(name));
         }
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
-            "listen: {addr}\nnode_name: e2e-node\nscripts:\n  builtin: [{}]\n  directories: [{}]\n{extra}",
+            "listen: {addr}\nnode_name: e2e-node\nscripts:\n  builtin: [{}]\n  directories: [{}]\n{}{extra}",
             builtin.join(", "),
-            dir.join("scripts").display()
+            dir.join("scripts").display(),
+            if crate::strict_modes_hold() { "" } else { "  strict_modes: false\n" },
         );
         std::fs::write(dir.join("sonde.yaml"), config).unwrap();
-        let child = Command::new(sonde_bin())
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(sonde_bin()),
+            Some((program, rest)) => {
+                // runs: setpriv
+                let mut c = Command::new(program);
+                c.args(rest).arg(sonde_bin());
+                c
+            }
+        };
+        let child = cmd
             .args(["daemon", "--config"])
             .arg(dir.join("sonde.yaml"))
+            .args(&args)
             .env("SONDE_LOG", "info")
             .stdout(stdout.unwrap_or_else(|| {
                 std::fs::File::create(dir.join("stdout.log"))
@@ -79,6 +158,7 @@ impl Daemon {
             child: Some(child),
             dir,
             addr,
+            client,
         };
         d.wait_for("/readyz to say ready", Duration::from_secs(20), || {
             matches!(d.try_get("/readyz"), Some((200, _)))
@@ -103,11 +183,11 @@ impl Daemon {
     }
 
     pub fn try_get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.addr, path, &[]).ok()
+        self.client.get(self.addr, path, &[]).ok()
     }
 
     pub fn get(&self, path: &str) -> String {
-        match http_get(self.addr, path, &[]) {
+        match self.client.get(self.addr, path, &[]) {
             Ok((200, body)) => body,
             other => panic!("GET {path}: {other:?}\nstderr:\n{}", self.stderr()),
         }
@@ -198,7 +278,12 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> std::io::Resu
     s.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    parse_response(&raw)
+}
+
+/// `(status, body)` of a whole HTTP/1.1 response (chunked bodies joined).
+pub fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| std::io::Error::other("no header end"))?;

@@ -11,6 +11,7 @@
 pub mod daemon;
 pub mod kernel;
 pub mod run;
+pub mod tls;
 pub mod veth;
 
 use std::os::unix::fs::MetadataExt;
@@ -29,6 +30,31 @@ pub fn require_root(test: &str) -> bool {
 
 /// Says loudly that a test cannot run here; fails under CI ([`sonde::testkit::skip`]).
 pub use sonde::testkit::skip as cannot_run;
+
+/// A directory for files the daemon reads as scripts or config, trusted by its
+/// strict modes (`scripts.strict_modes`, like sshd's `StrictModes`): when root,
+/// `/run/sonde-tests` (root-owned, 0755, not under the 1777 `/tmp`), with the umask
+/// set to 022 so the files written there are not group- or world-writable. Else the
+/// system temp directory, where the daemon refuses them unless its config sets
+/// `scripts.strict_modes: false` ([`daemon::Daemon`] does so then).
+pub fn trusted_tmp() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return std::env::temp_dir();
+    }
+    let dir = PathBuf::from("/run/sonde-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // SAFETY: umask has no preconditions; 022 is what root's shell has anyway.
+    unsafe { libc::umask(0o022) };
+    dir
+}
+
+/// True when [`trusted_tmp`] is a directory the daemon's strict modes accept.
+pub fn strict_modes_hold() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -51,6 +77,25 @@ pub fn sonde_bin() -> PathBuf {
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "-p", "sonde", "--bin", "sonde"])
             .current_dir(&root);
+        // What cargo set for this test binary is not the build's business: ring's
+        // build script reruns when CARGO_MANIFEST_DIR changes, which rebuilt ring,
+        // rustls and sonde in every test process (and again for the next `cargo
+        // test`).
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }

@@ -23,8 +23,10 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const SYSFS_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// Where strict modes trust the configs and scripts written there (not /tmp).
 fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sonde-inputs-{test}-{}", std::process::id()));
+    let dir =
+        sonde_tests::trusted_tmp().join(format!("sonde-inputs-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

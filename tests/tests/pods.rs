@@ -424,7 +424,9 @@ impl Daemon {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let dir = dir.join("sonde");
+        // Its config and scripts where strict modes trust them (not under /tmp).
+        let dir = sonde_tests::trusted_tmp().join(dir.file_name().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("scripts")).unwrap();
         std::fs::write(dir.join("scripts/peers.rhai"), PEERS_SCRIPT).unwrap();
         std::fs::write(

@@ -623,7 +623,7 @@ fn flow_daemon_killed_and_reloaded_keeps_one_set() {
     }
     let pod = Pod::new("d", 71);
     let h = pod.host.as_str();
-    let dir = std::env::temp_dir().join(format!("sonde-e2e-tc-{}", std::process::id()));
+    let dir = sonde_tests::trusted_tmp().join(format!("sonde-e2e-tc-{}", std::process::id()));
     Daemon::config(&dir, h);
 
     let d = Daemon::start(&dir, 1);

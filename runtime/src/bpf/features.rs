@@ -21,9 +21,8 @@ pub fn tracefs() -> Option<&'static Path> {
                 return Some(PathBuf::from(root));
             }
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            tracing::debug!("not root: tracefs is not readable and cannot be mounted");
+        if !crate::privileges::has_effective(crate::privileges::Cap::SYS_ADMIN) {
+            tracing::debug!("no CAP_SYS_ADMIN: tracefs is not readable or not mounted, and cannot be mounted");
             return None;
         }
         match mount_tracefs() {
@@ -93,9 +92,13 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
     match hook {
         Hook::Tracepoint { category, name } => {
             let Some(root) = tracefs() else {
+                use crate::privileges::{has_effective, Cap};
                 // SAFETY: geteuid has no preconditions.
-                return Err(if unsafe { libc::geteuid() } != 0 {
-                    "needs root: tracefs (/sys/kernel/tracing) is readable by root only (or grant CAP_DAC_READ_SEARCH)".into()
+                let root = unsafe { libc::geteuid() } == 0;
+                return Err(if !root && !has_effective(Cap::DAC_READ_SEARCH) {
+                    "cannot read tracefs (/sys/kernel/tracing is readable by root only): grant CAP_DAC_READ_SEARCH".into()
+                } else if !has_effective(Cap::SYS_ADMIN) {
+                    "tracefs is not mounted at /sys/kernel/tracing: mount it, or grant CAP_SYS_ADMIN so sonde mounts it".into()
                 } else {
                     "tracefs is not mounted and could not be mounted at /sys/kernel/tracing".into()
                 });
@@ -134,9 +137,8 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
         Hook::Tc { .. } => {
             // Which interfaces, and whether they take the program, is only known when
             // attaching (the loader reports it); attaching needs CAP_NET_ADMIN.
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 {
-                Err("needs root: attaching traffic control programs needs CAP_NET_ADMIN".into())
+            if !crate::privileges::has_effective(crate::privileges::Cap::NET_ADMIN) {
+                Err("needs CAP_NET_ADMIN: attaching traffic control programs".into())
             } else {
                 Ok(())
             }

@@ -293,14 +293,7 @@ fn load_contained(
             knob_values.push((name.clone(), bytes, value.to_string()));
         }
     }
-    if let Err(e) = raise_memlock() {
-        // Kernels >= 5.11 account BPF memory to the cgroup, not to RLIMIT_MEMLOCK.
-        if kernel_at_least(5, 11) {
-            tracing::debug!(error = %e, "cannot raise RLIMIT_MEMLOCK; not needed on this kernel");
-        } else {
-            tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; loading may fail on kernels < 5.11 (run as root or raise the limit)");
-        }
-    }
+    raise_memlock_once();
 
     let wanted = wanted_variant(spec, params)?;
     let mut skipped = Vec::new();
@@ -522,6 +515,22 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
         .filter_map(|p| p.parse::<u32>().ok());
     let (ma, mi) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     (ma, mi) >= (major, minor)
+}
+
+/// Raises RLIMIT_MEMLOCK once per process (the daemon does it before it drops
+/// CAP_SYS_RESOURCE; the limit stays raised for later loads).
+pub fn raise_memlock_once() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        if let Err(e) = raise_memlock() {
+            // Kernels >= 5.11 account BPF memory to the cgroup, not to RLIMIT_MEMLOCK.
+            if kernel_at_least(5, 11) {
+                tracing::debug!(error = %e, "cannot raise RLIMIT_MEMLOCK; not needed on this kernel");
+            } else {
+                tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; loading may fail on kernels < 5.11 (run as root or grant CAP_SYS_RESOURCE)");
+            }
+        }
+    });
 }
 
 fn raise_memlock() -> std::io::Result<()> {

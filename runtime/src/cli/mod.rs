@@ -80,6 +80,10 @@ pub struct DaemonArgs {
     /// would run, and exit.
     #[arg(long)]
     pub check: bool,
+    /// A Prometheus web configuration file (TLS, basic auth), as node_exporter's
+    /// --web.config.file; overrides `web_config` of the config.
+    #[arg(long, value_name = "FILE", env = "SONDE_WEB_CONFIG")]
+    pub web_config: Option<PathBuf>,
     /// Kernel BTF to use before anything else (a file), or a directory searched
     /// after /sys/kernel/btf/vmlinux; overrides the config's `btf:`.
     #[arg(long, value_name = "FILE|DIR")]

@@ -33,6 +33,9 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
+    /// The file can be changed by someone else than root or the daemon's user.
+    #[error("{message}")]
+    Untrusted { file: String, message: String },
     #[error("{file}: {path}: {message}")]
     Invalid {
         file: String,
@@ -48,6 +51,17 @@ pub enum ConfigError {
 pub struct Config {
     /// Address of the HTTP endpoints (`/metrics`, `/events`, ...).
     pub listen: SocketAddr,
+    /// A Prometheus web configuration file (TLS, basic auth, headers, rate limit:
+    /// [`crate::http::web`]); empty: plain HTTP without auth. `--web-config`
+    /// overrides it.
+    pub web_config: Option<PathBuf>,
+    /// Where `/status` and `/events` are served: `listen` (with `/metrics`), `off`,
+    /// or a loopback address of their own (plain HTTP, no auth: for `sonde events`
+    /// and people on the node).
+    pub status_listen: StatusListen,
+    /// Open HTTP connections at most, per listener; past it the longest idle one is
+    /// closed, or the new one when all are busy.
+    pub max_connections: usize,
     /// The `node` label of every series and event; empty: the host name.
     pub node_name: String,
     /// Kernel BTF to use before anything else (a file), or a directory searched
@@ -68,6 +82,50 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
+/// `status_listen`: where `/status` and `/events` are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusListen {
+    /// On `listen`, with everything else.
+    Listen,
+    /// Not served.
+    Off,
+    /// On a loopback address of their own.
+    Addr(SocketAddr),
+}
+
+impl Serialize for StatusListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StatusListen::Listen => s.serialize_str("listen"),
+            StatusListen::Off => s.serialize_str("off"),
+            StatusListen::Addr(a) => s.serialize_str(&a.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "listen" | "" => Ok(StatusListen::Listen),
+            "off" => Ok(StatusListen::Off),
+            other => {
+                let addr: SocketAddr = other.parse().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "expected `listen`, `off` or a loopback address like 127.0.0.1:9103, got `{other}`"
+                    ))
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(serde::de::Error::custom(format!(
+                        "{addr} is not a loopback address: /status and /events on an address of their own are served without TLS or auth, so only on 127.0.0.1 or ::1"
+                    )));
+                }
+                Ok(StatusListen::Addr(addr))
+            }
+        }
+    }
+}
+
 /// Which scripts run, and their params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +139,11 @@ pub struct ScriptsConfig {
     /// parsed by the type of the script's default (durations like `"10ms"` work for
     /// integer params in ms/us/ns).
     pub params: BTreeMap<String, BTreeMap<String, String>>,
+    /// sshd's `StrictModes`: a script file, every directory above it and the config
+    /// file must be owned by root (or the daemon's user) and not writable by group or
+    /// others, else they are refused ([`crate::script::trust`]). `false` only warns,
+    /// for development.
+    pub strict_modes: bool,
 }
 
 /// Limits applied to every script's handler calls.
@@ -118,6 +181,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9102)),
+            web_config: None,
+            status_listen: StatusListen::Listen,
+            max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
             node_name: String::new(),
             btf: None,
             btf_archive: None,
@@ -139,6 +205,7 @@ impl Default for ScriptsConfig {
                 .collect(),
             directories: vec![PathBuf::from("/etc/sonde/scripts.d")],
             params: BTreeMap::new(),
+            strict_modes: true,
         }
     }
 }
@@ -332,6 +399,25 @@ impl Config {
         Config::parse(&file, &text)
     }
 
+    /// [`Config::load`], then the file's trust ([`crate::script::trust`]): a config
+    /// that someone besides root (or the daemon's user) can change is refused, or
+    /// only warned about when it sets `scripts.strict_modes: false`.
+    pub fn load_trusted(path: &Path) -> Result<Config, ConfigError> {
+        let cfg = Config::load(path)?;
+        let policy = crate::script::trust::TrustPolicy::for_this_process();
+        match crate::script::trust::check_trusted(path, &policy) {
+            Ok(_) => Ok(cfg),
+            Err(e) if !cfg.scripts.strict_modes => {
+                tracing::warn!(error = %e, "untrusted config read anyway: it sets scripts.strict_modes: false");
+                Ok(cfg)
+            }
+            Err(e) => Err(ConfigError::Untrusted {
+                file: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
     /// The embedded default.
     pub fn embedded() -> Config {
         Config::parse("packaging/config.yaml", DEFAULT_YAML)
@@ -381,6 +467,21 @@ impl Config {
             "how long shutdown may spend flushing sinks",
         )
         .map_err(|m| ("shutdown_timeout".to_string(), m))?;
+        super::serde_util::check_range(
+            self.max_connections,
+            1..=65536,
+            crate::http::DEFAULT_MAX_CONNECTIONS,
+            "HTTP connections open at once",
+        )
+        .map_err(|m| ("max_connections".to_string(), m))?;
+        if let StatusListen::Addr(a) = self.status_listen {
+            if a == self.listen {
+                return Err((
+                    "status_listen".into(),
+                    format!("{a} is `listen` itself; write `listen` to serve them there"),
+                ));
+            }
+        }
         self.pods.validate()?;
         self.sinks.validate().map_err(|e| match e {
             crate::sinks::SinkError::Config { path, reason } => (path.to_string(), reason),
@@ -527,6 +628,32 @@ mod tests {
         assert_eq!(
             (c.limits.max_script_bytes, c.limits.families_per_script),
             (256 << 10, 8)
+        );
+        let e = Config::parse("c.yaml", "status_listen: 0.0.0.0:9103\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("status_listen: 0.0.0.0:9103 is not a loopback address"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "c.yaml",
+            "status_listen: \"[::1]:9103\"\nmax_connections: 8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.status_listen,
+            StatusListen::Addr("[::1]:9103".parse().unwrap())
+        );
+        assert_eq!(
+            Config::parse("c.yaml", "status_listen: off\n")
+                .unwrap()
+                .status_listen,
+            StatusListen::Off
+        );
+        let e = Config::parse("c.yaml", "max_connections: 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("max_connections: 0 is out of range"),
+            "{e}"
         );
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");

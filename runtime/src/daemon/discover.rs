@@ -9,6 +9,11 @@
 //! Only regular files (and symlinks to them) of at most `limits.max_script_bytes`
 //! are read ([`read_script_file`]): a FIFO, a device or a file over the cap is
 //! [`Unreadable`], without blocking and without being read whole.
+//!
+//! Before that, with `scripts.strict_modes` (the default), the file and every
+//! directory it goes through must be changeable by root (or the daemon's user)
+//! only ([`crate::script::trust`]): anything else is [`Unreadable`] with reason
+//! `untrusted`, or read with a warning when strict modes are off.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,7 @@ use std::sync::Arc;
 use super::builtin;
 use super::config::Config;
 use crate::script::read_script_file;
+use crate::script::trust::{check_trusted, TrustPolicy};
 
 /// Where a script comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +58,7 @@ pub struct Unreadable {
     /// The whole message, path included.
     pub error: String,
     /// Why, for metric labels: `too_large`, `not_regular_file`, `not_utf8`,
-    /// `unreadable`.
+    /// `untrusted`, `unreadable`.
     pub reason: &'static str,
 }
 
@@ -60,6 +66,7 @@ pub struct Unreadable {
 pub fn wanted(cfg: &Config) -> (BTreeMap<String, Wanted>, Vec<Unreadable>) {
     let mut out = BTreeMap::new();
     let mut unreadable = Vec::new();
+    let policy = TrustPolicy::for_this_process();
     for name in &cfg.scripts.builtin {
         if let Some(source) = builtin::find(name) {
             out.insert(
@@ -85,7 +92,23 @@ pub fn wanted(cfg: &Config) -> (BTreeMap<String, Wanted>, Vec<Unreadable>) {
                 tracing::warn!(script = %name, used = %first.display(), ignored = %path.display(), "two scripts with the same name; the first directory wins");
                 continue;
             }
-            match read_script_file(&path, cfg.limits.max_script_bytes) {
+            let trusted = match check_trusted(&path, &policy) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) if !cfg.scripts.strict_modes => {
+                    tracing::warn!(script = %name, error = %e, "untrusted script read anyway: scripts.strict_modes is false");
+                    Ok(())
+                }
+                Err(e) => Err((e.to_string(), e.reason())),
+            };
+            let read = trusted.and_then(|()| {
+                read_script_file(&path, cfg.limits.max_script_bytes).map_err(|e| {
+                    // Removed between listing and reading: the next event reloads again.
+                    let reason = if e.is_not_found() { "" } else { e.reason() };
+                    (e.to_string(), reason)
+                })
+            });
+            match read {
                 Ok(text) => {
                     out.insert(
                         name.clone(),
@@ -96,9 +119,8 @@ pub fn wanted(cfg: &Config) -> (BTreeMap<String, Wanted>, Vec<Unreadable>) {
                         },
                     );
                 }
-                // Removed between listing and reading: the next event reloads again.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
+                Err((_, "")) => {}
+                Err((error, reason)) => {
                     // The file is meant to replace the built-in of its name.
                     if out.get(&name).is_some_and(|w| w.origin == Origin::Builtin) {
                         out.remove(&name);
@@ -106,8 +128,8 @@ pub fn wanted(cfg: &Config) -> (BTreeMap<String, Wanted>, Vec<Unreadable>) {
                     unreadable.push(Unreadable {
                         name,
                         path,
-                        error: e.to_string(),
-                        reason: e.reason(),
+                        error,
+                        reason,
                     })
                 }
             }
@@ -147,6 +169,7 @@ mod tests {
         std::fs::write(dir.join("notes.txt"), "not a script").unwrap();
         std::fs::write(dir.join(".hidden.rhai"), "").unwrap();
         let mut cfg = Config::default();
+        cfg.scripts.strict_modes = false; // under /tmp
         cfg.scripts.directories = vec![dir.clone(), dir.join("missing")];
         let (w, bad) = wanted(&cfg);
         assert!(bad.is_empty());
@@ -186,6 +209,7 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::fs::create_dir(dir.join("sub.rhai")).unwrap();
         let mut cfg = Config::default();
+        cfg.scripts.strict_modes = false; // under /tmp
         cfg.scripts.directories = vec![dir.clone()];
         cfg.scripts.builtin = vec!["tcp_reset".into(), "packet_loss".into()];
         let (w, bad) = wanted(&cfg);
@@ -200,6 +224,40 @@ mod tests {
                 ("tcp_reset", "too_large")
             ]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn strict_modes_refuse_a_script_others_can_replace() {
+        let dir =
+            std::env::temp_dir().join(format!("sonde-discover-strict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tcp_reset.rhai"), "// forged").unwrap();
+        let mut cfg = Config::default();
+        cfg.scripts.directories = vec![dir.clone()];
+        cfg.scripts.builtin = vec!["tcp_reset".into(), "packet_loss".into()];
+        // /tmp is 1777: the file is refused, and the built-in it meant to replace
+        // does not run in its place either.
+        let (w, bad) = wanted(&cfg);
+        assert_eq!(w.keys().collect::<Vec<_>>(), ["packet_loss"]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(
+            (bad[0].name.as_str(), bad[0].reason),
+            ("tcp_reset", "untrusted")
+        );
+        assert!(
+            bad[0]
+                .error
+                .contains("refused: directory /tmp is writable by group and others (mode 1777)"),
+            "{}",
+            bad[0].error
+        );
+        // Lowered to a warning.
+        cfg.scripts.strict_modes = false;
+        let (w, bad) = wanted(&cfg);
+        assert!(bad.is_empty());
+        assert_eq!(&*w["tcp_reset"].source, "// forged");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

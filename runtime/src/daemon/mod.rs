@@ -56,7 +56,7 @@ const SETTLE: Duration = Duration::from_millis(150);
 
 pub fn main(args: DaemonArgs) -> ExitCode {
     let (mut cfg, file) = match &args.config {
-        Some(path) => match Config::load(path) {
+        Some(path) => match Config::load_trusted(path) {
             Ok(c) => (c, path.display().to_string()),
             Err(e) => {
                 eprintln!("sonde: {e}");
@@ -71,7 +71,20 @@ pub fn main(args: DaemonArgs) -> ExitCode {
     if let Some(a) = &args.btf_archive {
         cfg.btf_archive = Some(a.clone());
     }
+    let web_config = args.web_config.clone().or_else(|| cfg.web_config.clone());
+    let strict = cfg.scripts.strict_modes;
+    let security = match web_config.as_deref().map(|p| load_web_config(p, strict)) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
+        if let Some(path) = &web_config {
+            println!("web config {}: ok", path.display());
+        }
         return check(&cfg, &file);
     }
     // A BTF file named by `--btf` or `btf:` that cannot be used is a configuration
@@ -81,6 +94,14 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         eprintln!("sonde: {e}");
         return ExitCode::from(2);
     }
+    // Before any thread: capabilities are per thread, and threads inherit them.
+    let privileges = match lower_privileges(&cfg) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("sonde: cannot drop privileges: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sonde")
@@ -97,7 +118,19 @@ pub fn main(args: DaemonArgs) -> ExitCode {
     };
     let cli_btf = (args.btf.clone(), args.btf_archive.clone());
     let watchdog = shutdown::Watchdog::new();
-    let result = rt.block_on(run(cfg, file, args.config.clone(), cli_btf, &watchdog));
+    let web = Web {
+        path: web_config,
+        cell: crate::http::web::SecurityCell::new(security),
+    };
+    let result = rt.block_on(run(
+        cfg,
+        file,
+        args.config.clone(),
+        cli_btf,
+        &watchdog,
+        privileges,
+        web,
+    ));
     // A blocking write that never returns (stdout into a pipe nobody reads) would
     // keep a plain drop of the runtime waiting forever: leave it behind.
     watchdog.step("stopping the runtime");
@@ -110,6 +143,39 @@ pub fn main(args: DaemonArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The one-time privileged steps (mounting tracefs when it is missing, raising
+/// RLIMIT_MEMLOCK for kernels before 5.11), then down to what a running daemon needs
+/// ([`crate::privileges`]). A seccomp filter the kernel cannot take is a warning.
+fn lower_privileges(
+    cfg: &Config,
+) -> Result<crate::privileges::Report, crate::privileges::PrivilegeError> {
+    use crate::privileges::Cap;
+    let _ = crate::bpf::features::tracefs();
+    crate::bpf::raise_memlock_once();
+    // A port below 1024 is bound after the drop.
+    let extra: Vec<Cap> = (cfg.listen.port() < 1024)
+        .then_some(Cap::NET_BIND_SERVICE)
+        .into_iter()
+        .collect();
+    let report = crate::privileges::drop_to_running(&extra)?;
+    tracing::info!(
+        uid = report.uid,
+        effective = %report.effective.names().join(","),
+        dropped = %report.dropped.names().join(","),
+        missing = %report.missing.names().join(","),
+        no_new_privs = report.no_new_privs,
+        seccomp_denied = report.seccomp_denied.len(),
+        "privileges lowered"
+    );
+    if report.missing.0 != 0 {
+        tracing::warn!(
+            missing = %report.missing.names().join(","),
+            "capabilities sonde needs are missing; the probes and sources that need them will say so (see packaging/sonde.service)"
+        );
+    }
+    Ok(report)
 }
 
 /// How long the runtime waits for its threads at the very end (blocking writes
@@ -203,6 +269,47 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
     }
 }
 
+/// Reads a web configuration file, first checking who can change it like the config
+/// file ([`crate::script::trust`]): it decides who may read the endpoints.
+fn load_web_config(
+    path: &std::path::Path,
+    strict_modes: bool,
+) -> Result<crate::http::web::WebSecurity, String> {
+    let policy = crate::script::trust::TrustPolicy::for_this_process();
+    match crate::script::trust::check_trusted(path, &policy) {
+        Ok(_) => {}
+        Err(e) if !strict_modes => {
+            tracing::warn!(error = %e, "untrusted web config read anyway: scripts.strict_modes is false");
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    crate::http::web::WebSecurity::load(path).map_err(|e| e.to_string())
+}
+
+/// The web configuration in force and where it is read from on a reload.
+struct Web {
+    path: Option<PathBuf>,
+    cell: crate::http::web::SecurityCell,
+}
+
+impl Web {
+    /// Re-reads the file; one that cannot be used leaves the running one in force.
+    fn reload(&self, strict_modes: bool) -> Option<String> {
+        let path = self.path.as_deref()?;
+        match load_web_config(path, strict_modes) {
+            Ok(s) => {
+                self.cell.set(Some(s));
+                tracing::info!(file = %path.display(), "web config reloaded");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "web config rejected; the running one stays");
+                Some(e.to_string())
+            }
+        }
+    }
+}
+
 /// What the HTTP endpoints see of the daemon.
 struct State {
     shared: Arc<Shared>,
@@ -211,6 +318,8 @@ struct State {
     node: String,
     config: String,
     started: std::time::SystemTime,
+    /// What was dropped at start ([`crate::privileges`]).
+    privileges: Option<crate::privileges::Report>,
 }
 
 impl crate::http::DaemonState for State {
@@ -225,6 +334,7 @@ impl crate::http::DaemonState for State {
             "started_at": self.started.duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             "kernel": crate::bpf::features::kernel_release(),
             "last_reload": *self.shared.reload.read().unwrap_or_else(|e| e.into_inner()),
+            "privileges": self.privileges,
             "scripts": units.iter().map(|u| u.to_json_with(usage.get(&u.name))).collect::<Vec<_>>(),
             "metrics": {
                 "script_series": self.registry.script_series(),
@@ -267,6 +377,8 @@ async fn run(
     config_path: Option<PathBuf>,
     cli_btf: (Option<PathBuf>, Option<PathBuf>),
     watchdog: &shutdown::Watchdog,
+    privileges: Option<crate::privileges::Report>,
+    web: Web,
 ) -> anyhow::Result<()> {
     let node = cfg.node();
     let registry = Arc::new(Registry::new(&node));
@@ -296,18 +408,53 @@ async fn run(
         node: node.clone(),
         config: file.clone(),
         started: std::time::SystemTime::now(),
+        privileges,
     });
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(crate::http::serve(
-        listener,
-        registry.clone(),
-        state,
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = http_stopped.clone();
         async move {
-            let _ = http_stopped.await;
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (routes, status_elsewhere) = match sup.cfg.status_listen {
+        config::StatusListen::Listen => (crate::http::Routes::All, None),
+        config::StatusListen::Off => (crate::http::Routes::Metrics, None),
+        config::StatusListen::Addr(a) => (crate::http::Routes::Metrics, Some(a.to_string())),
+    };
+    let max_connections = sup.cfg.max_connections;
+    let tls = web.cell.get().is_some_and(|s| s.tls.is_some());
+    let mut http = vec![tokio::spawn(crate::http::serve_with(
+        listener,
+        crate::http::ServeOptions {
+            routes,
+            security: web.cell.clone(),
+            max_connections,
+            status_elsewhere,
         },
-    ));
-    tracing::info!(listen = %local, node = %node, config = %file, "sonde daemon started");
-    eprintln!("sonde: daemon listening on http://{local} (config: {file})");
+        registry.clone(),
+        state.clone(),
+        stopped(),
+    ))];
+    if let config::StatusListen::Addr(a) = sup.cfg.status_listen {
+        let admin = crate::http::bind(&a.to_string())
+            .await
+            .with_context(|| format!("{file}: status_listen"))?;
+        http.push(tokio::spawn(crate::http::serve_with(
+            admin,
+            crate::http::ServeOptions {
+                routes: crate::http::Routes::Status,
+                max_connections,
+                ..Default::default()
+            },
+            registry.clone(),
+            state,
+            stopped(),
+        )));
+    }
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(listen = %local, node = %node, config = %file, tls, "sonde daemon started");
+    eprintln!("sonde: daemon listening on {scheme}://{local} (config: {file})");
 
     let mut watcher = match watch::Watcher::new() {
         Ok(w) => Some(w),
@@ -344,7 +491,8 @@ async fn run(
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                sup.reload(config_path.as_deref()).await;
+                let errors = web.reload(sup.cfg.scripts.strict_modes).into_iter().collect();
+                sup.reload_with(config_path.as_deref(), errors).await;
             }
             Some((name, reason)) = failures.recv() => {
                 sup.fail(&name, reason).await;
@@ -362,7 +510,8 @@ async fn run(
                 }
                 settle(watcher.as_mut()).await;
                 tracing::debug!("change seen: reloading");
-                sup.reload(config_path.as_deref()).await;
+                let errors = web.reload(sup.cfg.scripts.strict_modes).into_iter().collect();
+                sup.reload_with(config_path.as_deref(), errors).await;
             }
         }
         if let Some(w) = watcher.as_mut() {
@@ -382,12 +531,14 @@ async fn run(
         tracing::error!(?shutdown_timeout, "scripts did not all stop within shutdown_timeout; the rest are left running until exit");
     }
     watchdog.step("stopping the http server");
-    let _ = stop_http.send(());
+    let _ = stop_http.send(true);
     let http_deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(2));
-    match tokio::time::timeout_at(http_deadline, http).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
-        Err(_) => tracing::warn!("http server did not stop in time"),
-        _ => {}
+    for server in http {
+        match tokio::time::timeout_at(http_deadline, server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
+            Err(_) => tracing::warn!("http server did not stop in time"),
+            _ => {}
+        }
     }
     watchdog.step("flushing event sinks");
     // The sinks get what is left, and a moment even when nothing is.

@@ -362,9 +362,18 @@ impl Supervisor {
     /// Re-reads the config file (when there is one) and the script directories, and
     /// applies the difference. A config that does not parse is rejected whole.
     pub async fn reload(&mut self, config_path: Option<&std::path::Path>) {
-        let mut errors = Vec::new();
+        self.reload_with(config_path, Vec::new()).await;
+    }
+
+    /// [`Supervisor::reload`], with errors found by the caller (the web config)
+    /// reported in the same reload.
+    pub async fn reload_with(
+        &mut self,
+        config_path: Option<&std::path::Path>,
+        mut errors: Vec<String>,
+    ) {
         if let Some(path) = config_path {
-            let loaded = Config::load(path).map(|mut c| {
+            let loaded = Config::load_trusted(path).map(|mut c| {
                 self.with_cli_btf(&mut c);
                 c
             });

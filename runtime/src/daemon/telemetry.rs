@@ -204,7 +204,7 @@ impl Telemetry {
             dropped: counter("script_records_dropped_total", "Records read but not handled because the script was behind by more than limits.max_backlog.", &["script", "reason"]),
             failures: counter("script_failures_total", "Times sonde stopped a script, by why: memory (over limits.memory), errors (every handler call failed for 30s), panic. It is tried again after a backoff or on its next edit.", &["script", "kind"]),
             reloads: counter("config_reloads_total", "Reloads of the config and script directories, by result (success, failure: something was rejected and its running version kept).", &["result"]),
-            files_refused: counter("script_files_refused_total", "Script files refused at a reload, by reason: too_large (over limits.max_script_bytes), not_regular_file (a FIFO, a device...), not_utf8, unreadable. /status says which file and why.", &["script", "reason"]),
+            files_refused: counter("script_files_refused_total", "Script files refused at a reload, by reason: too_large (over limits.max_script_bytes), not_regular_file (a FIFO, a device...), not_utf8, untrusted (writable by others than root or the daemon's user, see scripts.strict_modes), unreadable. /status says which file and why.", &["script", "reason"]),
             reload_ok: gauge("config_last_reload_successful", "1 when the last reload applied everything, 0 when something was rejected.", &[]),
             reload_time: gauge("config_last_reload_timestamp_seconds", "When the last reload ran, in seconds since the Unix epoch.", &[]),
             families: gauge("script_metric_families", "Metric families a script holds (a family shared by two scripts counts for both); at most limits.families_per_script.", &["script"]),

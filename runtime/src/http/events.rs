@@ -167,11 +167,14 @@ pub fn follow(
     state: Arc<dyn DaemonState>,
     stop: watch::Receiver<bool>,
     open_streams: Gauge,
+    // Held while the stream runs (the connection is busy, not idle).
+    busy: Box<dyn Send + 'static>,
 ) -> Body {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     let guard = OpenStream::new(open_streams);
     tokio::spawn(async move {
         let _guard = guard;
+        let _busy = busy;
         let sent = pump(&query, backlog, live, &*state, stop, &tx).await;
         debug!(events = sent, "event stream ended");
     });

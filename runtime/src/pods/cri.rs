@@ -33,9 +33,6 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 
-/// The largest answer read from the runtime (a node of 250 pods answers ~1 MB).
-const MAX_ANSWER: usize = 64 << 20;
-
 /// The usual CRI sockets, in the order `cri_socket: auto` tries them.
 pub const SOCKETS: &[&str] = &[
     "/run/containerd/containerd.sock",
@@ -47,8 +44,17 @@ pub const SOCKETS: &[&str] = &[
     "/run/cri-dockerd.sock",
 ];
 
-/// How long one call may take.
+/// How long one call may take; sent to the runtime as `grpc-timeout` too, so it
+/// gives up on its side as well.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest answer read, gRPC frame included: the kubelet's own limit on CRI
+/// messages (a node of 250 pods answers ~1 MB). A runtime (or whatever listens on its socket) sending more gets an
+/// error, not the daemon's memory.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// The largest response header block accepted.
+const MAX_HEADER_BYTES: u32 = 64 << 10;
 
 /// The first of [`SOCKETS`] that is a unix socket.
 pub fn find_socket() -> Option<PathBuf> {
@@ -96,12 +102,11 @@ impl Client {
             .await
             .map_err(|_| err(std::io::ErrorKind::TimedOut.into()))?
             .map_err(err)?;
-        let (sender, conn) = http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .map_err(|e| err(std::io::Error::other(e)))?;
+        let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .max_header_list_size(MAX_HEADER_BYTES)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| err(std::io::Error::other(e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -141,6 +146,7 @@ impl Client {
         ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
+        .header("grpc-timeout", grpc_timeout(CALL_TIMEOUT))
         .body(Full::new(body.freeze()))
         .map_err(|e| transport(e.to_string()))?;
         self.sender
@@ -156,10 +162,18 @@ impl Client {
         // A gRPC error without a body comes in the headers ("trailers-only").
         let mut status = grpc_status(&parts.headers);
         // A runtime that answers without end must not take the agent's memory.
-        let collected = http_body_util::Limited::new(body, MAX_ANSWER)
+        let collected = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|e| transport(e.to_string()))?;
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    transport(format!(
+                        "answer larger than {MAX_RESPONSE_BYTES} bytes; not read further"
+                    ))
+                } else {
+                    transport(e.to_string())
+                }
+            })?;
         if let Some(t) = collected.trailers() {
             if let Some(s) = grpc_status(t) {
                 status = Some(s);
@@ -230,6 +244,11 @@ impl Client {
             .await?;
         Ok(r.containers)
     }
+}
+
+/// `grpc-timeout` header value: at most 8 digits and a unit (here milliseconds).
+fn grpc_timeout(d: Duration) -> String {
+    format!("{}m", d.as_millis().min(99_999_999))
 }
 
 fn grpc_status(h: &hyper::HeaderMap) -> Option<(u32, String)> {
@@ -473,5 +492,72 @@ mod tests {
     fn grpc_message_is_percent_decoded() {
         assert_eq!(percent_decode("not%20found%3A x"), "not found: x");
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    /// A fake runtime on a unix socket that answers `size` bytes of gRPC data and
+    /// records the `grpc-timeout` it was sent.
+    async fn fake_runtime(
+        size: usize,
+    ) -> (PathBuf, std::sync::Arc<std::sync::Mutex<Option<String>>>) {
+        let dir = std::env::temp_dir().join(format!("sonde-cri-{}-{size}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cri.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    *record.lock().unwrap() = req
+                        .headers()
+                        .get("grpc-timeout")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    // One unknown length-delimited field (number 15), skipped by the
+                    // decoder: a valid, empty ListPodSandboxResponse of `size` bytes.
+                    let mut msg = vec![0x7a];
+                    let n = size - 1 - prost::encoding::encoded_len_varint((size - 5) as u64);
+                    prost::encoding::encode_varint(n as u64, &mut msg);
+                    msg.resize(size, 0);
+                    let mut body = BytesMut::with_capacity(size + 5);
+                    body.put_u8(0);
+                    body.put_u32(size as u32);
+                    body.extend_from_slice(&msg);
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", "0")
+                                .body(Full::new(body.freeze()))
+                                .unwrap(),
+                        )
+                    }
+                });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+        (path, seen)
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_an_error_and_the_deadline_is_sent() {
+        let (path, seen) = fake_runtime(MAX_RESPONSE_BYTES + 1).await;
+        let mut c = Client::connect(&path).await.unwrap();
+        let e = c.list_pod_sandboxes().await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "ListPodSandbox: answer larger than {MAX_RESPONSE_BYTES} bytes; not read further"
+            )
+        );
+        assert_eq!(seen.lock().unwrap().as_deref(), Some("5000m"));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        // Within the cap it is read (zeros decode as an empty list).
+        let (path, _) = fake_runtime(1 << 20).await;
+        let mut c = Client::connect(&path).await.unwrap();
+        assert!(c.list_pod_sandboxes().await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

@@ -15,7 +15,12 @@
 //!     max_files: 5         # keep path.1 .. path.N; 0 keeps none; 0..=1000
 //!   loki:
 //!     url: ""              # empty = off; http://loki:3100 gets /loki/api/v1/push appended
-//!                          # unless it has a path; https is not supported
+//!                          # unless it has a path; https:// verifies Loki's certificate
+//!     tls:                 # for https:// only
+//!       ca_file: ""        # PEM CAs to trust instead of the system's (/etc/ssl/certs)
+//!       cert_file: ""      # client certificate (mutual TLS), with key_file
+//!       key_file: ""
+//!       server_name: ""    # the name to verify instead of the URL's host
 //!     tenant: ""           # X-Scope-OrgID
 //!     basic_auth: { username: "", password: "" }
 //!     bearer_token: ""     # or bearer_token_file: a path read at start; not with basic_auth
@@ -152,8 +157,11 @@ impl FileConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LokiConfig {
-    /// `http://host:port`, or a full push URL; empty turns the sink off.
+    /// `http://host:port`, `https://host:port`, or a full push URL; empty turns the
+    /// sink off.
     pub url: String,
+    /// Certificates for `https://`.
+    pub tls: LokiTls,
     /// Sent as `X-Scope-OrgID` when not empty.
     pub tenant: String,
     pub basic_auth: BasicAuth,
@@ -180,10 +188,32 @@ pub struct LokiConfig {
     pub max_buffer: usize,
 }
 
+/// TLS of the Loki sink, named as in Prometheus' `tls_config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LokiTls {
+    /// PEM file of the CAs that may sign Loki's certificate; empty: the system's
+    /// trust store (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+    pub ca_file: PathBuf,
+    /// Client certificate chain (PEM) for mutual TLS, with `key_file`.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The name Loki's certificate must carry, when it is not the URL's host.
+    pub server_name: String,
+}
+
+impl LokiTls {
+    pub fn is_set(&self) -> bool {
+        *self != LokiTls::default()
+    }
+}
+
 impl Default for LokiConfig {
     fn default() -> Self {
         LokiConfig {
             url: String::new(),
+            tls: LokiTls::default(),
             tenant: String::new(),
             basic_auth: BasicAuth::default(),
             bearer_token: Secret::default(),
@@ -334,24 +364,16 @@ impl LokiConfig {
                 format!("expected a URL like \"http://loki:3100\", got \"{text}\" ({e})"),
             )
         })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(invalid(
-                    "sinks.loki.url",
-                    format!(
-                        "\"{text}\": https is not supported; use Loki's in-cluster http \
-                         address or a local TLS-terminating proxy"
-                    ),
-                ))
-            }
+        let scheme = match uri.scheme_str() {
+            Some("http") => "http",
+            Some("https") => "https",
             _ => {
                 return Err(invalid(
                     "sinks.loki.url",
-                    format!("expected a URL starting with http://, got \"{text}\""),
+                    format!("expected a URL starting with http:// or https://, got \"{text}\""),
                 ))
             }
-        }
+        };
         let Some(authority) = uri.authority() else {
             return Err(invalid("sinks.loki.url", format!("\"{text}\" has no host")));
         };
@@ -369,7 +391,7 @@ impl LokiConfig {
             },
             None => LOKI_PUSH_PATH.to_string(),
         };
-        let full = format!("http://{authority}{path_and_query}");
+        let full = format!("{scheme}://{authority}{path_and_query}");
         full.parse().map(Some).map_err(|e| {
             invalid(
                 "sinks.loki.url",
@@ -382,7 +404,23 @@ impl LokiConfig {
         if !self.enabled() {
             return Ok(());
         }
-        self.push_url()?;
+        let url = self.push_url()?;
+        if self.tls.is_set()
+            && url
+                .as_ref()
+                .is_some_and(|u| u.scheme_str() != Some("https"))
+        {
+            return Err(invalid(
+                "sinks.loki.tls",
+                "is set but sinks.loki.url is http://; use https://",
+            ));
+        }
+        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "sinks.loki.tls.cert_file",
+                "a client certificate needs both cert_file and key_file",
+            ));
+        }
         let bearer = !self.bearer_token.is_empty();
         let bearer_file = !self.bearer_token_file.as_os_str().is_empty();
         if bearer && bearer_file {
@@ -622,8 +660,23 @@ stream:
                 .unwrap_err(),
             )
         };
-        assert_eq!(check(loki("https://loki:3100")), "sinks.loki.url");
         assert_eq!(check(loki("ftp://loki")), "sinks.loki.url");
+        let tls_on_http = LokiConfig {
+            tls: LokiTls {
+                ca_file: "/ca.pem".into(),
+                ..LokiTls::default()
+            },
+            ..loki("http://loki")
+        };
+        assert_eq!(check(tls_on_http), "sinks.loki.tls");
+        let half = LokiConfig {
+            tls: LokiTls {
+                cert_file: "/c.pem".into(),
+                ..LokiTls::default()
+            },
+            ..loki("https://loki")
+        };
+        assert_eq!(check(half), "sinks.loki.tls.cert_file");
         assert_eq!(check(loki("loki:3100")), "sinks.loki.url");
         assert_eq!(check(loki("http://u:p@loki")), "sinks.loki.url");
         let both = LokiConfig {
@@ -691,13 +744,25 @@ stream:
     #[test]
     fn error_message_says_what_to_do() {
         let e = SinksConfig {
-            loki: loki("https://loki.example:443"),
+            loki: loki("ftp://loki.example"),
             ..SinksConfig::default()
         }
         .validate()
         .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("sinks.loki.url: "), "{msg}");
-        assert!(msg.contains("https is not supported"), "{msg}");
+        assert!(
+            msg.contains("expected a URL starting with http:// or https://"),
+            "{msg}"
+        );
+        // https is kept as such.
+        assert_eq!(
+            loki("https://loki.example")
+                .push_url()
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "https://loki.example/loki/api/v1/push"
+        );
     }
 }

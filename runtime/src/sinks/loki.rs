@@ -25,9 +25,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -81,7 +84,7 @@ struct Inflight {
 
 pub(super) struct LokiSink {
     url: Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Static labels plus `job` and `node`; `type` is added per stream.
     labels: BTreeMap<String, String>,
@@ -91,6 +94,89 @@ pub(super) struct LokiSink {
     min_backoff: Duration,
     max_backoff: Duration,
     max_buffer: usize,
+}
+
+fn tls_error(path: &'static str, reason: String) -> SinkError {
+    SinkError::Config { path, reason }
+}
+
+/// The TLS client of an `https://` Loki: the configured CAs or the system's trust
+/// store, and a client certificate when one is given. For `http://` nothing is read.
+fn client_tls(cfg: &super::LokiTls, https: bool) -> Result<rustls::ClientConfig, SinkError> {
+    // ring: see crate::http::web.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("sinks.loki.tls", e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    if https {
+        if cfg.ca_file.as_os_str().is_empty() {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(tls_error(
+                    "sinks.loki.url",
+                    format!(
+                        "https needs trusted CAs and the system has none usable (/etc/ssl/certs: install ca-certificates{}); or set sinks.loki.tls.ca_file",
+                        found.errors.first().map(|e| format!("; {e}")).unwrap_or_default()
+                    ),
+                ));
+            }
+        } else {
+            let file = &cfg.ca_file;
+            let pem = std::fs::read(file).map_err(|e| {
+                tls_error(
+                    "sinks.loki.tls.ca_file",
+                    format!("cannot read `{}`: {e}", file.display()),
+                )
+            })?;
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|e| {
+                    tls_error(
+                        "sinks.loki.tls.ca_file",
+                        format!("`{}`: not PEM certificates: {e}", file.display()),
+                    )
+                })?;
+                roots.add(c).map_err(|e| {
+                    tls_error(
+                        "sinks.loki.tls.ca_file",
+                        format!("`{}`: unusable CA certificate: {e}", file.display()),
+                    )
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(tls_error(
+                    "sinks.loki.tls.ca_file",
+                    format!("`{}` holds no certificate", file.display()),
+                ));
+            }
+        }
+    }
+    let builder = builder.with_root_certificates(roots);
+    if cfg.cert_file.as_os_str().is_empty() {
+        return Ok(builder.with_no_client_auth());
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| {
+            tls_error(
+                "sinks.loki.tls.cert_file",
+                format!("`{}`: {e}", cfg.cert_file.display()),
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| {
+        tls_error(
+            "sinks.loki.tls.key_file",
+            format!("`{}`: {e}", cfg.key_file.display()),
+        )
+    })?;
+    builder.with_client_auth_cert(certs, key).map_err(|e| {
+        tls_error(
+            "sinks.loki.tls.key_file",
+            format!("the key does not go with sinks.loki.tls.cert_file, or is unusable: {e}"),
+        )
+    })
 }
 
 fn header(path: &'static str, text: &str) -> Result<HeaderValue, SinkError> {
@@ -163,9 +249,31 @@ impl LokiSink {
             .or_insert_with(|| "sonde".to_string());
         labels.insert("node".to_string(), node.to_string());
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.timeout));
+        http.enforce_http(false);
+        let https = url.scheme_str() == Some("https");
+        let tls = client_tls(&config.tls, https)?;
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let builder = if config.tls.server_name.is_empty() {
+            builder
+        } else {
+            let name = rustls_pki_types::ServerName::try_from(config.tls.server_name.clone())
+                .map_err(|_| {
+                    tls_error(
+                        "sinks.loki.tls.server_name",
+                        format!(
+                            "`{}` is not a DNS name or an IP address",
+                            config.tls.server_name
+                        ),
+                    )
+                })?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_timer(TokioTimer::new())
@@ -484,7 +592,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Sends the request and reads (the start of) the response body.
 async fn exchange(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     request: Request<Full<Bytes>>,
 ) -> Result<(StatusCode, String), String> {
     let response = client.request(request).await.map_err(|e| chain(&e))?;

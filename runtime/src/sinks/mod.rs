@@ -56,7 +56,7 @@ use crate::event::{Event, EventSink};
 use crate::metrics::{Counter, MetricsError, Registry};
 
 pub use config::{
-    BasicAuth, FileConfig, LokiConfig, Secret, SinksConfig, StdoutConfig, StdoutFormat,
+    BasicAuth, FileConfig, LokiConfig, LokiTls, Secret, SinksConfig, StdoutConfig, StdoutFormat,
     StreamConfig, LOKI_PUSH_PATH,
 };
 
