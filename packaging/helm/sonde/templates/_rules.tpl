@@ -9,6 +9,8 @@ values. Thresholds come from .Values.prometheusRule.
 {{- $t := $r.thresholds -}}
 {{- $w := $r.rateWindow -}}
 {{- $pod := "node, namespace, pod" -}}
+{{- /* A pod, or the node's own namespace (namespace and pod empty). */ -}}
+{{- $where := `{{ if $labels.pod }}{{ $labels.namespace }}/{{ $labels.pod }}{{ else }}the host network namespace{{ end }}` -}}
 - name: sonde-traffic
   rules:
     - alert: SondePodTcpResets
@@ -21,8 +23,8 @@ values. Thresholds come from .Values.prometheusRule.
         {{- toYaml . | nindent 8 }}
         {{- end }}
       annotations:
-        summary: "{{`TCP resets in {{ $labels.namespace }}/{{ $labels.pod }} on {{ $labels.node }}`}}"
-        description: "{{`{{ $labels.namespace }}/{{ $labels.pod }} sends or receives {{ $value | humanize }} TCP resets per second`}} (threshold {{ $t.resetsPerSecond }}). Refused connections (NOSOCK), aborts and resets from peers are split by kind in sonde_tcp_reset_segments_total; the events (TCPRESET_*) carry the tuples."
+        summary: "{{`TCP resets in `}}{{ $where }}{{` on {{ $labels.node }}`}}"
+        description: "{{ $where }}{{` sends or receives {{ $value | humanize }} TCP resets per second`}} (threshold {{ $t.resetsPerSecond }}). Refused connections (NOSOCK), aborts and resets from peers are split by kind in sonde_tcp_reset_segments_total; the events (TCPRESET_*) carry the tuples."
     - alert: SondePodPacketDrops
       expr: |
         sum by ({{ $pod }}) (rate(sonde_packet_loss_packets_total{reason!~"{{ $t.dropsIgnoredReasons }}"}[{{ $w }}])) > {{ $t.dropsPerSecond }}
@@ -33,8 +35,8 @@ values. Thresholds come from .Values.prometheusRule.
         {{- toYaml . | nindent 8 }}
         {{- end }}
       annotations:
-        summary: "{{`Packet drops in {{ $labels.namespace }}/{{ $labels.pod }} on {{ $labels.node }}`}}"
-        description: "{{`The kernel drops {{ $value | humanize }} packets per second in {{ $labels.namespace }}/{{ $labels.pod }}`}} (threshold {{ $t.dropsPerSecond }}, reasons matching {{ $t.dropsIgnoredReasons }} left out). sonde_packet_loss_packets_total has the drop reasons."
+        summary: "{{`Packet drops in `}}{{ $where }}{{` on {{ $labels.node }}`}}"
+        description: "{{`The kernel drops {{ $value | humanize }} packets per second in `}}{{ $where }} (threshold {{ $t.dropsPerSecond }}, reasons matching {{ $t.dropsIgnoredReasons }} left out). sonde_packet_loss_packets_total has the drop reasons."
     - alert: SondePodTcpRetransmits
       expr: |
         (
@@ -49,8 +51,8 @@ values. Thresholds come from .Values.prometheusRule.
         {{- toYaml . | nindent 8 }}
         {{- end }}
       annotations:
-        summary: "{{`TCP retransmits in {{ $labels.namespace }}/{{ $labels.pod }} on {{ $labels.node }}`}}"
-        description: "{{`{{ $value | humanizePercentage }} of the TCP segments {{ $labels.namespace }}/{{ $labels.pod }} sends are retransmissions`}} (threshold {{ $t.retransmitRatio }})."
+        summary: "{{`TCP retransmits in `}}{{ $where }}{{` on {{ $labels.node }}`}}"
+        description: "{{`{{ $value | humanizePercentage }} of the TCP segments `}}{{ $where }}{{` sends are retransmissions`}} (threshold {{ $t.retransmitRatio }})."
     - alert: SondePodSocketLatency
       expr: |
         histogram_quantile(0.99, sum by ({{ $pod }}, direction, le) (rate(sonde_socket_latency_seconds_bucket[{{ $w }}]))) > {{ $t.socketLatencySeconds }}
@@ -61,8 +63,8 @@ values. Thresholds come from .Values.prometheusRule.
         {{- toYaml . | nindent 8 }}
         {{- end }}
       annotations:
-        summary: "{{`Slow socket {{ $labels.direction }}s in {{ $labels.namespace }}/{{ $labels.pod }} on {{ $labels.node }}`}}"
-        description: "{{`The 99th percentile of socket {{ $labels.direction }} latency in {{ $labels.namespace }}/{{ $labels.pod }} is {{ $value | humanizeDuration }}`}} (threshold {{ $t.socketLatencySeconds }}s): data waits in the socket before the application takes it."
+        summary: "{{`Slow socket {{ $labels.direction }}s in `}}{{ $where }}{{` on {{ $labels.node }}`}}"
+        description: "{{`The 99th percentile of socket {{ $labels.direction }} latency in `}}{{ $where }}{{` is {{ $value | humanizeDuration }}`}} (threshold {{ $t.socketLatencySeconds }}s): data waits in the socket before the application takes it."
     - alert: SondeConntrackNearLimit
       expr: |
         sonde_conntrack_entries / (sonde_conntrack_max_entries > 0) > {{ $t.conntrackUsage }}
@@ -73,7 +75,7 @@ values. Thresholds come from .Values.prometheusRule.
         {{- toYaml . | nindent 8 }}
         {{- end }}
       annotations:
-        summary: "{{`conntrack table nearly full in {{ $labels.namespace }}/{{ $labels.pod }} on {{ $labels.node }}`}}"
+        summary: "{{`conntrack table nearly full in `}}{{ $where }}{{` on {{ $labels.node }}`}}"
         description: "{{`conntrack holds {{ $value | humanizePercentage }} of its limit`}} (threshold {{ $t.conntrackUsage }}); new connections are dropped once it is full."
 - name: sonde-agent
   rules:
