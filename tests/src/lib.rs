@@ -6,9 +6,13 @@
 //!   generates traffic nobody else sees while sonde stays in the host namespaces.
 //! - [`sonde_bin`]: the built `sonde` binary; [`run`] runs it and reads its output.
 //! - [`kernel`]: a built-in program loaded straight into the kernel, records decoded.
+//! - [`cri`]: a real containerd of the test's own, pods and containers over CRI.
+//! - [`kubernetes`]: the Helm chart rendered with real Helm, the offline Kubernetes tools.
 
+pub mod cri;
 pub mod daemon;
 pub mod kernel;
+pub mod kubernetes;
 pub mod run;
 
 use std::os::unix::fs::MetadataExt;
