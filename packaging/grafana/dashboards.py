@@ -398,10 +398,10 @@ def health():
         target(f"sonde_pods_cri_up{{{NODE}}}", "CRI up {{node}}"),
         target(f"sum by (node, source) (sonde_pods_namespaces{{{NODE}}})", "{{node}} {{source}}"),
     ], "short"))
-    L.add(timeseries("Config reloads and source errors", [
-        target(f"sum by (node, result) (increase(sonde_config_reloads_total{{{NODE}}}[{RI}]))", "reload {{result}} {{node}}"),
-        target(f"sum by (node, source, reason) (increase(sonde_source_errors_total{{{NODE}}}[{RI}]))", "source {{source}} {{reason}} {{node}}"),
-    ], "short"))
+    # (sonde_source_errors_total is left out: it exists only after a source's first error.)
+    L.add(timeseries("Config reloads", [
+        target(f"sum by (node, result) (increase(sonde_config_reloads_total{{{NODE}}}[{RI}]))", "{{result}} {{node}}"),
+    ], "short", "A rejected config or script keeps the running version: /status has the error."))
     L.add(timeseries("Scrape duration p99", [target(f"histogram_quantile(0.99, sum by (node, le) (rate(sonde_http_scrape_duration_seconds_bucket{{{NODE}}}[{RI}])))", "{{node}}")], "s"))
     L.add(timeseries("Kernel time of sonde's programs", [target(f"sum by (node, script) (rate(sonde_bpf_program_run_seconds_total{{{NODE}}}[{RI}]))", "{{node}} {{script}}")], "percentunit",
                      "Only with kernel.bpf_stats_enabled=1."))

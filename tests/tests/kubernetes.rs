@@ -551,8 +551,20 @@ fn scrape_builtin_daemon(dir: &Path) -> String {
     while start.elapsed() < Duration::from_secs(60) {
         if let Ok((200, _)) = http_get(addr, "/readyz", &[]) {
             sonde_tests::connect_refused("127.0.0.1:9".parse().unwrap(), 3);
-            std::thread::sleep(Duration::from_secs(6));
-            metrics = http_get(addr, "/metrics", &[]).map(|r| r.1).unwrap_or_default();
+            // The source scripts name their families after the kernel's counters on
+            // their first tick (10 s for snmp and tcpext): wait for it.
+            let ready = Instant::now();
+            while ready.elapsed() < Duration::from_secs(40) {
+                std::thread::sleep(Duration::from_secs(1));
+                metrics = http_get(addr, "/metrics", &[]).map(|r| r.1).unwrap_or_default();
+                if ready.elapsed() > Duration::from_secs(11)
+                    && ["snmp", "tcpext", "netdev", "sock"]
+                        .iter()
+                        .all(|s| metrics.contains(&format!("# TYPE sonde_{s}_")))
+                {
+                    break;
+                }
+            }
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -644,7 +656,7 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
             }
         })
         .collect();
-    let mut mounts = Vec::new();
+    let mut cri_mounts = Vec::new();
     for (path, (v, m)) in mounts(r) {
         let host_path = if let Some(p) = v["hostPath"]["path"].as_str() {
             match v["hostPath"]["type"].as_str().unwrap_or("") {
@@ -669,7 +681,7 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
         } else {
             panic!("volume {v}: not supported by this test's kubelet");
         };
-        mounts.push(cri::Mount {
+        cri_mounts.push(cri::Mount {
             container_path: path,
             host_path: host_path.display().to_string(),
             readonly: m["readOnly"] == true,
@@ -696,7 +708,7 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
         image: Some(cri::ImageSpec { image: image.into() }),
         args: strings(&c["args"]),
         envs,
-        mounts,
+        mounts: cri_mounts,
         log_path: "sonde.log".into(),
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {
