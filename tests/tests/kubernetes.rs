@@ -135,7 +135,7 @@ fn chart_default_values_render_a_least_privilege_daemonset() {
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["runAsUser"], 0);
     assert_eq!(sc["allowPrivilegeEscalation"], true, "the API server refuses false with SYS_ADMIN");
-    assert_eq!(strings(&c["args"]), ["daemon", "--config", "/etc/sonde/config.yaml"]);
+    assert_eq!(strings(&c["args"]), ["daemon", "--config", "/etc/sonde/config/config.yaml"]);
     let env: BTreeMap<&str, &Value> = c["env"]
         .as_array()
         .unwrap()
@@ -167,8 +167,8 @@ fn chart_default_values_render_a_least_privilege_daemonset() {
     assert_eq!(host(cri), (cri.into(), "Socket".into(), false));
     // The config ConfigMap mounted as a directory (not subPath), so that sonde sees
     // the kubelet's atomic swap of the ..data link.
-    assert_eq!(m["/etc/sonde"].0["configMap"]["name"], "sonde");
-    assert!(m["/etc/sonde"].1.get("subPath").is_none());
+    assert_eq!(m["/etc/sonde/config"].0["configMap"]["name"], "sonde");
+    assert!(m["/etc/sonde/config"].1.get("subPath").is_none());
     assert!(!m.contains_key("/etc/sonde/scripts.d"), "no script ConfigMap without scripts");
     assert!(!m.keys().any(|k| k == "/proc" || k == "/"), "hostPID gives /proc: {:?}", m.keys());
 
