@@ -712,8 +712,9 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
         log_path: "sonde.log".into(),
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {
+                // As the kubelet passes them: without CAP_ (the runtime adds it).
                 capabilities: Some(cri::Capability {
-                    add_capabilities: strings(&sc["capabilities"]["add"]).iter().map(|c| format!("CAP_{c}")).collect(),
+                    add_capabilities: strings(&sc["capabilities"]["add"]),
                     drop_capabilities: strings(&sc["capabilities"]["drop"]),
                 }),
                 privileged: sc["privileged"] == true,
@@ -730,6 +731,23 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
         }),
         ..Default::default()
     }
+}
+
+/// Capabilities, seccomp mode and no_new_privs of the process whose command line
+/// has `marker` (what the runtime gave the container), for failure messages.
+fn process_status(marker: &str) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            for l in status.lines().filter(|l| l.starts_with("Cap") || l.starts_with("Seccomp") || l.starts_with("NoNewPrivs")) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// An `ip netns` namespace, deleted on drop.
@@ -884,7 +902,14 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
             .unwrap_or_default()
     };
     for probe in ["tcp_reset", "packet_loss", "tcp_retrans", "flow", "netdev", "tcpsummary", "chart_ticks"] {
-        assert_eq!(state(probe), "running", "{probe}: {}", serde_json::to_string_pretty(&status).unwrap());
+        assert_eq!(
+            state(probe),
+            "running",
+            "{probe}: {}\n--- the container's process:\n{}\n--- log:\n{}",
+            serde_json::to_string_pretty(&status).unwrap(),
+            process_status("/etc/sonde/config/config.yaml"),
+            log()
+        );
     }
     let running = scripts.iter().filter(|s| s["state"] == "running").count();
     eprintln!("{running} of {} scripts running in the container", scripts.len());
@@ -899,11 +924,16 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     assert_eq!(sample(&metrics, "sonde_pods_cri_up", &[]), Some(1.0), "CRI through the mounted socket");
     assert!(sample(&metrics, "sonde_btf_info", &[("source", "sysfs")]).is_some(), "BTF through the /sys/kernel/btf mount");
     assert!(sample(&metrics, "sonde_chart_ticks_total", &[("source", "chart")]).is_some_and(|v| v >= 1.0));
-    // The netdev source entered the test pods' namespaces and the named one.
-    assert!(sample(&metrics, "sonde_netdev_receive_packets_total", &[("pod", "api-1"), ("device", "eth0")]).is_some());
-    assert!(sample(&metrics, "sonde_netdev_receive_packets_total", &[("pod", &before.0)]).is_some(), "{}", before.0);
-    // The TCP summary (sock_diag over netlink) needs setns into the pod: SYS_ADMIN.
-    assert!(sample(&metrics, "sonde_tcpsummary_sockets", &[("pod", "web-1")]).is_some());
+    // On their next tick (10 s), the sources read the test pods' namespaces (netdev
+    // through /proc/<pid>/net: hostPID and SYS_PTRACE) and the named one (through
+    // the /run/netns mount); the TCP summary is sock_diag from inside each pod's
+    // namespace (setns: SYS_ADMIN).
+    wait("the sources in the pods' namespaces", Duration::from_secs(30), &|| {
+        let m = m();
+        sample(&m, "sonde_netdev_receive_packets_total", &[("namespace", "shop"), ("pod", "api-1"), ("device", "eth0")]).is_some()
+            && sample(&m, "sonde_netdev_receive_packets_total", &[("pod", &before.0)]).is_some()
+            && sample(&m, "sonde_tcpsummary_sockets", &[("namespace", "shop"), ("pod", "web-1")]).is_some()
+    });
 
     // A namespace added now shows up through the HostToContainer mount of /run/netns.
     let after = NamedNetns::add(&format!("sonde-k8s-b{}", std::process::id()));
