@@ -707,4 +707,3 @@ pub fn ipv4_of(pid: u32) -> std::net::Ipv4Addr {
 pub fn netns_of(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/net"))
 }
-

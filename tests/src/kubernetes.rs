@@ -44,7 +44,15 @@ pub fn py_env() -> PathBuf {
         if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
             // runs: /usr/bin/python3
             let out = Command::new(PYTHON)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--upgrade",
+                    "--target",
+                ])
                 .arg(&dir)
                 .arg("-r")
                 .arg(&req)
@@ -98,7 +106,13 @@ impl Rendered {
     pub fn kinds(&self) -> Vec<String> {
         self.objects
             .iter()
-            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or("")))
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                )
+            })
             .collect()
     }
 
@@ -169,8 +183,14 @@ impl Prometheus {
         .unwrap();
         let port = free_port();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
@@ -197,7 +217,12 @@ impl Prometheus {
 
     /// Polls `promql` until `ok` accepts its result; returns it, or panics with the
     /// last answer and the server's log after `timeout`.
-    pub fn wait_for(&self, promql: &str, timeout: Duration, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub fn wait_for(
+        &self,
+        promql: &str,
+        timeout: Duration,
+        ok: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let start = std::time::Instant::now();
         let mut last = Vec::new();
         while start.elapsed() < timeout {
@@ -224,7 +249,9 @@ impl Drop for Prometheus {
 pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -234,9 +261,32 @@ pub fn url_encode(s: &str) -> String {
 /// keywords, label names, strings, durations or numbers.
 pub fn promql_metric_names(expr: &str) -> Vec<String> {
     const KEYWORDS: &[&str] = &[
-        "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-        "unless", "offset", "inf", "nan", "atan2", "sum", "min", "max", "avg", "count",
-        "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
     ];
     let b = expr.as_bytes();
     let mut names = Vec::new();
@@ -274,7 +324,11 @@ pub fn promql_metric_names(expr: &str) -> Vec<String> {
         }
         if c.is_ascii_digit() || (c == '.' && i + 1 < b.len() && b[i + 1].is_ascii_digit()) {
             // A number, possibly 1e-9 or 0.5.
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || ((b[i] == b'-' || b[i] == b'+') && (b[i - 1] == b'e' || b[i - 1] == b'E'))) {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric()
+                    || b[i] == b'.'
+                    || ((b[i] == b'-' || b[i] == b'+') && (b[i - 1] == b'e' || b[i - 1] == b'E')))
+            {
                 i += 1;
             }
             continue;
@@ -287,7 +341,16 @@ pub fn promql_metric_names(expr: &str) -> Vec<String> {
             let word = &expr[start..i];
             let next = expr[i..].trim_start().chars().next();
             let lower = word.to_ascii_lowercase();
-            if ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&lower.as_str()) {
+            if [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ]
+            .contains(&lower.as_str())
+            {
                 label_list = next == Some('(');
                 continue;
             }
@@ -353,16 +416,23 @@ mod tests {
             ["sonde_a", "sonde_b"]
         );
         assert_eq!(
-            promql_metric_names("sonde_c / (sonde_d > 0) > 0.85 and topk(10, sum without (x) (sonde_e))"),
+            promql_metric_names(
+                "sonde_c / (sonde_d > 0) > 0.85 and topk(10, sum without (x) (sonde_e))"
+            ),
             ["sonde_c", "sonde_d", "sonde_e"]
         );
     }
 
     #[test]
     fn exported_names_expand_histograms() {
-        let m = "# TYPE a_total counter\n# TYPE h_seconds histogram\nh_seconds_bucket{le=\"1\"} 0\n";
+        let m =
+            "# TYPE a_total counter\n# TYPE h_seconds histogram\nh_seconds_bucket{le=\"1\"} 0\n";
         let n = exported_names(m);
-        assert!(n.contains("a_total") && n.contains("h_seconds_bucket") && n.contains("h_seconds_count"));
+        assert!(
+            n.contains("a_total")
+                && n.contains("h_seconds_bucket")
+                && n.contains("h_seconds_count")
+        );
         assert!(!n.contains("h_seconds"));
     }
 }

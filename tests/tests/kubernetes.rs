@@ -24,11 +24,21 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sonde_tests::cri::{self, netns_of, resets_in, Containerd};
 use sonde_tests::daemon::{free_port, http_get, sample};
-use sonde_tests::kubernetes::{exported_names, promql_metric_names, python, render, Prometheus, Rendered};
+use sonde_tests::kubernetes::{
+    exported_names, promql_metric_names, python, render, Prometheus, Rendered,
+};
 use sonde_tests::{cannot_run, repo_root, require_root, sonde_bin};
 
 /// The capabilities the chart grants by default (values.yaml `capabilities`).
-const CAPABILITIES: &[&str] = &["BPF", "DAC_READ_SEARCH", "NET_ADMIN", "PERFMON", "SYSLOG", "SYS_ADMIN", "SYS_PTRACE"];
+const CAPABILITIES: &[&str] = &[
+    "BPF",
+    "DAC_READ_SEARCH",
+    "NET_ADMIN",
+    "PERFMON",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_PTRACE",
+];
 
 fn temp(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sonde-k8s-{test}-{}", std::process::id()));
@@ -54,7 +64,11 @@ fn yaml(text: &str) -> Value {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -70,7 +84,10 @@ fn mounts(r: &Rendered) -> BTreeMap<String, (Value, Value)> {
                 .iter()
                 .find(|v| v["name"] == m["name"])
                 .unwrap_or_else(|| panic!("no volume for {m}"));
-            (m["mountPath"].as_str().unwrap().to_string(), (v.clone(), m.clone()))
+            (
+                m["mountPath"].as_str().unwrap().to_string(),
+                (v.clone(), m.clone()),
+            )
         })
         .collect()
 }
@@ -106,26 +123,48 @@ fn sonde_checks(config: &str, dir: &Path) {
 #[test]
 fn chart_default_values_render_a_least_privilege_daemonset() {
     let r = render(&[]);
-    let kinds: BTreeSet<String> = r.objects.iter().map(|o| o["kind"].as_str().unwrap().to_string()).collect();
+    let kinds: BTreeSet<String> = r
+        .objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(
         kinds,
-        ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"].map(String::from).into(),
+        ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
+            .map(String::from)
+            .into(),
         "optional objects are off by default"
     );
     for kn in r.kinds() {
         let versions = strings(&r.report["validated"][&kn]);
-        assert_eq!(versions.len(), 2, "{kn} validated against 1.25 and the newest: {versions:?}");
+        assert_eq!(
+            versions.len(),
+            2,
+            "{kn} validated against 1.25 and the newest: {versions:?}"
+        );
     }
 
     let spec = r.pod_spec();
     assert_eq!(spec["hostPID"], true);
     assert_eq!(spec["hostNetwork"], true);
-    assert_eq!(spec["dnsPolicy"], "ClusterFirstWithHostNet", "in-cluster names (Loki) resolve");
+    assert_eq!(
+        spec["dnsPolicy"], "ClusterFirstWithHostNet",
+        "in-cluster names (Loki) resolve"
+    );
     assert_eq!(spec["priorityClassName"], "system-node-critical");
     assert_eq!(spec["automountServiceAccountToken"], false);
-    assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(spec["tolerations"][0]["operator"], "Exists", "every node, tainted ones too");
-    assert_eq!(r.object("DaemonSet")["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        spec["tolerations"][0]["operator"], "Exists",
+        "every node, tainted ones too"
+    );
+    assert_eq!(
+        r.object("DaemonSet")["spec"]["updateStrategy"]["type"],
+        "RollingUpdate"
+    );
 
     let c = r.container();
     let sc = &c["securityContext"];
@@ -134,15 +173,24 @@ fn chart_default_values_render_a_least_privilege_daemonset() {
     assert_eq!(strings(&sc["capabilities"]["add"]), CAPABILITIES);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["runAsUser"], 0);
-    assert_eq!(sc["allowPrivilegeEscalation"], true, "the API server refuses false with SYS_ADMIN");
-    assert_eq!(strings(&c["args"]), ["daemon", "--config", "/etc/sonde/config/config.yaml"]);
+    assert_eq!(
+        sc["allowPrivilegeEscalation"], true,
+        "the API server refuses false with SYS_ADMIN"
+    );
+    assert_eq!(
+        strings(&c["args"]),
+        ["daemon", "--config", "/etc/sonde/config/config.yaml"]
+    );
     let env: BTreeMap<&str, &Value> = c["env"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["name"].as_str().unwrap(), e))
         .collect();
-    assert_eq!(env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(
+        env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
     assert_eq!(env["SONDE_LOG"]["value"], "info");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
@@ -151,17 +199,37 @@ fn chart_default_values_render_a_least_privilege_daemonset() {
 
     let m = mounts(&r);
     let host = |path: &str| -> (String, String, bool) {
-        let (v, mount) = m.get(path).unwrap_or_else(|| panic!("no mount at {path}: {:?}", m.keys()));
+        let (v, mount) = m
+            .get(path)
+            .unwrap_or_else(|| panic!("no mount at {path}: {:?}", m.keys()));
         (
-            v["hostPath"]["path"].as_str().unwrap_or_default().to_string(),
-            v["hostPath"]["type"].as_str().unwrap_or_default().to_string(),
+            v["hostPath"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            v["hostPath"]["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             mount["readOnly"] == true,
         )
     };
-    assert_eq!(host("/sys/kernel/btf"), ("/sys/kernel/btf".into(), "Directory".into(), true));
-    assert_eq!(host("/sys/kernel/tracing"), ("/sys/kernel/tracing".into(), "Directory".into(), true));
-    assert_eq!(host("/sys/kernel/debug"), ("/sys/kernel/debug".into(), "Directory".into(), true));
-    assert_eq!(host("/run/netns"), ("/run/netns".into(), "DirectoryOrCreate".into(), true));
+    assert_eq!(
+        host("/sys/kernel/btf"),
+        ("/sys/kernel/btf".into(), "Directory".into(), true)
+    );
+    assert_eq!(
+        host("/sys/kernel/tracing"),
+        ("/sys/kernel/tracing".into(), "Directory".into(), true)
+    );
+    assert_eq!(
+        host("/sys/kernel/debug"),
+        ("/sys/kernel/debug".into(), "Directory".into(), true)
+    );
+    assert_eq!(
+        host("/run/netns"),
+        ("/run/netns".into(), "DirectoryOrCreate".into(), true)
+    );
     assert_eq!(m["/run/netns"].1["mountPropagation"], "HostToContainer");
     let cri = "/run/containerd/containerd.sock";
     assert_eq!(host(cri), (cri.into(), "Socket".into(), false));
@@ -169,18 +237,34 @@ fn chart_default_values_render_a_least_privilege_daemonset() {
     // the kubelet's atomic swap of the ..data link.
     assert_eq!(m["/etc/sonde/config"].0["configMap"]["name"], "sonde");
     assert!(m["/etc/sonde/config"].1.get("subPath").is_none());
-    assert!(!m.contains_key("/etc/sonde/scripts.d"), "no script ConfigMap without scripts");
-    assert!(!m.keys().any(|k| k == "/proc" || k == "/"), "hostPID gives /proc: {:?}", m.keys());
+    assert!(
+        !m.contains_key("/etc/sonde/scripts.d"),
+        "no script ConfigMap without scripts"
+    );
+    assert!(
+        !m.keys().any(|k| k == "/proc" || k == "/"),
+        "hostPID gives /proc: {:?}",
+        m.keys()
+    );
 
     let svc = r.object("Service");
     assert_eq!(svc["spec"]["clusterIP"], "None", "headless");
-    assert_eq!(svc["spec"]["selector"], r.object("DaemonSet")["spec"]["selector"]["matchLabels"]);
+    assert_eq!(
+        svc["spec"]["selector"],
+        r.object("DaemonSet")["spec"]["selector"]["matchLabels"]
+    );
 
     let (text, config) = sonde_config(&r);
     assert_eq!(config["listen"], "0.0.0.0:9102");
     assert_eq!(config["pods"]["cri_socket"], cri);
-    assert_eq!(strings(&config["scripts"]["directories"]), ["/etc/sonde/scripts.d"]);
-    assert!(config.get("node_name").is_none(), "node_name comes from NODE_NAME");
+    assert_eq!(
+        strings(&config["scripts"]["directories"]),
+        ["/etc/sonde/scripts.d"]
+    );
+    assert!(
+        config.get("node_name").is_none(),
+        "node_name comes from NODE_NAME"
+    );
     assert!(config.get("sinks").is_none(), "no Loki without a URL");
     sonde_checks(&text, &temp("check-default"));
 }
@@ -203,13 +287,22 @@ fn chart_with_everything_on_renders_valid_objects() {
         "ConfigMap/sonde-dashboard-sonde-events",
         "ConfigMap/sonde-dashboard-sonde-health",
     ] {
-        assert!(kinds.iter().any(|k| k == want), "{want} missing from {kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "{want} missing from {kinds:?}"
+        );
     }
     // Custom resources have no schema in kubernetes-validate; the rest validated.
     let no_schema: BTreeSet<String> = strings(&r.report["no_schema"]).into_iter().collect();
     assert_eq!(
         no_schema,
-        ["PodMonitor/sonde", "PrometheusRule/sonde", "ServiceMonitor/sonde"].map(String::from).into()
+        [
+            "PodMonitor/sonde",
+            "PrometheusRule/sonde",
+            "ServiceMonitor/sonde"
+        ]
+        .map(String::from)
+        .into()
     );
     for kn in kinds.iter().filter(|k| !no_schema.contains(*k)) {
         assert_eq!(strings(&r.report["validated"][kn]).len(), 2, "{kn}");
@@ -225,13 +318,32 @@ fn chart_with_everything_on_renders_valid_objects() {
     caps.sort();
     assert_eq!(strings(&c["securityContext"]["capabilities"]["add"]), caps);
     let m = mounts(&r);
-    assert_eq!(m["/var/lib/sonde/btf"].0["persistentVolumeClaim"]["claimName"], "sonde-btf");
+    assert_eq!(
+        m["/var/lib/sonde/btf"].0["persistentVolumeClaim"]["claimName"],
+        "sonde-btf"
+    );
     let scripts = &m["/etc/sonde/scripts.d"].0["projected"]["sources"];
     assert_eq!(scripts[0]["configMap"]["name"], "sonde-scripts");
     assert_eq!(scripts[1]["configMap"]["name"], "team-scripts");
-    assert_eq!(m["/etc/sonde/secrets/loki"].0["secret"]["secretName"], "sonde-loki");
-    let script_cm = r.all("ConfigMap").into_iter().find(|c| c["metadata"]["name"] == "sonde-scripts").unwrap();
-    assert!(script_cm["data"]["syn_refused.rhai"].as_str().unwrap().contains("const PROBE"));
+    assert_eq!(
+        m["/etc/sonde/secrets/loki"].0["secret"]["secretName"],
+        "sonde-loki"
+    );
+    // The chart's scripts (the README's example) compile: `sonde check`.
+    let scripts_dir = temp("chart-scripts");
+    for (file, text) in configmap_data(&r, "sonde-scripts") {
+        std::fs::write(scripts_dir.join(&file), text).unwrap();
+        let out = Command::new(sonde_bin())
+            .arg("check")
+            .arg(scripts_dir.join(&file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sonde check {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let (text, config) = sonde_config(&r);
     let loki = &config["sinks"]["loki"];
@@ -240,10 +352,19 @@ fn chart_with_everything_on_renders_valid_objects() {
     assert_eq!(loki["labels"]["cluster"], "test");
     assert_eq!(loki["labels"]["job"], "sonde");
     assert_eq!(loki["basic_auth"]["username"], "sonde");
-    assert_eq!(loki["basic_auth"]["password_file"], "/etc/sonde/secrets/loki/password");
+    assert_eq!(
+        loki["basic_auth"]["password_file"],
+        "/etc/sonde/secrets/loki/password"
+    );
     assert_eq!(config["btf_archive"], "/var/lib/sonde/btf");
-    assert_eq!(config["scripts"]["params"]["tcp_reset"]["stack"], true, "values' config merged in");
-    assert_eq!(strings(&config["scripts"]["directories"]), ["/etc/sonde/scripts.d"]);
+    assert_eq!(
+        config["scripts"]["params"]["tcp_reset"]["stack"], true,
+        "values' config merged in"
+    );
+    assert_eq!(
+        strings(&config["scripts"]["directories"]),
+        ["/etc/sonde/scripts.d"]
+    );
     let dir = temp("check-all");
     sonde_checks(&text, &dir);
 
@@ -251,15 +372,29 @@ fn chart_with_everything_on_renders_valid_objects() {
     assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
     assert_eq!(sm["spec"]["endpoints"][0]["honorLabels"], true);
-    assert_eq!(sm["spec"]["selector"]["matchLabels"], r.object("DaemonSet")["spec"]["selector"]["matchLabels"]);
-    assert_eq!(r.object("PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"], "http");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        r.object("DaemonSet")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        r.object("PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"],
+        "http"
+    );
 
     // The PrometheusRule is the plain rules file (both come from one template).
-    let plain = yaml(&std::fs::read_to_string(repo_root().join("packaging/prometheus/sonde-rules.yaml")).unwrap());
+    let plain = yaml(
+        &std::fs::read_to_string(repo_root().join("packaging/prometheus/sonde-rules.yaml"))
+            .unwrap(),
+    );
     assert_eq!(r.object("PrometheusRule")["spec"], plain);
 
     // The dashboards: the files of packaging/grafana, labelled for the sidecar.
-    for name in ["sonde-pod-network", "sonde-latency", "sonde-events", "sonde-health"] {
+    for name in [
+        "sonde-pod-network",
+        "sonde-latency",
+        "sonde-events",
+        "sonde-health",
+    ] {
         let cm = r
             .all("ConfigMap")
             .into_iter()
@@ -268,7 +403,9 @@ fn chart_with_everything_on_renders_valid_objects() {
         assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
         assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "sonde");
         assert_eq!(cm["metadata"]["namespace"], "monitoring");
-        let file = std::fs::read_to_string(repo_root().join(format!("packaging/grafana/{name}.json"))).unwrap();
+        let file =
+            std::fs::read_to_string(repo_root().join(format!("packaging/grafana/{name}.json")))
+                .unwrap();
         assert_eq!(cm["data"][format!("{name}.json")].as_str().unwrap(), file);
     }
 }
@@ -277,28 +414,46 @@ fn chart_with_everything_on_renders_valid_objects() {
 fn chart_without_sys_admin_forbids_privilege_escalation() {
     let dir = temp("no-sys-admin");
     let values = dir.join("values.yaml");
-    std::fs::write(&values, "capabilities:\n  SYS_ADMIN: null\n  NET_ADMIN: null\n").unwrap();
+    std::fs::write(
+        &values,
+        "capabilities:\n  SYS_ADMIN: null\n  NET_ADMIN: null\n",
+    )
+    .unwrap();
     let r = render(&[&values]);
     let sc = &r.container()["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     let add = strings(&sc["capabilities"]["add"]);
-    assert!(!add.contains(&"SYS_ADMIN".to_string()) && !add.contains(&"NET_ADMIN".to_string()), "{add:?}");
+    assert!(
+        !add.contains(&"SYS_ADMIN".to_string()) && !add.contains(&"NET_ADMIN".to_string()),
+        "{add:?}"
+    );
     assert!(add.contains(&"BPF".to_string()));
 
     // values.schema.json rejects what the chart cannot honour.
     std::fs::write(&values, "capabilities:\n  CAP_BPF: x\nhostPID: false\n").unwrap();
     let out = python(
         "tests/kubernetes/chart.py",
-        &["render", &sonde_tests::kubernetes::chart_dir().display().to_string(), "-f", &values.display().to_string()],
+        &[
+            "render",
+            &sonde_tests::kubernetes::chart_dir().display().to_string(),
+            "-f",
+            &values.display().to_string(),
+        ],
     );
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("values.schema.json") || text.contains("schema"), "{text}");
+    assert!(
+        text.contains("values.schema.json") || text.contains("schema"),
+        "{text}"
+    );
 }
 
 #[test]
 fn generated_rules_and_dashboards_are_up_to_date() {
-    for script in ["packaging/prometheus/generate.py", "packaging/grafana/dashboards.py"] {
+    for script in [
+        "packaging/prometheus/generate.py",
+        "packaging/grafana/dashboards.py",
+    ] {
         let out = python(script, &["--check"]);
         assert!(
             out.status.success(),
@@ -312,21 +467,31 @@ fn generated_rules_and_dashboards_are_up_to_date() {
 #[test]
 fn alert_rules_pass_promtool_checks_and_unit_tests() {
     let dir = repo_root().join("packaging/prometheus");
-    let out = sh(Command::new("promtool").args(["check", "rules", "sonde-rules.yaml"]).current_dir(&dir));
+    let out = sh(Command::new("promtool")
+        .args(["check", "rules", "sonde-rules.yaml"])
+        .current_dir(&dir));
     assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
-    let out = sh(Command::new("promtool").args(["test", "rules", "sonde-rules.test.yaml"]).current_dir(&dir));
+    let out = sh(Command::new("promtool")
+        .args(["test", "rules", "sonde-rules.test.yaml"])
+        .current_dir(&dir));
     assert!(out.contains("SUCCESS"), "{out}");
     // Every alert has a unit test.
     let tests = std::fs::read_to_string(dir.join("sonde-rules.test.yaml")).unwrap();
     for (_, rule) in rules() {
         let name = rule["alert"].as_str().unwrap();
-        assert!(tests.contains(&format!("alertname: {name}")), "{name} has no promtool test");
+        assert!(
+            tests.contains(&format!("alertname: {name}")),
+            "{name} has no promtool test"
+        );
     }
 }
 
 /// (group, rule) of the plain rules file.
 fn rules() -> Vec<(String, Value)> {
-    let v = yaml(&std::fs::read_to_string(repo_root().join("packaging/prometheus/sonde-rules.yaml")).unwrap());
+    let v = yaml(
+        &std::fs::read_to_string(repo_root().join("packaging/prometheus/sonde-rules.yaml"))
+            .unwrap(),
+    );
     let mut out = Vec::new();
     for g in v["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
@@ -349,7 +514,12 @@ fn dashboards() -> Vec<(String, Value)> {
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(out.len(), 4, "{:?}", out.iter().map(|d| &d.0).collect::<Vec<_>>());
+    assert_eq!(
+        out.len(),
+        4,
+        "{:?}",
+        out.iter().map(|d| &d.0).collect::<Vec<_>>()
+    );
     out
 }
 
@@ -368,7 +538,10 @@ fn promql_expressions() -> Vec<(String, String)> {
         for p in d["panels"].as_array().unwrap() {
             for t in p["targets"].as_array().into_iter().flatten() {
                 if t["datasource"]["type"] == "prometheus" {
-                    out.push((format!("{file}: {}", p["title"]), grafana(t["expr"].as_str().unwrap())));
+                    out.push((
+                        format!("{file}: {}", p["title"]),
+                        grafana(t["expr"].as_str().unwrap()),
+                    ));
                 }
             }
         }
@@ -379,13 +552,21 @@ fn promql_expressions() -> Vec<(String, String)> {
                     .strip_prefix("label_values(")
                     .and_then(|s| s.rsplit_once(','))
                     .map(|(sel, _)| sel.trim())
-                    .unwrap_or_else(|| panic!("{file}: variable {} is not label_values(...): {q}", v["name"]));
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{file}: variable {} is not label_values(...): {q}",
+                            v["name"]
+                        )
+                    });
                 out.push((format!("{file}: variable {}", v["name"]), grafana(inner)));
             }
         }
     }
     for (group, r) in rules() {
-        out.push((format!("rules {group}: {}", r["alert"]), r["expr"].as_str().unwrap().to_string()));
+        out.push((
+            format!("rules {group}: {}", r["alert"]),
+            r["expr"].as_str().unwrap().to_string(),
+        ));
     }
     out
 }
@@ -394,54 +575,109 @@ fn promql_expressions() -> Vec<(String, String)> {
 fn dashboards_have_what_grafana_needs_and_query_loki_by_pushed_labels() {
     let mut uids = BTreeSet::new();
     for (file, d) in dashboards() {
-        let uid = d["uid"].as_str().unwrap_or_else(|| panic!("{file}: no uid"));
+        let uid = d["uid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file}: no uid"));
         assert!(!uid.is_empty() && uid.len() <= 40, "{file}: uid {uid}");
         assert!(uids.insert(uid.to_string()), "{file}: uid {uid} used twice");
-        assert!(d["title"].as_str().is_some_and(|t| t.starts_with("sonde / ")), "{file}");
-        assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "{file}: schemaVersion");
+        assert!(
+            d["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("sonde / ")),
+            "{file}"
+        );
+        assert!(
+            d["schemaVersion"].as_u64().is_some_and(|v| v >= 36),
+            "{file}: schemaVersion"
+        );
         let vars: BTreeSet<&str> = d["templating"]["list"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v["name"].as_str().unwrap())
             .collect();
-        assert!(vars.contains("node") && vars.contains("datasource"), "{file}: {vars:?}");
+        assert!(
+            vars.contains("node") && vars.contains("datasource"),
+            "{file}: {vars:?}"
+        );
         if file != "sonde-health.json" {
-            assert!(vars.contains("namespace") && vars.contains("pod"), "{file}: {vars:?}");
+            assert!(
+                vars.contains("namespace") && vars.contains("pod"),
+                "{file}: {vars:?}"
+            );
         }
         let panels = d["panels"].as_array().unwrap();
         assert!(panels.len() >= 2, "{file}");
         let mut ids = BTreeSet::new();
         for p in panels {
-            assert!(ids.insert(p["id"].as_u64().unwrap()), "{file}: panel id twice");
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{file}: panel id twice"
+            );
             let g = &p["gridPos"];
-            assert!(g["w"].as_u64().is_some_and(|w| w <= 24) && g["h"].as_u64().is_some(), "{file}: {g}");
+            assert!(
+                g["w"].as_u64().is_some_and(|w| w <= 24) && g["h"].as_u64().is_some(),
+                "{file}: {g}"
+            );
             if p["type"] == "row" {
                 continue;
             }
             let title = p["title"].as_str().unwrap();
-            assert!(p["datasource"]["uid"].as_str().is_some_and(|u| u.starts_with("${")), "{file}: {title}: datasource");
-            let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{file}: {title}: no targets"));
+            assert!(
+                p["datasource"]["uid"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("${")),
+                "{file}: {title}: datasource"
+            );
+            let targets = p["targets"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{file}: {title}: no targets"));
             assert!(!targets.is_empty(), "{file}: {title}");
             for t in targets {
-                assert!(t["refId"].is_string() && t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{file}: {title}");
-                let used = t["datasource"]["uid"].as_str().unwrap().trim_start_matches("${").trim_end_matches('}');
-                assert!(vars.contains(used), "{file}: {title}: datasource variable {used} missing");
+                assert!(
+                    t["refId"].is_string() && t["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{file}: {title}"
+                );
+                let used = t["datasource"]["uid"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("${")
+                    .trim_end_matches('}');
+                assert!(
+                    vars.contains(used),
+                    "{file}: {title}: datasource variable {used} missing"
+                );
                 if t["datasource"]["type"] == "loki" {
                     check_loki(&format!("{file}: {title}"), t["expr"].as_str().unwrap());
                 }
             }
             if p["type"] == "heatmap" {
                 assert_eq!(targets[0]["format"], "heatmap", "{file}: {title}");
-                assert!(targets[0]["expr"].as_str().unwrap().contains("_bucket"), "{file}: {title}");
+                assert!(
+                    targets[0]["expr"].as_str().unwrap().contains("_bucket"),
+                    "{file}: {title}"
+                );
             }
         }
     }
     // The events dashboard has the logs panel with type, namespace and pod filters.
-    let events = dashboards().into_iter().find(|d| d.0 == "sonde-events.json").unwrap().1;
-    let logs = events["panels"].as_array().unwrap().iter().find(|p| p["type"] == "logs").expect("a logs panel");
+    let events = dashboards()
+        .into_iter()
+        .find(|d| d.0 == "sonde-events.json")
+        .unwrap()
+        .1;
+    let logs = events["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "logs")
+        .expect("a logs panel");
     let expr = logs["targets"][0]["expr"].as_str().unwrap();
-    for want in ["type=~\"$type\"", "labels_namespace=~\"$namespace\"", "labels_pod=~\"$pod\""] {
+    for want in [
+        "type=~\"$type\"",
+        "labels_namespace=~\"$namespace\"",
+        "labels_pod=~\"$pod\"",
+    ] {
         assert!(expr.contains(want), "{expr} lacks {want}");
     }
 }
@@ -456,8 +692,15 @@ fn check_loki(what: &str, expr: &str) {
         let close = open + rest[open..].find('}').unwrap();
         let sel = &rest[open + 1..close];
         for matcher in sel.split(',') {
-            let label: String = matcher.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            assert!(PUSHED.contains(&label.as_str()), "{what}: stream label {label} is not one sonde pushes: {expr}");
+            let label: String = matcher
+                .trim()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                PUSHED.contains(&label.as_str()),
+                "{what}: stream label {label} is not one sonde pushes: {expr}"
+            );
         }
         selectors += 1;
         rest = &rest[close + 1..];
@@ -480,7 +723,11 @@ fn every_promql_expression_parses_and_reads_metrics_sonde_exports() {
         ));
     }
     std::fs::write(dir.join("exprs.yaml"), &rules).unwrap();
-    let out = Command::new("promtool").args(["check", "rules"]).arg(dir.join("exprs.yaml")).output().unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(dir.join("exprs.yaml"))
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "promtool cannot parse an expression:\n{}{}",
@@ -507,7 +754,10 @@ fn every_promql_expression_parses_and_reads_metrics_sonde_exports() {
         "sonde_series_dropped_total",
         "sonde_btf_info",
     ] {
-        assert!(exported.contains(self_metric), "{self_metric} is not in the scrape");
+        assert!(
+            exported.contains(self_metric),
+            "{self_metric} is not in the scrape"
+        );
     }
     let mut missing = Vec::new();
     let mut used = BTreeSet::new();
@@ -524,7 +774,11 @@ fn every_promql_expression_parses_and_reads_metrics_sonde_exports() {
         "metrics the dashboards or rules use but sonde does not export:\n  {}",
         missing.join("\n  ")
     );
-    eprintln!("{} expressions use {} metrics, all exported", exprs.len(), used.len());
+    eprintln!(
+        "{} expressions use {} metrics, all exported",
+        exprs.len(),
+        used.len()
+    );
 }
 
 /// `/metrics` of `sonde daemon` with the embedded default config (every built-in
@@ -534,9 +788,15 @@ fn scrape_builtin_daemon(dir: &Path) -> String {
     let default = std::fs::read_to_string(repo_root().join("packaging/config.yaml")).unwrap();
     let config = default
         .replace("listen: 0.0.0.0:9102", &format!("listen: 127.0.0.1:{port}"))
-        .replace("    - /etc/sonde/scripts.d", &format!("    - {}", dir.join("scripts").display()))
+        .replace(
+            "    - /etc/sonde/scripts.d",
+            &format!("    - {}", dir.join("scripts").display()),
+        )
         .replace("  cri_socket: auto", "  cri_socket: none");
-    assert!(config.contains(&format!("127.0.0.1:{port}")), "packaging/config.yaml changed its listen line");
+    assert!(
+        config.contains(&format!("127.0.0.1:{port}")),
+        "packaging/config.yaml changed its listen line"
+    );
     std::fs::write(dir.join("config.yaml"), config).unwrap();
     let mut child = Command::new(sonde_bin())
         .args(["daemon", "--config"])
@@ -556,7 +816,9 @@ fn scrape_builtin_daemon(dir: &Path) -> String {
             let ready = Instant::now();
             while ready.elapsed() < Duration::from_secs(40) {
                 std::thread::sleep(Duration::from_secs(1));
-                metrics = http_get(addr, "/metrics", &[]).map(|r| r.1).unwrap_or_default();
+                metrics = http_get(addr, "/metrics", &[])
+                    .map(|r| r.1)
+                    .unwrap_or_default();
                 if ready.elapsed() > Duration::from_secs(11)
                     && ["snmp", "tcpext", "netdev", "sock"]
                         .iter()
@@ -705,7 +967,9 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
             name: c["name"].as_str().unwrap().into(),
             attempt: 0,
         }),
-        image: Some(cri::ImageSpec { image: image.into() }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+        }),
         args: strings(&c["args"]),
         envs,
         mounts: cri_mounts,
@@ -719,7 +983,9 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
                 }),
                 privileged: sc["privileged"] == true,
                 namespace_options: Some(cri::host_namespaces()),
-                run_as_user: sc["runAsUser"].as_i64().map(|value| cri::Int64Value { value }),
+                run_as_user: sc["runAsUser"]
+                    .as_i64()
+                    .map(|value| cri::Int64Value { value }),
                 readonly_rootfs: sc["readOnlyRootFilesystem"] == true,
                 seccomp_profile_path: seccomp.1.into(),
                 no_new_privs: sc["allowPrivilegeEscalation"] == false,
@@ -741,7 +1007,9 @@ fn process_status(marker: &str) -> String {
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(marker) {
             let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            for l in status.lines().filter(|l| l.starts_with("Cap") || l.starts_with("Seccomp") || l.starts_with("NoNewPrivs")) {
+            for l in status.lines().filter(|l| {
+                l.starts_with("Cap") || l.starts_with("Seccomp") || l.starts_with("NoNewPrivs")
+            }) {
                 out.push_str(l);
                 out.push('\n');
             }
@@ -775,8 +1043,17 @@ fn build_image(dir: &Path) -> (PathBuf, String) {
     let _ = std::fs::remove_dir_all(&src);
     std::fs::create_dir_all(&src).unwrap();
     let archive = dir.join("head.tar");
-    sh(Command::new("git").arg("-C").arg(repo_root()).args(["archive", "--format=tar", "-o"]).arg(&archive).arg("HEAD"));
-    sh(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&src));
+    sh(Command::new("git")
+        .arg("-C")
+        .arg(repo_root())
+        .args(["archive", "--format=tar", "-o"])
+        .arg(&archive)
+        .arg("HEAD"));
+    sh(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src));
     let image = dir.join("sonde-image.tar");
     // A target directory of its own, kept between runs: only the first build
     // compiles the dependencies (its binary must not replace target/release's).
@@ -793,14 +1070,31 @@ fn build_image(dir: &Path) -> (PathBuf, String) {
 fn image_files(archive: &Path, dir: &Path) -> BTreeSet<String> {
     let x = dir.join("oci");
     std::fs::create_dir_all(&x).unwrap();
-    sh(Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&x));
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(x.join("index.json")).unwrap()).unwrap();
-    let blob = |digest: &str| x.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    sh(Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&x));
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(x.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        x.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
     let mut files = BTreeSet::new();
     for layer in manifest["layers"].as_array().unwrap() {
-        let list = sh(Command::new("tar").arg("-tf").arg(blob(layer["digest"].as_str().unwrap())));
-        files.extend(list.lines().map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string()).filter(|l| !l.is_empty()));
+        let list = sh(Command::new("tar")
+            .arg("-tf")
+            .arg(blob(layer["digest"].as_str().unwrap())));
+        files.extend(
+            list.lines()
+                .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+                .filter(|l| !l.is_empty()),
+        );
     }
     files
 }
@@ -823,20 +1117,43 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     let t = Instant::now();
     let (archive, out) = build_image(&dir);
     eprintln!("image built in {:?}: {}", t.elapsed(), out.trim());
-    let inspect: Value = serde_json::from_str(&sh(Command::new("podman").args(["image", "inspect", IMAGE_TAG]))).unwrap();
+    let inspect: Value = serde_json::from_str(&sh(
+        Command::new("podman").args(["image", "inspect", IMAGE_TAG])
+    ))
+    .unwrap();
     let img = &inspect[0];
     let size = img["Size"].as_u64().unwrap();
-    assert!(size <= 25 * 1024 * 1024, "image is {size} bytes, over 25 MiB");
+    assert!(
+        size <= 25 * 1024 * 1024,
+        "image is {size} bytes, over 25 MiB"
+    );
     let labels = &img["Labels"];
-    assert_eq!(labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
-    assert!(labels["org.opencontainers.image.licenses"].as_str().unwrap().contains("Apache-2.0"));
-    assert!(labels["org.opencontainers.image.source"].as_str().is_some_and(|s| !s.is_empty()));
-    let head = sh(Command::new("git").arg("-C").arg(repo_root()).args(["rev-parse", "HEAD"]));
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(labels["org.opencontainers.image.licenses"]
+        .as_str()
+        .unwrap()
+        .contains("Apache-2.0"));
+    assert!(labels["org.opencontainers.image.source"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    let head = sh(Command::new("git")
+        .arg("-C")
+        .arg(repo_root())
+        .args(["rev-parse", "HEAD"]));
     assert_eq!(labels["org.opencontainers.image.revision"], head.trim());
     assert_eq!(strings(&img["Config"]["Entrypoint"]), ["/usr/bin/sonde"]);
     let files = image_files(&archive, &dir);
-    assert!(files.contains("usr/bin/sonde") && files.contains("etc/sonde/config.yaml"), "{files:?}");
-    assert!(files.iter().any(|f| f.contains("ld-linux")), "the dynamic loader: {files:?}");
+    assert!(
+        files.contains("usr/bin/sonde") && files.contains("etc/sonde/config.yaml"),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.contains("ld-linux")),
+        "the dynamic loader: {files:?}"
+    );
     assert!(files.iter().any(|f| f.ends_with("/libc.so.6")), "{files:?}");
     for shell in ["bin/sh", "usr/bin/sh", "bin/bash", "bin/busybox"] {
         assert!(!files.contains(shell), "the image has {shell}");
@@ -885,9 +1202,20 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
             std::thread::sleep(Duration::from_millis(250));
         }
         let st = ctd.container_status(&id);
-        panic!("timed out waiting for {what}; container state {} exit {} {} {}\n--- log:\n{}", st.state, st.exit_code, st.reason, st.message, log());
+        panic!(
+            "timed out waiting for {what}; container state {} exit {} {} {}\n--- log:\n{}",
+            st.state,
+            st.exit_code,
+            st.reason,
+            st.message,
+            log()
+        );
     };
-    let ready = wait("sonde in its container to be ready", Duration::from_secs(90), &|| get("/readyz").is_some());
+    let ready = wait(
+        "sonde in its container to be ready",
+        Duration::from_secs(90),
+        &|| get("/readyz").is_some(),
+    );
     eprintln!("ready {ready:?} after StartContainer");
     assert_eq!(ctd.container_status(&id).state, 1, "running");
 
@@ -901,7 +1229,15 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
             .map(|s| s["state"].as_str().unwrap_or("").to_string())
             .unwrap_or_default()
     };
-    for probe in ["tcp_reset", "packet_loss", "tcp_retrans", "flow", "netdev", "tcpsummary", "chart_ticks"] {
+    for probe in [
+        "tcp_reset",
+        "packet_loss",
+        "tcp_retrans",
+        "flow",
+        "netdev",
+        "tcpsummary",
+        "chart_ticks",
+    ] {
         assert_eq!(
             state(probe),
             "running",
@@ -912,38 +1248,91 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         );
     }
     let running = scripts.iter().filter(|s| s["state"] == "running").count();
-    eprintln!("{running} of {} scripts running in the container", scripts.len());
+    eprintln!(
+        "{running} of {} scripts running in the container",
+        scripts.len()
+    );
 
     // It names the test pods from CRI and counts their resets.
     resets_in(&netns_of(web_pid), 5);
     let m = || get("/metrics").unwrap_or_default();
-    wait("web-1's resets on /metrics", Duration::from_secs(30), &|| {
-        sample(&m(), "sonde_tcp_reset_segments_total", &[("namespace", "shop"), ("pod", "web-1"), ("node", NODE)]).is_some()
-    });
+    wait(
+        "web-1's resets on /metrics",
+        Duration::from_secs(30),
+        &|| {
+            sample(
+                &m(),
+                "sonde_tcp_reset_segments_total",
+                &[("namespace", "shop"), ("pod", "web-1"), ("node", NODE)],
+            )
+            .is_some()
+        },
+    );
     let metrics = m();
-    assert_eq!(sample(&metrics, "sonde_pods_cri_up", &[]), Some(1.0), "CRI through the mounted socket");
-    assert!(sample(&metrics, "sonde_btf_info", &[("source", "sysfs")]).is_some(), "BTF through the /sys/kernel/btf mount");
-    assert!(sample(&metrics, "sonde_chart_ticks_total", &[("source", "chart")]).is_some_and(|v| v >= 1.0));
+    assert_eq!(
+        sample(&metrics, "sonde_pods_cri_up", &[]),
+        Some(1.0),
+        "CRI through the mounted socket"
+    );
+    assert!(
+        sample(&metrics, "sonde_btf_info", &[("source", "sysfs")]).is_some(),
+        "BTF through the /sys/kernel/btf mount"
+    );
+    assert!(
+        sample(&metrics, "sonde_chart_ticks_total", &[("source", "chart")])
+            .is_some_and(|v| v >= 1.0)
+    );
     // On their next tick (10 s), the sources read the test pods' namespaces (netdev
     // through /proc/<pid>/net: hostPID and SYS_PTRACE) and the named one (through
     // the /run/netns mount); the TCP summary is sock_diag from inside each pod's
     // namespace (setns: SYS_ADMIN).
-    wait("the sources in the pods' namespaces", Duration::from_secs(30), &|| {
-        let m = m();
-        sample(&m, "sonde_netdev_receive_packets_total", &[("namespace", "shop"), ("pod", "api-1"), ("device", "eth0")]).is_some()
-            && sample(&m, "sonde_netdev_receive_packets_total", &[("pod", &before.0)]).is_some()
-            && sample(&m, "sonde_tcpsummary_sockets", &[("namespace", "shop"), ("pod", "web-1")]).is_some()
-    });
+    wait(
+        "the sources in the pods' namespaces",
+        Duration::from_secs(30),
+        &|| {
+            let m = m();
+            sample(
+                &m,
+                "sonde_netdev_receive_packets_total",
+                &[("namespace", "shop"), ("pod", "api-1"), ("device", "eth0")],
+            )
+            .is_some()
+                && sample(
+                    &m,
+                    "sonde_netdev_receive_packets_total",
+                    &[("pod", &before.0)],
+                )
+                .is_some()
+                && sample(
+                    &m,
+                    "sonde_tcpsummary_sockets",
+                    &[("namespace", "shop"), ("pod", "web-1")],
+                )
+                .is_some()
+        },
+    );
 
     // A namespace added now shows up through the HostToContainer mount of /run/netns.
     let after = NamedNetns::add(&format!("sonde-k8s-b{}", std::process::id()));
-    wait("a namespace added after the start", Duration::from_secs(30), &|| {
-        sample(&m(), "sonde_netdev_receive_packets_total", &[("pod", &after.0)]).is_some()
-    });
+    wait(
+        "a namespace added after the start",
+        Duration::from_secs(30),
+        &|| {
+            sample(
+                &m(),
+                "sonde_netdev_receive_packets_total",
+                &[("pod", &after.0)],
+            )
+            .is_some()
+        },
+    );
 
     // A script ConfigMap update (the kubelet's atomic ..data swap) reloads sonde in place.
     let mut files = configmap_data(&r, "sonde-scripts");
-    files.insert("chart_ticks.rhai".into(), CHART_SCRIPT.replace("[\"chart\"]", "[\"chart-v2\"]"));
+    files.insert(
+        "chart_ticks.rhai".into(),
+        CHART_SCRIPT.replace("[\"chart\"]", "[\"chart-v2\"]"),
+    );
     atomic_write(&dir.join("volumes/scripts"), &files, 2);
     wait("the swapped script", Duration::from_secs(15), &|| {
         sample(&m(), "sonde_chart_ticks_total", &[("source", "chart-v2")]).is_some()
@@ -956,7 +1345,10 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         Duration::from_secs(60),
         |r| r.len() == 1 && r[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= 5.0),
     );
-    assert_eq!(result[0]["metric"]["node"], NODE, "node from the downward API");
+    assert_eq!(
+        result[0]["metric"]["node"], NODE,
+        "node from the downward API"
+    );
     eprintln!("Prometheus: {}", result[0]);
 
     // SIGTERM from the runtime: a clean exit within the grace period.
@@ -964,7 +1356,12 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     ctd.stop_container(&id, 30);
     let st = ctd.container_status(&id);
     eprintln!("stopped in {:?}", stopping.elapsed());
-    assert_eq!((st.state, st.exit_code), (2, 0), "exited cleanly on SIGTERM: {}", log());
+    assert_eq!(
+        (st.state, st.exit_code),
+        (2, 0),
+        "exited cleanly on SIGTERM: {}",
+        log()
+    );
     ctd.remove_container(&id);
     let text = log();
     assert!(!text.contains("panicked"), "{text}");
