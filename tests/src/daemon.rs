@@ -4,10 +4,14 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::sonde_bin;
+
+/// A file put in the script directory before the daemon starts: its name, and what
+/// writes it (`mkfifo` is fine).
+pub type ScriptFile<'a> = (&'a str, &'a dyn Fn(&std::path::Path));
 
 /// A running daemon in its own temp directory; SIGTERM on drop.
 pub struct Daemon {
@@ -35,7 +39,23 @@ impl Daemon {
     /// Starts `sonde daemon` with `extra` appended to a config that listens on a
     /// random port and watches `<dir>/scripts`; waits until /readyz says ready.
     pub fn start(test: &str, builtin: &[&str], extra: &str) -> Daemon {
+        Self::start_with(test, builtin, extra, &[], None)
+    }
+
+    /// [`Daemon::start`] with files put in the script directory before it starts
+    /// (`(name, fill)`: `fill` writes the file) and stdout going to `stdout`
+    /// instead of `stdout.log`.
+    pub fn start_with(
+        test: &str,
+        builtin: &[&str],
+        extra: &str,
+        files: &[ScriptFile<'_>],
+        stdout: Option<Stdio>,
+    ) -> Daemon {
         let dir = temp_dir(test);
+        for (name, fill) in files {
+            fill(&dir.join("scripts").join(name));
+        }
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "listen: {addr}\nnode_name: e2e-node\nscripts:\n  builtin: [{}]\n  directories: [{}]\n{extra}",
@@ -47,7 +67,11 @@ impl Daemon {
             .args(["daemon", "--config"])
             .arg(dir.join("sonde.yaml"))
             .env("SONDE_LOG", "info")
-            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stdout(stdout.unwrap_or_else(|| {
+                std::fs::File::create(dir.join("stdout.log"))
+                    .unwrap()
+                    .into()
+            }))
             .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
             .unwrap();

@@ -8,12 +8,14 @@
 //! - [`kernel`]: a built-in program loaded straight into the kernel, records decoded.
 //! - [`cri`]: a real containerd of the test's own, pods and containers over CRI.
 //! - [`kubernetes`]: the Helm chart rendered with real Helm, the offline Kubernetes tools.
+//! - [`veth`]: a pod-like namespace behind a veth pair, for TC probes.
 
 pub mod cri;
 pub mod daemon;
 pub mod kernel;
 pub mod kubernetes;
 pub mod run;
+pub mod veth;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

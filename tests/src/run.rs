@@ -14,6 +14,27 @@ pub struct Run {
     stderr_all: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+impl Drop for Run {
+    /// A test that panics before `finish` must not leave sonde running (attached,
+    /// until the machine reboots): SIGTERM, and SIGKILL after 3 s.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: kill(2) on the pid of a child that has not been reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Starts `sonde ARGS` (in the repository root) and waits until its program is attached.
 pub fn start(args: &[&str]) -> Run {
     let mut child = Command::new(sonde_bin())

@@ -795,3 +795,358 @@ fn a_builtin_the_kernel_cannot_run_is_reported_and_the_others_run() {
     );
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// Counts `# TYPE` lines of families whose name starts with `prefix`.
+fn families_named(metrics: &str, prefix: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("# TYPE {prefix}")))
+        .count()
+}
+
+/// Fifty new metric families a tick, ten series each.
+const FAMILIES: &str = r#"//! families: a new metric family every time, never the same.
+const PROBE = #{ interval: "100ms" };
+fn init(params) { this.n = 0; }
+fn on_tick() {
+    for j in 0..50 {
+        this.n += 1;
+        let c = metrics::counter("fam_" + this.n + "_total", "A family per name.", ["k"]);
+        for i in 0..10 { c.inc([i]); }
+    }
+}
+"#;
+
+/// One family, 500 new series a tick.
+const HOG: &str = r#"//! hog: new series without end.
+const PROBE = #{ interval: "100ms" };
+fn init(params) { this.n = 0; this.g = metrics::gauge("hog_series", "A series per number.", ["n"]); }
+fn on_tick() { for i in 0..500 { this.n += 1; this.g.set([this.n], 1); } }
+"#;
+
+#[test]
+fn scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_going() {
+    if !require_root(
+        "scripts_past_their_family_and_series_budgets_are_held_and_the_others_keep_going",
+    ) {
+        return;
+    }
+    let d = Daemon::start(
+        "budgets",
+        &[],
+        "limits:\n  families_per_script: 16\n  total_series: 5000\n  series_budget: 100000\n",
+    );
+    let ticks = |m: &str| sample(m, "sonde_e2e_ticks_total", &[("version", "one")]);
+    // The canary first: its one series exists before the others fill the budget.
+    std::fs::write(d.script("ticker.rhai"), TICKER).unwrap();
+    d.wait_for("the canary to tick", Duration::from_secs(3), || {
+        ticks(&d.metrics()).is_some_and(|v| v >= 1.0)
+    });
+    std::fs::write(d.script("families.rhai"), FAMILIES).unwrap();
+    std::fs::write(d.script("hog.rhai"), HOG).unwrap();
+    let refused = |m: &str| {
+        sample(
+            m,
+            "sonde_metric_families_dropped_total",
+            &[("script", "families")],
+        )
+    };
+    let total_dropped = |m: &str| {
+        sample(
+            m,
+            "sonde_series_dropped_total",
+            &[("metric", "sonde_hog_series"), ("reason", "total_series")],
+        )
+    };
+    d.wait_for(
+        "both budgets to be reached",
+        Duration::from_secs(10),
+        || {
+            let m = d.metrics();
+            refused(&m).is_some_and(|v| v > 0.0) && total_dropped(&m).is_some_and(|v| v > 0.0)
+        },
+    );
+    // Unchecked, `families` would add 500 families (5,000 series) a second and
+    // `hog` 5,000 series a second.
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let m = d.metrics();
+    let scrape = t.elapsed();
+    let t0 = ticks(&m).unwrap();
+    let (r0, h0) = (refused(&m).unwrap(), total_dropped(&m).unwrap());
+    let series = m.lines().filter(|l| !l.starts_with('#')).count();
+    eprintln!(
+        "/metrics: {} bytes, {series} samples, {} fam_ families, scraped in {scrape:?}",
+        m.len(),
+        families_named(&m, "sonde_fam_")
+    );
+    assert_eq!(
+        families_named(&m, "sonde_fam_"),
+        16,
+        "families past the budget"
+    );
+    assert!(
+        sample(&m, "sonde_script_series", &[("script", "hog")]).unwrap() <= 5000.0,
+        "{m}"
+    );
+    // 5000 script series and sonde's own: well under a megabyte.
+    assert!(m.len() < 600_000, "/metrics is {} bytes", m.len());
+    assert!(series < 6_500, "{series} samples");
+    assert_eq!(
+        sample(
+            &m,
+            "sonde_script_metric_families",
+            &[("script", "families")]
+        ),
+        Some(16.0)
+    );
+    assert!(
+        scrape < Duration::from_millis(500),
+        "scrape took {scrape:?}"
+    );
+
+    // The canary keeps updating; the refusals keep being counted.
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = d.metrics();
+    assert!(ticks(&m).unwrap() >= t0 + 5.0, "the canary stalled");
+    assert!(refused(&m).unwrap() > r0, "family refusals not counted");
+    assert!(
+        total_dropped(&m).unwrap() > h0,
+        "dropped series not counted"
+    );
+    assert!(
+        sample(
+            &m,
+            "sonde_script_errors_total",
+            &[("script", "families"), ("kind", "runtime")]
+        )
+        .is_some_and(|v| v > 0.0),
+        "the script did not see an error"
+    );
+
+    // /status says who holds what, and who is past a budget.
+    let st = d.status();
+    assert!(
+        st["metrics"]["script_series"].as_u64().unwrap() <= 5000,
+        "{st}"
+    );
+    let fam = d.unit("families");
+    assert_eq!(fam["state"], "degraded", "{fam}");
+    assert_eq!(fam["metrics"]["families"], 16, "{fam}");
+    assert!(
+        fam["metrics"]["families_refused"].as_u64().unwrap() > 0,
+        "{fam}"
+    );
+    assert!(
+        fam["degraded"]
+            .as_str()
+            .unwrap()
+            .contains("limits.families_per_script"),
+        "{fam}"
+    );
+    let hog = d.unit("hog");
+    assert_eq!(hog["state"], "degraded", "{hog}");
+    assert!(
+        hog["metrics"]["series_dropped_total_budget"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{hog}"
+    );
+    assert_eq!(d.unit("ticker")["state"], "running");
+    let log = d.stderr();
+    assert!(log.contains("metric family budget reached"), "{log}");
+    assert!(
+        log.contains("total series budget of the scripts reached"),
+        "{log}"
+    );
+
+    // The hog goes away: its series free the total for the others.
+    std::fs::remove_file(d.script("hog.rhai")).unwrap();
+    d.wait_for(
+        "the hog's series to be released",
+        Duration::from_secs(3),
+        || d.status()["metrics"]["script_series"].as_u64().unwrap() < 1000,
+    );
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}
+
+#[test]
+fn a_large_script_file_and_a_fifo_are_refused_and_the_rest_runs() {
+    if !require_root("a_large_script_file_and_a_fifo_are_refused_and_the_rest_runs") {
+        return;
+    }
+    // 2 MiB of a valid script: a comment and a tick.
+    let big = |p: &std::path::Path| {
+        let mut text = "//! big: valid, only too large.\n".to_string();
+        while text.len() < 2 << 20 {
+            text.push_str("// padding padding padding padding padding padding padding padding\n");
+        }
+        std::fs::write(p, text).unwrap();
+    };
+    let ticker = |p: &std::path::Path| std::fs::write(p, TICKER).unwrap();
+    let t = Instant::now();
+    let d = Daemon::start_with(
+        "refuse",
+        &[],
+        "",
+        &[
+            ("big.rhai", &big),
+            ("fifo.rhai", &mkfifo),
+            ("ticker.rhai", &ticker),
+        ],
+        None,
+    );
+    eprintln!(
+        "ready {:?} after start with a FIFO in the script directory",
+        t.elapsed()
+    );
+    let size = std::fs::metadata(d.script("big.rhai")).unwrap().len();
+    let big_unit = d.unit("big");
+    assert_eq!(big_unit["state"], "failed", "{big_unit}");
+    assert_eq!(
+        big_unit["last_error"].as_str().unwrap(),
+        format!(
+            "{}: refused: {size} bytes, over limits.max_script_bytes (1048576 bytes); split the script or raise the limit",
+            d.script("big.rhai").display()
+        )
+    );
+    let fifo = d.unit("fifo");
+    assert_eq!(fifo["state"], "failed", "{fifo}");
+    assert!(
+        fifo["last_error"].as_str().unwrap().contains(&format!(
+            "{}: refused: it is a FIFO, not a regular file",
+            d.script("fifo.rhai").display()
+        )),
+        "{fifo}"
+    );
+    let ticks = |m: &str| sample(m, "sonde_e2e_ticks_total", &[("version", "one")]);
+    d.wait_for("the other script to tick", Duration::from_secs(3), || {
+        ticks(&d.metrics()).is_some_and(|v| v >= 3.0)
+    });
+    let m = d.metrics();
+    let refused = |m: &str, script: &str, reason: &str| {
+        sample(
+            m,
+            "sonde_script_files_refused_total",
+            &[("script", script), ("reason", reason)],
+        )
+    };
+    assert!(
+        refused(&m, "big", "too_large").is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    assert!(
+        refused(&m, "fifo", "not_regular_file").is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "sonde_script_up", &[("script", "big")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "sonde_script_up", &[("script", "ticker")]),
+        Some(1.0)
+    );
+    assert!(d.stderr().contains("script file refused"), "{}", d.stderr());
+    let reloads = d.status()["last_reload"].clone();
+    assert_eq!(reloads["result"], "failure", "{reloads}");
+
+    // Cut down to size: it runs.
+    std::fs::write(
+        d.script("big.rhai"),
+        TICKER.replace("e2e_ticks_total", "e2e_big_ticks_total"),
+    )
+    .unwrap();
+    d.wait_for("the fixed script to run", Duration::from_secs(3), || {
+        d.unit("big")["state"] == "running"
+    });
+    // Gone: so is its unit.
+    std::fs::remove_file(d.script("fifo.rhai")).unwrap();
+    d.wait_for("the FIFO's unit to go", Duration::from_secs(3), || {
+        d.unit("fifo").is_null()
+    });
+}
+
+/// Emits 200 events of ~300 bytes every 20 ms: 3 MB/s of text on stdout.
+const EMITTER: &str = r#"//! emitter: an event flood.
+const PROBE = #{ interval: "20ms" };
+fn init(params) { this.pad = "x"; for i in 0..8 { this.pad += this.pad; } }
+fn on_tick() { for i in 0..200 { emit("E2E_FLOOD", #{ i: i, pad: this.pad }); } }
+"#;
+
+#[test]
+fn sigterm_ends_the_process_within_shutdown_timeout_while_stdout_is_blocked_and_loki_silent() {
+    if !require_root(
+        "sigterm_ends_the_process_within_shutdown_timeout_while_stdout_is_blocked_and_loki_silent",
+    ) {
+        return;
+    }
+    // A Loki that accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let loki = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(64) {
+            held.push(s);
+        }
+    });
+    // stdout into a pipe whose reader never reads.
+    let mut reader = Command::new("sleep")
+        .arg("120")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe: Stdio = reader.stdin.take().unwrap().into();
+    let emitter = |p: &std::path::Path| std::fs::write(p, EMITTER).unwrap();
+    let timeout = Duration::from_secs(2);
+    let mut d = Daemon::start_with(
+        "stuck-stdout",
+        &[],
+        &format!(
+            "shutdown_timeout: 2s\nsinks:\n  queue: 256\n  loki:\n    url: http://{loki}\n    timeout: 30s\n    batch_wait: 100ms\n"
+        ),
+        &[("emitter.rhai", &emitter)],
+        Some(pipe),
+    );
+    let dropped = |sink: &str| {
+        sample(
+            &d.metrics(),
+            "sonde_events_dropped_total",
+            &[("sink", sink)],
+        )
+        .unwrap_or(0.0)
+    };
+    d.wait_for(
+        "stdout to be full and events dropped",
+        Duration::from_secs(10),
+        || dropped("stdout") > 0.0,
+    );
+    let t = Instant::now();
+    let st = d.stop();
+    let took = t.elapsed();
+    let _ = reader.kill();
+    let _ = reader.wait();
+    eprintln!("SIGTERM to exit: {took:?} (shutdown_timeout {timeout:?}), exit status {st}");
+    let log = d.stderr();
+    assert!(
+        took < timeout + Duration::from_secs(1),
+        "took {took:?} to exit\n{log}"
+    );
+    assert!(st.success(), "exit status {st}\n{log}");
+    assert!(log.contains("sonde daemon stopped"), "{log}");
+    assert!(
+        log.contains("stdout did not take the events before the shutdown deadline"),
+        "{log}"
+    );
+}

@@ -6,153 +6,14 @@
 //! ends, no filter, TCX link or clsact qdisc of sonde is left on the interfaces.
 //! Both attach modes run: TCX links and clsact/cls_bpf filters (what 5.10 and 6.1 use).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rhai::Map;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{int, load, s};
+use sonde_tests::require_root;
 use sonde_tests::run::{finish, start, summary_row};
-use sonde_tests::{ip, require_root, NetnsThread};
-
-fn text(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().expect("run command");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A "pod": a namespace with a veth whose host side is `host` (10.77.N.1, fd77:N::1)
-/// and pod side 10.77.N.2, fd77:N::2. Dropping it deletes the pair.
-struct Pod {
-    ns: NetnsThread,
-    host: String,
-    v4: (IpAddr, IpAddr),
-    v6: (IpAddr, IpAddr),
-}
-
-impl Pod {
-    fn new(tag: &str, n: u8) -> Pod {
-        let ns = NetnsThread::new().expect("network namespace");
-        let host = format!("sfl{tag}{}h", std::process::id() % 10000);
-        let pod = format!("sfl{n}p");
-        let pid = std::process::id().to_string();
-        let (h, p) = (host.clone(), pod.clone());
-        // Created inside the namespace; the host side is moved to this process's
-        // (the host's) namespace by pid.
-        ns.run(move || {
-            ip(&[
-                "link", "add", &p, "type", "veth", "peer", "name", &h, "netns", &pid,
-            ]);
-            ip(&["addr", "add", &format!("10.77.{n}.2/24"), "dev", &p]);
-            ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("fd77:{n}::2/64"),
-                "dev",
-                &p,
-                "nodad",
-            ]);
-            ip(&["link", "set", &p, "up"]);
-            // Plain TCP headers: every segment but the SYN (MSS option) has 20 bytes.
-            for (k, v) in [
-                ("tcp_timestamps", "0"),
-                ("tcp_sack", "0"),
-                ("tcp_window_scaling", "0"),
-            ] {
-                std::fs::write(format!("/proc/sys/net/ipv4/{k}"), v).unwrap();
-            }
-        });
-        ip(&["addr", "add", &format!("10.77.{n}.1/24"), "dev", &host]);
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("fd77:{n}::1/64"),
-            "dev",
-            &host,
-            "nodad",
-        ]);
-        ip(&["link", "set", &host, "up"]);
-        Pod {
-            ns,
-            host,
-            v4: (
-                format!("10.77.{n}.1").parse().unwrap(),
-                format!("10.77.{n}.2").parse().unwrap(),
-            ),
-            v6: (
-                format!("fd77:{n}::1").parse().unwrap(),
-                format!("fd77:{n}::2").parse().unwrap(),
-            ),
-        }
-    }
-
-    /// Sends `count` datagrams of `size` bytes from the pod to the host; returns the
-    /// (source port, destination port) once the host has received them all.
-    fn udp(&self, (host, pod): (IpAddr, IpAddr), count: usize, size: usize) -> (u16, u16) {
-        let rx = UdpSocket::bind((host, 0)).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let to = rx.local_addr().unwrap();
-        let sport = self.ns.run(move || {
-            let tx = UdpSocket::bind((pod, 0)).unwrap();
-            for _ in 0..count {
-                tx.send_to(&vec![7u8; size], to).unwrap();
-            }
-            tx.local_addr().unwrap().port()
-        });
-        let mut buf = [0u8; 65536];
-        for _ in 0..count {
-            let (n, _) = rx.recv_from(&mut buf).expect("datagram");
-            assert_eq!(n, size);
-        }
-        (sport, to.port())
-    }
-
-    /// A TCP connection from the pod to the host carrying `bytes`, closed by both.
-    fn tcp(&self, (host, _): (IpAddr, IpAddr), bytes: usize) -> (u16, u16) {
-        let l = TcpListener::bind((host, 0)).unwrap();
-        let to = l.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let (mut c, _) = l.accept().unwrap();
-            let mut n = 0;
-            let mut buf = [0u8; 65536];
-            loop {
-                let k = c.read(&mut buf).unwrap();
-                if k == 0 {
-                    break;
-                }
-                n += k;
-            }
-            n
-        });
-        let sport = self.ns.run(move || {
-            let mut c = TcpStream::connect(to).unwrap();
-            c.write_all(&vec![1u8; bytes]).unwrap();
-            c.shutdown(std::net::Shutdown::Write).unwrap();
-            let mut rest = Vec::new();
-            c.read_to_end(&mut rest).unwrap();
-            c.local_addr().unwrap().port()
-        });
-        assert_eq!(server.join().unwrap(), bytes);
-        // The last ACK of the close.
-        std::thread::sleep(Duration::from_millis(200));
-        (sport, to.port())
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host])
-            .status();
-    }
-}
+use sonde_tests::veth::{no_sonde_left, text, Pod};
 
 /// `(key, value)` entries of a map whose value is `{bytes, packets}`.
 fn entries(loaded: &sonde::bpf::Loaded, map: &str) -> Vec<(Map, Map)> {
@@ -190,20 +51,6 @@ fn flow(loaded: &sonde::bpf::Loaded, iface: &str, sport: u16, dport: u16, l4: &s
     let (k, v) = &found[0];
     assert_eq!(s(k, "dir"), "TX", "the pod sent it: {k:?}");
     (int(v, "bytes"), int(v, "packets"))
-}
-
-fn no_sonde_left(iface: &str) {
-    for dir in ["ingress", "egress"] {
-        let f = text("tc", &["filter", "show", "dev", iface, dir]);
-        assert!(
-            !f.contains("tc_ingress") && !f.contains("tc_egress"),
-            "filters left on {iface} {dir}: {f}"
-        );
-    }
-    let q = text("tc", &["qdisc", "show", "dev", iface]);
-    assert!(!q.contains("clsact"), "clsact qdisc left on {iface}: {q}");
-    let tcx = sonde::bpf::tc::tcx_programs(iface);
-    assert!(tcx.is_empty(), "TCX links left on {iface}: {tcx:?}");
 }
 
 fn kernel_counts_exact_bytes(mode: &str, tag: &str, n: u8) {

@@ -241,7 +241,7 @@ fn rust_uses(root: &Path, file: &Path, uses: &mut Vec<Use>, problems: &mut Vec<S
             continue;
         }
         let expr = &arg[..arg.find(')').unwrap_or(0)];
-        if ["sonde", "CARGO", "cargo", "guest_dir("]
+        if ["sonde", "CARGO", "cargo", "guest_dir(", "current_exe("]
             .iter()
             .any(|own| expr.contains(own))
         {
@@ -599,7 +599,7 @@ fn owner(path: &Path) -> Option<String> {
             continue;
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines().filter(|l| !l.starts_with("diversion")) {
+        if let Some(line) = text.lines().find(|l| !l.starts_with("diversion")) {
             let pkg = line
                 .split(':')
                 .next()

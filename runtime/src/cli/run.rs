@@ -233,6 +233,13 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let printer = rc.printer;
     let pods = rc.pods.clone();
     let mut stats = Stats::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut stop = {
+        let _in = rt.enter();
+        Stop::listen()?
+    };
 
     let Some(program) = manifest.program.clone() else {
         // No kernel side: init, ticks, exit.
@@ -245,6 +252,8 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             None,
             &mut stats,
             printer,
+            &rt,
+            &mut stop,
         )?;
         stats.script_errors = inst.errors().clone();
         return Ok(stats);
@@ -309,6 +318,8 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         writer.as_mut(),
         &mut stats,
         printer,
+        &rt,
+        &mut stop,
     )?;
     stats.lost = live.loaded.lost();
     stats.script_errors = inst.errors().clone();
@@ -351,6 +362,31 @@ impl Recording {
 
 type RecordTo<'a> = &'a mut Recording;
 
+/// SIGTERM and SIGINT, listened to from before anything is attached: a signal during
+/// start-up ends the run like one later (programs detached, summary printed) instead
+/// of killing the process with its TC filters still on the interfaces.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn listen() -> std::io::Result<Stop> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
 /// What `sonde run` adds around the runner: the recording and the printer.
 struct RunObserver<'a> {
     record: Option<RecordTo<'a>>,
@@ -392,6 +428,7 @@ impl crate::script::runner::Observer for RunObserver<'_> {
 /// the runner stops it; ends with a last drain, `on_tick` and `on_exit`. This
 /// thread only waits: a handler that loops cannot delay Ctrl-C or --for by more than
 /// one interrupted call.
+#[allow(clippy::too_many_arguments)]
 fn wait_loop(
     args: &RunArgs,
     interval: Duration,
@@ -400,6 +437,8 @@ fn wait_loop(
     record: Option<RecordTo<'_>>,
     stats: &mut Stats,
     printer: &Printer,
+    rt: &tokio::runtime::Runtime,
+    stop: &mut Stop,
 ) -> anyhow::Result<()> {
     use crate::script::runner::{self, Control, Outcome, RunStats, Settings};
     let settings = Settings {
@@ -409,9 +448,6 @@ fn wait_loop(
     };
     let ctl = Control::new(inst)?;
     let run_stats = RunStats::default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let outcome = std::thread::scope(|scope| -> anyhow::Result<Outcome> {
         let runner = std::thread::Builder::new()
@@ -424,8 +460,6 @@ fn wait_loop(
                 o
             })?;
         let waited: anyhow::Result<()> = rt.block_on(async {
-            let mut sigterm =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let until = async {
                 match args.duration {
                     Some(d) => tokio::time::sleep(d).await,
@@ -434,8 +468,7 @@ fn wait_loop(
             };
             tokio::select! {
                 _ = until => {}
-                _ = tokio::signal::ctrl_c() => {}
-                _ = sigterm.recv() => {}
+                _ = stop.recv() => {}
                 _ = done_rx => {}
             }
             Ok(())

@@ -61,7 +61,9 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// Pod resolution: the container runtime's socket, refresh, pod labels.
     pub pods: crate::pods::PodsConfig,
-    /// How long shutdown may take to flush sinks before giving up.
+    /// How long shutdown may take (scripts' `on_exit`, then flushing sinks) before
+    /// what is left is dropped; the process ends at most
+    /// [`super::shutdown::EXIT_MARGIN`] later.
     #[serde(with = "super::serde_util::duration")]
     pub shutdown_timeout: Duration,
 }
@@ -102,7 +104,20 @@ pub struct LimitsConfig {
     /// queued after it is dropped and counted, so a slow script sees fresh records.
     #[serde(with = "super::serde_util::duration")]
     pub max_backlog: Duration,
+    /// Metric families one script may hold; past it registering a new one fails.
+    pub families_per_script: usize,
+    /// Series of all scripts' metric families together; past it new series are
+    /// dropped and counted.
+    pub total_series: usize,
+    /// Largest script file read from a script directory, in bytes (`"1MiB"`).
+    #[serde(with = "super::serde_util::size")]
+    pub max_script_bytes: u64,
 }
+
+/// Ranges of the budget limits: `(key, min, max)`.
+const FAMILIES_PER_SCRIPT_RANGE: (usize, usize) = (1, 10_000);
+const TOTAL_SERIES_RANGE: (usize, usize) = (1, 50_000_000);
+const MAX_SCRIPT_BYTES_RANGE: (u64, u64) = (1024, 64 << 20);
 
 impl Default for Config {
     fn default() -> Self {
@@ -156,6 +171,9 @@ impl Default for LimitsConfig {
             series_budget: l.series_budget,
             memory: 64 << 20,
             max_backlog: Duration::from_secs(1),
+            families_per_script: crate::metrics::DEFAULT_FAMILIES_PER_SCRIPT,
+            total_series: crate::metrics::DEFAULT_TOTAL_SERIES,
+            max_script_bytes: crate::script::MAX_SCRIPT_BYTES,
         }
     }
 }
@@ -171,6 +189,14 @@ impl LimitsConfig {
             call_deadline: self.call_deadline,
             series_budget: self.series_budget,
             ..Limits::default()
+        }
+    }
+
+    /// The registry budgets these limits set.
+    pub fn budgets(&self) -> crate::metrics::Budgets {
+        crate::metrics::Budgets {
+            families_per_script: self.families_per_script,
+            total_series: self.total_series,
         }
     }
 }
@@ -255,6 +281,31 @@ impl Config {
             return Err((
                 "limits.max_backlog".into(),
                 "must be at most 60s: a longer backlog means events minutes late".into(),
+            ));
+        }
+        for (key, value, (min, max)) in [
+            (
+                "families_per_script",
+                l.families_per_script,
+                FAMILIES_PER_SCRIPT_RANGE,
+            ),
+            ("total_series", l.total_series, TOTAL_SERIES_RANGE),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err((
+                    format!("limits.{key}"),
+                    format!("{value} is out of range; expected {min} to {max}"),
+                ));
+            }
+        }
+        let (min, max) = MAX_SCRIPT_BYTES_RANGE;
+        if !(min..=max).contains(&l.max_script_bytes) {
+            return Err((
+                "limits.max_script_bytes".into(),
+                format!(
+                    "{} is out of range; expected {min} (1KiB) to {max} (64MiB)",
+                    l.max_script_bytes
+                ),
             ));
         }
         self.pods.validate()?;
@@ -378,6 +429,32 @@ mod tests {
         assert!(e.to_string().contains("pods.labels[0]"), "{e}");
         let e = Config::parse("c.yaml", "pods:\n  refresh: 1ms\n").unwrap_err();
         assert!(e.to_string().contains("pods.refresh"), "{e}");
+        let e = Config::parse("c.yaml", "limits:\n  families_per_script: 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yaml: limits.families_per_script: 0 is out of range; expected 1 to 10000"
+        );
+        let e = Config::parse("c.yaml", "limits:\n  total_series: 100000000\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("limits.total_series: 100000000 is out of range"),
+            "{e}"
+        );
+        let e = Config::parse("c.yaml", "limits:\n  max_script_bytes: 1GiB\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("limits.max_script_bytes: 1073741824 is out of range; expected 1024 (1KiB) to 67108864 (64MiB)"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "c.yaml",
+            "limits:\n  max_script_bytes: 256KiB\n  families_per_script: 8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_script_bytes, c.limits.families_per_script),
+            (256 << 10, 8)
+        );
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");
     }

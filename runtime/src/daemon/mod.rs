@@ -16,12 +16,16 @@
 //!
 //! Shutdown (SIGTERM, SIGINT): every script ends (`on_exit`), every program is
 //! detached and unloaded (nothing is pinned, so nothing stays in the kernel), the
-//! sinks are flushed within `shutdown_timeout`.
+//! sinks are flushed, all within `shutdown_timeout`: what a sink could not deliver
+//! by then (stdout blocked, Loki unreachable) is dropped, counted and logged, and
+//! the process ends within `shutdown_timeout` + [`shutdown::EXIT_MARGIN`] whatever
+//! is still stuck ([`shutdown`]).
 
 pub mod builtin;
 pub mod config;
 pub mod discover;
 pub mod serde_util;
+pub mod shutdown;
 pub mod supervisor;
 pub mod telemetry;
 pub mod unit;
@@ -75,7 +79,14 @@ pub fn main(args: DaemonArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cfg, file, args.config.clone())) {
+    let watchdog = shutdown::Watchdog::new();
+    let result = rt.block_on(run(cfg, file, args.config.clone(), &watchdog));
+    // A blocking write that never returns (stdout into a pipe nobody reads) would
+    // keep a plain drop of the runtime waiting forever: leave it behind.
+    watchdog.step("stopping the runtime");
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    watchdog.disarm();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sonde: {e:#}");
@@ -84,13 +95,17 @@ pub fn main(args: DaemonArgs) -> ExitCode {
     }
 }
 
+/// How long the runtime waits for its threads at the very end (blocking writes
+/// still stuck after the sinks gave up are abandoned).
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
+
 /// `--check`: the config and every script compile and their params resolve;
 /// nothing is loaded into the kernel.
 fn check(cfg: &Config, file: &str) -> ExitCode {
     let (wanted, unreadable) = discover::wanted(cfg);
     let mut failed = unreadable.len();
     for u in &unreadable {
-        eprintln!("{}: cannot read: {}", u.path.display(), u.error);
+        eprintln!("{}", u.error);
     }
     println!("config {file}: ok (listen {})", cfg.listen);
     let limits = cfg.limits.to_limits();
@@ -134,6 +149,7 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
 /// What the HTTP endpoints see of the daemon.
 struct State {
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
     sinks: Arc<Sinks>,
     node: String,
     config: String,
@@ -143,6 +159,8 @@ struct State {
 impl crate::http::DaemonState for State {
     fn status(&self) -> serde_json::Value {
         let units = self.shared.units.read().unwrap_or_else(|e| e.into_inner());
+        let usage = self.registry.usage();
+        let budgets = self.registry.budgets();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "node": self.node,
@@ -150,7 +168,12 @@ impl crate::http::DaemonState for State {
             "started_at": self.started.duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             "kernel": crate::bpf::features::kernel_release(),
             "last_reload": *self.shared.reload.read().unwrap_or_else(|e| e.into_inner()),
-            "scripts": units.iter().map(|u| u.to_json()).collect::<Vec<_>>(),
+            "scripts": units.iter().map(|u| u.to_json_with(usage.get(&u.name))).collect::<Vec<_>>(),
+            "metrics": {
+                "script_series": self.registry.script_series(),
+                "total_series": budgets.total_series,
+                "families_per_script": budgets.families_per_script,
+            },
         })
     }
 
@@ -164,7 +187,7 @@ impl crate::http::DaemonState for State {
 
     fn before_scrape(&self) {
         let units = self.shared.units.read().unwrap_or_else(|e| e.into_inner());
-        self.shared.telemetry.scrape(&units);
+        self.shared.telemetry.scrape(&units, &self.registry.usage());
     }
 
     fn subscribe(
@@ -181,7 +204,12 @@ impl crate::http::DaemonState for State {
     }
 }
 
-async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(
+    cfg: Config,
+    file: String,
+    config_path: Option<PathBuf>,
+    watchdog: &shutdown::Watchdog,
+) -> anyhow::Result<()> {
     let node = cfg.node();
     let registry = Arc::new(Registry::new(&node));
     let sinks = Arc::new(
@@ -204,6 +232,7 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
     );
     let state = Arc::new(State {
         shared: sup.shared.clone(),
+        registry: registry.clone(),
         sinks: sinks.clone(),
         node: node.clone(),
         config: file.clone(),
@@ -282,22 +311,38 @@ async fn run(cfg: Config, file: String, config_path: Option<PathBuf>) -> anyhow:
         }
     }
 
-    if tokio::time::timeout(shutdown_timeout, sup.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?shutdown_timeout, "scripts did not all stop within shutdown_timeout; going on");
+    // Everything below shares one deadline; the watchdog ends the process if the
+    // runtime cannot (a thread stuck where no deadline reaches).
+    let started = tokio::time::Instant::now();
+    let deadline = started + shutdown_timeout;
+    watchdog.arm(shutdown_timeout + shutdown::EXIT_MARGIN);
+    watchdog.step("stopping scripts");
+    let step = watchdog.clone();
+    let stopping = sup.shutdown(move |script| step.step(format!("stopping script {script}")));
+    if tokio::time::timeout_at(deadline, stopping).await.is_err() {
+        tracing::error!(?shutdown_timeout, "scripts did not all stop within shutdown_timeout; the rest are left running until exit");
     }
+    watchdog.step("stopping the http server");
     let _ = stop_http.send(());
-    match tokio::time::timeout(Duration::from_secs(2), http).await {
+    let http_deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(2));
+    match tokio::time::timeout_at(http_deadline, http).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
-        Err(_) => tracing::warn!("http server did not stop within 2s"),
+        Err(_) => tracing::warn!("http server did not stop in time"),
         _ => {}
     }
-    sinks.shutdown(shutdown_timeout).await;
-    tracing::info!("sonde daemon stopped");
+    watchdog.step("flushing event sinks");
+    // The sinks get what is left, and a moment even when nothing is.
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(SINKS_AT_LEAST);
+    sinks.shutdown(left).await;
+    tracing::info!(elapsed = ?started.elapsed(), "sonde daemon stopped");
     Ok(())
 }
+
+/// The least the sinks get to flush at shutdown, when stopping the scripts took
+/// the whole `shutdown_timeout`.
+const SINKS_AT_LEAST: Duration = Duration::from_millis(100);
 
 /// The pod resolver: CRI with fallbacks; a pod that goes away takes its series with
 /// it, and the configured pod labels are kept up to date in the registry.

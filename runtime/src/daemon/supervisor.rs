@@ -352,15 +352,13 @@ impl Supervisor {
 
     /// Makes the running scripts match the current config and directories.
     pub async fn apply(&mut self, mut errors: Vec<String>) {
+        self.registry.set_budgets(self.cfg.limits.budgets());
         let (wanted, unreadable) = discover::wanted(&self.cfg);
         let mut keep: Vec<String> = Vec::new();
         for u in &unreadable {
-            let e = format!("{}: cannot read: {}", u.path.display(), u.error);
-            tracing::error!(error = %e, "script rejected; the running version stays");
-            errors.push(e);
-            if let Some(stem) = u.path.file_stem() {
-                keep.push(stem.to_string_lossy().into_owned());
-            }
+            tracing::error!(script = %u.name, error = %u.error, "script file refused; a running version stays");
+            errors.push(u.error.clone());
+            keep.push(u.name.clone());
         }
         let gone: Vec<String> = self
             .units
@@ -402,9 +400,41 @@ impl Supervisor {
                 _ => {}
             }
         }
+        for u in unreadable {
+            self.refused(u);
+        }
         self.btf.lock().unwrap_or_else(|e| e.into_inner()).take();
         release_free_memory();
         self.publish(&errors);
+    }
+
+    /// A script file that was refused (too large, not a regular file, unreadable):
+    /// counted, and its unit says why in `/status`; a running version stays.
+    fn refused(&mut self, u: discover::Unreadable) {
+        let _ = self
+            .shared
+            .telemetry
+            .files_refused
+            .inc(&[u.name.as_str(), u.reason]);
+        let unit = self.units.entry(u.name.clone()).or_insert_with(|| Unit {
+            wanted: Wanted {
+                name: u.name.clone(),
+                origin: discover::Origin::File(u.path.clone()),
+                source: "".into(),
+            },
+            overrides: Vec::new(),
+            limits: self.cfg.limits.clone(),
+            params: Vec::new(),
+            program: None,
+            probe: None,
+            task: None,
+            stats: Default::default(),
+            last_error: None,
+            unavailable: false,
+            loaded_at: None,
+            failure: None,
+        });
+        unit.last_error = Some((u.error, SystemTime::now()));
     }
 
     /// The kernel BTF, read on first use in a reload. Where it came from (the
@@ -694,8 +724,9 @@ impl Supervisor {
         tracing::info!(script = %name, series_families_removed = removed.len(), "script removed");
     }
 
-    /// Stops every script (`on_exit` runs) and detaches every program.
-    pub async fn shutdown(&mut self) {
+    /// Stops every script (`on_exit` runs) and detaches every program; `stopping`
+    /// is told each script's name before it is waited for.
+    pub async fn shutdown(&mut self, stopping: impl Fn(&str)) {
         // Every script is told first, so they end in parallel.
         for u in self.units.values() {
             if let Some(t) = &u.task {
@@ -706,6 +737,7 @@ impl Supervisor {
         for name in names {
             if let Some(mut u) = self.units.remove(&name) {
                 if let Some(t) = u.task.take() {
+                    stopping(&name);
                     drop(t.stop(true).await);
                 }
             }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::bpf::maps::MapTable;
-use crate::metrics::{Counter, Gauge, Registry};
+use crate::metrics::{Counter, Gauge, Registry, ScriptUsage};
 
 use super::unit::UnitStats;
 
@@ -73,6 +73,44 @@ impl UnitView {
         }
     }
 
+    /// The `/status` entry, with what the script holds in the registry. A running
+    /// script past a budget (families refused, series dropped by the total budget)
+    /// is `degraded`: it runs, and some of its data is lost.
+    pub fn to_json_with(&self, held: Option<&ScriptUsage>) -> serde_json::Value {
+        let mut v = self.to_json();
+        let held = held.cloned().unwrap_or_default();
+        if self.state == "running" {
+            let mut why = Vec::new();
+            if held.families_refused > 0 {
+                why.push(format!(
+                    "{} new metric families refused (limits.families_per_script)",
+                    held.families_refused
+                ));
+            }
+            if held.series_dropped_total > 0 {
+                why.push(format!(
+                    "{} updates dropped: all scripts' series reached limits.total_series",
+                    held.series_dropped_total
+                ));
+            }
+            if !why.is_empty() {
+                v["state"] = "degraded".into();
+                v["degraded"] = why.join("; ").into();
+                if v["reason"].is_null() {
+                    v["reason"] = why.join("; ").into();
+                }
+            }
+        }
+        v["metrics"] = serde_json::json!({
+            "families": held.families,
+            "series": held.series,
+            "families_refused": held.families_refused,
+            "series_dropped": held.series_dropped,
+            "series_dropped_total_budget": held.series_dropped_total,
+        });
+        v
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let secs = |t: &Option<SystemTime>| {
             t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -127,9 +165,13 @@ pub struct Telemetry {
     dropped: Counter,
     pub failures: Counter,
     pub reloads: Counter,
+    /// Script files refused at a reload, by script and reason.
+    pub files_refused: Counter,
     pub reload_ok: Gauge,
     pub reload_time: Gauge,
     btf_info: Gauge,
+    families: Gauge,
+    series: Gauge,
 }
 
 impl Telemetry {
@@ -162,8 +204,11 @@ impl Telemetry {
             dropped: counter("script_records_dropped_total", "Records read but not handled because the script was behind by more than limits.max_backlog.", &["script", "reason"]),
             failures: counter("script_failures_total", "Times sonde stopped a script, by why: memory (over limits.memory), errors (every handler call failed for 30s), panic. It is tried again after a backoff or on its next edit.", &["script", "kind"]),
             reloads: counter("config_reloads_total", "Reloads of the config and script directories, by result (success, failure: something was rejected and its running version kept).", &["result"]),
+            files_refused: counter("script_files_refused_total", "Script files refused at a reload, by reason: too_large (over limits.max_script_bytes), not_regular_file (a FIFO, a device...), not_utf8, unreadable. /status says which file and why.", &["script", "reason"]),
             reload_ok: gauge("config_last_reload_successful", "1 when the last reload applied everything, 0 when something was rejected.", &[]),
             reload_time: gauge("config_last_reload_timestamp_seconds", "When the last reload ran, in seconds since the Unix epoch.", &[]),
+            families: gauge("script_metric_families", "Metric families a script holds (a family shared by two scripts counts for both); at most limits.families_per_script.", &["script"]),
+            series: gauge("script_series", "Series of the metric families a script holds; all scripts' together are bounded by limits.total_series.", &["script"]),
             btf_info: gauge("btf_info", "Always 1: where the kernel BTF came from (sysfs, explicit, embedded, archive, image) and the kernel release it is for; absent when none was found (see /status last_reload.btf).", &["source", "release"]),
         }
     }
@@ -177,15 +222,23 @@ impl Telemetry {
         }
     }
 
-    /// Brings the counters kept elsewhere up to date; called before each scrape.
-    pub fn scrape(&self, units: &[Arc<UnitView>]) {
+    /// Brings the counters kept elsewhere up to date; called before each scrape
+    /// with what each script holds in the registry.
+    pub fn scrape(
+        &self,
+        units: &[Arc<UnitView>],
+        usage: &std::collections::BTreeMap<String, ScriptUsage>,
+    ) {
         let kernel_stats = crate::bpf::stats_enabled();
         for u in units {
             let name = u.name.as_str();
             let state = u.state();
             let up = matches!(state, "running" | "degraded");
             let _ = self.up.set(&[name], up as i64);
-            let _ = self.degraded.set(&[name], (state == "degraded") as i64);
+            let held = usage.get(name).cloned().unwrap_or_default();
+            let over_budget = held.families_refused > 0 || held.series_dropped_total > 0;
+            let degraded = state == "degraded" || (state == "running" && over_budget);
+            let _ = self.degraded.set(&[name], degraded as i64);
             if crate::memory::active() {
                 let _ = self
                     .memory
@@ -195,6 +248,8 @@ impl Telemetry {
             if dropped > 0 {
                 let _ = self.dropped.set_total(&[name, "behind"], dropped);
             }
+            let _ = self.families.set(&[name], held.families);
+            let _ = self.series.set(&[name], held.series);
             let _ = self
                 .unavailable
                 .set(&[name], (state == "unavailable") as i64);
@@ -251,6 +306,9 @@ impl Telemetry {
         self.handler.retain(other);
         self.runs.retain(other);
         self.run_seconds.retain(other);
+        self.files_refused.retain(other);
+        self.families.retain(other);
+        self.series.retain(other);
     }
 }
 

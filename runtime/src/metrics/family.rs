@@ -1,7 +1,7 @@
 //! One metric family: its description and its series, behind one lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -93,6 +93,60 @@ pub(crate) struct Series {
     pub value: Value,
 }
 
+/// The series of every script-owned family of a registry, against
+/// `limits.total_series`. Shared by the registry and its families.
+#[derive(Debug)]
+pub(crate) struct Totals {
+    /// Series held by families that have an owner (a script).
+    pub series: AtomicUsize,
+    pub limit: AtomicUsize,
+    /// When the total budget was last logged as reached (ms since `origin`, plus one).
+    warned_at: AtomicU64,
+    origin: std::time::Instant,
+}
+
+impl Totals {
+    pub fn new(limit: usize) -> Self {
+        Totals {
+            series: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            warned_at: AtomicU64::new(0),
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes room for one more series; false when the total budget is reached.
+    fn reserve(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.series
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            let _ = self
+                .series
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(n))
+                });
+        }
+    }
+
+    /// True at most once a minute: whether to log that the budget is reached.
+    fn should_warn(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64 + 1;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 60_000)
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 pub(crate) struct Family {
     pub name: String,
     pub help: RwLock<String>,
@@ -102,9 +156,15 @@ pub(crate) struct Family {
     pub budget: AtomicUsize,
     /// Updates that would have created a series past the budget.
     pub dropped: AtomicU64,
+    /// Updates that would have created a series past the registry's total budget.
+    pub dropped_total: AtomicU64,
     warned: AtomicBool,
     /// Scripts that registered this family (for the end-of-run summary).
     pub owners: Mutex<Vec<String>>,
+    /// Whether this family's series count in [`Totals`]: it has (had) an owner.
+    /// Changed and read only with the series lock held.
+    scripted: AtomicBool,
+    totals: Arc<Totals>,
     hasher: DefaultHashBuilder,
     series: Mutex<HashTable<Series>>,
 }
@@ -117,6 +177,7 @@ impl Family {
         label_names: Box<[String]>,
         buckets: Option<Buckets>,
         budget: usize,
+        totals: Arc<Totals>,
     ) -> Self {
         Family {
             name,
@@ -126,8 +187,11 @@ impl Family {
             buckets,
             budget: AtomicUsize::new(budget),
             dropped: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
             warned: AtomicBool::new(false),
             owners: Mutex::new(Vec::new()),
+            scripted: AtomicBool::new(false),
+            totals,
             hasher: DefaultHashBuilder::default(),
             series: Mutex::new(HashTable::new()),
         }
@@ -160,8 +224,9 @@ impl Family {
         }
     }
 
-    /// Applies `f` to the series with these label values, creating it within the budget.
-    /// Past the budget the update is dropped and counted (not an error).
+    /// Applies `f` to the series with these label values, creating it within the budget
+    /// (and, for a script's family, within the registry's total budget). Past either
+    /// the update is dropped and counted (not an error).
     #[inline]
     pub fn update<V: LabelValue>(
         &self,
@@ -183,6 +248,18 @@ impl Family {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(metric = %self.name, budget, "series budget reached: new series are dropped");
+            }
+            return Ok(());
+        }
+        if self.scripted.load(Ordering::Relaxed) && !self.totals.reserve() {
+            drop(table);
+            self.dropped_total.fetch_add(1, Ordering::Relaxed);
+            if self.totals.should_warn() {
+                tracing::warn!(
+                    metric = %self.name,
+                    total_series = self.totals.limit.load(Ordering::Relaxed),
+                    "total series budget of the scripts reached (limits.total_series): new series are dropped"
+                );
             }
             return Ok(());
         }
@@ -209,6 +286,9 @@ impl Family {
         }) {
             Ok(e) => {
                 e.remove();
+                if self.scripted.load(Ordering::Relaxed) {
+                    self.totals.release(1);
+                }
                 Ok(true)
             }
             Err(_) => Ok(false),
@@ -216,7 +296,12 @@ impl Family {
     }
 
     pub fn retain(&self, mut keep: impl FnMut(&[Box<str>]) -> bool) {
-        self.lock().retain(|s| keep(&s.labels));
+        let mut table = self.lock();
+        let before = table.len();
+        table.retain(|s| keep(&s.labels));
+        if self.scripted.load(Ordering::Relaxed) {
+            self.totals.release(before - table.len());
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -242,11 +327,26 @@ impl Family {
             .any(|o| o == script)
     }
 
+    /// Records that `script` uses this family. From then on its series count
+    /// against the registry's total budget (`limits.total_series`).
     pub fn add_owner(&self, script: &str) {
-        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-        if !owners.iter().any(|o| o == script) {
-            owners.push(script.to_string());
+        {
+            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+            if !owners.iter().any(|o| o == script) {
+                owners.push(script.to_string());
+            }
         }
+        let table = self.lock();
+        if !self.scripted.swap(true, Ordering::Relaxed) {
+            // Series it had before count now (they were not refused, so this may go
+            // past the limit: new series are then refused until some go away).
+            self.totals.series.fetch_add(table.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the family's series count against the total budget.
+    pub fn is_scripted(&self) -> bool {
+        self.scripted.load(Ordering::Relaxed)
     }
 
     /// Removes an owner; true when other owners remain.
@@ -259,6 +359,19 @@ impl Family {
     /// `counter{a, b}` / `histogram{a}[0.1, 1]`: how the family reads in conflict errors.
     pub fn describe(&self) -> String {
         describe(self.kind, &self.label_names, self.buckets.as_ref())
+    }
+}
+
+impl Drop for Family {
+    fn drop(&mut self) {
+        if *self.scripted.get_mut() {
+            let n = self
+                .series
+                .get_mut()
+                .map(|t| t.len())
+                .unwrap_or_else(|e| e.into_inner().len());
+            self.totals.release(n);
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //! (0.0.4 or OpenMetrics 1.0) and printed as a table at the end of a one-shot run.
 //!
 //! A family has a kind (counter, gauge, histogram), label names fixed at registration
-//! and a *series budget*: past it, updates that would create a new series are dropped
-//! and counted in `sonde_series_dropped_total{metric}`, so a label with unbounded
-//! values (a port, an address) cannot exhaust memory. Every series carries the
-//! constant label `node`.
+//! and a *series budget*: past it, updates that would create a new series are
+//! dropped and counted in `sonde_series_dropped_total{metric, reason="series_budget"}`,
+//! so a label with unbounded values (a port, an address) cannot exhaust memory.
+//! Every series carries the constant label `node`.
 //!
 //! ```
 //! use sonde::metrics::Registry;
@@ -21,11 +21,31 @@
 //!
 //! Registering a name again with the same kind and labels returns the same family, so
 //! series survive a script reload; anything else is an error naming both shapes.
+//!
+//! Scripts register through [`Registry::for_script`], which records the script as
+//! the family's owner and applies two more [`Budgets`]: the families one script may
+//! hold (past it, registering a new one is an error the script can catch, counted
+//! in `sonde_metric_families_dropped_total{script}`), and the series of all scripts
+//! together (past it, new series are dropped like past a family's own budget,
+//! counted in `sonde_series_dropped_total{metric, reason="total_series"}`).
+//!
+//! ```
+//! use sonde::metrics::{Budgets, Registry};
+//!
+//! let registry = Registry::new("node-1");
+//! registry.set_budgets(Budgets { families_per_script: 1, total_series: 100 });
+//! let mine = registry.for_script("mine");
+//! mine.counter("a_total", "A.", &["pod"], 10).unwrap();
+//! let err = mine.gauge("queue_bytes", "Queued.", &["pod"], 10).err().unwrap();
+//! assert!(err.to_string().contains("limits.families_per_script"));
+//! assert_eq!(registry.usage()["mine"].families_refused, 1);
+//! ```
 //! Names follow Prometheus conventions (checked at registration, so the export always
 //! passes `promtool check metrics`): lowercase snake_case, the `sonde_` prefix added
 //! when missing, counters end in `_total` and nothing else does, base units
 //! (`_seconds`, `_bytes`), no abbreviated units (`_ms`).
 
+mod budget;
 mod family;
 mod handles;
 mod labels;
@@ -33,14 +53,16 @@ mod names;
 mod render;
 mod summary;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+pub use budget::{Budgets, ScriptMetrics, ScriptUsage};
 pub use family::{log2_slot, log2_slot_f64, MetricKind};
 pub use handles::{BucketCounts, Counter, Gauge, Histogram, Number};
 pub use labels::LabelValue;
 
-use family::{Buckets, Family};
+use family::{Buckets, Family, Totals};
 pub use names::{full_name, sanitize_name};
 use names::{validate_labels, validate_name};
 
@@ -50,6 +72,14 @@ pub const PREFIX: &str = "sonde_";
 pub const SERIES_DROPPED: &str = "sonde_series_dropped_total";
 /// Self-metric: script handler failures, by script and kind.
 pub const SCRIPT_ERRORS: &str = "sonde_script_errors_total";
+/// Self-metric: new families a script could not register (`limits.families_per_script`).
+pub const FAMILIES_DROPPED: &str = "sonde_metric_families_dropped_total";
+/// Default of [`Budgets::families_per_script`]. The built-in `tcpext` script with
+/// `counters: "all"` holds about 150 families (one per kernel counter), `snmp`
+/// about 70: room for them, and a bound on a script that makes families of data.
+pub const DEFAULT_FAMILIES_PER_SCRIPT: usize = 256;
+/// Default of [`Budgets::total_series`].
+pub const DEFAULT_TOTAL_SERIES: usize = 200_000;
 /// Highest slot of a log2 histogram (bucket bound `2^63`).
 pub const LOG2_MAX_SLOT: u32 = 63;
 
@@ -84,6 +114,15 @@ pub enum MetricsError {
     InvalidValue { metric: String, reason: String },
     #[error("metric `{metric}`: invalid buckets: {reason}")]
     InvalidBuckets { metric: String, reason: String },
+    #[error(
+        "metric `{metric}` not registered: script `{script}` already holds {budget} metric families \
+         (limits.families_per_script); use a label instead of a new metric name per value"
+    )]
+    FamilyBudget {
+        script: String,
+        metric: String,
+        budget: usize,
+    },
 }
 
 /// What a summary filter sees of a family.
@@ -123,12 +162,19 @@ pub struct Registry {
     node: String,
     families: RwLock<BTreeMap<String, Arc<Family>>>,
     script_errors: Counter,
+    families_dropped: Counter,
     pod_labels: RwLock<Option<Arc<PodLabels>>>,
+    totals: Arc<Totals>,
+    families_per_script: AtomicUsize,
+    /// Scripts already told (in the log) that their family budget is reached.
+    family_warned: Mutex<HashSet<String>>,
 }
 
 impl Registry {
     /// A registry whose every series carries `node="<node>"`.
     pub fn new(node: &str) -> Self {
+        let budgets = Budgets::default();
+        let totals = Arc::new(Totals::new(budgets.total_series));
         let errors = Arc::new(Family::new(
             SCRIPT_ERRORS.into(),
             "Script handler failures, by script and kind (operations, deadline, size, call_depth, type, runtime, ...).".into(),
@@ -136,14 +182,29 @@ impl Registry {
             vec!["script".to_string(), "kind".to_string()].into(),
             None,
             usize::MAX,
+            totals.clone(),
+        ));
+        let families_dropped = Arc::new(Family::new(
+            FAMILIES_DROPPED.into(),
+            "New metric families a script could not register: it already held limits.families_per_script of them (the script got an error).".into(),
+            MetricKind::Counter,
+            vec!["script".to_string()].into(),
+            None,
+            usize::MAX,
+            totals.clone(),
         ));
         let mut families = BTreeMap::new();
         families.insert(SCRIPT_ERRORS.to_string(), errors.clone());
+        families.insert(FAMILIES_DROPPED.to_string(), families_dropped.clone());
         Registry {
             node: node.to_string(),
             families: RwLock::new(families),
             script_errors: Counter(errors),
+            families_dropped: Counter(families_dropped),
             pod_labels: RwLock::new(None),
+            totals,
+            families_per_script: AtomicUsize::new(budgets.families_per_script),
+            family_warned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -222,35 +283,7 @@ impl Registry {
         buckets: Vec<f64>,
         budget: usize,
     ) -> Result<Histogram, MetricsError> {
-        let full = full_name(name);
-        if buckets.len() > 256 {
-            return Err(MetricsError::InvalidBuckets {
-                metric: full,
-                reason: format!("{} buckets; at most 256", buckets.len()),
-            });
-        }
-        for (i, b) in buckets.iter().enumerate() {
-            if !b.is_finite() {
-                return Err(MetricsError::InvalidBuckets {
-                    metric: full,
-                    reason: format!("bound {i} is {b}; bounds are finite (+Inf is implicit)"),
-                });
-            }
-            if i > 0 && buckets[i - 1] >= *b {
-                return Err(MetricsError::InvalidBuckets {
-                    metric: full,
-                    reason: format!(
-                        "bounds must increase strictly ({} then {b})",
-                        buckets[i - 1]
-                    ),
-                });
-            }
-        }
-        let b = Buckets {
-            bounds: buckets.into(),
-            scale: 1.0,
-            log2: None,
-        };
+        let b = explicit_buckets(name, buckets)?;
         self.register(
             name,
             help,
@@ -275,25 +308,7 @@ impl Registry {
         scale: f64,
         budget: usize,
     ) -> Result<Histogram, MetricsError> {
-        let full = full_name(name);
-        if max_slot > LOG2_MAX_SLOT {
-            return Err(MetricsError::InvalidBuckets {
-                metric: full,
-                reason: format!("max slot {max_slot}; at most {LOG2_MAX_SLOT}"),
-            });
-        }
-        if !(scale.is_finite() && scale > 0.0) {
-            return Err(MetricsError::InvalidBuckets {
-                metric: full,
-                reason: format!("scale {scale}; it must be a positive number"),
-            });
-        }
-        let bounds: Vec<f64> = (0..=max_slot).map(|i| scale * (1u64 << i) as f64).collect();
-        let b = Buckets {
-            bounds: bounds.into(),
-            scale,
-            log2: Some(max_slot),
-        };
+        let b = log2_buckets(name, max_slot, scale)?;
         self.register(
             name,
             help,
@@ -314,6 +329,22 @@ impl Registry {
         buckets: Option<Buckets>,
         budget: usize,
     ) -> Result<Arc<Family>, MetricsError> {
+        self.register_for(None, name, help, kind, label_names, buckets, budget)
+    }
+
+    /// Registers (or finds) a family; with an `owner`, records it as the owner's,
+    /// within `families_per_script`.
+    #[allow(clippy::too_many_arguments)]
+    fn register_for(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+        help: &str,
+        kind: MetricKind,
+        label_names: &[impl AsRef<str>],
+        buckets: Option<Buckets>,
+        budget: usize,
+    ) -> Result<Arc<Family>, MetricsError> {
         let name = full_name(name);
         validate_name(&name, kind)?;
         let labels: Vec<String> = label_names.iter().map(|l| l.as_ref().to_string()).collect();
@@ -321,7 +352,7 @@ impl Registry {
         if help.trim().is_empty() {
             return Err(MetricsError::EmptyHelp { metric: name });
         }
-        if name == SERIES_DROPPED || name == SCRIPT_ERRORS {
+        if name == SERIES_DROPPED || name == SCRIPT_ERRORS || name == FAMILIES_DROPPED {
             return Err(MetricsError::InvalidName {
                 name,
                 reason: "reserved for sonde's own metrics".into(),
@@ -339,11 +370,27 @@ impl Registry {
                     requested: family::describe(kind, &labels, buckets.as_ref()),
                 });
             }
-            existing
-                .budget
-                .store(budget, std::sync::atomic::Ordering::Relaxed);
+            let existing = existing.clone();
+            if let Some(owner) = owner {
+                // sonde's own families (never a script's) are not for scripts to
+                // update, nor to take away with them when they go.
+                if !existing.is_scripted() {
+                    return Err(MetricsError::InvalidName {
+                        name,
+                        reason: "reserved for sonde's own metrics".into(),
+                    });
+                }
+                if !existing.is_owned_by(owner) {
+                    self.within_family_budget(&families, owner, &name)?;
+                    existing.add_owner(owner);
+                }
+            }
+            existing.budget.store(budget, Ordering::Relaxed);
             *existing.help.write().unwrap_or_else(|e| e.into_inner()) = help.to_string();
-            return Ok(existing.clone());
+            return Ok(existing);
+        }
+        if let Some(owner) = owner {
+            self.within_family_budget(&families, owner, &name)?;
         }
         let family = Arc::new(Family::new(
             name.clone(),
@@ -352,7 +399,11 @@ impl Registry {
             labels.into(),
             buckets,
             budget,
+            self.totals.clone(),
         ));
+        if let Some(owner) = owner {
+            family.add_owner(owner);
+        }
         families.insert(name, family.clone());
         Ok(family)
     }
@@ -360,7 +411,7 @@ impl Registry {
     /// Removes a family and its series (a script was removed for good).
     pub fn unregister(&self, name: &str) -> bool {
         let name = full_name(name);
-        if name == SCRIPT_ERRORS {
+        if name == SCRIPT_ERRORS || name == FAMILIES_DROPPED {
             return false;
         }
         self.families
@@ -385,6 +436,13 @@ impl Registry {
             removed.push(name.clone());
             false
         });
+        drop(families);
+        self.families_dropped
+            .retain(|l| l.first().is_none_or(|s| &**s != script));
+        self.family_warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(script);
         removed
     }
 
@@ -440,6 +498,62 @@ impl Registry {
             .collect();
         summary::render(&families)
     }
+}
+
+/// Checks explicit bucket bounds: strictly increasing, finite, at most 256.
+fn explicit_buckets(name: &str, buckets: Vec<f64>) -> Result<Buckets, MetricsError> {
+    let full = full_name(name);
+    if buckets.len() > 256 {
+        return Err(MetricsError::InvalidBuckets {
+            metric: full,
+            reason: format!("{} buckets; at most 256", buckets.len()),
+        });
+    }
+    for (i, b) in buckets.iter().enumerate() {
+        if !b.is_finite() {
+            return Err(MetricsError::InvalidBuckets {
+                metric: full,
+                reason: format!("bound {i} is {b}; bounds are finite (+Inf is implicit)"),
+            });
+        }
+        if i > 0 && buckets[i - 1] >= *b {
+            return Err(MetricsError::InvalidBuckets {
+                metric: full,
+                reason: format!(
+                    "bounds must increase strictly ({} then {b})",
+                    buckets[i - 1]
+                ),
+            });
+        }
+    }
+    Ok(Buckets {
+        bounds: buckets.into(),
+        scale: 1.0,
+        log2: None,
+    })
+}
+
+/// The buckets of a log2 histogram: bounds `scale * 2^i`, slots `0..=max_slot`.
+fn log2_buckets(name: &str, max_slot: u32, scale: f64) -> Result<Buckets, MetricsError> {
+    let full = full_name(name);
+    if max_slot > LOG2_MAX_SLOT {
+        return Err(MetricsError::InvalidBuckets {
+            metric: full,
+            reason: format!("max slot {max_slot}; at most {LOG2_MAX_SLOT}"),
+        });
+    }
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(MetricsError::InvalidBuckets {
+            metric: full,
+            reason: format!("scale {scale}; it must be a positive number"),
+        });
+    }
+    let bounds: Vec<f64> = (0..=max_slot).map(|i| scale * (1u64 << i) as f64).collect();
+    Ok(Buckets {
+        bounds: bounds.into(),
+        scale,
+        log2: Some(max_slot),
+    })
 }
 
 #[cfg(test)]

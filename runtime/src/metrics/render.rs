@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::family::{Family, MetricKind, Value};
-use super::{PodLabels, SCRIPT_ERRORS, SERIES_DROPPED};
+use super::{PodLabels, FAMILIES_DROPPED, SCRIPT_ERRORS, SERIES_DROPPED};
 
 /// Which text exposition format to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,20 +135,29 @@ pub(super) fn render(
         &mut out,
         format,
         SERIES_DROPPED,
-        "Updates dropped because the metric reached its series budget (new label combinations past it are not recorded).",
+        "Updates dropped because they would have created a series past a budget: the metric's own (reason series_budget, limits.series_budget) or that of all scripts' series together (reason total_series, limits.total_series).",
         MetricKind::Counter,
     );
-    for f in families.iter().filter(|f| f.name != SCRIPT_ERRORS) {
-        let dropped = f.dropped.load(Ordering::Relaxed);
-        sample(
-            &mut out,
-            SERIES_DROPPED,
-            "",
-            node,
-            [("metric", f.name.as_str())].into_iter(),
-            None,
-            dropped as f64,
-        );
+    for f in families
+        .iter()
+        .filter(|f| f.name != SCRIPT_ERRORS && f.name != FAMILIES_DROPPED)
+    {
+        let mut reasons = vec![("series_budget", f.dropped.load(Ordering::Relaxed))];
+        // Only scripts' families count against the total.
+        if f.is_scripted() {
+            reasons.push(("total_series", f.dropped_total.load(Ordering::Relaxed)));
+        }
+        for (reason, dropped) in reasons {
+            sample(
+                &mut out,
+                SERIES_DROPPED,
+                "",
+                node,
+                [("metric", f.name.as_str()), ("reason", reason)].into_iter(),
+                None,
+                dropped as f64,
+            );
+        }
     }
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");

@@ -110,9 +110,9 @@ fn budget_drops_new_series_and_counts_them() {
     assert_eq!(c.len(), 2);
     assert_eq!(c.dropped(), 2);
     assert_eq!(c.get(&[1i64]), Some(2.0));
-    assert!(r
-        .render_prometheus()
-        .contains(r#"sonde_series_dropped_total{node="n1",metric="sonde_a_total"} 2"#));
+    assert!(r.render_prometheus().contains(
+        r#"sonde_series_dropped_total{node="n1",metric="sonde_a_total",reason="series_budget"} 2"#
+    ));
     // Room again after a series is removed.
     assert!(c.remove(&[2i64]).unwrap());
     c.inc(&[3i64]).unwrap();
@@ -391,6 +391,8 @@ sonde_latency_seconds_bucket{node=\"n1\",pod=\"a\",le=\"1e+06\"} 3
 sonde_latency_seconds_bucket{node=\"n1\",pod=\"a\",le=\"+Inf\"} 4
 sonde_latency_seconds_sum{node=\"n1\",pod=\"a\"} 2000001.0005
 sonde_latency_seconds_count{node=\"n1\",pod=\"a\"} 4
+# TYPE sonde_metric_families_dropped counter
+# HELP sonde_metric_families_dropped New metric families a script could not register: it already held limits.families_per_script of them (the script got an error).
 # TYPE sonde_queue_bytes gauge
 # HELP sonde_queue_bytes Queued bytes.
 sonde_queue_bytes{node=\"n1\"} 0.25
@@ -400,10 +402,10 @@ sonde_queue_bytes{node=\"n1\"} 0.25
 # HELP sonde_tcp_reset_segments TCP RST segments, \\\"by pod\\\".
 sonde_tcp_reset_segments_total{node=\"n1\",pod=\"web-\\\"1\\\"\"} 3
 # TYPE sonde_series_dropped counter
-# HELP sonde_series_dropped Updates dropped because the metric reached its series budget (new label combinations past it are not recorded).
-sonde_series_dropped_total{node=\"n1\",metric=\"sonde_latency_seconds\"} 0
-sonde_series_dropped_total{node=\"n1\",metric=\"sonde_queue_bytes\"} 0
-sonde_series_dropped_total{node=\"n1\",metric=\"sonde_tcp_reset_segments_total\"} 0
+# HELP sonde_series_dropped Updates dropped because they would have created a series past a budget: the metric's own (reason series_budget, limits.series_budget) or that of all scripts' series together (reason total_series, limits.total_series).
+sonde_series_dropped_total{node=\"n1\",metric=\"sonde_latency_seconds\",reason=\"series_budget\"} 0
+sonde_series_dropped_total{node=\"n1\",metric=\"sonde_queue_bytes\",reason=\"series_budget\"} 0
+sonde_series_dropped_total{node=\"n1\",metric=\"sonde_tcp_reset_segments_total\",reason=\"series_budget\"} 0
 # EOF
 ";
     assert_eq!(r.render_openmetrics(), expected);
@@ -508,7 +510,8 @@ fn render_openmetrics_passes_the_reference_parser() {
     );
     assert_eq!(
         stdout.trim(),
-        "sonde_latency_seconds:histogram:24 sonde_queue_bytes:gauge:1 \
+        "sonde_latency_seconds:histogram:24 sonde_metric_families_dropped:counter:0 \
+         sonde_queue_bytes:gauge:1 \
          sonde_script_errors:counter:1 sonde_size_bytes:histogram:6 \
          sonde_tcp_reset_segments:counter:2 sonde_series_dropped:counter:4",
         "{text}"

@@ -176,23 +176,27 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     //
     // Registers (or finds, after a reload) a counter `sonde_<name>`; `name` must end
     // in `_total`.
+    //
+    // Every metric::* registration is the script's: a script holds at most
+    // limits.families_per_script families (default 256). Past it, registering a *new*
+    // one is a runtime error (counted in sonde_metric_families_dropped_total{script});
+    // finding one the script already holds always works. Catch it to carry on:
+    //   try { this.extra = metrics::counter(name, "Extra.", []); } catch (e) { log("warn", e); }
     //   this.resets = metrics::counter("tcp_resets_total", "TCP RST segments.", ["namespace", "pod"]);
     let h = host.clone();
     m.set_native_fn(
         "counter",
         move |name: &str, help: &str, labels: Array| -> Res<Counter> {
-            let c = h
-                .ctx
+            h.ctx
                 .registry
+                .for_script(&h.ctx.name)
                 .counter(
                     name,
                     help,
                     &label_names("metrics::counter", &labels)?,
                     budget,
                 )
-                .map_err(metrics_err)?;
-            c.add_owner(&h.ctx.name);
-            Ok(c)
+                .map_err(metrics_err)
         },
     );
 
@@ -202,13 +206,11 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     m.set_native_fn(
         "gauge",
         move |name: &str, help: &str, labels: Array| -> Res<Gauge> {
-            let g = h
-                .ctx
+            h.ctx
                 .registry
+                .for_script(&h.ctx.name)
                 .gauge(name, help, &label_names("metrics::gauge", &labels)?, budget)
-                .map_err(metrics_err)?;
-            g.add_owner(&h.ctx.name);
-            Ok(g)
+                .map_err(metrics_err)
         },
     );
 
@@ -230,9 +232,9 @@ fn metrics_module(host: &Arc<Host>) -> Module {
                     })
                 })
                 .collect::<Res<Vec<f64>>>()?;
-            let hist = h
-                .ctx
+            h.ctx
                 .registry
+                .for_script(&h.ctx.name)
                 .histogram(
                     name,
                     help,
@@ -240,9 +242,7 @@ fn metrics_module(host: &Arc<Host>) -> Module {
                     bounds,
                     budget,
                 )
-                .map_err(metrics_err)?;
-            hist.add_owner(&h.ctx.name);
-            Ok(hist)
+                .map_err(metrics_err)
         },
     );
 
@@ -280,9 +280,9 @@ fn metrics_module(host: &Arc<Host>) -> Module {
                 }
             }
         }
-        let hist = h
-            .ctx
+        h.ctx
             .registry
+            .for_script(&h.ctx.name)
             .log2_histogram(
                 name,
                 help,
@@ -291,9 +291,7 @@ fn metrics_module(host: &Arc<Host>) -> Module {
                 scale,
                 budget,
             )
-            .map_err(metrics_err)?;
-        hist.add_owner(&h.ctx.name);
-        Ok(hist)
+            .map_err(metrics_err)
     };
     let log2b = log2.clone();
     m.set_native_fn(
@@ -593,9 +591,9 @@ fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
             let c = h
                 .ctx
                 .registry
+                .for_script(&h.ctx.name)
                 .counter(&name, &help, labels, h.limits.series_budget)
                 .map_err(metrics_err)?;
-            c.add_owner(&h.ctx.name);
             tables.insert(table.clone(), c);
         }
         let c = &tables[&table];
@@ -626,6 +624,7 @@ fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
             let hist = h
                 .ctx
                 .registry
+                .for_script(&h.ctx.name)
                 .log2_histogram(
                     &name,
                     &help,
@@ -635,7 +634,6 @@ fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
                     h.limits.series_budget,
                 )
                 .map_err(metrics_err)?;
-            hist.add_owner(&h.ctx.name);
             tables.insert(table.clone(), hist);
         }
         let hist = &tables[&table];

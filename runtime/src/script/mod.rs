@@ -40,6 +40,7 @@
 
 mod api;
 mod engine;
+mod file;
 mod instance;
 mod manifest;
 pub mod runner;
@@ -55,6 +56,7 @@ use crate::event::EventSink;
 use crate::metrics::Registry;
 
 pub use engine::engine;
+pub use file::{read_script_file, ScriptFileError, MAX_SCRIPT_BYTES};
 pub use instance::{ErrorKind, Instance, Script};
 pub use manifest::{parse_duration, Manifest, ParamValue};
 

@@ -255,8 +255,13 @@ pub fn run(
         if Instant::now() >= next_tick {
             obs.tick();
             r.timed(|| inst.on_tick());
-            // A tick that ran long does not make the next ones run back to back.
-            next_tick = (next_tick + settings.interval).max(Instant::now());
+            // Ticks missed while a tick (or a pass) ran long are skipped, not run back
+            // to back.
+            next_tick += settings.interval;
+            let now = Instant::now();
+            if next_tick < now {
+                next_tick = now + settings.interval;
+            }
         }
         obs.pass();
         if let Some(reason) = r.measure(inst, false) {
@@ -269,7 +274,7 @@ pub fn run(
     if outcome == Outcome::Stopped && ctl.state.load(Ordering::Acquire) == EXIT {
         // The script ends: its last handlers run with the interruption lifted.
         ctl.cancel.store(false, Ordering::Release);
-        if let Some(l) = live.as_deref_mut() {
+        if let Some(l) = live {
             r.drain(l, inst, obs, true);
         }
         obs.tick();

@@ -193,6 +193,22 @@ impl Inbox {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         *self.shutdown.borrow()
     }
+
+    /// Completes once shutdown began and its deadline passed; never before. For
+    /// racing a write that may never finish (stdout into a pipe nobody reads).
+    pub(crate) async fn past_deadline(&self) {
+        let mut shutdown = self.shutdown.clone();
+        let deadline = loop {
+            if let Some(d) = *shutdown.borrow_and_update() {
+                break d;
+            }
+            if shutdown.changed().await.is_err() {
+                // `Sinks` dropped without a shutdown: no deadline will come.
+                return std::future::pending().await;
+            }
+        };
+        tokio::time::sleep_until(deadline).await
+    }
 }
 
 /// Logs a repeating problem at most once per [`LOG_EVERY`], reporting how many

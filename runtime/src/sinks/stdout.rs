@@ -7,6 +7,11 @@
 //! ```text
 //! type=TCPRESET_NOSOCK pod=web-1 namespace=shop saddr=10.1.2.3 sport=443 daddr=10.1.9.8 dport=33488
 //! ```
+//!
+//! A write waits for stdout as long as it takes, while the queue in front of the
+//! sink fills and further events are dropped and counted. Once shutdown begins it
+//! waits no longer than the shutdown deadline: stdout into a pipe nobody reads
+//! cannot hold the daemon. What was not written is counted and logged.
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -42,11 +47,11 @@ pub(super) async fn run(
             out.write_all(&buf).await?;
             out.flush().await
         };
-        let result = match inbox.deadline() {
-            Some(deadline) => tokio::time::timeout_at(deadline, write)
-                .await
-                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
-            None => write.await,
+        // A write stuck past the shutdown deadline is given up (the blocking write
+        // itself is left behind; the runtime does not wait for it).
+        let result = tokio::select! {
+            r = write => r,
+            _ = inbox.past_deadline() => Err(std::io::ErrorKind::TimedOut.into()),
         };
         buf.clear();
         match result {
@@ -54,9 +59,6 @@ pub(super) async fn run(
             Err(error) => {
                 counters.dropped(lines);
                 counters.error();
-                if let Some(suppressed) = log.check() {
-                    tracing::error!(%error, lines, suppressed, "cannot write events to stdout; dropped");
-                }
                 if inbox
                     .deadline()
                     .is_some_and(|d| tokio::time::Instant::now() >= d)
@@ -67,7 +69,11 @@ pub(super) async fn run(
                         rest += 1;
                     }
                     counters.dropped(rest);
+                    tracing::error!(%error, dropped = lines + rest, "stdout did not take the events before the shutdown deadline; dropped");
                     return;
+                }
+                if let Some(suppressed) = log.check() {
+                    tracing::error!(%error, lines, suppressed, "cannot write events to stdout; dropped");
                 }
             }
         }

@@ -82,18 +82,16 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 impl Failures {
     fn record(&self, source: &'static str, e: &SourceError) {
         let c = self.counter.get_or_init(|| {
-            let c = self
-                .ctx
+            self.ctx
                 .registry
+                .for_script(&self.ctx.name)
                 .counter(
                     "source_errors_total",
                     "Reads of a procfs or netlink source that failed, by reason (gone: the namespace vanished mid-read; missing: the kernel lacks the source).",
                     &["source", "reason"],
                     64,
                 )
-                .ok()?;
-            c.add_owner(&self.ctx.name);
-            Some(c)
+                .ok()
         });
         if let Some(c) = c {
             let _ = c.inc(&[source, e.reason()]);

@@ -9,19 +9,30 @@
 //! interface (the veth of a new pod) is attached within milliseconds of appearing,
 //! and rescans every few seconds in case a notification was lost (a full socket
 //! buffer). Interfaces that disappear or are renamed out of the pattern are detached.
+//! Only the interfaces of sonde's own network namespace are attached (a pod's traffic
+//! is seen on the host end of its veth).
 //!
 //! How programs attach, by the script's `tc_mode` param:
 //! - `tcx` (the default on 6.6+): a TCX link per interface and direction. The link
 //!   belongs to the process: it goes away when sonde closes it or dies, even killed,
-//!   and `tc filter show` never lists it (`bpftool net` does).
+//!   and `tc filter show` never lists it (`bpftool link` does).
 //! - `netlink` (the default before 6.6): a `cls_bpf` filter in direct-action mode
-//!   under a `clsact` qdisc. A missing `clsact` is created, and removed again on
-//!   exit once no filter is left on it; one that existed before is never removed.
-//!   Filters are removed when [`TcAttacher`] is dropped; a sonde killed with SIGKILL
-//!   leaves them behind (named after the program: `tc filter show dev X ingress`).
+//!   under a `clsact` qdisc, at sonde's fixed priority and with a handle that names
+//!   the sonde process and whether sonde created the qdisc ([`filters`]). A missing
+//!   `clsact` is created, and removed again on exit once no filter is left on it; one
+//!   that existed before is never removed.
+//!
+//! Nothing stays in the kernel after sonde, `kill -9` included: a filter outlives its
+//! process, so [`TcAttacher::start`] first removes every filter (and clsact qdisc)
+//! that a sonde no longer running left on any interface of the namespace, whatever
+//! the mode, and each interface is swept again right before it is attached: sonde
+//! never attaches beside its own leftovers. Filters of a sonde still running (the
+//! daemon while `sonde run` starts) and of other tools are left alone.
 //!
 //! Dropping the [`TcAttacher`] (it lives in [`super::Loaded`]) stops the thread and
 //! detaches everything.
+
+pub mod filters;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -31,9 +42,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions};
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::Ebpf;
+
+use filters::{Handle, Owner};
 
 use super::catalog::TcDirection;
 use crate::script::ParamValue;
@@ -160,8 +173,11 @@ struct State {
     pattern: Pattern,
     mode: Mode,
     attached: HashMap<u32, Attached>,
-    /// Interfaces whose clsact qdisc sonde created (netlink mode).
+    /// Interfaces whose clsact qdisc sonde created (netlink mode): this process, or
+    /// another sonde whose filters say so.
     created: HashSet<u32>,
+    /// Name and tag of each program: recognise filters of older sonde builds.
+    legacy: Vec<(String, [u8; 8])>,
     /// Interfaces that failed to attach, not retried until they change name or index.
     failed: HashMap<u32, String>,
     names: Arc<Mutex<Vec<String>>>,
@@ -189,6 +205,11 @@ impl TcAttacher {
             Pattern::parse(text).map_err(|e| format!("param `{INTERFACES_PARAM}`: {e}"))?;
         let mode = Mode::parse(string_param(params, MODE_PARAM).unwrap_or("auto"))?;
         let names = Arc::new(Mutex::new(Vec::new()));
+        let legacy = program_tags(&ebpf, &programs);
+        // What a killed sonde left, on every interface: it would run beside us.
+        if let Err(e) = filters::sweep(&legacy, None) {
+            tracing::warn!(error = %super::error_chain(&e), "cannot remove the TC filters a killed sonde left");
+        }
         let mut state = State {
             ebpf,
             programs,
@@ -196,6 +217,7 @@ impl TcAttacher {
             mode,
             attached: HashMap::new(),
             created: HashSet::new(),
+            legacy,
             failed: HashMap::new(),
             names: names.clone(),
         };
@@ -353,14 +375,41 @@ impl State {
     }
 
     fn attach(&mut self, ifindex: u32, name: &str) -> Result<Vec<SchedClassifierLink>, String> {
+        // A leftover that appeared since start (another sonde killed meanwhile).
+        if let Err(e) = filters::sweep(&self.legacy, Some(ifindex)) {
+            tracing::warn!(interface = name, error = %super::error_chain(&e), "cannot remove the TC filters a killed sonde left");
+        }
+        let mut handles = None;
         if self.mode == Mode::Netlink {
-            match tc::qdisc_add_clsact(name) {
-                Ok(()) => {
-                    self.created.insert(ifindex);
+            let slot = filters::owner_slot().map_err(|e| super::error_chain(&e))?;
+            let created = match tc::qdisc_add_clsact(name) {
+                Ok(()) => true,
+                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    false
                 }
-                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(format!("add clsact qdisc: {}", super::error_chain(&e))),
+            };
+            let existing = filters::clsact_filters(ifindex).map_err(|e| super::error_chain(&e))?;
+            // The qdisc was created by sonde: by us now, or by the sonde whose
+            // filters are on it (see `filters`).
+            let created = created
+                || existing
+                    .iter()
+                    .any(|f| matches!(filters::classify(f, &[]), Owner::Sonde(h) if h.created));
+            if created {
+                self.created.insert(ifindex);
             }
+            handles = Some(HandlePicker {
+                created,
+                slot,
+                used: existing
+                    .iter()
+                    .filter_map(|f| match filters::classify(f, &[]) {
+                        Owner::Sonde(h) if h.slot == slot => Some((f.parent, h.seq)),
+                        _ => None,
+                    })
+                    .collect(),
+            });
         }
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         let mut links = Vec::with_capacity(self.programs.len());
@@ -370,17 +419,38 @@ impl State {
                 .ok_or_else(|| format!("object has no program `{program}`"))?
                 .try_into()
                 .map_err(|e| format!("{program}: not a classifier: {e}"))?;
-            let kind = match direction {
-                TcDirection::Ingress => TcAttachType::Ingress,
-                TcDirection::Egress => TcAttachType::Egress,
+            let (kind, parent) = match direction {
+                TcDirection::Ingress => (TcAttachType::Ingress, filters::INGRESS),
+                TcDirection::Egress => (TcAttachType::Egress, filters::EGRESS),
             };
-            let options = match self.mode {
-                Mode::Tcx => TcAttachOptions::TcxOrder(LinkOrder::default()),
-                Mode::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
+            let fail =
+                |e: &ProgramError| format!("{program} ({direction:?}): {}", super::error_chain(e));
+            let id = match handles.as_mut() {
+                None => prog
+                    .attach_with_options(
+                        name,
+                        kind,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|e| fail(&e))?,
+                Some(picker) => loop {
+                    let handle = picker.next(parent).ok_or_else(|| {
+                        format!("{program} ({direction:?}): every sonde filter handle of this process is taken")
+                    })?;
+                    let options = TcAttachOptions::Netlink(NlOptions {
+                        priority: filters::PRIORITY,
+                        handle: TcHandle::from(handle.encode()),
+                        ..NlOptions::default()
+                    });
+                    match prog.attach_with_options(name, kind, options) {
+                        Ok(id) => break id,
+                        // Taken meanwhile by another script of this process.
+                        Err(ProgramError::TcError(tc::TcError::NetlinkError(e)))
+                            if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(fail(&e)),
+                    }
+                },
             };
-            let id = prog
-                .attach_with_options(name, kind, options)
-                .map_err(|e| format!("{program} ({direction:?}): {}", super::error_chain(&e)))?;
             links.push(
                 prog.take_link(id)
                     .map_err(|e| format!("{program}: {}", super::error_chain(&e)))?,
@@ -395,10 +465,10 @@ impl State {
         if !self.created.remove(&ifindex) {
             return;
         }
-        match rtnl::filter_count(ifindex) {
+        match filters::clsact_filters(ifindex).map(|f| f.len()) {
             Ok(0) => {
-                if let Err(e) = rtnl::delete_clsact(ifindex) {
-                    tracing::warn!(ifindex, error = %e, "cannot remove the clsact qdisc sonde added");
+                if let Err(e) = filters::delete_clsact(ifindex) {
+                    tracing::warn!(ifindex, error = %super::error_chain(&e), "cannot remove the clsact qdisc sonde added");
                 }
             }
             Ok(n) => tracing::info!(
@@ -407,7 +477,7 @@ impl State {
                 "clsact qdisc added by sonde kept: other filters use it"
             ),
             Err(e) => {
-                tracing::warn!(ifindex, error = %e, "clsact qdisc added by sonde kept: cannot list its filters")
+                tracing::warn!(ifindex, error = %super::error_chain(&e), "clsact qdisc added by sonde kept: cannot list its filters")
             }
         }
     }
@@ -421,6 +491,44 @@ impl State {
         }
         self.names.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+}
+
+/// Chooses the handles of this process's filters on one interface (netlink mode).
+struct HandlePicker {
+    created: bool,
+    slot: u16,
+    /// `(parent, seq)` of this process's filters there.
+    used: HashSet<(u32, u8)>,
+}
+
+impl HandlePicker {
+    /// The lowest free handle on `parent`, marked used.
+    fn next(&mut self, parent: u32) -> Option<Handle> {
+        let seq = (0..=u8::MAX).find(|s| !self.used.contains(&(parent, *s)))?;
+        self.used.insert((parent, seq));
+        Some(Handle {
+            created: self.created,
+            slot: self.slot,
+            seq,
+        })
+    }
+}
+
+/// Name and tag of each of `programs` as loaded (a program whose tag cannot be read
+/// is left out).
+fn program_tags(
+    ebpf: &Arc<Mutex<Ebpf>>,
+    programs: &[(String, TcDirection)],
+) -> Vec<(String, [u8; 8])> {
+    let ebpf = ebpf.lock().unwrap_or_else(|e| e.into_inner());
+    programs
+        .iter()
+        .filter_map(|(name, _)| {
+            let prog: &SchedClassifier = ebpf.program(name)?.try_into().ok()?;
+            let tag = prog.info().ok()?.tag().to_be_bytes();
+            Some((name.clone(), tag))
+        })
+        .collect()
 }
 
 /// Names of the programs attached by TCX links to `interface`, ingress then egress
@@ -465,7 +573,19 @@ fn interfaces() -> Vec<(u32, String)> {
 
 /// A non-blocking rtnetlink socket subscribed to link changes.
 fn link_watch() -> std::io::Result<OwnedFd> {
-    let fd = rtnl::socket(libc::SOCK_NONBLOCK)?;
+    // SAFETY: plain socket(2) call; the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is not owned elsewhere.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as u16;
@@ -482,118 +602,6 @@ fn link_watch() -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(fd)
-}
-
-/// The two rtnetlink requests aya does not offer: list filters, delete a qdisc.
-mod rtnl {
-    use super::*;
-
-    const RTM_DELQDISC: u16 = 37;
-    const RTM_NEWTFILTER: u16 = 44;
-    const RTM_GETTFILTER: u16 = 46;
-    const NLMSG_ERROR: u16 = 2;
-    const NLMSG_DONE: u16 = 3;
-    const NLM_F_REQUEST: u16 = 1;
-    const NLM_F_ACK: u16 = 4;
-    const NLM_F_DUMP: u16 = 0x300;
-    /// `TC_H_CLSACT` (== `TC_H_INGRESS`): the clsact qdisc's parent.
-    const TC_H_CLSACT: u32 = 0xffff_fff1;
-    const CLSACT_HANDLE: u32 = 0xffff_0000;
-    /// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS)`.
-    const CLSACT_INGRESS: u32 = 0xffff_fff2;
-    const CLSACT_EGRESS: u32 = 0xffff_fff3;
-
-    pub fn socket(flags: i32) -> std::io::Result<OwnedFd> {
-        // SAFETY: plain socket(2) call; the descriptor is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by socket(2) and is not owned elsewhere.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// nlmsghdr + tcmsg.
-    fn message(kind: u16, flags: u16, ifindex: u32, handle: u32, parent: u32) -> Vec<u8> {
-        let mut m = Vec::with_capacity(36);
-        m.extend_from_slice(&36u32.to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-        m.extend_from_slice(&1u32.to_ne_bytes()); // seq
-        m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-        m.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-        m.extend_from_slice(&ifindex.to_ne_bytes());
-        m.extend_from_slice(&handle.to_ne_bytes());
-        m.extend_from_slice(&parent.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes()); // info
-        m
-    }
-
-    /// Sends one request and counts the replies of type `count`, until the final
-    /// NLMSG_DONE or NLMSG_ERROR (an error code other than 0 is returned as such).
-    fn request(msg: &[u8], count: u16) -> std::io::Result<usize> {
-        let fd = socket(0)?;
-        // SAFETY: msg is a readable buffer of its length.
-        if unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; 32 * 1024];
-        let mut n_msgs = 0;
-        loop {
-            // SAFETY: buf is writable for its length.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut at = 0usize;
-            let n = n as usize;
-            while at + 16 <= n {
-                let len =
-                    u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
-                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap_or_default());
-                if len < 16 || at + len > n {
-                    return Err(std::io::Error::other("truncated netlink reply"));
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(n_msgs),
-                    NLMSG_ERROR => {
-                        let code = i32::from_ne_bytes(
-                            buf[at + 16..at + 20].try_into().unwrap_or_default(),
-                        );
-                        return if code == 0 {
-                            Ok(n_msgs)
-                        } else {
-                            Err(std::io::Error::from_raw_os_error(-code))
-                        };
-                    }
-                    k if k == count => n_msgs += 1,
-                    _ => {}
-                }
-                at += (len + 3) & !3;
-            }
-        }
-    }
-
-    /// Filters on the clsact qdisc of `ifindex`, both directions.
-    pub fn filter_count(ifindex: u32) -> std::io::Result<usize> {
-        let mut total = 0;
-        for parent in [CLSACT_INGRESS, CLSACT_EGRESS] {
-            let msg = message(RTM_GETTFILTER, NLM_F_DUMP, ifindex, 0, parent);
-            total += request(&msg, RTM_NEWTFILTER)?;
-        }
-        Ok(total)
-    }
-
-    pub fn delete_clsact(ifindex: u32) -> std::io::Result<()> {
-        let msg = message(RTM_DELQDISC, NLM_F_ACK, ifindex, CLSACT_HANDLE, TC_H_CLSACT);
-        request(&msg, 0).map(|_| ())
-    }
 }
 
 #[cfg(test)]
