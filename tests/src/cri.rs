@@ -52,6 +52,8 @@ pub struct LinuxPodSandboxConfig {
 pub struct LinuxSandboxSecurityContext {
     #[prost(message, optional, tag = "1")]
     pub namespace_options: Option<NamespaceOption>,
+    #[prost(message, optional, tag = "3")]
+    pub run_as_user: Option<Int64Value>,
     #[prost(bool, tag = "6")]
     pub privileged: bool,
 }
@@ -409,6 +411,18 @@ state = "{d}/state"
 
     /// Creates a ready sandbox; returns its id and its pause process.
     pub fn run_pod(&mut self, namespace: &str, name: &str, app: &str) -> (String, u32) {
+        self.run_pod_as(namespace, name, app, None)
+    }
+
+    /// [`run_pod`](Self::run_pod) with the sandbox's process running as `uid` (the
+    /// kubelet's pause runs as 65535).
+    pub fn run_pod_as(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        app: &str,
+        uid: Option<i64>,
+    ) -> (String, u32) {
         let r: RunPodSandboxResponse = self.call(
             "RunPodSandbox",
             &RunPodSandboxRequest {
@@ -421,6 +435,12 @@ state = "{d}/state"
                     }),
                     hostname: name.into(),
                     labels: [("app".to_string(), app.to_string())].into(),
+                    linux: uid.map(|value| LinuxPodSandboxConfig {
+                        security_context: Some(LinuxSandboxSecurityContext {
+                            run_as_user: Some(Int64Value { value }),
+                            ..Default::default()
+                        }),
+                    }),
                     ..Default::default()
                 }),
             },
@@ -454,7 +474,7 @@ state = "{d}/state"
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(host_namespaces()),
-                    privileged: false,
+                    ..Default::default()
                 }),
             }),
             ..Default::default()

@@ -1163,8 +1163,12 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     // A node: containerd with two test pods and a named network namespace.
     let mut ctd = Containerd::start("k8s", 43);
     ctd.import(&archive);
-    let (_web, web_pid) = ctd.run_pod("shop", "web-1", "web");
-    let (_api, _api_pid) = ctd.run_pod("shop", "api-1", "api");
+    // Their pause processes run as 65535, as the kubelet's do: finding their
+    // namespaces through /proc/<pid>/ns/net takes SYS_PTRACE.
+    let (_web, web_pid) = ctd.run_pod_as("shop", "web-1", "web", Some(65535));
+    let (_api, api_pid) = ctd.run_pod_as("shop", "api-1", "api", Some(65535));
+    let uid = std::fs::read_to_string(format!("/proc/{api_pid}/status")).unwrap();
+    assert!(uid.lines().any(|l| l.starts_with("Uid:\t65535")), "{uid}");
     // `ip netns add` also makes /run/netns a shared mount, which HostToContainer
     // propagation needs (a node's / usually is, this machine's is not).
     let before = NamedNetns::add(&format!("sonde-k8s-a{}", std::process::id()));
@@ -1181,7 +1185,12 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         ),
     )
     .unwrap();
-    let r = render(&[&values]);
+    // SONDE_K8S_VALUES: one more values file (e.g. a capability set to null, to see
+    // what breaks without it).
+    let extra = std::env::var_os("SONDE_K8S_VALUES").map(PathBuf::from);
+    let mut files = vec![values.as_path()];
+    files.extend(extra.as_deref());
+    let r = render(&files);
     assert_eq!(r.container()["image"], IMAGE_TAG);
     let config = kubelet_container(&r, IMAGE_TAG, &dir.join("volumes"));
     let (sandbox, sandbox_config) = ctd.run_host_pod("sonde", "sonde-k8s-node-1");
@@ -1252,6 +1261,9 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         "{running} of {} scripts running in the container",
         scripts.len()
     );
+    for s in scripts.iter().filter(|s| s["state"] != "running") {
+        eprintln!("  {} {}: {}", s["name"], s["state"], s["last_error"]);
+    }
 
     // It names the test pods from CRI and counts their resets.
     resets_in(&netns_of(web_pid), 5);
