@@ -1294,34 +1294,48 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         sample(&metrics, "sonde_chart_ticks_total", &[("source", "chart")])
             .is_some_and(|v| v >= 1.0)
     );
-    // On their next tick (10 s), the sources read the test pods' namespaces (netdev
-    // through /proc/<pid>/net: hostPID and SYS_PTRACE) and the named one (through
-    // the /run/netns mount); the TCP summary is sock_diag from inside each pod's
-    // namespace (setns: SYS_ADMIN).
-    wait(
-        "the sources in the pods' namespaces",
-        Duration::from_secs(30),
-        &|| {
-            let m = m();
-            sample(
-                &m,
-                "sonde_netdev_receive_packets_total",
-                &[("namespace", "shop"), ("pod", "api-1"), ("device", "eth0")],
-            )
-            .is_some()
-                && sample(
-                    &m,
-                    "sonde_netdev_receive_packets_total",
-                    &[("pod", &before.0)],
-                )
-                .is_some()
-                && sample(
-                    &m,
-                    "sonde_tcpsummary_sockets",
-                    &[("namespace", "shop"), ("pod", "web-1")],
-                )
-                .is_some()
-        },
+    // On their next tick (10 s), the sources read the test pods' namespaces: netdev
+    // through /proc/<pid>/net (hostPID), fd and io summed over the pod's processes
+    // (/proc/<pid>/fd and io of uid 65535: SYS_PTRACE, DAC_READ_SEARCH), the named
+    // namespace through the /run/netns mount, and the TCP summary with sock_diag from
+    // inside each pod's namespace (setns: SYS_ADMIN).
+    let named = before.0.clone();
+    let checks: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "sonde_netdev_receive_packets_total",
+            vec![("namespace", "shop"), ("pod", "api-1"), ("device", "eth0")],
+        ),
+        ("sonde_netdev_receive_packets_total", vec![("pod", &named)]),
+        (
+            "sonde_tcpsummary_sockets",
+            vec![("namespace", "shop"), ("pod", "web-1")],
+        ),
+        (
+            "sonde_fd_open_fds",
+            vec![("namespace", "shop"), ("pod", "web-1")],
+        ),
+        (
+            "sonde_io_read_syscalls_total",
+            vec![("namespace", "shop"), ("pod", "web-1")],
+        ),
+    ];
+    let missing = || -> Vec<String> {
+        let m = m();
+        checks
+            .iter()
+            .filter(|(name, labels)| sample(&m, name, labels).is_none())
+            .map(|(name, labels)| format!("{name}{labels:?}"))
+            .collect()
+    };
+    let start = Instant::now();
+    while !missing().is_empty() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        missing().is_empty(),
+        "the sources in the pods' namespaces: missing {:?}\n--- log:\n{}",
+        missing(),
+        log()
     );
 
     // A namespace added now shows up through the HostToContainer mount of /run/netns.
