@@ -13,8 +13,11 @@
 //! - the image built with podman from a clean checkout of HEAD and run as the
 //!   DaemonSet runs it: through a real containerd CRI, in a host-network, host-PID
 //!   sandbox, with the rendered securityContext, mounts, env and args, beside test
-//!   pods; a real Prometheus scrapes it and returns a reset counter labelled with a
-//!   test pod's name.
+//!   pods (pause as uid 65535); a real Prometheus scrapes it and returns a reset
+//!   counter labelled with a test pod's name; its events reach a Loki receiver with
+//!   the password of a Secret volume; a script ConfigMap swapped the kubelet's way is
+//!   reloaded; SIGTERM ends it cleanly. `SONDE_K8S_VALUES=file.yaml` adds a values
+//!   file (e.g. `capabilities: {SYS_PTRACE: null}` shows what breaks without it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -896,7 +899,12 @@ fn configmap_data(r: &Rendered, name: &str) -> BTreeMap<String, String> {
 /// volumes as they are, ConfigMap volumes written under `volumes`), the
 /// securityContext (capabilities, privileged, read-only root, user, no_new_privs,
 /// seccomp) and the node's namespaces.
-fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::ContainerConfig {
+fn kubelet_container(
+    r: &Rendered,
+    image: &str,
+    volumes: &Path,
+    secrets: &BTreeMap<String, BTreeMap<String, String>>,
+) -> cri::ContainerConfig {
     let spec = r.pod_spec();
     let c = r.container();
     assert!(c.get("command").is_none(), "the image's entrypoint runs");
@@ -939,6 +947,13 @@ fn kubelet_container(r: &Rendered, image: &str, volumes: &Path) -> cri::Containe
             }
             let dir = volumes.join(v["name"].as_str().unwrap());
             atomic_write(&dir, &files, 1);
+            dir
+        } else if let Some(name) = v["secret"]["secretName"].as_str() {
+            let data = secrets
+                .get(name)
+                .unwrap_or_else(|| panic!("no Secret {name} given to this test's kubelet"));
+            let dir = volumes.join(v["name"].as_str().unwrap());
+            atomic_write(&dir, data, 1);
             dir
         } else {
             panic!("volume {v}: not supported by this test's kubelet");
@@ -1016,6 +1031,102 @@ fn process_status(marker: &str) -> String {
         }
     }
     out
+}
+
+/// One push a Loki receiver got.
+#[derive(Clone, Debug)]
+struct LokiPush {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl LokiPush {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Loki's push endpoint, as far as sonde uses it (Loki itself does not run here):
+/// every POST is kept and answered 204.
+struct LokiReceiver {
+    addr: std::net::SocketAddr,
+    pushes: std::sync::Arc<std::sync::Mutex<Vec<LokiPush>>>,
+}
+
+impl LokiReceiver {
+    fn start() -> LokiReceiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pushes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let p = pushes.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut w = conn;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut headers = Vec::new();
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':') {
+                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                            }
+                        }
+                        let len: usize = headers
+                            .iter()
+                            .find(|(k, _)| k == "content-length")
+                            .and_then(|(_, v)| v.parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0; len];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        p.lock().unwrap().push(LokiPush {
+                            headers,
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                        });
+                        if w.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        LokiReceiver { addr, pushes }
+    }
+
+    /// The first push `ok` accepts.
+    fn wait_for(&self, timeout: Duration, ok: impl Fn(&LokiPush) -> bool) -> LokiPush {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(p) = self.pushes.lock().unwrap().iter().find(|p| ok(p)) {
+                return p.clone();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "no such push within {timeout:?}: {:?}",
+            self.pushes.lock().unwrap()
+        );
+    }
 }
 
 /// An `ip netns` namespace, deleted on drop.
@@ -1173,15 +1284,22 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     // propagation needs (a node's / usually is, this machine's is not).
     let before = NamedNetns::add(&format!("sonde-k8s-a{}", std::process::id()));
 
-    // The chart rendered for this node, the container created from the DaemonSet.
+    // The chart rendered for this node, the container created from the DaemonSet;
+    // events to a Loki receiver, the password from a Secret.
+    let loki = LokiReceiver::start();
+    let secrets = BTreeMap::from([(
+        "sonde-loki".to_string(),
+        BTreeMap::from([("password".to_string(), "s3cret\n".to_string())]),
+    )]);
     let port = free_port();
     let values = dir.join("values.yaml");
     std::fs::write(
         &values,
         format!(
-            "image: {{repository: localhost/sonde, tag: k8s-test, pullPolicy: Never}}\nport: {port}\ncriSocket: {}\nconfig:\n  pods:\n    refresh: 2s\nscripts:\n  chart_ticks.rhai: {}\n",
+            "image: {{repository: localhost/sonde, tag: k8s-test, pullPolicy: Never}}\nport: {port}\ncriSocket: {}\nconfig:\n  pods:\n    refresh: 2s\n  scripts:\n    params:\n      tcp_reset: {{emit_events: true}}\n  sinks:\n    loki:\n      batch_wait: 200ms\nscripts:\n  chart_ticks.rhai: {}\nloki:\n  url: http://{}\n  tenant: team-a\n  labels: {{cluster: test}}\n  auth: {{secretName: sonde-loki, username: sonde, passwordKey: password}}\n",
             ctd.socket().display(),
-            serde_json::to_string(CHART_SCRIPT).unwrap()
+            serde_json::to_string(CHART_SCRIPT).unwrap(),
+            loki.addr
         ),
     )
     .unwrap();
@@ -1192,7 +1310,7 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     files.extend(extra.as_deref());
     let r = render(&files);
     assert_eq!(r.container()["image"], IMAGE_TAG);
-    let config = kubelet_container(&r, IMAGE_TAG, &dir.join("volumes"));
+    let config = kubelet_container(&r, IMAGE_TAG, &dir.join("volumes"), &secrets);
     let (sandbox, sandbox_config) = ctd.run_host_pod("sonde", "sonde-k8s-node-1");
     let id = ctd.start_container(&sandbox, &sandbox_config, config);
     let log = ctd.dir.join("logs/sonde-k8s-node-1/sonde.log");
@@ -1376,6 +1494,40 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         "node from the downward API"
     );
     eprintln!("Prometheus: {}", result[0]);
+
+    // The resets went to Loki as events: streams labelled job, node, type (and the
+    // chart's labels), the pod in the JSON line, basic auth from the Secret's file.
+    let push = loki.wait_for(Duration::from_secs(20), |p| {
+        p.body.contains("TCPRESET_") && p.body.contains("web-1")
+    });
+    // base64("sonde:s3cret"): the Secret's trailing newline is not part of it.
+    assert_eq!(push.header("authorization"), Some("Basic c29uZGU6czNjcmV0"));
+    assert_eq!(push.header("x-scope-orgid"), Some("team-a"));
+    let body: Value = serde_json::from_str(&push.body).unwrap();
+    let stream = body["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["stream"]["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("TCPRESET_"))
+        })
+        .unwrap();
+    let labels: BTreeSet<&str> = stream["stream"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        labels,
+        BTreeSet::from(["cluster", "job", "node", "type"]),
+        "{stream}"
+    );
+    assert_eq!(stream["stream"]["node"], NODE);
+    let line: Value = serde_json::from_str(stream["values"][0][1].as_str().unwrap()).unwrap();
+    assert_eq!(line["labels"]["namespace"], "shop", "{line}");
 
     // SIGTERM from the runtime: a clean exit within the grace period.
     let stopping = Instant::now();
