@@ -1482,6 +1482,22 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         sample(&m(), "sonde_chart_ticks_total", &[("source", "chart-v2")]).is_some()
     });
 
+    // So does an edit of the config ConfigMap.
+    let reloads =
+        || sample(&m(), "sonde_config_reloads_total", &[("result", "success")]).unwrap_or(0.0);
+    let before_edit = reloads();
+    let mut config = configmap_data(&r, "sonde");
+    config
+        .get_mut("config.yaml")
+        .unwrap()
+        .push_str("limits:\n  series_budget: 1500\n");
+    atomic_write(&dir.join("volumes/config"), &config, 2);
+    wait(
+        "the swapped config to be reloaded",
+        Duration::from_secs(15),
+        &|| reloads() > before_edit,
+    );
+
     // A real Prometheus scrapes it and returns the reset counter of the test pod.
     let prom = Prometheus::start(&dir.join("prometheus"), &[addr]);
     let result = prom.wait_for(
