@@ -64,6 +64,23 @@ cargo test --workspace --doc || status=$?
 log "guest kernels"
 tests/guest/run || status=$?
 
+# The fuzz targets, a few seconds each over their seeds plus every committed
+# reproducer (fuzz/README.md): nightly and cargo-fuzz. The stock image has nightly;
+# without it this is skipped, loudly, and fails under CI=true.
+log "fuzz smoke"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        log "installing cargo-fuzz"
+        cargo install cargo-fuzz --version 0.13.2 --locked
+    fi
+    fuzz/smoke || status=$?
+else
+    echo "SKIP fuzz smoke: no nightly toolchain (rustup toolchain install nightly)" >&2
+    if [ "${CI:-}" = true ]; then
+        status=1
+    fi
+fi
+
 # Last, so its summary closes the output.
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then

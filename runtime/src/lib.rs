@@ -20,6 +20,7 @@
 //! - [`http`]: the daemon's endpoints (`/metrics`, `/status`, `/events`, ...);
 //! - [`daemon`]: the node agent: config, script directory watch, validate-then-swap
 //!   reloads, self-metrics, shutdown;
+//! - [`panic`]: a panic in one script's work contained to that work;
 //! - [`cli`]: `sonde run`, `sonde daemon`, `sonde events`, `sonde probes`, `sonde check`.
 
 pub mod bpf;
@@ -30,6 +31,7 @@ pub mod event;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod panic;
 pub mod pods;
 pub mod record;
 pub mod script;

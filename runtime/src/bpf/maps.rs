@@ -60,7 +60,15 @@ impl Layout {
     pub fn per_cpu_values<'a>(&self, value: &'a [u8]) -> Vec<&'a [u8]> {
         match self.per_cpu {
             Some(_) => {
-                let stride = self.value_size.next_multiple_of(8);
+                // A size of 0 (or one that overflows) only comes from a corrupt
+                // recording's layout: nothing to split.
+                let Some(stride) = self
+                    .value_size
+                    .checked_next_multiple_of(8)
+                    .filter(|s| *s > 0)
+                else {
+                    return Vec::new();
+                };
                 value
                     .chunks(stride)
                     .map(|c| &c[..self.value_size.min(c.len())])

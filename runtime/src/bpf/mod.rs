@@ -58,6 +58,15 @@ pub enum BpfError {
         program: String,
         source: decode::DecodeError,
     },
+    #[error(
+        "program `{program}`: loading it against the kernel BTF from {btf} failed inside \
+         the loader ({message}); the BTF is probably damaged: `sonde btf` checks it"
+    )]
+    Panicked {
+        program: String,
+        btf: String,
+        message: String,
+    },
     #[error("program `{program}`: cannot poll ring buffer `{map}`: {source}")]
     Poll {
         program: String,
@@ -244,7 +253,26 @@ fn wanted_variant(
 
 /// Loads `spec` with the knobs from `params`, attaching the first variant that works
 /// (or the one the `variant` param names).
+///
+/// A panic in the loader (aya-obj relocating against a damaged BTF that got past
+/// [`crate::btf::validate`]) is [`BpfError::Panicked`] for this program only:
+/// whatever was loaded is dropped, and the caller goes on.
 pub fn load(
+    spec: &'static ProgramSpec,
+    params: &[(String, ParamValue)],
+    btf: &KernelBtf,
+) -> Result<Loaded, BpfError> {
+    crate::panic::catch(|| load_contained(spec, params, btf)).unwrap_or_else(|message| {
+        tracing::error!(program = spec.name, btf = %btf.source(), %message, "the loader panicked; this program is not loaded");
+        Err(BpfError::Panicked {
+            program: spec.name.into(),
+            btf: btf.source().to_string(),
+            message,
+        })
+    })
+}
+
+fn load_contained(
     spec: &'static ProgramSpec,
     params: &[(String, ParamValue)],
     btf: &KernelBtf,
@@ -515,4 +543,60 @@ pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, rhai::ImmutableString>
         .into_iter()
         .map(|(k, v)| (k, v.into()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A damaged BTF that got past the check (here: not checked at all) makes
+    /// aya-obj panic; `load` turns that into an error for this program.
+    #[test]
+    fn a_loader_panic_is_an_error_for_that_program() {
+        let Ok(mut raw) = std::fs::read(crate::btf::SYSFS_VMLINUX) else {
+            crate::testkit::skip(
+                "a_loader_panic_is_an_error_for_that_program",
+                "no /sys/kernel/btf/vmlinux",
+            );
+            return;
+        };
+        // Every struct name offset just past the string section: aya-obj slices its
+        // strings with them when it looks a struct up by name.
+        let word = |raw: &[u8], at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().unwrap());
+        let (hdr, type_off, type_len, str_len) = (
+            word(&raw, 4) as usize,
+            word(&raw, 8) as usize,
+            word(&raw, 12) as usize,
+            word(&raw, 20),
+        );
+        let (mut at, end) = (hdr + type_off, hdr + type_off + type_len);
+        while at < end {
+            let info = word(&raw, at + 4);
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            if kind == 4 {
+                raw[at..at + 4].copy_from_slice(&(str_len + 100).to_le_bytes());
+            }
+            at += 12
+                + match kind {
+                    1 | 14 | 17 => 4,
+                    3 => 12,
+                    4 | 5 | 15 | 19 => 12 * vlen,
+                    6 | 13 => 8 * vlen,
+                    _ => 0,
+                };
+        }
+        assert!(crate::btf::validate::check(&raw).is_err());
+        let btf = KernelBtf::unchecked(raw, "/tmp/damaged.btf");
+        let spec = catalog::find("tcp_reset").unwrap();
+        let e = load(spec, &[], &btf)
+            .err()
+            .expect("a damaged BTF loads nothing");
+        assert!(matches!(e, BpfError::Panicked { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("program `tcp_reset`: loading it against the kernel BTF from explicit /tmp/damaged.btf failed inside the loader ("),
+            "{msg}"
+        );
+        assert!(msg.contains("out of range"), "{msg}");
+    }
 }

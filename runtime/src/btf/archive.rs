@@ -77,7 +77,7 @@ impl OsRelease {
         let mut why = Vec::new();
         for rel in ["etc/os-release", "usr/lib/os-release"] {
             let path = root.join(rel);
-            match std::fs::read_to_string(&path) {
+            match super::input::read_small_text(&path) {
                 Ok(text) => return Ok((OsRelease::parse(&text), path)),
                 Err(e) => why.push(format!("{}: {e}", path.display())),
             }

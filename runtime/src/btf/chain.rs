@@ -22,8 +22,11 @@
 //! 7. **DWARF to BTF**: a debug image of those paths with DWARF but no `.BTF` is
 //!    converted ([`super::dwarf`], a pahole `-J` equivalent for what CO-RE needs).
 //!
-//! Every candidate must parse with aya before it is used; one that does not is
-//! listed with why, and the chain goes on. Every step is logged (DEBUG per step,
+//! Every file is read only when it is a regular file, within the caps of
+//! [`super::input`] (`--btf /dev/zero` or a FIFO is an error at once). Every
+//! candidate must pass the structural check of [`super::validate`] (a damaged BTF
+//! would panic aya at load time) and parse with aya before it is used; one that
+//! does not is listed with why, and the chain goes on. Every step is logged (DEBUG per step,
 //! INFO for the one used) and kept in [`KernelBtf::chain`] for `sonde btf` and
 //! `/status`.
 //!
@@ -232,6 +235,7 @@ impl BtfSearch {
             let btf = KernelBtf {
                 aya: found.aya,
                 raw: found.raw,
+                types: found.types,
                 source: found.source,
                 release: found.kernel.unwrap_or_else(|| self.release.clone()),
                 machine: self.machine.clone(),
@@ -272,6 +276,7 @@ struct Found {
     raw: Vec<u8>,
     source: BtfSource,
     kernel: Option<String>,
+    types: u32,
 }
 
 impl Run<'_> {
@@ -374,7 +379,7 @@ impl Run<'_> {
     fn sysfs(&mut self) -> Option<Found> {
         let t = Instant::now();
         let path = &self.search.sysfs;
-        match std::fs::read(path) {
+        match super::input::read_capped(path, super::input::MAX_WHOLE_FILE) {
             Ok(raw) if image::is_raw_btf(&raw) => {
                 let got = Extracted {
                     btf: raw,
@@ -473,15 +478,44 @@ impl Run<'_> {
         t: Instant,
     ) -> Option<Found> {
         let location = source.location();
-        match aya::Btf::parse(&got.btf, aya::Endianness::default()) {
+        let via = got.via.join(" > ");
+        if got.btf.len() > super::input::MAX_BTF {
+            let why = format!(
+                "{} bytes of BTF via {via}, more than the {} MiB sonde accepts",
+                got.btf.len(),
+                super::input::MAX_BTF >> 20
+            );
+            self.record(step, location, Outcome::Tried, why, t.elapsed());
+            return None;
+        }
+        // aya-obj trusts what it relocates against: a damaged BTF must stop here.
+        let checked = match super::validate::check(&got.btf) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("corrupt BTF ({} bytes via {via}): {e}", got.btf.len());
+                self.record(step, location, Outcome::Tried, why, t.elapsed());
+                return None;
+            }
+        };
+        // Contained too: a parser bug on a BTF the check let through is this
+        // candidate's failure, not the process's.
+        let parsed = crate::panic::catch(|| aya::Btf::parse(&got.btf, aya::Endianness::default()))
+            .map_err(|p| format!("the parser failed ({p})"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match parsed {
             Ok(aya) => {
-                let why = format!("{} bytes via {}", got.btf.len(), got.via.join(" > "));
+                let why = format!(
+                    "{} bytes via {via}, {} types checked",
+                    got.btf.len(),
+                    checked.types
+                );
                 self.record(step, location, Outcome::Found, why, t.elapsed());
                 Some(Found {
                     aya,
                     raw: got.btf,
                     source,
                     kernel: got.kernel,
+                    types: checked.types,
                 })
             }
             Err(e) => {
@@ -610,7 +644,20 @@ impl Run<'_> {
         }
         for path in candidates {
             let t = Instant::now();
-            match super::dwarf::dwarf_file_to_btf(&path) {
+            let converted = crate::panic::catch(|| super::dwarf::dwarf_file_to_btf(&path));
+            let converted = match converted {
+                Ok(r) => r,
+                Err(p) => {
+                    self.tried(
+                        Step::Dwarf,
+                        &path,
+                        format!("the DWARF converter failed: {p}"),
+                        t,
+                    );
+                    continue;
+                }
+            };
+            match converted {
                 Ok(btf) => {
                     let got = Extracted {
                         btf,

@@ -52,6 +52,8 @@ pub enum DwarfError {
          decompress it with `objcopy --decompress-debug-sections`"
     )]
     Compressed { section: String },
+    #[error("section {section} has {size} bytes, more than the {} GiB sonde reads", super::input::MAX_DWARF_SECTION >> 30)]
+    SectionTooLarge { section: String, size: u64 },
     #[error("relocation at {section}+{offset:#x} not supported (kind {kind})")]
     Relocation {
         section: String,
@@ -76,10 +78,17 @@ pub fn dwarf_to_btf(elf: &[u8]) -> Result<Vec<u8>, DwarfError> {
 /// [`dwarf_to_btf`] on a file, reading only its DWARF sections: for a debug
 /// `vmlinux`, about a third of the file.
 pub fn dwarf_file_to_btf(path: &std::path::Path) -> Result<Vec<u8>, DwarfError> {
-    let file = std::fs::File::open(path).map_err(|source| DwarfError::Read {
+    let read = |source| DwarfError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let (file, size) = super::input::open_regular(path).map_err(read)?;
+    if size > super::input::MAX_ELF {
+        return Err(read(std::io::Error::other(format!(
+            "{size} bytes, more than the {} GiB sonde opens",
+            super::input::MAX_ELF >> 30
+        ))));
+    }
     convert(&object::ReadCache::new(file))
 }
 
@@ -128,6 +137,12 @@ fn section<'a, R: object::ReadRef<'a>>(
     let Some(section) = file.section_by_name(name) else {
         return Ok(Cow::Borrowed(&[]));
     };
+    if section.size() > super::input::MAX_DWARF_SECTION {
+        return Err(DwarfError::SectionTooLarge {
+            section: name.to_string(),
+            size: section.size(),
+        });
+    }
     if section.compressed_file_range()?.format != object::CompressionFormat::None {
         return Err(DwarfError::Compressed {
             section: name.to_string(),

@@ -53,9 +53,12 @@ pub fn extract(data: &[u8]) -> Result<Extracted, String> {
 /// kernel image from before BTF, for the DWARF to BTF step.
 pub fn has_dwarf_without_btf(path: &Path) -> bool {
     use object::Object;
-    let Ok(file) = std::fs::File::open(path) else {
+    let Ok((file, size)) = super::input::open_regular(path) else {
         return false;
     };
+    if size > super::input::MAX_ELF {
+        return false;
+    }
     let cache = object::ReadCache::new(file);
     let Ok(elf) = object::File::parse(&cache) else {
         return false;
@@ -65,12 +68,20 @@ pub fn has_dwarf_without_btf(path: &Path) -> bool {
 
 /// Reads the BTF of a file. An ELF is read section by section (a debug `vmlinux`
 /// is 500 MB or more; only its headers and `.BTF` are read); anything else whole.
+/// Only a regular file is read, within the caps of [`super::input`].
 pub fn extract_file(path: &Path) -> Result<Extracted, std::io::Error> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    use super::input;
+    use std::io::{Read, Seek};
+    let (mut file, size) = input::open_regular(path)?;
     let mut head = [0u8; 4];
     let n = file.read(&mut head)?;
     if head[..n] == *b"\x7fELF" {
+        if size > input::MAX_ELF {
+            return Err(std::io::Error::other(format!(
+                "an ELF of {size} bytes, more than the {} GiB sonde opens",
+                input::MAX_ELF >> 30
+            )));
+        }
         let cache = object::ReadCache::new(file);
         let btf = elf_btf(&cache).map_err(std::io::Error::other)?;
         return Ok(Extracted {
@@ -79,7 +90,8 @@ pub fn extract_file(path: &Path) -> Result<Extracted, std::io::Error> {
             kernel: None,
         });
     }
-    let data = std::fs::read(path)?;
+    file.rewind()?;
+    let data = input::read_open_capped(file, size, input::MAX_WHOLE_FILE)?;
     extract(&data).map_err(std::io::Error::other)
 }
 
@@ -94,6 +106,13 @@ fn elf_btf<'a, R: object::ReadRef<'a>>(data: R) -> Result<Vec<u8>, String> {
             "ELF without a .BTF section".into()
         });
     };
+    if section.size() > super::input::MAX_BTF as u64 {
+        return Err(format!(
+            ".BTF section of {} bytes, more than the {} MiB sonde reads",
+            section.size(),
+            super::input::MAX_BTF >> 20
+        ));
+    }
     section
         .data()
         .map(<[u8]>::to_vec)

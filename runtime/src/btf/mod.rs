@@ -26,9 +26,11 @@ pub mod chain;
 pub mod decompress;
 pub mod dwarf;
 pub mod image;
+pub mod input;
 pub mod raw;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod validate;
 
 pub use chain::{Attempt, BtfSearch, Outcome, Step};
 
@@ -137,6 +139,8 @@ impl std::fmt::Display for BtfSource {
 pub struct KernelBtf {
     aya: aya::Btf,
     raw: Vec<u8>,
+    /// Types, as counted by [`validate::check`] (every BTF used passed it).
+    types: u32,
     source: BtfSource,
     release: String,
     machine: String,
@@ -202,6 +206,7 @@ impl KernelBtf {
             "machine": self.machine,
             "os": self.os,
             "bytes": self.raw.len(),
+            "types": self.types,
             "read_seconds": self.took.as_secs_f64(),
             "chain": self.chain,
         })
@@ -212,9 +217,31 @@ impl KernelBtf {
         self.raw.len()
     }
 
+    /// Types in the BTF (void not counted); their structure was checked before use.
+    pub fn types(&self) -> u32 {
+        self.types
+    }
+
     /// How long the whole chain took, parsing included.
     pub fn took(&self) -> Duration {
         self.took
+    }
+
+    /// A BTF taken as it is, without the chain or its structural check: for tests
+    /// of what happens when a damaged BTF gets through.
+    #[cfg(test)]
+    pub(crate) fn unchecked(raw: Vec<u8>, path: &str) -> KernelBtf {
+        KernelBtf {
+            aya: aya::Btf::parse(&raw, aya::Endianness::default()).unwrap(),
+            types: 0,
+            raw,
+            source: BtfSource::Explicit(path.into()),
+            release: String::new(),
+            machine: String::new(),
+            os: None,
+            took: Duration::ZERO,
+            chain: Vec::new(),
+        }
     }
 
     /// Whether the kernel knows a struct (or union) of this name.

@@ -123,7 +123,82 @@ fn a_bad_explicit_file_is_an_error_not_a_fallback() {
     assert!(e.to_string().contains("nope.btf: not found"), "{e}");
     let junk = root.write("junk.btf", b"\x9f\xeb\x01\0junk");
     let e = machine(&root).explicit(Some(&junk)).locate().unwrap_err();
-    assert!(e.to_string().contains("does not parse as BTF"), "{e}");
+    assert!(
+        e.to_string().contains(
+            "junk.btf: corrupt BTF (8 bytes via raw BTF): header: 8 bytes, shorter than the 24-byte BTF header"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_damaged_btf_is_refused_with_where_and_what() {
+    let root = TempDir::new("damaged");
+    let mut raw = btf();
+    // The first type's name offset, past the strings.
+    raw[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    let bad = root.write("bad.btf", &raw);
+    let e = machine(&root).explicit(Some(&bad)).locate().unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "bad.btf: corrupt BTF ({} bytes via raw BTF): type [1] at byte 24: ",
+            raw.len()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("name offset 4294967295 is past the string section"),
+        "{e}"
+    );
+    // In an archive directory it is a step tried, and the chain goes on.
+    root.write("sys/kernel/btf/vmlinux", &raw);
+    root.write(&format!("mine/{RELEASE}.btf"), &btf());
+    let got = machine(&root)
+        .explicit(Some(&root.path().join("mine")))
+        .locate()
+        .unwrap();
+    assert_eq!(got.chain()[1].outcome, Outcome::Tried);
+    assert!(
+        got.chain()[1].why.starts_with("corrupt BTF"),
+        "{:?}",
+        got.chain()[1]
+    );
+    assert_eq!(got.source().kind(), "explicit");
+}
+
+#[test]
+fn devices_and_fifos_are_refused_at_once() {
+    let root = TempDir::new("special");
+    let fifo = root.path().join("fifo.btf");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, what) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+    ] {
+        let t = std::time::Instant::now();
+        let e = machine(&root).explicit(Some(path)).locate().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("not a regular file ({what})")),
+            "{e}"
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    // sysfs itself a FIFO: tried, not waited on.
+    let sys = root.path().join("sys/kernel/btf");
+    std::fs::create_dir_all(&sys).unwrap();
+    let c = std::ffi::CString::new(sys.join("vmlinux").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = machine(&root).locate().unwrap_err();
+    assert!(e.to_string().contains("not a regular file (a FIFO)"), "{e}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! kernel BTF  sysfs /sys/kernel/btf/vmlinux
 //! kernel      6.18.0 (x86_64)
 //! size        5.6 MB (5612345 bytes)
+//! types       150123 (structure checked)
 //! took        21.4 ms
 //!
 //! step         outcome location: why
@@ -48,6 +49,7 @@ pub fn btf(args: BtfArgs) -> anyhow::Result<ExitCode> {
                 b.size() as f64 / 1e6,
                 b.size()
             );
+            println!("types       {} (structure checked)", b.types());
             println!("took        {:.1} ms", b.took().as_secs_f64() * 1e3);
             println!();
             println!("{:<12} {:<7} location: why", "step", "outcome");

@@ -76,9 +76,18 @@ pub struct DaemonArgs {
     /// 0.0.0.0:9102, events on stdout). `packaging/config.yaml` documents every key.
     #[arg(long, short = 'c', value_name = "FILE", env = "SONDE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Validate the configuration and every script, print what would run, and exit.
+    /// Validate the configuration, the kernel BTF and every script, print what
+    /// would run, and exit.
     #[arg(long)]
     pub check: bool,
+    /// Kernel BTF to use before anything else (a file), or a directory searched
+    /// after /sys/kernel/btf/vmlinux; overrides the config's `btf:`.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub btf: Option<PathBuf>,
+    /// Directory of BTFs laid out `<ID>/<VERSION_ID>/<arch>/<release>.btf[.xz]`;
+    /// overrides the config's `btf_archive:`.
+    #[arg(long, value_name = "DIR")]
+    pub btf_archive: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,13 +172,24 @@ pub enum Output {
     Json,
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1m30s`, or plain seconds (`30`).
+/// The longest `--for`: a year (longer ones overflowed the clock arithmetic of the
+/// deadline, a panic).
+const MAX_FOR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `500ms`, `10s`, `5m`, `1m30s`, or plain seconds (`30`); at most a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        return crate::script::parse_duration(&format!("{s}s"));
+    let d = if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        crate::script::parse_duration(&format!("{s}s"))?
+    } else {
+        crate::script::parse_duration(s)?
+    };
+    if d > MAX_FOR {
+        return Err(format!(
+            "\"{s}\" is longer than a year (8760h); leave --for out to run until Ctrl-C"
+        ));
     }
-    crate::script::parse_duration(s)
+    Ok(d)
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -228,6 +248,9 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999h")
+            .unwrap_err()
+            .contains("longer than a year"));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! Live: load the script's kernel program, feed its records through `on_event` as
 //! they arrive, `on_tick` at the manifest's interval, then at the end (--for or
 //! Ctrl-C) a last `on_tick`, `on_exit`, and a summary of the script's metrics.
-//! With `--record` the raw records are saved; with `--replay` they are fed again
-//! with no kernel involved.
+//! With `--record` the raw records are saved (handed to the kernel at every drain,
+//! at most 100 ms apart: a killed run keeps all but its last ~200 ms); with
+//! `--replay` they are fed again with no kernel involved. A recording cut short is
+//! replayed up to its last complete frame, with a warning.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -131,6 +133,8 @@ struct Stats {
     dropped: u64,
     lost: u64,
     script_errors: std::collections::BTreeMap<&'static str, u64>,
+    /// A replay stopped by a damaged frame (after replaying what came before).
+    replay_error: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -214,6 +218,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "sonde: warning: {} records were lost because the ring buffer was full",
             stats.lost
         );
+    }
+    if let Some(e) = &stats.replay_error {
+        eprintln!("sonde: {e}");
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -421,6 +429,12 @@ impl crate::script::runner::Observer for RunObserver<'_> {
 
     fn pass(&mut self) {
         self.printer.flush();
+        if let Some(rec) = self.record.as_deref_mut() {
+            // What was drained reaches the file: a killed run keeps it.
+            if let Err(e) = rec.writer.flush_if_due() {
+                tracing::error!(error = %e, "recording failed");
+            }
+        }
     }
 }
 
@@ -452,7 +466,7 @@ fn wait_loop(
     let outcome = std::thread::scope(|scope| -> anyhow::Result<Outcome> {
         let runner = std::thread::Builder::new()
             .name("script".into())
-            .stack_size(crate::daemon::unit::STACK_SIZE)
+            .stack_size(crate::script::stack::SCRIPT_STACK_SIZE)
             .spawn_scoped(scope, || {
                 let mut obs = RunObserver { record, printer };
                 let o = runner::run(inst, live, &settings, &run_stats, &ctl, &mut obs);
@@ -526,8 +540,9 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         Arc::new(HostResolver::with_host_netns(header.host_netns, rc.node));
     // Symbols as the recording host printed them: a first pass collects them.
     let mut symbols = Vec::new();
+    // A cut or damaged tail is reported by the second pass.
     let mut first = record::Reader::open(path)?;
-    while let Some(frame) = first.next_frame()? {
+    while let Ok(Some(frame)) = first.next_frame() {
         if let Frame::Symbol { addr, name } = frame {
             symbols.push((addr, name));
         }
@@ -572,7 +587,23 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let mut inst = rc.start(maps.clone())?;
     let mut stats = Stats::default();
     let mut batch = 0u32;
-    while let Some(frame) = reader.next_frame()? {
+    loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) if e.is_truncated() => {
+                // Every complete frame was replayed: that is the recording.
+                tracing::warn!(file = %path.display(), frames = reader.frames(), "{e}; the complete frames were replayed");
+                break;
+            }
+            Err(e) => {
+                stats.replay_error = Some(format!(
+                    "{e}; the {} frames before it were replayed",
+                    reader.frames()
+                ));
+                break;
+            }
+        };
         match frame {
             Frame::Record { source, bytes, .. } => {
                 stats.records += 1;

@@ -178,7 +178,84 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The largest config file read (the documented default is 10 KB).
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// The longest `shutdown_timeout`: past it a supervisor (systemd, the kubelet) has
+/// long since killed the process.
+pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
+
 impl LimitsConfig {
+    /// Every limit within its range (see `packaging/config.yaml`), as (config path,
+    /// message). The ranges are what a real deployment could need, and no more:
+    ///
+    /// | key | range | why the bounds |
+    /// |---|---|---|
+    /// | `max_operations` | 1000..=100000000 | 100M operations take seconds, past any deadline |
+    /// | `max_call_levels` | 1..=128 | [`crate::script::stack::MAX_CALL_LEVELS`]: what the script stack holds |
+    /// | `max_string_size` | 1..=16MiB | one string; a script holds many |
+    /// | `max_array_size`, `max_map_size` | 1..=1000000 | entries of one array or map |
+    /// | `call_deadline` | 1ms..=10s | a handler holds its script's records meanwhile |
+    /// | `series_budget` | 1..=100000 | series of one metric family on one node |
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        use super::serde_util::{check_duration, check_range};
+        let d = LimitsConfig::default();
+        let at = |key: &str| {
+            let path = format!("limits.{key}");
+            move |m: String| (path, m)
+        };
+        check_range(
+            self.max_operations,
+            1_000..=100_000_000,
+            d.max_operations,
+            "Rhai operations per handler call",
+        )
+        .map_err(at("max_operations"))?;
+        check_range(
+            self.max_call_levels,
+            1..=crate::script::stack::MAX_CALL_LEVELS,
+            d.max_call_levels,
+            "nested function calls; deeper ones would not fit the stack scripts run on",
+        )
+        .map_err(at("max_call_levels"))?;
+        check_range(
+            self.max_string_size,
+            1..=16 << 20,
+            d.max_string_size,
+            "bytes in one string",
+        )
+        .map_err(at("max_string_size"))?;
+        check_range(
+            self.max_array_size,
+            1..=1_000_000,
+            d.max_array_size,
+            "elements in one array",
+        )
+        .map_err(at("max_array_size"))?;
+        check_range(
+            self.max_map_size,
+            1..=1_000_000,
+            d.max_map_size,
+            "entries in one object map",
+        )
+        .map_err(at("max_map_size"))?;
+        check_duration(
+            self.call_deadline,
+            Duration::from_millis(1)..=Duration::from_secs(10),
+            d.call_deadline,
+            "wall-clock time of one handler call",
+        )
+        .map_err(at("call_deadline"))?;
+        check_range(
+            self.series_budget,
+            1..=100_000,
+            d.series_budget,
+            "series per metric family",
+        )
+        .map_err(at("series_budget"))?;
+        Ok(())
+    }
+
     pub fn to_limits(&self) -> Limits {
         Limits {
             max_operations: self.max_operations,
@@ -202,12 +279,20 @@ impl LimitsConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file: a regular file of at most [`MAX_FILE`]
+    /// bytes (a FIFO or a device is an error, not a wait).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             file: file.clone(),
             source,
+        };
+        let bytes = crate::btf::input::read_capped(path, MAX_FILE).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
         })?;
         Config::parse(&file, &text)
     }
@@ -253,21 +338,21 @@ impl Config {
                 ));
             }
         }
-        let l = &self.limits;
-        for (key, zero) in [
-            ("max_operations", l.max_operations == 0),
-            ("max_call_levels", l.max_call_levels == 0),
-            ("max_string_size", l.max_string_size == 0),
-            ("max_array_size", l.max_array_size == 0),
-            ("max_map_size", l.max_map_size == 0),
-            ("call_deadline", l.call_deadline.is_zero()),
-            ("series_budget", l.series_budget == 0),
-            ("max_backlog", l.max_backlog.is_zero()),
-        ] {
-            if zero {
-                return Err((format!("limits.{key}"), "must be greater than zero".into()));
-            }
+        self.limits.validate()?;
+        super::serde_util::check_duration(
+            self.shutdown_timeout,
+            Duration::ZERO..=MAX_SHUTDOWN_TIMEOUT,
+            Config::default().shutdown_timeout,
+            "how long shutdown may spend flushing sinks",
+        )
+        .map_err(|m| ("shutdown_timeout".to_string(), m))?;
+        if self.limits.max_backlog.is_zero() {
+            return Err((
+                "limits.max_backlog".into(),
+                "must be greater than zero".into(),
+            ));
         }
+        let l = &self.limits;
         if !(1 << 20..=16 << 30).contains(&l.memory) {
             return Err((
                 "limits.memory".into(),
@@ -457,6 +542,124 @@ mod tests {
         );
         let e = Config::parse("c.yaml", "frobnicate: 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `frobnicate`"), "{e}");
+    }
+
+    /// Values that passed `--check` and then took the daemon down: each is now
+    /// refused with its path and range.
+    #[test]
+    fn numbers_out_of_their_range_name_path_and_range() {
+        for (yaml, want) in [
+            (
+                "sinks:\n  queue: 18446744073709551615\n",
+                "sinks.queue: 18446744073709551615 is out of range 1..=1048576 (",
+            ),
+            (
+                "sinks:\n  stream:\n    backlog: 1000000000000\n",
+                "sinks.stream.backlog: 1000000000000 is out of range 0..=65536 (",
+            ),
+            (
+                "limits:\n  max_call_levels: 700\n",
+                "limits.max_call_levels: 700 is out of range 1..=128 (",
+            ),
+            (
+                "limits:\n  max_call_levels: 0\n",
+                "limits.max_call_levels: 0 is out of range",
+            ),
+            (
+                "limits:\n  max_operations: 0\n",
+                "limits.max_operations: 0 is out of range 1000..=100000000",
+            ),
+            (
+                "limits:\n  max_string_size: 1GiB\n",
+                "limits.max_string_size: ",
+            ),
+            (
+                "limits:\n  max_array_size: 100000000\n",
+                "limits.max_array_size: 100000000 is out of range",
+            ),
+            (
+                "limits:\n  max_map_size: 0\n",
+                "limits.max_map_size: 0 is out of range",
+            ),
+            (
+                "limits:\n  call_deadline: 0s\n",
+                "limits.call_deadline: 0ns is out of range 1ms..=10s",
+            ),
+            (
+                "limits:\n  call_deadline: 1000000h\n",
+                "limits.call_deadline: 1000000h is out of range",
+            ),
+            (
+                "limits:\n  series_budget: 10000000\n",
+                "limits.series_budget: 10000000 is out of range 1..=100000",
+            ),
+            (
+                "shutdown_timeout: 100000h\n",
+                "shutdown_timeout: 100000h is out of range 0ns..=10m",
+            ),
+            (
+                "pods:\n  refresh: 100000h\n",
+                "pods.refresh: 100000h is out of range 100ms..=1h",
+            ),
+            (
+                "pods:\n  label_budget: 0\n",
+                "pods.label_budget: 0 is out of range 1..=10000",
+            ),
+            (
+                "sinks:\n  queue: 0\n",
+                "sinks.queue: 0 is out of range 1..=1048576",
+            ),
+            (
+                "sinks:\n  file: { path: /tmp/x.jsonl, max_size: 10 }\n",
+                "sinks.file.max_size: 10 is out of range 4KiB..=1TiB",
+            ),
+            (
+                "sinks:\n  file: { path: /tmp/x.jsonl, max_files: 100000 }\n",
+                "sinks.file.max_files: 100000 is out of range 0..=1000",
+            ),
+            (
+                "sinks:\n  loki: { url: http://l:3100, batch_wait: 0s }\n",
+                "sinks.loki.batch_wait: 0ns is out of range 10ms..=5m",
+            ),
+            (
+                "sinks:\n  loki: { url: http://l:3100, batch_size: 10GiB }\n",
+                "sinks.loki.batch_size: 10GiB is out of range 1KiB..=64MiB",
+            ),
+            (
+                "sinks:\n  loki: { url: http://l:3100, max_buffer: 100000000 }\n",
+                "sinks.loki.max_buffer: 100000000 is out of range 1..=1000000",
+            ),
+            (
+                "sinks:\n  loki: { url: http://l:3100, timeout: 10h }\n",
+                "sinks.loki.timeout: 10h is out of range 100ms..=5m",
+            ),
+            (
+                "sinks:\n  loki: { url: http://l:3100, max_backoff: 10h }\n",
+                "sinks.loki.max_backoff: 10h is out of range 500ms..=1h",
+            ),
+        ] {
+            let e = Config::parse("c.yaml", yaml).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("c.yaml: {want}")), "{yaml}: {e}");
+            if e.contains("out of range") {
+                assert!(e.contains("; set a value in that range (default "), "{e}");
+            }
+        }
+        // The bounds themselves are accepted.
+        Config::parse(
+            "c.yaml",
+            "limits: { max_call_levels: 128, max_operations: 100000000, call_deadline: 10s }\n\
+             sinks: { queue: 1048576, stream: { backlog: 0 } }\nshutdown_timeout: 0s\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_regular_file_is_an_error_at_once() {
+        let e = Config::load(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: cannot read: not a regular file (a character device)"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! sonde daemon                       # embedded default: built-in scripts, :9102, events on stdout
 //! sonde daemon --config sonde.yaml   # packaging/config.yaml documents every key
 //! sonde daemon --config sonde.yaml --check
+//! sonde daemon --btf /var/lib/sonde/vmlinux.btf   # overrides the config's `btf:`
 //! ```
 //!
 //! The pieces: [`config`] (YAML, validated with config paths in errors),
@@ -54,7 +55,7 @@ use supervisor::{Shared, Supervisor};
 const SETTLE: Duration = Duration::from_millis(150);
 
 pub fn main(args: DaemonArgs) -> ExitCode {
-    let (cfg, file) = match &args.config {
+    let (mut cfg, file) = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => (c, path.display().to_string()),
             Err(e) => {
@@ -64,12 +65,27 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         },
         None => (Config::embedded(), "embedded default".to_string()),
     };
+    if let Some(b) = &args.btf {
+        cfg.btf = Some(b.clone());
+    }
+    if let Some(a) = &args.btf_archive {
+        cfg.btf_archive = Some(a.clone());
+    }
     if args.check {
         return check(&cfg, &file);
+    }
+    // A BTF file named by `--btf` or `btf:` that cannot be used is a configuration
+    // error: said now, not as every probe failing to load. (On a reload the same
+    // mistake is a rejected change, and the running programs stay.)
+    if let Err(e) = explicit_btf(&cfg) {
+        eprintln!("sonde: {e}");
+        return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sonde")
+        // Script handlers run on these threads (crate::script::stack).
+        .thread_stack_size(crate::script::stack::SCRIPT_STACK_SIZE)
         .enable_all()
         .build()
     {
@@ -79,8 +95,9 @@ pub fn main(args: DaemonArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let cli_btf = (args.btf.clone(), args.btf_archive.clone());
     let watchdog = shutdown::Watchdog::new();
-    let result = rt.block_on(run(cfg, file, args.config.clone(), &watchdog));
+    let result = rt.block_on(run(cfg, file, args.config.clone(), cli_btf, &watchdog));
     // A blocking write that never returns (stdout into a pipe nobody reads) would
     // keep a plain drop of the runtime waiting forever: leave it behind.
     watchdog.step("stopping the runtime");
@@ -99,8 +116,25 @@ pub fn main(args: DaemonArgs) -> ExitCode {
 /// still stuck after the sinks gave up are abandoned).
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
-/// `--check`: the config and every script compile and their params resolve;
-/// nothing is loaded into the kernel.
+/// The BTF search the config (and `--btf`) asks for.
+fn btf_search(cfg: &Config) -> crate::btf::BtfSearch {
+    crate::btf::BtfSearch::system()
+        .explicit(cfg.btf.as_deref())
+        .archive(cfg.btf_archive.as_deref())
+}
+
+/// Reads and checks the BTF file the config names, when it names one.
+fn explicit_btf(cfg: &Config) -> Result<(), crate::btf::BtfError> {
+    match &cfg.btf {
+        Some(p) if !p.is_dir() => btf_search(cfg).locate().map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// `--check`: the config, the kernel BTF it leads to (read and checked, as a load
+/// would), and every script compile and their params resolve; nothing is loaded into
+/// the kernel. Exit code 2 for a config mistake (a BTF file named by `btf:` or
+/// `--btf` that cannot be used included), 1 for a script that does not compile.
 fn check(cfg: &Config, file: &str) -> ExitCode {
     let (wanted, unreadable) = discover::wanted(cfg);
     let mut failed = unreadable.len();
@@ -108,6 +142,27 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
         eprintln!("{}", u.error);
     }
     println!("config {file}: ok (listen {})", cfg.listen);
+    let btf_failed = match btf_search(cfg).locate() {
+        Ok(b) => {
+            println!(
+                "btf {}: ok ({} bytes, {} types, kernel {})",
+                b.source(),
+                b.size(),
+                b.types(),
+                b.release()
+            );
+            false
+        }
+        Err(e @ crate::btf::BtfError::Explicit { .. }) => {
+            eprintln!("{e}");
+            true
+        }
+        Err(e) => {
+            // The daemon runs without one: the scripts without a kernel program do.
+            eprintln!("warning: scripts with a kernel program will not load: {e}");
+            false
+        }
+    };
     let limits = cfg.limits.to_limits();
     for (name, w) in &wanted {
         let label = w.origin.label(name);
@@ -139,7 +194,9 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
             }
         }
     }
-    if failed > 0 {
+    if btf_failed {
+        ExitCode::from(2)
+    } else if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -208,6 +265,7 @@ async fn run(
     cfg: Config,
     file: String,
     config_path: Option<PathBuf>,
+    cli_btf: (Option<PathBuf>, Option<PathBuf>),
     watchdog: &shutdown::Watchdog,
 ) -> anyhow::Result<()> {
     let node = cfg.node();
@@ -230,6 +288,7 @@ async fn run(
         sinks.clone(),
         pods,
     );
+    sup.override_btf(cli_btf.0, cli_btf.1);
     let state = Arc::new(State {
         shared: sup.shared.clone(),
         registry: registry.clone(),

@@ -70,6 +70,94 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((n * scale as f64) as u64)
 }
 
+/// Checks a number of the config against its documented range: `Err` is the message
+/// that follows the config path, e.g. `sinks.queue: 18446744073709551615 is out of
+/// range 1..=1048576 (events buffered per sink); set a value in that range (default
+/// 4096)`.
+pub fn check_range<T>(
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+    what: &str,
+) -> Result<(), String>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{value} is out of range {}..={} ({what}); set a value in that range (default {default})",
+        range.start(),
+        range.end()
+    ))
+}
+
+/// [`check_range`] for a duration, shown as the config writes it (`"500ms"`).
+pub fn check_duration(
+    value: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+    default: Duration,
+    what: &str,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is out of range {}..={} ({what}); set a value in that range (default {})",
+        show_duration(value),
+        show_duration(*range.start()),
+        show_duration(*range.end()),
+        show_duration(default)
+    ))
+}
+
+/// [`check_range`] for a byte size, shown with a unit when it has an exact one.
+pub fn check_size(
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+    what: &str,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is out of range {}..={} ({what}); set a value in that range (default {})",
+        show_size(value),
+        show_size(*range.start()),
+        show_size(*range.end()),
+        show_size(default)
+    ))
+}
+
+/// `"1h"`, `"10s"`, `"500ms"`, `"250us"`: the largest unit that divides it.
+pub fn show_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    for (unit, n) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if ns >= n && ns.is_multiple_of(n) {
+            return format!("{}{unit}", ns / n);
+        }
+    }
+    format!("{ns}ns")
+}
+
+/// `"64MiB"`, `"4KiB"`, or the plain number of bytes.
+pub fn show_size(n: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +170,26 @@ mod tests {
         assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn ranges_say_value_range_and_default() {
+        assert_eq!(
+            check_range(u64::MAX, 1..=1 << 20, 4096, "events buffered per sink").unwrap_err(),
+            "18446744073709551615 is out of range 1..=1048576 (events buffered per sink); \
+             set a value in that range (default 4096)"
+        );
+        check_range(5, 1..=5, 2, "x").unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            check_duration(ms(0), ms(10)..=ms(300_000), ms(1000), "wait").unwrap_err(),
+            "0ns is out of range 10ms..=5m (wait); set a value in that range (default 1s)"
+        );
+        assert_eq!(
+            check_size(3, 4096..=1 << 40, 64 << 20, "rotate").unwrap_err(),
+            "3 is out of range 4KiB..=1TiB (rotate); set a value in that range (default 64MiB)"
+        );
+        assert_eq!(show_duration(Duration::from_secs(5400)), "90m");
+        assert_eq!(show_size(1536), "1536");
     }
 }

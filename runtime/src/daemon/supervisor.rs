@@ -196,6 +196,9 @@ pub struct Supervisor {
     /// to [`Supervisor::fail`].
     failures: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     failed: Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>,
+    /// `--btf` / `--btf-archive` of `sonde daemon`: they win over the config file's
+    /// `btf` / `btf_archive`, on every reload too.
+    cli_btf: BtfConfig,
 }
 
 impl Supervisor {
@@ -227,6 +230,29 @@ impl Supervisor {
             btf_status: Default::default(),
             units: BTreeMap::new(),
             shared,
+            cli_btf: (None, None),
+        }
+    }
+
+    /// Makes `--btf` / `--btf-archive` win over the config's `btf` / `btf_archive`
+    /// (now and on every reload).
+    pub fn override_btf(
+        &mut self,
+        btf: Option<std::path::PathBuf>,
+        archive: Option<std::path::PathBuf>,
+    ) {
+        self.cli_btf = (btf, archive);
+        let mut cfg = self.cfg.clone();
+        self.with_cli_btf(&mut cfg);
+        self.cfg = cfg;
+    }
+
+    fn with_cli_btf(&self, cfg: &mut Config) {
+        if let Some(b) = &self.cli_btf.0 {
+            cfg.btf = Some(b.clone());
+        }
+        if let Some(a) = &self.cli_btf.1 {
+            cfg.btf_archive = Some(a.clone());
         }
     }
 
@@ -320,7 +346,11 @@ impl Supervisor {
     pub async fn reload(&mut self, config_path: Option<&std::path::Path>) {
         let mut errors = Vec::new();
         if let Some(path) = config_path {
-            match Config::load(path) {
+            let loaded = Config::load(path).map(|mut c| {
+                self.with_cli_btf(&mut c);
+                c
+            });
+            match loaded {
                 Ok(new) if new != self.cfg => {
                     if new.listen != self.cfg.listen
                         || new.node_name != self.cfg.node_name
@@ -465,7 +495,13 @@ impl Supervisor {
     async fn start(&mut self, w: Wanted, overrides: Vec<(String, String)>) -> Result<(), Rejected> {
         let name = w.name.clone();
         let file = w.origin.label(&name);
-        let prepared = self.prepare(&w, &overrides);
+        // A panic while building this script (a loader or engine bug that got past
+        // validation) fails this script only; the others and the daemon go on.
+        let prepared = crate::panic::catch(|| self.prepare(&w, &overrides)).unwrap_or_else(|p| {
+            Err(Rejected::from(format!(
+                "{file}: internal error while loading this script ({p}); the other scripts are not affected"
+            )))
+        });
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {

@@ -19,11 +19,6 @@ use crate::script::Instance;
 
 pub use crate::script::runner::RunStats as UnitStats;
 
-/// The stack of a script thread. Rhai recurses on the native stack once per script
-/// call level and expression level; `limits.max_call_levels` is capped well below
-/// what this holds.
-pub const STACK_SIZE: usize = 8 << 20;
-
 /// How long [`Task::stop`] waits for the thread beyond the script's call deadline
 /// (the last `on_tick` and `on_exit` each get a deadline of their own).
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -59,7 +54,7 @@ impl Task {
         let script = name.to_string();
         std::thread::Builder::new()
             .name(format!("script:{}", truncate(name)))
-            .stack_size(STACK_SIZE)
+            .stack_size(crate::script::stack::SCRIPT_STACK_SIZE)
             .spawn(move || {
                 if let Some((_, arena)) = &settings.memory {
                     arena.bind();

@@ -33,6 +33,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 
+/// The largest answer read from the runtime (a node of 250 pods answers ~1 MB).
+const MAX_ANSWER: usize = 64 << 20;
+
 /// The usual CRI sockets, in the order `cri_socket: auto` tries them.
 pub const SOCKETS: &[&str] = &[
     "/run/containerd/containerd.sock",
@@ -152,7 +155,11 @@ impl Client {
         let (parts, body) = resp.into_parts();
         // A gRPC error without a body comes in the headers ("trailers-only").
         let mut status = grpc_status(&parts.headers);
-        let collected = body.collect().await.map_err(|e| transport(e.to_string()))?;
+        // A runtime that answers without end must not take the agent's memory.
+        let collected = http_body_util::Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| transport(e.to_string()))?;
         if let Some(t) = collected.trailers() {
             if let Some(s) = grpc_status(t) {
                 status = Some(s);

@@ -201,18 +201,21 @@ impl Default for PodsConfig {
 impl PodsConfig {
     /// A problem with the section, as (config path, message).
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.refresh < Duration::from_millis(100) {
-            return Err((
-                "pods.refresh".into(),
-                "must be at least 100ms (the runtime is asked that often)".into(),
-            ));
-        }
-        if self.label_budget == 0 {
-            return Err((
-                "pods.label_budget".into(),
-                "must be greater than zero".into(),
-            ));
-        }
+        let d = PodsConfig::default();
+        crate::daemon::serde_util::check_duration(
+            self.refresh,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            d.refresh,
+            "how often the container runtime is asked for its pods",
+        )
+        .map_err(|m| ("pods.refresh".to_string(), m))?;
+        crate::daemon::serde_util::check_range(
+            self.label_budget,
+            1..=10_000,
+            d.label_budget,
+            "distinct values per added pod label",
+        )
+        .map_err(|m| ("pods.label_budget".to_string(), m))?;
         for (i, l) in self.labels.iter().enumerate() {
             let name = label_name(l);
             if l.is_empty()

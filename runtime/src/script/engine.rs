@@ -24,6 +24,10 @@ pub(crate) const MEMORY_TOKEN: &str = "memory";
 /// The token a handler interrupted because its script is being stopped terminates with.
 pub(crate) const STOP_TOKEN: &str = "stop";
 
+/// The token a handler stopped with too little stack left terminates with
+/// ([`super::stack`]).
+pub(crate) const STACK_TOKEN: &str = "stack";
+
 /// The operation count between two clock reads.
 const CLOCK_EVERY: u64 = 1024;
 
@@ -112,7 +116,8 @@ fn packages() -> &'static Shared<Module> {
 /// - `Engine::new_raw()` plus core, arithmetic, logic, string, array, map, math and
 ///   bit-field packages: no file, network, time or blocking calls (`sleep` is
 ///   replaced by an error), `eval` disabled, no `import`;
-/// - [`Limits`] always set, and a per-call deadline checked every 1024 operations;
+/// - [`Limits`] always set, a per-call deadline checked every 1024 operations, and
+///   the stack left checked every 8 ([`super::stack`]);
 /// - `print` goes to `ctx.print`, `debug` to the log at DEBUG;
 /// - the script API (`api.rs`) and the stdlib namespaces (`net::`, `fmt::`,
 ///   `hist::`).
@@ -138,6 +143,9 @@ pub(crate) fn build(host: Arc<Host>) -> Engine {
     let deadline_host = host.clone();
     let budget = limits.call_deadline.as_nanos().min(u64::MAX as u128) as u64;
     engine.on_progress(move |ops| {
+        if ops % super::stack::CHECK_EVERY == 0 && !super::stack::enough() {
+            return Some(Dynamic::from(STACK_TOKEN));
+        }
         if ops % CLOCK_EVERY != 0 {
             return None;
         }

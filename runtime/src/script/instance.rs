@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Position, Scope, AST};
 
-use super::engine::{self, Host, DEADLINE_TOKEN, MEMORY_TOKEN, STOP_TOKEN};
+use super::engine::{self, Host, DEADLINE_TOKEN, MEMORY_TOKEN, STACK_TOKEN, STOP_TOKEN};
 use super::manifest::{self, Manifest, ParamValue};
 use super::{Limits, ScriptContext, ScriptError};
 
@@ -163,6 +163,9 @@ impl ErrorKind {
             E::ErrorTerminated(token, ..) if token.to_string() == MEMORY_TOKEN => ErrorKind::Memory,
             E::ErrorDataTooLarge(..) => ErrorKind::Size,
             E::ErrorStackOverflow(..) => ErrorKind::CallDepth,
+            E::ErrorTerminated(token, ..) if token.to_string() == STACK_TOKEN => {
+                ErrorKind::CallDepth
+            }
             E::ErrorMismatchDataType(..)
             | E::ErrorMismatchOutputType(..)
             | E::ErrorFunctionNotFound(..)
@@ -463,6 +466,10 @@ pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
             "stopped: the call kept more memory than the script's budget (limits.memory)"
                 .to_string()
         }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == STACK_TOKEN => format!(
+            "stopped: calls nested too deep for the stack ({} KiB left); recurse less deeply",
+            super::stack::STACK_RESERVE >> 10
+        ),
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
         other => {
             // Rhai appends " (line l, position c)"; the position is printed first instead.

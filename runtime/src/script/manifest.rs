@@ -75,6 +75,9 @@ pub struct Manifest {
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest `interval`: a day. Longer ones overflowed the clock arithmetic of the
+/// tick timer (a panic) and have no use.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 const KEYS: &str = "program, params, interval, description";
 
 impl Manifest {
@@ -366,6 +369,12 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                     return Err(err_at(
                         key_at(key),
                         format!("interval: {d:?} is too short; at least 10ms"),
+                    ));
+                }
+                if d > MAX_INTERVAL {
+                    return Err(err_at(
+                        key_at(key),
+                        format!("interval: {d:?} is too long; at most 24h"),
                     ));
                 }
                 manifest.interval = d;

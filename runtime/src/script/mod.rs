@@ -44,6 +44,7 @@ mod file;
 mod instance;
 mod manifest;
 pub mod runner;
+pub mod stack;
 mod stdlib;
 
 #[cfg(test)]

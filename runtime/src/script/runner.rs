@@ -186,7 +186,8 @@ impl Control {
 
 /// What `sonde run` adds around the loop (a recording, the printer).
 pub trait Observer {
-    /// A raw record, before its handler runs.
+    /// A raw record, before its handler runs (also when it is dropped unhandled
+    /// because the script is behind).
     fn record(&mut self, _env: &DecodeEnv, _source: usize, _bytes: &[u8]) {}
     /// Before each tick's `on_tick`.
     fn tick(&mut self) {}
@@ -340,11 +341,12 @@ impl Runner<'_> {
             let mut undecodable = 0;
             let mut dropped = 0;
             let n = live.drain(BATCH, |source, bytes, decoded| {
+                // A recording keeps every record, handled or not.
+                obs.record(&env, source, bytes);
                 if behind {
                     dropped += 1;
                     return true;
                 }
-                obs.record(&env, source, bytes);
                 match decoded {
                     Ok(ev) => inst.on_record(ev),
                     Err(e) => {

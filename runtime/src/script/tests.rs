@@ -167,6 +167,12 @@ fn manifest_errors_point_at_the_probe_and_say_what_is_expected() {
         e,
         "x.rhai:1:40: PROBE: interval: expected a duration like \"10s\" (units ns, us, ms, s, m, h), got \"10 sec\""
     );
+    // An interval past a day overflowed the tick timer's clock (a panic).
+    let e = compile_err("const PROBE = #{ interval: 9223372036854775807 };");
+    assert!(
+        e.starts_with("x.rhai:1:18: PROBE: interval: ") && e.ends_with("is too long; at most 24h"),
+        "{e}"
+    );
     let e = compile_err("const PROBE = #{ program: 42 };");
     assert_eq!(
         e,
@@ -806,4 +812,52 @@ fn emit_detection_ignores_words_that_contain_it() {
         "const PROBE = #{ params: #{ emit_events: true } };"
     ));
     assert!(!calls_emit("fn remit(x) {} remit(1);"));
+}
+
+/// A recursive handler as deep as the limits allow, on a thread of `stack` bytes:
+/// returns the errors counted (the process is still here: no overflow).
+fn recurse_on(
+    stack: usize,
+    body: &str,
+    depth: i64,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let src =
+        format!("fn f(n) {{ if n == 0 {{ 0 }} else {{ {body} }} }}\nfn on_tick() {{ f({depth}) }}");
+    std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(move || {
+            let limits = Limits {
+                max_call_levels: stack::MAX_CALL_LEVELS,
+                ..Limits::default()
+            };
+            let mut inst = Harness::new().start_with("deep", &src, &limits);
+            inst.on_tick();
+            inst.errors().clone()
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Recursion past `max_call_levels` is a `call_depth` error; within it, on the
+/// script stack, a plain recursive function runs to the end.
+#[test]
+fn recursion_up_to_the_cap_fits_the_script_stack() {
+    let plain = "1 + f(n - 1)";
+    let under = stack::MAX_CALL_LEVELS as i64 - 8;
+    assert!(recurse_on(stack::SCRIPT_STACK_SIZE, plain, under).is_empty());
+    let over = recurse_on(stack::SCRIPT_STACK_SIZE, plain, 1000);
+    assert_eq!(over.get("call_depth"), Some(&1), "{over:?}");
+}
+
+/// The heaviest levels a script can write (every level 27 expressions deep), on a
+/// 2 MiB thread (a tokio worker's default): stopped by the stack guard with a
+/// `call_depth` error instead of overflowing the stack (an abort).
+#[test]
+fn the_heaviest_recursion_stops_cleanly_on_a_small_stack() {
+    let nested = format!("{}f(n - 1){}", "1 + (".repeat(27), ")".repeat(27));
+    let errors = recurse_on(2 << 20, &nested, 1000);
+    assert_eq!(errors.get("call_depth"), Some(&1), "{errors:?}");
+    let errors = recurse_on(stack::SCRIPT_STACK_SIZE, &nested, 1000);
+    assert_eq!(errors.get("call_depth"), Some(&1), "{errors:?}");
 }

@@ -5,29 +5,29 @@
 //!
 //! ```yaml
 //! sinks:
-//!   queue: 4096            # events buffered per sink before drops are counted
+//!   queue: 4096            # events buffered per sink before drops are counted; 1..=1048576
 //!   stdout:
 //!     enabled: true
 //!     format: text         # text (KubeSkoop style) | json
 //!   file:
 //!     path: ""             # empty = off; JSON lines
-//!     max_size: 64MiB      # rotate before the file would pass this
-//!     max_files: 5         # keep path.1 .. path.N; 0 keeps none
+//!     max_size: 64MiB      # rotate before the file would pass this; 4KiB..=1TiB
+//!     max_files: 5         # keep path.1 .. path.N; 0 keeps none; 0..=1000
 //!   loki:
 //!     url: ""              # empty = off; http://loki:3100 gets /loki/api/v1/push appended
 //!                          # unless it has a path; https is not supported
 //!     tenant: ""           # X-Scope-OrgID
 //!     basic_auth: { username: "", password: "" }   # or password_file: a path read at start
 //!     bearer_token: ""     # or bearer_token_file: a path read at start; not with basic_auth
-//!     batch_size: 1MiB     # push when a batch holds this many bytes of lines
-//!     batch_wait: 1s       # or this long after the first event of a batch
-//!     timeout: 10s         # one push, connect to response
-//!     min_backoff: 500ms   # retry waits double from this ...
-//!     max_backoff: 30s     # ... up to this
+//!     batch_size: 1MiB     # push when a batch holds this many bytes of lines; 1KiB..=64MiB
+//!     batch_wait: 1s       # or this long after the first event of a batch; 10ms..=5m
+//!     timeout: 10s         # one push, connect to response; 100ms..=5m
+//!     min_backoff: 500ms   # retry waits double from this (10ms..=5m) ...
+//!     max_backoff: 30s     # ... up to this (min_backoff..=1h)
 //!     labels: { job: sonde }   # static stream labels; `node` and `type` are added
-//!     max_buffer: 10000    # events kept while Loki is away; the oldest go first
+//!     max_buffer: 10000    # events kept while Loki is away; the oldest go first; 1..=1000000
 //!   stream:
-//!     backlog: 1024        # recent events a new /events client gets first
+//!     backlog: 1024        # recent events a new /events client gets first; 0..=65536
 //! ```
 //!
 //! Every struct rejects unknown keys and fills missing ones from its default, so a
@@ -57,6 +57,12 @@ use hyper::Uri;
 use serde::{Deserialize, Serialize};
 
 use super::SinkError;
+
+/// The most events a sink queue may hold (`sinks.queue`).
+pub const MAX_QUEUE: usize = 1 << 20;
+
+/// The most events the `/events` backlog may hold (`sinks.stream.backlog`).
+pub const MAX_BACKLOG: usize = 1 << 16;
 
 /// Where Loki's push API lives on a server given by its base URL.
 pub const LOKI_PUSH_PATH: &str = "/loki/api/v1/push";
@@ -257,26 +263,58 @@ fn invalid(path: &'static str, reason: impl Into<String>) -> SinkError {
 impl SinksConfig {
     /// Checks what serde cannot: ranges, URLs, conflicting credentials. Files are not
     /// opened here; [`super::Sinks::start`] does that.
+    ///
+    /// Ranges (what a real node could need, and no more; each queue and buffer is
+    /// allocated or can fill to its size):
+    ///
+    /// | key | range |
+    /// |---|---|
+    /// | `queue` | 1..=1048576 events |
+    /// | `stream.backlog` | 0..=65536 events |
+    /// | `file.max_size` | 4KiB..=1TiB |
+    /// | `file.max_files` | 0..=1000 |
+    /// | `loki.batch_size` | 1KiB..=64MiB |
+    /// | `loki.batch_wait` | 10ms..=5m |
+    /// | `loki.timeout` | 100ms..=5m |
+    /// | `loki.min_backoff` | 10ms..=5m |
+    /// | `loki.max_backoff` | min_backoff..=1h |
+    /// | `loki.max_buffer` | 1..=1000000 events |
     pub fn validate(&self) -> Result<(), SinkError> {
-        if self.queue == 0 {
+        use crate::daemon::serde_util::{check_range, check_size};
+        let d = SinksConfig::default();
+        check_range(
+            self.queue,
+            1..=MAX_QUEUE,
+            d.queue,
+            "events buffered per sink",
+        )
+        .map_err(|m| invalid("sinks.queue", m))?;
+        check_range(
+            self.stream.backlog,
+            0..=MAX_BACKLOG,
+            d.stream.backlog,
+            "recent events a new /events client gets first",
+        )
+        .map_err(|m| invalid("sinks.stream.backlog", m))?;
+        check_size(
+            self.file.max_size,
+            4 << 10..=1 << 40,
+            d.file.max_size,
+            "rotate before the file passes this size",
+        )
+        .map_err(|m| invalid("sinks.file.max_size", m))?;
+        check_range(
+            self.file.max_files,
+            0..=1000,
+            d.file.max_files,
+            "rotated files kept",
+        )
+        .map_err(|m| invalid("sinks.file.max_files", m))?;
+        if self.file.enabled() && self.file.path.file_name().is_none() {
             return Err(invalid(
-                "sinks.queue",
-                "expected at least 1 (events buffered per sink), got 0",
+                "sinks.file.path",
+                format!("`{}` names no file", self.file.path.display()),
             ));
-        }
-        if self.file.enabled() {
-            if self.file.max_size == 0 {
-                return Err(invalid(
-                    "sinks.file.max_size",
-                    "expected a size like \"64MiB\", got 0",
-                ));
-            }
-            if self.file.path.file_name().is_none() {
-                return Err(invalid(
-                    "sinks.file.path",
-                    format!("`{}` names no file", self.file.path.display()),
-                ));
-            }
         }
         self.loki.validate()
     }
@@ -383,24 +421,37 @@ impl LokiConfig {
                 "basic auth usernames cannot contain `:`",
             ));
         }
-        if self.batch_size == 0 {
-            return Err(invalid(
-                "sinks.loki.batch_size",
-                "expected a size like \"1MiB\", got 0",
-            ));
-        }
-        if self.timeout.is_zero() {
-            return Err(invalid(
-                "sinks.loki.timeout",
-                "expected a duration like \"10s\", got 0",
-            ));
-        }
-        if self.min_backoff.is_zero() {
-            return Err(invalid(
-                "sinks.loki.min_backoff",
-                "expected a duration like \"500ms\", got 0",
-            ));
-        }
+        use crate::daemon::serde_util::{check_duration, check_range, check_size};
+        let d = LokiConfig::default();
+        let ms = Duration::from_millis;
+        check_size(
+            self.batch_size,
+            1 << 10..=64 << 20,
+            d.batch_size,
+            "bytes of log lines per push",
+        )
+        .map_err(|m| invalid("sinks.loki.batch_size", m))?;
+        check_duration(
+            self.batch_wait,
+            ms(10)..=ms(300_000),
+            d.batch_wait,
+            "longest wait before a batch is pushed",
+        )
+        .map_err(|m| invalid("sinks.loki.batch_wait", m))?;
+        check_duration(
+            self.timeout,
+            ms(100)..=ms(300_000),
+            d.timeout,
+            "one push, connect to response",
+        )
+        .map_err(|m| invalid("sinks.loki.timeout", m))?;
+        check_duration(
+            self.min_backoff,
+            ms(10)..=ms(300_000),
+            d.min_backoff,
+            "first wait after a failed push",
+        )
+        .map_err(|m| invalid("sinks.loki.min_backoff", m))?;
         if self.max_backoff < self.min_backoff {
             return Err(invalid(
                 "sinks.loki.max_backoff",
@@ -410,12 +461,20 @@ impl LokiConfig {
                 ),
             ));
         }
-        if self.max_buffer == 0 {
-            return Err(invalid(
-                "sinks.loki.max_buffer",
-                "expected at least 1 (events kept while Loki is unreachable), got 0",
-            ));
-        }
+        check_duration(
+            self.max_backoff,
+            self.min_backoff..=ms(3_600_000),
+            d.max_backoff,
+            "longest wait between retries",
+        )
+        .map_err(|m| invalid("sinks.loki.max_backoff", m))?;
+        check_range(
+            self.max_buffer,
+            1..=1_000_000,
+            d.max_buffer,
+            "events kept while Loki is unreachable",
+        )
+        .map_err(|m| invalid("sinks.loki.max_buffer", m))?;
         for (name, value) in &self.labels {
             if !is_label_name(name) {
                 return Err(invalid(
