@@ -1520,16 +1520,26 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     assert_eq!(push.header("authorization"), Some("Basic c29uZGU6czNjcmV0"));
     assert_eq!(push.header("x-scope-orgid"), Some("team-a"));
     let body: Value = serde_json::from_str(&push.body).unwrap();
-    let stream = body["streams"]
+    // (Other resets on this machine may share the push: find web-1's line.)
+    let (stream, line) = body["streams"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| {
+        .filter(|s| {
             s["stream"]["type"]
                 .as_str()
                 .is_some_and(|t| t.starts_with("TCPRESET_"))
         })
-        .unwrap();
+        .flat_map(|s| {
+            s["values"].as_array().unwrap().iter().map(move |v| {
+                (
+                    s,
+                    serde_json::from_str::<Value>(v[1].as_str().unwrap()).unwrap(),
+                )
+            })
+        })
+        .find(|(_, line)| line["labels"]["pod"] == "web-1")
+        .unwrap_or_else(|| panic!("no reset line of web-1 in {}", push.body));
     let labels: BTreeSet<&str> = stream["stream"]
         .as_object()
         .unwrap()
@@ -1542,7 +1552,6 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
         "{stream}"
     );
     assert_eq!(stream["stream"]["node"], NODE);
-    let line: Value = serde_json::from_str(stream["values"][0][1].as_str().unwrap()).unwrap();
     assert_eq!(line["labels"]["namespace"], "shop", "{line}");
 
     // SIGTERM from the runtime: a clean exit within the grace period.
