@@ -19,9 +19,11 @@ fi
 # promtool, python3-prometheus-client for its OpenMetrics parser, conntrack and
 # prometheus-node-exporter to check the procfs/netlink sources against, xz-utils for the
 # btfhub archive test, qemu-system-x86/busybox-static/cpio for the guest kernels,
-# containerd/runc/containernetworking-plugins for the pod tests (real CRI sandboxes).
+# containerd/runc/containernetworking-plugins for the pod tests (real CRI sandboxes),
+# podman/buildah to build the container image (packaging/image/build), python3-pip for the
+# PyPI packages of the chart tests (Helm SDK, kubernetes-validate) installed below.
 # tests/tests/tools.rs fails when a test runs a program no package here provides.
-packages=(clang llvm libbpf-dev bpftool bpftrace pahole kmod iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio conntrack prometheus-node-exporter containerd runc containernetworking-plugins)
+packages=(clang llvm libbpf-dev bpftool bpftrace pahole kmod iproute2 iptables gcc make pkg-config prometheus python3-prometheus-client xz-utils qemu-system-x86 busybox-static cpio conntrack prometheus-node-exporter containerd runc containernetworking-plugins podman buildah python3-pip)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -31,6 +33,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Helm (the Helm v4 SDK, no helm binary) and kubernetes-validate for the chart tests
+# (tests/tests/kubernetes.rs), with Debian's python3, into target/k8s-py.
+if ! cmp -s tests/kubernetes/requirements.txt target/k8s-py/.requirements.txt; then
+    log "installing the PyPI packages of tests/kubernetes/requirements.txt into target/k8s-py"
+    /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+        --target target/k8s-py -r tests/kubernetes/requirements.txt
+    cp tests/kubernetes/requirements.txt target/k8s-py/.requirements.txt
 fi
 
 if [ ! -d /sys/kernel/tracing/events ]; then

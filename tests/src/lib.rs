@@ -6,10 +6,14 @@
 //!   generates traffic nobody else sees while sonde stays in the host namespaces.
 //! - [`sonde_bin`]: the built `sonde` binary; [`run`] runs it and reads its output.
 //! - [`kernel`]: a built-in program loaded straight into the kernel, records decoded.
+//! - [`cri`]: a real containerd of the test's own, pods and containers over CRI.
+//! - [`kubernetes`]: the Helm chart rendered with real Helm, the offline Kubernetes tools.
 //! - [`veth`]: a pod-like namespace behind a veth pair, for TC probes.
 
+pub mod cri;
 pub mod daemon;
 pub mod kernel;
+pub mod kubernetes;
 pub mod run;
 pub mod tls;
 pub mod veth;

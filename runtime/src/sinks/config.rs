@@ -22,7 +22,7 @@
 //!       key_file: ""
 //!       server_name: ""    # the name to verify instead of the URL's host
 //!     tenant: ""           # X-Scope-OrgID
-//!     basic_auth: { username: "", password: "" }
+//!     basic_auth: { username: "", password: "" }   # or password_file: a path read at start
 //!     bearer_token: ""     # or bearer_token_file: a path read at start; not with basic_auth
 //!     batch_size: 1MiB     # push when a batch holds this many bytes of lines; 1KiB..=64MiB
 //!     batch_wait: 1s       # or this long after the first event of a batch; 10ms..=5m
@@ -229,17 +229,21 @@ impl Default for LokiConfig {
     }
 }
 
-/// HTTP basic authentication; both fields empty means none.
+/// HTTP basic authentication; all fields empty means none.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BasicAuth {
     pub username: String,
     pub password: Secret,
+    /// A file holding the password, read once at start (a mounted Kubernetes Secret).
+    pub password_file: PathBuf,
 }
 
 impl BasicAuth {
     pub fn is_set(&self) -> bool {
-        !self.username.is_empty() || !self.password.0.is_empty()
+        !self.username.is_empty()
+            || !self.password.0.is_empty()
+            || !self.password_file.as_os_str().is_empty()
     }
 }
 
@@ -433,6 +437,14 @@ impl LokiConfig {
             return Err(invalid(
                 "sinks.loki.basic_auth",
                 "set either basic_auth or a bearer token, not both",
+            ));
+        }
+        if !self.basic_auth.password.is_empty()
+            && !self.basic_auth.password_file.as_os_str().is_empty()
+        {
+            return Err(invalid(
+                "sinks.loki.basic_auth.password",
+                "set either password or password_file, not both",
             ));
         }
         if self.basic_auth.is_set() && self.basic_auth.username.is_empty() {
@@ -683,6 +695,7 @@ stream:
             basic_auth: BasicAuth {
                 username: "u".into(),
                 password: Secret("p".into()),
+                ..BasicAuth::default()
             },
             bearer_token: Secret("t".into()),
             ..loki("http://loki")

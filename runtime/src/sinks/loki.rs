@@ -226,11 +226,21 @@ impl LokiSink {
         let auth = match token {
             Some((token, path)) => Some(header(path, &format!("Bearer {token}"))?),
             None if config.basic_auth.is_set() => {
-                let pair = format!(
-                    "{}:{}",
-                    config.basic_auth.username,
-                    config.basic_auth.password.expose()
-                );
+                let file = &config.basic_auth.password_file;
+                let password = if file.as_os_str().is_empty() {
+                    config.basic_auth.password.expose().to_string()
+                } else {
+                    let text = std::fs::read_to_string(file).map_err(|source| {
+                        SinkError::ReadPassword {
+                            file: file.clone(),
+                            source,
+                        }
+                    })?;
+                    // A Secret written with `echo` ends with a newline that is not
+                    // part of the password.
+                    text.trim_end_matches(['\n', '\r']).to_string()
+                };
+                let pair = format!("{}:{}", config.basic_auth.username, password);
                 Some(header(
                     "sinks.loki.basic_auth",
                     &format!("Basic {}", base64(pair.as_bytes())),

@@ -86,6 +86,12 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("sinks.loki.basic_auth.password_file: cannot read `{}`", file.display())]
+    ReadPassword {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot register the sink self-metrics")]
     Metrics(#[from] MetricsError),
     #[error("event sinks must be started inside a tokio runtime")]

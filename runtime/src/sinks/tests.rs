@@ -374,6 +374,7 @@ async fn loki_push_has_streams_labels_timestamps_headers_in_one_batch() {
     config.loki.basic_auth = BasicAuth {
         username: "sonde".into(),
         password: Secret("s3cret".into()),
+        ..BasicAuth::default()
     };
     config.loki.labels.insert("cluster".into(), "c1".into());
     config.loki.batch_wait = Duration::from_millis(200);
@@ -436,6 +437,40 @@ async fn loki_bearer_token_is_read_from_its_file() {
     assert!(
         err.to_string()
             .starts_with("sinks.loki.bearer_token_file: cannot read"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn loki_basic_auth_password_is_read_from_its_file() {
+    let dir = temp_dir("password");
+    std::fs::write(dir.join("password"), "s3cret\n").unwrap();
+    let addr = free_addr().await;
+    let mut loki = FakeLoki::start(addr, &[]).await;
+    let registry = Registry::new("n1");
+    let mut config = loki_config(addr);
+    config.loki.basic_auth = BasicAuth {
+        username: "sonde".into(),
+        password_file: dir.join("password"),
+        ..BasicAuth::default()
+    };
+    let sinks = Sinks::start(&config, "n1", &registry).unwrap();
+    sinks.emit(event(0, "T"));
+    let push = loki.next().await;
+    // base64("sonde:s3cret"): the file's trailing newline is not part of it.
+    assert_eq!(push.headers["authorization"], "Basic c29uZGU6czNjcmV0");
+    sinks.shutdown(Duration::from_secs(1)).await;
+
+    config.loki.basic_auth.password = Secret("other".into());
+    let err = Sinks::start(&config, "n1", &registry).err().unwrap();
+    assert!(err.to_string().contains("not both"), "{err}");
+    config.loki.basic_auth.password = Secret::default();
+    config.loki.basic_auth.password_file = dir.join("missing");
+    let err = Sinks::start(&config, "n1", &registry).err().unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("sinks.loki.basic_auth.password_file: cannot read"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
