@@ -23,7 +23,12 @@
 //! - no cycle that a walk through the types would follow forever: a type may reach
 //!   itself only through a pointer (`struct list_head { struct list_head *next; }`),
 //!   never by containing itself, directly or through typedefs, qualifiers, arrays,
-//!   members, prototypes or variables.
+//!   members, prototypes or variables;
+//! - sizes a relocation can compute: no type larger than [`MAX_TYPE_SIZE`] (an
+//!   array's elements times their size included), and every member of a struct or
+//!   union inside it (the kernel refuses "Member exceeds struct_size" too).
+//!   aya-obj computes bit offsets and sizes in 32 bits: a `char[0x80000010]` member
+//!   overflowed its multiplication by 8.
 //!
 //! This is what the kernel's own BTF verifier (`kernel/bpf/btf.c`) checks for the
 //! same structure, without the semantic checks a relocation does not depend on.
@@ -44,6 +49,11 @@ use std::fmt;
 
 /// The most types one BTF may hold (`BTF_MAX_TYPE` in the kernel).
 pub const MAX_TYPES: u32 = 0x000f_ffff;
+
+/// The largest type (in bytes) a BTF may describe: its size in bits still fits 32
+/// bits, which is how relocations compute it. No kernel type comes near (the largest
+/// structs are a few hundred KiB).
+pub const MAX_TYPE_SIZE: u64 = 1 << 29;
 
 const HEADER_LEN: usize = 24;
 const MAGIC: u16 = 0xeb9f;
@@ -131,6 +141,7 @@ pub fn check(raw: &[u8]) -> Result<Checked, Corrupt> {
     let btf = Layout::read(raw)?;
     btf.check_types()?;
     btf.check_cycles()?;
+    btf.check_sizes()?;
     Ok(Checked {
         types: btf.records.len() as u32,
         strings: btf.strings.len(),
@@ -541,6 +552,109 @@ impl<'a> Layout<'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The size in bytes of every type that has one (see [`MAX_TYPE_SIZE`]), then
+    /// every struct and union member inside its struct. Runs after
+    /// [`Layout::check_cycles`]: every chain of typedefs, qualifiers and arrays ends.
+    fn check_sizes(&self) -> Result<(), Corrupt> {
+        let n = self.count() as usize;
+        // sizes[id]: None until resolved; void (id 0) has size 0.
+        let mut sizes: Vec<Option<u64>> = vec![None; n + 1];
+        sizes[0] = Some(0);
+        let mut chain: Vec<u32> = Vec::new();
+        for root in 1..=n as u32 {
+            let mut t = root;
+            // Walk down to a type whose size is known or given by its record.
+            let base = loop {
+                if let Some(s) = sizes[t as usize] {
+                    break s;
+                }
+                let (at, _, kind, _) = self.record(t);
+                match kind {
+                    TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG | VAR => {
+                        chain.push(t);
+                        t = self.word(at + 8);
+                    }
+                    ARRAY => {
+                        chain.push(t);
+                        t = self.word(at + 12);
+                    }
+                    _ => {
+                        let s = self.own_size(t);
+                        sizes[t as usize] = Some(s);
+                        break s;
+                    }
+                }
+            };
+            let mut size = base;
+            while let Some(id) = chain.pop() {
+                let (at, _, kind, _) = self.record(id);
+                if kind == ARRAY {
+                    size = size.saturating_mul(u64::from(self.word(at + 20)));
+                }
+                sizes[id as usize] = Some(size);
+            }
+        }
+        for id in 1..=n as u32 {
+            let (at, info, kind, vlen) = self.record(id);
+            let size = sizes[id as usize].unwrap_or(0);
+            let bad = |offset: usize, what: String| Corrupt {
+                offset,
+                type_id: Some(id),
+                what,
+            };
+            if kind != DATASEC && kind != VAR && size > MAX_TYPE_SIZE {
+                return Err(bad(
+                    at + 8,
+                    format!(
+                        "{} is {size} bytes, more than {MAX_TYPE_SIZE} (no kernel type is that large)",
+                        self.describe(id)
+                    ),
+                ));
+            }
+            if !matches!(kind, STRUCT | UNION) {
+                continue;
+            }
+            let kind_flag = info >> 31 != 0;
+            for i in 0..vlen {
+                let m = at + 12 + 12 * i;
+                let t = self.word(m + 4);
+                let offset = self.word(m + 8);
+                let (bit_offset, bits) = if kind_flag {
+                    (u64::from(offset & 0x00ff_ffff), u64::from(offset >> 24))
+                } else {
+                    (u64::from(offset), 0)
+                };
+                let end_bits = if bits > 0 {
+                    bit_offset + bits
+                } else {
+                    (bit_offset / 8).saturating_add(sizes[t as usize].unwrap_or(0)) * 8
+                };
+                if end_bits > size * 8 {
+                    return Err(bad(
+                        m + 8,
+                        format!(
+                            "{}: member {i} ({}) ends at bit {end_bits}, past the {size} bytes of the {}",
+                            self.describe(id),
+                            self.describe(t),
+                            kind_name(kind),
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The size a record gives its type itself (0 for kinds without one).
+    fn own_size(&self, id: u32) -> u64 {
+        let (at, _, kind, _) = self.record(id);
+        match kind {
+            INT | ENUM | ENUM64 | FLOAT | STRUCT | UNION | DATASEC => u64::from(self.word(at + 8)),
+            PTR => 8,
+            _ => 0,
+        }
     }
 
     /// A bitfield's type, through typedefs and qualifiers, must be an int or an enum.

@@ -281,6 +281,42 @@ fn a_type_that_contains_itself_is_refused() {
 }
 
 #[test]
+fn sizes_past_what_a_relocation_computes_and_members_outside_their_struct_are_refused() {
+    // The fuzzer's find: `char[0x80000010]` as a member made aya-obj multiply its
+    // byte size by 8 in 32 bits (an overflow panic in debug, a wrong offset else).
+    let mut b = good();
+    let char_ = b.int("char", 1); // 8
+    b.record("", ARRAY, 0, false, 0, &[char_, 1, 0x8000_0010]); // 9
+    b.strukt("big", 16, &[("buf", 9, 0)]); // 10
+    let e = err(&b.build());
+    assert!(e.contains("[9] array (anonymous) is 2147483664 bytes, more than 536870912"), "{e}");
+    // Two arrays that multiply past u64 saturate and are refused the same way.
+    let mut b = good();
+    b.record("", ARRAY, 0, false, 0, &[1, 1, u32::MAX]); // 8
+    b.record("", ARRAY, 0, false, 0, &[8, 1, u32::MAX]); // 9
+    assert!(err(&b.build()).contains("more than 536870912"));
+    // A member that ends past its struct (the kernel's "Member exceeds struct_size").
+    let mut b = good();
+    b.strukt("short", 4, &[("a", 1, 0), ("b", 1, 32)]); // 8
+    let e = err(&b.build());
+    assert!(e.contains("[8] struct short: member 1 ([1] int int) ends at bit 64, past the 4 bytes of the struct"), "{e}");
+    // A bitfield past the end, through the kind_flag encoding.
+    let mut b = good();
+    b.record("flags", STRUCT, 1, true, 4, &[0, 1, (3 << 24) | 30]); // 8
+    assert!(err(&b.build()).contains("ends at bit 33, past the 4 bytes"));
+    // A flexible array member at the very end is fine: it has no size.
+    let mut b = good();
+    b.record("", ARRAY, 0, false, 0, &[1, 1, 0]); // 8
+    b.strukt("msg", 4, &[("len", 1, 0), ("data", 8, 32)]); // 9
+    check(&b.build()).unwrap();
+    // The fuzzer's reproducer itself.
+    let repro = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/artifacts/btf/aya-field-relocation-mul-overflow");
+    let raw = std::fs::read(repro).unwrap();
+    let e = check(&raw).unwrap_err().to_string();
+    assert!(e.contains("more than 536870912") || e.contains("past the"), "{e}");
+}
+
+#[test]
 fn every_committed_object_and_embedded_btf_passes() {
     for p in crate::bpf::catalog::PROGRAMS {
         let raw = crate::btf::extract_btf_section(p.object).unwrap();
