@@ -16,6 +16,7 @@ mod check;
 mod events;
 mod probes;
 mod run;
+mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,14 @@ pub struct EventsArgs {
     /// Keep the connection open and print events as they happen.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Only events at or after this time: a duration back from the daemon's clock
+    /// (30s, 5m, 1h30m) or an RFC 3339 time (2026-12-06T07:00:00Z, or with an
+    /// offset such as +01:00). Without it the daemon's whole backlog comes first.
+    #[arg(long, short = 'S', value_name = "DURATION|TIME", value_parser = time::parse_since)]
+    pub since: Option<time::Since>,
+    /// With --follow: only events that happen after connecting, no backlog.
+    #[arg(long, requires = "follow", conflicts_with = "since")]
+    pub no_backlog: bool,
     /// Only events of this type, e.g. TCPRESET_NOSOCK (repeatable).
     #[arg(long = "type", short = 't', value_name = "TYPE")]
     pub types: Vec<String>,
