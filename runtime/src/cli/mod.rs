@@ -50,6 +50,11 @@ pub enum Command {
     /// Run as the node agent: a script directory, hot reload, /metrics and event sinks.
     Daemon(DaemonArgs),
     /// Read a running daemon's events (recent ones, then live with --follow).
+    ///
+    /// Text lines start with the event's time in UTC (RFC 3339, milliseconds). The
+    /// daemon sends its last events first (`sinks.stream.backlog`, 1024 by default);
+    /// --since 5m or --no-backlog ask it for fewer. `sonde events -f --no-backlog -t
+    /// TCPRESET_NOSOCK` prints resets from now on.
     Events(EventsArgs),
     /// Show which kernel BTF would be used, its kernel, size and time, and every
     /// step of the fallback chain.
@@ -123,7 +128,8 @@ pub struct EventsArgs {
     /// Only events of this pod (the `pod` label; `namespace/pod` also matches).
     #[arg(long, short = 'p', value_name = "POD")]
     pub pod: Option<String>,
-    /// Event format.
+    /// Event format: `text` lines start with the event's UTC time, `json` is the
+    /// daemon's object with `timestamp` in nanoseconds since the Unix epoch.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
