@@ -28,7 +28,8 @@ fn start(test: &str) -> Daemon {
     )
 }
 
-/// A printed line: `2026-12-06T07:01:02.345Z type=E2E_TICK n=7`.
+/// A printed line: `2026-12-06T07:01:02.345Z type=E2E_TICK n=7`, or with --local
+/// `2026-12-06T12:31:02.345+05:30 type=E2E_TICK n=7`.
 #[derive(Debug)]
 struct Line {
     time: String,
@@ -41,8 +42,13 @@ fn parse(line: &str) -> Line {
         .unwrap_or_else(|| panic!("no time: {line:?}"));
     let b = time.as_bytes();
     assert!(
-        time.len() == 24 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && time.ends_with('Z'),
-        "not an RFC 3339 UTC time with milliseconds: {line:?}"
+        b.len() >= 24
+            && b[4] == b'-'
+            && b[10] == b'T'
+            && b[19] == b'.'
+            && (time.len() == 24 && time.ends_with('Z')
+                || time.len() == 29 && matches!(b[23], b'+' | b'-') && b[26] == b':'),
+        "not an RFC 3339 time with milliseconds: {line:?}"
     );
     let n = event
         .strip_prefix("type=E2E_TICK n=")
@@ -56,7 +62,13 @@ fn parse(line: &str) -> Line {
 
 /// `sonde events --addr <d> args...` to its end: the lines it printed.
 fn events(d: &Daemon, args: &[&str]) -> Vec<String> {
+    events_in(d, args, "UTC")
+}
+
+/// [`events`] with `TZ` set to `tz`.
+fn events_in(d: &Daemon, args: &[&str], tz: &str) -> Vec<String> {
     let out = Command::new(sonde_bin())
+        .env("TZ", tz)
         .arg("events")
         .args(args)
         .args(["--addr", &d.addr.to_string()])
@@ -137,12 +149,17 @@ fn now_ns() -> u128 {
 
 /// `ns` as `date -u +%FT%T.%3NZ` prints it: what the lines are compared with.
 fn utc(ns: u128) -> String {
+    date(ns, "UTC", "+%FT%T.%3NZ")
+}
+
+/// `ns` as `TZ=tz date +format` prints it.
+fn date(ns: u128, tz: &str, format: &str) -> String {
     let out = Command::new("date")
+        .env("TZ", tz)
         .args([
-            "-u",
             "-d",
             &format!("@{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000),
-            "+%FT%T.%3NZ",
+            format,
         ])
         .output()
         .expect("date");
@@ -188,6 +205,21 @@ fn text_lines_carry_the_events_time_in_utc() {
         assert_eq!(v["fields"]["n"].as_u64(), Some(line.n), "{t}\n{j}");
         let ns = v["timestamp"].as_u64().unwrap();
         assert_eq!(utc(ns.into()), line.time, "{t}\n{j}");
+    }
+    // --local: the machine's time zone and its offset, as `date` prints them, for a
+    // zone with a half-hour offset and one with daylight saving time.
+    for tz in ["Asia/Kolkata", "America/St_Johns"] {
+        let local = events_in(&d, &["--local"], tz);
+        assert!(local.len() >= 3, "{local:?}");
+        for (t, j) in local.iter().zip(&json) {
+            let v: serde_json::Value = serde_json::from_str(j).unwrap();
+            let ns = v["timestamp"].as_u64().unwrap();
+            assert_eq!(
+                parse(t).time,
+                date(ns.into(), tz, "+%FT%T.%3N%:z"),
+                "TZ={tz}: {t}\n{j}"
+            );
+        }
     }
     // Wall-clock time, from between the daemon's start and the backlog's third event.
     let first = parse(&text[0]).time;

@@ -11,7 +11,8 @@
 //!
 //! The daemon sends one JSON object per line ([`Event::to_json`]); `-o json` prints
 //! the lines as they are, the default rebuilds each [`Event`] and prints its
-//! timestamp (UTC, RFC 3339 with milliseconds, the same on every node) followed by
+//! timestamp (UTC, RFC 3339 with milliseconds, the same on every node; `--local`:
+//! this machine's time zone with its offset) followed by
 //! [`Event::to_text`], the line the daemon's stdout sink and `sonde run` print:
 //!
 //! ```text
@@ -38,7 +39,7 @@ use rhai::{Dynamic, Map};
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use crate::cli::time::{timestamp, Since};
+use crate::cli::time::{local_timestamp, timestamp, Since};
 use crate::cli::{EventsArgs, Output};
 use crate::event::{Event, Labels};
 
@@ -150,7 +151,7 @@ async fn stream(args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<()> {
         while let Some(pos) = pending[start..].iter().position(|b| *b == b'\n') {
             let line = &pending[start..start + pos];
             start += pos + 1;
-            if !print_line(line, args.output, out)? {
+            if !print_line(line, args, out)? {
                 return Ok(());
             }
         }
@@ -160,7 +161,7 @@ async fn stream(args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<()> {
         }
     }
     if !pending.is_empty() {
-        print_line(&pending, args.output, out)?;
+        print_line(&pending, args, out)?;
     }
     flush(out)?;
     conn.abort();
@@ -168,16 +169,23 @@ async fn stream(args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 /// Prints one NDJSON line; `Ok(false)` when `out` is closed.
-fn print_line(line: &[u8], output: Output, out: &mut impl Write) -> anyhow::Result<bool> {
+fn print_line(line: &[u8], args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     let line = String::from_utf8_lossy(line);
     let line = line.trim_end_matches('\r');
     if line.trim().is_empty() {
         return Ok(true);
     }
-    let printed = match output {
+    let printed = match args.output {
         Output::Json => line.to_string(),
         Output::Text => match event_from_json(line) {
-            Ok(event) => format!("{} {}", timestamp(event.timestamp_ns), event.to_text()),
+            Ok(event) => {
+                let time = if args.local {
+                    local_timestamp(event.timestamp_ns)
+                } else {
+                    timestamp(event.timestamp_ns)
+                };
+                format!("{time} {}", event.to_text())
+            }
             Err(e) => {
                 warn!(error = %e, line = %line, "skipping a line that is not an event");
                 return Ok(true);
@@ -271,6 +279,7 @@ mod tests {
             follow,
             since: None,
             no_backlog: false,
+            local: false,
             types: vec![],
             pod: None,
             output,

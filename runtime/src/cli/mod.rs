@@ -122,6 +122,10 @@ pub struct EventsArgs {
     /// With --follow: only events that happen after connecting, no backlog.
     #[arg(long, requires = "follow", conflicts_with = "since")]
     pub no_backlog: bool,
+    /// Text lines start with the local time and its UTC offset
+    /// (2026-12-06T08:01:02.345+01:00) instead of UTC.
+    #[arg(long)]
+    pub local: bool,
     /// Only events of this type, e.g. TCPRESET_NOSOCK (repeatable).
     #[arg(long = "type", short = 't', value_name = "TYPE")]
     pub types: Vec<String>,

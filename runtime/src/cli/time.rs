@@ -58,6 +58,38 @@ pub(crate) fn timestamp(ns: u64) -> String {
     )
 }
 
+/// `2026-12-06T08:01:02.345+01:00`: [`timestamp`] in the local time zone (`TZ`,
+/// else `/etc/localtime`) with its UTC offset at that instant, still RFC 3339.
+pub(crate) fn local_timestamp(ns: u64) -> String {
+    if ns == 0 {
+        return "-".into();
+    }
+    let Ok(secs) = libc::time_t::try_from(ns / 1_000_000_000) else {
+        return timestamp(ns);
+    };
+    // SAFETY: an all-zero `tm` is a valid value of a plain C struct.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r keeps neither and
+    // is thread-safe.
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        return timestamp(ns);
+    }
+    let ms = (ns % 1_000_000_000) / 1_000_000;
+    let off = tm.tm_gmtoff / 60;
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{ms:03}{}{:02}:{:02}",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec.min(59),
+        if off < 0 { '-' } else { '+' },
+        off.abs() / 60,
+        off.abs() % 60
+    )
+}
+
 /// Parses an RFC 3339 time (`T` or a space between date and time, fraction
 /// optional, `Z` or `±HH:MM`) to nanoseconds since the Unix epoch.
 fn parse_rfc3339(s: &str) -> Result<u64, String> {
@@ -210,6 +242,25 @@ mod tests {
         );
         assert_eq!(timestamp(u64::MAX), "2554-07-21T23:34:33.709Z");
         assert_eq!(timestamp(0), "-");
+    }
+
+    #[test]
+    fn local_times_name_the_same_instant() {
+        // Whatever the machine's time zone: the offset makes it the same instant.
+        for ns in [
+            1_000_000u64,
+            951_782_400_000_000_000,
+            1_700_000_000_123_456_789,
+            1_765_004_462_345_000_000,
+        ] {
+            let local = local_timestamp(ns);
+            assert_eq!(
+                parse_rfc3339(&local),
+                Ok(ns / 1_000_000 * 1_000_000),
+                "{local}"
+            );
+        }
+        assert_eq!(local_timestamp(0), "-");
     }
 
     #[test]
