@@ -5,7 +5,7 @@
 //! GET /events?limit=20                     its last 20 (after filtering)
 //! GET /events?follow=1                     the backlog, then live events until the
 //!                                          client goes away or the daemon stops
-//! GET /events?follow=1&limit=0            live events only: no backlog
+//! GET /events?follow=1&limit=0             live events only: no backlog
 //! GET /events?since=5m                     backlog events of the last 5 minutes
 //! GET /events?since=1765000000000000000&follow=1
 //!                                          events at or after that time (Unix ns)
