@@ -509,8 +509,13 @@ fn events_follow_shows_events_live() {
     let _ = follow.wait();
     assert_eq!(lines.len(), 2, "{lines:?}");
     for l in &lines {
+        // `2026-12-06T07:01:02.345Z type=TCPRESET_NOSOCK ...`
+        let (time, event) = l.split_once(' ').unwrap_or_default();
+        assert!(time.len() == 24 && time.ends_with('Z'), "{l}");
         assert!(
-            l.starts_with("type=TCPRESET_NOSOCK ") && l.contains(&pod) && l.contains("sport=9"),
+            event.starts_with("type=TCPRESET_NOSOCK ")
+                && event.contains(&pod)
+                && event.contains("sport=9"),
             "{l}"
         );
     }

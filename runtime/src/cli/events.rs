@@ -3,13 +3,27 @@
 //! ```text
 //! sonde events                                  recent events, then exit
 //! sonde events -f -t TCPRESET_NOSOCK -p shop/web-1
+//! sonde events -f --no-backlog                  only what happens from now on
+//! sonde events -f --since 5m                    the last 5 minutes, then live
+//! sonde events --since 2026-12-06T07:00:00Z     since 07:00 UTC, then exit
 //! sonde events -f -o json | jq .fields
 //! ```
 //!
 //! The daemon sends one JSON object per line ([`Event::to_json`]); `-o json` prints
-//! the lines as they are, the default rebuilds each [`Event`] and prints
-//! [`Event::to_text`], so the lines are the ones the daemon's stdout sink and
-//! `sonde run` print. Exits 0 at the end of the stream and on Ctrl-C.
+//! the lines as they are, the default rebuilds each [`Event`] and prints its
+//! timestamp (UTC, RFC 3339 with milliseconds, the same on every node; `--local`:
+//! this machine's time zone with its offset) followed by
+//! [`Event::to_text`], the line the daemon's stdout sink and `sonde run` print:
+//!
+//! ```text
+//! 2026-12-06T07:01:02.345Z type=TCPRESET_NOSOCK pod=web-1 namespace=shop saddr=10.1.2.3 sport=443 ...
+//! ```
+//!
+//! `--since` and `--no-backlog` become the `since` and `limit=0` parameters of
+//! `/events`: the daemon filters its backlog, so events nobody asked for are not
+//! sent. A duration goes as a duration and is counted back from the daemon's clock,
+//! so this machine's clock need not agree with the node's; an absolute time goes as
+//! Unix nanoseconds. Exits 0 at the end of the stream and on Ctrl-C.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -25,6 +39,7 @@ use rhai::{Dynamic, Map};
 use tokio::net::TcpStream;
 use tracing::warn;
 
+use crate::cli::time::{local_timestamp, timestamp, Since};
 use crate::cli::{EventsArgs, Output};
 use crate::event::{Event, Labels};
 
@@ -58,6 +73,14 @@ fn request_path(args: &EventsArgs) -> String {
     };
     if args.follow {
         param("follow", "1");
+    }
+    if args.no_backlog {
+        param("limit", "0");
+    }
+    match args.since {
+        Some(Since::Ago(d)) => param("since", &duration_param(d)),
+        Some(Since::At(ns)) => param("since", &ns.to_string()),
+        None => {}
     }
     for t in &args.types {
         param("type", t);
@@ -128,7 +151,7 @@ async fn stream(args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<()> {
         while let Some(pos) = pending[start..].iter().position(|b| *b == b'\n') {
             let line = &pending[start..start + pos];
             start += pos + 1;
-            if !print_line(line, args.output, out)? {
+            if !print_line(line, args, out)? {
                 return Ok(());
             }
         }
@@ -138,7 +161,7 @@ async fn stream(args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<()> {
         }
     }
     if !pending.is_empty() {
-        print_line(&pending, args.output, out)?;
+        print_line(&pending, args, out)?;
     }
     flush(out)?;
     conn.abort();
@@ -146,16 +169,23 @@ async fn stream(args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 /// Prints one NDJSON line; `Ok(false)` when `out` is closed.
-fn print_line(line: &[u8], output: Output, out: &mut impl Write) -> anyhow::Result<bool> {
+fn print_line(line: &[u8], args: &EventsArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     let line = String::from_utf8_lossy(line);
     let line = line.trim_end_matches('\r');
     if line.trim().is_empty() {
         return Ok(true);
     }
-    let printed = match output {
+    let printed = match args.output {
         Output::Json => line.to_string(),
         Output::Text => match event_from_json(line) {
-            Ok(event) => event.to_text(),
+            Ok(event) => {
+                let time = if args.local {
+                    local_timestamp(event.timestamp_ns)
+                } else {
+                    timestamp(event.timestamp_ns)
+                };
+                format!("{time} {}", event.to_text())
+            }
             Err(e) => {
                 warn!(error = %e, line = %line, "skipping a line that is not an event");
                 return Ok(true);
@@ -174,6 +204,16 @@ fn flush(out: &mut impl Write) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// A duration as `/events?since=` reads it: whole seconds when it is, else
+/// nanoseconds.
+fn duration_param(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ns", d.as_nanos())
     }
 }
 
@@ -237,6 +277,9 @@ mod tests {
         EventsArgs {
             addr,
             follow,
+            since: None,
+            no_backlog: false,
+            local: false,
             types: vec![],
             pod: None,
             output,
@@ -309,6 +352,19 @@ mod tests {
             request_path(&args("x".into(), false, Output::Json)),
             "/events"
         );
+        let mut a = args("x".into(), true, Output::Text);
+        a.no_backlog = true;
+        assert_eq!(request_path(&a), "/events?follow=1&limit=0");
+        a.no_backlog = false;
+        a.since = Some(Since::Ago(Duration::from_secs(300)));
+        assert_eq!(request_path(&a), "/events?follow=1&since=300s");
+        a.since = Some(Since::Ago(Duration::from_millis(1500)));
+        assert_eq!(request_path(&a), "/events?follow=1&since=1500000000ns");
+        a.since = Some(Since::At(1_765_004_400_000_000_000));
+        assert_eq!(
+            request_path(&a),
+            "/events?follow=1&since=1765004400000000000"
+        );
     }
 
     #[tokio::test]
@@ -325,7 +381,7 @@ mod tests {
         stream(&a, &mut out).await.unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            format!("{}\n", rich_event().to_text())
+            format!("2023-11-14T22:13:20.000Z {}\n", rich_event().to_text())
         );
 
         let mut out = Vec::new();
@@ -336,6 +392,110 @@ mod tests {
             String::from_utf8(out).unwrap(),
             format!("{}\n{}\n", backlog[0].to_json(), backlog[1].to_json())
         );
+    }
+
+    /// Reads `a`'s stream from `server` until `n` lines arrived.
+    async fn lines(server: &Server, a: EventsArgs, n: usize) -> Vec<String> {
+        let addr = server.addr.to_string();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut out = LineWriter(tx, Vec::new());
+            let _ = stream(&EventsArgs { addr, ..a }, &mut out).await;
+        });
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(l)) => got.push(l),
+                _ => break,
+            }
+        }
+        task.abort();
+        got
+    }
+
+    /// Sends each complete line written to it.
+    struct LineWriter(tokio::sync::mpsc::UnboundedSender<String>, Vec<u8>);
+
+    impl Write for LineWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.1.extend_from_slice(buf);
+            while let Some(pos) = self.1.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.1.drain(..=pos).collect();
+                let _ = self
+                    .0
+                    .send(String::from_utf8_lossy(&line[..pos]).into_owned());
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn at(kind: &str, seq: i64, ns: u64) -> Event {
+        let mut e = event(kind, "shop", "web-1", seq);
+        e.timestamp_ns = ns;
+        e
+    }
+
+    #[tokio::test]
+    async fn no_backlog_and_since_are_filtered_by_the_daemon() {
+        let now = crate::event::now_ns();
+        let minute = 60_000_000_000;
+        // A daemon per client, so that the live event goes out once the client
+        // has subscribed.
+        let serve = |live: Option<&'static str>| async move {
+            let daemon = FakeDaemon::new(16);
+            *daemon.backlog.lock().unwrap() = vec![
+                Arc::new(at("OLD", 1, now - 10 * minute)),
+                Arc::new(at("RECENT", 2, now - minute)),
+            ];
+            let server = Server::start(daemon.clone()).await;
+            if let Some(kind) = live {
+                tokio::spawn(async move {
+                    while daemon.live.receiver_count() == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    daemon.publish(at(kind, 3, crate::event::now_ns()));
+                });
+            }
+            server
+        };
+        let kinds = |lines: Vec<String>| -> Vec<String> {
+            lines
+                .iter()
+                .map(|l| l.split(' ').nth(1).unwrap_or("").to_string())
+                .collect()
+        };
+
+        let mut a = args(String::new(), true, Output::Text);
+        a.no_backlog = true;
+        assert_eq!(
+            kinds(lines(&serve(Some("LIVE")).await, a, 1).await),
+            ["type=LIVE"]
+        );
+
+        let mut a = args(String::new(), true, Output::Text);
+        a.since = Some(Since::Ago(Duration::from_secs(300)));
+        assert_eq!(
+            kinds(lines(&serve(Some("LIVE")).await, a, 2).await),
+            ["type=RECENT", "type=LIVE"]
+        );
+
+        let server = serve(None).await;
+        let mut a = args(String::new(), false, Output::Text);
+        a.since = Some(Since::At(now - 20 * minute));
+        let got = lines(&server, a, 2).await;
+        assert_eq!(kinds(got.clone()), ["type=OLD", "type=RECENT"]);
+        assert_eq!(
+            got[0].split(' ').next().unwrap(),
+            timestamp(now - 10 * minute)
+        );
+
+        // Nothing old comes through when nothing is as recent as asked.
+        let mut a = args(String::new(), false, Output::Text);
+        a.since = Some(Since::Ago(Duration::from_secs(30)));
+        assert_eq!(lines(&server, a, 1).await, Vec::<String>::new());
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ mod check;
 mod events;
 mod probes;
 mod run;
+mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,11 @@ pub enum Command {
     /// Run as the node agent: a script directory, hot reload, /metrics and event sinks.
     Daemon(DaemonArgs),
     /// Read a running daemon's events (recent ones, then live with --follow).
+    ///
+    /// Text lines start with the event's time in UTC (RFC 3339, milliseconds). The
+    /// daemon sends its last events first (`sinks.stream.backlog`, 1024 by default);
+    /// --since 5m or --no-backlog ask it for fewer. `sonde events -f --no-backlog -t
+    /// TCPRESET_NOSOCK` prints resets from now on.
     Events(EventsArgs),
     /// Show which kernel BTF would be used, its kernel, size and time, and every
     /// step of the fallback chain.
@@ -108,13 +114,26 @@ pub struct EventsArgs {
     /// Keep the connection open and print events as they happen.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Only events at or after this time: a duration back from the daemon's clock
+    /// (30s, 5m, 1h30m) or an RFC 3339 time (2026-12-06T07:00:00Z, or with an
+    /// offset such as +01:00). Without it the daemon's whole backlog comes first.
+    #[arg(long, short = 'S', value_name = "DURATION|TIME", value_parser = time::parse_since)]
+    pub since: Option<time::Since>,
+    /// With --follow: only events that happen after connecting, no backlog.
+    #[arg(long, requires = "follow", conflicts_with = "since")]
+    pub no_backlog: bool,
+    /// Text lines start with the local time and its UTC offset
+    /// (2026-12-06T08:01:02.345+01:00) instead of UTC.
+    #[arg(long)]
+    pub local: bool,
     /// Only events of this type, e.g. TCPRESET_NOSOCK (repeatable).
     #[arg(long = "type", short = 't', value_name = "TYPE")]
     pub types: Vec<String>,
     /// Only events of this pod (the `pod` label; `namespace/pod` also matches).
     #[arg(long, short = 'p', value_name = "POD")]
     pub pod: Option<String>,
-    /// Event format.
+    /// Event format: `text` lines start with the event's UTC time, `json` is the
+    /// daemon's object with `timestamp` in nanoseconds since the Unix epoch.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }

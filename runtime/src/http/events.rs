@@ -5,12 +5,20 @@
 //! GET /events?limit=20                     its last 20 (after filtering)
 //! GET /events?follow=1                     the backlog, then live events until the
 //!                                          client goes away or the daemon stops
+//! GET /events?follow=1&limit=0             live events only: no backlog
+//! GET /events?since=5m                     backlog events of the last 5 minutes
+//! GET /events?since=1765000000000000000&follow=1
+//!                                          events at or after that time (Unix ns)
 //! GET /events?type=TCPRESET_NOSOCK,TCPDROP&pod=shop/web-1&follow=true
 //! ```
 //!
 //! `type` (repeatable or comma-separated) matches the event type exactly; `pod`
-//! (repeatable) matches the `pod` label, or `namespace/pod`. Each line is
-//! [`Event::to_json`].
+//! (repeatable) matches the `pod` label, or `namespace/pod`; `since` keeps events
+//! whose timestamp is at or after a time: nanoseconds since the Unix epoch, or a
+//! duration (`30s`, `5m`, `1h`) back from the daemon's clock, so that a client on
+//! another machine needs no synchronised clock. `limit` applies after the other
+//! filters. Each line is [`Event::to_json`]. The filters run here, in the daemon:
+//! events a client does not want are never serialised nor sent.
 //!
 //! A follow stream is one task per client reading the daemon's broadcast channel.
 //! It sends what is ready as one chunk (so hyper writes and flushes per batch), and
@@ -25,7 +33,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::debug;
 
-use crate::event::Event;
+use crate::event::{now_ns, Event};
 use crate::metrics::Gauge;
 
 use super::{stopped, Body, DaemonState};
@@ -43,14 +51,21 @@ pub struct EventsQuery {
     pub types: Vec<String>,
     /// `pod` or `namespace/pod`; empty: all.
     pub pods: Vec<String>,
-    /// Only the last `limit` events of the backlog.
+    /// Only the last `limit` events of the backlog; `Some(0)`: live events only.
     pub limit: Option<usize>,
+    /// Only events with `timestamp_ns` at or after this (Unix ns).
+    pub since_ns: Option<u64>,
 }
 
 impl EventsQuery {
-    /// Parses a query string (`follow=1&type=A,B&pod=web-1&limit=10`). The error
-    /// names the parameter and says what was expected.
+    /// Parses a query string (`follow=1&type=A,B&pod=web-1&limit=10&since=5m`). The
+    /// error names the parameter and says what was expected.
     pub fn parse(query: Option<&str>) -> Result<Self, String> {
+        Self::parse_at(query, now_ns())
+    }
+
+    /// [`EventsQuery::parse`] with `since=<duration>` counted back from `now_ns`.
+    fn parse_at(query: Option<&str>, now_ns: u64) -> Result<Self, String> {
         let mut q = EventsQuery::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -80,9 +95,10 @@ impl EventsQuery {
                             .map_err(|_| format!("`limit={value}`: expected a number of events"))?,
                     )
                 }
+                "since" => q.since_ns = Some(parse_since(&value, now_ns)?),
                 _ => {
                     return Err(format!(
-                        "unknown parameter `{key}`; expected follow, type, pod or limit"
+                        "unknown parameter `{key}`; expected follow, type, pod, since or limit"
                     ))
                 }
             }
@@ -90,8 +106,11 @@ impl EventsQuery {
         Ok(q)
     }
 
-    /// Whether `event` passes the `type` and `pod` filters.
+    /// Whether `event` passes the `type`, `pod` and `since` filters.
     pub fn matches(&self, event: &Event) -> bool {
+        if self.since_ns.is_some_and(|t| event.timestamp_ns < t) {
+            return false;
+        }
         let type_ok = self.types.is_empty() || self.types.contains(&event.kind);
         let pod_ok = self.pods.is_empty()
             || self.pods.iter().any(|p| match p.split_once('/') {
@@ -111,6 +130,23 @@ impl EventsQuery {
         }
         out
     }
+}
+
+/// `since=`: Unix nanoseconds (digits only), or a duration back from `now_ns`.
+fn parse_since(value: &str, now_ns: u64) -> Result<u64, String> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse().map_err(|_| {
+            format!("`since={value}`: too large for nanoseconds since the Unix epoch")
+        });
+    }
+    let ago = crate::script::parse_duration(value).map_err(|_| {
+        format!(
+            "`since={value}`: expected nanoseconds since the Unix epoch or a duration \
+             like 5m (units ns, us, ms, s, m, h)"
+        )
+    })?;
+    let ago = u64::try_from(ago.as_nanos()).unwrap_or(u64::MAX);
+    Ok(now_ns.saturating_sub(ago))
 }
 
 fn push_line(out: &mut Vec<u8>, event: &Event) {
@@ -255,6 +291,7 @@ mod tests {
                 types: vec!["A".into(), "B".into(), "C".into()],
                 pods: vec!["shop/web-1".into()],
                 limit: Some(5),
+                since_ns: None,
             }
         );
         assert_eq!(EventsQuery::parse(None).unwrap(), EventsQuery::default());
@@ -272,8 +309,84 @@ mod tests {
         );
         assert_eq!(
             err("types=A"),
-            "unknown parameter `types`; expected follow, type, pod or limit"
+            "unknown parameter `types`; expected follow, type, pod, since or limit"
         );
         assert_eq!(err("pod=%zz"), "`%zz`: bad percent-encoding");
+        let since = "expected nanoseconds since the Unix epoch or a duration like 5m \
+                     (units ns, us, ms, s, m, h)";
+        assert_eq!(
+            err("since=yesterday"),
+            format!("`since=yesterday`: {since}")
+        );
+        assert_eq!(err("since="), format!("`since=`: {since}"));
+        assert_eq!(err("since=-5m"), format!("`since=-5m`: {since}"));
+        assert_eq!(
+            err("since=99999999999999999999"),
+            "`since=99999999999999999999`: too large for nanoseconds since the Unix epoch"
+        );
+    }
+
+    #[test]
+    fn since_is_unix_ns_or_a_duration_back_from_now() {
+        const NOW: u64 = 1_700_000_000_000_000_000;
+        let since = |q: &str| EventsQuery::parse_at(Some(q), NOW).unwrap().since_ns;
+        assert_eq!(
+            since("since=1699999999000000000"),
+            Some(1_699_999_999_000_000_000)
+        );
+        assert_eq!(since("since=5m"), Some(NOW - 300_000_000_000));
+        assert_eq!(since("since=1m30s"), Some(NOW - 90_000_000_000));
+        assert_eq!(since("since=250ms"), Some(NOW - 250_000_000));
+        // Further back than the epoch: everything.
+        assert_eq!(since("since=1000000h"), Some(0));
+        assert_eq!(since("follow=1"), None);
+    }
+
+    fn at(kind: &str, ts: u64) -> Arc<Event> {
+        Arc::new(Event {
+            timestamp_ns: ts,
+            kind: kind.into(),
+            labels: Default::default(),
+            fields: Default::default(),
+            script: "s".into(),
+        })
+    }
+
+    fn kinds(ndjson: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(ndjson)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string())
+            .map(|t| t.trim_matches('"').to_string())
+            .collect()
+    }
+
+    #[test]
+    fn backlog_keeps_events_since_then_limits_them() {
+        let events = [
+            at("A", 10),
+            at("B", 20),
+            at("A", 30),
+            at("C", 40),
+            at("A", 50),
+        ];
+        let backlog = |q: &str| {
+            kinds(
+                &EventsQuery::parse_at(Some(q), 100)
+                    .unwrap()
+                    .backlog(&events),
+            )
+        };
+        assert_eq!(backlog(""), ["A", "B", "A", "C", "A"]);
+        assert_eq!(backlog("since=30"), ["A", "C", "A"]);
+        // 60 ns back from 100: at or after 40.
+        assert_eq!(backlog("since=60ns"), ["C", "A"]);
+        assert_eq!(backlog("since=30&type=A"), ["A", "A"]);
+        assert_eq!(backlog("since=20&limit=2"), ["C", "A"]);
+        assert_eq!(backlog("since=51"), Vec::<String>::new());
+        assert_eq!(backlog("follow=1&limit=0"), Vec::<String>::new());
+        // Live events are filtered the same way.
+        let q = EventsQuery::parse_at(Some("since=30"), 100).unwrap();
+        assert!(!q.matches(&at("A", 29)));
+        assert!(q.matches(&at("A", 30)));
     }
 }

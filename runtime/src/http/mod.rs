@@ -10,7 +10,7 @@
 //! GET /healthz   200 "ok" while the server answers
 //! GET /readyz    200 "ready", or 503 and the reason (e.g. scripts still loading)
 //! GET /status    every script, its programs, variant, state and last error (JSON)
-//! GET /events    recent events as NDJSON; ?follow=1 ?type=T ?pod=P ?limit=N
+//! GET /events    recent events as NDJSON; ?follow=1 ?type=T ?pod=P ?limit=N ?since=5m
 //! ```
 //!
 //! With a web configuration ([`web`], the Prometheus exporter toolkit's format)
