@@ -370,21 +370,47 @@ fn table_names_map_to_valid_names_in_base_units() {
     assert_eq!(count("@"), "sonde_table_total");
     assert_eq!(hist("lat_ms"), ("sonde_lat_seconds".into(), 1e-3));
     assert_eq!(hist("rtt_us"), ("sonde_rtt_seconds".into(), 1e-6));
-    assert_eq!(hist("read_wait_ns"), ("sonde_read_wait_seconds".into(), 1e-9));
+    assert_eq!(
+        hist("read_wait_ns"),
+        ("sonde_read_wait_seconds".into(), 1e-9)
+    );
     assert_eq!(hist("idle_minutes"), ("sonde_idle_seconds".into(), 60.0));
     assert_eq!(hist("size_kb"), ("sonde_size_bytes".into(), 1024.0));
     assert_eq!(hist("size_bytes"), ("sonde_size_bytes".into(), 1.0));
     assert_eq!(hist("port_hist"), ("sonde_port_hist".into(), 1.0));
     assert_eq!(hist("req_count"), ("sonde_req".into(), 1.0));
-    assert_eq!(hist("req_count_ms"), ("sonde_req_count_seconds".into(), 1e-3));
+    assert_eq!(
+        hist("req_count_ms"),
+        ("sonde_req_count_seconds".into(), 1e-3)
+    );
     assert_eq!(hist("5xx_ms"), ("sonde_5xx_seconds".into(), 1e-3));
     assert_eq!(hist("ms"), ("sonde_table_seconds".into(), 1e-3));
     // Whatever the text, the name passes the checks `promtool` makes.
     let long = "x".repeat(300);
     for t in [
-        "2xx", "5", "m", "s", "h_d_b", "ms", "", "@", "_", "lat m", "a_m_total", "x_total",
-        "x_sum", "x_bucket_count", "counter", "p99_gauge", "kilobytes_total", "rx_kib_ms",
-        "ÉTÉ", "min", "sonde", "sonde_sonde", &long,
+        "2xx",
+        "5",
+        "m",
+        "s",
+        "h_d_b",
+        "ms",
+        "",
+        "@",
+        "_",
+        "lat m",
+        "a_m_total",
+        "x_total",
+        "x_sum",
+        "x_bucket_count",
+        "counter",
+        "p99_gauge",
+        "kilobytes_total",
+        "rx_kib_ms",
+        "ÉTÉ",
+        "min",
+        "sonde",
+        "sonde_sonde",
+        &long,
     ] {
         for kind in [MetricKind::Counter, MetricKind::Histogram] {
             let n = table_name(t, kind).name;
@@ -435,7 +461,9 @@ fn summary_prints_tables_under_their_names_like_bpftrace() {
     for v in [100, 300, 400, 490] {
         lat.observe::<&str, _>(&[], v).unwrap();
     }
-    let other = s.counter("other_total", "Other.", &[] as &[&str], 10).unwrap();
+    let other = s
+        .counter("other_total", "Other.", &[] as &[&str], 10)
+        .unwrap();
     other.inc::<&str>(&[]).unwrap();
     let out = r.summary("x");
     println!("{out}");
@@ -459,12 +487,18 @@ sonde_other_total  1
         text.contains(r#"sonde_conns_total{node="n1",pod="web-1",port="8080"} 12"#),
         "{text}"
     );
-    assert!(text.contains(r#"sonde_2xx_total{node="n1",key="GET"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"sonde_2xx_total{node="n1",key="GET"} 1"#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"sonde_lat_seconds_bucket{node="n1",le="0.128"} 1"#),
         "{text}"
     );
-    assert!(text.contains(r#"sonde_lat_seconds_sum{node="n1"} 1.29"#), "{text}");
+    assert!(
+        text.contains(r#"sonde_lat_seconds_sum{node="n1"} 1.29"#),
+        "{text}"
+    );
 }
 
 #[test]

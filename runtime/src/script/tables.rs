@@ -85,11 +85,11 @@ impl Key {
         match key {
             None => Ok(Key::None),
             Some(k) if k.is_map() => Ok(Key::Named(k.cast::<Map>())),
-            Some(k) if k.is_array() => Err(
-                "a table's key is one value, or a map of named values: \
+            Some(k) if k.is_array() => {
+                Err("a table's key is one value, or a map of named values: \
                  count(\"conns\", #{ pod: ev.pod.name, port: ev.dport })"
-                    .into(),
-            ),
+                    .into())
+            }
             Some(k) => Ok(Key::One(k)),
         }
     }
@@ -165,7 +165,9 @@ fn update(
         let metrics = host.ctx.registry.for_script(&host.ctx.name);
         let budget = host.limits.series_budget;
         let registered = match kind {
-            Kind::Count => metrics.count_table(&table, &keys, budget).map(Handle::Count),
+            Kind::Count => metrics
+                .count_table(&table, &keys, budget)
+                .map(Handle::Count),
             Kind::Hist => metrics.hist_table(&table, &keys, budget).map(Handle::Hist),
         };
         let (handle, error) = match registered {

@@ -691,7 +691,12 @@ fn multi_key_tables_take_a_map_and_keep_their_keys() {
         }
     "#;
     let mut inst = h.start("keys", src);
-    for (pod, kind) in [("web-1", "A"), ("web-1", "B"), ("web-2", "A"), ("web-1", "B")] {
+    for (pod, kind) in [
+        ("web-1", "A"),
+        ("web-1", "B"),
+        ("web-2", "A"),
+        ("web-1", "B"),
+    ] {
         inst.on_event(event("shop", pod, kind));
     }
     assert_eq!(
