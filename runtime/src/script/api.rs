@@ -1,4 +1,5 @@
-//! The script API: metrics, events, kernel maps, one-liner tables and logging.
+//! The script API: metrics, events, kernel maps and logging (one-liner tables,
+//! `count()` and `hist()`, are in `tables.rs`).
 //!
 //! Each function is documented here, where it is registered, and in
 //! `stdlib/README.md` with an example.
