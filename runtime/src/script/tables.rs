@@ -181,7 +181,7 @@ fn update(
                 handle,
                 keys: keys.into(),
                 first: at,
-                reported: vec![at],
+                reported: Vec::new(),
             },
         );
         if let Some(e) = error {
@@ -193,6 +193,9 @@ fn update(
     let Some(t) = tables.tables.get_mut(&table) else {
         return Ok(());
     };
+    if matches!(t.handle, Handle::Failed) {
+        return Ok(());
+    }
     if t.kind != kind {
         let (other, line) = (t.kind.call(), at_line(t.first));
         return t.once(at, || {
@@ -212,7 +215,7 @@ fn update(
         });
     }
     let done = match (&t.handle, &key) {
-        (Handle::Failed, _) => Ok(()),
+        (Handle::Failed, _) => return Ok(()),
         (Handle::Count(c), Key::None) => c.inc::<Dynamic>(&[]),
         (Handle::Count(c), Key::One(k)) => c.inc(std::slice::from_ref(k)),
         (Handle::Count(c), Key::Named(m)) => c.inc(&m.values().collect::<Vec<_>>()),

@@ -768,6 +768,12 @@ fn a_table_that_cannot_be_exported_is_reported_once() {
             "t.rhai:1:30: count(\"x\", ...): \"x\" is a table of hist() (line 1); give this \
              one another name",
         ),
+        (
+            "fn init() { this.n = 0; }\n\
+             fn on_tick() { this.n += 1; count(\"x\", if this.n == 1 { #{ a: 1 } } else { #{ b: 1 } }); }",
+            "t.rhai:2:29: count(\"x\", ...): the table has keys (a) since its first use \
+             (line 2), this call gives keys (b); a table's keys are the same in every call",
+        ),
     ] {
         let mut inst = h.start("t", src);
         for _ in 0..3 {
