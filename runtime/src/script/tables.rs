@@ -32,6 +32,10 @@ use crate::metrics::{Counter, Histogram};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
+/// Tables a script's instance remembers, failed ones included: beyond the family
+/// budget (`limits.families_per_script`, 256 by default) only failed ones.
+const MAX_REMEMBERED: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Count,
@@ -172,6 +176,11 @@ fn update(
         };
         let (handle, error) = match registered {
             Ok(h) => (h, None),
+            // Names made of data (`count(ev.saddr)`) fail past the family budget:
+            // past this many, they are not remembered, and fail every time.
+            Err(e) if tables.tables.len() >= MAX_REMEMBERED => {
+                return Err(runtime_error(format!("{call}(\"{table}\", ...): {e}")));
+            }
             Err(e) => (Handle::Failed, Some(e)),
         };
         tables.tables.insert(

@@ -785,6 +785,26 @@ fn a_table_that_cannot_be_exported_is_reported_once() {
 }
 
 #[test]
+fn tables_named_from_data_past_the_family_budget_are_not_all_remembered() {
+    let h = Harness::new();
+    h.registry.set_budgets(crate::metrics::Budgets {
+        families_per_script: 2,
+        total_series: 1000,
+    });
+    let mut inst = h.start("names", "fn on_event(ev) { count(ev.kind); }");
+    for _ in 0..2 {
+        for i in 0..1100 {
+            inst.on_event(event("ns", "p", &format!("t{i}")));
+        }
+    }
+    // t0 and t1 are counted; t2..t1023 fail once and are remembered as failed;
+    // t1024.. are not remembered, and fail every time.
+    assert_eq!(inst.errors().get("runtime"), Some(&(1098 + 76)));
+    let text = h.registry.render_prometheus();
+    assert!(text.contains(r#"sonde_t1_total{node="n1"} 2"#), "{text}");
+}
+
+#[test]
 fn log_accepts_known_levels_only() {
     let h = Harness::new();
     let mut inst = h.start(
