@@ -137,6 +137,16 @@ pub fn table_name(table: &str, kind: MetricKind) -> TableName {
         words.pop();
     }
     words.retain(|w| !is_forbidden_word(w));
+    // Room for the prefix and a suffix within the 200 characters allowed.
+    let mut len = super::PREFIX.len();
+    let fit = words
+        .iter()
+        .take_while(|w| {
+            len += w.len() + 1;
+            len <= 160
+        })
+        .count();
+    words.truncate(fit);
     // What ends the name must not read as a series suffix: `_total` is added to a
     // counter's below, and a unit ends a histogram's when it has one.
     let suffixes: &[&str] = match (kind, unit) {
@@ -147,12 +157,8 @@ pub fn table_name(table: &str, kind: MetricKind) -> TableName {
     while words.last().is_some_and(|w| suffixes.contains(w)) {
         words.pop();
     }
-    // Room for the prefix and a suffix within the 200 characters allowed.
     let mut name = String::from(super::PREFIX);
     for w in &words {
-        if name.len() + w.len() > 160 {
-            break;
-        }
         name.push_str(w);
         name.push('_');
     }

@@ -387,6 +387,7 @@ fn table_names_map_to_valid_names_in_base_units() {
     assert_eq!(hist("ms"), ("sonde_table_seconds".into(), 1e-3));
     // Whatever the text, the name passes the checks `promtool` makes.
     let long = "x".repeat(300);
+    let cut_at_count = format!("{} count {}", "x ".repeat(74), "y".repeat(10));
     for t in [
         "2xx",
         "5",
@@ -411,6 +412,7 @@ fn table_names_map_to_valid_names_in_base_units() {
         "sonde",
         "sonde_sonde",
         &long,
+        &cut_at_count,
     ] {
         for kind in [MetricKind::Counter, MetricKind::Histogram] {
             let n = table_name(t, kind).name;
