@@ -158,9 +158,9 @@ fn oneliner_counts_resets_by_destination_port() {
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 3));
     ns.run(move || connect_refused(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)), 2));
     let (out, _) = finish(run);
-    assert!(out.contains("resets_by_dport"), "{out}");
-    assert_eq!(summary_row(&out, &[&format!("{{key={p4}}}")]), 3, "{out}");
-    assert_eq!(summary_row(&out, &[&format!("{{key={p6}}}")]), 2, "{out}");
+    let row = |p: u16| summary_row(&out, &[&format!("@resets_by_dport[{p}]:")]);
+    assert_eq!(row(p4), 3, "{out}");
+    assert_eq!(row(p6), 2, "{out}");
 }
 
 #[test]

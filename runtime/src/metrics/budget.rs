@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::family::{self, Family};
+use super::names::{table_name, TableName};
 use super::{
     explicit_buckets, log2_buckets, Counter, Gauge, Histogram, MetricKind, MetricsError, Registry,
-    DEFAULT_FAMILIES_PER_SCRIPT, DEFAULT_TOTAL_SERIES,
+    DEFAULT_FAMILIES_PER_SCRIPT, DEFAULT_TOTAL_SERIES, LOG2_MAX_SLOT,
 };
 
 /// Budgets of what scripts register, for the whole registry. Sonde's own families
@@ -239,6 +240,95 @@ impl ScriptMetrics<'_> {
                 budget,
             )
             .map(Histogram)
+    }
+}
+
+impl ScriptMetrics<'_> {
+    /// Registers (or finds) the counter of the table `table` of `count()`, named
+    /// by [`table_name`] (`"2xx"` -> `sonde_2xx_total`).
+    ///
+    /// ```
+    /// # let r = sonde::metrics::Registry::new("n");
+    /// let c = r.for_script("x").count_table("2xx", &["key"], 100).unwrap();
+    /// assert_eq!(c.name(), "sonde_2xx_total");
+    /// ```
+    pub fn count_table(
+        &self,
+        table: &str,
+        label_names: &[impl AsRef<str>],
+        budget: usize,
+    ) -> Result<Counter, MetricsError> {
+        let TableName { name, .. } = table_name(table, MetricKind::Counter);
+        let help = format!("Events counted by count(\"{table}\", ...).");
+        self.table(table, &name, || {
+            self.counter(&name, &help, label_names, budget).map(|c| c.0)
+        })
+        .map(Counter)
+    }
+
+    /// Registers (or finds) the log2 histogram of the table `table` of `hist()`,
+    /// named by [`table_name`]: values are observed in the table's unit and
+    /// exported in the base unit (`lat_ms` -> `sonde_lat_seconds`, bounds
+    /// `1e-3 * 2^i`).
+    ///
+    /// ```
+    /// # let r = sonde::metrics::Registry::new("n");
+    /// let h = r.for_script("x").hist_table("lat_ms", &[] as &[&str], 100).unwrap();
+    /// h.observe::<&str, _>(&[], 250).unwrap();
+    /// assert_eq!(h.name(), "sonde_lat_seconds");
+    /// assert!(r.render_prometheus().contains("sonde_lat_seconds_sum{node=\"n\"} 0.25"));
+    /// ```
+    pub fn hist_table(
+        &self,
+        table: &str,
+        label_names: &[impl AsRef<str>],
+        budget: usize,
+    ) -> Result<Histogram, MetricsError> {
+        let TableName { name, scale } = table_name(table, MetricKind::Histogram);
+        let help = if scale == 1.0 {
+            format!("Values observed by hist(\"{table}\", ...).")
+        } else {
+            format!("Values observed by hist(\"{table}\", ...), converted to the base unit.")
+        };
+        self.table(table, &name, || {
+            self.log2_histogram(&name, &help, label_names, LOG2_MAX_SLOT, scale, budget)
+                .map(|h| h.0)
+        })
+        .map(Histogram)
+    }
+
+    /// Registers a table's family with `register`, unless its name is taken by a
+    /// metric that is not that table: another table, or a metric registered with
+    /// `metrics::*` (a table's family is marked as the table's when it is created).
+    fn table(
+        &self,
+        table: &str,
+        name: &str,
+        register: impl FnOnce() -> Result<Arc<Family>, MetricsError>,
+    ) -> Result<Arc<Family>, MetricsError> {
+        let conflict = |other: Option<&str>| MetricsError::TableConflict {
+            table: table.to_string(),
+            metric: name.to_string(),
+            other: other.map(str::to_string),
+        };
+        let existing = self
+            .registry
+            .families
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|f| f.table.get().cloned());
+        match existing {
+            Some(Some(t)) if *t == *table => {}
+            Some(other) => return Err(conflict(other.as_deref())),
+            None => {}
+        }
+        let family = register()?;
+        let owner = family.table.get_or_init(|| table.into());
+        if **owner != *table {
+            return Err(conflict(Some(owner)));
+        }
+        Ok(family)
     }
 }
 

@@ -1,7 +1,7 @@
 //! One metric family: its description and its series, behind one lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -161,6 +161,9 @@ pub(crate) struct Family {
     warned: AtomicBool,
     /// Scripts that registered this family (for the end-of-run summary).
     pub owners: Mutex<Vec<String>>,
+    /// The table of `count()` / `hist()` this family exports, as the script named
+    /// it (`lat_ms` for `sonde_lat_seconds`): the summary prints it under that name.
+    pub table: OnceLock<Box<str>>,
     /// Whether this family's series count in [`Totals`]: it has (had) an owner.
     /// Changed and read only with the series lock held.
     scripted: AtomicBool,
@@ -190,6 +193,7 @@ impl Family {
             dropped_total: AtomicU64::new(0),
             warned: AtomicBool::new(false),
             owners: Mutex::new(Vec::new()),
+            table: OnceLock::new(),
             scripted: AtomicBool::new(false),
             totals,
             hasher: DefaultHashBuilder::default(),

@@ -63,7 +63,7 @@ pub use handles::{BucketCounts, Counter, Gauge, Histogram, Number};
 pub use labels::LabelValue;
 
 use family::{Buckets, Family, Totals};
-pub use names::{full_name, sanitize_name};
+pub use names::{full_name, sanitize_name, table_name, TableName};
 use names::{validate_labels, validate_name};
 
 /// Prefix of every metric sonde exports.
@@ -115,6 +115,16 @@ pub enum MetricsError {
     #[error("metric `{metric}`: invalid buckets: {reason}")]
     InvalidBuckets { metric: String, reason: String },
     #[error(
+        "table \"{table}\" would be exported as `{metric}`, {}; rename the table",
+        taken_by(.other.as_deref())
+    )]
+    TableConflict {
+        table: String,
+        metric: String,
+        /// The other table of that name; `None`: a metric that is no table.
+        other: Option<String>,
+    },
+    #[error(
         "metric `{metric}` not registered: script `{script}` already holds {budget} metric families \
          (limits.families_per_script); use a label instead of a new metric name per value"
     )]
@@ -123,6 +133,14 @@ pub enum MetricsError {
         metric: String,
         budget: usize,
     },
+}
+
+/// What holds the name a table wanted ([`MetricsError::TableConflict`]).
+fn taken_by(other: Option<&str>) -> String {
+    match other {
+        Some(other) => format!("as the table \"{other}\" is"),
+        None => "the name of a metric registered with metrics::*".to_string(),
+    }
 }
 
 /// What a summary filter sees of a family.

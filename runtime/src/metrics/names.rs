@@ -12,8 +12,11 @@ pub fn full_name(name: &str) -> String {
     }
 }
 
-/// Turns any text into a valid metric name fragment: lowercase, `[a-z0-9_]`, no
+/// Turns any text into a metric name fragment: lowercase, `[a-z0-9_]`, no
 /// leading digit, no repeated underscores (`"TCP Retrans/s"` -> `"tcp_retrans_s"`).
+/// A leading digit gets an `n` glued in front (`"5xx"` -> `"n5xx"`): a word of its
+/// own there (`m_5xx`) could read as a unit. The fragment is not checked against
+/// the naming rules; [`table_name`] makes a name that always passes them.
 pub fn sanitize_name(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -30,9 +33,149 @@ pub fn sanitize_name(text: &str) -> String {
     if out.is_empty() {
         out.push_str("unnamed");
     } else if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert_str(0, "m_");
+        out.insert(0, 'n');
     }
     out
+}
+
+/// The exported name of a `count()` or `hist()` table, and the factor its values
+/// are multiplied by on export ([`table_name`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableName {
+    /// The full name, `sonde_` prefix included; it always passes the naming rules.
+    pub name: String,
+    /// Raw values times `scale` are in the exported unit (`1e-3` for `lat_ms`).
+    pub scale: f64,
+}
+
+/// Units a histogram table's name may end with: the word, the base unit it is
+/// exported in, and the factor to it. `m`, `h`, `d`, `b` and `min` are left out:
+/// too short to be sure they are units (meters or minutes, bits or bytes, a
+/// minimum). `kb` is 1024 bytes, as in `/proc/meminfo`.
+const TABLE_UNITS: &[(&str, &str, f64)] = &[
+    ("ns", "seconds", 1e-9),
+    ("nsec", "seconds", 1e-9),
+    ("nsecs", "seconds", 1e-9),
+    ("nanoseconds", "seconds", 1e-9),
+    ("us", "seconds", 1e-6),
+    ("usec", "seconds", 1e-6),
+    ("usecs", "seconds", 1e-6),
+    ("microseconds", "seconds", 1e-6),
+    ("ms", "seconds", 1e-3),
+    ("msec", "seconds", 1e-3),
+    ("msecs", "seconds", 1e-3),
+    ("milliseconds", "seconds", 1e-3),
+    ("s", "seconds", 1.0),
+    ("sec", "seconds", 1.0),
+    ("secs", "seconds", 1.0),
+    ("seconds", "seconds", 1.0),
+    ("minutes", "seconds", 60.0),
+    ("hours", "seconds", 3600.0),
+    ("days", "seconds", 86400.0),
+    ("bytes", "bytes", 1.0),
+    ("kb", "bytes", 1024.0),
+    ("kib", "bytes", 1024.0),
+    ("kibibytes", "bytes", 1024.0),
+    ("mb", "bytes", 1048576.0),
+    ("mib", "bytes", 1048576.0),
+    ("mebibytes", "bytes", 1048576.0),
+    ("gb", "bytes", 1073741824.0),
+    ("gib", "bytes", 1073741824.0),
+    ("gibibytes", "bytes", 1073741824.0),
+    ("bits", "bytes", 0.125),
+];
+
+/// Whether a word may not appear in a metric name ([`validate_name`]): an
+/// abbreviated or non-base unit (`ms`, `minutes`, `kilobytes`), or a type.
+fn is_forbidden_word(p: &str) -> bool {
+    UNIT_ABBREVIATIONS.contains(&p)
+        || NON_BASE_UNITS.iter().any(|(u, _)| *u == p)
+        || UNIT_PREFIXES.iter().any(|prefix| {
+            p.strip_prefix(prefix).is_some_and(|rest| {
+                BASE_UNITS.contains(&rest) || NON_BASE_UNITS.iter().any(|(u, _)| *u == rest)
+            })
+        })
+        || ["counter", "gauge", "histogram", "summary"].contains(&p)
+}
+
+/// The exported name of the table `table` of `count()` (a counter) or `hist()` (a
+/// histogram), valid whatever the text: the words of the table's name, lowercase
+/// and joined by `_`, with
+///
+/// - a unit at the end of a histogram's name turned into its base unit, the values
+///   scaled on export: `lat_ms` -> `sonde_lat_seconds` (scale `1e-3`), `size_kb`
+///   -> `sonde_size_bytes` (scale 1024);
+/// - any other word the naming rules refuse dropped: an abbreviated or non-base
+///   unit anywhere in a counter's name (a count counts events: `read_wait_ns` ->
+///   `sonde_read_wait_total`) or before the end of a histogram's, a type
+///   (`counter`), and the series suffixes (`bucket`, `count`, `sum`, `total`) at
+///   the end of a histogram's name that has no unit;
+/// - `_total` added to a counter's, `sonde_` before every name (once);
+/// - a name that starts with a digit kept as it is: after `sonde_` it is valid
+///   (`2xx` -> `sonde_2xx_total`).
+///
+/// A name with no word left is `table`. Two tables can map to the same name
+/// (`lat_ms` and `lat_us`): the registry refuses the second
+/// ([`super::MetricsError::TableConflict`]).
+pub fn table_name(table: &str, kind: MetricKind) -> TableName {
+    let lower = table.to_ascii_lowercase();
+    let mut words: Vec<&str> = lower
+        .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit()))
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.first() == Some(&"sonde") {
+        words.remove(0);
+    }
+    let unit = match kind {
+        MetricKind::Histogram => words
+            .last()
+            .and_then(|w| TABLE_UNITS.iter().find(|(u, ..)| u == w))
+            .map(|&(_, base, scale)| (base, scale)),
+        _ => None,
+    };
+    if unit.is_some() {
+        words.pop();
+    }
+    words.retain(|w| !is_forbidden_word(w));
+    // Room for the prefix and a suffix within the 200 characters allowed.
+    let mut len = super::PREFIX.len();
+    let fit = words
+        .iter()
+        .take_while(|w| {
+            len += w.len() + 1;
+            len <= 160
+        })
+        .count();
+    words.truncate(fit);
+    // What ends the name must not read as a series suffix: `_total` is added to a
+    // counter's below, and a unit ends a histogram's when it has one.
+    let suffixes: &[&str] = match (kind, unit) {
+        (MetricKind::Counter, _) => &["total"],
+        (_, None) => &["bucket", "count", "sum", "total"],
+        (_, Some(_)) => &[],
+    };
+    while words.last().is_some_and(|w| suffixes.contains(w)) {
+        words.pop();
+    }
+    let mut name = String::from(super::PREFIX);
+    for w in &words {
+        name.push_str(w);
+        name.push('_');
+    }
+    if name.len() == super::PREFIX.len() {
+        name.push_str("table_");
+    }
+    match (kind, unit) {
+        (MetricKind::Counter, _) => name.push_str("total"),
+        (_, Some((base, _))) => name.push_str(base),
+        (_, None) => {
+            name.pop();
+        }
+    }
+    TableName {
+        name,
+        scale: unit.map_or(1.0, |(_, s)| s),
+    }
 }
 
 fn is_snake(s: &str) -> bool {

@@ -350,8 +350,157 @@ sonde_tcp_reset_segments_total
 fn free_text_becomes_a_name() {
     assert_eq!(sanitize_name("TCP Retrans/sec"), "tcp_retrans_sec");
     assert_eq!(sanitize_name("--kinds--"), "kinds");
-    assert_eq!(sanitize_name("5xx"), "m_5xx");
+    assert_eq!(sanitize_name("5xx"), "n5xx");
     assert_eq!(sanitize_name(""), "unnamed");
+}
+
+#[test]
+fn table_names_map_to_valid_names_in_base_units() {
+    let name = |t: &str, k| {
+        let n = table_name(t, k);
+        (n.name, n.scale)
+    };
+    let count = |t: &str| name(t, MetricKind::Counter).0;
+    let hist = |t: &str| name(t, MetricKind::Histogram);
+    assert_eq!(count("2xx"), "sonde_2xx_total");
+    assert_eq!(count("read_wait_ns"), "sonde_read_wait_total");
+    assert_eq!(count("TCP kinds"), "sonde_tcp_kinds_total");
+    assert_eq!(count("drops_total"), "sonde_drops_total");
+    assert_eq!(count("sonde_resets"), "sonde_resets_total");
+    assert_eq!(count("@"), "sonde_table_total");
+    assert_eq!(hist("lat_ms"), ("sonde_lat_seconds".into(), 1e-3));
+    assert_eq!(hist("rtt_us"), ("sonde_rtt_seconds".into(), 1e-6));
+    assert_eq!(
+        hist("read_wait_ns"),
+        ("sonde_read_wait_seconds".into(), 1e-9)
+    );
+    assert_eq!(hist("idle_minutes"), ("sonde_idle_seconds".into(), 60.0));
+    assert_eq!(hist("size_kb"), ("sonde_size_bytes".into(), 1024.0));
+    assert_eq!(hist("size_bytes"), ("sonde_size_bytes".into(), 1.0));
+    assert_eq!(hist("port_hist"), ("sonde_port_hist".into(), 1.0));
+    assert_eq!(hist("req_count"), ("sonde_req".into(), 1.0));
+    assert_eq!(
+        hist("req_count_ms"),
+        ("sonde_req_count_seconds".into(), 1e-3)
+    );
+    assert_eq!(hist("5xx_ms"), ("sonde_5xx_seconds".into(), 1e-3));
+    assert_eq!(hist("ms"), ("sonde_table_seconds".into(), 1e-3));
+    // Whatever the text, the name passes the checks `promtool` makes.
+    let long = "x".repeat(300);
+    let cut_at_count = format!("{} count {}", "x ".repeat(74), "y".repeat(10));
+    for t in [
+        "2xx",
+        "5",
+        "m",
+        "s",
+        "h_d_b",
+        "ms",
+        "",
+        "@",
+        "_",
+        "lat m",
+        "a_m_total",
+        "x_total",
+        "x_sum",
+        "x_bucket_count",
+        "counter",
+        "p99_gauge",
+        "kilobytes_total",
+        "rx_kib_ms",
+        "ÉTÉ",
+        "min",
+        "sonde",
+        "sonde_sonde",
+        &long,
+        &cut_at_count,
+    ] {
+        for kind in [MetricKind::Counter, MetricKind::Histogram] {
+            let n = table_name(t, kind).name;
+            assert!(
+                names::validate_name(&n, kind).is_ok(),
+                "{t:?} as a {} -> {n}: {:?}",
+                kind.as_str(),
+                names::validate_name(&n, kind)
+            );
+        }
+    }
+}
+
+#[test]
+fn tables_that_export_the_same_name_are_a_conflict_naming_both() {
+    let r = reg();
+    let s = r.for_script("x");
+    let a = s.count_table("lat ms", &["key"], 10).unwrap();
+    assert_eq!(a.name(), "sonde_lat_total");
+    let again = s.count_table("lat ms", &["key"], 10).unwrap();
+    assert_eq!(again.name(), a.name(), "the same table finds its family");
+    let e = s.count_table("lat_us", &["key"], 10).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "table \"lat_us\" would be exported as `sonde_lat_total`, as the table \"lat ms\" is; rename the table"
+    );
+    s.counter("resets_total", "Resets.", &["key"], 10).unwrap();
+    let e = s.count_table("resets", &["key"], 10).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "table \"resets\" would be exported as `sonde_resets_total`, the name of a metric registered with metrics::*; rename the table"
+    );
+}
+
+#[test]
+fn summary_prints_tables_under_their_names_like_bpftrace() {
+    let r = reg();
+    let s = r.for_script("x");
+    let conns = s.count_table("conns", &["pod", "port"], 10).unwrap();
+    for (pod, port, n) in [("web-1", "8080", 12), ("web-2", "443", 3), ("", "22", 1)] {
+        for _ in 0..n {
+            conns.inc(&[pod, port]).unwrap();
+        }
+    }
+    let kinds = s.count_table("2xx", &["key"], 10).unwrap();
+    kinds.inc(&["GET"]).unwrap();
+    let lat = s.hist_table("lat_ms", &[] as &[&str], 10).unwrap();
+    for v in [100, 300, 400, 490] {
+        lat.observe::<&str, _>(&[], v).unwrap();
+    }
+    let other = s
+        .counter("other_total", "Other.", &[] as &[&str], 10)
+        .unwrap();
+    other.inc::<&str>(&[]).unwrap();
+    let out = r.summary("x");
+    println!("{out}");
+    let expected = "\
+@2xx[GET]: 1
+
+@conns[pod=, port=22]:         1
+@conns[pod=web-2, port=443]:   3
+@conns[pod=web-1, port=8080]: 12
+
+@lat_ms: count 4, sum 1290
+  (64, 128]  1 |@@@@@@@@@@@@@@@@@                                   |
+  (128, 256] 0 |                                                    |
+  (256, 512] 3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+sonde_other_total  1
+";
+    assert_eq!(out, expected);
+    let text = r.render_prometheus();
+    assert!(
+        text.contains(r#"sonde_conns_total{node="n1",pod="web-1",port="8080"} 12"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"sonde_2xx_total{node="n1",key="GET"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"sonde_lat_seconds_bucket{node="n1",le="0.128"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"sonde_lat_seconds_sum{node="n1"} 1.29"#),
+        "{text}"
+    );
 }
 
 #[test]

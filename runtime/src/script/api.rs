@@ -1,4 +1,5 @@
-//! The script API: metrics, events, kernel maps, one-liner tables and logging.
+//! The script API: metrics, events, kernel maps and logging (one-liner tables,
+//! `count()` and `hist()`, are in `tables.rs`).
 //!
 //! Each function is documented here, where it is registered, and in
 //! `stdlib/README.md` with an example.
@@ -12,7 +13,7 @@ use rhai::{
 
 use super::engine::Host;
 use crate::event::{now_ns, Event, Labels};
-use crate::metrics::{self, BucketCounts, Counter, Gauge, Histogram, LabelValue, MetricsError};
+use crate::metrics::{BucketCounts, Counter, Gauge, Histogram, LabelValue, MetricsError};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -77,7 +78,7 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_static_module("metrics", metrics_module(host).into());
     engine.register_static_module("bpf", bpf_module(host).into());
     register_emit(engine, host);
-    register_tables(engine, host);
+    super::tables::register(engine, host);
     register_log(engine, host);
     crate::sources::script::register(engine, &host.ctx);
     engine.register_static_module("pods", pods_module(host).into());
@@ -569,90 +570,6 @@ fn register_emit(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("emit", emit);
     engine.register_fn("emit", move |ctx: NativeCallContext, kind: &str| {
         emit2(ctx, kind, Map::new())
-    });
-}
-
-fn register_tables(engine: &mut Engine, host: &Arc<Host>) {
-    // count(table) / count(table, key)
-    //
-    // bpftrace's `@table[key] = count()`: adds one to a counter family named after the
-    // table (`sonde_<table>_total`, label `key`), printed by the summary at exit.
-    //   fn on_event(ev) { count("resets_by_kind", ev.kind); }
-    let h = host.clone();
-    let count = move |table: ImmutableString, key: Option<Dynamic>| -> Res<()> {
-        let mut tables = h.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if !tables.contains_key(&table) {
-            let mut name = metrics::sanitize_name(&table);
-            if !name.ends_with("_total") {
-                name.push_str("_total");
-            }
-            let labels: &[&str] = if key.is_some() { &["key"] } else { &[] };
-            let help = format!("Counts from count(\"{table}\", ...).");
-            let c = h
-                .ctx
-                .registry
-                .for_script(&h.ctx.name)
-                .counter(&name, &help, labels, h.limits.series_budget)
-                .map_err(metrics_err)?;
-            tables.insert(table.clone(), c);
-        }
-        let c = &tables[&table];
-        match key {
-            Some(k) => c.inc(&[k]),
-            None => c.inc::<Dynamic>(&[]),
-        }
-        .map_err(metrics_err)
-    };
-    let c1 = count.clone();
-    engine.register_fn("count", move |table: ImmutableString| c1(table, None));
-    engine.register_fn("count", move |table: ImmutableString, key: Dynamic| {
-        count(table, Some(key))
-    });
-
-    // hist(table, value) / hist(table, key, value)
-    //
-    // bpftrace's `@table[key] = hist(value)`: a log2 histogram `sonde_<table>` (slots
-    // 0..=63, label `key`), printed as bars by the summary at exit.
-    //   fn on_event(ev) { hist("latency_ns", ev.latency); }
-    let h = host.clone();
-    let hist = move |table: ImmutableString, key: Option<Dynamic>, value: f64| -> Res<()> {
-        let mut tables = h.hists.lock().unwrap_or_else(|e| e.into_inner());
-        if !tables.contains_key(&table) {
-            let name = metrics::sanitize_name(&table);
-            let labels: &[&str] = if key.is_some() { &["key"] } else { &[] };
-            let help = format!("Log2 histogram from hist(\"{table}\", ...).");
-            let hist = h
-                .ctx
-                .registry
-                .for_script(&h.ctx.name)
-                .log2_histogram(
-                    &name,
-                    &help,
-                    labels,
-                    metrics::LOG2_MAX_SLOT,
-                    1.0,
-                    h.limits.series_budget,
-                )
-                .map_err(metrics_err)?;
-            tables.insert(table.clone(), hist);
-        }
-        let hist = &tables[&table];
-        match key {
-            Some(k) => hist.observe(&[k], value),
-            None => hist.observe::<Dynamic, _>(&[], value),
-        }
-        .map_err(metrics_err)
-    };
-    let (h1, h2, h3) = (hist.clone(), hist.clone(), hist.clone());
-    engine.register_fn("hist", move |t: ImmutableString, v: INT| {
-        h1(t, None, v as f64)
-    });
-    engine.register_fn("hist", move |t: ImmutableString, v: FLOAT| h2(t, None, v));
-    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: INT| {
-        h3(t, Some(k), v as f64)
-    });
-    engine.register_fn("hist", move |t: ImmutableString, k: Dynamic, v: FLOAT| {
-        hist(t, Some(k), v)
     });
 }
 

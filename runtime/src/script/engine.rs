@@ -5,16 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use hashbrown::HashMap;
 use rhai::packages::{
     ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
     BasicMathPackage, BasicStringPackage, BitFieldPackage, LanguageCorePackage, LogicPackage,
     MoreStringPackage, Package,
 };
-use rhai::{Dynamic, Engine, ImmutableString, Module, Shared};
+use rhai::{Dynamic, Engine, Module, Shared};
 
 use super::{api, stdlib, Limits, ScriptContext};
-use crate::metrics::{Counter, Histogram};
 
 /// The token a handler stopped by its deadline terminates with.
 pub(crate) const DEADLINE_TOKEN: &str = "deadline";
@@ -46,8 +44,7 @@ pub(crate) struct Host {
     /// [`crate::memory::thread_net`] when the call in progress started.
     pub call_net: AtomicI64,
     /// `count()` / `hist()` tables, by the name the script used.
-    pub counts: Mutex<HashMap<ImmutableString, Counter>>,
-    pub hists: Mutex<HashMap<ImmutableString, Histogram>>,
+    pub tables: Mutex<super::tables::Tables>,
 }
 
 impl Host {
@@ -59,8 +56,7 @@ impl Host {
             cancel: Arc::new(AtomicBool::new(false)),
             headroom: AtomicI64::new(i64::MAX),
             call_net: AtomicI64::new(0),
-            counts: Mutex::new(HashMap::new()),
-            hists: Mutex::new(HashMap::new()),
+            tables: Mutex::default(),
         })
     }
 

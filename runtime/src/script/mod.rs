@@ -46,6 +46,7 @@ mod manifest;
 pub mod runner;
 pub mod stack;
 mod stdlib;
+mod tables;
 pub mod trust;
 
 #[cfg(test)]

@@ -629,21 +629,179 @@ fn count_and_hist_print_a_bpftrace_like_summary() {
     let s = h.registry.summary("oneliner");
     println!("{s}");
     let expected = "\
-sonde_events_total  4
+@events: 4
 
-sonde_kinds_total
-  {key=A}  3
-  {key=B}  1
+@kinds[B]: 1
+@kinds[A]: 3
 
-sonde_lat{key=A}  count 3, sum 3987
+@lat[A]: count 3, sum 3987
   (1K, 2K] 3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
-sonde_lat{key=B}  count 1, sum 1329
+@lat[B]: count 1, sum 1329
   (1K, 2K] 1 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
 
-sonde_port_hist  count 4, sum 1772
+@port_hist: count 4, sum 1772
   (256, 512] 4 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
 ";
     assert_eq!(s, expected);
+}
+
+#[test]
+fn tables_named_with_digits_or_units_count_every_event() {
+    let h = Harness::new();
+    let src = r#"
+        fn on_event(ev) {
+            count("2xx", ev.kind);
+            count("read_wait_ns");
+            hist("lat_ms", ev.sport);
+            hist("rtt_us", ev.kind, ev.sport);
+        }
+    "#;
+    let mut inst = h.start("units", src);
+    for kind in ["A", "B", "A"] {
+        inst.on_event(event("ns", "p", kind));
+    }
+    assert!(inst.errors().is_empty(), "{:?}", inst.last_error());
+    let text = h.registry.render_prometheus();
+    for line in [
+        r#"sonde_2xx_total{node="n1",key="A"} 2"#,
+        r#"sonde_read_wait_total{node="n1"} 3"#,
+        r#"sonde_lat_seconds_sum{node="n1"} 1.329"#,
+        r#"sonde_lat_seconds_bucket{node="n1",le="0.512"} 3"#,
+        r#"sonde_rtt_seconds_count{node="n1",key="A"} 2"#,
+    ] {
+        assert!(text.contains(line), "no `{line}` in\n{text}");
+    }
+    let s = h.registry.summary("units");
+    assert!(s.starts_with("@2xx[B]: 1\n@2xx[A]: 2\n"), "{s}");
+    assert!(s.contains("\n@lat_ms: count 3, sum 1329\n"), "{s}");
+    assert!(s.contains("\n@read_wait_ns: 3\n"), "{s}");
+    assert!(s.contains("\n@rtt_us[A]: count 2, sum 886\n"), "{s}");
+}
+
+#[test]
+fn multi_key_tables_take_a_map_and_keep_their_keys() {
+    let h = Harness::new();
+    let src = r#"
+        fn on_event(ev) {
+            count("conns", #{ pod: ev.pod.name, port: ev.sport });
+            hist("lat_ns", #{ kind: ev.kind, pod: ev.pod.name }, ev.sport);
+            if ev.kind == "B" {
+                count("conns", #{ pod: ev.pod.name });
+            }
+        }
+    "#;
+    let mut inst = h.start("keys", src);
+    for (pod, kind) in [
+        ("web-1", "A"),
+        ("web-1", "B"),
+        ("web-2", "A"),
+        ("web-1", "B"),
+    ] {
+        inst.on_event(event("shop", pod, kind));
+    }
+    assert_eq!(
+        inst.errors().get("runtime"),
+        Some(&1),
+        "the call with other keys is reported once"
+    );
+    let (e, _) = inst.last_error().unwrap();
+    assert_eq!(
+        e,
+        "on_event: keys.rhai:6:17: count(\"conns\", ...): the table has keys (pod, port) \
+         since its first use (line 3), this call gives keys (pod); a table's keys are the \
+         same in every call"
+    );
+    let text = h.registry.render_prometheus();
+    for line in [
+        r#"sonde_conns_total{node="n1",pod="web-1",port="443"} 3"#,
+        r#"sonde_conns_total{node="n1",pod="web-2",port="443"} 1"#,
+        r#"sonde_lat_seconds_count{node="n1",kind="B",pod="web-1"} 2"#,
+    ] {
+        assert!(text.contains(line), "no `{line}` in\n{text}");
+    }
+    let s = h.registry.summary("keys");
+    assert!(
+        s.starts_with(
+            "@conns[pod=web-2, port=443]: 1\n@conns[pod=web-1, port=443]: 3\n\n\
+             @lat_ns[kind=A, pod=web-1]: count 1, sum 443\n"
+        ),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_table_that_cannot_be_exported_is_reported_once() {
+    let h = Harness::new();
+    let src = r#"
+        fn on_event(ev) {
+            count("lat ms", ev.kind);
+            count("lat_us", ev.kind);
+        }
+    "#;
+    let mut inst = h.start("clash", src);
+    for _ in 0..5 {
+        inst.on_event(event("ns", "p", "A"));
+    }
+    assert_eq!(inst.errors().get("runtime"), Some(&1));
+    let (e, _) = inst.last_error().unwrap();
+    assert_eq!(
+        e,
+        "on_event: clash.rhai:4:13: count(\"lat_us\", ...): table \"lat_us\" would be \
+         exported as `sonde_lat_total`, as the table \"lat ms\" is; rename the table; the \
+         table is left out from now on"
+    );
+    assert!(h
+        .registry
+        .render_prometheus()
+        .contains(r#"sonde_lat_total{node="n1",key="A"} 5"#));
+
+    // Two more mistakes that would fail every time, each in a script of its own
+    // (the last error is kept at most once a second).
+    for (src, want) in [
+        (
+            "fn on_tick() { count(\"ports\", [1, 2]); }",
+            "t.rhai:1:16: count(\"ports\", ...): a table's key is one value, or a map of \
+             named values: count(\"conns\", #{ pod: ev.pod.name, port: ev.dport })",
+        ),
+        (
+            "fn on_tick() { hist(\"x\", 1); count(\"x\"); }",
+            "t.rhai:1:30: count(\"x\", ...): \"x\" is a table of hist() (line 1); give this \
+             one another name",
+        ),
+        (
+            "fn init() { this.n = 0; }\n\
+             fn on_tick() { this.n += 1; count(\"x\", if this.n == 1 { #{ a: 1 } } else { #{ b: 1 } }); }",
+            "t.rhai:2:29: count(\"x\", ...): the table has keys (a) since its first use \
+             (line 2), this call gives keys (b); a table's keys are the same in every call",
+        ),
+    ] {
+        let mut inst = h.start("t", src);
+        for _ in 0..3 {
+            inst.on_tick();
+        }
+        assert_eq!(inst.errors().get("runtime"), Some(&1), "{src}");
+        assert_eq!(inst.last_error().unwrap().0, format!("on_tick: {want}"));
+    }
+}
+
+#[test]
+fn tables_named_from_data_past_the_family_budget_are_not_all_remembered() {
+    let h = Harness::new();
+    h.registry.set_budgets(crate::metrics::Budgets {
+        families_per_script: 2,
+        total_series: 1000,
+    });
+    let mut inst = h.start("names", "fn on_event(ev) { count(ev.kind); }");
+    for _ in 0..2 {
+        for i in 0..1100 {
+            inst.on_event(event("ns", "p", &format!("t{i}")));
+        }
+    }
+    // t0 and t1 are counted; t2..t1023 fail once and are remembered as failed;
+    // t1024.. are not remembered, and fail every time.
+    assert_eq!(inst.errors().get("runtime"), Some(&(1098 + 76)));
+    let text = h.registry.render_prometheus();
+    assert!(text.contains(r#"sonde_t1_total{node="n1"} 2"#), "{text}");
 }
 
 #[test]
