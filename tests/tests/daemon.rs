@@ -501,8 +501,11 @@ fn events_follow_shows_events_live() {
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while lines.len() < 2 && Instant::now() < deadline {
+        // Resets elsewhere on the node (other namespaces) are followed too.
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            lines.push(l);
+            if l.contains(&pod) {
+                lines.push(l);
+            }
         }
     }
     let _ = follow.kill();
