@@ -91,6 +91,8 @@ pub struct RecordRef {
     /// The C struct.
     #[serde(rename = "type")]
     pub ty: String,
+    /// The comment above the struct.
+    pub about: String,
     pub fields: Vec<FieldRef>,
 }
 
@@ -116,6 +118,8 @@ pub struct MapRef {
     pub max_entries: Option<u64>,
     /// Values summed over CPUs when a script reads them.
     pub per_cpu: bool,
+    /// The comment above the map's definition.
+    pub about: String,
     /// The record type of a ring buffer.
     pub record: Option<String>,
     pub key: Option<TypeRef>,
@@ -126,6 +130,8 @@ pub struct MapRef {
 pub struct TypeRef {
     #[serde(rename = "type")]
     pub ty: String,
+    /// The comment above the struct.
+    pub about: String,
     pub fields: Vec<FieldRef>,
 }
 
@@ -161,6 +167,11 @@ pub fn program(spec: &ProgramSpec) -> Result<ProgramRef, ReferenceError> {
             kind: map_kind(map_type),
             max_entries: def.attr("max_entries"),
             per_cpu: matches!(map_type, 5 | 6 | 10),
+            about: c
+                .maps
+                .get(&def.name)
+                .map(|m| m.about.clone())
+                .unwrap_or_default(),
             record: None,
             key: None,
             value: None,
@@ -171,17 +182,20 @@ pub fn program(spec: &ProgramSpec) -> Result<ProgramRef, ReferenceError> {
             records.push(RecordRef {
                 map: def.name.clone(),
                 ty: d.type_name().to_string(),
+                about: c.struct_about(d.type_name()),
                 fields: c.fields(&d, None),
             });
         } else if let Ok((k, v)) = types.map_decoders(&def.name) {
             let slots = c.maps.get(&def.name);
             map.key = Some(TypeRef {
                 ty: type_label(&k),
-                fields: c.fields(&k, Some(("key", slots.and_then(|s| s.0.as_ref())))),
+                about: c.struct_about(k.type_name()),
+                fields: c.fields(&k, Some(("key", slots.and_then(|s| s.key.as_ref())))),
             });
             map.value = Some(TypeRef {
                 ty: type_label(&v),
-                fields: c.fields(&v, Some(("value", slots.and_then(|s| s.1.as_ref())))),
+                about: c.struct_about(v.type_name()),
+                fields: c.fields(&v, Some(("value", slots.and_then(|s| s.value.as_ref())))),
             });
         }
         maps.push(map);
@@ -254,10 +268,25 @@ struct CDecl {
 /// The structs, typedefs and map declarations of a program's C sources.
 #[derive(Debug, Default)]
 struct CSources {
-    structs: HashMap<String, Vec<(String, CDecl)>>,
+    structs: HashMap<String, CStruct>,
     typedefs: HashMap<String, CDecl>,
-    /// Map name -> `__type(key, ...)`, `__type(value, ...)`.
-    maps: HashMap<String, (Option<CDecl>, Option<CDecl>)>,
+    maps: HashMap<String, CMap>,
+}
+
+/// A struct: the comment above it and its fields.
+#[derive(Debug, Default)]
+struct CStruct {
+    about: String,
+    fields: Vec<(String, CDecl)>,
+}
+
+/// A map definition: the comment above it and its `__type(key, ...)`,
+/// `__type(value, ...)` lines.
+#[derive(Debug, Default)]
+struct CMap {
+    about: String,
+    key: Option<CDecl>,
+    value: Option<CDecl>,
 }
 
 impl CSources {
@@ -275,16 +304,26 @@ impl CSources {
     fn parse(&mut self, text: &str) {
         let mut lines = text.lines();
         let mut open: Option<Open> = None;
-        let (mut key, mut value) = (None, None);
+        // A comment on lines of its own, until the next line of code.
+        let mut above = String::new();
         while let Some(line) = lines.next() {
             let (code, comment) = split_comment(line, &mut lines);
             let code = code.trim();
             let Some(Open {
                 name,
-                fields,
+                body,
+                map,
                 depth,
             }) = open.as_mut()
             else {
+                if code.is_empty() {
+                    above = if line.trim().is_empty() {
+                        String::new()
+                    } else {
+                        comment
+                    };
+                    continue;
+                }
                 if let Some(rest) = code.strip_prefix("typedef ") {
                     if let Some((ctype, name)) = declaration(rest) {
                         self.typedefs.insert(name, tagged(ctype, &comment));
@@ -293,13 +332,22 @@ impl CSources {
                     if let Some(head) = rest.strip_suffix('{') {
                         let head = head.trim();
                         let name = (!head.is_empty()).then(|| head.to_string());
+                        let about = std::mem::take(&mut above);
                         open = Some(Open {
                             name,
-                            fields: Vec::new(),
+                            body: CStruct {
+                                about: about.clone(),
+                                fields: Vec::new(),
+                            },
+                            map: CMap {
+                                about,
+                                ..CMap::default()
+                            },
                             depth: 1,
                         });
                     }
                 }
+                above.clear();
                 continue;
             };
             if code.starts_with('}') {
@@ -309,20 +357,18 @@ impl CSources {
                 }
                 match name.take() {
                     Some(n) => {
-                        self.structs.insert(n, std::mem::take(fields));
+                        self.structs.insert(n, std::mem::take(body));
                     }
                     None => {
                         // `} counts SEC(".maps");`
-                        let map = code.trim_start_matches('}').trim();
-                        if let Some((map, _)) = map.split_once(" SEC(\".maps\")") {
+                        let rest = code.trim_start_matches('}').trim();
+                        if let Some((name, _)) = rest.split_once(" SEC(\".maps\")") {
                             self.maps
-                                .insert(map.trim().to_string(), (key.take(), value.take()));
+                                .insert(name.trim().to_string(), std::mem::take(map));
                         }
                     }
                 }
                 open = None;
-                key = None;
-                value = None;
             } else if code.ends_with('{') {
                 // An anonymous struct or union inside: its members are the outer
                 // struct's (the decoder flattens them too).
@@ -331,17 +377,25 @@ impl CSources {
                 if let Some((slot, ctype)) = rest.trim_end_matches(");").split_once(',') {
                     let d = Some(tagged(ctype.trim().to_string(), &comment));
                     match slot.trim() {
-                        "key" => key = d,
-                        "value" => value = d,
+                        "key" => map.key = d,
+                        "value" => map.value = d,
                         _ => {}
                     }
                 }
             } else if code.ends_with(';') && !code.starts_with("__uint(") {
                 if let Some((ctype, field)) = declaration(code) {
-                    fields.push((field, tagged(ctype, &comment)));
+                    body.fields.push((field, tagged(ctype, &comment)));
                 }
             }
         }
+    }
+
+    /// The comment above a struct, empty when none.
+    fn struct_about(&self, name: &str) -> String {
+        self.structs
+            .get(name)
+            .map(|s| s.about.clone())
+            .unwrap_or_default()
     }
 
     /// A decoded type's fields with their units and meanings. `scalar` names a
@@ -369,7 +423,7 @@ impl CSources {
         let decls = self.structs.get(ty);
         for f in shape {
             let decl = decls
-                .and_then(|d| d.iter().find(|(n, _)| *n == f.name))
+                .and_then(|d| d.fields.iter().find(|(n, _)| *n == f.name))
                 .map(|(_, d)| d.clone())
                 .unwrap_or_default();
             let name = format!("{prefix}{}", f.name);
@@ -438,7 +492,8 @@ impl CSources {
 /// fields so far, and the depth of braces.
 struct Open {
     name: Option<String>,
-    fields: Vec<(String, CDecl)>,
+    body: CStruct,
+    map: CMap,
     depth: usize,
 }
 
@@ -520,19 +575,21 @@ pub fn markdown(programs: &[ProgramRef]) -> String {
                 "\n### Record `{}` (`struct {}`): `on_event(ev)`\n\n",
                 r.map, r.ty
             ));
+            paragraph(&mut out, &r.about);
             markdown_table(&mut out, &r.fields);
         }
         for m in &p.maps {
             out.push_str(&format!("\n### Map `{}`: {}\n\n", m.name, m.summary()));
+            paragraph(&mut out, &m.about);
             if let Some(r) = &m.record {
                 out.push_str(&format!("Carries the `struct {r}` records above.\n"));
                 continue;
             }
             match (&m.key, &m.value) {
                 (Some(k), Some(v)) => {
-                    out.push_str(&format!("Key `{}`:\n\n", k.ty));
+                    out.push_str(&format!("Key `{}`{}\n\n", k.ty, colon(&k.about)));
                     markdown_table(&mut out, &k.fields);
-                    out.push_str(&format!("\nValue `{}`:\n\n", v.ty));
+                    out.push_str(&format!("\nValue `{}`{}\n\n", v.ty, colon(&v.about)));
                     markdown_table(&mut out, &v.fields);
                 }
                 _ => out.push_str(&format!("{}.\n", capitalized(m.undecoded()))),
@@ -553,6 +610,23 @@ trailing `/* [unit] ... */` comments (see `runtime/src/bpf/reference.rs`).
 A record's fields are read as `ev.<field>` in `on_event(ev)`; a map's entries
 as `#{key, value}` (struct keys and values as maps of their fields).
 ";
+
+/// `about` as a paragraph of its own, when there is one.
+fn paragraph(out: &mut String, about: &str) {
+    if !about.is_empty() {
+        out.push_str(about);
+        out.push_str("\n\n");
+    }
+}
+
+/// `: about`, or `:` alone.
+fn colon(about: &str) -> String {
+    if about.is_empty() {
+        ":".into()
+    } else {
+        format!(": {about}")
+    }
+}
 
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();

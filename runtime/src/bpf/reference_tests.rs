@@ -11,6 +11,8 @@ fn comments_give_unit_and_meaning() {
     let s = parsed(
         "/*\n * A block comment, closed alone on its line.\n */\n\
          typedef __u64 sonde_ktime;\t/* [ns, CLOCK_MONOTONIC] bpf_ktime_get_ns() */\n\
+         \n\
+         /* One event,\n * with two lines. */\n\
          struct ev {\n\
          \tsonde_ktime ts;\n\
          \t__u64 latency_ns;\t/* [ns] issued -> completed,\n\
@@ -19,6 +21,7 @@ fn comments_give_unit_and_meaning() {
          \t__u32 pid;\t\t/* no unit said */\n\
          \tunsigned int flag : 3;\t/* [none] bits */\n\
          };\n\
+         /* Starts. */\n\
          struct {\n\
          \t__uint(type, BPF_MAP_TYPE_HASH);\n\
          \t__type(key, __u64);\t/* [none] socket address */\n\
@@ -33,7 +36,8 @@ fn comments_give_unit_and_meaning() {
             about: "bpf_ktime_get_ns()".into(),
         }
     );
-    let ev = &s.structs["ev"];
+    assert_eq!(s.structs["ev"].about, "One event, with two lines.");
+    let ev = &s.structs["ev"].fields;
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["ts", "latency_ns", "comm", "pid", "flag"]);
     assert_eq!(ev[0].1.ctype, "sonde_ktime");
@@ -44,9 +48,10 @@ fn comments_give_unit_and_meaning() {
     assert_eq!(ev[3].1.unit, None);
     assert_eq!(ev[3].1.about, "no unit said");
     assert_eq!(ev[4].1.unit.as_deref(), Some("none"));
-    let (k, v) = &s.maps["start"];
-    assert_eq!(k.as_ref().unwrap().about, "socket address");
-    assert_eq!(v.as_ref().unwrap().unit.as_deref(), Some("ns"));
+    let start = &s.maps["start"];
+    assert_eq!(start.about, "Starts.");
+    assert_eq!(start.key.as_ref().unwrap().about, "socket address");
+    assert_eq!(start.value.as_ref().unwrap().unit.as_deref(), Some("ns"));
 }
 
 #[test]
@@ -126,6 +131,11 @@ fn tcp_reset_reads_as_the_decoder_decodes() {
     assert_eq!(
         (r.map.as_str(), r.ty.as_str()),
         ("events", "tcp_reset_event")
+    );
+    assert!(
+        r.about.contains("saddr/sport is the local end"),
+        "{}",
+        r.about
     );
     let f = |n: &str| r.fields.iter().find(|f| f.name == n).unwrap();
     assert!(f("saddr").ty.starts_with("ip address"), "{:?}", f("saddr"));

@@ -113,10 +113,12 @@ fn fields_text(programs: &[ProgramRef]) -> String {
                 "\n  record `{}` (struct {}): ev.<field> in on_event(ev)\n",
                 r.map, r.ty
             ));
+            about(&mut out, "    ", &r.about);
             table(&mut out, &r.fields);
         }
         for m in &p.maps {
             out.push_str(&format!("\n  map `{}`: {}\n", m.name, m.summary()));
+            about(&mut out, "    ", &m.about);
             if let Some(r) = &m.record {
                 out.push_str(&format!("    carries struct {r} records\n"));
                 continue;
@@ -124,8 +126,10 @@ fn fields_text(programs: &[ProgramRef]) -> String {
             match (&m.key, &m.value) {
                 (Some(k), Some(v)) => {
                     out.push_str(&format!("    key ({})\n", k.ty));
+                    about(&mut out, "      ", &k.about);
                     table(&mut out, &k.fields);
                     out.push_str(&format!("    value ({})\n", v.ty));
+                    about(&mut out, "      ", &v.about);
                     table(&mut out, &v.fields);
                 }
                 _ => out.push_str(&format!("    {}\n", m.undecoded())),
@@ -133,6 +137,24 @@ fn fields_text(programs: &[ProgramRef]) -> String {
         }
     }
     out
+}
+
+/// A comment from the C sources, wrapped to the terminal's usual width.
+fn about(out: &mut String, indent: &str, text: &str) {
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > 88 {
+            out.push_str(&format!("{indent}{line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{indent}{line}\n"));
+    }
 }
 
 fn table(out: &mut String, fields: &[FieldRef]) {
