@@ -271,6 +271,14 @@ struct CSources {
     structs: HashMap<String, CStruct>,
     typedefs: HashMap<String, CDecl>,
     maps: HashMap<String, CMap>,
+    enums: HashMap<String, CEnum>,
+}
+
+/// An enum: the comment above it and each enumerator's comment.
+#[derive(Debug, Default)]
+struct CEnum {
+    about: String,
+    values: Vec<(String, String)>,
 }
 
 /// A struct: the comment above it and its fields.
@@ -304,11 +312,23 @@ impl CSources {
     fn parse(&mut self, text: &str) {
         let mut lines = text.lines();
         let mut open: Option<Open> = None;
+        let mut open_enum: Option<(String, CEnum)> = None;
         // A comment on lines of its own, until the next line of code.
         let mut above = String::new();
         while let Some(line) = lines.next() {
             let (code, comment) = split_comment(line, &mut lines);
             let code = code.trim();
+            if let Some((name, e)) = open_enum.as_mut() {
+                if code.starts_with('}') {
+                    self.enums.insert(std::mem::take(name), std::mem::take(e));
+                    open_enum = None;
+                } else if let Some(value) = code.split(['=', ',']).next().map(str::trim) {
+                    if !value.is_empty() {
+                        e.values.push((value.to_string(), comment));
+                    }
+                }
+                continue;
+            }
             let Some(Open {
                 name,
                 body,
@@ -328,6 +348,17 @@ impl CSources {
                     if let Some((ctype, name)) = declaration(rest) {
                         self.typedefs.insert(name, tagged(ctype, &comment));
                     }
+                } else if let Some(name) =
+                    code.strip_prefix("enum ").and_then(|r| r.strip_suffix('{'))
+                {
+                    let about = std::mem::take(&mut above);
+                    open_enum = Some((
+                        name.trim().to_string(),
+                        CEnum {
+                            about,
+                            values: Vec::new(),
+                        },
+                    ));
                 } else if let Some(rest) = code.strip_prefix("struct ") {
                     if let Some(head) = rest.strip_suffix('{') {
                         let head = head.trim();
@@ -456,7 +487,7 @@ impl CSources {
                     || shape.ty.starts_with("string (char[");
                 implicit.then(|| "none".to_string())
             });
-        let about = if decl.about.is_empty() {
+        let mut about = if decl.about.is_empty() {
             typedef
                 .iter()
                 .find(|t| !t.about.is_empty())
@@ -465,11 +496,36 @@ impl CSources {
         } else {
             decl.about.clone()
         };
+        if let Some(meanings) = self.enum_meanings(&decl.ctype) {
+            if !about.is_empty() {
+                about.push_str(". ");
+            }
+            about.push_str(&meanings);
+        }
         FieldRef {
             name,
             ty: shape.ty.clone(),
             unit,
             about,
+        }
+    }
+
+    /// What an enum's values mean, named as the decoder names them
+    /// (`NOSOCK: sent in reply to ...; ACTIVE: ...`), else the comment above it.
+    fn enum_meanings(&self, ctype: &str) -> Option<String> {
+        let name = ctype.strip_prefix("enum ")?.trim();
+        let e = self.enums.get(name)?;
+        let prefix = format!("{}_", name.to_uppercase());
+        let meanings: Vec<String> = e
+            .values
+            .iter()
+            .filter(|(_, about)| !about.is_empty())
+            .map(|(v, about)| format!("{}: {about}", v.strip_prefix(&prefix).unwrap_or(v)))
+            .collect();
+        if meanings.is_empty() {
+            (!e.about.is_empty()).then(|| e.about.clone())
+        } else {
+            Some(meanings.join("; "))
         }
     }
 

@@ -142,6 +142,14 @@ fn tcp_reset_reads_as_the_decoder_decodes() {
     assert_eq!(f("saddr").unit.as_deref(), Some("none"));
     assert!(f("ts").unit.as_deref().unwrap().contains("CLOCK_MONOTONIC"));
     assert_eq!(f("kind").ty, "enum: NOSOCK | ACTIVE | PROCESS | RECEIVE");
+    // What each value means, from the enum's comments, by the decoded names.
+    assert!(
+        f("kind")
+            .about
+            .starts_with("NOSOCK: sent in reply to a segment that matched no socket; ACTIVE: "),
+        "{}",
+        f("kind").about
+    );
     assert!(f("state").ty.starts_with("tcp state"));
     assert!(f("stack").ty.starts_with("kernel stack"));
     // The pod beside the netns, as `ev.pod`.
