@@ -1,4 +1,6 @@
+use super::csource::{CDecl, CSources, SOURCES};
 use super::*;
+use crate::bpf::decode::FieldShape;
 
 fn parsed(text: &str) -> CSources {
     let mut s = CSources::default();

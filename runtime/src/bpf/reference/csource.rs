@@ -1,50 +1,27 @@
-//! The reference of what each kernel program gives a script: its records' fields
-//! and its maps' keys and values, each with the form a script gets, its unit and
-//! what it means.
-//!
-//! The fields and their decoded forms come from the embedded objects through the
-//! decoder itself ([`Decoder::shape`]), so the reference cannot disagree with what
-//! `ev` holds. BTF carries no comments: units and meanings come from the C sources
-//! (embedded below), where each field says them once, in a trailing comment whose
-//! bracketed head is the unit:
-//!
-//! ```c
-//! typedef __u64 sonde_ktime;  /* [ns, CLOCK_MONOTONIC] bpf_ktime_get_ns() */
-//! struct tcp_connect_event {
-//!     sonde_ktime ts;          /* unit and meaning of the typedef */
-//!     __u64 elapsed_ns;        /* [ns] since the SYN was first sent */
-//!     __u32 pid;               /* [none] the current task's tgid */
-//! };
-//! ```
-//!
-//! A field without its own tag takes its typedef's (`sonde.h` tags every sonde
-//! typedef); enums, `char` strings, `bool` and nested structs are `none`. A scalar
-//! map key or value is tagged on its `__type(key, ...)` line. `sonde probes --fields`
-//! prints the reference; `docs/probes-reference.md` is the same tables, checked
-//! against the objects by a test.
+//! The C sources of the kernel programs, embedded, and what their declarations
+//! say: each field's C type and its trailing `/* [unit] meaning */` comment, the
+//! comment above each struct, enum and map definition.
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use crate::bpf::catalog::{self, ProgramSpec};
-use crate::bpf::decode::{DecodeError, Decoder, FieldShape, ObjectTypes};
+use super::FieldRef;
+use crate::bpf::decode::{Decoder, FieldShape};
 
 /// The shared header every program includes.
-const SONDE_H: &str = include_str!("../../../kernel-progs/include/sonde.h");
+const SONDE_H: &str = include_str!("../../../../kernel-progs/include/sonde.h");
 
 macro_rules! src {
     ($stem:literal) => {
         (
             $stem,
-            include_str!(concat!("../../../kernel-progs/src/", $stem, ".h")),
-            include_str!(concat!("../../../kernel-progs/src/", $stem, ".bpf.c")),
+            include_str!(concat!("../../../../kernel-progs/src/", $stem, ".h")),
+            include_str!(concat!("../../../../kernel-progs/src/", $stem, ".bpf.c")),
         )
     };
 }
 
 /// Each program's header and source, by stem.
-const SOURCES: &[(&str, &str, &str)] = &[
+pub(super) const SOURCES: &[(&str, &str, &str)] = &[
     src!("bio_latency"),
     src!("flow"),
     src!("kernel_latency"),
@@ -59,246 +36,48 @@ const SOURCES: &[(&str, &str, &str)] = &[
     src!("virtcmd_latency"),
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReferenceError {
-    #[error("no kernel program `{name}`; programs: {known}")]
-    UnknownProgram { name: String, known: String },
-    #[error("program `{program}`: no C sources embedded for the reference")]
-    NoSources { program: String },
-    #[error("program `{program}`: {source}")]
-    Decode {
-        program: String,
-        #[source]
-        source: DecodeError,
-    },
-}
-
-/// One program's reference.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProgramRef {
-    pub program: String,
-    pub summary: String,
-    /// Ring buffer records: what `on_event(ev)` receives.
-    pub records: Vec<RecordRef>,
-    /// Every map, ring buffers included.
-    pub maps: Vec<MapRef>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordRef {
-    /// The ring buffer that carries it.
-    pub map: String,
-    /// The C struct.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// The comment above the struct.
-    pub about: String,
-    pub fields: Vec<FieldRef>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FieldRef {
-    /// As a script writes it: `saddr`, `pod`; nested fields as `outer.inner`; a
-    /// scalar map key or value as `key` / `value`.
-    pub name: String,
-    /// The decoded form.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// `ns`, `bytes`, `ns, CLOCK_MONOTONIC`, ... or `none`; `None` only when the C
-    /// sources say nothing (a test keeps the built-in programs from that).
-    pub unit: Option<String>,
-    pub about: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MapRef {
-    pub name: String,
-    /// `LRU per-CPU hash`, `ring buffer`, ...
-    pub kind: String,
-    pub max_entries: Option<u64>,
-    /// Values summed over CPUs when a script reads them.
-    pub per_cpu: bool,
-    /// The comment above the map's definition.
-    pub about: String,
-    /// The record type of a ring buffer.
-    pub record: Option<String>,
-    pub key: Option<TypeRef>,
-    pub value: Option<TypeRef>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TypeRef {
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// The comment above the struct.
-    pub about: String,
-    pub fields: Vec<FieldRef>,
-}
-
-/// The reference of one program, or of every program with `all`.
-pub fn programs(name: &str) -> Result<Vec<ProgramRef>, ReferenceError> {
-    if name == "all" {
-        return catalog::PROGRAMS.iter().map(program).collect();
-    }
-    let spec = catalog::find(name).ok_or_else(|| ReferenceError::UnknownProgram {
-        name: name.to_string(),
-        known: format!("{}, all", catalog::names().join(", ")),
-    })?;
-    Ok(vec![program(spec)?])
-}
-
-/// The reference of one program, from its object and its C sources.
-pub fn program(spec: &ProgramSpec) -> Result<ProgramRef, ReferenceError> {
-    let decode = |source| ReferenceError::Decode {
-        program: spec.name.to_string(),
-        source,
-    };
-    let c = CSources::of(spec.name).ok_or_else(|| ReferenceError::NoSources {
-        program: spec.name.to_string(),
-    })?;
-    let types = ObjectTypes::parse(spec.object).map_err(decode)?;
-    let record_maps = types.record_maps();
-    let mut records = Vec::new();
-    let mut maps = Vec::new();
-    for def in types.map_defs() {
-        let map_type = def.attr("type").unwrap_or(0);
-        let mut map = MapRef {
-            name: def.name.clone(),
-            kind: map_kind(map_type),
-            max_entries: def.attr("max_entries"),
-            per_cpu: matches!(map_type, 5 | 6 | 10),
-            about: c
-                .maps
-                .get(&def.name)
-                .map(|m| m.about.clone())
-                .unwrap_or_default(),
-            record: None,
-            key: None,
-            value: None,
-        };
-        if record_maps.contains(&def.name) {
-            let d = types.record_decoder(&def.name).map_err(decode)?;
-            map.record = Some(d.type_name().to_string());
-            records.push(RecordRef {
-                map: def.name.clone(),
-                ty: d.type_name().to_string(),
-                about: c.struct_about(d.type_name()),
-                fields: c.fields(&d, None),
-            });
-        } else if let Ok((k, v)) = types.map_decoders(&def.name) {
-            let slots = c.maps.get(&def.name);
-            map.key = Some(TypeRef {
-                ty: type_label(&k),
-                about: c.struct_about(k.type_name()),
-                fields: c.fields(&k, Some(("key", slots.and_then(|s| s.key.as_ref())))),
-            });
-            map.value = Some(TypeRef {
-                ty: type_label(&v),
-                about: c.struct_about(v.type_name()),
-                fields: c.fields(&v, Some(("value", slots.and_then(|s| s.value.as_ref())))),
-            });
-        }
-        maps.push(map);
-    }
-    Ok(ProgramRef {
-        program: spec.name.to_string(),
-        summary: spec.summary.to_string(),
-        records,
-        maps,
-    })
-}
-
-impl MapRef {
-    /// `LRU hash, 4096 entries`, `ring buffer, 262144 bytes`, ...
-    pub fn summary(&self) -> String {
-        let mut s = self.kind.clone();
-        match (self.max_entries, self.record.is_some()) {
-            (Some(n), true) => s.push_str(&format!(", {n} bytes")),
-            (Some(1), false) => s.push_str(", 1 entry"),
-            (Some(n), false) => s.push_str(&format!(", {n} entries")),
-            (None, _) => {}
-        }
-        if self.per_cpu {
-            s.push_str(", values summed over CPUs when read");
-        }
-        s
-    }
-
-    /// What a map without key and value types is for.
-    pub fn undecoded(&self) -> &'static str {
-        if self.kind == "stack trace" {
-            "kernel stacks, read through the records' stack fields"
-        } else {
-            "no BTF key and value types: entries reach scripts as bytes"
-        }
-    }
-}
-
-/// `struct reset_key`, `__u64`: the C name of a decoded type.
-fn type_label(d: &Decoder) -> String {
-    match d.shape().as_slice() {
-        [one] if one.name.is_empty() => d.type_name().to_string(),
-        _ => format!("struct {}", d.type_name()),
-    }
-}
-
-/// `BPF_MAP_TYPE_*` in words.
-fn map_kind(t: u64) -> String {
-    match t {
-        1 => "hash".into(),
-        2 => "array".into(),
-        5 => "per-CPU hash".into(),
-        6 => "per-CPU array".into(),
-        7 => "stack trace".into(),
-        9 => "LRU hash".into(),
-        10 => "LRU per-CPU hash".into(),
-        27 => "ring buffer".into(),
-        n => format!("map type {n}"),
-    }
-}
-
 /// What the C sources say about one declaration: its C type and trailing comment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct CDecl {
-    ctype: String,
-    unit: Option<String>,
-    about: String,
+pub(super) struct CDecl {
+    pub(super) ctype: String,
+    pub(super) unit: Option<String>,
+    pub(super) about: String,
 }
 
 /// The structs, typedefs and map declarations of a program's C sources.
 #[derive(Debug, Default)]
-struct CSources {
-    structs: HashMap<String, CStruct>,
-    typedefs: HashMap<String, CDecl>,
-    maps: HashMap<String, CMap>,
-    enums: HashMap<String, CEnum>,
+pub(super) struct CSources {
+    pub(super) structs: HashMap<String, CStruct>,
+    pub(super) typedefs: HashMap<String, CDecl>,
+    pub(super) maps: HashMap<String, CMap>,
+    pub(super) enums: HashMap<String, CEnum>,
 }
 
 /// An enum: the comment above it and each enumerator's comment.
 #[derive(Debug, Default)]
-struct CEnum {
-    about: String,
-    values: Vec<(String, String)>,
+pub(super) struct CEnum {
+    pub(super) about: String,
+    pub(super) values: Vec<(String, String)>,
 }
 
 /// A struct: the comment above it and its fields.
 #[derive(Debug, Default)]
-struct CStruct {
-    about: String,
-    fields: Vec<(String, CDecl)>,
+pub(super) struct CStruct {
+    pub(super) about: String,
+    pub(super) fields: Vec<(String, CDecl)>,
 }
 
 /// A map definition: the comment above it and its `__type(key, ...)`,
 /// `__type(value, ...)` lines.
 #[derive(Debug, Default)]
-struct CMap {
-    about: String,
-    key: Option<CDecl>,
-    value: Option<CDecl>,
+pub(super) struct CMap {
+    pub(super) about: String,
+    pub(super) key: Option<CDecl>,
+    pub(super) value: Option<CDecl>,
 }
 
 impl CSources {
-    fn of(program: &str) -> Option<CSources> {
+    pub(super) fn of(program: &str) -> Option<CSources> {
         let (_, h, c) = SOURCES.iter().find(|(stem, _, _)| *stem == program)?;
         let mut s = CSources::default();
         for text in [SONDE_H, h, c] {
@@ -309,7 +88,7 @@ impl CSources {
 
     /// Reads the declarations of C text, line by line (the sources follow the
     /// kernel style: one declaration per line, `struct x {` ... `};`).
-    fn parse(&mut self, text: &str) {
+    pub(super) fn parse(&mut self, text: &str) {
         let mut lines = text.lines();
         let mut open: Option<Open> = None;
         let mut open_enum: Option<(String, CEnum)> = None;
@@ -422,7 +201,7 @@ impl CSources {
     }
 
     /// The comment above a struct, empty when none.
-    fn struct_about(&self, name: &str) -> String {
+    pub(super) fn struct_about(&self, name: &str) -> String {
         self.structs
             .get(name)
             .map(|s| s.about.clone())
@@ -432,7 +211,11 @@ impl CSources {
     /// A decoded type's fields with their units and meanings. `scalar` names a
     /// map's key or value and its `__type` declaration, for a type that is not a
     /// struct.
-    fn fields(&self, d: &Decoder, scalar: Option<(&str, Option<&CDecl>)>) -> Vec<FieldRef> {
+    pub(super) fn fields(
+        &self,
+        d: &Decoder,
+        scalar: Option<(&str, Option<&CDecl>)>,
+    ) -> Vec<FieldRef> {
         let shape = d.shape();
         if let [one] = shape.as_slice() {
             if one.name.is_empty() {
@@ -473,7 +256,7 @@ impl CSources {
         }
     }
 
-    fn field(&self, name: String, shape: &FieldShape, decl: &CDecl) -> FieldRef {
+    pub(super) fn field(&self, name: String, shape: &FieldShape, decl: &CDecl) -> FieldRef {
         let typedef = self.typedef_chain(&decl.ctype);
         let unit = decl
             .unit
@@ -616,95 +399,3 @@ fn tagged(ctype: String, comment: &str) -> CDecl {
         about: about.to_string(),
     }
 }
-
-/// The reference as Markdown: `docs/probes-reference.md`.
-pub fn markdown(programs: &[ProgramRef]) -> String {
-    let mut out = String::from(MARKDOWN_HEAD);
-    out.push('\n');
-    for p in programs {
-        out.push_str(&format!("- [{0}](#{0})\n", p.program));
-    }
-    for p in programs {
-        out.push_str(&format!("\n## {}\n\n{}\n", p.program, p.summary));
-        for r in &p.records {
-            out.push_str(&format!(
-                "\n### Record `{}` (`struct {}`): `on_event(ev)`\n\n",
-                r.map, r.ty
-            ));
-            paragraph(&mut out, &r.about);
-            markdown_table(&mut out, &r.fields);
-        }
-        for m in &p.maps {
-            out.push_str(&format!("\n### Map `{}`: {}\n\n", m.name, m.summary()));
-            paragraph(&mut out, &m.about);
-            if let Some(r) = &m.record {
-                out.push_str(&format!("Carries the `struct {r}` records above.\n"));
-                continue;
-            }
-            match (&m.key, &m.value) {
-                (Some(k), Some(v)) => {
-                    out.push_str(&format!("Key `{}`{}\n\n", k.ty, colon(&k.about)));
-                    markdown_table(&mut out, &k.fields);
-                    out.push_str(&format!("\nValue `{}`{}\n\n", v.ty, colon(&v.about)));
-                    markdown_table(&mut out, &v.fields);
-                }
-                _ => out.push_str(&format!("{}.\n", capitalized(m.undecoded()))),
-            }
-        }
-    }
-    out
-}
-
-const MARKDOWN_HEAD: &str = "\
-# Kernel programs: what a script gets
-
-Generated from the embedded objects and their C sources by
-`sonde probes --fields all --markdown > docs/probes-reference.md`; a test fails
-when this file and the objects disagree. Units are those of the C headers'
-trailing `/* [unit] ... */` comments (see `runtime/src/bpf/reference.rs`).
-
-A record's fields are read as `ev.<field>` in `on_event(ev)`; a map's entries
-as `#{key, value}` (struct keys and values as maps of their fields).
-";
-
-/// `about` as a paragraph of its own, when there is one.
-fn paragraph(out: &mut String, about: &str) {
-    if !about.is_empty() {
-        out.push_str(about);
-        out.push_str("\n\n");
-    }
-}
-
-/// `: about`, or `:` alone.
-fn colon(about: &str) -> String {
-    if about.is_empty() {
-        ":".into()
-    } else {
-        format!(": {about}")
-    }
-}
-
-fn capitalized(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
-}
-
-fn markdown_table(out: &mut String, fields: &[FieldRef]) {
-    out.push_str("| field | type | unit | about |\n|---|---|---|---|\n");
-    for f in fields {
-        let cell = |s: &str| s.replace('|', "\\|");
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            f.name,
-            cell(&f.ty),
-            cell(f.unit.as_deref().unwrap_or("(not documented)")),
-            cell(&f.about)
-        ));
-    }
-}
-
-#[cfg(test)]
-#[path = "reference_tests.rs"]
-mod tests;
