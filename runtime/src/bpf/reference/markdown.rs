@@ -49,7 +49,8 @@ when this file and the objects disagree. Units are those of the C headers'
 trailing `/* [unit] ... */` comments (see `kernel-progs/README.md`).
 
 A record's fields are read as `ev.<field>` in `on_event(ev)`; a map's entries
-as `#{key, value}` (struct keys and values as maps of their fields).
+with `bpf::map(\"<map>\")`, an array of `#{key, value}` (struct keys and values
+as maps of their fields; per-CPU values summed over the CPUs).
 ";
 
 /// `about` as a paragraph of its own, when there is one.
