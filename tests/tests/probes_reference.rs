@@ -1,10 +1,13 @@
 //! End to end: `sonde probes --fields`, the reference of what each kernel program
-//! gives a script, read from the real binary as a person or a tool reads it.
-//! Unprivileged: it only reads the embedded objects.
+//! gives a script, read from the real binary as a person or a tool reads it
+//! (unprivileged: it only reads the embedded objects), and held against a real
+//! record a script receives (root).
 
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
 
-use sonde_tests::{repo_root, sonde_bin};
+use sonde_tests::run::{finish, start};
+use sonde_tests::{connect_refused, repo_root, require_root, sonde_bin, NetnsThread};
 
 fn sonde(args: &[&str]) -> Output {
     Command::new(sonde_bin())
@@ -153,4 +156,75 @@ fn an_unknown_program_is_named_with_the_known_ones() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no kernel program `tcp_rest`"), "{err}");
     assert!(err.contains("tcp_reset"), "{err}");
+}
+
+/// What `type_of` says in a script for a value the reference describes as `ty`.
+fn script_type(ty: &str) -> &'static str {
+    if ty.starts_with("int") || ty.contains("(int)") {
+        "i64"
+    } else if ty.starts_with("array") || ty.starts_with("kernel stack") {
+        "array"
+    } else if ty == "map" || ty.starts_with("pod (map") {
+        "map"
+    } else if ty == "bool" {
+        "bool"
+    } else if ty.starts_with("float") {
+        "f64"
+    } else {
+        "string"
+    }
+}
+
+/// A reset a script really receives has exactly the fields the reference lists,
+/// each of the type it says.
+#[test]
+fn a_real_record_has_the_fields_and_types_the_reference_lists() {
+    if !require_root("a_real_record_has_the_fields_and_types_the_reference_lists") {
+        return;
+    }
+    let reference = stdout(&sonde(&["probes", "--fields", "tcp_reset", "--json"]));
+    let reference: serde_json::Value = serde_json::from_str(&reference).unwrap();
+    let mut want: Vec<String> = reference["programs"][0]["records"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let name = f["name"].as_str().unwrap();
+            format!("{name}:{}", script_type(f["type"].as_str().unwrap()))
+        })
+        .collect();
+    want.sort();
+
+    let script = r#"const PROBE = "tcp_reset";
+fn on_event(ev) {
+    let m = ev.to_map();
+    let fields = [];
+    for k in m.keys() { fields.push(k + ":" + type_of(m[k])); }
+    print("FIELDS " + ev.pod.name + " " + fields.reduce(|acc, f| acc + " " + f, ""));
+}"#;
+    let run = start(&["run", "-e", script, "--for", "3s", "--quiet"]);
+    let ns = NetnsThread::new().unwrap();
+    let port = ns.run(|| {
+        TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
+    ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], port)), 1));
+    let (out, err) = finish(run);
+    let pod = format!("FIELDS netns:{} ", ns.inode);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&pod))
+        .unwrap_or_else(|| panic!("no reset of the test's namespace:\n{out}\n{err}"));
+    let mut got: Vec<String> = line[pod.len()..]
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "a real record vs `sonde probes --fields tcp_reset`"
+    );
 }
