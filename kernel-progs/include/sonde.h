@@ -42,17 +42,17 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
-typedef __u32 sonde_netns;
-typedef __u8 sonde_ip[16];
-typedef __u16 sonde_port;
-typedef __s32 sonde_stack_id;
-typedef __u64 sonde_ktime;
-typedef __u32 sonde_ifindex;
-typedef __u32 sonde_drop_reason;
-typedef __u8 sonde_tcp_state;
-typedef __u8 sonde_l4proto;
-typedef __u16 sonde_ethproto;
-typedef __u64 sonde_ksym;
+typedef __u32 sonde_netns;		/* [none] netns inode; `pod` beside it */
+typedef __u8 sonde_ip[16];		/* [none] IPv4 or IPv6 address; IPv4 stored v4-mapped */
+typedef __u16 sonde_port;		/* [none] TCP/UDP port, host order */
+typedef __s32 sonde_stack_id;		/* [none] frames from `stacks`; [] if none */
+typedef __u64 sonde_ktime;		/* [ns, CLOCK_MONOTONIC] bpf_ktime_get_ns() */
+typedef __u32 sonde_ifindex;		/* [none] named in sonde's netns, else "if<N>" */
+typedef __u32 sonde_drop_reason;	/* [none] the running kernel's skb_drop_reason name */
+typedef __u8 sonde_tcp_state;		/* [none] TCP state (sk_state) */
+typedef __u8 sonde_l4proto;		/* [none] IP protocol (IPPROTO_*) */
+typedef __u16 sonde_ethproto;		/* [none] Ethernet protocol (ETH_P_*), host order */
+typedef __u64 sonde_ksym;		/* [none] kernel text address, symbolized */
 
 /* ---- events: ring buffer, loss counter, batched wake-ups --------------- */
 
@@ -96,8 +96,8 @@ typedef __u64 sonde_ksym;
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
+	__type(key, __u32);	/* [none] always 0 */
+	__type(value, __u64);	/* [count] records lost: their ring buffer was full */
 } dropped SEC(".maps");
 
 /*

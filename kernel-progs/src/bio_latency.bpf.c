@@ -65,10 +65,10 @@ const volatile bool emit_events = true;
 #define REQ_OP_DISCARD 3
 
 struct start {
-	__u64 ts;
-	__u32 bytes;
-	__u32 pid;
-	sonde_netns netns;
+	__u64 ts;	/* [ns, CLOCK_MONOTONIC] issued to the driver */
+	__u32 bytes;	/* [bytes] request size */
+	__u32 pid;	/* [none] the task current at issue */
+	sonde_netns netns;	/* [none] its network namespace */
 	enum bio_op op;
 	char comm[16];
 };
@@ -77,7 +77,7 @@ struct start {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, __u64);	/* [none] kernel address of the request */
 	__type(value, struct start);
 } start SEC(".maps");
 
@@ -86,7 +86,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct bio_hist_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] requests */
 } hist SEC(".maps");
 
 struct {
@@ -100,7 +100,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct bio_pod_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] requests */
 } counts SEC(".maps");
 
 SONDE_EVENTS(events, 256 * 1024, struct bio_latency_event);

@@ -23,7 +23,7 @@ enum bio_op {
 struct bio_hist_key {
 	char disk[32];		/* gendisk disk_name: "sda", "nvme0n1", "loop3" */
 	enum bio_op op;
-	__u32 slot;
+	__u32 slot;	/* [log2 slot of ns] slot i counts requests in (2^(i-1), 2^i] ns */
 };
 
 /* Key of `totals`. */
@@ -34,11 +34,11 @@ struct bio_key {
 
 /* Value of `totals` (per CPU; userspace sums the CPUs field by field). */
 struct bio_total {
-	__u64 ios;		/* requests completed (the histogram's count) */
-	__u64 bytes;		/* their size */
-	__u64 latency_ns;	/* the sum of their latencies (the histogram's sum) */
-	__u64 slow;		/* requests over slow_ns */
-	__u64 very_slow;	/* requests over very_slow_ns */
+	__u64 ios;		/* [count] requests completed (the histogram's count) */
+	__u64 bytes;		/* [bytes] their size */
+	__u64 latency_ns;	/* [ns] the sum of their latencies (the histogram's sum) */
+	__u64 slow;		/* [count] requests over slow_ns */
+	__u64 very_slow;	/* [count] requests over very_slow_ns */
 };
 
 /*
@@ -48,22 +48,22 @@ struct bio_total {
 struct bio_pod_key {
 	sonde_netns netns;
 	enum bio_op op;
-	__u8 slow;		/* 1: over slow_ns */
+	__u8 slow;		/* [none] 1: over slow_ns */
 	char disk[32];
 };
 
 /* One request slower than slow_ns, in the ring buffer `events`. */
 struct bio_latency_event {
 	sonde_ktime ts;
-	__u64 latency_ns;	/* issued to the driver -> completed */
-	__u64 sector;
-	__u32 bytes;
-	__u32 pid;		/* the task current when the request was issued */
+	__u64 latency_ns;	/* [ns] issued to the driver -> completed */
+	__u64 sector;	/* [sectors] first sector, 512 bytes each */
+	__u32 bytes;	/* [bytes] request size */
+	__u32 pid;		/* [none] the task current when the request was issued */
 	sonde_netns netns;	/* its network namespace */
 	enum bio_op op;
-	__u32 major;
-	__u32 minor;		/* the disk's first minor (partitions are not told apart) */
-	__s32 error;		/* blk_status_t of the completion, 0: OK */
+	__u32 major;	/* [none] the disk's major */
+	__u32 minor;		/* [none] the disk's first minor (partitions are not told apart) */
+	__s32 error;		/* [none] blk_status_t of the completion, 0: OK */
 	char disk[32];
 	char comm[16];
 };

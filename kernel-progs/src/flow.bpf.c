@@ -72,8 +72,8 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, sonde_ip);
-	__type(value, sonde_netns);
+	__type(key, sonde_ip);	/* [none] a local address of a pod or of the host */
+	__type(value, sonde_netns);	/* [none] its network namespace */
 } addrs SEC(".maps");
 
 /* What the interface of a packet says about its local end. */

@@ -28,7 +28,7 @@ struct flow_key {
 	sonde_port sport;	/* TCP/UDP, host order; 0 otherwise */
 	sonde_port dport;
 	sonde_l4proto l4proto;
-	__u8 pad[3];
+	__u8 pad[3];	/* [none] padding, always 0 */
 };
 
 /*
@@ -37,8 +37,8 @@ struct flow_key {
  * with its headers.
  */
 struct flow_value {
-	__u64 bytes;
-	__u64 packets;
+	__u64 bytes;	/* [bytes] Ethernet header included */
+	__u64 packets;	/* [count] GSO/GRO packets as their segments */
 };
 
 /*
@@ -54,8 +54,8 @@ struct peer_key {
 	sonde_netns peer_netns;	/* remote end, when peer_known */
 	enum flow_dir dir;
 	sonde_l4proto l4proto;
-	__u8 peer_known;
-	__u8 pad[2];
+	__u8 peer_known;	/* [none] 1: peer_netns is the remote end's */
+	__u8 pad[2];	/* [none] padding, always 0 */
 };
 
 /* A flow whose bytes crossed large_flow_bytes, in the ring buffer `events`. */
@@ -63,15 +63,15 @@ struct flow_event {
 	sonde_ktime ts;
 	sonde_ip saddr;
 	sonde_ip daddr;
-	__u64 bytes;		/* at the crossing */
-	__u64 packets;
+	__u64 bytes;		/* [bytes] at the crossing */
+	__u64 packets;	/* [count] the flow's packets at the crossing */
 	sonde_netns netns;	/* local end */
 	sonde_ifindex ifindex;
 	enum flow_dir dir;
 	sonde_port sport;
 	sonde_port dport;
 	sonde_l4proto l4proto;
-	__u8 pad[3];
+	__u8 pad[3];	/* [none] padding, always 0 */
 };
 
 #endif /* __FLOW_H */

@@ -70,17 +70,17 @@ const volatile __u64 threshold_ms = 10;
 const volatile bool emit_events = true;
 
 struct start {
-	__u64 ts;
-	__u64 mid;		/* 0 until the mid hook */
+	__u64 ts;	/* [ns, CLOCK_MONOTONIC] the start hook */
+	__u64 mid;		/* [ns, CLOCK_MONOTONIC] 0 until the mid hook */
 	sonde_netns netns;
-	__u32 __pad;
+	__u32 __pad;	/* [none] padding, always 0 */
 };
 
 /* Received packets between their start and end hooks (see above). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__type(key, __u64);	/* [none] kernel address of the skb */
 	__type(value, struct start);
 } rx_skbs SEC(".maps");
 
@@ -88,7 +88,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, __u64);	/* [none] kernel address of the skb */
 	__type(value, struct start);
 } tx_skbs SEC(".maps");
 
@@ -96,7 +96,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct kl_hist_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] packets */
 } hist SEC(".maps");
 
 struct {

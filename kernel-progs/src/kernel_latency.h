@@ -45,8 +45,8 @@ struct kl_key {
 
 /* Value of `totals` (per CPU, summed by userspace). */
 struct kl_total {
-	__u64 sum_ns;		/* all packets measured */
-	__u64 slow;		/* packets over threshold_ms */
+	__u64 sum_ns;		/* [ns] all packets measured */
+	__u64 slow;		/* [count] packets over threshold_ms */
 };
 
 /* Key of `hist` (value: packets in log2 slot `slot` of nanoseconds). */
@@ -54,25 +54,25 @@ struct kl_hist_key {
 	sonde_netns netns;
 	enum kl_dir dir;
 	enum kl_interval interval;
-	__u32 slot;
+	__u32 slot;	/* [log2 slot of ns] slot i counts packets in (2^(i-1), 2^i] ns */
 };
 
 /* One packet slower than threshold_ms, in the ring buffer `events`. */
 struct kernel_latency_event {
 	sonde_ktime ts;
-	__u64 latency_ns;	/* the whole interval */
-	__u64 mid_ns;		/* start -> mid (see enum kl_interval); 0 when not seen */
+	__u64 latency_ns;	/* [ns] the whole interval */
+	__u64 mid_ns;		/* [ns] start -> mid (see enum kl_interval); 0 when not seen */
 	sonde_ip saddr;		/* the packet's own addresses and ports */
 	sonde_ip daddr;
 	sonde_netns netns;
 	enum kl_dir dir;
 	enum kl_interval interval;
-	__u32 len;		/* skb->len at the end hook */
+	__u32 len;		/* [bytes] skb->len at the end hook */
 	sonde_port sport;
 	sonde_port dport;
-	__u16 family;		/* AF_INET, AF_INET6 */
+	__u16 family;		/* [none] AF_INET, AF_INET6 */
 	sonde_l4proto l4proto;
-	__u8 __pad;
+	__u8 __pad;	/* [none] padding, always 0 */
 };
 
 #endif /* __KERNEL_LATENCY_H */

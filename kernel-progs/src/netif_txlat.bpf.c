@@ -70,17 +70,17 @@ const volatile bool emit_events = true;
 #define NET_XMIT_MASK 0x0f	/* rc below: the driver took the skb (dev_xmit_complete) */
 
 struct skb_key {
-	__u64 skb;
-	__u32 ifindex;		/* 0 in the classic tracepoint variant */
-	__u32 __pad;
+	__u64 skb;	/* [none] kernel address of the skb */
+	__u32 ifindex;		/* [none] 0 in the classic tracepoint variant */
+	__u32 __pad;	/* [none] padding, always 0 */
 };
 
 struct skb_val {
-	__u64 queued;		/* net_dev_queue */
-	__u64 started;		/* first net_dev_start_xmit, 0 before */
-	__u64 qdisc_ns;
+	__u64 queued;		/* [ns, CLOCK_MONOTONIC] net_dev_queue */
+	__u64 started;		/* [ns, CLOCK_MONOTONIC] first net_dev_start_xmit, 0 before */
+	__u64 qdisc_ns;	/* [ns] queued -> started */
 	sonde_netns netns;
-	__u32 ifindex;
+	__u32 ifindex;	/* [none] interface index */
 	char ifname[TXLAT_IFNAMSIZ];
 };
 
@@ -97,7 +97,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct txlat_hist_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] packets */
 } hist SEC(".maps");
 
 struct {

@@ -45,7 +45,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct drop_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] packets dropped */
 } counts SEC(".maps");
 
 SONDE_EVENTS(events, 1024 * 1024, struct packet_loss_event);

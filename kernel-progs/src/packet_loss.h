@@ -27,9 +27,9 @@ struct packet_loss_event {
 	sonde_ip daddr;
 	sonde_netns netns;
 	sonde_drop_reason reason;
-	sonde_stack_id stack;	/* kernel stack, or negative (knob `stack` off, or none) */
+	sonde_stack_id stack;	/* kernel stack; [] with knob `stack` off, or none */
 	sonde_ethproto protocol;
-	__u16 family;		/* AF_INET, AF_INET6; 0 when the packet is not IP */
+	__u16 family;		/* [none] AF_INET, AF_INET6; 0 when the packet is not IP */
 	sonde_port sport;	/* TCP/UDP ports; 0 for other protocols */
 	sonde_port dport;
 	sonde_l4proto l4proto;

@@ -46,19 +46,19 @@ struct pressure_key {
  */
 struct sock_pressure_event {
 	sonde_ktime ts;
-	__s64 allocated;	/* BUF_LIMIT kinds: the protocol's memory in use, in
+	__s64 allocated;	/* [pages or errno] BUF_LIMIT kinds: the protocol's memory in use, in
 				 * pages; the error code for UDP kinds; else 0 */
 	sonde_ip saddr;
 	sonde_ip daddr;
 	sonde_netns netns;
 	enum pressure_kind kind;
-	__s32 rmem_alloc;	/* receive memory in use */
-	__s32 rcvbuf;		/* SO_RCVBUF */
-	__s32 wmem_queued;	/* send memory queued */
-	__s32 sndbuf;		/* SO_SNDBUF */
+	__s32 rmem_alloc;	/* [bytes] receive memory in use */
+	__s32 rcvbuf;		/* [bytes] SO_RCVBUF */
+	__s32 wmem_queued;	/* [bytes] send memory queued */
+	__s32 sndbuf;		/* [bytes] SO_SNDBUF */
 	sonde_port sport;
 	sonde_port dport;
-	__u16 family;		/* AF_INET, AF_INET6 (others: no addresses) */
+	__u16 family;		/* [none] AF_INET, AF_INET6 (others: no addresses) */
 	sonde_l4proto l4proto;
 };
 

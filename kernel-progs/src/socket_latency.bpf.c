@@ -66,27 +66,27 @@ const volatile bool emit_events = true;
 
 /* A socket with data waiting since `ts`; `ports` tells its incarnation. */
 struct rx_start {
-	__u64 ts;
-	__u32 ports;
+	__u64 ts;	/* [ns, CLOCK_MONOTONIC] first unread data queued */
+	__u32 ports;	/* [none] local port << 16 | remote port (network order) */
 };
 
 /* A send call in progress on `sk` since `ts`. */
 struct tx_start {
-	__u64 ts;
-	__u64 sk;
+	__u64 ts;	/* [ns, CLOCK_MONOTONIC] send call start */
+	__u64 sk;	/* [none] kernel address of the socket */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__type(key, __u64);	/* [none] kernel address of the socket */
 	__type(value, struct rx_start);
 } rx SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, __u64);	/* [none] pid_tgid of the sending task */
 	__type(value, struct tx_start);
 } tx SEC(".maps");
 
@@ -94,21 +94,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct sklat_hist_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] latencies */
 } hist SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct sklat_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] latencies */
 } counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct sklat_sum_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [ns] the sum of the latencies */
 } sums SEC(".maps");
 
 SONDE_EVENTS(events, 256 * 1024, struct socket_latency_event);

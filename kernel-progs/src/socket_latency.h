@@ -27,7 +27,7 @@ enum sklat_over {
 struct sklat_hist_key {
 	sonde_netns netns;
 	enum sklat_dir dir;
-	__u32 slot;
+	__u32 slot;	/* [log2 slot of ns] slot i counts latencies in (2^(i-1), 2^i] ns */
 };
 
 /* Key of `counts` (value: __u64 latencies over the knob, per CPU). */
@@ -50,16 +50,16 @@ struct sklat_sum_key {
  */
 struct socket_latency_event {
 	sonde_ktime ts;
-	__u64 latency_ns;
+	__u64 latency_ns;	/* [ns] the read wait or the send call (`dir`) */
 	sonde_ip saddr;
 	sonde_ip daddr;
 	sonde_netns netns;
 	enum sklat_dir dir;
-	__u32 pid;
-	__s32 bytes;		/* what the read or write returned */
+	__u32 pid;	/* [none] the reading or writing task */
+	__s32 bytes;		/* [bytes] what the read or write returned */
 	sonde_port sport;
 	sonde_port dport;
-	__u16 family;		/* AF_INET, AF_INET6 */
+	__u16 family;		/* [none] AF_INET, AF_INET6 */
 	sonde_l4proto l4proto;	/* TCP, UDP */
 	char comm[16];
 };

@@ -49,14 +49,14 @@ const volatile __u64 very_slow_ns = 100 * 1000 * 1000;
 const volatile bool emit_events = true;
 
 struct vec_state {
-	__u64 raised;		/* first raise not yet run, 0: none */
-	__u64 entered;		/* handler start, 0: not running */
+	__u64 raised;		/* [ns, CLOCK_MONOTONIC] first raise not yet run, 0: none */
+	__u64 entered;		/* [ns, CLOCK_MONOTONIC] handler start, 0: not running */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SOFTIRQ_NR_VECS);
-	__type(key, __u32);
+	__type(key, __u32);	/* [none] softirq vector number */
 	__type(value, struct vec_state);
 } state SEC(".maps");
 
@@ -65,7 +65,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, SOFTIRQ_NR_VECS * 2 * 64);
 	__type(key, struct softirq_hist_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] samples */
 } hist SEC(".maps");
 
 struct {

@@ -37,7 +37,7 @@ enum softirq_phase {
 struct softirq_hist_key {
 	enum softirq_vec vec;
 	enum softirq_phase phase;
-	__u32 slot;
+	__u32 slot;	/* [log2 slot of ns] slot i counts samples in (2^(i-1), 2^i] ns */
 };
 
 /* Key of `totals`. */
@@ -48,20 +48,20 @@ struct softirq_key {
 
 /* Value of `totals` (per CPU; userspace sums the CPUs field by field). */
 struct softirq_total {
-	__u64 count;		/* samples (the histogram's count) */
-	__u64 sum_ns;		/* their sum (the histogram's sum) */
-	__u64 slow;		/* samples over slow_ns */
-	__u64 very_slow;	/* samples over very_slow_ns */
+	__u64 count;		/* [count] samples (the histogram's count) */
+	__u64 sum_ns;		/* [ns] their sum (the histogram's sum) */
+	__u64 slow;		/* [count] samples over slow_ns */
+	__u64 very_slow;	/* [count] samples over very_slow_ns */
 };
 
 /* One delay or run time over slow_ns, in the ring buffer `events`. */
 struct softirq_event {
 	sonde_ktime ts;
-	__u64 latency_ns;
+	__u64 latency_ns;	/* [ns] the delay or run time (`phase`) */
 	enum softirq_vec vec;
 	enum softirq_phase phase;
-	__u32 cpu;
-	__u32 pid;		/* the task the softirq interrupted (or ksoftirqd) */
+	__u32 cpu;	/* [none] the CPU it ran on */
+	__u32 pid;		/* [none] the task the softirq interrupted (or ksoftirqd) */
 	char comm[16];
 };
 

@@ -72,7 +72,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct reset_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] resets */
 } counts SEC(".maps");
 
 /* Fill the record's tuple from the segment that caused the reset, reversed. */

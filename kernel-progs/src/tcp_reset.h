@@ -28,11 +28,11 @@ struct tcp_reset_event {
 	sonde_ip daddr;
 	sonde_netns netns;
 	enum rst_kind kind;
-	__u32 pid;		/* current task's tgid; unrelated to the socket in softirq */
-	sonde_stack_id stack;	/* kernel stack, or negative (knob `stack` off, or none) */
+	__u32 pid;		/* [none] current task's tgid; unrelated to the socket in softirq */
+	sonde_stack_id stack;	/* kernel stack; [] with knob `stack` off, or none */
 	sonde_port sport;
 	sonde_port dport;
-	__u16 family;		/* AF_INET, AF_INET6; 0 when no tuple was found */
+	__u16 family;		/* [none] AF_INET, AF_INET6; 0 when no tuple was found */
 	sonde_tcp_state state;	/* socket state when the reset is sent or received
 				 * (CLOSE for an abort: the socket is closed first);
 				 * TCP_CLOSE when there is no socket */

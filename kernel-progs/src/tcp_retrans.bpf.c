@@ -47,7 +47,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct retrans_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] segments retransmitted */
 } counts SEC(".maps");
 
 SONDE_EVENTS(events, 256 * 1024, struct tcp_retrans_event);

@@ -35,11 +35,11 @@ struct tcp_retrans_event {
 	sonde_ip saddr;
 	sonde_ip daddr;
 	sonde_netns netns;
-	sonde_stack_id stack;	/* kernel stack, or negative (knob `stack` off, or none) */
+	sonde_stack_id stack;	/* kernel stack; [] with knob `stack` off, or none */
 	sonde_port sport;
 	sonde_port dport;
-	__u16 segs;		/* segments retransmitted (1 unless TSO/GSO) */
-	__u16 family;		/* AF_INET, AF_INET6 */
+	__u16 segs;		/* [count] segments retransmitted (1 unless TSO/GSO) */
+	__u16 family;		/* [none] AF_INET, AF_INET6 */
 	sonde_tcp_state state;	/* as in struct retrans_key */
 };
 

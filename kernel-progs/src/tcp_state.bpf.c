@@ -52,36 +52,36 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct transition_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] transitions */
 } counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct fail_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] failed connects */
 } failed SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct lifetime_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] connections */
 } lifetime SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct netns_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [ms] the sum of the connections' lifetimes */
 } lifetime_sum SEC(".maps");
 
 /* Socket address -> bpf_ktime_get_ns() when it entered ESTABLISHED (or SYN_SENT). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, __u64);
+	__type(key, __u64);	/* [none] kernel address of the socket */
+	__type(value, __u64);	/* [ns, CLOCK_MONOTONIC] ESTABLISHED (or SYN_SENT) */
 } start SEC(".maps");
 
 SONDE_EVENTS(events, 256 * 1024, struct tcp_connect_event);

@@ -49,7 +49,7 @@ struct fail_key {
  */
 struct lifetime_key {
 	sonde_netns netns;
-	__u32 slot;
+	__u32 slot;	/* [log2 slot of ms] lifetimes in (2^(i-1), 2^i] ms */
 };
 
 /* Key of `lifetime_sum`: the sum of those lifetimes in milliseconds. */
@@ -63,16 +63,16 @@ struct netns_key {
  */
 struct tcp_connect_event {
 	sonde_ktime ts;
-	__u64 elapsed_ns;	/* since the SYN was first sent (0 if unknown) */
+	__u64 elapsed_ns;	/* [ns] since the SYN was first sent (0 if unknown) */
 	sonde_ip saddr;
 	sonde_ip daddr;
 	sonde_netns netns;
-	sonde_stack_id stack;	/* kernel stack, or negative (knob `stack` off, or none) */
+	sonde_stack_id stack;	/* kernel stack; [] with knob `stack` off, or none */
 	enum fail_reason reason;
-	__s32 err;		/* sk_err: the errno connect() reports */
+	__s32 err;		/* [none] sk_err: the errno connect() reports */
 	sonde_port sport;
 	sonde_port dport;
-	__u16 family;		/* AF_INET, AF_INET6 */
+	__u16 family;		/* [none] AF_INET, AF_INET6 */
 };
 
 #endif /* __TCP_STATE_H */

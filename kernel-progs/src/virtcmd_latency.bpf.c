@@ -35,16 +35,16 @@ const volatile __u64 threshold_ns = 10 * 1000 * 1000;
 const volatile bool emit_events = true;
 
 struct start {
-	__u64 ts;
-	__u8 class;
-	__u8 cmd;
+	__u64 ts;	/* [ns, CLOCK_MONOTONIC] the call */
+	__u8 class;	/* [none] VIRTIO_NET_CTRL_* class */
+	__u8 cmd;	/* [none] command within the class */
 };
 
 /* In-flight commands. LRU: an entry whose return was missed ages out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
-	__type(key, __u64);
+	__type(key, __u64);	/* [none] pid_tgid of the calling task */
 	__type(value, struct start);
 } start SEC(".maps");
 
@@ -52,14 +52,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 64);
 	__type(key, struct hist_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] commands */
 } hist SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, struct virtcmd_key);
-	__type(value, __u64);
+	__type(value, __u64);	/* [count] commands */
 } counts SEC(".maps");
 
 SONDE_EVENTS(events, 64 * 1024, struct virtcmd_event);

@@ -10,28 +10,28 @@
 
 /* Key of `hist` (value: __u64 commands, per CPU): sonde's log2 slot of the latency in ns. */
 struct hist_key {
-	__u32 slot;
+	__u32 slot;	/* [log2 slot of ns] slot i counts commands in (2^(i-1), 2^i] ns */
 };
 
 /* Key of `counts` (value: __u64 commands, per CPU). */
 struct virtcmd_key {
 	sonde_netns netns;	/* of the task that sent it */
-	__u8 class;		/* VIRTIO_NET_CTRL_* class (RX, MAC, VLAN, MQ, ...) */
-	__u8 cmd;		/* command within the class */
-	__u8 slow;		/* 1: latency over threshold_ns */
-	__u8 pad;
+	__u8 class;		/* [none] VIRTIO_NET_CTRL_* class (RX, MAC, VLAN, MQ, ...) */
+	__u8 cmd;		/* [none] command within the class */
+	__u8 slow;		/* [none] 1: latency over threshold_ns */
+	__u8 pad;	/* [none] padding, always 0 */
 };
 
 /* One command slower than threshold_ns, in the ring buffer `events`. */
 struct virtcmd_event {
 	sonde_ktime ts;
-	__u64 latency_ns;
+	__u64 latency_ns;	/* [ns] virtnet_send_command call -> return */
 	sonde_netns netns;	/* of the task that sent it */
-	__u32 pid;
-	__u8 class;
-	__u8 cmd;
-	__u8 ok;		/* what virtnet_send_command returned */
-	__u8 pad;
+	__u32 pid;	/* [none] the task that sent it */
+	__u8 class;	/* [none] VIRTIO_NET_CTRL_* class */
+	__u8 cmd;	/* [none] command within the class */
+	__u8 ok;		/* [none] what virtnet_send_command returned */
+	__u8 pad;	/* [none] padding, always 0 */
 	char comm[16];
 };
 

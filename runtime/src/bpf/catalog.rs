@@ -5,7 +5,8 @@
 //! here and records why the earlier ones were skipped, so `sonde probes` can say it.
 //!
 //! Adding a program: build `kernel-progs/src/<name>.bpf.c` into
-//! `kernel-progs/obj/x86/<name>.bpf.o`, then add a [`ProgramSpec`] below.
+//! `kernel-progs/obj/x86/<name>.bpf.o`, then add a [`ProgramSpec`] below and its
+//! sources to [`crate::bpf::reference`] (the units of its fields).
 
 /// A kernel fact a variant depends on.
 #[derive(Debug, Clone, Copy)]

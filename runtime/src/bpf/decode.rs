@@ -255,6 +255,21 @@ impl Decoder {
         }
     }
 
+    /// What a script sees of this type, field by field (a scalar is one nameless
+    /// field), with the decoded form of each: the reference `sonde probes --fields`
+    /// prints, made from the same plan the decoder walks.
+    pub fn shape(&self) -> Vec<FieldShape> {
+        match &self.kind {
+            Kind::Struct(fields) => shape_fields(fields),
+            other => vec![FieldShape {
+                name: String::new(),
+                ty: describe(other),
+                pod_key: None,
+                children: Vec::new(),
+            }],
+        }
+    }
+
     /// Decodes one value. Structs become maps; a record shorter than the type is an
     /// error (the caller counts it), longer is fine (ring buffer records are padded).
     pub fn decode(&self, bytes: &[u8], env: &DecodeEnv) -> Result<Dynamic, DecodeError> {
@@ -303,6 +318,65 @@ impl Decoder {
                 Ok(m)
             }
         }
+    }
+}
+
+/// One field of a decoded type as a script sees it: see [`Decoder::shape`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldShape {
+    pub name: String,
+    /// The decoded form: `ip address`, `int (u32)`, `enum: NOSOCK | ACTIVE`, ...
+    pub ty: String,
+    /// The key a `sonde_netns` field adds beside itself (`pod`).
+    pub pod_key: Option<String>,
+    /// The fields of a nested struct.
+    pub children: Vec<FieldShape>,
+}
+
+fn shape_fields(fields: &[Field]) -> Vec<FieldShape> {
+    fields
+        .iter()
+        .map(|f| FieldShape {
+            name: f.name.to_string(),
+            ty: describe(&f.kind),
+            pod_key: f.pod_key.as_deref().map(str::to_string),
+            children: match &f.kind {
+                Kind::Struct(inner) => shape_fields(inner),
+                _ => Vec::new(),
+            },
+        })
+        .collect()
+}
+
+/// How a value of this kind reaches a script, in words.
+fn describe(kind: &Kind) -> String {
+    let bits = |s: &u8| s * 8;
+    match kind {
+        Kind::Uint(s) => format!("int (u{})", bits(s)),
+        Kind::Int(s) => format!("int (s{})", bits(s)),
+        Kind::Bool(_) => "bool".into(),
+        Kind::Float(s) => format!("float (f{})", bits(s)),
+        Kind::Pointer => "int (kernel address)".into(),
+        Kind::Netns => "netns inode (int)".into(),
+        Kind::Ip => "ip address (\"10.0.0.1\", \"fd00::1\")".into(),
+        Kind::StackId => "kernel stack (array of \"sym+0xoff\")".into(),
+        Kind::Ifindex => "interface name (string)".into(),
+        Kind::DropReason(_) => "drop reason (string, the kernel's name)".into(),
+        Kind::TcpState(_) => "tcp state (string: ESTABLISHED, CLOSE, ...)".into(),
+        Kind::L4Proto(_) => "ip protocol (string: TCP, UDP, ...)".into(),
+        Kind::EthProto(_) => "ethernet protocol (string: IPv4, IPv6, ...)".into(),
+        Kind::Ksym => "kernel symbol (string \"sym+0xoff\")".into(),
+        Kind::Enum { names, .. } => {
+            let names: Vec<&str> = names.values().map(|n| n.as_str()).collect();
+            format!("enum: {}", names.join(" | "))
+        }
+        Kind::CharArray(n) => format!("string (char[{n}])"),
+        Kind::Array { elem, len, .. } => format!("array of {len} {}", describe(elem)),
+        Kind::Struct(_) => "map".into(),
+        Kind::Bitfield { bits, signed, .. } => {
+            format!("int ({}{bits} bits)", if *signed { "signed " } else { "" })
+        }
+        Kind::Opaque => "() (not decoded)".into(),
     }
 }
 
@@ -374,6 +448,20 @@ pub enum KnobKind {
     Bool,
     Int { signed: bool },
     Other,
+}
+
+/// A map as the object declares it: its name and `__uint` attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDef {
+    pub name: String,
+    pub attrs: Vec<(String, u64)>,
+}
+
+impl MapDef {
+    /// An attribute's value: `type` (`BPF_MAP_TYPE_*`), `max_entries`, ...
+    pub fn attr(&self, name: &str) -> Option<u64> {
+        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
 }
 
 /// Prefix of the marker globals that publish a ring buffer's record type.
@@ -492,6 +580,32 @@ impl ObjectTypes {
             }
         }
         Ok((key.ok_or_else(missing)?, value.ok_or_else(missing)?))
+    }
+
+    /// The BTF-defined maps of the object (`.maps`), with their `__uint` attributes
+    /// (`type`, `max_entries`, ...), in the object's order.
+    pub fn map_defs(&self) -> Vec<MapDef> {
+        self.datasec_vars(".maps")
+            .into_iter()
+            .map(|(name, tid)| {
+                let mut attrs = Vec::new();
+                if let Some(Type::Struct(def)) = self.strip(tid) {
+                    for m in &def.members {
+                        let attr = self.btf.resolve_name(m).unwrap_or_default();
+                        // `__uint(name, n)` is `int (*name)[n]`.
+                        let Some(mid) = m.get_type_id() else { continue };
+                        if let Ok(Type::Ptr(p)) = self.btf.resolve_type_by_id(mid) {
+                            if let Ok(Type::Array(a)) =
+                                self.btf.resolve_type_by_id(p.get_type_id().unwrap_or(0))
+                            {
+                                attrs.push((attr, a.len() as u64));
+                            }
+                        }
+                    }
+                }
+                MapDef { name, attrs }
+            })
+            .collect()
     }
 
     /// Compiles the decoding plan of a type.

@@ -22,6 +22,7 @@ pub mod features;
 pub mod ksyms;
 pub mod live;
 pub mod maps;
+pub mod reference;
 pub mod tc;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@
 //! sonde run scripts/tcp_reset.rhai --for 10s
 //! sonde run -e 'const PROBE = "tcp_reset"; fn on_event(ev) { count("resets_by_dport", ev.dport) }' --for 10s
 //! sonde probes
+//! sonde probes --fields tcp_reset
 //! sonde check my.rhai other.rhai
 //! sonde btf --btf-archive /var/lib/sonde/btf
 //! ```
@@ -177,6 +178,14 @@ pub struct ProbesArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// What PROGRAM gives a script instead: each record's fields and each map's key
+    /// and value, with their types, units and meaning (`all` or no name: every
+    /// program).
+    #[arg(long, value_name = "PROGRAM", num_args = 0..=1, default_missing_value = "all")]
+    pub fields: Option<String>,
+    /// With --fields: Markdown tables, as in docs/probes-reference.md.
+    #[arg(long, requires = "fields", conflicts_with = "json")]
+    pub markdown: bool,
 }
 
 #[derive(clap::Args, Debug)]

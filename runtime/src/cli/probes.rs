@@ -1,12 +1,36 @@
-//! `sonde probes`: what the kernel library holds and what can run on this kernel.
+//! `sonde probes`: what the kernel library holds and what can run on this kernel;
+//! with `--fields`, what each program gives a script.
+//!
+//! ```text
+//! sonde probes --fields tcp_reset
+//! sonde probes --fields --json          # every program
+//! ```
 
 use std::process::ExitCode;
 
+use crate::bpf::reference::{self, FieldRef, ProgramRef};
 use crate::bpf::{self, catalog};
 use crate::btf::KernelBtf;
 use crate::cli::ProbesArgs;
 
 pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.fields {
+        let programs = reference::programs(name)?;
+        let text = if args.json {
+            let json = serde_json::json!({ "programs": programs });
+            serde_json::to_string_pretty(&json)? + "\n"
+        } else if args.markdown {
+            reference::markdown(&programs)
+        } else {
+            fields_text(&programs)
+        };
+        // Often piped into `less` or `head`: a reader that stops early is fine.
+        use std::io::Write;
+        match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => return Ok(ExitCode::SUCCESS),
+        }
+    }
     let btf = match KernelBtf::locate(args.btf.as_deref()) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -74,4 +98,79 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
         println!("\n* chosen variant   + would also run   - cannot run here");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The reference for a terminal: one aligned table per record and map side.
+fn fields_text(programs: &[ProgramRef]) -> String {
+    let mut out = String::new();
+    for (i, p) in programs.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("{}\n  {}\n", p.program, p.summary));
+        for r in &p.records {
+            out.push_str(&format!(
+                "\n  record `{}` (struct {}): ev.<field> in on_event(ev)\n",
+                r.map, r.ty
+            ));
+            about(&mut out, "    ", &r.about);
+            table(&mut out, &r.fields);
+        }
+        for m in &p.maps {
+            out.push_str(&format!("\n  map `{}`: {}\n", m.name, m.summary()));
+            about(&mut out, "    ", &m.about);
+            if let Some(r) = &m.record {
+                out.push_str(&format!("    carries struct {r} records\n"));
+                continue;
+            }
+            match (&m.key, &m.value) {
+                (Some(k), Some(v)) => {
+                    out.push_str(&format!("    key ({})\n", k.ty));
+                    about(&mut out, "      ", &k.about);
+                    table(&mut out, &k.fields);
+                    out.push_str(&format!("    value ({})\n", v.ty));
+                    about(&mut out, "      ", &v.about);
+                    table(&mut out, &v.fields);
+                }
+                _ => out.push_str(&format!("    {}\n", m.undecoded())),
+            }
+        }
+    }
+    out
+}
+
+/// A comment from the C sources, wrapped to the terminal's usual width.
+fn about(out: &mut String, indent: &str, text: &str) {
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > 88 {
+            out.push_str(&format!("{indent}{line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{indent}{line}\n"));
+    }
+}
+
+fn table(out: &mut String, fields: &[FieldRef]) {
+    let unit = |f: &FieldRef| f.unit.clone().unwrap_or_else(|| "(not documented)".into());
+    let w0 = fields.iter().map(|f| f.name.len()).max().unwrap_or(0);
+    let w1 = fields.iter().map(|f| f.ty.len()).max().unwrap_or(0);
+    let w2 = fields.iter().map(|f| unit(f).len()).max().unwrap_or(0);
+    for f in fields {
+        let line = format!(
+            "      {:<w0$}  {:<w1$}  {:<w2$}  {}",
+            f.name,
+            f.ty,
+            unit(f),
+            f.about
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
 }
