@@ -49,12 +49,9 @@ pub fn check_one(
     let Some(program) = &manifest.program else {
         return Ok(format!("no kernel program{what}"));
     };
-    let spec = catalog::find(program).ok_or_else(|| {
-        format!(
-            "{label}: PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
-            catalog::names().join(", ")
-        )
-    })?;
+    // Script::compile refused any other (with the manifest's line).
+    let spec = catalog::find(program)
+        .ok_or_else(|| format!("{label}: unknown kernel program `{program}`"))?;
     let types = ObjectTypes::parse(spec.object).map_err(|e| format!("{label}: {e}"))?;
     let knobs = types.knobs();
     let mut as_knobs = Vec::new();

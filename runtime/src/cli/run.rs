@@ -266,12 +266,9 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         return Ok(stats);
     };
 
-    let spec = catalog::find(&program).ok_or_else(|| {
-        anyhow!(
-            "PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
-            catalog::names().join(", ")
-        )
-    })?;
+    // Script::compile refused any other (with the manifest's line).
+    let spec =
+        catalog::find(&program).ok_or_else(|| anyhow!("unknown kernel program `{program}`"))?;
     let btf = KernelBtf::locate(args.btf.as_deref())?;
     let mut live = Live::start(spec, rc.params, &btf, pods, args.record.is_some())?;
     for s in &live.loaded.skipped {

@@ -24,6 +24,9 @@ pub struct Script {
     uses_emit: bool,
     init_arity: Option<usize>,
     has: [bool; 3],
+    /// Where each function is declared (`fn name`), by name: the line of an error
+    /// that carries none of its own.
+    fns: Arc<BTreeMap<String, (usize, usize)>>,
 }
 
 const ON_EVENT: usize = 0;
@@ -54,15 +57,13 @@ impl Script {
 
         let mut has = [false; 3];
         let mut init_arity = None;
+        let mut fns = BTreeMap::new();
         for f in ast.iter_functions() {
-            let at = || {
-                let needle = format!("fn {}", f.name);
-                let (line, column) = source
-                    .find(&needle)
-                    .map(|o| manifest::line_col(source, o))
-                    .unwrap_or((1, 1));
-                (line, column)
-            };
+            let declared = fn_offset(source, f.name).map(|o| manifest::line_col(source, o));
+            if let Some(at) = declared {
+                fns.insert(f.name.to_string(), at);
+            }
+            let at = || declared.unwrap_or((1, 1));
             if f.name == "init" {
                 if f.params.len() > 1 {
                     let (line, column) = at();
@@ -97,6 +98,7 @@ impl Script {
             uses_emit: calls_emit(source),
             init_arity,
             has,
+            fns: Arc::new(fns),
         })
     }
 
@@ -108,6 +110,19 @@ impl Script {
     pub fn file(&self) -> &str {
         &self.file
     }
+}
+
+/// Where `fn name` is declared (byte offset): `fn`, blanks, the name, then `(`.
+fn fn_offset(source: &str, name: &str) -> Option<usize> {
+    source.match_indices("fn").find_map(|(i, _)| {
+        let word_start = source[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let rest = source[i + 2..].strip_prefix(|c: char| c.is_whitespace())?;
+        let rest = rest.trim_start().strip_prefix(name)?;
+        (word_start && rest.trim_start().starts_with('(')).then_some(i)
+    })
 }
 
 fn position(p: Position) -> (usize, usize) {
@@ -225,9 +240,21 @@ impl Instance {
             last_error: None,
             calls: 0,
         };
-        let fail = |what: &str, e: &EvalAltResult| ScriptError::Start {
-            file: script.file.clone(),
-            message: format!("{what} failed: {}", describe(&script.file, e)),
+        let fail = |what: &str, e: &EvalAltResult| {
+            let (at, message) = script.locate(what, e, limits);
+            let message = format!("{what} failed: {message}");
+            match at {
+                (Some(line), Some(column)) => ScriptError::Init {
+                    file: script.file.clone(),
+                    line,
+                    column,
+                    message,
+                },
+                _ => ScriptError::Start {
+                    file: script.file.clone(),
+                    message,
+                },
+            }
         };
         inst.host.reset_deadline();
         if let Err(e) = inst.engine.run_ast_with_scope(&mut inst.scope, &inst.ast) {
@@ -403,7 +430,10 @@ impl Instance {
                 .is_ok_and(|d| d >= Duration::from_secs(1))
         }) {
             self.last_error = Some((
-                format!("{handler}: {}", describe(&self.script.file, e)),
+                format!(
+                    "{handler}: {}",
+                    self.script.describe(handler, e, &self.host.limits)
+                ),
                 now_sys,
             ));
         }
@@ -438,7 +468,7 @@ impl Instance {
                 handler,
                 kind = kind.as_str(),
                 suppressed,
-                error = %describe(&self.script.file, e),
+                error = %self.script.describe(handler, e, &self.host.limits),
                 "script handler failed"
             );
         }
@@ -450,17 +480,89 @@ fn is_stop(e: &EvalAltResult) -> bool {
     matches!(e.unwrap_inner(), EvalAltResult::ErrorTerminated(t, _) if t.to_string() == STOP_TOKEN)
 }
 
-/// `file:line:col: message` for a runtime error, from its innermost cause.
-pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
-    let inner = e.unwrap_inner();
-    let pos = if inner.position().is_none() {
-        e.position()
-    } else {
-        inner.position()
-    };
-    let msg = match inner {
+impl Script {
+    /// `file:line:col: message` for an error of `handler` (or of `top level`): the
+    /// one way a script's runtime errors are written, in `sonde run`, `sonde check`,
+    /// the daemon's log and `/status`.
+    pub(crate) fn describe(&self, handler: &str, e: &EvalAltResult, limits: &Limits) -> String {
+        let (at, message) = self.locate(handler, e, limits);
+        match at {
+            (Some(l), Some(c)) => format!("{}:{l}:{c}: {message}", self.file),
+            (Some(l), None) => format!("{}:{l}: {message}", self.file),
+            _ => format!("{}: {message}", self.file),
+        }
+    }
+
+    /// Where an error of `handler` happened (line, column), and what it says.
+    fn locate(
+        &self,
+        handler: &str,
+        e: &EvalAltResult,
+        limits: &Limits,
+    ) -> ((Option<usize>, Option<usize>), String) {
+        let at = position_of(e);
+        let at = match (at.line(), at.position()) {
+            (Some(l), c) => (Some(l), c),
+            // Rhai passes the sandbox's limit errors out of a function with the
+            // position of its call, and a handler's call has none: the handler's
+            // own line is the nearest there is.
+            _ => match self.fns.get(handler) {
+                Some(&(l, c)) => (Some(l), Some(c)),
+                None => (None, None),
+            },
+        };
+        (at, message_of(e, limits))
+    }
+}
+
+/// The position nearest to where `e` happened: its own, else that of the innermost
+/// call around it (the call site of the function it happened in).
+fn position_of(e: &EvalAltResult) -> Position {
+    let mut best = Position::NONE;
+    let mut cur = e;
+    loop {
+        if !cur.position().is_none() {
+            best = cur.position();
+        }
+        match cur {
+            EvalAltResult::ErrorInFunctionCall(.., inner, _)
+            | EvalAltResult::ErrorInModule(.., inner, _) => cur = inner,
+            _ => return best,
+        }
+    }
+}
+
+/// What the innermost cause of `e` says, without Rhai's own position suffix.
+fn message_of(e: &EvalAltResult, limits: &Limits) -> String {
+    match e.unwrap_inner() {
+        EvalAltResult::ErrorTooManyOperations(..) => format!(
+            "stopped: more than {} operations in one call (limits.max_operations); does a loop never end?",
+            limits.max_operations
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => match what.as_str() {
+            "Length of string" => format!(
+                "stopped: a string grew past {} bytes (limits.max_string_size)",
+                limits.max_string_size
+            ),
+            "Size of array/BLOB" => format!(
+                "stopped: an array grew past {} items (limits.max_array_size)",
+                limits.max_array_size
+            ),
+            "Size of object map" => format!(
+                "stopped: a map grew past {} entries (limits.max_map_size)",
+                limits.max_map_size
+            ),
+            other => format!("stopped: {other} too large"),
+        },
+        EvalAltResult::ErrorStackOverflow(..) => format!(
+            "stopped: calls nested deeper than {} (limits.max_call_levels); recurse less deeply",
+            limits.max_call_levels
+        ),
         EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
-            "stopped: the call ran past its deadline".to_string()
+            format!(
+                "stopped: the call ran past its deadline ({:?}, limits.call_deadline)",
+                limits.call_deadline
+            )
         }
         EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => {
             "stopped: the call kept more memory than the script's budget (limits.memory)"
@@ -479,11 +581,6 @@ pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
                 _ => s,
             }
         }
-    };
-    match (pos.line(), pos.position()) {
-        (Some(l), Some(c)) => format!("{file}:{l}:{c}: {msg}"),
-        (Some(l), None) => format!("{file}:{l}: {msg}"),
-        _ => format!("{file}: {msg}"),
     }
 }
 

@@ -38,6 +38,16 @@ impl ParamValue {
         }
     }
 
+    /// The value for a person: `the string "yes"`, `the integer 3`.
+    pub fn describe(&self) -> String {
+        match self {
+            ParamValue::Bool(b) => format!("the bool {b}"),
+            ParamValue::Int(i) => format!("the integer {i}"),
+            ParamValue::Float(x) => format!("the number {x}"),
+            ParamValue::Str(s) => format!("the string {s:?}"),
+        }
+    }
+
     /// The value as the script sees it in `init(params)`.
     pub fn to_dynamic(&self) -> Dynamic {
         match self {
@@ -101,14 +111,71 @@ impl Manifest {
                 let message = if known.is_empty() {
                     format!("unknown param `{name}`: this script declares no params (PROBE.params)")
                 } else {
-                    format!("unknown param `{name}`; known params: {}", known.join(", "))
+                    format!(
+                        "unknown param `{name}`{}; known params: {}",
+                        did_you_mean(name, &known),
+                        known.join(", ")
+                    )
                 };
                 return Err(ScriptError::Param { message });
             };
             *slot = parse_param(name, slot, text)?;
+            // The kernel side takes it as it is: a knob's width, a variant's name.
+            if let Some(spec) = self.program.as_deref().and_then(crate::bpf::catalog::find) {
+                kernel_fit(spec, name, slot).map_err(|m| ScriptError::Param {
+                    message: format!("param `{name}`: {m}"),
+                })?;
+            }
         }
         Ok(out)
     }
+}
+
+/// Whether a param's value fits what the program's kernel side makes of it: the
+/// knob of the same name, or the variant it picks.
+fn kernel_fit(
+    spec: &crate::bpf::catalog::ProgramSpec,
+    name: &str,
+    value: &ParamValue,
+) -> Result<(), String> {
+    if name == crate::bpf::VARIANT_PARAM {
+        return crate::bpf::check_variant(spec, value).map(|_| ());
+    }
+    match crate::bpf::knobs(spec).iter().find(|k| k.name == name) {
+        Some(knob) => crate::bpf::check_knob(knob, value)
+            .map_err(|m| format!("{m} (it sets the kernel knob `{name}` of {})", spec.name)),
+        None => Ok(()),
+    }
+}
+
+/// ` (did you mean `x`?)` when one of `known` is a typo away from `name`, else "".
+pub(crate) fn did_you_mean(name: &str, known: &[&str]) -> String {
+    let limit = (name.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn parse_param(name: &str, default: &ParamValue, text: &str) -> Result<ParamValue, ScriptError> {
@@ -323,6 +390,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
     };
     if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
         manifest.program = Some(check_program(&s).map_err(|m| err_at(at, m))?);
+        check_kernel_side(&manifest).map_err(|(_, m)| err_at(at, m))?;
         return Ok(manifest);
     }
     let Some(map) = value.read_lock::<Map>().map(|m| m.clone()) else {
@@ -334,6 +402,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
             ),
         ));
     };
+    let mut program_at = None;
     for (key, v) in &map {
         let key = key.as_str();
         match key {
@@ -350,6 +419,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                 manifest.program = Some(
                     check_program(&s).map_err(|m| err_at(key_at(key), format!("program: {m}")))?,
                 );
+                program_at = key_at(key);
             }
             "interval" => {
                 let d = if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
@@ -425,7 +495,35 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
             }
         }
     }
+    // After the loop: the keys come sorted, `params` before `program`.
+    check_kernel_side(&manifest).map_err(|(param, m)| match param {
+        Some(name) => err_at(key_at(&name).or(at), format!("params.{name}: {m}")),
+        None => err_at(program_at.or(at), format!("program: {m}")),
+    })?;
     Ok(manifest)
+}
+
+/// The program is a built-in one, and each param default fits what the kernel side
+/// makes of it. On error, the param at fault (`None`: the program).
+fn check_kernel_side(manifest: &Manifest) -> Result<(), (Option<String>, String)> {
+    let Some(program) = &manifest.program else {
+        return Ok(());
+    };
+    let Some(spec) = crate::bpf::catalog::find(program) else {
+        let known = crate::bpf::catalog::names();
+        return Err((
+            None,
+            format!(
+                "unknown kernel program `{program}`{}; built-in programs: {} (`sonde probes` lists them)",
+                did_you_mean(program, &known),
+                known.join(", ")
+            ),
+        ));
+    };
+    for (name, value) in &manifest.params {
+        kernel_fit(spec, name, value).map_err(|m| (Some(name.clone()), m))?;
+    }
+    Ok(())
 }
 
 fn check_program(name: &str) -> Result<String, String> {

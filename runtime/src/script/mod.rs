@@ -49,6 +49,8 @@ mod stdlib;
 pub mod trust;
 
 #[cfg(test)]
+mod error_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -126,6 +128,14 @@ pub enum ScriptError {
     /// The top level or `init` failed when the script started.
     #[error("{file}: {message}")]
     Start { file: String, message: String },
+    /// The same, where the failure has a line.
+    #[error("{file}:{line}:{column}: {message}")]
+    Init {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// Reads a kernel map of the script's program, for `bpf::map(name)`.
