@@ -103,8 +103,8 @@ struct RunCtx<'a> {
     printer: &'a Arc<Printer>,
     registry: &'a Arc<Registry>,
     limits: &'a Limits,
-    /// Who a namespace belongs to: the container runtime when one is found at the
-    /// usual sockets, else the host only.
+    /// Who a namespace belongs to, named as the daemon names it (live), or the host
+    /// only (a replay).
     pods: Arc<dyn PodResolver>,
 }
 
@@ -165,13 +165,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         printer: &printer,
         registry: &registry,
         limits: &limits,
-        pods: match (&args.replay, pods::cri::find_socket()) {
-            (None, Some(_)) => pods::CriResolver::start(pods::ResolverOptions::new(
+        // The daemon's resolver with its default config: the container runtime when
+        // there is one, else cgroup container ids and `ip netns` names.
+        pods: match &args.replay {
+            None => pods::CriResolver::start(pods::ResolverOptions::new(
                 pods::CriSocket::Auto,
-                std::time::Duration::from_secs(10),
+                pods::PodsConfig::default().refresh,
                 &node,
             )),
-            _ => Arc::new(HostResolver::new(&node)),
+            Some(_) => Arc::new(HostResolver::new(&node)),
         },
     };
     let stats = match args.replay.clone() {
