@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! $ sonde check x.rhai
-//! x.rhai:4:20: init failed: metrics::counter: ...
+//! x.rhai:4:1: init failed: invalid metric name `sonde_lat_ms`: counter names end in `_total` (e.g. `sonde_lat_ms_total`)
 //! $ sonde check -e 'fn on_tick() { print("tick") }'
 //! -e: ok (no kernel program)
 //! ```
