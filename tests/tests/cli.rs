@@ -456,6 +456,27 @@ fn check_runs_init_takes_e_and_keeps_the_first_sentence_whole() {
             path.display()
         )
     );
+    // The daemon's --check finds it the same way.
+    let config = dir.join("sonde.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scripts:\n  builtin: []\n  directories: [{}]\n  strict_modes: {}\n",
+            dir.display(),
+            sonde_tests::strict_modes_hold()
+        ),
+    )
+    .unwrap();
+    let out = sonde(&["daemon", "--check", "--config", config.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:1: init failed: invalid metric name `sonde_lat_ms`",
+            path.display()
+        )),
+        "{stderr}"
+    );
     let fixed = ABBREVIATED.replace("lat_ms", "connect_latency_total");
     let out = sonde(&["check", "-e", &fixed]);
     let (stdout, _) = text(&out);

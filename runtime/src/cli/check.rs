@@ -16,12 +16,10 @@
 //! ```
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use crate::bpf::catalog;
-use crate::bpf::decode::ObjectTypes;
 use crate::cli::CheckArgs;
-use crate::script::{Instance, Limits, MapReader, Script, ScriptContext};
+use crate::script::{dry_start, Limits, Script};
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits::default();
@@ -82,33 +80,19 @@ pub fn check_source(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "oneliner".into());
+    dry_start(&script, &params, &name, limits).map_err(|e| e.to_string())?;
     let Some(program) = &manifest.program else {
-        dry_start(
-            &script,
-            &params,
-            &name,
-            Arc::new(EmptyMaps(Vec::new())),
-            limits,
-        )?;
         return Ok(format!("no kernel program{what}"));
     };
     // Script::compile refused any other (with the manifest's line).
     let spec = catalog::find(program)
         .ok_or_else(|| format!("{label}: unknown kernel program `{program}`"))?;
-    let types = ObjectTypes::parse(spec.object).map_err(|e| format!("{label}: {e}"))?;
-    let knobs = types.knobs();
+    let knobs = crate::bpf::knobs(spec);
     let as_knobs: Vec<&str> = params
         .iter()
         .filter(|(name, _)| knobs.iter().any(|k| &k.name == name))
         .map(|(name, _)| name.as_str())
         .collect();
-    dry_start(
-        &script,
-        &params,
-        &name,
-        Arc::new(EmptyMaps(types.map_names())),
-        limits,
-    )?;
     Ok(format!(
         "program {program}, {} params, knobs: {}{what}",
         params.len(),
@@ -118,40 +102,6 @@ pub fn check_source(
             as_knobs.join(", ")
         },
     ))
-}
-
-/// The program's maps as they are before the first event: there, and empty.
-struct EmptyMaps(Vec<String>);
-
-impl MapReader for EmptyMaps {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        if self.0.iter().any(|m| m == map) {
-            Ok(rhai::Array::new())
-        } else if self.0.is_empty() {
-            Err(format!("no map `{map}`: this script has no kernel program"))
-        } else {
-            Err(format!(
-                "no map `{map}` in this program; maps: {}",
-                self.0.join(", ")
-            ))
-        }
-    }
-}
-
-/// Runs the top level and `init(params)` once, connected to nothing: what the
-/// registry refuses there fails the check, with its line.
-fn dry_start(
-    script: &Script,
-    params: &[(String, crate::script::ParamValue)],
-    name: &str,
-    maps: Arc<dyn MapReader>,
-    limits: &Limits,
-) -> Result<(), String> {
-    let mut ctx = ScriptContext::detached(name);
-    ctx.maps = maps;
-    Instance::start(script, params, ctx, limits)
-        .map(drop)
-        .map_err(|e| e.to_string())
 }
 
 /// The first sentence of a description's first paragraph: up to a `.`, `!` or `?`

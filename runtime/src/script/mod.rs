@@ -155,6 +155,53 @@ impl MapReader for NoMaps {
     }
 }
 
+/// A program's maps as they are before its first event: there, and empty. What
+/// [`dry_start`] connects a script to.
+pub struct EmptyMaps(pub Vec<String>);
+
+impl EmptyMaps {
+    /// The maps of a built-in program (none for `None`).
+    pub fn of(program: Option<&str>) -> Self {
+        let names = program
+            .and_then(crate::bpf::catalog::find)
+            .and_then(|spec| crate::bpf::decode::ObjectTypes::parse(spec.object).ok())
+            .map(|t| t.map_names())
+            .unwrap_or_default();
+        EmptyMaps(names)
+    }
+}
+
+impl MapReader for EmptyMaps {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        if self.0.iter().any(|m| m == map) {
+            Ok(rhai::Array::new())
+        } else if self.0.is_empty() {
+            Err(format!("no map `{map}`: this script has no kernel program"))
+        } else {
+            Err(format!(
+                "no map `{map}` in this program; maps: {}",
+                self.0.join(", ")
+            ))
+        }
+    }
+}
+
+/// Runs a script's top level and `init(params)` once, connected to nothing: a
+/// registry of its own, its program's maps empty, events and prints discarded.
+/// What fails there (a metric the registry refuses, a label list it cannot take, a
+/// `throw`) fails before anything is loaded, with the script's position; that is
+/// how `sonde check` and `sonde daemon --check` find what only running shows.
+pub fn dry_start(
+    script: &Script,
+    params: &[(String, ParamValue)],
+    name: &str,
+    limits: &Limits,
+) -> Result<(), ScriptError> {
+    let mut ctx = ScriptContext::detached(name);
+    ctx.maps = Arc::new(EmptyMaps::of(script.manifest().program.as_deref()));
+    Instance::start(script, params, ctx, limits).map(drop)
+}
+
 /// What a running script is connected to.
 #[derive(Clone)]
 pub struct ScriptContext {
