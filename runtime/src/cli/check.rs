@@ -69,7 +69,7 @@ pub fn check_source(
     let manifest = script.manifest();
     let params = manifest
         .resolve_params(overrides)
-        .map_err(|e| format!("{label}: {e}"))?;
+        .map_err(|e| script.override_error(&e))?;
     let what = summary(&manifest.description);
     let what = if what.is_empty() {
         String::new()

@@ -151,7 +151,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let params = script
         .manifest()
         .resolve_params(&args.params)
-        .map_err(|e| anyhow!("{label}: {e}"))?;
+        .map_err(|e| anyhow!("{}", script.override_error(&e)))?;
     let node = pods::node_name();
     let printer = Arc::new(Printer::new(args.output, args.quiet));
     let registry = Arc::new(Registry::new(&node));

@@ -153,3 +153,30 @@ fn an_override_that_does_not_fit_its_kernel_knob_is_refused_before_loading() {
         "unknown param `peer_prefx4` (did you mean `peer_prefix4`?); known params: peer_prefix4, variant"
     );
 }
+
+#[test]
+fn an_override_error_points_at_the_param_declaration() {
+    let s = Script::compile(
+        "x.rhai",
+        "const PROBE = #{\n    program: \"tcp_reset\",\n    params: #{ emit_events: true, stack: false },\n};\n",
+        &Limits::default(),
+    )
+    .unwrap();
+    let e = s
+        .manifest()
+        .resolve_params(&[("stack".into(), "maybe".into())])
+        .unwrap_err();
+    assert_eq!(
+        s.override_error(&e),
+        "x.rhai:3:35: param `stack`: expected a bool (true/false/1/0) (the default is false), got `maybe`"
+    );
+    // An unknown param has no line of its own.
+    let e = s
+        .manifest()
+        .resolve_params(&[("stak".into(), "1".into())])
+        .unwrap_err();
+    assert_eq!(
+        s.override_error(&e),
+        "x.rhai: unknown param `stak` (did you mean `stack`?); known params: emit_events, stack"
+    );
+}

@@ -106,6 +106,19 @@ impl Script {
         &self.manifest
     }
 
+    /// A `--param` override's error, at the line that declares the param when
+    /// there is one: `x.rhai:3:22: param `stack`: expected a bool ...`.
+    pub fn override_error(&self, e: &ScriptError) -> String {
+        let at = match e {
+            ScriptError::Param { name, .. } => self.manifest.param_position(name),
+            _ => None,
+        };
+        match at {
+            Some((line, column)) => format!("{}:{line}:{column}: {e}", self.file),
+            None => format!("{}: {e}", self.file),
+        }
+    }
+
     /// The label given at compile time (usually the path).
     pub fn file(&self) -> &str {
         &self.file

@@ -81,6 +81,8 @@ pub struct Manifest {
     pub interval: Duration,
     /// The `//!` lines at the top of the file.
     pub description: String,
+    /// Where each param is declared (1-based line and column), in `params` order.
+    pub param_at: Vec<(usize, usize)>,
 }
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -100,6 +102,9 @@ impl Manifest {
     ///   (`threshold_ms=1s` is 1000), which must be a whole number of that unit;
     /// - float: any number;
     /// - string: the text as given.
+    ///
+    /// An error names the param but not the file: the caller knows where the
+    /// override came from ([`Manifest::param_position`] says where it is declared).
     pub fn resolve_params(
         &self,
         overrides: &[(String, String)],
@@ -117,12 +122,16 @@ impl Manifest {
                         known.join(", ")
                     )
                 };
-                return Err(ScriptError::Param { message });
+                return Err(ScriptError::Param {
+                    name: name.clone(),
+                    message,
+                });
             };
             *slot = parse_param(name, slot, text)?;
             // The kernel side takes it as it is: a knob's width, a variant's name.
             if let Some(spec) = self.program.as_deref().and_then(crate::bpf::catalog::find) {
                 kernel_fit(spec, name, slot).map_err(|m| ScriptError::Param {
+                    name: name.clone(),
                     message: format!("param `{name}`: {m}"),
                 })?;
             }
@@ -178,6 +187,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+impl Manifest {
+    /// Where `name` is declared in `PROBE.params`.
+    pub fn param_position(&self, name: &str) -> Option<(usize, usize)> {
+        let i = self.params.iter().position(|(n, _)| n == name)?;
+        self.param_at.get(i).copied()
+    }
+}
+
 fn parse_param(name: &str, default: &ParamValue, text: &str) -> Result<ParamValue, ScriptError> {
     let t = text.trim();
     let parsed = match default {
@@ -202,6 +219,7 @@ fn parse_param(name: &str, default: &ParamValue, text: &str) -> Result<ParamValu
             _ => "",
         };
         ScriptError::Param {
+            name: name.to_string(),
             message: format!(
                 "param `{name}`: expected {}{hint} (the default is {default}), got `{text}`",
                 default.type_name()
@@ -379,6 +397,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
             params: Vec::new(),
             interval: DEFAULT_INTERVAL,
             description,
+            param_at: Vec::new(),
         });
     };
 
@@ -387,6 +406,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
         params: Vec::new(),
         interval: DEFAULT_INTERVAL,
         description,
+        param_at: Vec::new(),
     };
     if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
         manifest.program = Some(check_program(&s).map_err(|m| err_at(at, m))?);
@@ -485,6 +505,15 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                 }
                 // Rhai maps are sorted; keep the order the author wrote them in.
                 list.sort_by_key(|(name, _)| key_at(name).unwrap_or(usize::MAX));
+                manifest.param_at = list
+                    .iter()
+                    .map(|(name, _)| {
+                        key_at(name)
+                            .or(key_at(key))
+                            .map(|o| line_col(source, o))
+                            .unwrap_or((1, 1))
+                    })
+                    .collect();
                 manifest.params = list;
             }
             other => {

@@ -124,7 +124,7 @@ pub enum ScriptError {
     },
     /// A `--param`/config override does not fit the script's params.
     #[error("{message}")]
-    Param { message: String },
+    Param { name: String, message: String },
     /// The top level or `init` failed when the script started.
     #[error("{file}: {message}")]
     Start { file: String, message: String },
