@@ -162,6 +162,8 @@ pub(crate) fn did_you_mean(name: &str, known: &[&str]) -> String {
     let limit = (name.chars().count() / 3).max(1);
     known
         .iter()
+        // Names are short; a long one is no typo (and costs length² to compare).
+        .filter(|k| name.len() <= 64 && k.len() <= 64)
         .map(|k| (edit_distance(name, k), *k))
         .filter(|(d, _)| *d <= limit)
         .min()
