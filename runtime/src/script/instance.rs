@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Position, Scope, AST};
 
+use super::diagnostic::{fn_offset, message_of, position_of};
 use super::engine::{self, Host, DEADLINE_TOKEN, MEMORY_TOKEN, STACK_TOKEN, STOP_TOKEN};
 use super::manifest::{self, Manifest, ParamValue};
 use super::{Limits, ScriptContext, ScriptError};
@@ -123,19 +124,6 @@ impl Script {
     pub fn file(&self) -> &str {
         &self.file
     }
-}
-
-/// Where `fn name` is declared (byte offset): `fn`, blanks, the name, then `(`.
-fn fn_offset(source: &str, name: &str) -> Option<usize> {
-    source.match_indices("fn").find_map(|(i, _)| {
-        let word_start = source[..i]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-        let rest = source[i + 2..].strip_prefix(|c: char| c.is_whitespace())?;
-        let rest = rest.trim_start().strip_prefix(name)?;
-        (word_start && rest.trim_start().starts_with('(')).then_some(i)
-    })
 }
 
 fn position(p: Position) -> (usize, usize) {
@@ -525,75 +513,6 @@ impl Script {
             },
         };
         (at, message_of(e, limits))
-    }
-}
-
-/// The position nearest to where `e` happened: its own, else that of the innermost
-/// call around it (the call site of the function it happened in).
-fn position_of(e: &EvalAltResult) -> Position {
-    let mut best = Position::NONE;
-    let mut cur = e;
-    loop {
-        if !cur.position().is_none() {
-            best = cur.position();
-        }
-        match cur {
-            EvalAltResult::ErrorInFunctionCall(.., inner, _)
-            | EvalAltResult::ErrorInModule(.., inner, _) => cur = inner,
-            _ => return best,
-        }
-    }
-}
-
-/// What the innermost cause of `e` says, without Rhai's own position suffix.
-fn message_of(e: &EvalAltResult, limits: &Limits) -> String {
-    match e.unwrap_inner() {
-        EvalAltResult::ErrorTooManyOperations(..) => format!(
-            "stopped: more than {} operations in one call (limits.max_operations); does a loop never end?",
-            limits.max_operations
-        ),
-        EvalAltResult::ErrorDataTooLarge(what, _) => match what.as_str() {
-            "Length of string" => format!(
-                "stopped: a string grew past {} bytes (limits.max_string_size)",
-                limits.max_string_size
-            ),
-            "Size of array/BLOB" => format!(
-                "stopped: an array grew past {} items (limits.max_array_size)",
-                limits.max_array_size
-            ),
-            "Size of object map" => format!(
-                "stopped: a map grew past {} entries (limits.max_map_size)",
-                limits.max_map_size
-            ),
-            other => format!("stopped: {other} too large"),
-        },
-        EvalAltResult::ErrorStackOverflow(..) => format!(
-            "stopped: calls nested deeper than {} (limits.max_call_levels); recurse less deeply",
-            limits.max_call_levels
-        ),
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
-            format!(
-                "stopped: the call ran past its deadline ({:?}, limits.call_deadline)",
-                limits.call_deadline
-            )
-        }
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => {
-            "stopped: the call kept more memory than the script's budget (limits.memory)"
-                .to_string()
-        }
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == STACK_TOKEN => format!(
-            "stopped: calls nested too deep for the stack ({} KiB left); recurse less deeply",
-            super::stack::STACK_RESERVE >> 10
-        ),
-        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        other => {
-            // Rhai appends " (line l, position c)"; the position is printed first instead.
-            let s = other.to_string();
-            match s.rfind(" (line ") {
-                Some(i) if s.ends_with(')') => s[..i].to_string(),
-                _ => s,
-            }
-        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rhai::{Dynamic, Map, AST};
 
+use super::diagnostic::did_you_mean;
 use super::ScriptError;
 
 /// A param value: the type of the default decides how an override is parsed.
@@ -155,38 +156,6 @@ fn kernel_fit(
             .map_err(|m| format!("{m} (it sets the kernel knob `{name}` of {})", spec.name)),
         None => Ok(()),
     }
-}
-
-/// ` (did you mean `x`?)` when one of `known` is a typo away from `name`, else "".
-pub(crate) fn did_you_mean(name: &str, known: &[&str]) -> String {
-    let limit = (name.chars().count() / 3).max(1);
-    known
-        .iter()
-        // Names are short; a long one is no typo (and costs length² to compare).
-        .filter(|k| name.len() <= 64 && k.len() <= 64)
-        .map(|k| (edit_distance(name, k), *k))
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-        .unwrap_or_default()
-}
-
-/// Levenshtein distance, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diag + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 impl Manifest {

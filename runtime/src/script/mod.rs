@@ -39,6 +39,7 @@
 //! registered (`api.rs`, `stdlib.rs`) and in `stdlib/README.md`.
 
 mod api;
+mod diagnostic;
 mod engine;
 mod file;
 mod instance;
