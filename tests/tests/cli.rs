@@ -325,3 +325,201 @@ fn runaway_handlers_are_stopped_and_counted() {
     assert!(errors.contains("operations="), "{errors}");
     assert!(errors.contains("size="), "{errors}");
 }
+
+/// Writes `files` into a fresh directory the daemon's strict modes accept.
+fn script_dir(test: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = sonde_tests::trusted_tmp().join(format!("sonde-cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const TYPO: &str = "//! Resets.\nconst PROBE = #{\n    program: \"tcp_resets\",\n};\n";
+const STRING_PARAM: &str = "const PROBE = #{\n    program: \"kernel_latency\",\n    params: #{\n        threshold_ms: \"yes\",\n    },\n};\n";
+const DOUBLING: &str = "const PROBE = #{ interval: \"100ms\" };\n\nfn on_tick() {\n    let s = \"xx\";\n    loop { s += s; }\n}\n";
+const ABBREVIATED: &str = "//! Connect latency, i.e. SYN to established. Per pod.\nconst PROBE = \"tcp_reset\";\n\nfn init(params) {\n    this.lat = metrics::counter(\"lat_ms\", \"Latency.\", [\"pod\"]);\n}\n";
+
+/// A manifest mistake is reported at the line of its key, by `sonde run` (before
+/// anything is loaded) and `sonde check` alike, with the near name or what was
+/// expected; no Rust internals.
+#[test]
+fn run_and_check_name_the_manifest_line_of_a_mistake() {
+    let dir = script_dir(
+        "manifest",
+        &[("typo.rhai", TYPO), ("string_param.rhai", STRING_PARAM)],
+    );
+    let typo = dir.join("typo.rhai");
+    let string_param = dir.join("string_param.rhai");
+    let want_typo = format!(
+        "{}:3:5: PROBE: program: unknown kernel program `tcp_resets` (did you mean `tcp_reset`?); built-in programs: tcp_reset, ",
+        typo.display()
+    );
+    let want_param = format!(
+        "{}:4:9: PROBE: params.threshold_ms: expected an integer, got the string \"yes\" (it sets the kernel knob `threshold_ms` of kernel_latency)",
+        string_param.display()
+    );
+    for (path, want) in [(&typo, &want_typo), (&string_param, &want_param)] {
+        let path = path.to_str().unwrap();
+        let run = sonde(&["run", path, "--for", "1s"]);
+        let (_, err) = text(&run);
+        assert!(!run.status.success(), "{err}");
+        assert!(err.starts_with(&format!("sonde: {want}")), "{err}");
+        assert!(!err.contains("Str("), "{err}");
+        let check = sonde(&["check", path]);
+        let (out, _) = text(&check);
+        assert!(!check.status.success(), "{out}");
+        assert!(out.starts_with(want.as_str()), "{out}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A handler stopped by a sandbox limit is reported at the handler's line with
+/// the limit's config key: in `sonde run`'s log, the daemon's log and `/status`.
+#[test]
+fn limit_errors_name_the_line_in_run_the_daemon_log_and_status() {
+    let dir = script_dir("limits", &[("doubling.rhai", DOUBLING)]);
+    let path = dir.join("doubling.rhai");
+    let want = format!(
+        "{}:3:1: stopped: a string grew past 65536 bytes (limits.max_string_size)",
+        path.display()
+    );
+    let run = sonde(&["run", path.to_str().unwrap(), "--for", "500ms"]);
+    let (_, err) = text(&run);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("script handler failed") && l.contains(&format!("error={want}"))),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    let doubling = |p: &std::path::Path| std::fs::write(p, DOUBLING).unwrap();
+    let typo = |p: &std::path::Path| std::fs::write(p, TYPO).unwrap();
+    let d = sonde_tests::daemon::Daemon::start_with(
+        "limits",
+        &[],
+        "",
+        &[("doubling.rhai", &doubling), ("typo.rhai", &typo)],
+        None,
+    );
+    let want = format!(
+        "{}:3:1: stopped: a string grew past 65536 bytes (limits.max_string_size)",
+        d.script("doubling.rhai").display()
+    );
+    d.wait_for("the handler to fail", Duration::from_secs(5), || {
+        d.unit("doubling")["last_error"].is_string()
+    });
+    assert_eq!(
+        d.unit("doubling")["last_error"].as_str().unwrap(),
+        format!("on_tick: {want}")
+    );
+    assert!(
+        d.stderr().contains(&format!("error={want}")),
+        "{}",
+        d.stderr()
+    );
+    let typo = d.unit("typo");
+    assert_eq!(typo["state"], "failed", "{typo}");
+    assert!(
+        typo["last_error"].as_str().unwrap().starts_with(&format!(
+            "{}:3:5: PROBE: program: unknown kernel program `tcp_resets` (did you mean `tcp_reset`?)",
+            d.script("typo.rhai").display()
+        )),
+        "{typo}"
+    );
+}
+
+/// `sonde check` runs `init` against a registry of its own: a metric name the
+/// registry refuses fails the check with the script's line, not the first event.
+/// It takes `-e` like `sonde run`, and keeps a summary's "i.e.".
+#[test]
+fn check_runs_init_takes_e_and_keeps_the_first_sentence_whole() {
+    let dir = script_dir("init", &[("latency.rhai", ABBREVIATED)]);
+    let path = dir.join("latency.rhai");
+    let out = sonde(&["check", path.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.trim_end(),
+        format!(
+            "{}:4:1: init failed: invalid metric name `sonde_lat_ms`: counter names end in `_total` (e.g. `sonde_lat_ms_total`)",
+            path.display()
+        )
+    );
+    // The daemon's --check finds it the same way.
+    let config = dir.join("sonde.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scripts:\n  builtin: []\n  directories: [{}]\n  strict_modes: {}\n",
+            dir.display(),
+            sonde_tests::strict_modes_hold()
+        ),
+    )
+    .unwrap();
+    let out = sonde(&["daemon", "--check", "--config", config.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:1: init failed: invalid metric name `sonde_lat_ms`",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    let fixed = ABBREVIATED.replace("lat_ms", "connect_latency_total");
+    let out = sonde(&["check", "-e", &fixed]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.trim_end(),
+        "-e: ok (program tcp_reset, 0 params, knobs: none; Connect latency, i.e. SYN to established.)"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn run_and_check_without_a_script_mention_e() {
+    for cmd in ["run", "check"] {
+        let out = sonde(&[cmd]);
+        let (_, err) = text(&out);
+        assert!(!out.status.success());
+        assert!(err.contains("|-e <CODE>>"), "{cmd}: {err}");
+    }
+}
+
+/// An `ip netns` namespace is named as the daemon names it, not `netns:<inode>`.
+#[test]
+fn run_names_an_ip_netns_namespace_by_its_name() {
+    if !require_root("run_names_an_ip_netns_namespace_by_its_name") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = NetnsThread::new().unwrap();
+    let name = format!("sonde-cli-{}", std::process::id());
+    // SAFETY: gettid has no preconditions.
+    let tid = ns.run(|| unsafe { libc::gettid() });
+    sonde_tests::ip(&["netns", "attach", &name, &tid.to_string()]);
+    let run = start(&["run", "scripts/tcp_reset.rhai", "--for", "2s"]);
+    let (p4, _) = closed_ports(&ns);
+    ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p4)), 2));
+    let (out, _) = finish(run);
+    sonde_tests::ip(&["netns", "delete", &name]);
+    let pod = format!("pod={name} ");
+    let named = out
+        .lines()
+        .filter(|l| l.starts_with("type=TCPRESET_NOSOCK") && l.contains(&pod))
+        .count();
+    assert_eq!(named, 2, "{out}");
+    assert!(!out.contains(&format!("netns:{}", ns.inode)), "{out}");
+}

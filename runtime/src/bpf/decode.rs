@@ -554,6 +554,14 @@ impl ObjectTypes {
             .collect()
     }
 
+    /// The names of the BTF-defined maps (the `.maps` section).
+    pub fn map_names(&self) -> Vec<String> {
+        self.datasec_vars(".maps")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
     /// Key and value decoders of a BTF-defined map in `.maps`.
     pub fn map_decoders(&self, map: &str) -> Result<(Decoder, Decoder), DecodeError> {
         let missing = || DecodeError::MissingType(format!("map `{map}` key/value"));

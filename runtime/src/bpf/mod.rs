@@ -175,6 +175,23 @@ pub fn check_knob(knob: &Knob, value: &ParamValue) -> Result<(), String> {
     knob_bytes(knob, value).map(|_| ())
 }
 
+/// The knobs of a built-in program, read from its object once.
+pub fn knobs(spec: &ProgramSpec) -> &'static [Knob] {
+    static KNOBS: std::sync::OnceLock<Mutex<HashMap<&'static str, &'static [Knob]>>> =
+        std::sync::OnceLock::new();
+    let mut all = KNOBS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.entry(spec.name).or_insert_with(|| {
+        let knobs = ObjectTypes::parse(spec.object)
+            .map(|t| t.knobs())
+            .unwrap_or_default();
+        // Once per built-in program: a bounded, deliberate leak.
+        Box::leak(knobs.into_boxed_slice())
+    })
+}
+
 /// Encodes a param as the bytes of a knob.
 fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
     let int = match (knob.kind, value) {
@@ -183,10 +200,14 @@ fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
         (KnobKind::Int { .. }, ParamValue::Bool(b)) => *b as i64,
         (KnobKind::Bool, ParamValue::Int(i)) => (*i != 0) as i64,
         (KnobKind::Other, _) => return Err("knob type is not a bool or an integer".into()),
-        (_, other) => {
+        (KnobKind::Bool, other) => {
             return Err(format!(
-                "expects an integer or bool, the param is {other:?}"
+                "expected a bool (or 0/1), got {}",
+                other.describe()
             ))
+        }
+        (KnobKind::Int { .. }, other) => {
+            return Err(format!("expected an integer, got {}", other.describe()))
         }
     };
     if let KnobKind::Int { signed } = knob.kind {
@@ -201,8 +222,8 @@ fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
         };
         if !fits {
             return Err(format!(
-                "{int} does not fit a {}{bits}-bit knob",
-                if signed { "signed " } else { "unsigned " }
+                "{int} does not fit {} {bits}-bit knob",
+                if signed { "a signed" } else { "an unsigned" }
             ));
         }
     }
@@ -222,14 +243,25 @@ fn wanted_variant(
     let Some((_, value)) = params.iter().find(|(n, _)| n == VARIANT_PARAM) else {
         return Ok(None);
     };
+    check_variant(spec, value).map_err(|reason| BpfError::Knob {
+        program: spec.name.into(),
+        knob: VARIANT_PARAM.into(),
+        reason,
+    })
+}
+
+/// The variant a `variant` param names (`None`: `auto`), or why it names none.
+pub fn check_variant(
+    spec: &ProgramSpec,
+    value: &ParamValue,
+) -> Result<Option<&'static str>, String> {
     let asked = match value {
         ParamValue::Str(s) => s.as_str(),
         other => {
-            return Err(BpfError::Knob {
-                program: spec.name.into(),
-                knob: VARIANT_PARAM.into(),
-                reason: format!("expects a variant name, the param is {other:?}"),
-            })
+            return Err(format!(
+                "expected a variant name (a string), got {}",
+                other.describe()
+            ))
         }
     };
     if asked.is_empty() || asked == "auto" {
@@ -237,18 +269,14 @@ fn wanted_variant(
     }
     match spec.variants.iter().find(|v| v.name == asked) {
         Some(v) => Ok(Some(v.name)),
-        None => Err(BpfError::Knob {
-            program: spec.name.into(),
-            knob: VARIANT_PARAM.into(),
-            reason: format!(
-                "no variant `{asked}`; variants: auto, {}",
-                spec.variants
-                    .iter()
-                    .map(|v| v.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }),
+        None => Err(format!(
+            "no variant `{asked}`; variants: auto, {}",
+            spec.variants
+                .iter()
+                .map(|v| v.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

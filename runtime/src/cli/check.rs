@@ -1,18 +1,48 @@
 //! `sonde check`: compile and validate scripts without loading anything.
+//!
+//! Everything that can be known without the kernel is checked, so that a script
+//! that checks clean does not fail on its first event: the syntax and handlers, the
+//! `PROBE` manifest (its program among the built-in ones, param defaults against
+//! the program's knobs), `--param` overrides, and the script's top level and
+//! `init(params)` run once against a registry of its own and empty kernel maps, so
+//! that a metric the registry refuses (`metrics::counter("lat_ms", ...)`: an
+//! abbreviated unit) is reported with its line.
+//!
+//! ```text
+//! $ sonde check x.rhai
+//! x.rhai:4:1: init failed: invalid metric name `sonde_lat_ms`: counter names end in `_total` (e.g. `sonde_lat_ms_total`)
+//! $ sonde check -e 'fn on_tick() { print("tick") }'
+//! -e: ok (no kernel program)
+//! ```
 
 use std::process::ExitCode;
 
 use crate::bpf::catalog;
-use crate::bpf::decode::ObjectTypes;
 use crate::cli::CheckArgs;
-use crate::script::{Limits, Script};
+use crate::script::{dry_start, Limits, Script};
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits::default();
     let mut failed = 0;
-    for path in &args.files {
-        match check_one(path, &args.params, &limits) {
-            Ok(summary) => println!("{}: ok ({summary})", path.display()),
+    let mut scripts: Vec<(String, anyhow::Result<String>)> = args
+        .files
+        .iter()
+        .map(|path| {
+            let label = path.display().to_string();
+            let source = crate::script::read_script_file(path, crate::script::MAX_SCRIPT_BYTES)
+                .map_err(anyhow::Error::from);
+            (label, source)
+        })
+        .collect();
+    if let Some(code) = &args.expr {
+        scripts.push(("-e".to_string(), Ok(code.clone())));
+    }
+    for (label, source) in scripts {
+        let result = source
+            .map_err(|e| e.to_string())
+            .and_then(|source| check_source(&label, &source, &args.params, &limits));
+        match result {
+            Ok(summary) => println!("{label}: ok ({summary})"),
             Err(e) => {
                 failed += 1;
                 println!("{e}");
@@ -27,44 +57,42 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Validates one script: it compiles, its manifest is sound, its program exists,
-/// its params resolve, and every param that names a knob fits it.
-pub fn check_one(
-    path: &std::path::Path,
+/// its params resolve and fit their knobs, and its top level and `init` run
+/// against a registry of their own and empty maps.
+pub fn check_source(
+    label: &str,
+    source: &str,
     overrides: &[(String, String)],
     limits: &Limits,
 ) -> Result<String, String> {
-    let label = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| format!("{label}: cannot read: {e}"))?;
-    let script = Script::compile(&label, &source, limits).map_err(|e| e.to_string())?;
+    let script = Script::compile(label, source, limits).map_err(|e| e.to_string())?;
     let manifest = script.manifest();
     let params = manifest
         .resolve_params(overrides)
-        .map_err(|e| format!("{label}: {e}"))?;
-    let what = first_sentence(&manifest.description);
+        .map_err(|e| script.override_error(&e))?;
+    let what = summary(&manifest.description);
     let what = if what.is_empty() {
         String::new()
     } else {
         format!("; {what}")
     };
+    let name = std::path::Path::new(label)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "oneliner".into());
+    dry_start(&script, &params, &name, limits).map_err(|e| e.to_string())?;
     let Some(program) = &manifest.program else {
         return Ok(format!("no kernel program{what}"));
     };
-    let spec = catalog::find(program).ok_or_else(|| {
-        format!(
-            "{label}: PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
-            catalog::names().join(", ")
-        )
-    })?;
-    let types = ObjectTypes::parse(spec.object).map_err(|e| format!("{label}: {e}"))?;
-    let knobs = types.knobs();
-    let mut as_knobs = Vec::new();
-    for (name, value) in &params {
-        if let Some(knob) = knobs.iter().find(|k| &k.name == name) {
-            crate::bpf::check_knob(knob, value)
-                .map_err(|e| format!("{label}: param `{name}` (kernel knob): {e}"))?;
-            as_knobs.push(name.as_str());
-        }
-    }
+    // Script::compile refused any other (with the manifest's line).
+    let spec = catalog::find(program)
+        .ok_or_else(|| format!("{label}: unknown kernel program `{program}`"))?;
+    let knobs = crate::bpf::knobs(spec);
+    let as_knobs: Vec<&str> = params
+        .iter()
+        .filter(|(name, _)| knobs.iter().any(|k| &k.name == name))
+        .map(|(name, _)| name.as_str())
+        .collect();
     Ok(format!(
         "program {program}, {} params, knobs: {}{what}",
         params.len(),
@@ -76,16 +104,87 @@ pub fn check_one(
     ))
 }
 
-/// The first sentence of the first paragraph of a description.
-fn first_sentence(description: &str) -> String {
+/// The first sentence of a description's first paragraph: up to a `.`, `!` or `?`
+/// followed by a space and a capital letter, where the `.` does not end an
+/// abbreviation (`e.g.`, `i.e.`, `vs.`, an initial).
+fn summary(description: &str) -> String {
     let para: Vec<&str> = description
         .lines()
         .map(str::trim)
         .take_while(|l| !l.is_empty())
         .collect();
     let para = para.join(" ");
-    match para.find(". ") {
-        Some(i) => para[..=i].to_string(),
-        None => para,
+    for (i, c) in para.char_indices() {
+        if !matches!(c, '.' | '!' | '?') {
+            continue;
+        }
+        let rest = &para[i + 1..];
+        let next = rest.trim_start().chars().next();
+        if !rest.starts_with(' ') || !next.is_some_and(char::is_uppercase) {
+            continue;
+        }
+        if c == '.' && abbreviation(para[..i].rsplit(' ').next().unwrap_or("")) {
+            continue;
+        }
+        return para[..=i].to_string();
+    }
+    para
+}
+
+/// Whether `word` (what precedes a `.`) is an abbreviation rather than a sentence's
+/// last word: `e.g`, `i.e`, `vs`, `cf`, `approx`, a single letter (an initial), or
+/// anything with a dot inside (`U.S`).
+fn abbreviation(word: &str) -> bool {
+    let w = word
+        .trim_start_matches(['(', '"', '`', '\''])
+        .to_lowercase();
+    if w.ends_with("..") {
+        return false; // an ellipsis
+    }
+    matches!(
+        w.as_str(),
+        "vs" | "cf" | "approx" | "incl" | "resp" | "esp" | "no" | "fig"
+    ) || w.contains('.')
+        || (w.chars().count() == 1 && w.chars().all(char::is_alphabetic))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_the_first_sentence_not_cut_at_an_abbreviation() {
+        let cases = [
+            (
+                "Retransmits per pod, i.e. segments sent again. Reads tcp_retransmit_skb.",
+                "Retransmits per pod, i.e. segments sent again.",
+            ),
+            (
+                "Latency of slow paths, e.g. TCP connect or DNS. Thresholds in ms.",
+                "Latency of slow paths, e.g. TCP connect or DNS.",
+            ),
+            (
+                "Compares v4 vs. IPv6 resets. More below.",
+                "Compares v4 vs. IPv6 resets.",
+            ),
+            ("Resets!\nWhy? Because.", "Resets!"),
+            ("Version 1.5 counts drops", "Version 1.5 counts drops"),
+            (
+                "Sets the MAC, offloads... Each is slow.",
+                "Sets the MAC, offloads...",
+            ),
+            (
+                "One line per reset.\nThe second line.\n\nA second paragraph.",
+                "One line per reset.",
+            ),
+            (
+                "ends at the first. lowercase goes on",
+                "ends at the first. lowercase goes on",
+            ),
+            ("", ""),
+        ];
+        for (description, want) in cases {
+            assert_eq!(summary(description), want, "{description:?}");
+        }
     }
 }

@@ -140,12 +140,12 @@ pub struct EventsArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("script").required(true).args(["file", "expr"]))]
 pub struct RunArgs {
-    /// The script file.
-    #[arg(required_unless_present = "expr", conflicts_with = "expr")]
+    /// The script file (or -e 'CODE').
     pub file: Option<PathBuf>,
     /// Script source given inline.
-    #[arg(short = 'e', long = "expr", value_name = "CODE")]
+    #[arg(short = 'e', alias = "expr", value_name = "CODE")]
     pub expr: Option<String>,
     /// Stop after this long (e.g. 30s, 5m, 500ms). Default: until Ctrl-C.
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
@@ -189,10 +189,13 @@ pub struct ProbesArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("script").required(true).multiple(true).args(["files", "expr"]))]
 pub struct CheckArgs {
-    /// Script files to check.
-    #[arg(required = true)]
+    /// Script files to check (and/or -e 'CODE').
     pub files: Vec<PathBuf>,
+    /// Script source given inline, checked after the files.
+    #[arg(short = 'e', alias = "expr", value_name = "CODE")]
+    pub expr: Option<String>,
     /// Param overrides to validate against each script (repeatable).
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,

@@ -103,8 +103,8 @@ struct RunCtx<'a> {
     printer: &'a Arc<Printer>,
     registry: &'a Arc<Registry>,
     limits: &'a Limits,
-    /// Who a namespace belongs to: the container runtime when one is found at the
-    /// usual sockets, else the host only.
+    /// Who a namespace belongs to, named as the daemon names it (live), or the host
+    /// only (a replay).
     pods: Arc<dyn PodResolver>,
 }
 
@@ -151,7 +151,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let params = script
         .manifest()
         .resolve_params(&args.params)
-        .map_err(|e| anyhow!("{label}: {e}"))?;
+        .map_err(|e| anyhow!("{}", script.override_error(&e)))?;
     let node = pods::node_name();
     let printer = Arc::new(Printer::new(args.output, args.quiet));
     let registry = Arc::new(Registry::new(&node));
@@ -165,13 +165,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         printer: &printer,
         registry: &registry,
         limits: &limits,
-        pods: match (&args.replay, pods::cri::find_socket()) {
-            (None, Some(_)) => pods::CriResolver::start(pods::ResolverOptions::new(
+        // The daemon's resolver with its default config: the container runtime when
+        // there is one, else cgroup container ids and `ip netns` names.
+        pods: match &args.replay {
+            None => pods::CriResolver::start(pods::ResolverOptions::new(
                 pods::CriSocket::Auto,
-                std::time::Duration::from_secs(10),
+                pods::PodsConfig::default().refresh,
                 &node,
             )),
-            _ => Arc::new(HostResolver::new(&node)),
+            Some(_) => Arc::new(HostResolver::new(&node)),
         },
     };
     let stats = match args.replay.clone() {
@@ -266,12 +268,9 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         return Ok(stats);
     };
 
-    let spec = catalog::find(&program).ok_or_else(|| {
-        anyhow!(
-            "PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
-            catalog::names().join(", ")
-        )
-    })?;
+    // Script::compile refused any other (with the manifest's line).
+    let spec =
+        catalog::find(&program).ok_or_else(|| anyhow!("unknown kernel program `{program}`"))?;
     let btf = KernelBtf::locate(args.btf.as_deref())?;
     let mut live = Live::start(spec, rc.params, &btf, pods, args.record.is_some())?;
     for s in &live.loaded.skipped {

@@ -236,10 +236,12 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
         let result = Script::compile(&label, &w.source, &limits)
             .map_err(|e| e.to_string())
             .and_then(|s| {
-                s.manifest()
+                let params = s
+                    .manifest()
                     .resolve_params(&overrides)
-                    .map(|p| (s.manifest().program.clone(), p))
-                    .map_err(|e| format!("{label}: scripts.params.{name}: {e}"))
+                    .map_err(|e| format!("{label}: scripts.params.{name}: {e}"))?;
+                crate::script::dry_start(&s, &params, name, &limits).map_err(|e| e.to_string())?;
+                Ok((s.manifest().program.clone(), params))
             });
         match result {
             Ok((program, params)) => {

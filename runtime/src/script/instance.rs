@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Position, Scope, AST};
 
+use super::diagnostic::{fn_offset, message_of, position_of};
 use super::engine::{self, Host, DEADLINE_TOKEN, MEMORY_TOKEN, STACK_TOKEN, STOP_TOKEN};
 use super::manifest::{self, Manifest, ParamValue};
 use super::{Limits, ScriptContext, ScriptError};
@@ -24,6 +25,9 @@ pub struct Script {
     uses_emit: bool,
     init_arity: Option<usize>,
     has: [bool; 3],
+    /// Where each function is declared (`fn name`), by name: the line of an error
+    /// that carries none of its own.
+    fns: Arc<BTreeMap<String, (usize, usize)>>,
 }
 
 const ON_EVENT: usize = 0;
@@ -54,15 +58,13 @@ impl Script {
 
         let mut has = [false; 3];
         let mut init_arity = None;
+        let mut fns = BTreeMap::new();
         for f in ast.iter_functions() {
-            let at = || {
-                let needle = format!("fn {}", f.name);
-                let (line, column) = source
-                    .find(&needle)
-                    .map(|o| manifest::line_col(source, o))
-                    .unwrap_or((1, 1));
-                (line, column)
-            };
+            let declared = fn_offset(source, f.name).map(|o| manifest::line_col(source, o));
+            if let Some(at) = declared {
+                fns.insert(f.name.to_string(), at);
+            }
+            let at = || declared.unwrap_or((1, 1));
             if f.name == "init" {
                 if f.params.len() > 1 {
                     let (line, column) = at();
@@ -97,11 +99,25 @@ impl Script {
             uses_emit: calls_emit(source),
             init_arity,
             has,
+            fns: Arc::new(fns),
         })
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// A `--param` override's error, at the line that declares the param when
+    /// there is one: `x.rhai:3:22: param `stack`: expected a bool ...`.
+    pub fn override_error(&self, e: &ScriptError) -> String {
+        let at = match e {
+            ScriptError::Param { name, .. } => self.manifest.param_position(name),
+            _ => None,
+        };
+        match at {
+            Some((line, column)) => format!("{}:{line}:{column}: {e}", self.file),
+            None => format!("{}: {e}", self.file),
+        }
     }
 
     /// The label given at compile time (usually the path).
@@ -225,9 +241,21 @@ impl Instance {
             last_error: None,
             calls: 0,
         };
-        let fail = |what: &str, e: &EvalAltResult| ScriptError::Start {
-            file: script.file.clone(),
-            message: format!("{what} failed: {}", describe(&script.file, e)),
+        let fail = |what: &str, e: &EvalAltResult| {
+            let (at, message) = script.locate(what, e, limits);
+            let message = format!("{what} failed: {message}");
+            match at {
+                (Some(line), Some(column)) => ScriptError::Init {
+                    file: script.file.clone(),
+                    line,
+                    column,
+                    message,
+                },
+                _ => ScriptError::Start {
+                    file: script.file.clone(),
+                    message,
+                },
+            }
         };
         inst.host.reset_deadline();
         if let Err(e) = inst.engine.run_ast_with_scope(&mut inst.scope, &inst.ast) {
@@ -403,7 +431,10 @@ impl Instance {
                 .is_ok_and(|d| d >= Duration::from_secs(1))
         }) {
             self.last_error = Some((
-                format!("{handler}: {}", describe(&self.script.file, e)),
+                format!(
+                    "{handler}: {}",
+                    self.script.describe(handler, e, &self.host.limits)
+                ),
                 now_sys,
             ));
         }
@@ -438,7 +469,7 @@ impl Instance {
                 handler,
                 kind = kind.as_str(),
                 suppressed,
-                error = %describe(&self.script.file, e),
+                error = %self.script.describe(handler, e, &self.host.limits),
                 "script handler failed"
             );
         }
@@ -450,40 +481,38 @@ fn is_stop(e: &EvalAltResult) -> bool {
     matches!(e.unwrap_inner(), EvalAltResult::ErrorTerminated(t, _) if t.to_string() == STOP_TOKEN)
 }
 
-/// `file:line:col: message` for a runtime error, from its innermost cause.
-pub(crate) fn describe(file: &str, e: &EvalAltResult) -> String {
-    let inner = e.unwrap_inner();
-    let pos = if inner.position().is_none() {
-        e.position()
-    } else {
-        inner.position()
-    };
-    let msg = match inner {
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
-            "stopped: the call ran past its deadline".to_string()
+impl Script {
+    /// `file:line:col: message` for an error of `handler` (or of `top level`): the
+    /// one way a script's runtime errors are written, in `sonde run`, `sonde check`,
+    /// the daemon's log and `/status`.
+    pub(crate) fn describe(&self, handler: &str, e: &EvalAltResult, limits: &Limits) -> String {
+        let (at, message) = self.locate(handler, e, limits);
+        match at {
+            (Some(l), Some(c)) => format!("{}:{l}:{c}: {message}", self.file),
+            (Some(l), None) => format!("{}:{l}: {message}", self.file),
+            _ => format!("{}: {message}", self.file),
         }
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => {
-            "stopped: the call kept more memory than the script's budget (limits.memory)"
-                .to_string()
-        }
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == STACK_TOKEN => format!(
-            "stopped: calls nested too deep for the stack ({} KiB left); recurse less deeply",
-            super::stack::STACK_RESERVE >> 10
-        ),
-        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        other => {
-            // Rhai appends " (line l, position c)"; the position is printed first instead.
-            let s = other.to_string();
-            match s.rfind(" (line ") {
-                Some(i) if s.ends_with(')') => s[..i].to_string(),
-                _ => s,
-            }
-        }
-    };
-    match (pos.line(), pos.position()) {
-        (Some(l), Some(c)) => format!("{file}:{l}:{c}: {msg}"),
-        (Some(l), None) => format!("{file}:{l}: {msg}"),
-        _ => format!("{file}: {msg}"),
+    }
+
+    /// Where an error of `handler` happened (line, column), and what it says.
+    fn locate(
+        &self,
+        handler: &str,
+        e: &EvalAltResult,
+        limits: &Limits,
+    ) -> ((Option<usize>, Option<usize>), String) {
+        let at = position_of(e);
+        let at = match (at.line(), at.position()) {
+            (Some(l), c) => (Some(l), c),
+            // Rhai passes the sandbox's limit errors out of a function with the
+            // position of its call, and a handler's call has none: the handler's
+            // own line is the nearest there is.
+            _ => match self.fns.get(handler) {
+                Some(&(l, c)) => (Some(l), Some(c)),
+                None => (None, None),
+            },
+        };
+        (at, message_of(e, limits))
     }
 }
 

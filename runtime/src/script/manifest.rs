@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rhai::{Dynamic, Map, AST};
 
+use super::diagnostic::did_you_mean;
 use super::ScriptError;
 
 /// A param value: the type of the default decides how an override is parsed.
@@ -35,6 +36,16 @@ impl ParamValue {
             ParamValue::Int(_) => "an integer",
             ParamValue::Float(_) => "a number",
             ParamValue::Str(_) => "a string",
+        }
+    }
+
+    /// The value for a person: `the string "yes"`, `the integer 3`.
+    pub fn describe(&self) -> String {
+        match self {
+            ParamValue::Bool(b) => format!("the bool {b}"),
+            ParamValue::Int(i) => format!("the integer {i}"),
+            ParamValue::Float(x) => format!("the number {x}"),
+            ParamValue::Str(s) => format!("the string {s:?}"),
         }
     }
 
@@ -71,6 +82,8 @@ pub struct Manifest {
     pub interval: Duration,
     /// The `//!` lines at the top of the file.
     pub description: String,
+    /// Where each param is declared (1-based line and column), in `params` order.
+    pub param_at: Vec<(usize, usize)>,
 }
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -90,6 +103,9 @@ impl Manifest {
     ///   (`threshold_ms=1s` is 1000), which must be a whole number of that unit;
     /// - float: any number;
     /// - string: the text as given.
+    ///
+    /// An error names the param but not the file: the caller knows where the
+    /// override came from ([`Manifest::param_position`] says where it is declared).
     pub fn resolve_params(
         &self,
         overrides: &[(String, String)],
@@ -101,13 +117,52 @@ impl Manifest {
                 let message = if known.is_empty() {
                     format!("unknown param `{name}`: this script declares no params (PROBE.params)")
                 } else {
-                    format!("unknown param `{name}`; known params: {}", known.join(", "))
+                    format!(
+                        "unknown param `{name}`{}; known params: {}",
+                        did_you_mean(name, &known),
+                        known.join(", ")
+                    )
                 };
-                return Err(ScriptError::Param { message });
+                return Err(ScriptError::Param {
+                    name: name.clone(),
+                    message,
+                });
             };
             *slot = parse_param(name, slot, text)?;
+            // The kernel side takes it as it is: a knob's width, a variant's name.
+            if let Some(spec) = self.program.as_deref().and_then(crate::bpf::catalog::find) {
+                kernel_fit(spec, name, slot).map_err(|m| ScriptError::Param {
+                    name: name.clone(),
+                    message: format!("param `{name}`: {m}"),
+                })?;
+            }
         }
         Ok(out)
+    }
+}
+
+/// Whether a param's value fits what the program's kernel side makes of it: the
+/// knob of the same name, or the variant it picks.
+fn kernel_fit(
+    spec: &crate::bpf::catalog::ProgramSpec,
+    name: &str,
+    value: &ParamValue,
+) -> Result<(), String> {
+    if name == crate::bpf::VARIANT_PARAM {
+        return crate::bpf::check_variant(spec, value).map(|_| ());
+    }
+    match crate::bpf::knobs(spec).iter().find(|k| k.name == name) {
+        Some(knob) => crate::bpf::check_knob(knob, value)
+            .map_err(|m| format!("{m} (it sets the kernel knob `{name}` of {})", spec.name)),
+        None => Ok(()),
+    }
+}
+
+impl Manifest {
+    /// Where `name` is declared in `PROBE.params`.
+    pub fn param_position(&self, name: &str) -> Option<(usize, usize)> {
+        let i = self.params.iter().position(|(n, _)| n == name)?;
+        self.param_at.get(i).copied()
     }
 }
 
@@ -135,6 +190,7 @@ fn parse_param(name: &str, default: &ParamValue, text: &str) -> Result<ParamValu
             _ => "",
         };
         ScriptError::Param {
+            name: name.to_string(),
             message: format!(
                 "param `{name}`: expected {}{hint} (the default is {default}), got `{text}`",
                 default.type_name()
@@ -312,6 +368,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
             params: Vec::new(),
             interval: DEFAULT_INTERVAL,
             description,
+            param_at: Vec::new(),
         });
     };
 
@@ -320,9 +377,11 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
         params: Vec::new(),
         interval: DEFAULT_INTERVAL,
         description,
+        param_at: Vec::new(),
     };
     if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
         manifest.program = Some(check_program(&s).map_err(|m| err_at(at, m))?);
+        check_kernel_side(&manifest).map_err(|(_, m)| err_at(at, m))?;
         return Ok(manifest);
     }
     let Some(map) = value.read_lock::<Map>().map(|m| m.clone()) else {
@@ -334,6 +393,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
             ),
         ));
     };
+    let mut program_at = None;
     for (key, v) in &map {
         let key = key.as_str();
         match key {
@@ -350,6 +410,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                 manifest.program = Some(
                     check_program(&s).map_err(|m| err_at(key_at(key), format!("program: {m}")))?,
                 );
+                program_at = key_at(key);
             }
             "interval" => {
                 let d = if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
@@ -415,6 +476,15 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                 }
                 // Rhai maps are sorted; keep the order the author wrote them in.
                 list.sort_by_key(|(name, _)| key_at(name).unwrap_or(usize::MAX));
+                manifest.param_at = list
+                    .iter()
+                    .map(|(name, _)| {
+                        key_at(name)
+                            .or(key_at(key))
+                            .map(|o| line_col(source, o))
+                            .unwrap_or((1, 1))
+                    })
+                    .collect();
                 manifest.params = list;
             }
             other => {
@@ -425,7 +495,35 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
             }
         }
     }
+    // After the loop: the keys come sorted, `params` before `program`.
+    check_kernel_side(&manifest).map_err(|(param, m)| match param {
+        Some(name) => err_at(key_at(&name).or(at), format!("params.{name}: {m}")),
+        None => err_at(program_at.or(at), format!("program: {m}")),
+    })?;
     Ok(manifest)
+}
+
+/// The program is a built-in one, and each param default fits what the kernel side
+/// makes of it. On error, the param at fault (`None`: the program).
+fn check_kernel_side(manifest: &Manifest) -> Result<(), (Option<String>, String)> {
+    let Some(program) = &manifest.program else {
+        return Ok(());
+    };
+    let Some(spec) = crate::bpf::catalog::find(program) else {
+        let known = crate::bpf::catalog::names();
+        return Err((
+            None,
+            format!(
+                "unknown kernel program `{program}`{}; built-in programs: {} (`sonde probes` lists them)",
+                did_you_mean(program, &known),
+                known.join(", ")
+            ),
+        ));
+    };
+    for (name, value) in &manifest.params {
+        kernel_fit(spec, name, value).map_err(|m| (Some(name.clone()), m))?;
+    }
+    Ok(())
 }
 
 fn check_program(name: &str) -> Result<String, String> {

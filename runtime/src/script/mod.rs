@@ -39,6 +39,7 @@
 //! registered (`api.rs`, `stdlib.rs`) and in `stdlib/README.md`.
 
 mod api;
+mod diagnostic;
 mod engine;
 mod file;
 mod instance;
@@ -49,6 +50,8 @@ mod stdlib;
 mod tables;
 pub mod trust;
 
+#[cfg(test)]
+mod error_tests;
 #[cfg(test)]
 mod tests;
 
@@ -123,10 +126,18 @@ pub enum ScriptError {
     },
     /// A `--param`/config override does not fit the script's params.
     #[error("{message}")]
-    Param { message: String },
+    Param { name: String, message: String },
     /// The top level or `init` failed when the script started.
     #[error("{file}: {message}")]
     Start { file: String, message: String },
+    /// The same, where the failure has a line.
+    #[error("{file}:{line}:{column}: {message}")]
+    Init {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// Reads a kernel map of the script's program, for `bpf::map(name)`.
@@ -144,6 +155,53 @@ impl MapReader for NoMaps {
     fn entries(&self, map: &str) -> Result<rhai::Array, String> {
         Err(format!("no map `{map}`: this script has no kernel program"))
     }
+}
+
+/// A program's maps as they are before its first event: there, and empty. What
+/// [`dry_start`] connects a script to.
+pub struct EmptyMaps(pub Vec<String>);
+
+impl EmptyMaps {
+    /// The maps of a built-in program (none for `None`).
+    pub fn of(program: Option<&str>) -> Self {
+        let names = program
+            .and_then(crate::bpf::catalog::find)
+            .and_then(|spec| crate::bpf::decode::ObjectTypes::parse(spec.object).ok())
+            .map(|t| t.map_names())
+            .unwrap_or_default();
+        EmptyMaps(names)
+    }
+}
+
+impl MapReader for EmptyMaps {
+    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+        if self.0.iter().any(|m| m == map) {
+            Ok(rhai::Array::new())
+        } else if self.0.is_empty() {
+            Err(format!("no map `{map}`: this script has no kernel program"))
+        } else {
+            Err(format!(
+                "no map `{map}` in this program; maps: {}",
+                self.0.join(", ")
+            ))
+        }
+    }
+}
+
+/// Runs a script's top level and `init(params)` once, connected to nothing: a
+/// registry of its own, its program's maps empty, events and prints discarded.
+/// What fails there (a metric the registry refuses, a label list it cannot take, a
+/// `throw`) fails before anything is loaded, with the script's position; that is
+/// how `sonde check` and `sonde daemon --check` find what only running shows.
+pub fn dry_start(
+    script: &Script,
+    params: &[(String, ParamValue)],
+    name: &str,
+    limits: &Limits,
+) -> Result<(), ScriptError> {
+    let mut ctx = ScriptContext::detached(name);
+    ctx.maps = Arc::new(EmptyMaps::of(script.manifest().program.as_deref()));
+    Instance::start(script, params, ctx, limits).map(drop)
 }
 
 /// What a running script is connected to.

@@ -193,7 +193,7 @@ fn manifest_errors_point_at_the_probe_and_say_what_is_expected() {
 }
 
 fn params_script() -> Script {
-    let src = r#"const PROBE = #{ program: "p", params: #{ threshold_ms: 10, stack: false, ratio: 0.5, name: "x" } };"#;
+    let src = r#"const PROBE = #{ program: "tcp_reset", params: #{ threshold_ms: 10, stack: false, ratio: 0.5, name: "x" } };"#;
     Script::compile("x.rhai", src, &Limits::default()).unwrap()
 }
 
@@ -259,7 +259,7 @@ fn duration_params_convert_to_the_unit_in_their_name() {
 fn param_errors_name_the_param_and_what_is_known() {
     assert_eq!(
         resolve(&[("stak", "true")]).unwrap_err().to_string(),
-        "unknown param `stak`; known params: threshold_ms, stack, ratio, name"
+        "unknown param `stak` (did you mean `stack`?); known params: threshold_ms, stack, ratio, name"
     );
     assert_eq!(
         resolve(&[("stack", "maybe")]).unwrap_err().to_string(),
@@ -448,7 +448,7 @@ fn init_failure_is_returned_with_a_position() {
         .err()
         .unwrap()
         .to_string();
-    assert_eq!(e, "bad.rhai: init failed: bad.rhai:2:3: no");
+    assert_eq!(e, "bad.rhai:2:3: init failed: no");
 }
 
 #[test]
