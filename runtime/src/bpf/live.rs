@@ -508,3 +508,57 @@ fn truncate(name: &str) -> &str {
     }
     &name[..end]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(capacity: usize) -> Queue {
+        Queue {
+            items: Mutex::default(),
+            capacity,
+            dropped: AtomicU64::new(0),
+            wake: eventfd().unwrap(),
+        }
+    }
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    /// The reader hands every record to every subscriber without waiting: one that
+    /// never reads fills its own queue and loses what does not fit, counted for it
+    /// alone, while the one that keeps up gets everything.
+    #[test]
+    fn a_full_queue_drops_for_its_subscriber_only() {
+        let (slow, fast) = (queue(100), queue(100));
+        let mut got = Vec::new();
+        for b in 0..10u8 {
+            let batch: Vec<(usize, Arc<[u8]>)> =
+                (0..3u8).map(|i| (0, Arc::from(&[b * 3 + i; 20][..]))).collect();
+            slow.push(&batch);
+            fast.push(&batch);
+            assert!(readable(fast.wake.as_raw_fd()));
+            fast.reset_wake();
+            assert!(!readable(fast.wake.as_raw_fd()));
+            while let Some((_, r)) = fast.pop() {
+                got.push(r[0]);
+            }
+        }
+        assert_eq!(got, (0..30).collect::<Vec<u8>>());
+        assert_eq!(fast.dropped.load(Ordering::Relaxed), 0);
+        // 100 bytes hold the first five records; the 25 after them were dropped.
+        assert_eq!(slow.dropped.load(Ordering::Relaxed), 25);
+        let kept: Vec<u8> = std::iter::from_fn(|| slow.pop()).map(|(_, r)| r[0]).collect();
+        assert_eq!(kept, [0, 1, 2, 3, 4]);
+        // Room again once read.
+        slow.push(&[(1, Arc::from(&[7u8; 20][..]))]);
+        assert_eq!(slow.pop().map(|(s, r)| (s, r[0])), Some((1, 7)));
+    }
+}
