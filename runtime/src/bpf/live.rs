@@ -6,10 +6,13 @@
 //! Several scripts can read one loaded program: [`Live::into_shared`] turns it into a
 //! [`SharedLive`], and each [`SharedLive::subscribe`] is a [`Live`] of its own for one
 //! script. The kernel runs the program once and submits each record once, to one
-//! ring; a reader thread copies every record into each subscriber's bounded queue
-//! and wakes it. A subscriber whose queue is full loses the records that do not fit
+//! ring. While one script reads the program, it reads the rings itself, as a
+//! [`Live::start`]ed program does. While two or more do, a reader thread copies
+//! every record into each subscriber's bounded queue (as large as the rings) and
+//! wakes it. A subscriber whose queue is full loses the records that do not fit
 //! ([`Live::take_dropped`]); the others go on, so a slow script never stalls the
-//! others. The maps are the same for every subscriber: what one script reads, the
+//! others. When every queue is full the reader leaves the records in the rings,
+//! where the kernel counts what it cannot queue. The maps are the same for every subscriber: what one script reads, the
 //! others read. Scripts only read maps, with one exception that sharing changes: a
 //! `stacks` entry is freed once a record's stack is read and kept in a cache for 2 s,
 //! so a subscriber that reads the same stack more than 2 s after the first finds it
@@ -142,18 +145,22 @@ impl Live {
             .iter()
             .map(|r| ring_bytes(r.as_raw_fd()).unwrap_or(DEFAULT_RING_BYTES))
             .sum();
+        let ring_fds: Vec<RawFd> = rings.iter().map(|r| r.as_raw_fd()).collect();
+        let rings = Arc::new(Mutex::new(rings));
         let subscribers: Arc<Mutex<Vec<Arc<Queue>>>> = Arc::default();
-        let reader = if rings.is_empty() {
+        let reader = if ring_fds.is_empty() {
             None
         } else {
-            let stop = eventfd()?;
-            let stop_fd = stop.as_raw_fd();
-            let subs = subscribers.clone();
+            let (stop, kick) = (eventfd()?, eventfd()?);
+            let fds = [stop.as_raw_fd(), kick.as_raw_fd()];
+            let (subs, thread_rings, thread_fds) =
+                (subscribers.clone(), rings.clone(), ring_fds.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("ring:{}", truncate(self.loaded.spec.name)))
-                .spawn(move || read_loop(rings, &subs, stop_fd))?;
+                .spawn(move || read_loop(&thread_rings, &thread_fds, &subs, fds))?;
             Some(Reader {
                 stop,
+                kick,
                 thread: Some(thread),
             })
         };
@@ -165,6 +172,8 @@ impl Live {
             sources: self.sources,
             decoders,
             queue_bytes,
+            rings,
+            ring_fds,
             subscribers,
         }))
     }
@@ -177,12 +186,19 @@ impl Live {
         }
     }
 
-    /// The descriptors to wait on: each is readable when records are there to read
-    /// (the rings themselves, or this subscriber's wake-up).
+    /// The descriptors to wait on now: each is readable when records are there to
+    /// read (the rings themselves, or this subscriber's wake-up). They change while
+    /// a shared program gains and loses readers: ask again before each wait.
     pub fn fds(&self) -> Vec<RawFd> {
         match &self.feed {
             Feed::Own { rings, .. } => rings.iter().map(|r| r.as_raw_fd()).collect(),
-            Feed::Shared(sub) => vec![sub.queue.wake.as_raw_fd()],
+            Feed::Shared(sub) => {
+                let mut fds = vec![sub.queue.wake.as_raw_fd()];
+                if !sub.program.fans_out() {
+                    fds.extend_from_slice(&sub.program.ring_fds);
+                }
+                fds
+            }
         }
     }
 
@@ -233,16 +249,30 @@ impl Live {
                 }
             }
             Feed::Shared(sub) => {
+                let program = &sub.program;
                 // Reset before reading: a record queued after this wakes again.
                 sub.queue.reset_wake();
+                // Alone, the rings are read here, after what the reader queued before
+                // (it queues only while holding the rings: nothing comes in between).
+                let mut rings = (!program.fans_out()).then(|| lock(&program.rings));
                 while n < limit {
                     let Some((i, bytes)) = sub.queue.pop() else {
                         break;
                     };
                     n += 1;
-                    let decoded = sub.program.decoders[i].record(&bytes, &self.env);
+                    let decoded = program.decoders[i].record(&bytes, &self.env);
                     if !f(i, &bytes, decoded) {
                         return n;
+                    }
+                }
+                for (i, rb) in rings.iter_mut().flat_map(|r| r.iter_mut().enumerate()) {
+                    while n < limit {
+                        let Some(item) = rb.next() else { break };
+                        n += 1;
+                        let decoded = program.decoders[i].record(&item, &self.env);
+                        if !f(i, &item, decoded) {
+                            return n;
+                        }
                     }
                 }
             }
@@ -271,6 +301,10 @@ pub struct SharedLive {
     decoders: Vec<Decoder>,
     /// The most each subscriber may have queued, in record bytes.
     queue_bytes: usize,
+    /// The rings: read by the reader thread while two or more scripts read the
+    /// program, by the one script otherwise.
+    rings: Arc<Mutex<Vec<RingBuf<MapData>>>>,
+    ring_fds: Vec<RawFd>,
     subscribers: Arc<Mutex<Vec<Arc<Queue>>>>,
 }
 
@@ -284,6 +318,7 @@ impl SharedLive {
             wake: eventfd()?,
         });
         lock(&self.subscribers).push(queue.clone());
+        self.kick();
         Ok(Live {
             loaded: self.loaded.clone(),
             env: self.env.clone(),
@@ -305,6 +340,21 @@ impl SharedLive {
     pub fn queue_bytes(&self) -> usize {
         self.queue_bytes
     }
+
+    /// Whether the reader thread hands the records out (two or more readers).
+    fn fans_out(&self) -> bool {
+        self.subscribers() >= 2
+    }
+
+    /// Tells the reader and the subscribers that the readers changed.
+    fn kick(&self) {
+        if let Some(r) = &self.reader {
+            signal(r.kick.as_raw_fd());
+        }
+        for q in lock(&self.subscribers).iter() {
+            signal(q.wake.as_raw_fd());
+        }
+    }
 }
 
 impl Drop for SharedLive {
@@ -320,6 +370,8 @@ impl Drop for SharedLive {
 
 struct Reader {
     stop: OwnedFd,
+    /// Signalled when subscribers come or go.
+    kick: OwnedFd,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -332,6 +384,8 @@ struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         lock(&self.program.subscribers).retain(|q| !Arc::ptr_eq(q, &self.queue));
+        // The one left reads the rings itself from now on.
+        self.program.kick();
     }
 }
 
@@ -376,6 +430,10 @@ impl Queue {
         }
     }
 
+    fn has_room(&self) -> bool {
+        lock(&self.items).bytes < self.capacity
+    }
+
     fn pop(&self) -> Option<(usize, Arc<[u8]>)> {
         let mut q = lock(&self.items);
         let item = q.records.pop_front()?;
@@ -384,15 +442,7 @@ impl Queue {
     }
 
     fn reset_wake(&self) {
-        let mut n: u64 = 0;
-        // SAFETY: reads 8 bytes into a u64 we own from our own non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.wake.as_raw_fd(),
-                (&mut n as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        reset(self.wake.as_raw_fd());
     }
 }
 
@@ -408,15 +458,26 @@ const BATCH: usize = 256;
 /// A ring's size when the kernel does not say.
 const DEFAULT_RING_BYTES: usize = 256 << 10;
 
-/// The reader thread: waits on the rings and `stop`, copies each record once and
-/// hands it to every subscriber. It runs no script code, so it is never late by
-/// more than a copy.
-fn read_loop(mut rings: Vec<RingBuf<MapData>>, subscribers: &Mutex<Vec<Arc<Queue>>>, stop: RawFd) {
-    let mut fds: Vec<libc::pollfd> = rings
+/// How long the reader waits while every subscriber's queue is full: the records stay
+/// in the rings (the kernel counts what it cannot queue there), and reading resumes
+/// once a subscriber made room.
+const FULL_WAIT: Duration = Duration::from_millis(10);
+
+/// The reader thread. While two or more scripts read the program it waits on the
+/// rings, copies each record once and hands it to every subscriber; otherwise it
+/// sleeps until `kick`. It runs no script code, so it is never late by more than a
+/// copy; and it reads only while some subscriber has room, so a flood nobody can
+/// keep up with costs the kernel's ring, not a core copying records to be dropped.
+fn read_loop(
+    rings: &Mutex<Vec<RingBuf<MapData>>>,
+    ring_fds: &[RawFd],
+    subscribers: &Mutex<Vec<Arc<Queue>>>,
+    [stop, kick]: [RawFd; 2],
+) {
+    let mut fds: Vec<libc::pollfd> = [stop, kick]
         .iter()
-        .map(|r| r.as_raw_fd())
-        .chain([stop])
-        .map(|fd| libc::pollfd {
+        .chain(ring_fds)
+        .map(|&fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
@@ -425,26 +486,39 @@ fn read_loop(mut rings: Vec<RingBuf<MapData>>, subscribers: &Mutex<Vec<Arc<Queue
     let mut empty = 0u32;
     let mut batch: Vec<(usize, Arc<[u8]>)> = Vec::with_capacity(BATCH);
     loop {
-        let timeout = if empty >= IDLE_AFTER {
-            READ_IDLE
-        } else {
-            READ_INTERVAL
+        let subs = lock(subscribers).clone();
+        let fan_out = subs.len() >= 2;
+        let room = fan_out && subs.iter().any(|q| q.has_room());
+        // Without room (or alone), wait on `stop` and `kick` only: a full ring stays
+        // readable.
+        let (n, timeout) = match (fan_out, room, empty >= IDLE_AFTER) {
+            (false, _, _) => (2, None),
+            (true, false, _) => (2, Some(FULL_WAIT)),
+            (true, true, false) => (fds.len(), Some(READ_INTERVAL)),
+            (true, true, true) => (fds.len(), Some(READ_IDLE)),
         };
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                timeout.as_millis() as i32,
-            )
-        };
-        if fds.last().is_some_and(|p| p.revents & libc::POLLIN != 0) {
+        let ms = timeout.map_or(-1, |t| t.as_millis() as i32);
+        // SAFETY: `fds` is a valid array of pollfd of at least `n` entries.
+        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, ms) };
+        if fds[0].revents & libc::POLLIN != 0 {
             return;
         }
+        if fds[1].revents & libc::POLLIN != 0 {
+            reset(kick);
+        }
+        if !room {
+            continue;
+        }
         let mut read = 0;
+        let mut held = lock(rings);
         loop {
+            // A subscriber that left makes the last one read the rings itself.
+            let subs = lock(subscribers).clone();
+            if subs.len() < 2 {
+                break;
+            }
             batch.clear();
-            for (i, rb) in rings.iter_mut().enumerate() {
+            for (i, rb) in held.iter_mut().enumerate() {
                 while batch.len() < BATCH {
                     let Some(item) = rb.next() else { break };
                     batch.push((i, Arc::from(&*item)));
@@ -454,14 +528,14 @@ fn read_loop(mut rings: Vec<RingBuf<MapData>>, subscribers: &Mutex<Vec<Arc<Queue
                 break;
             }
             read += batch.len();
-            let subs = lock(subscribers).clone();
             for q in &subs {
                 q.push(&batch);
             }
-            if batch.len() < BATCH {
+            if batch.len() < BATCH || !subs.iter().any(|q| q.has_room()) {
                 break;
             }
         }
+        drop(held);
         empty = if read > 0 { 0 } else { empty.saturating_add(1) };
     }
 }
@@ -482,6 +556,19 @@ fn eventfd() -> std::io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a new descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Clears a non-blocking eventfd.
+fn reset(fd: RawFd) {
+    let mut n: u64 = 0;
+    // SAFETY: reads 8 bytes into a u64 we own from a non-blocking eventfd.
+    unsafe {
+        libc::read(
+            fd,
+            (&mut n as *mut u64).cast(),
+            std::mem::size_of::<u64>(),
+        )
+    };
 }
 
 fn signal(fd: RawFd) {

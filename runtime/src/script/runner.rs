@@ -228,23 +228,19 @@ pub fn run(
         last_error_at: None,
     };
     r.measure(inst, true);
-    let mut next_tick = Instant::now();
-    if !settings.tick_at_start {
-        next_tick += settings.interval;
+    if settings.tick_at_start && !ctl.stopping() {
+        // Before any record: the first pass is the tick alone, so a start waits for
+        // the sources to be read, not for a backlog of records.
+        obs.tick();
+        r.timed(|| inst.on_tick());
+        obs.pass();
     }
+    let mut next_tick = Instant::now() + settings.interval;
     let mut pace = DrainPace::default();
-    let mut fds: Vec<libc::pollfd> = live
-        .as_deref()
-        .map(|l| l.fds())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([ctl.wake.as_raw_fd()])
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    // The descriptors to wait on, asked again before each wait: a shared program's
+    // change with its readers.
+    let wake = ctl.wake.as_raw_fd();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
     let outcome = loop {
         if ctl.stopping() {
             break Outcome::Stopped;
@@ -255,6 +251,19 @@ pub fn run(
             timeout = timeout.min(pace.interval());
         }
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        fds.clear();
+        fds.extend(
+            live.as_deref()
+                .map(|l| l.fds())
+                .unwrap_or_default()
+                .into_iter()
+                .chain([wake])
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
+        );
         // SAFETY: `fds` is a valid array of pollfd for its length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if ctl.stopping() {
