@@ -78,7 +78,11 @@ fn wait_seen(d: &Daemon, scripts: &[&str], pod: &str, ports: &[u16]) {
         sample(
             m,
             &format!("sonde_share_{script}_resets_total"),
-            &[("pod", pod), ("kind", "RECEIVE"), ("sport", &port.to_string())],
+            &[
+                ("pod", pod),
+                ("kind", "RECEIVE"),
+                ("sport", &port.to_string()),
+            ],
         )
     };
     d.wait_for(
@@ -103,8 +107,7 @@ fn running(d: &Daemon, names: &[&str]) {
 
 #[test]
 fn scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record() {
-    if !require_root("scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record")
-    {
+    if !require_root("scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record") {
         return;
     }
     let d = Daemon::start("share", &[], "");
@@ -118,8 +121,11 @@ fn scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record() {
     assert_eq!(one_ring.len(), 1, "{one_ring:?}");
 
     for n in ["two", "three"] {
-        std::fs::write(d.script(&format!("{n}.rhai")), counting_script(n, "Two or three.", same))
-            .unwrap();
+        std::fs::write(
+            d.script(&format!("{n}.rhai")),
+            counting_script(n, "Two or three.", same),
+        )
+        .unwrap();
     }
     running(&d, &["one", "two", "three"]);
     // Three scripts, the programs and the ring of one: the same ids, not reloaded.
@@ -139,7 +145,10 @@ fn scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record() {
     .unwrap();
     running(&d, &["other"]);
     let two = programs(&d);
-    assert!(two.is_superset(&one), "the shared program stays: {two:?} {one:?}");
+    assert!(
+        two.is_superset(&one),
+        "the shared program stays: {two:?} {one:?}"
+    );
     assert_eq!(two.len(), 2 * one.len(), "{two:?}");
     assert_eq!(rings(&d).len(), 2);
     let ports = ns.run(|| connect_refused("127.0.0.1:9".parse().unwrap(), 2));
@@ -148,11 +157,17 @@ fn scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record() {
     // An edit that keeps the knobs reloads the script, not the program; a removed
     // script leaves the program to the others.
     let loaded = d.unit("two")["loaded_at"].clone();
-    std::fs::write(d.script("two.rhai"), counting_script("two", "Two, edited.", same)).unwrap();
+    std::fs::write(
+        d.script("two.rhai"),
+        counting_script("two", "Two, edited.", same),
+    )
+    .unwrap();
     std::fs::remove_file(d.script("one.rhai")).unwrap();
-    d.wait_for("the edit of two and the removal of one", Duration::from_secs(5), || {
-        d.unit("one").is_null() && d.unit("two")["loaded_at"] != loaded
-    });
+    d.wait_for(
+        "the edit of two and the removal of one",
+        Duration::from_secs(5),
+        || d.unit("one").is_null() && d.unit("two")["loaded_at"] != loaded,
+    );
     assert_eq!(programs(&d), two, "an edit and a removal reload no program");
     let ports = ns.run(|| connect_refused("127.0.0.1:9".parse().unwrap(), 2));
     wait_seen(&d, &["two", "three", "other"], &pod, &ports);
@@ -169,7 +184,9 @@ fn scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record() {
 
     // The last script on it gone, the program is detached and unloaded.
     std::fs::remove_file(d.script("two.rhai")).unwrap();
-    d.wait_for("two to go", Duration::from_secs(5), || d.unit("two").is_null());
+    d.wait_for("two to go", Duration::from_secs(5), || {
+        d.unit("two").is_null()
+    });
     d.wait_for("the shared program to go", Duration::from_secs(5), || {
         programs(&d).is_disjoint(&one)
     });

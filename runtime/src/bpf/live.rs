@@ -562,25 +562,13 @@ fn eventfd() -> std::io::Result<OwnedFd> {
 fn reset(fd: RawFd) {
     let mut n: u64 = 0;
     // SAFETY: reads 8 bytes into a u64 we own from a non-blocking eventfd.
-    unsafe {
-        libc::read(
-            fd,
-            (&mut n as *mut u64).cast(),
-            std::mem::size_of::<u64>(),
-        )
-    };
+    unsafe { libc::read(fd, (&mut n as *mut u64).cast(), std::mem::size_of::<u64>()) };
 }
 
 fn signal(fd: RawFd) {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own.
-    unsafe {
-        libc::write(
-            fd,
-            (&one as *const u64).cast(),
-            std::mem::size_of::<u64>(),
-        )
-    };
+    unsafe { libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>()) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -627,8 +615,9 @@ mod tests {
         let (slow, fast) = (queue(100), queue(100));
         let mut got = Vec::new();
         for b in 0..10u8 {
-            let batch: Vec<(usize, Arc<[u8]>)> =
-                (0..3u8).map(|i| (0, Arc::from(&[b * 3 + i; 20][..]))).collect();
+            let batch: Vec<(usize, Arc<[u8]>)> = (0..3u8)
+                .map(|i| (0, Arc::from(&[b * 3 + i; 20][..])))
+                .collect();
             slow.push(&batch);
             fast.push(&batch);
             assert!(readable(fast.wake.as_raw_fd()));
@@ -642,7 +631,9 @@ mod tests {
         assert_eq!(fast.dropped.load(Ordering::Relaxed), 0);
         // 100 bytes hold the first five records; the 25 after them were dropped.
         assert_eq!(slow.dropped.load(Ordering::Relaxed), 25);
-        let kept: Vec<u8> = std::iter::from_fn(|| slow.pop()).map(|(_, r)| r[0]).collect();
+        let kept: Vec<u8> = std::iter::from_fn(|| slow.pop())
+            .map(|(_, r)| r[0])
+            .collect();
         assert_eq!(kept, [0, 1, 2, 3, 4]);
         // Room again once read.
         slow.push(&[(1, Arc::from(&[7u8; 20][..]))]);

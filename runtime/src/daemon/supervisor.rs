@@ -519,7 +519,11 @@ impl Supervisor {
             }
         }
         if n > 0 {
-            tracing::debug!(scripts = n, took_ms = t0.elapsed().as_millis() as u64, "first ticks done");
+            tracing::debug!(
+                scripts = n,
+                took_ms = t0.elapsed().as_millis() as u64,
+                "first ticks done"
+            );
         }
     }
 
