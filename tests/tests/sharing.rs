@@ -196,6 +196,57 @@ fn scripts_with_the_same_knobs_share_one_program_and_each_gets_every_record() {
     wait_seen(&d, &["other"], &pod, &ports);
 }
 
+/// A script that takes its whole call deadline on every record, on the same program
+/// as one that keeps up: the slow one falls behind and drops, the other sees every
+/// reset at once.
+#[test]
+fn a_slow_script_does_not_hold_up_the_others_on_its_program() {
+    if !require_root("a_slow_script_does_not_hold_up_the_others_on_its_program") {
+        return;
+    }
+    let d = Daemon::start(
+        "share-slow",
+        &[],
+        "limits:\n  call_deadline: 1s\n  max_backlog: 2s\n",
+    );
+    let same = "emit_events: true";
+    std::fs::write(
+        d.script("slow.rhai"),
+        format!(
+            r#"const PROBE = #{{ program: "tcp_reset", params: #{{ {same} }} }};
+fn on_event(ev) {{ loop {{ }} }}
+"#
+        ),
+    )
+    .unwrap();
+    running(&d, &["slow"]);
+    let one = programs(&d);
+    std::fs::write(
+        d.script("fast.rhai"),
+        counting_script("fast", "Fast.", same),
+    )
+    .unwrap();
+    running(&d, &["fast"]);
+    assert_eq!(programs(&d), one, "slow and fast share the program");
+
+    let ns = NetnsThread::new().unwrap();
+    let pod = format!("netns:{}", ns.inode);
+    let t = Instant::now();
+    let ports = ns.run(|| connect_refused("127.0.0.1:9".parse().unwrap(), 5));
+    // 10 records: the slow script needs 10 s for them, the fast one milliseconds.
+    wait_seen(&d, &["fast"], &pod, &ports);
+    let took = t.elapsed();
+    let slow_records = d.unit("slow")["records"].as_u64().unwrap_or(0);
+    assert!(
+        took < Duration::from_secs(3),
+        "the fast script saw the resets after {took:?}"
+    );
+    assert!(
+        slow_records < 10,
+        "the slow script read {slow_records} records in {took:?}: it was not slow"
+    );
+}
+
 /// The source scripts read /proc at once: the first scrape after `/readyz` has
 /// their series, long before their first interval (10 s) has passed.
 #[test]

@@ -12,7 +12,10 @@
 //! wakes it. A subscriber whose queue is full loses the records that do not fit
 //! ([`Live::take_dropped`]); the others go on, so a slow script never stalls the
 //! others. When every queue is full the reader leaves the records in the rings,
-//! where the kernel counts what it cannot queue. The maps are the same for every subscriber: what one script reads, the
+//! where the kernel counts what it cannot queue. Queued records are counted in no
+//! script's memory arena; each queue holds at most what the rings hold. When a
+//! second script joins a lone reader that is in the middle of a drain, the reader
+//! thread takes over the rings once that drain ends (at most `limits.max_backlog`). The maps are the same for every subscriber: what one script reads, the
 //! others read. Scripts only read maps, with one exception that sharing changes: a
 //! `stacks` entry is freed once a record's stack is read and kept in a cache for 2 s,
 //! so a subscriber that reads the same stack more than 2 s after the first finds it
