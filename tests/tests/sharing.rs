@@ -255,7 +255,13 @@ fn the_first_scrape_after_readyz_has_the_source_series() {
         return;
     }
     let t0 = Instant::now();
-    let d = Daemon::start("firstscrape", &["netdev", "snmp", "sock", "softnet"], "");
+    // A first tick registers every family: in a debug build on a busy machine with
+    // many namespaces it can take longer than the default deadline of 100 ms.
+    let d = Daemon::start(
+        "firstscrape",
+        &["netdev", "snmp", "sock", "softnet"],
+        "limits:\n  call_deadline: 5s\n",
+    );
     let m = d.metrics();
     let ready_after = t0.elapsed();
     // The scripts' interval: a scrape later than this could have found a tick.
