@@ -15,7 +15,7 @@
 //! where the kernel counts what it cannot queue. Queued records are counted in no
 //! script's memory arena; each queue holds at most what the rings hold. When a
 //! second script joins a lone reader that is in the middle of a drain, the reader
-//! thread takes over the rings once that drain ends (at most `limits.max_backlog`). The maps are the same for every subscriber: what one script reads, the
+//! thread takes over the rings once the handler call in progress ends. The maps are the same for every subscriber: what one script reads, the
 //! others read. Scripts only read maps, with one exception that sharing changes: a
 //! `stacks` entry is freed once a record's stack is read and kept in a cache for 2 s,
 //! so a subscriber that reads the same stack more than 2 s after the first finds it
@@ -46,7 +46,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,6 +178,7 @@ impl Live {
             rings,
             ring_fds,
             subscribers,
+            readers: AtomicUsize::new(0),
         }))
     }
 
@@ -270,6 +271,11 @@ impl Live {
                 }
                 for (i, rb) in rings.iter_mut().flat_map(|r| r.iter_mut().enumerate()) {
                     while n < limit {
+                        if program.fans_out() {
+                            // A script joined: the reader thread takes the rings
+                            // over now, not after this drain.
+                            return n;
+                        }
                         let Some(item) = rb.next() else { break };
                         n += 1;
                         let decoded = program.decoders[i].record(&item, &self.env);
@@ -309,6 +315,8 @@ pub struct SharedLive {
     rings: Arc<Mutex<Vec<RingBuf<MapData>>>>,
     ring_fds: Vec<RawFd>,
     subscribers: Arc<Mutex<Vec<Arc<Queue>>>>,
+    /// `subscribers.len()`, read without the lock on the per-record path.
+    readers: AtomicUsize,
 }
 
 impl SharedLive {
@@ -320,7 +328,11 @@ impl SharedLive {
             dropped: AtomicU64::new(0),
             wake: eventfd()?,
         });
-        lock(&self.subscribers).push(queue.clone());
+        {
+            let mut subs = lock(&self.subscribers);
+            subs.push(queue.clone());
+            self.readers.store(subs.len(), Ordering::Relaxed);
+        }
         self.kick();
         Ok(Live {
             loaded: self.loaded.clone(),
@@ -346,7 +358,7 @@ impl SharedLive {
 
     /// Whether the reader thread hands the records out (two or more readers).
     fn fans_out(&self) -> bool {
-        self.subscribers() >= 2
+        self.readers.load(Ordering::Relaxed) >= 2
     }
 
     /// Tells the reader and the subscribers that the readers changed.
@@ -386,7 +398,11 @@ struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        lock(&self.program.subscribers).retain(|q| !Arc::ptr_eq(q, &self.queue));
+        {
+            let mut subs = lock(&self.program.subscribers);
+            subs.retain(|q| !Arc::ptr_eq(q, &self.queue));
+            self.program.readers.store(subs.len(), Ordering::Relaxed);
+        }
         // The one left reads the rings itself from now on.
         self.program.kick();
     }
