@@ -457,6 +457,7 @@ fn wait_loop(
         interval,
         max_backlog: crate::daemon::config::LimitsConfig::default().max_backlog,
         memory: None,
+        tick_at_start: false,
     };
     let ctl = Control::new(inst)?;
     let run_stats = RunStats::default();

@@ -13,15 +13,27 @@
 //! attached program and its maps: no detach, no lost count, and metric series live
 //! on (the registry returns the same family to the new version). A removed script
 //! is stopped (`on_exit` runs), its program detached and its series removed.
+//!
+//! Scripts whose kernel sides are the same (program, knob values, the params the
+//! loader reads, BTF) share one loaded program ([`SharedLive`]): seven scripts on
+//! `tcp_reset` with the same knobs are one program in the kernel, one ring buffer,
+//! one submission per reset; each script reads every record through a queue of its
+//! own. Its maps are shared too, which is harmless because scripts only read maps.
+//! The program is detached when the last script on it stops; a script with other
+//! knobs gets a program of its own.
+//!
+//! A reload counts as applied, and the daemon as ready (`/readyz`), once every script
+//! it started has run its first `on_tick`, which the runner runs at once: the first
+//! scrape after `/readyz` has the series of every source.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::bpf::catalog;
 use crate::bpf::decode::ObjectTypes;
-use crate::bpf::live::Live;
+use crate::bpf::live::{Live, SharedLive};
 use crate::bpf::maps::MapTable;
 use crate::btf::KernelBtf;
 use crate::event::EventSink;
@@ -59,6 +71,24 @@ struct Probe {
     knobs: Vec<(String, String)>,
     maps: Arc<MapTable>,
     programs: Arc<[(String, OwnedFd)]>,
+}
+
+impl Probe {
+    fn of(key: KernelKey, live: &Live) -> Probe {
+        let l = &live.loaded;
+        Probe {
+            key,
+            variant: l.variant.name.to_string(),
+            skipped: l
+                .skipped
+                .iter()
+                .map(|s| (s.variant.to_string(), s.reason.clone()))
+                .collect(),
+            knobs: l.knobs.clone(),
+            maps: l.maps.clone(),
+            programs: l.programs.clone(),
+        }
+    }
 }
 
 /// One script the supervisor knows about: running, or failed with a reason.
@@ -217,6 +247,8 @@ pub struct Supervisor {
     /// `--btf` / `--btf-archive` of `sonde daemon`: they win over the config file's
     /// `btf` / `btf_archive`, on every reload too.
     cli_btf: BtfConfig,
+    /// The programs loaded, by kernel side, while a script reads them.
+    programs: std::sync::Mutex<Vec<(KernelKey, Weak<SharedLive>)>>,
 }
 
 impl Supervisor {
@@ -249,6 +281,7 @@ impl Supervisor {
             units: BTreeMap::new(),
             shared,
             cli_btf: (None, None),
+            programs: Default::default(),
         }
     }
 
@@ -460,9 +493,38 @@ impl Supervisor {
         for u in unreadable {
             self.refused(u);
         }
+        self.first_ticks().await;
         self.btf.lock().unwrap_or_else(|e| e.into_inner()).take();
         release_free_memory();
         self.publish(&errors);
+    }
+
+    /// Waits until every script started since the last look has run its first pass
+    /// (its first `on_tick`), each at most its task's stop wait.
+    async fn first_ticks(&mut self) {
+        let t0 = Instant::now();
+        let mut waiting = Vec::new();
+        for (name, u) in &mut self.units {
+            if let Some(t) = u.task.as_mut() {
+                let limit = t.max_wait();
+                if let Some(f) = t.started() {
+                    waiting.push((name.clone(), tokio::time::Instant::now() + limit, f));
+                }
+            }
+        }
+        let n = waiting.len();
+        for (name, until, f) in waiting {
+            if tokio::time::timeout_at(until, f).await.is_err() {
+                tracing::warn!(script = %name, "the script's first tick did not end in time; not waited for");
+            }
+        }
+        if n > 0 {
+            tracing::debug!(
+                scripts = n,
+                took_ms = t0.elapsed().as_millis() as u64,
+                "first ticks done"
+            );
+        }
     }
 
     /// A script file that was refused (too large, not a regular file, unreadable):
@@ -600,7 +662,12 @@ impl Supervisor {
             interval: manifest_interval,
             max_backlog: self.cfg.limits.max_backlog,
             memory: prepared.arena.map(|a| (self.cfg.limits.memory, a)),
+            tick_at_start: true,
         };
+        let readers = live
+            .as_ref()
+            .and_then(|l| l.shared())
+            .map_or(0, |s| s.subscribers());
         let tx = self.failures.clone();
         let failed_name = name.clone();
         let task = match Task::spawn(
@@ -621,7 +688,7 @@ impl Supervisor {
                 return Err(e.into());
             }
         };
-        tracing::info!(script = %name, file = %file, program = prepared.program.as_deref().unwrap_or("-"), "script running");
+        tracing::info!(script = %name, file = %file, program = prepared.program.as_deref().unwrap_or("-"), program_readers = readers, "script running");
         self.units.insert(
             name,
             Unit {
@@ -673,30 +740,34 @@ impl Supervisor {
                     .and_then(|u| u.probe.as_ref())
                     .filter(|p| p.key == key)
                 {
+                    // The running version hands its reader over: nothing is
+                    // detached, no record is lost or read twice.
                     Some(p) => {
                         reuse_kernel = true;
                         p.maps.clone()
                     }
                     None => {
-                        let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
-                        let l = Live::start(spec, &params, &btf, self.pods.clone(), false)
-                            .map_err(|e| Rejected {
-                                unavailable: matches!(e, crate::bpf::BpfError::NoVariant { .. }),
-                                message: format!("{file}: {e}"),
-                            })?;
-                        let probe = Probe {
-                            key,
-                            variant: l.loaded.variant.name.to_string(),
-                            skipped: l
-                                .loaded
-                                .skipped
-                                .iter()
-                                .map(|s| (s.variant.to_string(), s.reason.clone()))
-                                .collect(),
-                            knobs: l.loaded.knobs.clone(),
-                            maps: l.loaded.maps.clone(),
-                            programs: l.loaded.programs.clone(),
-                        };
+                        let l = match self.loaded(&key) {
+                            Some(shared) => {
+                                tracing::info!(script = %w.name, program = %program, readers = shared.subscribers(), "script shares a loaded program");
+                                shared.subscribe()
+                            }
+                            None => {
+                                let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
+                                let shared = Live::start(spec, &params, &btf, self.pods.clone(), false)
+                                    .map_err(|e| Rejected {
+                                        unavailable: matches!(e, crate::bpf::BpfError::NoVariant { .. }),
+                                        message: format!("{file}: {e}"),
+                                    })?
+                                    .into_shared()
+                                    .map_err(|e| format!("{file}: cannot start the program's reader: {e}"))?;
+                                let l = shared.subscribe();
+                                self.lock_programs().push((key.clone(), Arc::downgrade(&shared)));
+                                l
+                            }
+                        }
+                        .map_err(|e| format!("{file}: cannot read the program: {e}"))?;
+                        let probe = Probe::of(key, &l);
                         let maps = probe.maps.clone();
                         live = Some((l, probe));
                         maps
@@ -748,6 +819,20 @@ impl Supervisor {
             reuse_kernel,
             interval: script.manifest().interval,
         })
+    }
+
+    /// A program loaded for `key` that a script still reads.
+    fn loaded(&self, key: &KernelKey) -> Option<Arc<SharedLive>> {
+        let mut programs = self.lock_programs();
+        programs.retain(|(_, p)| p.strong_count() > 0);
+        programs
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, p)| p.upgrade())
+    }
+
+    fn lock_programs(&self) -> std::sync::MutexGuard<'_, Vec<(KernelKey, Weak<SharedLive>)>> {
+        self.programs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn remove(&mut self, name: &str) {

@@ -7,6 +7,10 @@
 //! attached program: nothing is detached, no kernel count is lost. When the runner
 //! stops a script itself (over its memory budget, failing on every call, a panic), the
 //! task says so through the `failed` callback and the supervisor takes it down.
+//!
+//! The runner's first pass runs the script's first `on_tick` at once; [`Task::started`]
+//! says when it is done, so a reload counts as applied (and the daemon as ready) only
+//! once every new script has read its sources and set its series.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +37,20 @@ struct Ended {
 pub struct Task {
     ctl: Arc<Control>,
     done: oneshot::Receiver<Option<Ended>>,
+    /// Fires after the runner's first pass (its first tick); taken once.
+    started: Option<oneshot::Receiver<()>>,
     wait: Duration,
+}
+
+/// Tells the task's owner when the runner's first pass is over.
+struct FirstPass(Option<oneshot::Sender<()>>);
+
+impl runner::Observer for FirstPass {
+    fn pass(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Task {
@@ -50,6 +67,7 @@ impl Task {
     ) -> std::io::Result<Task> {
         let ctl = Arc::new(Control::new(&inst)?);
         let (tx, done) = oneshot::channel();
+        let (started_tx, started) = oneshot::channel();
         let thread_ctl = ctl.clone();
         let script = name.to_string();
         std::thread::Builder::new()
@@ -66,7 +84,7 @@ impl Task {
                         &settings,
                         &stats,
                         &thread_ctl,
-                        &mut (),
+                        &mut FirstPass(Some(started_tx)),
                     )
                 }));
                 let (outcome, ended) = match r {
@@ -93,8 +111,24 @@ impl Task {
         Ok(Task {
             ctl,
             done,
+            started: Some(started),
             wait: call_deadline * 2 + STOP_GRACE,
         })
+    }
+
+    /// Resolves when the runner's first pass (with the first `on_tick` when
+    /// [`Settings::tick_at_start`]) is over, or the thread ended before; `None` when
+    /// already taken.
+    pub fn started(&mut self) -> Option<impl std::future::Future<Output = ()>> {
+        let rx = self.started.take()?;
+        Some(async move {
+            let _ = rx.await;
+        })
+    }
+
+    /// How long a stop (or a first pass) may take at most.
+    pub fn max_wait(&self) -> Duration {
+        self.wait
     }
 
     /// Tells the script to stop without waiting (see [`Task::stop`]).

@@ -10,14 +10,19 @@
 //! The loop waits (`poll`) on the program's ring buffers, a wake-up descriptor and the
 //! next tick, then:
 //!
-//! - **drains** the rings, calling `on_event` per record. The ring is the script's
-//!   bounded queue. A pass that has been busy for [`Settings::max_backlog`] stops
-//!   calling the handler and drops what is left in the rings (counted in
-//!   [`RunStats::dropped`]): a script that cannot keep up sees fresh records with
-//!   gaps, never a backlog minutes old. Records are also drained on a timer
-//!   (records submitted without a wake-up), every [`DRAIN_INTERVAL`] while records
-//!   flow and every [`DRAIN_IDLE`] after a quiet spell;
-//! - **ticks** at the manifest's interval;
+//! - **drains** the rings, calling `on_event` per record. The script's bounded
+//!   queue is the ring itself when it is the program's only reader, or a queue of
+//!   its own, as large as the rings, when scripts share the program
+//!   ([`crate::bpf::live::SharedLive`]): records that do not fit are dropped and
+//!   counted for that script alone. A pass that has been busy for
+//!   [`Settings::max_backlog`] stops calling the handler and drops what is left in
+//!   the queue (counted in [`RunStats::dropped`]): a script that cannot keep up sees
+//!   fresh records with gaps, never a backlog minutes old. Records are also drained
+//!   on a timer (records submitted without a wake-up), every [`DRAIN_INTERVAL`]
+//!   while records flow and every [`DRAIN_IDLE`] after a quiet spell;
+//! - **ticks** at the manifest's interval, the first time at once when
+//!   [`Settings::tick_at_start`] (the daemon: sources are read before the script
+//!   counts as started, so the first scrape has their series);
 //! - **measures** the script's memory ([`crate::memory`]) between batches and stops
 //!   the script past [`Settings::memory`];
 //! - **judges** its health every [`WINDOW`]: `degraded` while handlers fail or records
@@ -83,6 +88,8 @@ pub struct Settings {
     pub max_backlog: Duration,
     /// The script's memory budget in bytes, with the arena that measures it.
     pub memory: Option<(u64, crate::memory::Arena)>,
+    /// The first `on_tick` runs at once instead of one interval after the start.
+    pub tick_at_start: bool,
 }
 
 /// Counters and state a run keeps; read at scrape time and by `/status`.
@@ -92,8 +99,8 @@ pub struct RunStats {
     pub records: AtomicU64,
     /// Records that could not be decoded.
     pub undecodable: AtomicU64,
-    /// Records read but not handled: the script was behind by more than
-    /// `max_backlog`.
+    /// Records not handled because the script was behind: more than `max_backlog`
+    /// of handling in one pass, or its queue at a shared program full.
     pub dropped: AtomicU64,
     /// Time spent in the script's handlers, in nanoseconds.
     pub handler_ns: AtomicU64,
@@ -221,20 +228,19 @@ pub fn run(
         last_error_at: None,
     };
     r.measure(inst, true);
+    if settings.tick_at_start && !ctl.stopping() {
+        // Before any record: the first pass is the tick alone, so a start waits for
+        // the sources to be read, not for a backlog of records.
+        obs.tick();
+        r.timed(|| inst.on_tick());
+        obs.pass();
+    }
     let mut next_tick = Instant::now() + settings.interval;
     let mut pace = DrainPace::default();
-    let mut fds: Vec<libc::pollfd> = live
-        .as_deref()
-        .map(|l| l.fds())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([ctl.wake.as_raw_fd()])
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    // The descriptors to wait on, asked again before each wait: a shared program's
+    // change with its readers.
+    let wake = ctl.wake.as_raw_fd();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
     let outcome = loop {
         if ctl.stopping() {
             break Outcome::Stopped;
@@ -245,6 +251,19 @@ pub fn run(
             timeout = timeout.min(pace.interval());
         }
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        fds.clear();
+        fds.extend(
+            live.as_deref()
+                .map(|l| l.fds())
+                .unwrap_or_default()
+                .into_iter()
+                .chain([wake])
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
+        );
         // SAFETY: `fds` is a valid array of pollfd for its length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if ctl.stopping() {
@@ -362,6 +381,8 @@ impl Runner<'_> {
                 true
             });
             total += n;
+            // Records its queue at a shared program had no room for.
+            dropped += live.take_dropped();
             let s = self.stats;
             s.records.fetch_add(n, Ordering::Relaxed);
             if undecodable > 0 {
@@ -500,7 +521,7 @@ impl Health {
             Some((at, dropped)) if at.elapsed() < DEGRADED_FOR => Some(if dropped {
                 format!(
                     "behind: records dropped after {:?} of handling in one pass \
-                     (limits.max_backlog); {} dropped so far",
+                     (limits.max_backlog) or because its queue was full; {} dropped so far",
                     self.max_backlog,
                     stats.dropped.load(Ordering::Relaxed)
                 )
