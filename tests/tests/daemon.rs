@@ -660,7 +660,7 @@ fn a_bad_config_is_refused_at_start_and_rejected_on_reload() {
     let err = unit["last_error"].as_str().unwrap();
     assert!(
         err.contains(
-            "scripts.params.tcp_reset: unknown param `stak`; known params: emit_events, stack"
+            "scripts.params.tcp_reset: unknown param `stak` (did you mean `stack`?); known params: emit_events, stack"
         ),
         "{err}"
     );

@@ -289,7 +289,10 @@ fn sizes_past_what_a_relocation_computes_and_members_outside_their_struct_are_re
     b.record("", ARRAY, 0, false, 0, &[char_, 1, 0x8000_0010]); // 9
     b.strukt("big", 16, &[("buf", 9, 0)]); // 10
     let e = err(&b.build());
-    assert!(e.contains("[9] array (anonymous) is 2147483664 bytes, more than 536870912"), "{e}");
+    assert!(
+        e.contains("[9] array (anonymous) is 2147483664 bytes, more than 536870912"),
+        "{e}"
+    );
     // Two arrays that multiply past u64 saturate and are refused the same way.
     let mut b = good();
     b.record("", ARRAY, 0, false, 0, &[1, 1, u32::MAX]); // 8
@@ -310,10 +313,16 @@ fn sizes_past_what_a_relocation_computes_and_members_outside_their_struct_are_re
     b.strukt("msg", 4, &[("len", 1, 0), ("data", 8, 32)]); // 9
     check(&b.build()).unwrap();
     // The fuzzer's reproducer itself.
-    let repro = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/artifacts/btf/aya-field-relocation-mul-overflow");
+    let repro = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/artifacts/btf/aya-field-relocation-mul-overflow"
+    );
     let raw = std::fs::read(repro).unwrap();
     let e = check(&raw).unwrap_err().to_string();
-    assert!(e.contains("more than 536870912") || e.contains("past the"), "{e}");
+    assert!(
+        e.contains("more than 536870912") || e.contains("past the"),
+        "{e}"
+    );
 }
 
 #[test]
