@@ -22,6 +22,18 @@ pub(crate) fn runtime_error(msg: impl std::fmt::Display) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(msg.to_string().into(), Position::NONE).into()
 }
 
+/// `r` with its error placed at the call in the script. Rhai gives an error out of a
+/// namespaced call (`metrics::counter(...)`, `bpf::map(...)`) no position of its own:
+/// without this it would point at the enclosing handler's `fn` line.
+pub(crate) fn at_call<T>(ctx: &NativeCallContext, r: Res<T>) -> Res<T> {
+    r.map_err(|mut e| {
+        if e.position().is_none() {
+            e.set_position(ctx.call_position());
+        }
+        e
+    })
+}
+
 fn metrics_err(e: MetricsError) -> Box<EvalAltResult> {
     runtime_error(e)
 }
@@ -185,65 +197,74 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     //   try { this.extra = metrics::counter(name, "Extra.", []); } catch (e) { log("warn", e); }
     //   this.resets = metrics::counter("tcp_resets_total", "TCP RST segments.", ["namespace", "pod"]);
     let h = host.clone();
+    let f = move |name: &str, help: &str, labels: Array| -> Res<Counter> {
+        h.ctx
+            .registry
+            .for_script(&h.ctx.name)
+            .counter(
+                name,
+                help,
+                &label_names("metrics::counter", &labels)?,
+                budget,
+            )
+            .map_err(metrics_err)
+    };
     m.set_native_fn(
         "counter",
-        move |name: &str, help: &str, labels: Array| -> Res<Counter> {
-            h.ctx
-                .registry
-                .for_script(&h.ctx.name)
-                .counter(
-                    name,
-                    help,
-                    &label_names("metrics::counter", &labels)?,
-                    budget,
-                )
-                .map_err(metrics_err)
+        move |ctx: NativeCallContext, name: &str, help: &str, labels: Array| {
+            at_call(&ctx, f(name, help, labels))
         },
     );
 
     // metrics::gauge(name, help, [label names]) -> Gauge
     //   this.queue = metrics::gauge("socket_queue_bytes", "Bytes queued.", ["pod"]);
     let h = host.clone();
+    let f = move |name: &str, help: &str, labels: Array| -> Res<Gauge> {
+        h.ctx
+            .registry
+            .for_script(&h.ctx.name)
+            .gauge(name, help, &label_names("metrics::gauge", &labels)?, budget)
+            .map_err(metrics_err)
+    };
     m.set_native_fn(
         "gauge",
-        move |name: &str, help: &str, labels: Array| -> Res<Gauge> {
-            h.ctx
-                .registry
-                .for_script(&h.ctx.name)
-                .gauge(name, help, &label_names("metrics::gauge", &labels)?, budget)
-                .map_err(metrics_err)
+        move |ctx: NativeCallContext, name: &str, help: &str, labels: Array| {
+            at_call(&ctx, f(name, help, labels))
         },
     );
 
     // metrics::histogram(name, help, [label names], [bucket bounds]) -> Histogram
     //   this.lat = metrics::histogram("rtt_seconds", "RTT.", ["pod"], [0.001, 0.01, 0.1, 1.0]);
     let h = host.clone();
+    let f = move |name: &str, help: &str, labels: Array, buckets: Array| -> Res<Histogram> {
+        let bounds = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                number(b).ok_or_else(|| {
+                    runtime_error(format!(
+                        "metrics::histogram: bucket bounds are numbers; item {i} is {}",
+                        b.type_name()
+                    ))
+                })
+            })
+            .collect::<Res<Vec<f64>>>()?;
+        h.ctx
+            .registry
+            .for_script(&h.ctx.name)
+            .histogram(
+                name,
+                help,
+                &label_names("metrics::histogram", &labels)?,
+                bounds,
+                budget,
+            )
+            .map_err(metrics_err)
+    };
     m.set_native_fn(
         "histogram",
-        move |name: &str, help: &str, labels: Array, buckets: Array| -> Res<Histogram> {
-            let bounds = buckets
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    number(b).ok_or_else(|| {
-                        runtime_error(format!(
-                            "metrics::histogram: bucket bounds are numbers; item {i} is {}",
-                            b.type_name()
-                        ))
-                    })
-                })
-                .collect::<Res<Vec<f64>>>()?;
-            h.ctx
-                .registry
-                .for_script(&h.ctx.name)
-                .histogram(
-                    name,
-                    help,
-                    &label_names("metrics::histogram", &labels)?,
-                    bounds,
-                    budget,
-                )
-                .map_err(metrics_err)
+        move |ctx: NativeCallContext, name: &str, help: &str, labels: Array, buckets: Array| {
+            at_call(&ctx, f(name, help, labels, buckets))
         },
     );
 
@@ -297,9 +318,16 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     let log2b = log2.clone();
     m.set_native_fn(
         "log2_histogram",
-        move |name: &str, help: &str, labels: Array| log2b(name, help, labels, Map::new()),
+        move |ctx: NativeCallContext, name: &str, help: &str, labels: Array| {
+            at_call(&ctx, log2b(name, help, labels, Map::new()))
+        },
     );
-    m.set_native_fn("log2_histogram", log2);
+    m.set_native_fn(
+        "log2_histogram",
+        move |ctx: NativeCallContext, name: &str, help: &str, labels: Array, opts: Map| {
+            at_call(&ctx, log2(name, help, labels, opts))
+        },
+    );
     m.build_index();
     m
 }
@@ -434,12 +462,18 @@ fn bpf_module(host: &Arc<Host>) -> Module {
     // per-CPU values summed. A read failure is a runtime error with its reason.
     //   for e in bpf::map("counts") { this.drops.set_total([e.key.pod.name, e.key.reason], e.value); }
     let h = host.clone();
-    m.set_native_fn("map", move |name: &str| -> Res<Array> {
-        h.ctx
-            .maps
-            .entries(name)
-            .map_err(|e| runtime_error(format!("bpf::map(\"{name}\"): {e}")))
-    });
+    m.set_native_fn(
+        "map",
+        move |ctx: NativeCallContext, name: &str| -> Res<Array> {
+            at_call(
+                &ctx,
+                h.ctx
+                    .maps
+                    .entries(name)
+                    .map_err(|e| runtime_error(format!("bpf::map(\"{name}\"): {e}"))),
+            )
+        },
+    );
     // bpf::hist(name) / bpf::hist(name, slot_field) -> [#{key, buckets}, ...]
     //
     // A kernel log2 histogram map (key: labels + a slot, value: a count) grouped
@@ -457,10 +491,15 @@ fn bpf_module(host: &Arc<Host>) -> Module {
         group_log2(name, slot_field, entries)
     };
     let hist2 = hist.clone();
-    m.set_native_fn("hist", move |name: &str| hist(name, "slot"));
-    m.set_native_fn("hist", move |name: &str, slot_field: &str| {
-        hist2(name, slot_field)
+    m.set_native_fn("hist", move |ctx: NativeCallContext, name: &str| {
+        at_call(&ctx, hist(name, "slot"))
     });
+    m.set_native_fn(
+        "hist",
+        move |ctx: NativeCallContext, name: &str, slot_field: &str| {
+            at_call(&ctx, hist2(name, slot_field))
+        },
+    );
     m.build_index();
     m
 }

@@ -65,6 +65,44 @@ fn limit_errors_name_the_handler_line_and_the_limit() {
 }
 
 #[test]
+fn errors_of_module_calls_point_at_the_call() {
+    // Rhai leaves an error out of a namespaced native call without a position; the
+    // call's own is set (api::at_call), not the handler's `fn` line.
+    let limits = Limits::default();
+    for (source, want) in [
+        (
+            "fn on_tick() {\n    let x = 1;\n    let m = bpf::map(\"nope\");\n}",
+            "on_tick: x.rhai:3:18: bpf::map(\"nope\"): ",
+        ),
+        (
+            "fn on_tick() {\n\n    net::in_cidr(\"10.0.0.1\", \"10.0.0.0/99\");\n}",
+            "on_tick: x.rhai:3:10: ",
+        ),
+        (
+            "fn on_tick() {\n  hist::bucket_bounds(99);\n}",
+            "on_tick: x.rhai:2:9: hist::bucket_bounds: slot 99 is not in 0..=63",
+        ),
+    ] {
+        let got = tick_error(source, &limits);
+        assert!(got.starts_with(want), "{source}\n got: {got}\nwant: {want}...");
+    }
+    let script = Script::compile(
+        "x.rhai",
+        "fn init() {\n    let x = 1;\n    this.c = metrics::counter(\"lat_ms\", \"Latency.\", []);\n}",
+        &limits,
+    )
+    .unwrap();
+    let e = Instance::start(&script, &[], ScriptContext::detached("x"), &limits)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with("x.rhai:3:23: init failed: invalid metric name `sonde_lat_ms`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn init_failures_start_with_their_position() {
     let script = Script::compile(
         "x.rhai",

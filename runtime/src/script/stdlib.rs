@@ -7,9 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, Scope, Shared, FLOAT, INT};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, Module, NativeCallContext, Scope, Shared, FLOAT, INT,
+};
 
-use super::api::runtime_error;
+use super::api::{at_call, runtime_error};
 use crate::metrics::{log2_slot, log2_slot_f64};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -159,7 +161,9 @@ fn add_net(m: &mut Module) {
     });
     // net::in_cidr(ip, cidr) -> bool: v4 and v6; a malformed CIDR is a runtime error,
     // an address that does not parse is simply not in it.
-    m.set_native_fn("in_cidr", |ip: &str, cidr: &str| in_cidr(ip, cidr));
+    m.set_native_fn("in_cidr", |ctx: NativeCallContext, ip: &str, cidr: &str| {
+        at_call(&ctx, in_cidr(ip, cidr))
+    });
     // net::family(ip) -> "ipv4" | "ipv6" | "" (not an address).
     m.set_native_fn("family", |ip: &str| -> Res<String> {
         Ok(match parse_ip(ip) {
@@ -197,19 +201,24 @@ fn add_hist(m: &mut Module) {
     });
     // hist::bucket_bounds(i) -> [lo, hi]: slot i holds values v with lo < v <= hi
     // (slot 0: [0, 1]).
-    m.set_native_fn("bucket_bounds", |i: INT| -> Res<Array> {
-        if !(0..=63).contains(&i) {
-            return Err(runtime_error(format!(
-                "hist::bucket_bounds: slot {i} is not in 0..=63"
-            )));
-        }
-        let hi = 1i128 << i;
-        let lo = if i == 0 { 0 } else { hi / 2 };
-        let int = |v: i128| {
-            i64::try_from(v)
-                .map(Dynamic::from_int)
-                .unwrap_or_else(|_| Dynamic::from_float(v as f64))
-        };
-        Ok(vec![int(lo), int(hi)])
+    m.set_native_fn("bucket_bounds", |ctx: NativeCallContext, i: INT| {
+        at_call(&ctx, bucket_bounds(i))
     });
+}
+
+/// `hist::bucket_bounds(i)`.
+fn bucket_bounds(i: INT) -> Res<Array> {
+    if !(0..=63).contains(&i) {
+        return Err(runtime_error(format!(
+            "hist::bucket_bounds: slot {i} is not in 0..=63"
+        )));
+    }
+    let hi = 1i128 << i;
+    let lo = if i == 0 { 0 } else { hi / 2 };
+    let int = |v: i128| {
+        i64::try_from(v)
+            .map(Dynamic::from_int)
+            .unwrap_or_else(|_| Dynamic::from_float(v as f64))
+    };
+    Ok(vec![int(lo), int(hi)])
 }
