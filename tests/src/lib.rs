@@ -14,6 +14,7 @@ pub mod cri;
 pub mod daemon;
 pub mod kernel;
 pub mod kubernetes;
+pub mod loki;
 pub mod run;
 pub mod tls;
 pub mod veth;

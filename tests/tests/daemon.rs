@@ -2,13 +2,13 @@
 //! from outside with real clients (Prometheus, promtool, `sonde events`, bpftool)
 //! and a small Loki receiver (the only fake: Loki itself does not run here).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sonde_tests::daemon::{free_port, http_get, sample, temp_dir, Daemon};
+use sonde_tests::daemon::{free_port, http_get, promtool_check, sample, temp_dir, Daemon};
+use sonde_tests::loki::{LokiReceiver, Pushes};
 use sonde_tests::{connect_refused, require_root, sonde_bin, NetnsThread};
 
 /// `n` connects to a closed port in the namespace: `n` NOSOCK resets.
@@ -16,24 +16,6 @@ fn resets(ns: &NetnsThread, n: usize) {
     ns.run(move || {
         connect_refused("127.0.0.1:9".parse().unwrap(), n);
     });
-}
-
-fn promtool_check(text: &str) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (apt-get install prometheus)");
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -268,128 +250,14 @@ fn on_tick() {{ for e in bpf::map("counts") {{ this.c.set_total([e.key.pod.name,
     assert_eq!(knobs["emit_events"], "true", "{knobs}");
 }
 
-type Pushes = Arc<Mutex<Vec<(Vec<String>, serde_json::Value)>>>;
-
-/// Loki's push endpoint on a fixed port, recording the requests it receives.
-struct LokiReceiver {
-    pushes: Pushes,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl LokiReceiver {
-    fn start(port: u16, pushes: Pushes) -> LokiReceiver {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let store = pushes.clone();
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let open = conns.clone();
-        let thread = std::thread::spawn(move || loop {
-            if stopped.try_recv().is_ok() {
-                return;
-            }
-            match listener.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    open.lock().unwrap().push(s.try_clone().unwrap());
-                    let store = store.clone();
-                    std::thread::spawn(move || handle_push(s, &store));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        });
-        LokiReceiver {
-            pushes,
-            conns,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    /// Closes the port and every open connection: Loki is down.
-    fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// Every pushed line with its stream labels, in arrival order.
-    fn lines(&self) -> Vec<(serde_json::Value, serde_json::Value)> {
-        let mut out = Vec::new();
-        for (_, body) in self.pushes.lock().unwrap().iter() {
-            for stream in body["streams"].as_array().into_iter().flatten() {
-                for v in stream["values"].as_array().into_iter().flatten() {
-                    let line =
-                        serde_json::from_str(v[1].as_str().unwrap_or_default()).unwrap_or_default();
-                    out.push((stream["stream"].clone(), line));
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for LokiReceiver {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Answers 204 to each request of a (keep-alive) connection, recording it.
-fn handle_push(s: TcpStream, store: &Pushes) {
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
-    loop {
-        let mut headers = Vec::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end().to_string();
-            if l.is_empty() {
-                break;
-            }
-            headers.push(l);
-        }
-        let len: usize = headers
-            .iter()
-            .find_map(|h| {
-                h.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        let json = serde_json::from_slice(&body).unwrap_or_default();
-        store.lock().unwrap().push((headers, json));
-        if w.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
-            return;
-        }
-    }
-}
-
 #[test]
 fn loki_gets_events_and_catches_up_after_an_outage() {
     if !require_root("loki_gets_events_and_catches_up_after_an_outage") {
         return;
     }
     let port = free_port();
-    let pushes: Pushes = Arc::default();
-    let mut loki = LokiReceiver::start(port, pushes.clone());
+    let pushes = Pushes::default();
+    let mut loki = LokiReceiver::start_on(port, pushes.clone());
     let d = Daemon::start(
         "loki",
         &["tcp_reset"],
@@ -420,11 +288,12 @@ fn loki_gets_events_and_catches_up_after_an_outage() {
     assert_eq!(labels["node"], "e2e-node", "{labels}");
     assert_eq!(ev["type"], "TCPRESET_NOSOCK", "{ev}");
     assert_eq!(ev["fields"]["sport"], 9, "{ev}");
-    let headers = pushes.lock().unwrap()[0].0.join("\n").to_ascii_lowercase();
-    assert!(headers.contains("x-scope-orgid: team-a"), "{headers}");
-    assert!(
-        headers.contains("content-type: application/json"),
-        "{headers}"
+    let first = pushes.lock().unwrap()[0].clone();
+    assert_eq!(first.header("x-scope-orgid"), Some("team-a"), "{first:?}");
+    assert_eq!(
+        first.header("content-type"),
+        Some("application/json"),
+        "{first:?}"
     );
 
     // Loki goes away: the daemon keeps serving and printing; events wait.
@@ -452,7 +321,7 @@ fn loki_gets_events_and_catches_up_after_an_outage() {
     );
 
     // Loki is back on the same port: the buffered events arrive.
-    let loki = LokiReceiver::start(port, pushes.clone());
+    let loki = LokiReceiver::start_on(port, pushes.clone());
     d.wait_for(
         "the buffered events in Loki",
         Duration::from_secs(10),

@@ -30,6 +30,7 @@ use sonde_tests::daemon::{free_port, http_get, sample};
 use sonde_tests::kubernetes::{
     exported_names, promql_metric_names, python, render, Prometheus, Rendered,
 };
+use sonde_tests::loki::LokiReceiver;
 use sonde_tests::{cannot_run, repo_root, require_root, sonde_bin};
 
 /// The capabilities the chart grants by default (values.yaml `capabilities`).
@@ -1033,102 +1034,6 @@ fn process_status(marker: &str) -> String {
     out
 }
 
-/// One push a Loki receiver got.
-#[derive(Clone, Debug)]
-struct LokiPush {
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl LokiPush {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Loki's push endpoint, as far as sonde uses it (Loki itself does not run here):
-/// every POST is kept and answered 204.
-struct LokiReceiver {
-    addr: std::net::SocketAddr,
-    pushes: std::sync::Arc<std::sync::Mutex<Vec<LokiPush>>>,
-}
-
-impl LokiReceiver {
-    fn start() -> LokiReceiver {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let pushes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let p = pushes.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let p = p.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(conn.try_clone().unwrap());
-                    let mut w = conn;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut headers = Vec::new();
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                            }
-                        }
-                        let len: usize = headers
-                            .iter()
-                            .find(|(k, _)| k == "content-length")
-                            .and_then(|(_, v)| v.parse().ok())
-                            .unwrap_or(0);
-                        let mut body = vec![0; len];
-                        if r.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        p.lock().unwrap().push(LokiPush {
-                            headers,
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        });
-                        if w.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        LokiReceiver { addr, pushes }
-    }
-
-    /// The first push `ok` accepts.
-    fn wait_for(&self, timeout: Duration, ok: impl Fn(&LokiPush) -> bool) -> LokiPush {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(p) = self.pushes.lock().unwrap().iter().find(|p| ok(p)) {
-                return p.clone();
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "no such push within {timeout:?}: {:?}",
-            self.pushes.lock().unwrap()
-        );
-    }
-}
-
 /// An `ip netns` namespace, deleted on drop.
 struct NamedNetns(String);
 
@@ -1296,10 +1201,10 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     std::fs::write(
         &values,
         format!(
-            "image: {{repository: localhost/sonde, tag: k8s-test, pullPolicy: Never}}\nport: {port}\ncriSocket: {}\nconfig:\n  pods:\n    refresh: 2s\n  scripts:\n    params:\n      tcp_reset: {{emit_events: true}}\n  sinks:\n    loki:\n      batch_wait: 200ms\nscripts:\n  chart_ticks.rhai: {}\nloki:\n  url: http://{}\n  tenant: team-a\n  labels: {{cluster: test}}\n  auth: {{secretName: sonde-loki, username: sonde, passwordKey: password}}\n",
+            "image: {{repository: localhost/sonde, tag: k8s-test, pullPolicy: Never}}\nport: {port}\ncriSocket: {}\nconfig:\n  pods:\n    refresh: 2s\n  scripts:\n    params:\n      tcp_reset: {{emit_events: true}}\n  sinks:\n    loki:\n      batch_wait: 200ms\nscripts:\n  chart_ticks.rhai: {}\nloki:\n  url: http://127.0.0.1:{}\n  tenant: team-a\n  labels: {{cluster: test}}\n  auth: {{secretName: sonde-loki, username: sonde, passwordKey: password}}\n",
             ctd.socket().display(),
             serde_json::to_string(CHART_SCRIPT).unwrap(),
-            loki.addr
+            loki.port
         ),
     )
     .unwrap();

@@ -4,15 +4,14 @@
 //! idle clients cannot exhaust, Loki over TLS.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sonde_tests::daemon::{free_port, http_get, sample, Client, Daemon, Options};
+use sonde_tests::loki::LokiReceiver;
 use sonde_tests::tls::{https_get, Pair, Pki};
 use sonde_tests::{cannot_run, require_root, sonde_bin};
 
@@ -787,82 +786,15 @@ fn status_and_events_on_a_loopback_address_of_their_own_or_off() {
     );
 }
 
-type Pushes = Arc<Mutex<Vec<(Vec<String>, serde_json::Value)>>>;
-
-/// An HTTPS Loki push endpoint (the receiver of `daemon.rs`, over TLS): records each
-/// request's headers and JSON body, answers 204.
-fn tls_loki(server: Arc<sonde_tests::tls::rustls::ServerConfig>) -> (u16, Pushes) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let pushes: Pushes = Arc::default();
-    let store = pushes.clone();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(s) = s else { return };
-            let server = server.clone();
-            let store = store.clone();
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let Ok(conn) = sonde_tests::tls::rustls::ServerConnection::new(server) else {
-                    return;
-                };
-                let tls = sonde_tests::tls::rustls::StreamOwned::new(conn, s);
-                handle_push(tls, &store);
-            });
-        }
-    });
-    (port, pushes)
-}
-
-fn handle_push<S: Read + Write>(s: S, store: &Pushes) {
-    let mut r = BufReader::new(s);
-    loop {
-        let mut headers = Vec::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end().to_string();
-            if l.is_empty() {
-                break;
-            }
-            headers.push(l);
-        }
-        let len: usize = headers
-            .iter()
-            .find_map(|h| {
-                h.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        store
-            .lock()
-            .unwrap()
-            .push((headers, serde_json::from_slice(&body).unwrap_or_default()));
-        if r.get_mut()
-            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
-        let _ = r.get_mut().flush();
-    }
-}
-
 #[test]
 fn loki_over_tls_with_a_ca_file_and_a_bearer_token_file() {
     if !require_root("loki_over_tls_with_a_ca_file_and_a_bearer_token_file") {
         return;
     }
     let pki = Pki::new("loki test CA");
-    let (port, pushes) = tls_loki(Pki::server_config(&pki.server(&["loki.test", "127.0.0.1"])));
+    let loki =
+        LokiReceiver::start_tls(Pki::server_config(&pki.server(&["loki.test", "127.0.0.1"])));
+    let port = loki.port;
     let dir = sonde_tests::trusted_tmp().join(format!("sonde-loki-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -889,16 +821,15 @@ fn loki_over_tls_with_a_ca_file_and_a_bearer_token_file() {
     d.wait_for(
         "events pushed to Loki over TLS",
         Duration::from_secs(10),
-        || !pushes.lock().unwrap().is_empty(),
+        || loki.count() > 0,
     );
-    let (headers, body) = pushes.lock().unwrap()[0].clone();
-    assert!(
-        headers
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case("authorization: Bearer t0ken")),
-        "{headers:?}"
+    let first = loki.pushes.lock().unwrap()[0].clone();
+    assert_eq!(
+        first.header("authorization"),
+        Some("Bearer t0ken"),
+        "{first:?}"
     );
-    assert_eq!(body["streams"][0]["stream"]["type"], "TLS_TICK");
+    assert_eq!(first.json()["streams"][0]["stream"]["type"], "TLS_TICK");
     drop(d);
 
     // Against the system's trust store (no ca_file) the test CA is unknown: pushes
@@ -912,13 +843,13 @@ fn loki_over_tls_with_a_ca_file_and_a_bearer_token_file() {
         &[("ticker.rhai", &ticker)],
         None,
     );
-    let before = pushes.lock().unwrap().len();
+    let before = loki.count();
     d.wait_for(
         "a failed push to be logged",
         Duration::from_secs(10),
         || d.stderr().contains("UnknownIssuer") || d.stderr().contains("unknown issuer"),
     );
-    assert_eq!(pushes.lock().unwrap().len(), before);
+    assert_eq!(loki.count(), before);
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

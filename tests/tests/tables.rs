@@ -2,12 +2,10 @@
 //! `sonde run` prints at the end of a run over real TCP resets, and what the daemon
 //! exports for tables named the way bpftrace users name them (`2xx`, `lat_ms`).
 
-use std::io::Write;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sonde_tests::daemon::{sample, Daemon};
+use sonde_tests::daemon::{promtool_check, sample, Daemon};
 use sonde_tests::run::{finish, start};
 use sonde_tests::{connect_refused, require_root, NetnsThread};
 
@@ -123,24 +121,6 @@ fn on_tick() {
     hist("rtt_ms", 1);
 }
 "#;
-
-fn promtool_check(text: &str) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (apt-get install prometheus)");
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics:\n{}{}\n--- exposition ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn daemon_exports_tables_under_valid_names_in_base_units() {

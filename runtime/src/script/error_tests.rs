@@ -84,7 +84,10 @@ fn errors_of_module_calls_point_at_the_call() {
         ),
     ] {
         let got = tick_error(source, &limits);
-        assert!(got.starts_with(want), "{source}\n got: {got}\nwant: {want}...");
+        assert!(
+            got.starts_with(want),
+            "{source}\n got: {got}\nwant: {want}..."
+        );
     }
     let script = Script::compile(
         "x.rhai",
