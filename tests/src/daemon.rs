@@ -350,3 +350,31 @@ pub fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A real Prometheus (scrape interval and timeout 1s) with `jobs`, the YAML of its
+/// `scrape_configs` entries, keeping its files and log under `dir/prometheus`.
+pub fn prometheus(dir: &std::path::Path, jobs: &str) -> (std::process::Child, SocketAddr) {
+    let pdir = dir.join("prometheus");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let port = free_port();
+    std::fs::write(
+        pdir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{jobs}"),
+    )
+    .unwrap();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            pdir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            pdir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (apt-get install prometheus)");
+    (child, format!("127.0.0.1:{port}").parse().unwrap())
+}

@@ -3,11 +3,13 @@
 //! and a small Loki receiver (the only fake: Loki itself does not run here).
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sonde_tests::daemon::{free_port, http_get, promtool_check, sample, temp_dir, Daemon};
+use sonde_tests::daemon::{
+    free_port, http_get, prometheus, promtool_check, sample, temp_dir, Daemon,
+};
 use sonde_tests::loki::{LokiReceiver, Pushes};
 use sonde_tests::{connect_refused, require_root, sonde_bin, NetnsThread};
 
@@ -70,32 +72,14 @@ fn prometheus_scrapes_the_reset_counter_with_the_pod_label() {
     );
 
     // A real Prometheus server scrapes the daemon; its query API has the counter.
-    let pdir = d.dir.join("prometheus");
-    std::fs::create_dir_all(&pdir).unwrap();
-    let pport = free_port();
-    std::fs::write(
-        pdir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: ['{}']\n",
+    let (mut prom, paddr) = prometheus(
+        &d.dir,
+        &format!(
+            "  - job_name: sonde\n    static_configs:\n      - targets: ['{}']\n",
             d.addr
         ),
-    )
-    .unwrap();
-    let mut prom = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            pdir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            pdir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus (apt-get install prometheus)");
-    let paddr: SocketAddr = format!("127.0.0.1:{pport}").parse().unwrap();
+    );
+    let pdir = d.dir.join("prometheus");
     let query = format!(
         "/api/v1/query?query=sonde_tcp_reset_segments_total%7Bpod%3D%22{}%22%2Ckind%3D%22NOSOCK%22%7D",
         pod.replace(':', "%3A")

@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sonde_tests::daemon::{free_port, http_get, sample, Client, Daemon, Options};
+use sonde_tests::daemon::{free_port, http_get, prometheus, sample, Client, Daemon, Options};
 use sonde_tests::loki::LokiReceiver;
 use sonde_tests::tls::{https_get, Pair, Pki};
 use sonde_tests::{cannot_run, require_root, sonde_bin};
@@ -474,33 +474,6 @@ fn web_config(test: &str, extra_tls: &str) -> Web {
     )
     .unwrap();
     Web { pki, dir, file }
-}
-
-/// A real Prometheus scraping `target` with `job` (YAML of the job's settings).
-fn prometheus(dir: &Path, jobs: &str) -> (std::process::Child, SocketAddr) {
-    let pdir = dir.join("prometheus");
-    std::fs::create_dir_all(&pdir).unwrap();
-    let port = free_port();
-    std::fs::write(
-        pdir.join("prometheus.yml"),
-        format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{jobs}"),
-    )
-    .unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            pdir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            pdir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus (apt-get install prometheus)");
-    (child, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
 #[test]
