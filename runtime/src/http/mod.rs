@@ -6,7 +6,8 @@
 //! 404).
 //!
 //! ```text
-//! GET /metrics   Prometheus text 0.0.4; OpenMetrics 1.0 when Accept asks for it
+//! GET /metrics   Prometheus text 0.0.4; OpenMetrics 1.0 or protobuf (native
+//!                histograms) when Accept asks for it
 //! GET /healthz   200 "ok" while the server answers
 //! GET /readyz    200 "ready", or 503 and the reason (e.g. scripts still loading)
 //! GET /status    every script, its programs, variant, state and last error (JSON)

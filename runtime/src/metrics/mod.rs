@@ -50,11 +50,12 @@ mod family;
 mod handles;
 mod labels;
 mod names;
+mod proto;
 mod render;
 mod summary;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use budget::{Budgets, ScriptMetrics, ScriptUsage};
@@ -65,6 +66,7 @@ pub use labels::LabelValue;
 use family::{Buckets, Family, Totals};
 pub use names::{full_name, sanitize_name, table_name, TableName};
 use names::{validate_labels, validate_name};
+pub use proto::{native_layout, NativeLayout, PROTOBUF_CONTENT_TYPE};
 
 /// Prefix of every metric sonde exports.
 pub const PREFIX: &str = "sonde_";
@@ -186,6 +188,9 @@ pub struct Registry {
     families_per_script: AtomicUsize,
     /// Scripts already told (in the log) that their family budget is reached.
     family_warned: Mutex<HashSet<String>>,
+    /// The text formats write every this-many-th bucket of a log2 histogram
+    /// ([`Registry::set_classic_log2_step`]).
+    classic_log2_step: AtomicU32,
 }
 
 impl Registry {
@@ -223,6 +228,7 @@ impl Registry {
             totals,
             families_per_script: AtomicUsize::new(budgets.families_per_script),
             family_warned: Mutex::new(HashSet::new()),
+            classic_log2_step: AtomicU32::new(1),
         }
     }
 
@@ -255,6 +261,31 @@ impl Registry {
             removed += before - f.len();
         }
         removed
+    }
+
+    /// Log2 histograms in the text formats (classic histograms, one series per
+    /// bucket) keep the bucket of every `step`-th power of two (slots `0, step,
+    /// 2*step, ...` and the last slot) instead of every one; their counts are the
+    /// same cumulative counts, at fewer bounds. 1 (the default): every bucket.
+    /// The protobuf format is not affected: a native histogram is one series
+    /// whatever its resolution.
+    ///
+    /// ```
+    /// # let r = sonde::metrics::Registry::new("n");
+    /// let h = r.log2_histogram("lat_seconds", "L.", &["pod"], 8, 1e-9, 10).unwrap();
+    /// h.observe(&["a"], 3).unwrap(); // slot 2: (2ns, 4ns]
+    /// r.set_classic_log2_step(4);
+    /// let text = r.render_prometheus();
+    /// assert!(text.contains(r#"sonde_lat_seconds_bucket{node="n",pod="a",le="1.6e-8"} 1"#));
+    /// assert_eq!(text.matches("sonde_lat_seconds_bucket").count(), 4); // 1ns 16ns 256ns +Inf
+    /// ```
+    pub fn set_classic_log2_step(&self, step: u32) {
+        self.classic_log2_step.store(step.max(1), Ordering::Relaxed);
+    }
+
+    /// The step set by [`Registry::set_classic_log2_step`].
+    pub fn classic_log2_step(&self) -> u32 {
+        self.classic_log2_step.load(Ordering::Relaxed)
     }
 
     /// The node name added to every series.
@@ -467,13 +498,30 @@ impl Registry {
         self.render(render::Format::OpenMetrics)
     }
 
-    fn render(&self, format: render::Format) -> String {
-        let extra = self
-            .pod_labels
+    /// The Prometheus protobuf format, length-delimited `MetricFamily` messages
+    /// ([`PROTOBUF_CONTENT_TYPE`]): what Prometheus asks for with
+    /// `--enable-feature=native-histograms`. Log2 histograms are native histograms
+    /// there (one series each, every slot kept, see [`proto`]'s docs for the
+    /// bucket mapping); everything else is as in the text formats.
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        proto::render(&self.node, &self.families(), self.pod_labels().as_deref())
+    }
+
+    fn pod_labels(&self) -> Option<Arc<PodLabels>> {
+        self.pod_labels
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        render::render(&self.node, &self.families(), format, extra.as_deref())
+            .clone()
+    }
+
+    fn render(&self, format: render::Format) -> String {
+        render::render(
+            &self.node,
+            &self.families(),
+            format,
+            self.pod_labels().as_deref(),
+            self.classic_log2_step(),
+        )
     }
 
     /// The human table printed at the end of a one-shot run: the families `script`

@@ -45,18 +45,20 @@ impl Format {
     }
 }
 
-pub(super) fn render(
-    node: &str,
-    families: &[Arc<Family>],
-    format: Format,
-    pod_labels: Option<&PodLabels>,
-) -> String {
-    let mut out = String::with_capacity(4096);
-    for f in families {
-        // Pod labels this family gets: (index in PodLabels::names, name).
+/// The pod labels ([`PodLabels`]) one family's series get, beside their own.
+pub(super) struct PodExtra<'a> {
+    pod_labels: Option<&'a PodLabels>,
+    pod_at: Option<usize>,
+    ns_at: Option<usize>,
+    /// (index in `PodLabels::names`, name) of the labels this family lacks.
+    added: Vec<(usize, &'a str)>,
+}
+
+impl<'a> PodExtra<'a> {
+    pub fn new(f: &Family, pod_labels: Option<&'a PodLabels>) -> Self {
         let pod_at = f.label_names.iter().position(|l| l == "pod");
         let ns_at = f.label_names.iter().position(|l| l == "namespace");
-        let added: Vec<(usize, &str)> = match (pod_labels, pod_at) {
+        let added = match (pod_labels, pod_at) {
             (Some(p), Some(_)) => p
                 .names
                 .iter()
@@ -66,6 +68,55 @@ pub(super) fn render(
                 .collect(),
             _ => Vec::new(),
         };
+        PodExtra {
+            pod_labels,
+            pod_at,
+            ns_at,
+            added,
+        }
+    }
+
+    /// The extra `(name, value)` pairs of the series with these label values.
+    pub fn of(&self, labels: &[Box<str>]) -> Vec<(&'a str, &'a str)> {
+        let values = match (self.pod_labels, self.pod_at, self.added.is_empty()) {
+            (Some(p), Some(pi), false) => {
+                let ns = self.ns_at.map(|i| &*labels[i]).unwrap_or("");
+                p.values.get(&(ns.to_string(), labels[pi].to_string()))
+            }
+            _ => None,
+        };
+        match values {
+            Some(v) => self
+                .added
+                .iter()
+                .filter_map(|(i, n)| {
+                    v.get(*i)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| (*n, v.as_str()))
+                })
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Whether the text formats write the bucket of log2 slot `slot` (of `0..=max_slot`)
+/// when they keep every `step`-th power of two: the multiples of `step`, and the
+/// last slot, so that what `+Inf` alone counts stays the same.
+pub(super) fn keeps_slot(slot: usize, max_slot: u32, step: u32) -> bool {
+    step <= 1 || slot % step as usize == 0 || slot == max_slot as usize
+}
+
+pub(super) fn render(
+    node: &str,
+    families: &[Arc<Family>],
+    format: Format,
+    pod_labels: Option<&PodLabels>,
+    log2_step: u32,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    for f in families {
+        let pod = PodExtra::new(f, pod_labels);
         header(
             &mut out,
             format,
@@ -74,24 +125,7 @@ pub(super) fn render(
             f.kind,
         );
         for (labels, value) in f.snapshot() {
-            let values = match (pod_labels, pod_at, added.is_empty()) {
-                (Some(p), Some(pi), false) => {
-                    let ns = ns_at.map(|i| &*labels[i]).unwrap_or("");
-                    p.values.get(&(ns.to_string(), labels[pi].to_string()))
-                }
-                _ => None,
-            };
-            let extra: Vec<(&str, &str)> = match values {
-                Some(v) => added
-                    .iter()
-                    .filter_map(|(i, n)| {
-                        v.get(*i)
-                            .filter(|v| !v.is_empty())
-                            .map(|v| (*n, v.as_str()))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
+            let extra = pod.of(&labels);
             let pairs = || {
                 f.label_names
                     .iter()
@@ -103,9 +137,17 @@ pub(super) fn render(
                 Value::Scalar(x) => sample(&mut out, &f.name, "", node, pairs(), None, x),
                 Value::Hist { counts, sum } => {
                     let bounds = f.buckets.as_ref().map(|b| &*b.bounds).unwrap_or(&[]);
+                    let log2 = f.buckets.as_ref().and_then(|b| b.log2);
                     let mut cumulative = 0u64;
                     for (i, c) in counts.iter().enumerate() {
                         cumulative += c;
+                        let kept = match (log2, bounds.get(i)) {
+                            (Some(max), Some(_)) => keeps_slot(i, max, log2_step),
+                            _ => true,
+                        };
+                        if !kept {
+                            continue;
+                        }
                         let le = format.le(bounds.get(i).copied());
                         sample(
                             &mut out,
@@ -135,32 +177,48 @@ pub(super) fn render(
         &mut out,
         format,
         SERIES_DROPPED,
-        "Updates dropped because they would have created a series past a budget: the metric's own (reason series_budget, limits.series_budget) or that of all scripts' series together (reason total_series, limits.total_series).",
+        SERIES_DROPPED_HELP,
         MetricKind::Counter,
     );
+    for (metric, reason, dropped) in dropped_samples(families) {
+        sample(
+            &mut out,
+            SERIES_DROPPED,
+            "",
+            node,
+            [("metric", metric), ("reason", reason)].into_iter(),
+            None,
+            dropped as f64,
+        );
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+pub(super) const SERIES_DROPPED_HELP: &str = "Updates dropped because they would have created a series past a budget: the metric's own (reason series_budget, limits.series_budget) or that of all scripts' series together (reason total_series, limits.total_series).";
+
+/// The samples of [`SERIES_DROPPED`]: `(metric, reason, updates dropped)`.
+pub(super) fn dropped_samples(families: &[Arc<Family>]) -> Vec<(&str, &'static str, u64)> {
+    let mut out = Vec::new();
     for f in families
         .iter()
         .filter(|f| f.name != SCRIPT_ERRORS && f.name != FAMILIES_DROPPED)
     {
-        let mut reasons = vec![("series_budget", f.dropped.load(Ordering::Relaxed))];
+        out.push((
+            f.name.as_str(),
+            "series_budget",
+            f.dropped.load(Ordering::Relaxed),
+        ));
         // Only scripts' families count against the total.
         if f.is_scripted() {
-            reasons.push(("total_series", f.dropped_total.load(Ordering::Relaxed)));
+            out.push((
+                f.name.as_str(),
+                "total_series",
+                f.dropped_total.load(Ordering::Relaxed),
+            ));
         }
-        for (reason, dropped) in reasons {
-            sample(
-                &mut out,
-                SERIES_DROPPED,
-                "",
-                node,
-                [("metric", f.name.as_str()), ("reason", reason)].into_iter(),
-                None,
-                dropped as f64,
-            );
-        }
-    }
-    if format == Format::OpenMetrics {
-        out.push_str("# EOF\n");
     }
     out
 }

@@ -681,3 +681,41 @@ fn release_removes_families_no_other_script_owns() {
     assert!(r.names().contains(&"sonde_shared".to_string()));
     assert_eq!(r.release("b"), vec!["sonde_shared".to_string()]);
 }
+
+#[test]
+fn coarse_log2_buckets_in_text_keep_exact_cumulative_counts() {
+    let r = Registry::new("n");
+    let h = r
+        .log2_histogram("lat_seconds", "L.", &["pod"], 10, 1e-9, 10)
+        .unwrap();
+    // Slots 0, 3, 4, 7, 10 and past 10.
+    for raw in [1u64, 7, 9, 100, 1000, 5000] {
+        h.observe(&["a"], raw).unwrap();
+    }
+    let le = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("sonde_lat_seconds_bucket"))
+            .map(|l| {
+                let (_, rest) = l.split_once("le=\"").unwrap();
+                let (le, rest) = rest.split_once('"').unwrap();
+                format!("{le}{}", rest.trim_start_matches('}'))
+            })
+            .collect()
+    };
+    let full = le(&r.render_prometheus());
+    assert_eq!(full.len(), 12);
+    r.set_classic_log2_step(4);
+    assert_eq!(r.classic_log2_step(), 4);
+    // Slots 0, 4, 8 and the last one, 10; then +Inf.
+    assert_eq!(
+        le(&r.render_prometheus()),
+        ["1e-9 1", "1.6e-8 3", "2.56e-7 4", "1.024e-6 5", "+Inf 6"]
+    );
+    // Each kept bucket has the count the full form has at that bound.
+    for kept in le(&r.render_prometheus()) {
+        assert!(full.contains(&kept), "{kept} not in {full:?}");
+    }
+    assert!(r.render_openmetrics().contains(r#"le="1.6e-08"} 3"#));
+    r.set_classic_log2_step(0);
+    assert_eq!(le(&r.render_prometheus()), full);
+}
