@@ -72,6 +72,8 @@ pub struct Config {
     pub btf_archive: Option<PathBuf>,
     pub scripts: ScriptsConfig,
     pub limits: LimitsConfig,
+    /// How metrics are exported on `/metrics`.
+    pub metrics: MetricsConfig,
     pub sinks: SinksConfig,
     /// Pod resolution: the container runtime's socket, refresh, pod labels.
     pub pods: crate::pods::PodsConfig,
@@ -146,6 +148,43 @@ pub struct ScriptsConfig {
     pub strict_modes: bool,
 }
 
+/// `metrics`: how metrics are exported on `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Log2 histograms in the text formats (classic histograms, one series per
+    /// bucket) keep the bucket of every this-many-th power of two
+    /// ([`crate::metrics::Registry::set_classic_log2_step`]): 1 keeps all (42
+    /// buckets for a histogram of slots 0..=40), 4 (the default) every fourth (12).
+    /// Protobuf scrapes (native histograms) always get every slot.
+    pub classic_log2_step: u32,
+}
+
+/// Default of [`MetricsConfig::classic_log2_step`].
+pub const DEFAULT_CLASSIC_LOG2_STEP: u32 = 4;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            classic_log2_step: DEFAULT_CLASSIC_LOG2_STEP,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// `classic_log2_step` within 1..=16 (16: one bucket per 65536-fold range,
+    /// about the coarsest that still tells apart microseconds from seconds).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        super::serde_util::check_range(
+            self.classic_log2_step,
+            1..=16,
+            DEFAULT_CLASSIC_LOG2_STEP,
+            "powers of two per bucket of a log2 histogram in the text formats",
+        )
+        .map_err(|m| ("metrics.classic_log2_step".to_string(), m))
+    }
+}
+
 /// Limits applied to every script's handler calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -189,6 +228,7 @@ impl Default for Config {
             btf_archive: None,
             scripts: ScriptsConfig::default(),
             limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
             sinks: SinksConfig::default(),
             pods: crate::pods::PodsConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
@@ -460,6 +500,7 @@ impl Config {
             }
         }
         self.limits.validate()?;
+        self.metrics.validate()?;
         super::serde_util::check_duration(
             self.shutdown_timeout,
             Duration::ZERO..=MAX_SHUTDOWN_TIMEOUT,
@@ -578,6 +619,18 @@ mod tests {
         assert_eq!(
             Config::parse("x", "# nothing\n").unwrap(),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn classic_log2_step_has_a_range() {
+        assert_eq!(Config::default().metrics.classic_log2_step, 4);
+        let c = Config::parse("c.yaml", "metrics:\n  classic_log2_step: 1\n").unwrap();
+        assert_eq!(c.metrics.classic_log2_step, 1);
+        let e = Config::parse("c.yaml", "metrics:\n  classic_log2_step: 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yaml: metrics.classic_log2_step: 0 is out of range 1..=16 (powers of two per bucket of a log2 histogram in the text formats); set a value in that range (default 4)"
         );
     }
 

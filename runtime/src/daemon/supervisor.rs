@@ -443,6 +443,8 @@ impl Supervisor {
     /// Makes the running scripts match the current config and directories.
     pub async fn apply(&mut self, mut errors: Vec<String>) {
         self.registry.set_budgets(self.cfg.limits.budgets());
+        self.registry
+            .set_classic_log2_step(self.cfg.metrics.classic_log2_step);
         let (wanted, unreadable) = discover::wanted(&self.cfg);
         let mut keep: Vec<String> = Vec::new();
         for u in &unreadable {
