@@ -354,6 +354,16 @@ pub fn promtool_check(text: &str) {
 /// A real Prometheus (scrape interval and timeout 1s) with `jobs`, the YAML of its
 /// `scrape_configs` entries, keeping its files and log under `dir/prometheus`.
 pub fn prometheus(dir: &std::path::Path, jobs: &str) -> (std::process::Child, SocketAddr) {
+    prometheus_with(dir, jobs, &[])
+}
+
+/// [`prometheus`] with more command-line flags, e.g.
+/// `--enable-feature=native-histograms`.
+pub fn prometheus_with(
+    dir: &std::path::Path,
+    jobs: &str,
+    args: &[&str],
+) -> (std::process::Child, SocketAddr) {
     let pdir = dir.join("prometheus");
     std::fs::create_dir_all(&pdir).unwrap();
     let port = free_port();
@@ -372,6 +382,7 @@ pub fn prometheus(dir: &std::path::Path, jobs: &str) -> (std::process::Child, So
             pdir.join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
         .spawn()
