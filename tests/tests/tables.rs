@@ -149,10 +149,13 @@ fn daemon_exports_tables_under_valid_names_in_base_units() {
         get("sonde_conns_total", &[("pod", "web-1"), ("port", "8080")]),
         n
     );
-    // Milliseconds observed, seconds exported: 250 ms is in the bucket of 256 ms.
+    // Milliseconds observed, seconds exported: 250 ms is in the bucket of 256 ms,
+    // not in that of 16 ms, the next one down at the default
+    // metrics.classic_log2_step (4: every fourth power of two).
     assert_eq!(get("sonde_lat_seconds_count", &[]), n);
     assert_eq!(get("sonde_lat_seconds_bucket", &[("le", "0.256")]), n);
-    assert_eq!(get("sonde_lat_seconds_bucket", &[("le", "0.128")]), 0.0);
+    assert_eq!(get("sonde_lat_seconds_bucket", &[("le", "0.016")]), 0.0);
+    assert!(sample(&m, "sonde_lat_seconds_bucket", &[("le", "0.128")]).is_none());
     let sum = get("sonde_lat_seconds_sum", &[]);
     assert!((sum - 0.25 * n).abs() < 1e-9, "sum {sum} for {n} x 250 ms");
     let sum = get("sonde_read_wait_seconds_sum", &[("op", "read")]);
