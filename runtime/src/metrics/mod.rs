@@ -501,8 +501,8 @@ impl Registry {
     /// The Prometheus protobuf format, length-delimited `MetricFamily` messages
     /// ([`PROTOBUF_CONTENT_TYPE`]): what Prometheus asks for with
     /// `--enable-feature=native-histograms`. Log2 histograms are native histograms
-    /// there (one series each, every slot kept, see [`proto`]'s docs for the
-    /// bucket mapping); everything else is as in the text formats.
+    /// there: one series each, every slot kept, buckets placed in the exported
+    /// unit as [`native_layout`] says. Everything else is as in the text formats.
     pub fn render_protobuf(&self) -> Vec<u8> {
         proto::render(&self.node, &self.families(), self.pod_labels().as_deref())
     }

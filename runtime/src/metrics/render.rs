@@ -104,7 +104,7 @@ impl<'a> PodExtra<'a> {
 /// when they keep every `step`-th power of two: the multiples of `step`, and the
 /// last slot, so that what `+Inf` alone counts stays the same.
 pub(super) fn keeps_slot(slot: usize, max_slot: u32, step: u32) -> bool {
-    step <= 1 || slot % step as usize == 0 || slot == max_slot as usize
+    step <= 1 || slot.is_multiple_of(step as usize) || slot == max_slot as usize
 }
 
 pub(super) fn render(
