@@ -276,8 +276,12 @@ def latency():
     def hist(title, metric, sel, description):
         L.add(heatmap(title, f"sum by (le) (rate({metric}_bucket{{{sel}}}[{RI}]))", description))
 
+    # Classic buckets (text scrapes) or the native histogram (a Prometheus with
+    # --enable-feature=native-histograms scrapes protobuf: no _bucket series).
     def p99(title, metric, sel, by, legend):
-        L.add(timeseries(title, [target(f"histogram_quantile(0.99, sum by ({by}, le) (rate({metric}_bucket{{{sel}}}[{RI}])))", legend)], "s"))
+        classic = f"histogram_quantile(0.99, sum by ({by}, le) (rate({metric}_bucket{{{sel}}}[{RI}])))"
+        native = f"histogram_quantile(0.99, sum by ({by}) (rate({metric}{{{sel}}}[{RI}])))"
+        L.add(timeseries(title, [target(f"{classic} or {native}", legend)], "s"))
 
     L.row("Socket")
     hist("Socket read latency", "sonde_socket_latency_seconds", f'{POD}, direction="read"',

@@ -368,7 +368,9 @@ pub fn promql_metric_names(expr: &str) -> Vec<String> {
 }
 
 /// The metric families a `/metrics` text declares (`# TYPE`), with the sample names
-/// each one has (`_bucket`, `_sum`, `_count` for histograms and summaries).
+/// each one has (`_bucket`, `_sum`, `_count` for histograms and summaries). A
+/// histogram's own name is there too: a Prometheus with native histograms scrapes
+/// the protobuf format, where log2 histograms are native histograms of that name.
 pub fn exported_names(metrics: &str) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     for l in metrics.lines() {
@@ -381,6 +383,7 @@ pub fn exported_names(metrics: &str) -> std::collections::BTreeSet<String> {
         };
         match kind {
             "histogram" => {
+                out.insert(name.to_string());
                 for s in ["_bucket", "_sum", "_count"] {
                     out.insert(format!("{name}{s}"));
                 }
@@ -433,6 +436,7 @@ mod tests {
                 && n.contains("h_seconds_bucket")
                 && n.contains("h_seconds_count")
         );
-        assert!(!n.contains("h_seconds"));
+        assert!(n.contains("h_seconds"));
+        assert!(!n.contains("a_total_bucket"));
     }
 }

@@ -55,7 +55,11 @@ values. Thresholds come from .Values.prometheusRule.
         description: "{{`{{ $value | humanizePercentage }} of the TCP segments `}}{{ $where }}{{` sends are retransmissions`}} (threshold {{ $t.retransmitRatio }})."
     - alert: SondePodSocketLatency
       expr: |
-        histogram_quantile(0.99, sum by ({{ $pod }}, direction, le) (rate(sonde_socket_latency_seconds_bucket[{{ $w }}]))) > {{ $t.socketLatencySeconds }}
+        (
+          histogram_quantile(0.99, sum by ({{ $pod }}, direction, le) (rate(sonde_socket_latency_seconds_bucket[{{ $w }}])))
+          or
+          histogram_quantile(0.99, sum by ({{ $pod }}, direction) (rate(sonde_socket_latency_seconds[{{ $w }}])))
+        ) > {{ $t.socketLatencySeconds }}
       for: {{ $r.for.traffic }}
       labels:
         severity: {{ $r.severity.traffic }}
