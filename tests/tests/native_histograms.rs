@@ -2,7 +2,8 @@
 //! `--enable-feature=native-histograms` it scrapes the protobuf format and stores
 //! one native histogram per series, in seconds, whose count, sum and quantiles are
 //! right; without it the text formats keep every `metrics.classic_log2_step`-th
-//! bucket. The series each form costs per pod namespace are counted and printed.
+//! bucket, or every one for the namespaces in `metrics.full_bucket_namespaces`. The
+//! series each form costs per pod namespace are counted and printed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -113,9 +114,28 @@ fn text_keeps_every_classic_log2_step_th_bucket() {
     );
     assert_eq!(bucket(&text, "2.048e-6"), Some(101.0), "{text}");
     assert_eq!(bucket(&text, "4.096e-6"), Some(101.0), "{text}");
+    drop(full);
+
+    // Coarse for the node, every bucket for the namespace someone looks at.
+    let detail = start(
+        "native-detail",
+        "metrics:\n  full_bucket_namespaces: [shop]\n",
+    );
+    let text = detail.metrics();
+    promtool_check(&text);
+    let detail_ns = series_by_namespace(&text);
+    assert_eq!(
+        detail_ns,
+        [("db", 28), ("infra", 28), ("shop", 88)]
+            .map(|(n, c)| (n.to_string(), c))
+            .into(),
+        "{text}"
+    );
+    assert_eq!(bucket(&text, "2.048e-6"), Some(101.0), "{text}");
     eprintln!(
         "series of sonde_e2e_wait_seconds per namespace (2 pods each): \
-         classic_log2_step 1: {full_ns:?}; classic_log2_step 4: {by_ns:?}"
+         classic_log2_step 1: {full_ns:?}; classic_log2_step 4: {by_ns:?}; \
+         4 with full_bucket_namespaces [shop]: {detail_ns:?}"
     );
 }
 

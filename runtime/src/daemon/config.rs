@@ -158,6 +158,10 @@ pub struct MetricsConfig {
     /// buckets for a histogram of slots 0..=40), 4 (the default) every fourth (12).
     /// Protobuf scrapes (native histograms) always get every slot.
     pub classic_log2_step: u32,
+    /// Pod namespaces whose log2 histograms keep every bucket in the text formats
+    /// whatever `classic_log2_step` says
+    /// ([`crate::metrics::Registry::set_full_bucket_namespaces`]).
+    pub full_bucket_namespaces: Vec<String>,
 }
 
 /// Default of [`MetricsConfig::classic_log2_step`].
@@ -167,6 +171,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             classic_log2_step: DEFAULT_CLASSIC_LOG2_STEP,
+            full_bucket_namespaces: Vec::new(),
         }
     }
 }
@@ -627,6 +632,8 @@ mod tests {
         assert_eq!(Config::default().metrics.classic_log2_step, 4);
         let c = Config::parse("c.yaml", "metrics:\n  classic_log2_step: 1\n").unwrap();
         assert_eq!(c.metrics.classic_log2_step, 1);
+        let c = Config::parse("c.yaml", "metrics:\n  full_bucket_namespaces: [shop]\n").unwrap();
+        assert_eq!(c.metrics.full_bucket_namespaces, ["shop"]);
         let e = Config::parse("c.yaml", "metrics:\n  classic_log2_step: 0\n").unwrap_err();
         assert_eq!(
             e.to_string(),

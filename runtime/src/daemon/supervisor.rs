@@ -445,6 +445,8 @@ impl Supervisor {
         self.registry.set_budgets(self.cfg.limits.budgets());
         self.registry
             .set_classic_log2_step(self.cfg.metrics.classic_log2_step);
+        self.registry
+            .set_full_bucket_namespaces(self.cfg.metrics.full_bucket_namespaces.iter().cloned());
         let (wanted, unreadable) = discover::wanted(&self.cfg);
         let mut keep: Vec<String> = Vec::new();
         for u in &unreadable {

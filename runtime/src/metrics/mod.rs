@@ -191,6 +191,9 @@ pub struct Registry {
     /// The text formats write every this-many-th bucket of a log2 histogram
     /// ([`Registry::set_classic_log2_step`]).
     classic_log2_step: AtomicU32,
+    /// Pod namespaces whose log2 histograms keep every bucket in the text formats
+    /// ([`Registry::set_full_bucket_namespaces`]).
+    full_bucket_namespaces: RwLock<Arc<HashSet<String>>>,
 }
 
 impl Registry {
@@ -229,6 +232,7 @@ impl Registry {
             families_per_script: AtomicUsize::new(budgets.families_per_script),
             family_warned: Mutex::new(HashSet::new()),
             classic_log2_step: AtomicU32::new(1),
+            full_bucket_namespaces: RwLock::new(Arc::default()),
         }
     }
 
@@ -281,6 +285,33 @@ impl Registry {
     /// ```
     pub fn set_classic_log2_step(&self, step: u32) {
         self.classic_log2_step.store(step.max(1), Ordering::Relaxed);
+    }
+
+    /// Series whose `namespace` label is one of `namespaces` keep every bucket of
+    /// their log2 histograms in the text formats, whatever
+    /// [`Registry::set_classic_log2_step`] says: full detail for the pods someone
+    /// is looking at, coarse buckets for the rest of the node.
+    ///
+    /// ```
+    /// # let r = sonde::metrics::Registry::new("n");
+    /// let h = r.log2_histogram("lat_seconds", "L.", &["namespace", "pod"], 8, 1e-9, 10).unwrap();
+    /// h.observe(&["shop", "a"], 3).unwrap();
+    /// h.observe(&["db", "b"], 3).unwrap();
+    /// r.set_classic_log2_step(4);
+    /// r.set_full_bucket_namespaces(["shop"]);
+    /// let text = r.render_prometheus();
+    /// assert_eq!(text.matches(r#"namespace="shop",pod="a",le="#).count(), 10); // 0..=8, +Inf
+    /// assert_eq!(text.matches(r#"namespace="db",pod="b",le="#).count(), 4);
+    /// ```
+    pub fn set_full_bucket_namespaces<S: Into<String>>(
+        &self,
+        namespaces: impl IntoIterator<Item = S>,
+    ) {
+        let set: HashSet<String> = namespaces.into_iter().map(Into::into).collect();
+        *self
+            .full_bucket_namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
     }
 
     /// The step set by [`Registry::set_classic_log2_step`].
@@ -520,7 +551,14 @@ impl Registry {
             &self.families(),
             format,
             self.pod_labels().as_deref(),
-            self.classic_log2_step(),
+            render::Log2Text {
+                step: self.classic_log2_step(),
+                full_namespaces: &self
+                    .full_bucket_namespaces
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            },
         )
     }
 

@@ -18,6 +18,7 @@
 //! # EOF
 //! ```
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -107,16 +108,25 @@ pub(super) fn keeps_slot(slot: usize, max_slot: u32, step: u32) -> bool {
     step <= 1 || slot.is_multiple_of(step as usize) || slot == max_slot as usize
 }
 
+/// Which buckets of log2 histograms the text formats write.
+pub(super) struct Log2Text<'a> {
+    /// Every `step`-th power of two ([`keeps_slot`]).
+    pub step: u32,
+    /// Series with one of these `namespace` values keep them all.
+    pub full_namespaces: &'a HashSet<String>,
+}
+
 pub(super) fn render(
     node: &str,
     families: &[Arc<Family>],
     format: Format,
     pod_labels: Option<&PodLabels>,
-    log2_step: u32,
+    log2: Log2Text<'_>,
 ) -> String {
     let mut out = String::with_capacity(4096);
     for f in families {
         let pod = PodExtra::new(f, pod_labels);
+        let ns_at = f.label_names.iter().position(|l| l == "namespace");
         header(
             &mut out,
             format,
@@ -137,12 +147,14 @@ pub(super) fn render(
                 Value::Scalar(x) => sample(&mut out, &f.name, "", node, pairs(), None, x),
                 Value::Hist { counts, sum } => {
                     let bounds = f.buckets.as_ref().map(|b| &*b.bounds).unwrap_or(&[]);
-                    let log2 = f.buckets.as_ref().and_then(|b| b.log2);
+                    let max_slot = f.buckets.as_ref().and_then(|b| b.log2);
+                    let full = ns_at.is_some_and(|i| log2.full_namespaces.contains(&*labels[i]));
+                    let step = if full { 1 } else { log2.step };
                     let mut cumulative = 0u64;
                     for (i, c) in counts.iter().enumerate() {
                         cumulative += c;
-                        let kept = match (log2, bounds.get(i)) {
-                            (Some(max), Some(_)) => keeps_slot(i, max, log2_step),
+                        let kept = match (max_slot, bounds.get(i)) {
+                            (Some(max), Some(_)) => keeps_slot(i, max, step),
                             _ => true,
                         };
                         if !kept {
