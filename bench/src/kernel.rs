@@ -125,7 +125,10 @@ fn floors(variant: &Variant) -> Vec<Vec<EmptyAttach>> {
         .iter()
         .map(|a| match a.hook {
             Hook::Tracepoint { category, name } => Some(EmptyAttach::Classic(category, name)),
-            Hook::RawTracepoint { name } => Some(EmptyAttach::Raw(name)),
+            // A tp_btf program is dispatched as a raw tracepoint: the same floor.
+            Hook::RawTracepoint { name } | Hook::BtfTracepoint { name } => {
+                Some(EmptyAttach::Raw(name))
+            }
             _ => None,
         })
         .collect();
@@ -508,6 +511,7 @@ fn hooks(v: &Variant) -> String {
         .map(|a| match a.hook {
             Hook::Tracepoint { category, name } => format!("tp {category}:{name}"),
             Hook::RawTracepoint { name } => format!("raw_tp {name}"),
+            Hook::BtfTracepoint { name } => format!("tp_btf {name}"),
             Hook::Kprobe { function } => format!("kprobe {function}"),
             Hook::Kretprobe { function } => format!("kretprobe {function}"),
             other => format!("{other:?}"),
