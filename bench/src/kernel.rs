@@ -157,8 +157,15 @@ fn describe_hooks(hooks: &[EmptyAttach]) -> String {
 
 /// The same hooks, in any order.
 fn same_hooks(a: &str, b: &str) -> bool {
+    // A tp_btf program is dispatched as a raw tracepoint: its floor is the raw one.
     let set = |s: &str| {
-        let mut v: Vec<String> = s.split(" + ").map(str::to_string).collect();
+        let mut v: Vec<String> = s
+            .split(" + ")
+            .map(|h| match h.strip_prefix("tp_btf ") {
+                Some(name) => format!("raw_tp {name}"),
+                None => h.to_string(),
+            })
+            .collect();
         v.sort();
         v
     };
