@@ -25,7 +25,10 @@ fn load_as(
     program: &str,
     params: &[(&str, ParamValue)],
     (variant, expected): (Option<&str>, &str),
-) -> (sonde::bpf::Loaded, std::sync::Arc<sonde::bpf::decode::DecodeEnv>) {
+) -> (
+    sonde::bpf::Loaded,
+    std::sync::Arc<sonde::bpf::decode::DecodeEnv>,
+) {
     let mut params = params.to_vec();
     if let Some(v) = variant {
         params.push(("variant", ParamValue::Str(v.into())));

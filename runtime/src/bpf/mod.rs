@@ -164,8 +164,7 @@ fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
     for req in v.requires {
         features::check_require(req, btf)?;
     }
-    if v
-        .attach
+    if v.attach
         .iter()
         .any(|a| matches!(a.hook, Hook::BtfTracepoint { .. }))
         && !matches!(btf.source(), crate::btf::BtfSource::Sysfs(_))
@@ -459,9 +458,9 @@ fn load_variant(
                 })?;
             }
             Hook::BtfTracepoint { name } => {
-                let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| {
-                    format!("{}: not a tp_btf program: {e}", attach.program)
-                })?;
+                let tp: &mut BtfTracePoint = prog
+                    .try_into()
+                    .map_err(|e| format!("{}: not a tp_btf program: {e}", attach.program))?;
                 tp.load(name, btf.aya())
                     .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
                 tp.attach().map_err(|e| {
