@@ -125,7 +125,10 @@ fn floors(variant: &Variant) -> Vec<Vec<EmptyAttach>> {
         .iter()
         .map(|a| match a.hook {
             Hook::Tracepoint { category, name } => Some(EmptyAttach::Classic(category, name)),
-            Hook::RawTracepoint { name } => Some(EmptyAttach::Raw(name)),
+            // A tp_btf program is dispatched as a raw tracepoint: the same floor.
+            Hook::RawTracepoint { name } | Hook::BtfTracepoint { name } => {
+                Some(EmptyAttach::Raw(name))
+            }
             _ => None,
         })
         .collect();
@@ -154,8 +157,15 @@ fn describe_hooks(hooks: &[EmptyAttach]) -> String {
 
 /// The same hooks, in any order.
 fn same_hooks(a: &str, b: &str) -> bool {
+    // A tp_btf program is dispatched as a raw tracepoint: its floor is the raw one.
     let set = |s: &str| {
-        let mut v: Vec<String> = s.split(" + ").map(str::to_string).collect();
+        let mut v: Vec<String> = s
+            .split(" + ")
+            .map(|h| match h.strip_prefix("tp_btf ") {
+                Some(name) => format!("raw_tp {name}"),
+                None => h.to_string(),
+            })
+            .collect();
         v.sort();
         v
     };
@@ -508,6 +518,7 @@ fn hooks(v: &Variant) -> String {
         .map(|a| match a.hook {
             Hook::Tracepoint { category, name } => format!("tp {category}:{name}"),
             Hook::RawTracepoint { name } => format!("raw_tp {name}"),
+            Hook::BtfTracepoint { name } => format!("tp_btf {name}"),
             Hook::Kprobe { function } => format!("kprobe {function}"),
             Hook::Kretprobe { function } => format!("kretprobe {function}"),
             other => format!("{other:?}"),

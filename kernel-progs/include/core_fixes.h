@@ -143,4 +143,37 @@ static __always_inline struct gendisk *sonde_rq_disk(struct request *rq)
 	return BPF_CORE_READ(rq, q, disk);
 }
 
+/*
+ * The same differences seen from tp_btf programs, whose arguments are the
+ * tracepoint's TP_PROTO (an array of __u64, ctx[i]). Reading an argument the
+ * running kernel does not have fails verification, so each extra argument is
+ * read only when the record type or field that arrived with it exists (one
+ * commit added both):
+ *
+ *   skb:kfree_skb            (skb, location[, reason 5.17+][, rx_sk 6.12+])
+ *   tcp:tcp_retransmit_skb   (sk, skb[, err: with struct
+ *                            trace_event_raw_tcp_retransmit_skb])
+ *   tcp:tcp_send_reset       (sk, skb[, reason 6.10+]): reason is not read
+ */
+static __always_inline __u32 sonde_kfree_skb_btf_reason(unsigned long long *ctx)
+{
+	if (bpf_core_field_exists(((struct trace_event_raw_kfree_skb *)0)->reason))
+		return (__u32)ctx[2];
+	return 0;
+}
+
+static __always_inline struct sock *sonde_kfree_skb_btf_rx_sk(unsigned long long *ctx)
+{
+	if (bpf_core_field_exists(((struct trace_event_raw_kfree_skb *)0)->rx_sk))
+		return (struct sock *)ctx[3];
+	return NULL;
+}
+
+static __always_inline int sonde_tcp_retransmit_skb_btf_err(unsigned long long *ctx)
+{
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb))
+		return (int)ctx[2];
+	return 0;
+}
+
 #endif /* __SONDE_CORE_FIXES_H */

@@ -391,4 +391,41 @@ static __always_inline bool sonde_skb_tuple(const struct sk_buff *skb, struct so
 	return true;
 }
 
+/* ---- BTF-typed pointers (tp_btf programs) ------------------------------------ */
+
+/*
+ * sonde_sk_netns and sonde_skb_netns for BTF-typed pointers: the arguments of
+ * a tp_btf program, whose kernel types the verifier knows, and what is loaded
+ * through them. Plain loads, which the verifier turns into direct reads that
+ * cannot fault, instead of one bpf_probe_read_kernel() call per pointer hop.
+ * Not for untyped pointers (classic or raw tracepoint arguments, kprobes).
+ */
+static __always_inline sonde_netns sonde_sk_netns_btf(const struct sock *sk)
+{
+	struct net *net;
+
+	if (!sk)
+		return 0;
+	net = sk->__sk_common.skc_net.net;
+	return net ? net->ns.inum : 0;
+}
+
+static __always_inline sonde_netns sonde_skb_netns_btf(const struct sk_buff *skb)
+{
+	struct net_device *dev;
+	sonde_netns inum = 0;
+
+	if (!skb)
+		return 0;
+	dev = skb->dev;
+	if (dev) {
+		struct net *net = dev->nd_net.net;
+
+		inum = net ? net->ns.inum : 0;
+	}
+	if (!inum)
+		inum = sonde_sk_netns_btf(skb->sk);
+	return inum;
+}
+
 #endif /* __SONDE_H */

@@ -5,7 +5,13 @@
  * reported one by one with the packet's tuple, the freeing location and the
  * kernel stack.
  *
- * One variant, "tracepoint": tp_kfree_skb on skb:kfree_skb, every kernel.
+ * Variants (the same logic, userspace attaches one):
+ *   "tp_btf"      tpb_kfree_skb, the BTF-enabled raw tracepoint kfree_skb:
+ *                 typed arguments read in place (no perf record is built)
+ *                 and the namespace read with plain loads; needs the
+ *                 kernel's own BTF (/sys/kernel/btf/vmlinux), 5.5+.
+ *   "tracepoint"  tp_kfree_skb on skb:kfree_skb, every kernel.
+ *
  * Drop reasons exist from 5.17 (0 before), and their numbering differs
  * between kernels: the raw value is stored and userspace names it from the
  * running kernel's enum skb_drop_reason (see core_fixes.h).
@@ -22,6 +28,7 @@
 #include "sonde.h"
 #include "core_fixes.h"
 #include "packet_loss.h"
+#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -51,27 +58,28 @@ struct {
 SONDE_EVENTS(events, 1024 * 1024, struct packet_loss_event);
 SONDE_STACKS(stacks, 1024);
 
-SEC("tracepoint/skb/kfree_skb")
-int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+/*
+ * Count one drop and, when asked, report it. `btf`: skb and rx_sk are typed
+ * pointers of a tp_btf program (plain loads), else untyped (probe reads).
+ */
+static __always_inline int drop(void *ctx, struct sk_buff *skb, void *location,
+				__u32 reason, struct sock *rx_sk, __u16 protocol, bool btf)
 {
-	struct sk_buff *skb = ctx->skbaddr;
 	struct packet_loss_event *e;
 	struct sonde_tuple t;
 	struct drop_key key;
-	__u32 reason;
 
-	reason = sonde_kfree_skb_reason(ctx);
 	if (sonde_drop_reason_is(reason, SKB_CONSUMED))
 		return 0;	/* not a drop (the kernel sends these to consume_skb) */
 	if (skip_not_specified && sonde_drop_reason_is(reason, SKB_DROP_REASON_NOT_SPECIFIED))
 		return 0;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	key.netns = sonde_skb_netns(skb);
+	key.netns = btf ? sonde_skb_netns_btf(skb) : sonde_skb_netns(skb);
 	if (!key.netns)
-		key.netns = sonde_sk_netns(sonde_kfree_skb_rx_sk(ctx));
+		key.netns = btf ? sonde_sk_netns_btf(rx_sk) : sonde_sk_netns(rx_sk);
 	key.reason = reason;
-	key.protocol = ctx->protocol;
+	key.protocol = protocol;
 	sonde_count_percpu(counts, &key, 1);
 
 	if (!emit_events)
@@ -82,7 +90,7 @@ int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 
 	sonde_skb_tuple(skb, &t);
 	e->ts = bpf_ktime_get_ns();
-	e->location = (sonde_ksym)ctx->location;
+	e->location = (sonde_ksym)location;
 	__builtin_memcpy(e->saddr, t.saddr, sizeof(sonde_ip));
 	__builtin_memcpy(e->daddr, t.daddr, sizeof(sonde_ip));
 	e->netns = key.netns;
@@ -95,4 +103,20 @@ int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	e->stack = stack ? bpf_get_stackid(ctx, &stacks, 0) : -1;
 	sonde_submit(events, e);
 	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tpb_kfree_skb, struct sk_buff *skb, void *location)
+{
+	if (!skb)
+		return 0;
+	return drop(ctx, skb, location, sonde_kfree_skb_btf_reason(ctx),
+		    sonde_kfree_skb_btf_rx_sk(ctx), bpf_ntohs(skb->protocol), true);
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+{
+	return drop(ctx, ctx->skbaddr, ctx->location, sonde_kfree_skb_reason(ctx),
+		    sonde_kfree_skb_rx_sk(ctx), ctx->protocol, false);
 }

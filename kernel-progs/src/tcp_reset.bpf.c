@@ -15,6 +15,13 @@
  *
  * Variants (userspace picks one and attaches exactly these programs):
  *
+ *   "tp_btf"             kernel >= 6.10, with its own BTF
+ *       tpb_send_reset, tpb_receive_reset: "tracepoint" on the BTF-enabled
+ *       raw tracepoints of the same events. Typed arguments read in place
+ *       (no perf record is built), the namespace read with plain loads.
+ *       Needs /sys/kernel/btf/vmlinux (the kernel checks the program
+ *       against its own BTF).
+ *
  *   "tracepoint"         kernel >= 6.10
  *       tp_send_reset, tp_receive_reset. All four kinds: since 6.10
  *       tcp:tcp_send_reset fires for every reset sent, with skb == NULL for
@@ -25,6 +32,9 @@
  *       tp_receive_reset. All four kinds. tp_send_reset is NOT attached: on
  *       these kernels it reports the same ACTIVE and PROCESS resets the
  *       kprobes see, and would count them twice.
+ *
+ *   "tp_btf-legacy"      kernel < 6.10 without kprobes, with its own BTF
+ *       tpb_send_reset, tpb_receive_reset; what "tracepoint-legacy" sees.
  *
  *   "tracepoint-legacy"  kernel < 6.10 without kprobes
  *       tp_send_reset, tp_receive_reset. ACTIVE, RECEIVE, and PROCESS from
@@ -104,18 +114,19 @@ static __always_inline void sock_tuple(const struct sock *sk, struct tcp_reset_e
 
 /*
  * Count one reset and, when asked, report it. sk and skb may each be NULL
- * (not both): skb is the segment the reset answers, if any.
+ * (not both): skb is the segment the reset answers, if any. `btf`: sk and
+ * skb are typed pointers of a tp_btf program (plain loads).
  */
-static __always_inline void record(void *ctx, enum rst_kind kind,
-				   const struct sock *sk, const struct sk_buff *skb)
+static __always_inline void record(void *ctx, enum rst_kind kind, const struct sock *sk,
+				   const struct sk_buff *skb, bool btf)
 {
 	struct reset_key key;
 	struct tcp_reset_event *e;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	key.netns = sonde_sk_netns(sk);
+	key.netns = btf ? sonde_sk_netns_btf(sk) : sonde_sk_netns(sk);
 	if (!key.netns)
-		key.netns = sonde_skb_netns(skb);
+		key.netns = btf ? sonde_skb_netns_btf(skb) : sonde_skb_netns(skb);
 	key.kind = kind;
 	sonde_count(counts, &key, 1);
 
@@ -136,23 +147,24 @@ static __always_inline void record(void *ctx, enum rst_kind kind,
 	sonde_submit(events, e);
 }
 
+/* The kind of a reset tcp_send_reset reports (not both NULL). */
+static __always_inline enum rst_kind send_kind(const struct sock *sk, const struct sk_buff *skb)
+{
+	if (!skb)
+		return RST_KIND_ACTIVE;
+	return sk ? RST_KIND_PROCESS : RST_KIND_NOSOCK;
+}
+
 SEC("tracepoint/tcp/tcp_send_reset")
 int tp_send_reset(void *ctx)
 {
 	struct sk_buff *skb;
 	struct sock *sk;
-	enum rst_kind kind;
 
 	sonde_tcp_send_reset_args(ctx, &skb, &sk);
 	if (!sk && !skb)
 		return 0;
-	if (!skb)
-		kind = RST_KIND_ACTIVE;
-	else if (!sk)
-		kind = RST_KIND_NOSOCK;
-	else
-		kind = RST_KIND_PROCESS;
-	record(ctx, kind, sk, skb);
+	record(ctx, send_kind(sk, skb), sk, skb, false);
 	return 0;
 }
 
@@ -162,7 +174,32 @@ int tp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 	const struct sock *sk = ctx->skaddr;
 
 	if (sk)
-		record(ctx, RST_KIND_RECEIVE, sk, NULL);
+		record(ctx, RST_KIND_RECEIVE, sk, NULL, false);
+	return 0;
+}
+
+/*
+ * Before 6.10 the third argument (reason) does not exist: it is not read.
+ * One branch per kind: the verifier refuses to combine the two pointers in
+ * one test (sk || skb compiles to an OR of them).
+ */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tpb_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	if (sk && skb)
+		record(ctx, RST_KIND_PROCESS, sk, skb, true);
+	else if (skb)
+		record(ctx, RST_KIND_NOSOCK, NULL, skb, true);
+	else if (sk)
+		record(ctx, RST_KIND_ACTIVE, sk, NULL, true);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tpb_receive_reset, struct sock *sk)
+{
+	if (sk)
+		record(ctx, RST_KIND_RECEIVE, sk, NULL, true);
 	return 0;
 }
 
@@ -202,7 +239,7 @@ SEC("kprobe/tcp_v4_send_reset")
 int BPF_KPROBE(kp_v4_send_reset, const struct sock *sk, struct sk_buff *skb)
 {
 	if (skb && v4_reset_is_sent(sk, skb))
-		record(ctx, sk ? RST_KIND_PROCESS : RST_KIND_NOSOCK, sk, skb);
+		record(ctx, sk ? RST_KIND_PROCESS : RST_KIND_NOSOCK, sk, skb, false);
 	return 0;
 }
 
@@ -210,7 +247,7 @@ SEC("kprobe/tcp_v6_send_reset")
 int BPF_KPROBE(kp_v6_send_reset, const struct sock *sk, struct sk_buff *skb)
 {
 	if (skb && v6_reset_is_sent(sk, skb))
-		record(ctx, sk ? RST_KIND_PROCESS : RST_KIND_NOSOCK, sk, skb);
+		record(ctx, sk ? RST_KIND_PROCESS : RST_KIND_NOSOCK, sk, skb, false);
 	return 0;
 }
 
@@ -218,6 +255,6 @@ SEC("kprobe/tcp_send_active_reset")
 int BPF_KPROBE(kp_active_reset, struct sock *sk)
 {
 	if (sk)
-		record(ctx, RST_KIND_ACTIVE, sk, NULL);
+		record(ctx, RST_KIND_ACTIVE, sk, NULL, false);
 	return 0;
 }

@@ -21,8 +21,14 @@
  * the IP layer refused (a route or netfilter error), which the tracepoint of
  * 5.10 and 6.1 does not report.
  *
- * One variant, "tracepoint", on every kernel (both events exist since 4.16
- * and 4.15).
+ * Variants (the same logic, userspace attaches one pair):
+ *   "tp_btf"      tpb_retransmit_skb, tpb_retransmit_synack on the
+ *                 BTF-enabled raw tracepoints of the same events: typed
+ *                 arguments read in place (no perf record is built), socket
+ *                 fields read with plain loads; needs the kernel's own BTF
+ *                 (/sys/kernel/btf/vmlinux), 5.5+.
+ *   "tracepoint"  tp_retransmit_skb, tp_retransmit_synack, every kernel
+ *                 (both events exist since 4.16 and 4.15).
  *
  * Maps:  counts (per-CPU segments per struct retrans_key), events (ring
  *        buffer of struct tcp_retrans_event), stacks, dropped (sonde.h).
@@ -31,6 +37,7 @@
 #include "sonde.h"
 #include "core_fixes.h"
 #include "tcp_retrans.h"
+#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -53,11 +60,14 @@ struct {
 SONDE_EVENTS(events, 256 * 1024, struct tcp_retrans_event);
 SONDE_STACKS(stacks, 1024);
 
-/* tcp_skb_pcount(skb): TCP_SKB_CB(skb)->tcp_gso_segs, at least 1. */
-static __always_inline __u16 skb_segs(const struct sk_buff *skb)
+/*
+ * tcp_skb_pcount(skb): TCP_SKB_CB(skb)->tcp_gso_segs, at least 1. `btf`: skb
+ * is a typed pointer of a tp_btf program (plain load), else a probe read.
+ */
+static __always_inline __u16 skb_segs(const struct sk_buff *skb, bool btf)
 {
 	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)((struct sk_buff___tcp *)skb)->cb;
-	__u16 segs = BPF_CORE_READ(cb, tcp_gso_segs);
+	__u16 segs = btf ? cb->tcp_gso_segs : BPF_CORE_READ(cb, tcp_gso_segs);
 
 	return segs ? segs : 1;
 }
@@ -66,17 +76,19 @@ static __always_inline __u16 skb_segs(const struct sk_buff *skb)
  * Count `segs` segments retransmitted by `sk` (a full socket, or for a
  * SYN-ACK the request socket, whose sock_common has the tuple) and report
  * them when asked. netns_sk gives the namespace (the listener for a SYN-ACK).
+ * `btf`: the sockets are typed pointers of a tp_btf program (plain loads).
  */
 static __always_inline void record(void *ctx, const struct sock *sk,
-				   const struct sock *netns_sk, __u8 state, __u16 segs)
+				   const struct sock *netns_sk, __u8 state, __u16 segs,
+				   bool btf)
 {
 	struct tcp_retrans_event *e;
 	struct retrans_key key;
 	struct sonde_tuple t;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	key.netns = sonde_sk_netns(netns_sk);
-	key.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	key.netns = btf ? sonde_sk_netns_btf(netns_sk) : sonde_sk_netns(netns_sk);
+	key.family = btf ? sk->__sk_common.skc_family : BPF_CORE_READ(sk, __sk_common.skc_family);
 	key.state = state;
 	sonde_count_percpu(counts, &key, segs);
 
@@ -109,7 +121,7 @@ int tp_retransmit_skb(void *ctx)
 	sonde_tcp_retransmit_skb_args(ctx, &skb, &sk, &err);
 	if (err || !sk || !skb)
 		return 0;
-	record(ctx, sk, sk, BPF_CORE_READ(sk, __sk_common.skc_state), skb_segs(skb));
+	record(ctx, sk, sk, BPF_CORE_READ(sk, __sk_common.skc_state), skb_segs(skb, false), false);
 	return 0;
 }
 
@@ -120,6 +132,23 @@ int tp_retransmit_synack(struct trace_event_raw_tcp_retransmit_synack *ctx)
 	const struct sock *req = ctx->req;
 
 	if (sk && req)
-		record(ctx, req, sk, TCP_NEW_SYN_RECV, 1);
+		record(ctx, req, sk, TCP_NEW_SYN_RECV, 1, false);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tpb_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
+{
+	if (sonde_tcp_retransmit_skb_btf_err(ctx) || !sk || !skb)
+		return 0;
+	record(ctx, sk, sk, sk->__sk_common.skc_state, skb_segs(skb, true), true);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tpb_retransmit_synack, const struct sock *sk, const struct sock *req)
+{
+	if (sk && req)
+		record(ctx, req, sk, TCP_NEW_SYN_RECV, 1, true);
 	return 0;
 }

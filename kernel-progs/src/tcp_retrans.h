@@ -7,17 +7,20 @@
 
 #include "sonde.h"
 
-/* Address family of the socket; decodes as "IPv4", "IPv6". */
+/*
+ * Address family of the socket; decodes as "IPv4", "IPv6". One byte (packed),
+ * so that struct retrans_key, hashed on every retransmission, is 8 bytes.
+ */
 enum retrans_family {
 	RETRANS_FAMILY_IPv4 = 2,	/* AF_INET */
 	RETRANS_FAMILY_IPv6 = 10,	/* AF_INET6 (v4-mapped peers included) */
-};
+} __attribute__((packed));
 
 /*
  * Key of the `counts` map (value: __u64 segments, per CPU). state is the
  * socket's state when it retransmits: ESTABLISHED, SYN_SENT (a SYN),
  * FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING, SYN_RECV (Fast Open), or
- * NEW_SYN_RECV for a SYN-ACK retransmitted by a listener. The 3 bytes of
+ * NEW_SYN_RECV for a SYN-ACK retransmitted by a listener. The 2 bytes of
  * tail padding are always zero.
  */
 struct retrans_key {

@@ -14,6 +14,34 @@ use sonde_tests::{connect_refused, require_root, NetnsThread};
 /// at a time so their counts stay exact even when the runner is parallel.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The variants every scenario below runs under: the one the loader picks on this
+/// kernel (6.18, its own BTF: the BTF-enabled raw tracepoints) and the classic
+/// tracepoints, asked for with the `variant` param as a user would.
+const VARIANTS: [(Option<&str>, &str); 2] = [(None, "tp_btf"), (Some("tracepoint"), "tracepoint")];
+
+/// Loads `program` with `params`, asking for `variant` (None: the loader's choice),
+/// and checks which variant attached.
+fn load_as(
+    program: &str,
+    params: &[(&str, ParamValue)],
+    (variant, expected): (Option<&str>, &str),
+) -> (
+    sonde::bpf::Loaded,
+    std::sync::Arc<sonde::bpf::decode::DecodeEnv>,
+) {
+    let mut params = params.to_vec();
+    if let Some(v) = variant {
+        params.push(("variant", ParamValue::Str(v.into())));
+    }
+    let (loaded, env) = load(program, &params);
+    assert_eq!(
+        loaded.variant.name, expected,
+        "{program}: variant asked {variant:?}"
+    );
+    eprintln!("{program}: variant {}", loaded.variant.name);
+    (loaded, env)
+}
+
 fn closed_port(ns: &NetnsThread, v6: bool) -> u16 {
     ns.run(move || {
         let l = if v6 {
@@ -31,10 +59,17 @@ fn tcp_reset_nosock_v4_and_v6_exact() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut loaded, env) = load("tcp_reset", &[("emit_events", ParamValue::Bool(true))]);
-    assert_eq!(
-        loaded.variant.name, "tracepoint",
-        "6.10+ kernels use the tracepoint variant"
+    for variant in VARIANTS {
+        tcp_reset_nosock(variant);
+    }
+}
+
+/// 6.10+: tcp_send_reset fires for resets with no socket, in both variants.
+fn tcp_reset_nosock(variant: (Option<&str>, &str)) {
+    let (mut loaded, env) = load_as(
+        "tcp_reset",
+        &[("emit_events", ParamValue::Bool(true))],
+        variant,
     );
     let ns = NetnsThread::new().unwrap();
     let p4 = closed_port(&ns, false);
@@ -83,7 +118,17 @@ fn tcp_reset_active_and_receive() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut loaded, env) = load("tcp_reset", &[("emit_events", ParamValue::Bool(true))]);
+    for variant in VARIANTS {
+        tcp_reset_active_and_receive_as(variant);
+    }
+}
+
+fn tcp_reset_active_and_receive_as(variant: (Option<&str>, &str)) {
+    let (mut loaded, env) = load_as(
+        "tcp_reset",
+        &[("emit_events", ParamValue::Bool(true))],
+        variant,
+    );
     let ns = NetnsThread::new().unwrap();
     let (server_port, client_port) = ns.run(|| {
         let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
@@ -139,7 +184,17 @@ fn tcp_reset_events_off_still_counts() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut loaded, env) = load("tcp_reset", &[("emit_events", ParamValue::Bool(false))]);
+    for variant in VARIANTS {
+        tcp_reset_events_off(variant);
+    }
+}
+
+fn tcp_reset_events_off(variant: (Option<&str>, &str)) {
+    let (mut loaded, env) = load_as(
+        "tcp_reset",
+        &[("emit_events", ParamValue::Bool(false))],
+        variant,
+    );
     let ns = NetnsThread::new().unwrap();
     let p = closed_port(&ns, false);
     ns.run(move || connect_refused(SocketAddr::from(([127, 0, 0, 1], p)), 4));
@@ -163,7 +218,13 @@ fn packet_loss_counts_by_reason_in_kernel() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut loaded, env) = load("packet_loss", &[]);
+    for variant in VARIANTS {
+        packet_loss_counts(variant);
+    }
+}
+
+fn packet_loss_counts(variant: (Option<&str>, &str)) {
+    let (mut loaded, env) = load_as("packet_loss", &[], variant);
     let ns = NetnsThread::new().unwrap();
     let p4 = closed_port(&ns, false);
     let p6 = closed_port(&ns, true);
@@ -190,12 +251,19 @@ fn packet_loss_events_with_tuple_and_stack() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut loaded, env) = load(
+    for variant in VARIANTS {
+        packet_loss_events(variant);
+    }
+}
+
+fn packet_loss_events(variant: (Option<&str>, &str)) {
+    let (mut loaded, env) = load_as(
         "packet_loss",
         &[
             ("emit_events", ParamValue::Bool(true)),
             ("stack", ParamValue::Bool(true)),
         ],
+        variant,
     );
     let ns = NetnsThread::new().unwrap();
     let p = closed_port(&ns, false);

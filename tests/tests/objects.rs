@@ -74,6 +74,9 @@ fn every_object_has_its_programs_maps_and_records() {
                     Hook::RawTracepoint { name } => {
                         assert_eq!(sec, &format!("raw_tp/{name}"), "{}", a.program)
                     }
+                    Hook::BtfTracepoint { name } => {
+                        assert_eq!(sec, &format!("tp_btf/{name}"), "{}", a.program)
+                    }
                     Hook::Tc { .. } => assert_eq!(sec, "classifier", "{}", a.program),
                 }
             }

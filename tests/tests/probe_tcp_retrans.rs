@@ -120,19 +120,39 @@ fn rows_sum(out: &str, metric: &str, parts: &[&str]) -> u64 {
     sum
 }
 
+/// The variant the loader picks here (6.18, its own BTF): the BTF-enabled raw
+/// tracepoints.
 #[test]
 fn retransmits_match_the_namespace_counter_v4_and_v6() {
     if !require_root("retransmits_match_the_namespace_counter_v4_and_v6") {
         return;
     }
-    let run = start(&[
+    retransmits_match(None, "tp_btf");
+}
+
+/// The classic tracepoints, asked for as a user would (`-p variant=tracepoint`).
+#[test]
+fn retransmits_match_the_namespace_counter_classic_tracepoints() {
+    if !require_root("retransmits_match_the_namespace_counter_classic_tracepoints") {
+        return;
+    }
+    retransmits_match(Some("tracepoint"), "tracepoint");
+}
+
+fn retransmits_match(variant: Option<&str>, expected: &str) {
+    let mut args = vec![
         "run",
         "scripts/tcp_retrans.rhai",
         "--for",
         "7s",
         "-p",
         "emit_events=true",
-    ]);
+    ];
+    let asked = variant.map(|v| format!("variant={v}"));
+    if let Some(a) = &asked {
+        args.extend(["-p", a.as_str()]);
+    }
+    let run = start(&args);
     let ns4 = NetnsThread::new().unwrap();
     let ns6 = NetnsThread::new().unwrap();
     let (n4, n6) = std::thread::scope(|s| {
@@ -140,7 +160,11 @@ fn retransmits_match_the_namespace_counter_v4_and_v6() {
         let b = s.spawn(|| ns6.run(|| lose_packets(true)));
         (a.join().unwrap(), b.join().unwrap())
     });
-    let (out, _) = finish(run);
+    let (out, err) = finish(run);
+    assert!(
+        err.contains(&format!("tcp_retrans attached (variant {expected})")),
+        "variant {expected} expected: {err}"
+    );
     const M: &str = "sonde_tcp_retrans_segments_total";
     for (ns, family, kernel) in [(&ns4, "IPv4", n4), (&ns6, "IPv6", n6)] {
         let pod = format!("pod=netns:{},", ns.inode);

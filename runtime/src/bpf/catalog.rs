@@ -30,6 +30,15 @@ pub enum Hook {
     RawTracepoint {
         name: &'static str,
     },
+    /// A BTF-enabled raw tracepoint (`tp_btf/<name>`): as a raw tracepoint, with
+    /// arguments the verifier knows the kernel types of, so the program reads their
+    /// fields with plain loads instead of a probe-read helper call each. Needs the
+    /// kernel's own BTF (`/sys/kernel/btf/vmlinux`): the kernel checks the program
+    /// against it, so BTF from elsewhere (the embedded archive, an image) cannot stand
+    /// in.
+    BtfTracepoint {
+        name: &'static str,
+    },
     Kprobe {
         function: &'static str,
     },
@@ -92,6 +101,13 @@ const fn raw_tp(program: &'static str, name: &'static str) -> Attach {
     }
 }
 
+const fn tp_btf(program: &'static str, name: &'static str) -> Attach {
+    Attach {
+        program,
+        hook: Hook::BtfTracepoint { name },
+    }
+}
+
 const fn kretp(program: &'static str, function: &'static str) -> Attach {
     Attach {
         program,
@@ -149,6 +165,20 @@ pub static PROGRAMS: &[ProgramSpec] = &[
         object: TCP_RESET_OBJ,
         variants: &[
             Variant {
+                name: "tp_btf",
+                summary: "BTF raw tracepoints tcp_send_reset (all kinds, kernel >= 6.10) + \
+                          tcp_receive_reset",
+                attach: &[
+                    tp_btf("tpb_send_reset", "tcp_send_reset"),
+                    tp_btf("tpb_receive_reset", "tcp_receive_reset"),
+                ],
+                requires: &[Require::KernelStruct(
+                    TCP_SEND_RESET_RECORD,
+                    "kernel < 6.10: tcp_send_reset misses resets sent with no socket",
+                )],
+                knobs: &[],
+            },
+            Variant {
                 name: "tracepoint",
                 summary: "tcp:tcp_send_reset (all kinds, kernel >= 6.10) + tcp:tcp_receive_reset",
                 attach: &[
@@ -175,6 +205,20 @@ pub static PROGRAMS: &[ProgramSpec] = &[
                 knobs: &[],
             },
             Variant {
+                name: "tp_btf-legacy",
+                summary: "BTF raw tracepoints tcp_send_reset + tcp_receive_reset; misses \
+                          resets sent with no socket (NOSOCK)",
+                attach: &[
+                    tp_btf("tpb_send_reset", "tcp_send_reset"),
+                    tp_btf("tpb_receive_reset", "tcp_receive_reset"),
+                ],
+                requires: &[Require::NoKernelStruct(
+                    TCP_SEND_RESET_RECORD,
+                    "kernel >= 6.10 uses the full tp_btf variant",
+                )],
+                knobs: &[],
+            },
+            Variant {
                 name: "tracepoint-legacy",
                 summary: "tcp:tcp_send_reset + tcp:tcp_receive_reset; misses resets sent with \
                           no socket (NOSOCK)",
@@ -195,13 +239,22 @@ pub static PROGRAMS: &[ProgramSpec] = &[
         summary: "skb:kfree_skb drops counted in the kernel per netns, reason and protocol; \
                   optional per-drop events with tuple and stack",
         object: PACKET_LOSS_OBJ,
-        variants: &[Variant {
-            name: "tracepoint",
-            summary: "skb:kfree_skb",
-            attach: &[tp("tp_kfree_skb", "skb", "kfree_skb")],
-            requires: &[],
-            knobs: &[],
-        }],
+        variants: &[
+            Variant {
+                name: "tp_btf",
+                summary: "BTF raw tracepoint kfree_skb",
+                attach: &[tp_btf("tpb_kfree_skb", "kfree_skb")],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "tracepoint",
+                summary: "skb:kfree_skb",
+                attach: &[tp("tp_kfree_skb", "skb", "kfree_skb")],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
     },
     ProgramSpec {
         name: "softirq",
@@ -299,16 +352,28 @@ pub static PROGRAMS: &[ProgramSpec] = &[
         summary: "TCP retransmitted segments counted in the kernel per netns, family and state \
                   (SYN-ACKs included); optional per-retransmission events with tuple and stack",
         object: TCP_RETRANS_OBJ,
-        variants: &[Variant {
-            name: "tracepoint",
-            summary: "tcp:tcp_retransmit_skb + tcp:tcp_retransmit_synack",
-            attach: &[
-                tp("tp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
-                tp("tp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
-            ],
-            requires: &[],
-            knobs: &[],
-        }],
+        variants: &[
+            Variant {
+                name: "tp_btf",
+                summary: "BTF raw tracepoints tcp_retransmit_skb + tcp_retransmit_synack",
+                attach: &[
+                    tp_btf("tpb_retransmit_skb", "tcp_retransmit_skb"),
+                    tp_btf("tpb_retransmit_synack", "tcp_retransmit_synack"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "tracepoint",
+                summary: "tcp:tcp_retransmit_skb + tcp:tcp_retransmit_synack",
+                attach: &[
+                    tp("tp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+                    tp("tp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
+                ],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
     },
     ProgramSpec {
         name: "tcp_state",

@@ -117,7 +117,7 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
                 ))
             }
         }
-        Hook::RawTracepoint { name } => {
+        Hook::RawTracepoint { name } | Hook::BtfTracepoint { name } => {
             // Raw tracepoints are found by name in the kernel, not in tracefs; the
             // tracefs entry (any category) is how to know one exists beforehand.
             let Some(root) = tracefs() else {

@@ -30,7 +30,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, RingBuf};
-use aya::programs::{KProbe, RawTracePoint, SchedClassifier, TracePoint};
+use aya::programs::{BtfTracePoint, KProbe, RawTracePoint, SchedClassifier, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::bpf::catalog::{Hook, ProgramSpec, Variant};
@@ -163,6 +163,17 @@ fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
     };
     for req in v.requires {
         features::check_require(req, btf)?;
+    }
+    if v.attach
+        .iter()
+        .any(|a| matches!(a.hook, Hook::BtfTracepoint { .. }))
+        && !matches!(btf.source(), crate::btf::BtfSource::Sysfs(_))
+    {
+        return Err(format!(
+            "tp_btf programs need the kernel's own BTF (/sys/kernel/btf/vmlinux); \
+             the BTF here is from {}",
+            btf.source()
+        ));
     }
     for a in v.attach {
         features::check_hook(&a.hook)?;
@@ -441,6 +452,20 @@ fn load_variant(
                 tp.attach(name).map_err(|e| {
                     format!(
                         "{}: attach raw tracepoint {name}: {}",
+                        attach.program,
+                        error_chain(&e)
+                    )
+                })?;
+            }
+            Hook::BtfTracepoint { name } => {
+                let tp: &mut BtfTracePoint = prog
+                    .try_into()
+                    .map_err(|e| format!("{}: not a tp_btf program: {e}", attach.program))?;
+                tp.load(name, btf.aya())
+                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                tp.attach().map_err(|e| {
+                    format!(
+                        "{}: attach tp_btf {name}: {}",
                         attach.program,
                         error_chain(&e)
                     )
