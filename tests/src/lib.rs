@@ -225,12 +225,18 @@ fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
         } else {
             u16::from_be((*(&got as *const _ as *const libc::sockaddr_in6)).sin6_port)
         };
+        if port == addr.port() {
+            // The ephemeral port is the closed port itself: connecting would be a
+            // TCP self-connect (simultaneous open), which succeeds. Take another.
+            libc::close(fd);
+            return connect_once_refused(addr);
+        }
         let rc = libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len);
         let err = std::io::Error::last_os_error();
         libc::close(fd);
         assert!(
             rc != 0 && err.raw_os_error() == Some(libc::ECONNREFUSED),
-            "connect to {addr}: expected refused, got {err}"
+            "connect to {addr} from port {port}: expected refused, got rc {rc}, {err}"
         );
         port
     }

@@ -210,7 +210,8 @@ fn netif_txlat_script_reports_qdisc_time_of_a_slow_tbf() {
     // 83 ms more than the one before: the second one only the 39 ms the bucket lacks, so 10 wait over 50 ms, the last ~0.9 s.
     link.send(12);
     let (out, _) = finish(run);
-    let pod = format!("pod=netns:{}", link.inode);
+    // `sonde run` names an `ip netns` namespace by its name, as the daemon does.
+    let pod = format!("pod={}", link.a);
     let iface = format!("interface={}", link.dev);
 
     let qdisc = summary_hist(&out, &["netif_txlat_qdisc_seconds", &pod, &iface]);

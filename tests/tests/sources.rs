@@ -889,7 +889,8 @@ fn sonde_run_tcpsummary_counts_the_test_namespace() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = String::from_utf8(out.stdout).unwrap();
-    let pod = format!("pod=netns:{}", t.inode);
+    // `sonde run` names an `ip netns` namespace by its name, as the daemon does.
+    let pod = format!("pod={}", t.name);
     assert_eq!(
         sonde_tests::run::summary_row(&out, &[&pod, "state=ESTABLISHED}"]),
         2,
