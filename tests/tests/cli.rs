@@ -451,7 +451,7 @@ fn limit_errors_name_the_line_in_run_the_daemon_log_and_status() {
 }
 
 /// `sonde check` runs `init` against a registry of its own: a metric name the
-/// registry refuses fails the check with the script's line, not the first event.
+/// registry refuses fails the check at the line of the call, not at the first event.
 /// It takes `-e` like `sonde run`, and keeps a summary's "i.e.".
 #[test]
 fn check_runs_init_takes_e_and_keeps_the_first_sentence_whole() {
@@ -463,7 +463,7 @@ fn check_runs_init_takes_e_and_keeps_the_first_sentence_whole() {
     assert_eq!(
         stdout.trim_end(),
         format!(
-            "{}:4:1: init failed: invalid metric name `sonde_lat_ms`: counter names end in `_total` (e.g. `sonde_lat_ms_total`)",
+            "{}:5:25: init failed: invalid metric name `sonde_lat_ms`: counter names end in `_total` (e.g. `sonde_lat_ms_total`)",
             path.display()
         )
     );
@@ -483,7 +483,7 @@ fn check_runs_init_takes_e_and_keeps_the_first_sentence_whole() {
     assert!(!out.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{}:4:1: init failed: invalid metric name `sonde_lat_ms`",
+            "{}:5:25: init failed: invalid metric name `sonde_lat_ms`",
             path.display()
         )),
         "{stderr}"

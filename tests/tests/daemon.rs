@@ -428,8 +428,14 @@ fn sigterm_leaves_no_program_loaded() {
         .filter(|(id, _)| progs.contains(id))
         .map(|(_, n)| n)
         .collect();
-    assert!(names.iter().any(|n| n == "tp_send_reset"), "{names:?}");
-    assert!(names.iter().any(|n| n == "tp_kfree_skb"), "{names:?}");
+    // tp_btf programs where the kernel has its BTF (tpb_*), classic tracepoints else.
+    let loaded = |hook: &str| {
+        names
+            .iter()
+            .any(|n| n == &format!("tpb_{hook}") || n == &format!("tp_{hook}"))
+    };
+    assert!(loaded("send_reset"), "{names:?}");
+    assert!(loaded("kfree_skb"), "{names:?}");
     let st = d.stop();
     assert!(st.success(), "exit status {st}\n{}", d.stderr());
     assert!(
@@ -579,13 +585,18 @@ fn kernel_run_stats_are_exported_when_the_kernel_keeps_them() {
     let d = Daemon::start("runstats", &["tcp_reset"], "");
     let ns = NetnsThread::new().unwrap();
     resets(&ns, 5);
+    // The tp_btf variant (tpb_*) where the kernel has its BTF, the tracepoint else.
     let runs = |m: &str| {
-        sample(
-            m,
-            "sonde_bpf_program_runs_total",
-            &[("script", "tcp_reset"), ("program", "tp_send_reset")],
-        )
-        .unwrap_or(0.0)
+        ["tpb_send_reset", "tp_send_reset"]
+            .iter()
+            .filter_map(|p| {
+                sample(
+                    m,
+                    "sonde_bpf_program_runs_total",
+                    &[("script", "tcp_reset"), ("program", p)],
+                )
+            })
+            .fold(0.0, f64::max)
     };
     let mut m = String::new();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -596,12 +607,16 @@ fn kernel_run_stats_are_exported_when_the_kernel_keeps_them() {
     }));
     std::fs::write(STATS, was.trim()).unwrap();
     r.unwrap();
-    let secs = sample(
-        &m,
-        "sonde_bpf_program_run_seconds_total",
-        &[("script", "tcp_reset"), ("program", "tp_send_reset")],
-    )
-    .unwrap();
+    let secs = ["tpb_send_reset", "tp_send_reset"]
+        .iter()
+        .find_map(|p| {
+            sample(
+                &m,
+                "sonde_bpf_program_run_seconds_total",
+                &[("script", "tcp_reset"), ("program", p)],
+            )
+        })
+        .unwrap();
     assert!(secs > 0.0 && secs < 0.01, "{secs}");
 }
 
