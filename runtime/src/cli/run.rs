@@ -31,7 +31,8 @@ use crate::script::{Instance, Limits, MapReader, NoMaps, ParamValue, Script, Scr
 
 /// Prints events and script output to stdout, buffered, flushed per batch.
 pub struct Printer {
-    out: Mutex<std::io::BufWriter<std::io::Stdout>>,
+    /// The output, and a line buffer reused for every event.
+    out: Mutex<(std::io::BufWriter<std::io::Stdout>, String)>,
     format: Output,
     quiet: bool,
     pub events: AtomicU64,
@@ -40,9 +41,9 @@ pub struct Printer {
 impl Printer {
     pub fn new(format: Output, quiet: bool) -> Self {
         Printer {
-            out: Mutex::new(std::io::BufWriter::with_capacity(
-                1 << 16,
-                std::io::stdout(),
+            out: Mutex::new((
+                std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+                String::with_capacity(256),
             )),
             format,
             quiet,
@@ -52,12 +53,12 @@ impl Printer {
 
     pub fn line(&self, s: &str) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = out.write_all(s.as_bytes());
-        let _ = out.write_all(b"\n");
+        let _ = out.0.write_all(s.as_bytes());
+        let _ = out.0.write_all(b"\n");
     }
 
     pub fn flush(&self) {
-        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).0.flush();
     }
 }
 
@@ -67,11 +68,17 @@ impl EventSink for Printer {
         if self.quiet {
             return;
         }
-        let line = match self.format {
-            Output::Text => event.to_text(),
-            Output::Json => event.to_json(),
-        };
-        self.line(&line);
+        match self.format {
+            Output::Text => {
+                let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+                let (out, line) = &mut *out;
+                line.clear();
+                event.write_text(line);
+                line.push('\n');
+                let _ = out.write_all(line.as_bytes());
+            }
+            Output::Json => self.line(&event.to_json()),
+        }
     }
 }
 

@@ -215,6 +215,8 @@ pub struct Instance {
     logged: BTreeMap<&'static str, LogState>,
     last_error: Option<(String, std::time::SystemTime)>,
     calls: u64,
+    /// The decoding environment last handed to [`Host::set_record_env`].
+    record_env: Option<Arc<crate::bpf::decode::DecodeEnv>>,
 }
 
 impl Instance {
@@ -240,6 +242,7 @@ impl Instance {
             logged: BTreeMap::new(),
             last_error: None,
             calls: 0,
+            record_env: None,
         };
         let fail = |what: &str, e: &EvalAltResult| {
             let (at, message) = script.locate(what, e, limits);
@@ -328,15 +331,27 @@ impl Instance {
 
     /// Calls `on_event(ev)` with a lazily decoded record: only the fields the
     /// handler reads are decoded.
+    ///
+    /// The record's pod is not looked up here: `emit` names it, from the netns inode
+    /// the call carries, only when the handler emits (and `ev.pod` when read).
     #[inline]
     pub fn on_record(&mut self, ev: crate::bpf::decode::Record) {
         if !self.script.has[ON_EVENT] {
             return;
         }
-        let pod = if self.script.uses_emit {
-            ev.get("pod").unwrap_or(Dynamic::UNIT)
-        } else {
-            Dynamic::UNIT
+        let pod = match ev.pod_inode() {
+            Some(inode) if self.script.uses_emit => {
+                if !self
+                    .record_env
+                    .as_ref()
+                    .is_some_and(|e| Arc::ptr_eq(e, ev.env()))
+                {
+                    self.record_env = Some(ev.env().clone());
+                    self.host.set_record_env(ev.env().clone());
+                }
+                Dynamic::from_int(i64::from(inode))
+            }
+            _ => Dynamic::UNIT,
         };
         self.call("on_event", (Dynamic::from(ev),), pod);
     }
