@@ -27,7 +27,9 @@ use crate::event::{Event, EventSink};
 use crate::metrics::Registry;
 use crate::pods::{self, HostResolver, PodResolver};
 use crate::record::{self, Frame};
-use crate::script::{Instance, Limits, MapReader, NoMaps, ParamValue, Script, ScriptContext};
+use crate::script::{
+    Instance, Limits, MapReader, NoMaps, ParamValue, Script, ScriptContext, EVENTS_PER_CALL,
+};
 
 /// Prints events and script output to stdout, buffered, flushed per batch.
 pub struct Printer {
@@ -573,6 +575,10 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let mut inst = rc.start(maps.clone())?;
     let mut stats = Stats::default();
     let mut batch = 0u32;
+    // Records for a script's `on_events`, handed over before anything that is not a
+    // record (a tick, a snapshot) so the order stays the recorded one.
+    let batching = inst.has_on_events();
+    let mut pending = Vec::new();
     loop {
         let frame = match reader.next_frame() {
             Ok(Some(frame)) => frame,
@@ -590,6 +596,11 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
                 break;
             }
         };
+        if !pending.is_empty()
+            && (pending.len() >= EVENTS_PER_CALL || !matches!(frame, Frame::Record { .. }))
+        {
+            inst.on_records(&mut pending);
+        }
         match frame {
             Frame::Record { source, bytes, .. } => {
                 stats.records += 1;
@@ -598,6 +609,7 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
                     continue;
                 };
                 match d.record(&bytes, &env) {
+                    Ok(ev) if batching => pending.push(ev),
                     Ok(ev) => inst.on_record(ev),
                     Err(_) => stats.decode_errors += 1,
                 }
@@ -632,6 +644,7 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             }
         }
     }
+    inst.on_records(&mut pending);
     inst.on_exit();
     stats.script_errors = inst.errors().clone();
     Ok(stats)

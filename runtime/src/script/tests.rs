@@ -672,6 +672,69 @@ fn emit_names_the_pod_of_a_record_only_when_it_emits() {
     );
 }
 
+#[test]
+fn on_events_gets_the_records_in_order_in_batches() {
+    let h = Harness::new();
+    let pods = Arc::new(CountingPods::default());
+    let env = Arc::new(crate::bpf::decode::DecodeEnv::offline(pods.clone()));
+    let src = r#"
+        fn init() { this.calls = 0; this.kinds = []; }
+        fn on_events(evs) {
+            this.calls += 1;
+            for ev in evs { this.kinds.push(ev.kind); }
+            emit("BATCH", #{ pod: evs[0].pod, n: evs.len() });
+        }
+        fn on_event(ev) { throw "not called when on_events is there"; }
+    "#;
+    let mut inst = h.start("batch", src);
+    assert!(inst.has_on_events());
+    let kinds = ["NOSOCK", "ACTIVE", "PROCESS", "RECEIVE"];
+    let mut records: Vec<_> = (0..EVENTS_PER_CALL + 6)
+        .map(|i| reset_record(&env, 7, (i % 4) as u32))
+        .collect();
+    inst.on_records(&mut records);
+    assert!(records.is_empty());
+    assert_eq!(
+        inst.errors().values().sum::<u64>(),
+        0,
+        "{:?}",
+        inst.errors()
+    );
+    let state = inst.state().read_lock::<Map>().unwrap();
+    assert_eq!(state["calls"].as_int().unwrap(), 2);
+    let got: Vec<String> = state["kinds"]
+        .read_lock::<Array>()
+        .unwrap()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let want: Vec<String> = (0..EVENTS_PER_CALL + 6)
+        .map(|i| kinds[i % 4].to_string())
+        .collect();
+    assert_eq!(got, want);
+    let evs = h.sink.0.lock().unwrap();
+    let text: Vec<String> = evs.iter().map(|e| e.to_text()).collect();
+    assert_eq!(
+        text,
+        [
+            format!("type=BATCH pod=pod-7 namespace=shop n={EVENTS_PER_CALL}"),
+            "type=BATCH pod=pod-7 namespace=shop n=6".to_string()
+        ]
+    );
+}
+
+#[test]
+fn on_events_takes_one_parameter() {
+    let err = Script::compile("b.rhai", "fn on_events() {}", &Limits::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("b.rhai:1:") && err.contains("on_events(evs) takes one parameter"),
+        "{err}"
+    );
+}
+
 // ---- maps, tables, log ----
 
 #[test]
