@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use btf_rs::{Btf, BtfType, Type};
@@ -456,6 +457,22 @@ impl Record {
             .iter()
             .find(|f| f.pod_key.as_deref() == Some(name))?;
         Some(self.env.pod(read_uint(bytes.get(f.offset..)?, 4) as u32))
+    }
+
+    /// [`get`](Self::get) for a caller that asks for one name again and again:
+    /// `hint` remembers where the field was last found (in whatever record type),
+    /// so the usual lookup is one comparison instead of a binary search. A wrong
+    /// hint costs that one comparison.
+    pub fn get_hinted(&self, name: &str, hint: &AtomicUsize) -> Option<Dynamic> {
+        let bytes = self.bytes.as_slice();
+        let i = hint.load(Ordering::Relaxed);
+        if let Some(f) = self.fields.get(i).filter(|f| &*f.name == name) {
+            return Some(decode_kind(&f.kind, bytes.get(f.offset..)?, &self.env));
+        }
+        if let Ok(i) = self.fields.binary_search_by(|f| f.name.as_ref().cmp(name)) {
+            hint.store(i, Ordering::Relaxed);
+        }
+        self.get(name)
     }
 
     /// The network namespace inode behind `ev.pod`, read without resolving the pod:
@@ -1281,6 +1298,40 @@ mod tests {
         assert!(matches!(RecordBytes::new(&large), RecordBytes::Heap(_)));
         assert_eq!(RecordBytes::new(&large).as_slice(), &large[..]);
         assert_eq!(RecordBytes::new(&[]).as_slice(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn a_hinted_field_read_is_right_whatever_the_hint() {
+        use crate::bpf::catalog;
+        let types = ObjectTypes::parse(catalog::find("tcp_reset").unwrap().object).unwrap();
+        let d = types.record_decoder("events").unwrap();
+        let at = |name: &str| {
+            d.layout()
+                .into_iter()
+                .find(|(n, _, _)| n == name)
+                .unwrap()
+                .1
+        };
+        let mut bytes = vec![0u8; d.size()];
+        bytes[at("sport")..][..2].copy_from_slice(&443u16.to_ne_bytes());
+        bytes[at("dport")..][..2].copy_from_slice(&8080u16.to_ne_bytes());
+        let env = Arc::new(DecodeEnv::offline(Arc::new(
+            crate::pods::HostResolver::new("n1"),
+        )));
+        let r = d.record(&bytes, &env).unwrap();
+        let hint = AtomicUsize::new(usize::MAX);
+        for _ in 0..2 {
+            // A stale hint (another record type's index), then the remembered one.
+            assert_eq!(r.get_hinted("sport", &hint).unwrap().as_int().unwrap(), 443);
+        }
+        // The hint now points at `sport`: another name still reads its own field.
+        assert_eq!(
+            r.get_hinted("dport", &hint).unwrap().as_int().unwrap(),
+            8080
+        );
+        assert!(r.get_hinted("nope", &hint).is_none());
+        let pod = r.get_hinted("pod", &hint).unwrap();
+        assert!(pod.is_map(), "a pod key, beside its netns field");
     }
 
     #[test]

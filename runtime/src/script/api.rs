@@ -66,9 +66,14 @@ fn register_record(engine: &mut Engine) {
     engine.register_indexer_get(|r: &mut Record, name: ImmutableString| field(r, &name));
     // Property getters for every field name of the built-in records: `ev.sport`
     // then resolves in one step instead of falling back to the indexer.
+    // Each remembers where its field was last found, so reading it is one string
+    // comparison instead of a binary search over the record's field names.
     for name in crate::bpf::catalog::record_field_names() {
         let key = name.clone();
-        engine.register_get(name.as_str(), move |r: &mut Record| field(r, &key));
+        let hint = std::sync::atomic::AtomicUsize::new(usize::MAX);
+        engine.register_get(name.as_str(), move |r: &mut Record| {
+            r.get_hinted(&key, &hint).map_or_else(|| field(r, &key), Ok)
+        });
     }
     engine.register_fn("to_map", |r: &mut Record| r.to_map());
     engine.register_fn("keys", |r: &mut Record| -> rhai::Array {
