@@ -410,7 +410,7 @@ pub struct Record {
     env: Arc<DecodeEnv>,
 }
 
-/// Records up to this many bytes (every built-in program's) are carried inside the
+/// Records up to this many bytes (`tcp_reset`'s is 64) are carried inside the
 /// [`Record`] itself: copied once from the ring into the value the script gets, with
 /// no allocation of their own.
 const INLINE_RECORD: usize = 64;
