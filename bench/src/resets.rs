@@ -24,6 +24,8 @@ use crate::{for_arg, Options};
 const TCP_RESET_SCRIPT: &str = "scripts/tcp_reset.rhai";
 /// The counting script: a metric per kind, no output.
 const COUNT_SCRIPT: &str = "bench/scripts/count.rhai";
+/// The counting script as a batch handler (`on_events`): replayed only.
+const COUNT_BATCH_SCRIPT: &str = "bench/scripts/count_batch.rhai";
 /// After the workload, time for the tools to drain what is still buffered.
 const DRAIN: Duration = Duration::from_secs(1);
 /// Longest wait for a tool to attach (bpftrace compiles its program first).
@@ -150,7 +152,11 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     .measure(None);
     match recorded {
         Ok(_) => {
-            for (script, quiet) in [(COUNT_SCRIPT, true), (TCP_RESET_SCRIPT, false)] {
+            for (script, quiet) in [
+                (COUNT_SCRIPT, true),
+                (COUNT_BATCH_SCRIPT, true),
+                (TCP_RESET_SCRIPT, false),
+            ] {
                 progress(&format!("replay through {script}"));
                 match replay(o, script, quiet, &recording) {
                     Ok(row) => report.replay.push(row),
@@ -207,6 +213,7 @@ pub fn compare(o: &Options) -> anyhow::Result<()> {
     }
     .measure(None)?;
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    // Not count_batch.rhai: a baseline before `on_events` would not call it.
     for (script, quiet) in [(COUNT_SCRIPT, true), (TCP_RESET_SCRIPT, false)] {
         let (mut this, mut before) = (f64::MAX, f64::MAX);
         for round in 0..o.rounds {

@@ -13,17 +13,113 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rhai::{Dynamic, Map};
+use rhai::{Dynamic, ImmutableString, Map};
 
 /// Where an event comes from: the pod (or host) it belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Labels {
     /// Kubernetes namespace; empty for the host and for unknown network namespaces.
-    pub namespace: String,
+    pub namespace: Label,
     /// Pod name; empty for the host network namespace, `netns:<inode>` when unknown.
-    pub pod: String,
+    pub pod: Label,
     /// Node name (the host name by default).
-    pub node: String,
+    pub node: Label,
+}
+
+/// A label value: a shared, immutable string. Events of one pod share one copy of
+/// its names (cloning is a reference count), and it reads as a `&str`:
+///
+/// ```
+/// use sonde::event::Label;
+/// let pod: Label = "web-1".into();
+/// assert!(pod == "web-1" && pod.len() == 5 && pod.clone() == pod);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label(ImmutableString);
+
+impl Label {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl AsRef<str> for Label {
+    fn as_ref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl std::fmt::Debug for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Self {
+        Label(s.into())
+    }
+}
+
+impl From<String> for Label {
+    fn from(s: String) -> Self {
+        Label(s.into())
+    }
+}
+
+impl From<ImmutableString> for Label {
+    fn from(s: ImmutableString) -> Self {
+        Label(s)
+    }
+}
+
+impl PartialEq<str> for Label {
+    fn eq(&self, o: &str) -> bool {
+        self.as_str() == o
+    }
+}
+
+impl PartialEq<&str> for Label {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_str() == *o
+    }
+}
+
+impl PartialEq<String> for Label {
+    fn eq(&self, o: &String) -> bool {
+        self.as_str() == o.as_str()
+    }
+}
+
+impl PartialEq<Label> for str {
+    fn eq(&self, o: &Label) -> bool {
+        self == o.as_str()
+    }
+}
+
+impl PartialEq<Label> for &str {
+    fn eq(&self, o: &Label) -> bool {
+        *self == o.as_str()
+    }
+}
+
+impl PartialEq<Label> for String {
+    fn eq(&self, o: &Label) -> bool {
+        self.as_str() == o.as_str()
+    }
 }
 
 /// One event emitted by a script.
@@ -37,7 +133,7 @@ pub struct Event {
     /// Fields in the order the script gave them (Rhai maps are sorted by key).
     pub fields: Map,
     /// The script that emitted it.
-    pub script: String,
+    pub script: Label,
 }
 
 /// Current wall-clock time in nanoseconds since the Unix epoch.
@@ -58,26 +154,44 @@ impl Event {
     /// KubeSkoop-style `key=value` line (no trailing newline).
     pub fn to_text(&self) -> String {
         let mut out = String::with_capacity(128);
-        let _ = write!(out, "type={}", self.kind);
+        self.write_text(&mut out);
+        out
+    }
+
+    /// Appends the [`to_text`](Self::to_text) line to `out`, allocating nothing of
+    /// its own (for printers that reuse one buffer).
+    pub fn write_text(&self, out: &mut String) {
+        out.push_str("type=");
+        out.push_str(&self.kind);
         if !self.labels.pod.is_empty() {
-            let _ = write!(out, " pod={}", self.labels.pod);
+            out.push_str(" pod=");
+            out.push_str(&self.labels.pod);
         }
         if !self.labels.namespace.is_empty() {
-            let _ = write!(out, " namespace={}", self.labels.namespace);
+            out.push_str(" namespace=");
+            out.push_str(&self.labels.namespace);
         }
-        let mut stack = None;
-        // Rhai maps are sorted by key; people read tuples as saddr sport daddr dport.
-        let mut ordered: Vec<_> = self.fields.iter().collect();
-        ordered.sort_by_key(|(k, _)| (text_rank(k), *k));
-        for (k, v) in ordered {
-            if k.as_str() == "stack" && v.is_array() {
-                stack = Some(v);
-                continue;
+        let stack = self.fields.get("stack").filter(|v| v.is_array());
+        let field = |out: &mut String, k: &str, v: &Dynamic| {
+            if k == "stack" && v.is_array() {
+                return; // printed last
             }
             out.push(' ');
             out.push_str(k);
             out.push('=');
-            write_text_value(&mut out, v);
+            write_text_value(out, v);
+        };
+        // Rhai maps are sorted by key; people read tuples as saddr sport daddr dport:
+        // the well-known fields first, in that order, then the rest (sorted).
+        for k in TEXT_ORDER {
+            if let Some(v) = self.fields.get(k) {
+                field(out, k, v);
+            }
+        }
+        for (k, v) in &self.fields {
+            if !TEXT_ORDER.contains(&k.as_str()) {
+                field(out, k, v);
+            }
         }
         if let Some(stack) = stack {
             out.push_str(" stacktrace:");
@@ -86,11 +200,10 @@ impl Event {
                     if i > 0 {
                         out.push(' ');
                     }
-                    write_text_value(&mut out, f);
+                    write_text_value(out, f);
                 }
             }
         }
-        out
     }
 
     /// One JSON object (no trailing newline): `{"timestamp":..,"type":..,"labels":{..},"fields":{..}}`.
@@ -101,9 +214,9 @@ impl Event {
             .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
             .collect();
         let mut labels = serde_json::Map::new();
-        labels.insert("namespace".into(), self.labels.namespace.clone().into());
-        labels.insert("pod".into(), self.labels.pod.clone().into());
-        labels.insert("node".into(), self.labels.node.clone().into());
+        labels.insert("namespace".into(), self.labels.namespace.as_str().into());
+        labels.insert("pod".into(), self.labels.pod.as_str().into());
+        labels.insert("node".into(), self.labels.node.as_str().into());
         serde_json::json!({
             "timestamp": self.timestamp_ns,
             "type": self.kind,
@@ -116,12 +229,9 @@ impl Event {
 
 /// Well-known fields come first, in the order KubeSkoop prints them; the rest follow
 /// alphabetically.
-fn text_rank(key: &str) -> usize {
-    const ORDER: [&str; 8] = [
-        "protocol", "family", "saddr", "sport", "daddr", "dport", "state", "reason",
-    ];
-    ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len())
-}
+const TEXT_ORDER: [&str; 8] = [
+    "protocol", "family", "saddr", "sport", "daddr", "dport", "state", "reason",
+];
 
 fn write_text_value(out: &mut String, v: &Dynamic) {
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {

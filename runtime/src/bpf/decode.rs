@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use btf_rs::{Btf, BtfType, Type};
@@ -157,6 +158,23 @@ impl DecodeEnv {
     }
 
     fn pod(&self, inode: u32) -> Dynamic {
+        self.with_pod(inode, |m| Dynamic::from_map(m.clone()))
+    }
+
+    /// The `(namespace, name)` of the pod of a network namespace, as `ev.pod` has
+    /// them, shared with the cached pod map (no copy).
+    pub fn pod_names(&self, inode: u32) -> (ImmutableString, ImmutableString) {
+        self.with_pod(inode, |m| {
+            let get = |k: &str| {
+                m.get(k)
+                    .and_then(|v| v.read_lock::<ImmutableString>().map(|s| s.clone()))
+                    .unwrap_or_default()
+            };
+            (get("namespace"), get("name"))
+        })
+    }
+
+    fn with_pod<R>(&self, inode: u32, f: impl FnOnce(&Map) -> R) -> R {
         let mut guard = self.pod_cache.0.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.pods.generation();
         if guard.0 != generation {
@@ -165,7 +183,7 @@ impl DecodeEnv {
         }
         let cache = &mut guard.1;
         if let Some(m) = cache.get(&inode) {
-            return Dynamic::from_map(m.clone());
+            return f(m);
         }
         let pod = self.pods.by_netns(inode);
         let mut m = Map::new();
@@ -175,8 +193,9 @@ impl DecodeEnv {
         if cache.len() >= PodCache::MAX {
             cache.clear();
         }
-        cache.insert(inode, m.clone());
-        Dynamic::from_map(m)
+        let r = f(&m);
+        cache.insert(inode, m);
+        r
     }
 }
 
@@ -295,7 +314,7 @@ impl Decoder {
         }
         match &self.kind {
             Kind::Struct(fields) => Ok(Record {
-                bytes: bytes[..self.size].into(),
+                bytes: RecordBytes::new(&bytes[..self.size]),
                 fields: fields.clone(),
                 env: env.clone(),
             }),
@@ -386,26 +405,89 @@ fn describe(kind: &Kind) -> String {
 /// reads two fields of a twenty-field record pays for two. `to_map()` decodes all.
 #[derive(Clone)]
 pub struct Record {
-    bytes: Box<[u8]>,
+    bytes: RecordBytes,
     fields: Arc<[Field]>,
     env: Arc<DecodeEnv>,
+}
+
+/// Records up to this many bytes (`tcp_reset`'s is 64) are carried inside the
+/// [`Record`] itself: copied once from the ring into the value the script gets, with
+/// no allocation of their own.
+const INLINE_RECORD: usize = 64;
+
+#[derive(Clone)]
+enum RecordBytes {
+    Inline { len: u8, buf: [u8; INLINE_RECORD] },
+    Heap(Box<[u8]>),
+}
+
+impl RecordBytes {
+    fn new(b: &[u8]) -> Self {
+        if b.len() <= INLINE_RECORD {
+            let mut buf = [0u8; INLINE_RECORD];
+            buf[..b.len()].copy_from_slice(b);
+            RecordBytes::Inline {
+                len: b.len() as u8,
+                buf,
+            }
+        } else {
+            RecordBytes::Heap(b.into())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            RecordBytes::Inline { len, buf } => &buf[..*len as usize],
+            RecordBytes::Heap(b) => b,
+        }
+    }
 }
 
 impl Record {
     /// The value of a field (or of a `pod` key beside a netns field).
     pub fn get(&self, name: &str) -> Option<Dynamic> {
+        let bytes = self.bytes.as_slice();
         if let Ok(i) = self.fields.binary_search_by(|f| f.name.as_ref().cmp(name)) {
             let f = &self.fields[i];
-            return Some(decode_kind(&f.kind, self.bytes.get(f.offset..)?, &self.env));
+            return Some(decode_kind(&f.kind, bytes.get(f.offset..)?, &self.env));
         }
         let f = self
             .fields
             .iter()
             .find(|f| f.pod_key.as_deref() == Some(name))?;
-        Some(
-            self.env
-                .pod(read_uint(self.bytes.get(f.offset..)?, 4) as u32),
-        )
+        Some(self.env.pod(read_uint(bytes.get(f.offset..)?, 4) as u32))
+    }
+
+    /// [`get`](Self::get) for a caller that asks for one name again and again:
+    /// `hint` remembers where the field was last found (in whatever record type),
+    /// so the usual lookup is one comparison instead of a binary search. A wrong
+    /// hint costs that one comparison.
+    pub fn get_hinted(&self, name: &str, hint: &AtomicUsize) -> Option<Dynamic> {
+        let bytes = self.bytes.as_slice();
+        let i = hint.load(Ordering::Relaxed);
+        if let Some(f) = self.fields.get(i).filter(|f| &*f.name == name) {
+            return Some(decode_kind(&f.kind, bytes.get(f.offset..)?, &self.env));
+        }
+        if let Ok(i) = self.fields.binary_search_by(|f| f.name.as_ref().cmp(name)) {
+            hint.store(i, Ordering::Relaxed);
+        }
+        self.get(name)
+    }
+
+    /// The network namespace inode behind `ev.pod`, read without resolving the pod:
+    /// the field named `netns`, else the first `sonde_netns` field.
+    pub fn pod_inode(&self) -> Option<u32> {
+        let f = self
+            .fields
+            .iter()
+            .find(|f| f.pod_key.as_deref() == Some("pod"))?;
+        Some(read_uint(self.bytes.as_slice().get(f.offset..)?, 4) as u32)
+    }
+
+    /// The environment the record is decoded with (its pod resolver and caches).
+    pub fn env(&self) -> &Arc<DecodeEnv> {
+        &self.env
     }
 
     /// Field names, sorted (with `pod` keys).
@@ -418,9 +500,13 @@ impl Record {
 
     /// Every field decoded.
     pub fn to_map(&self) -> Map {
-        decode_kind(&Kind::Struct(self.fields.clone()), &self.bytes, &self.env)
-            .try_cast::<Map>()
-            .unwrap_or_default()
+        decode_kind(
+            &Kind::Struct(self.fields.clone()),
+            self.bytes.as_slice(),
+            &self.env,
+        )
+        .try_cast::<Map>()
+        .unwrap_or_default()
     }
 }
 
@@ -952,16 +1038,62 @@ pub fn ethproto_name(v: u64) -> Option<&'static str> {
     })
 }
 
+/// How long an interface name (or its absence) is trusted: a renamed, moved or
+/// deleted interface shows its new name (or `if<N>`) within this.
+const IFNAME_TTL_NS: u64 = 1_000_000_000;
+
+thread_local! {
+    /// Interface names by index, as `if_indextoname` gives them in the decoding
+    /// thread's network namespace (sonde's own: threads that decode never `setns`),
+    /// with when each expires. One per thread, so no lock on the per-event path.
+    static IFNAMES: std::cell::RefCell<HashMap<u32, (ImmutableString, u64)>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// CLOCK_MONOTONIC_COARSE in ns: a few ns to read, no syscall.
+fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The name of interface `index`, `if<N>` when there is none; looked up (a socket,
+/// an ioctl and a close) at most once per [`IFNAME_TTL_NS`] per index and thread.
 fn ifname(index: u32) -> Dynamic {
+    let now = coarse_ns();
+    IFNAMES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((name, expires)) = cache.get(&index) {
+            if now < *expires {
+                return Dynamic::from(name.clone());
+            }
+        }
+        let name = lookup_ifname(index);
+        if cache.len() >= 4096 {
+            cache.retain(|_, (_, expires)| now < *expires);
+            if cache.len() >= 4096 {
+                cache.clear();
+            }
+        }
+        cache.insert(index, (name.clone(), now + IFNAME_TTL_NS));
+        Dynamic::from(name)
+    })
+}
+
+fn lookup_ifname(index: u32) -> ImmutableString {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf is IF_NAMESIZE bytes as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
     if p.is_null() {
-        return Dynamic::from(format!("if{index}"));
+        return format!("if{index}").into();
     }
     // SAFETY: on success the buffer holds a NUL-terminated name.
     let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Dynamic::from(name.to_string_lossy().into_owned())
+    name.to_string_lossy().as_ref().into()
 }
 
 fn decode_kind(kind: &Kind, b: &[u8], env: &DecodeEnv) -> Dynamic {
@@ -1134,6 +1266,72 @@ mod tests {
         assert_eq!(tcp_state_name(99), "UNKNOWN");
         assert_eq!(l4proto_name(6), Some("TCP"));
         assert_eq!(ethproto_name(0x86dd), Some("IPv6"));
+    }
+
+    #[test]
+    fn interface_names_are_cached_per_thread_until_they_expire() {
+        // A thread of its own: the cache is per thread.
+        std::thread::spawn(|| {
+            assert_eq!(ifname(1).to_string(), "lo", "index 1 is the loopback");
+            assert_eq!(ifname(999_999).to_string(), "if999999");
+            // A name still fresh is served from the cache, without a lookup...
+            let later = coarse_ns() + 60 * IFNAME_TTL_NS;
+            IFNAMES.with(|c| c.borrow_mut().insert(1, ("cached".into(), later)));
+            assert_eq!(ifname(1).to_string(), "cached");
+            // ...and one past its time is looked up again.
+            IFNAMES.with(|c| c.borrow_mut().insert(1, ("stale".into(), 0)));
+            assert_eq!(ifname(1).to_string(), "lo");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn record_bytes_inline_and_on_the_heap_read_back_the_same() {
+        let small: Vec<u8> = (0..INLINE_RECORD as u8).collect();
+        let large: Vec<u8> = (0..200u8).collect();
+        assert!(matches!(
+            RecordBytes::new(&small),
+            RecordBytes::Inline { .. }
+        ));
+        assert_eq!(RecordBytes::new(&small).as_slice(), &small[..]);
+        assert!(matches!(RecordBytes::new(&large), RecordBytes::Heap(_)));
+        assert_eq!(RecordBytes::new(&large).as_slice(), &large[..]);
+        assert_eq!(RecordBytes::new(&[]).as_slice(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn a_hinted_field_read_is_right_whatever_the_hint() {
+        use crate::bpf::catalog;
+        let types = ObjectTypes::parse(catalog::find("tcp_reset").unwrap().object).unwrap();
+        let d = types.record_decoder("events").unwrap();
+        let at = |name: &str| {
+            d.layout()
+                .into_iter()
+                .find(|(n, _, _)| n == name)
+                .unwrap()
+                .1
+        };
+        let mut bytes = vec![0u8; d.size()];
+        bytes[at("sport")..][..2].copy_from_slice(&443u16.to_ne_bytes());
+        bytes[at("dport")..][..2].copy_from_slice(&8080u16.to_ne_bytes());
+        let env = Arc::new(DecodeEnv::offline(Arc::new(
+            crate::pods::HostResolver::new("n1"),
+        )));
+        let r = d.record(&bytes, &env).unwrap();
+        let hint = AtomicUsize::new(usize::MAX);
+        for _ in 0..2 {
+            // A stale hint (another record type's index), then the remembered one.
+            assert_eq!(r.get_hinted("sport", &hint).unwrap().as_int().unwrap(), 443);
+        }
+        // The hint now points at `sport`: another name still reads its own field.
+        assert_eq!(
+            r.get_hinted("dport", &hint).unwrap().as_int().unwrap(),
+            8080
+        );
+        assert!(r.get_hinted("nope", &hint).is_none());
+        let pod = r.get_hinted("pod", &hint).unwrap();
+        assert!(pod.is_map(), "a pod key, beside its netns field");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use tracing::warn;
 
 use crate::cli::time::{local_timestamp, timestamp, Since};
 use crate::cli::{EventsArgs, Output};
-use crate::event::{Event, Labels};
+use crate::event::{Event, Label, Labels};
 
 /// Giving up on connecting after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -223,7 +223,7 @@ fn duration_param(d: Duration) -> String {
 pub(crate) fn event_from_json(line: &str) -> Result<Event, String> {
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
     let kind = v["type"].as_str().ok_or("no `type` string")?.to_string();
-    let label = |k: &str| v["labels"][k].as_str().unwrap_or("").to_string();
+    let label = |k: &str| Label::from(v["labels"][k].as_str().unwrap_or(""));
     let fields: Map = match &v["fields"] {
         serde_json::Value::Object(m) => m
             .iter()
@@ -241,7 +241,7 @@ pub(crate) fn event_from_json(line: &str) -> Result<Event, String> {
             node: label("node"),
         },
         fields,
-        script: String::new(),
+        script: Label::default(),
     })
 }
 

@@ -27,11 +27,14 @@ use crate::event::{Event, EventSink};
 use crate::metrics::Registry;
 use crate::pods::{self, HostResolver, PodResolver};
 use crate::record::{self, Frame};
-use crate::script::{Instance, Limits, MapReader, NoMaps, ParamValue, Script, ScriptContext};
+use crate::script::{
+    Instance, Limits, MapReader, NoMaps, ParamValue, Script, ScriptContext, EVENTS_PER_CALL,
+};
 
 /// Prints events and script output to stdout, buffered, flushed per batch.
 pub struct Printer {
-    out: Mutex<std::io::BufWriter<std::io::Stdout>>,
+    /// The output, and a line buffer reused for every event.
+    out: Mutex<(std::io::BufWriter<std::io::Stdout>, String)>,
     format: Output,
     quiet: bool,
     pub events: AtomicU64,
@@ -40,9 +43,9 @@ pub struct Printer {
 impl Printer {
     pub fn new(format: Output, quiet: bool) -> Self {
         Printer {
-            out: Mutex::new(std::io::BufWriter::with_capacity(
-                1 << 16,
-                std::io::stdout(),
+            out: Mutex::new((
+                std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+                String::with_capacity(256),
             )),
             format,
             quiet,
@@ -52,12 +55,12 @@ impl Printer {
 
     pub fn line(&self, s: &str) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = out.write_all(s.as_bytes());
-        let _ = out.write_all(b"\n");
+        let _ = out.0.write_all(s.as_bytes());
+        let _ = out.0.write_all(b"\n");
     }
 
     pub fn flush(&self) {
-        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).0.flush();
     }
 }
 
@@ -67,11 +70,17 @@ impl EventSink for Printer {
         if self.quiet {
             return;
         }
-        let line = match self.format {
-            Output::Text => event.to_text(),
-            Output::Json => event.to_json(),
-        };
-        self.line(&line);
+        match self.format {
+            Output::Text => {
+                let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+                let (out, line) = &mut *out;
+                line.clear();
+                event.write_text(line);
+                line.push('\n');
+                let _ = out.write_all(line.as_bytes());
+            }
+            Output::Json => self.line(&event.to_json()),
+        }
     }
 }
 
@@ -566,6 +575,10 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let mut inst = rc.start(maps.clone())?;
     let mut stats = Stats::default();
     let mut batch = 0u32;
+    // Records for a script's `on_events`, handed over before anything that is not a
+    // record (a tick, a snapshot) so the order stays the recorded one.
+    let batching = inst.has_on_events();
+    let mut pending = Vec::new();
     loop {
         let frame = match reader.next_frame() {
             Ok(Some(frame)) => frame,
@@ -583,6 +596,11 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
                 break;
             }
         };
+        if !pending.is_empty()
+            && (pending.len() >= EVENTS_PER_CALL || !matches!(frame, Frame::Record { .. }))
+        {
+            inst.on_records(&mut pending);
+        }
         match frame {
             Frame::Record { source, bytes, .. } => {
                 stats.records += 1;
@@ -591,6 +609,7 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
                     continue;
                 };
                 match d.record(&bytes, &env) {
+                    Ok(ev) if batching => pending.push(ev),
                     Ok(ev) => inst.on_record(ev),
                     Err(_) => stats.decode_errors += 1,
                 }
@@ -625,6 +644,7 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             }
         }
     }
+    inst.on_records(&mut pending);
     inst.on_exit();
     stats.script_errors = inst.errors().clone();
     Ok(stats)

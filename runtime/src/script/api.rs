@@ -12,7 +12,7 @@ use rhai::{
 };
 
 use super::engine::Host;
-use crate::event::{now_ns, Event, Labels};
+use crate::event::{now_ns, Event, Label, Labels};
 use crate::metrics::{BucketCounts, Counter, Gauge, Histogram, LabelValue, MetricsError};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -66,9 +66,14 @@ fn register_record(engine: &mut Engine) {
     engine.register_indexer_get(|r: &mut Record, name: ImmutableString| field(r, &name));
     // Property getters for every field name of the built-in records: `ev.sport`
     // then resolves in one step instead of falling back to the indexer.
+    // Each remembers where its field was last found, so reading it is one string
+    // comparison instead of a binary search over the record's field names.
     for name in crate::bpf::catalog::record_field_names() {
         let key = name.clone();
-        engine.register_get(name.as_str(), move |r: &mut Record| field(r, &key));
+        let hint = std::sync::atomic::AtomicUsize::new(usize::MAX);
+        engine.register_get(name.as_str(), move |r: &mut Record| {
+            r.get_hinted(&key, &hint).map_or_else(|| field(r, &key), Ok)
+        });
     }
     engine.register_fn("to_map", |r: &mut Record| r.to_map());
     engine.register_fn("keys", |r: &mut Record| -> rhai::Array {
@@ -554,23 +559,31 @@ fn group_log2(name: &str, slot_field: &str, entries: Array) -> Res<Array> {
         .collect())
 }
 
+/// A label from a script value: a string is shared, not copied.
+fn label(v: &Dynamic) -> Label {
+    match v.read_lock::<ImmutableString>() {
+        Some(s) => Label::from(s.clone()),
+        None => v.with_str(|s| Label::from(s)),
+    }
+}
+
 /// Pod labels from a `pod` value: a `#{name, namespace}` map, or a string
 /// `"namespace/name"` or `"name"`.
 fn pod_labels(pod: &Dynamic, labels: &mut Labels) {
     if let Some(m) = pod.read_lock::<Map>() {
         if let Some(n) = m.get("name") {
-            labels.pod = n.with_str(str::to_string);
+            labels.pod = label(n);
         }
         if let Some(n) = m.get("namespace") {
-            labels.namespace = n.with_str(str::to_string);
+            labels.namespace = label(n);
         }
     } else if let Some(s) = pod.read_lock::<ImmutableString>() {
         match s.split_once('/') {
             Some((ns, name)) => {
-                labels.namespace = ns.to_string();
-                labels.pod = name.to_string();
+                labels.namespace = ns.into();
+                labels.pod = name.into();
             }
-            None => labels.pod = s.to_string(),
+            None => labels.pod = Label::from(s.clone()),
         }
     }
 }
@@ -583,26 +596,37 @@ fn register_emit(engine: &mut Engine, host: &Arc<Host>) {
     // #{name, namespace} map or a "namespace/name" string; not repeated in the
     // fields), else from the `ev.pod` of the on_event call in progress.
     //   emit("TCPRESET_" + ev.kind, #{ saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport });
+    //
+    // The node and script labels are shared by every event of the script, and a
+    // pod's names by every event of that pod: an event allocates its type and what
+    // the script built, little else.
     let h = host.clone();
     let emit = move |ctx: NativeCallContext, kind: &str, mut fields: Map| {
         let mut labels = Labels {
-            node: h.ctx.node.clone(),
+            node: h.node.clone(),
             ..Labels::default()
         };
         match fields.remove("pod") {
             Some(pod) => pod_labels(&pod, &mut labels),
-            None => {
-                if let Some(pod) = ctx.tag() {
-                    pod_labels(pod, &mut labels);
+            None => match ctx.tag() {
+                // The record in progress: its network namespace, named only now.
+                Some(tag) if tag.is_int() => {
+                    if let Some(env) = h.record_env() {
+                        let (namespace, pod) = env.pod_names(tag.as_int().unwrap_or(0) as u32);
+                        labels.namespace = namespace.into();
+                        labels.pod = pod.into();
+                    }
                 }
-            }
+                Some(pod) => pod_labels(pod, &mut labels),
+                None => {}
+            },
         }
         h.ctx.events.emit(Event {
             timestamp_ns: now_ns(),
             kind: kind.to_string(),
             labels,
             fields,
-            script: h.ctx.name.clone(),
+            script: h.name.clone(),
         });
     };
     let emit2 = emit.clone();

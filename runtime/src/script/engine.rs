@@ -13,6 +13,8 @@ use rhai::packages::{
 use rhai::{Dynamic, Engine, Module, Shared};
 
 use super::{api, stdlib, Limits, ScriptContext};
+use crate::bpf::decode::DecodeEnv;
+use crate::event::Label;
 
 /// The token a handler stopped by its deadline terminates with.
 pub(crate) const DEADLINE_TOKEN: &str = "deadline";
@@ -45,19 +47,40 @@ pub(crate) struct Host {
     pub call_net: AtomicI64,
     /// `count()` / `hist()` tables, by the name the script used.
     pub tables: Mutex<super::tables::Tables>,
+    /// `ctx.node` and `ctx.name` as event labels, made once.
+    pub node: Label,
+    pub name: Label,
+    /// How the records handled now are decoded: what `emit` names the pod of the
+    /// record in progress with (the handler call's tag is its netns inode). Set by
+    /// the instance when it changes, so not per record.
+    record_env: Mutex<Option<Arc<DecodeEnv>>>,
 }
 
 impl Host {
     pub fn new(ctx: ScriptContext, limits: &Limits) -> Arc<Self> {
         Arc::new(Host {
-            ctx,
             limits: limits.clone(),
             deadline: AtomicU64::new(0),
             cancel: Arc::new(AtomicBool::new(false)),
             headroom: AtomicI64::new(i64::MAX),
             call_net: AtomicI64::new(0),
             tables: Mutex::default(),
+            node: ctx.node.as_str().into(),
+            name: ctx.name.as_str().into(),
+            ctx,
+            record_env: Mutex::default(),
         })
+    }
+
+    pub fn record_env(&self) -> Option<Arc<DecodeEnv>> {
+        self.record_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_record_env(&self, env: Arc<DecodeEnv>) {
+        *self.record_env.lock().unwrap_or_else(|e| e.into_inner()) = Some(env);
     }
 
     /// Disarms the deadline: the next handler call arms it at its first clock check.

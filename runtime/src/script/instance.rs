@@ -24,7 +24,7 @@ pub struct Script {
     /// Whether the source calls `emit` (only then does `on_event` remember `ev.pod`).
     uses_emit: bool,
     init_arity: Option<usize>,
-    has: [bool; 3],
+    has: [bool; 4],
     /// Where each function is declared (`fn name`), by name: the line of an error
     /// that carries none of its own.
     fns: Arc<BTreeMap<String, (usize, usize)>>,
@@ -33,11 +33,20 @@ pub struct Script {
 const ON_EVENT: usize = 0;
 const ON_TICK: usize = 1;
 const ON_EXIT: usize = 2;
-const HANDLERS: [(&str, usize, &str); 3] = [
+const ON_EVENTS: usize = 3;
+const HANDLERS: [(&str, usize, &str); 4] = [
     ("on_event", 1, "on_event(ev) takes one parameter: the event"),
     ("on_tick", 0, "on_tick() takes no parameters"),
     ("on_exit", 0, "on_exit() takes no parameters"),
+    (
+        "on_events",
+        1,
+        "on_events(evs) takes one parameter: the array of events",
+    ),
 ];
+
+/// The most records one `on_events` call is given.
+pub const EVENTS_PER_CALL: usize = 64;
 
 impl Script {
     /// Compiles a script and reads its manifest. `file` labels errors
@@ -56,7 +65,7 @@ impl Script {
         ast.set_source(file);
         let manifest = manifest::parse(file, source, &ast)?;
 
-        let mut has = [false; 3];
+        let mut has = [false; 4];
         let mut init_arity = None;
         let mut fns = BTreeMap::new();
         for f in ast.iter_functions() {
@@ -215,6 +224,8 @@ pub struct Instance {
     logged: BTreeMap<&'static str, LogState>,
     last_error: Option<(String, std::time::SystemTime)>,
     calls: u64,
+    /// The decoding environment last handed to [`Host::set_record_env`].
+    record_env: Option<Arc<crate::bpf::decode::DecodeEnv>>,
 }
 
 impl Instance {
@@ -240,6 +251,7 @@ impl Instance {
             logged: BTreeMap::new(),
             last_error: None,
             calls: 0,
+            record_env: None,
         };
         let fail = |what: &str, e: &EvalAltResult| {
             let (at, message) = script.locate(what, e, limits);
@@ -288,6 +300,12 @@ impl Instance {
         self.script.has[ON_EVENT]
     }
 
+    /// Whether the script handles records in batches (`on_events(evs)`): then
+    /// [`on_records`](Self::on_records) is the way to hand them over.
+    pub fn has_on_events(&self) -> bool {
+        self.script.has[ON_EVENTS]
+    }
+
     pub fn has_on_tick(&self) -> bool {
         self.script.has[ON_TICK]
     }
@@ -328,17 +346,47 @@ impl Instance {
 
     /// Calls `on_event(ev)` with a lazily decoded record: only the fields the
     /// handler reads are decoded.
+    ///
+    /// The record's pod is not looked up here: `emit` names it, from the netns inode
+    /// the call carries, only when the handler emits (and `ev.pod` when read).
     #[inline]
     pub fn on_record(&mut self, ev: crate::bpf::decode::Record) {
         if !self.script.has[ON_EVENT] {
             return;
         }
-        let pod = if self.script.uses_emit {
-            ev.get("pod").unwrap_or(Dynamic::UNIT)
-        } else {
-            Dynamic::UNIT
+        let pod = match ev.pod_inode() {
+            Some(inode) if self.script.uses_emit => {
+                if !self
+                    .record_env
+                    .as_ref()
+                    .is_some_and(|e| Arc::ptr_eq(e, ev.env()))
+                {
+                    self.record_env = Some(ev.env().clone());
+                    self.host.set_record_env(ev.env().clone());
+                }
+                Dynamic::from_int(i64::from(inode))
+            }
+            _ => Dynamic::UNIT,
         };
         self.call("on_event", (Dynamic::from(ev),), pod);
+    }
+
+    /// Hands records over in order: one `on_events(evs)` call per
+    /// [`EVENTS_PER_CALL`] records when the script defines it, else `on_event(ev)`
+    /// per record. In `on_events`, the limits (operations, deadline) apply to the
+    /// call, and `emit` takes the pod from `fields.pod` only.
+    pub fn on_records(&mut self, evs: &mut Vec<crate::bpf::decode::Record>) {
+        if !self.script.has[ON_EVENTS] {
+            for ev in evs.drain(..) {
+                self.on_record(ev);
+            }
+            return;
+        }
+        while !evs.is_empty() {
+            let n = evs.len().min(EVENTS_PER_CALL);
+            let batch: rhai::Array = evs.drain(..n).map(Dynamic::from).collect();
+            self.call("on_events", (Dynamic::from_array(batch),), Dynamic::UNIT);
+        }
     }
 
     /// Calls `on_tick()`.

@@ -63,7 +63,7 @@ use crate::metrics::Registry;
 
 pub use engine::engine;
 pub use file::{read_script_file, ScriptFileError, MAX_SCRIPT_BYTES};
-pub use instance::{ErrorKind, Instance, Script};
+pub use instance::{ErrorKind, Instance, Script, EVENTS_PER_CALL};
 pub use manifest::{parse_duration, Manifest, ParamValue};
 
 /// Resource limits applied to every handler call.

@@ -10,7 +10,8 @@
 //! The loop waits (`poll`) on the program's ring buffers, a wake-up descriptor and the
 //! next tick, then:
 //!
-//! - **drains** the rings, calling `on_event` per record. The script's bounded
+//! - **drains** the rings, calling `on_event` per record (or `on_events` once per
+//!   batch of up to 64 records, when the script defines it). The script's bounded
 //!   queue is the ring itself when it is the program's only reader, or a queue of
 //!   its own, as large as the rings, when scripts share the program
 //!   ([`crate::bpf::live::SharedLive`]): records that do not fit are dropped and
@@ -356,6 +357,9 @@ impl Runner<'_> {
         let mut total = 0;
         let mut behind = false;
         let mut cut = false;
+        // A script with `on_events` gets each drained batch in one call.
+        let batching = inst.has_on_events();
+        let mut batch = Vec::new();
         loop {
             let mut undecodable = 0;
             let mut dropped = 0;
@@ -367,6 +371,10 @@ impl Runner<'_> {
                     return true;
                 }
                 match decoded {
+                    Ok(ev) if batching => {
+                        batch.push(ev);
+                        return true;
+                    }
                     Ok(ev) => inst.on_record(ev),
                     Err(e) => {
                         undecodable += 1;
@@ -380,6 +388,13 @@ impl Runner<'_> {
                 behind = coarse_ns() >= until;
                 true
             });
+            if !batch.is_empty() {
+                inst.on_records(&mut batch);
+                if !last && ctl.stopping() {
+                    cut = true;
+                }
+                behind = behind || coarse_ns() >= until;
+            }
             total += n;
             // Records its queue at a shared program had no room for.
             dropped += live.take_dropped();

@@ -589,6 +589,152 @@ fn emit_takes_labels_from_the_current_event() {
     assert_eq!(evs[3].labels.pod, "", "no event in progress: no pod");
 }
 
+/// Names one pod for every namespace, and counts how often it is asked.
+#[derive(Default)]
+struct CountingPods(std::sync::atomic::AtomicU64);
+
+impl crate::pods::PodResolver for CountingPods {
+    fn by_netns(&self, inode: u32) -> Arc<crate::pods::Pod> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(crate::pods::Pod {
+            name: format!("pod-{inode}"),
+            namespace: "shop".into(),
+            node: "n1".into(),
+            ..Default::default()
+        })
+    }
+}
+
+/// A `tcp_reset` record as the kernel writes it, decoded lazily.
+fn reset_record(
+    env: &Arc<crate::bpf::decode::DecodeEnv>,
+    netns: u32,
+    kind: u32,
+) -> crate::bpf::decode::Record {
+    use crate::bpf::{catalog, decode::ObjectTypes};
+    let types = ObjectTypes::parse(catalog::find("tcp_reset").unwrap().object).unwrap();
+    let d = types.record_decoder("events").unwrap();
+    let at = |name: &str| {
+        d.layout()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap()
+            .1
+    };
+    let mut bytes = vec![0u8; d.size()];
+    bytes[at("netns")..][..4].copy_from_slice(&netns.to_ne_bytes());
+    bytes[at("kind")..][..4].copy_from_slice(&kind.to_ne_bytes());
+    d.record(&bytes, env).unwrap()
+}
+
+#[test]
+fn emit_names_the_pod_of_a_record_only_when_it_emits() {
+    let h = Harness::new();
+    let pods = Arc::new(CountingPods::default());
+    let env = Arc::new(crate::bpf::decode::DecodeEnv::offline(pods.clone()));
+    let src = r#"
+        fn on_event(ev) {
+            if ev.kind == "NOSOCK" { emit("TCPRESET_" + ev.kind, #{ sport: 1 }); }
+            if ev.kind == "ACTIVE" { this.pod = ev.pod.name; }
+        }
+    "#;
+    let mut inst = h.start("tcp_reset", src);
+    inst.on_record(reset_record(&env, 4026531999, 3)); // RECEIVE: no emit
+    assert_eq!(
+        pods.0.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a handler that neither emits nor reads ev.pod resolves no pod"
+    );
+    inst.on_record(reset_record(&env, 4026532001, 0)); // NOSOCK: emits
+    inst.on_record(reset_record(&env, 4026532001, 0));
+    inst.on_record(reset_record(&env, 4026532002, 1)); // ACTIVE: reads ev.pod
+    assert_eq!(
+        inst.errors().values().sum::<u64>(),
+        0,
+        "{:?}",
+        inst.errors()
+    );
+    let evs = h.sink.0.lock().unwrap();
+    assert_eq!(evs.len(), 2);
+    for e in evs.iter() {
+        assert_eq!(
+            e.to_text(),
+            "type=TCPRESET_NOSOCK pod=pod-4026532001 namespace=shop sport=1"
+        );
+        assert_eq!(e.labels.node, "n1");
+    }
+    let state = inst.state().read_lock::<Map>().unwrap();
+    assert_eq!(state["pod"].to_string(), "pod-4026532002");
+    assert_eq!(
+        pods.0.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "each namespace is named once, then cached"
+    );
+}
+
+#[test]
+fn on_events_gets_the_records_in_order_in_batches() {
+    let h = Harness::new();
+    let pods = Arc::new(CountingPods::default());
+    let env = Arc::new(crate::bpf::decode::DecodeEnv::offline(pods.clone()));
+    let src = r#"
+        fn init() { this.calls = 0; this.kinds = []; }
+        fn on_events(evs) {
+            this.calls += 1;
+            for ev in evs { this.kinds.push(ev.kind); }
+            emit("BATCH", #{ pod: evs[0].pod, n: evs.len() });
+        }
+        fn on_event(ev) { throw "not called when on_events is there"; }
+    "#;
+    let mut inst = h.start("batch", src);
+    assert!(inst.has_on_events());
+    let kinds = ["NOSOCK", "ACTIVE", "PROCESS", "RECEIVE"];
+    let mut records: Vec<_> = (0..EVENTS_PER_CALL + 6)
+        .map(|i| reset_record(&env, 7, (i % 4) as u32))
+        .collect();
+    inst.on_records(&mut records);
+    assert!(records.is_empty());
+    assert_eq!(
+        inst.errors().values().sum::<u64>(),
+        0,
+        "{:?}",
+        inst.errors()
+    );
+    let state = inst.state().read_lock::<Map>().unwrap();
+    assert_eq!(state["calls"].as_int().unwrap(), 2);
+    let got: Vec<String> = state["kinds"]
+        .read_lock::<Array>()
+        .unwrap()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let want: Vec<String> = (0..EVENTS_PER_CALL + 6)
+        .map(|i| kinds[i % 4].to_string())
+        .collect();
+    assert_eq!(got, want);
+    let evs = h.sink.0.lock().unwrap();
+    let text: Vec<String> = evs.iter().map(|e| e.to_text()).collect();
+    assert_eq!(
+        text,
+        [
+            format!("type=BATCH pod=pod-7 namespace=shop n={EVENTS_PER_CALL}"),
+            "type=BATCH pod=pod-7 namespace=shop n=6".to_string()
+        ]
+    );
+}
+
+#[test]
+fn on_events_takes_one_parameter() {
+    let err = Script::compile("b.rhai", "fn on_events() {}", &Limits::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("b.rhai:1:") && err.contains("on_events(evs) takes one parameter"),
+        "{err}"
+    );
+}
+
 // ---- maps, tables, log ----
 
 #[test]

@@ -211,7 +211,7 @@ pub(super) async fn run(mut writer: FileWriter, mut inbox: Inbox, counters: Sink
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(ev) = next {
-            let line = ev.to_json();
+            let line = ev.json().to_string();
             bytes += line.len() + 1;
             lines.push(line);
             if bytes >= BATCH_BYTES {

@@ -36,7 +36,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Inbox, LogLimiter, LokiConfig, SinkCounters, SinkError};
-use crate::event::Event;
 
 /// Bytes a line costs in a batch besides its text (timestamp, quotes, commas).
 const ENTRY_OVERHEAD: usize = 30;
@@ -51,11 +50,11 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(ev: &Event) -> Self {
+    fn new(ev: &super::Queued) -> Self {
         Entry {
             ts: ev.timestamp_ns,
             kind: ev.kind.clone(),
-            line: ev.to_json(),
+            line: ev.json().to_string(),
         }
     }
 

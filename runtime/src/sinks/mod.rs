@@ -44,7 +44,7 @@ mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
@@ -157,9 +157,37 @@ impl SinkCounters {
     }
 }
 
+/// An event on its way to the sinks, with its JSON form made at most once however
+/// many sinks write JSON (stdout in JSON, file, Loki).
+pub(crate) struct Queued {
+    event: Arc<Event>,
+    json: OnceLock<String>,
+}
+
+impl Queued {
+    fn new(event: Arc<Event>) -> Self {
+        Queued {
+            event,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// [`Event::to_json`], formatted by the first sink that asks.
+    pub(crate) fn json(&self) -> &str {
+        self.json.get_or_init(|| self.event.to_json())
+    }
+}
+
+impl std::ops::Deref for Queued {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
 /// What a sink task receives: its queue and the shutdown signal.
 pub(crate) struct Inbox {
-    rx: mpsc::Receiver<Arc<Event>>,
+    rx: mpsc::Receiver<Arc<Queued>>,
     shutdown: watch::Receiver<Option<Instant>>,
     closing: bool,
 }
@@ -167,7 +195,7 @@ pub(crate) struct Inbox {
 impl Inbox {
     /// The next event; `None` once shutdown began and the queue is drained. Cancel
     /// safe.
-    pub(crate) async fn recv(&mut self) -> Option<Arc<Event>> {
+    pub(crate) async fn recv(&mut self) -> Option<Arc<Queued>> {
         loop {
             if self.closing {
                 return self.rx.recv().await;
@@ -185,7 +213,7 @@ impl Inbox {
     }
 
     /// An event already queued, without waiting.
-    pub(crate) fn try_recv(&mut self) -> Option<Arc<Event>> {
+    pub(crate) fn try_recv(&mut self) -> Option<Arc<Queued>> {
         self.rx.try_recv().ok()
     }
 
@@ -282,7 +310,7 @@ impl SharedLogLimiter {
 
 struct Queue {
     counters: SinkCounters,
-    tx: mpsc::Sender<Arc<Event>>,
+    tx: mpsc::Sender<Arc<Queued>>,
     full_log: SharedLogLimiter,
 }
 
@@ -430,6 +458,10 @@ impl EventSink for Sinks {
     fn emit(&self, event: Event) {
         let event = Arc::new(event);
         self.stream.push(&event);
+        if self.queues.is_empty() {
+            return;
+        }
+        let event = Arc::new(Queued::new(event));
         for q in &self.queues {
             if let Err(e) = q.tx.try_send(event.clone()) {
                 q.counters.dropped(1);

@@ -27,14 +27,19 @@ pub(super) async fn run(
     counters: SinkCounters,
 ) {
     let mut buf = Vec::with_capacity(WRITE_AT + 4096);
+    let mut text = String::with_capacity(256);
     let mut log = LogLimiter::new();
     while let Some(first) = inbox.recv().await {
         let mut lines = 0;
         let mut next = Some(first);
         while let Some(ev) = next {
             match format {
-                StdoutFormat::Text => buf.extend_from_slice(ev.to_text().as_bytes()),
-                StdoutFormat::Json => buf.extend_from_slice(ev.to_json().as_bytes()),
+                StdoutFormat::Text => {
+                    text.clear();
+                    ev.write_text(&mut text);
+                    buf.extend_from_slice(text.as_bytes());
+                }
+                StdoutFormat::Json => buf.extend_from_slice(ev.json().as_bytes()),
             }
             buf.push(b'\n');
             lines += 1;

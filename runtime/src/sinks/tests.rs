@@ -622,3 +622,12 @@ async fn stream_lag_is_counted() {
     sinks.stream_dropped(7);
     assert_eq!(metric(&registry, EVENTS_DROPPED, "stream"), 7.0);
 }
+
+#[test]
+fn an_event_is_formatted_as_json_once_for_every_sink_that_writes_json() {
+    let q = Queued::new(Arc::new(event(7, "T")));
+    let first = q.json();
+    assert_eq!(first, event(7, "T").to_json());
+    // The second sink gets the same string, not a new formatting of it.
+    assert!(std::ptr::eq(first, q.json()));
+}
