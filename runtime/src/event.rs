@@ -137,6 +137,18 @@ pub struct Event {
 }
 
 /// Current wall-clock time in nanoseconds since the Unix epoch.
+/// CLOCK_MONOTONIC_COARSE in ns: a few ns to read (no syscall, no TSC), a few ms of
+/// resolution: for budgets and caches checked per record.
+pub fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

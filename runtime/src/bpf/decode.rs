@@ -31,6 +31,7 @@ use btf_rs::{Btf, BtfType, Type};
 use rhai::{Dynamic, ImmutableString, Map};
 
 use crate::bpf::ksyms::Symbols;
+use crate::event::coarse_ns;
 use crate::pods::PodResolver;
 
 #[derive(Debug, thiserror::Error)]
@@ -1050,17 +1051,6 @@ thread_local! {
         std::cell::RefCell::new(HashMap::new());
 }
 
-/// CLOCK_MONOTONIC_COARSE in ns: a few ns to read, no syscall.
-fn coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The name of interface `index`, `if<N>` when there is none; looked up (a socket,
 /// an ioctl and a close) at most once per [`IFNAME_TTL_NS`] per index and thread.
 fn ifname(index: u32) -> Dynamic {
@@ -1240,6 +1230,21 @@ pub fn accumulate(a: &mut Dynamic, b: &Dynamic) {
     }
 }
 
+/// A `tcp_reset` record as the kernel writes it, with `fields` (name, native-endian
+/// bytes) set and the rest zero: for tests of what reads records.
+#[cfg(test)]
+pub(crate) fn tcp_reset_record(env: &Arc<DecodeEnv>, fields: &[(&str, &[u8])]) -> Record {
+    let types = ObjectTypes::parse(crate::bpf::catalog::find("tcp_reset").unwrap().object).unwrap();
+    let d = types.record_decoder("events").unwrap();
+    let layout = d.layout();
+    let mut bytes = vec![0u8; d.size()];
+    for (name, value) in fields {
+        let at = layout.iter().find(|(n, _, _)| n == name).unwrap().1;
+        bytes[at..][..value.len()].copy_from_slice(value);
+    }
+    d.record(&bytes, env).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1302,23 +1307,16 @@ mod tests {
 
     #[test]
     fn a_hinted_field_read_is_right_whatever_the_hint() {
-        use crate::bpf::catalog;
-        let types = ObjectTypes::parse(catalog::find("tcp_reset").unwrap().object).unwrap();
-        let d = types.record_decoder("events").unwrap();
-        let at = |name: &str| {
-            d.layout()
-                .into_iter()
-                .find(|(n, _, _)| n == name)
-                .unwrap()
-                .1
-        };
-        let mut bytes = vec![0u8; d.size()];
-        bytes[at("sport")..][..2].copy_from_slice(&443u16.to_ne_bytes());
-        bytes[at("dport")..][..2].copy_from_slice(&8080u16.to_ne_bytes());
         let env = Arc::new(DecodeEnv::offline(Arc::new(
             crate::pods::HostResolver::new("n1"),
         )));
-        let r = d.record(&bytes, &env).unwrap();
+        let r = super::tcp_reset_record(
+            &env,
+            &[
+                ("sport", &443u16.to_ne_bytes()),
+                ("dport", &8080u16.to_ne_bytes()),
+            ],
+        );
         let hint = AtomicUsize::new(usize::MAX);
         for _ in 0..2 {
             // A stale hint (another record type's index), then the remembered one.

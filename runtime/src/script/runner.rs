@@ -43,6 +43,7 @@ use crate::bpf::decode::DecodeEnv;
 use crate::bpf::live::Live;
 
 use super::Instance;
+use crate::event::coarse_ns;
 
 /// How often ring buffers are drained when no wake-up came, while records flow.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -67,18 +68,6 @@ pub const FAIL_AFTER: u32 = 3;
 
 /// A script is `degraded` for this long after its last failure or dropped record.
 const DEGRADED_FOR: Duration = Duration::from_secs(60);
-
-/// CLOCK_MONOTONIC_COARSE in ns: a few ns to read (no syscall, no TSC), a few ms of
-/// resolution, enough for the backlog budget checked after every record.
-fn coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// What a run is allowed.
 #[derive(Debug, Clone)]

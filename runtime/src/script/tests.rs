@@ -611,20 +611,13 @@ fn reset_record(
     netns: u32,
     kind: u32,
 ) -> crate::bpf::decode::Record {
-    use crate::bpf::{catalog, decode::ObjectTypes};
-    let types = ObjectTypes::parse(catalog::find("tcp_reset").unwrap().object).unwrap();
-    let d = types.record_decoder("events").unwrap();
-    let at = |name: &str| {
-        d.layout()
-            .into_iter()
-            .find(|(n, _, _)| n == name)
-            .unwrap()
-            .1
-    };
-    let mut bytes = vec![0u8; d.size()];
-    bytes[at("netns")..][..4].copy_from_slice(&netns.to_ne_bytes());
-    bytes[at("kind")..][..4].copy_from_slice(&kind.to_ne_bytes());
-    d.record(&bytes, env).unwrap()
+    crate::bpf::decode::tcp_reset_record(
+        env,
+        &[
+            ("netns", &netns.to_ne_bytes()),
+            ("kind", &kind.to_ne_bytes()),
+        ],
+    )
 }
 
 #[test]
