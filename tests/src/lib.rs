@@ -272,3 +272,56 @@ pub fn wait_up(ns: &str, dev: &str) {
     }
     panic!("{ns}/{dev} did not come up");
 }
+
+/// A network namespace under `ip netns` (`/run/netns/NAME`), deleted on drop; with
+/// [`NamedNetns::held`], a `sleep` inside keeps a process in it (as a pod's pause
+/// does), killed on drop.
+pub struct NamedNetns {
+    pub name: String,
+    holder: Option<std::process::Child>,
+}
+
+impl NamedNetns {
+    /// Adds `name` afresh (a leftover of an earlier run is deleted first).
+    pub fn add(name: &str) -> NamedNetns {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", name])
+            .output();
+        ip(&["netns", "add", name]);
+        NamedNetns {
+            name: name.to_string(),
+            holder: None,
+        }
+    }
+
+    /// [`NamedNetns::add`] with a process living in it.
+    pub fn held(name: &str) -> NamedNetns {
+        let mut ns = NamedNetns::add(name);
+        ns.holder = Some(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", name, "sleep", "600"])
+                .spawn()
+                .expect("run ip netns exec (iproute2)"),
+        );
+        ns
+    }
+
+    /// The namespace's inode (what records and `proc::netns()` carry).
+    pub fn inode(&self) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(format!("/run/netns/{}", self.name)).unwrap(),
+        )
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.holder.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}

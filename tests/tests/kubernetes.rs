@@ -31,7 +31,7 @@ use sonde_tests::kubernetes::{
     exported_names, promql_metric_names, python, render, Prometheus, Rendered,
 };
 use sonde_tests::loki::LokiReceiver;
-use sonde_tests::{cannot_run, repo_root, require_root, sonde_bin};
+use sonde_tests::{cannot_run, repo_root, require_root, sonde_bin, NamedNetns};
 
 /// The capabilities the chart grants by default (values.yaml `capabilities`).
 const CAPABILITIES: &[&str] = &[
@@ -1034,22 +1034,6 @@ fn process_status(marker: &str) -> String {
     out
 }
 
-/// An `ip netns` namespace, deleted on drop.
-struct NamedNetns(String);
-
-impl NamedNetns {
-    fn add(name: &str) -> NamedNetns {
-        sh(Command::new("ip").args(["netns", "add", name]));
-        NamedNetns(name.into())
-    }
-}
-
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// Builds the image from a clean checkout of HEAD (`git archive`, extracted afresh
 /// into target/image-src) with packaging/image/build; returns the OCI archive and
 /// the build's output. The checkout's path stays the same from run to run, so cargo
@@ -1322,7 +1306,7 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     // (/proc/<pid>/fd and io of uid 65535: SYS_PTRACE, DAC_READ_SEARCH), the named
     // namespace through the /run/netns mount, and the TCP summary with sock_diag from
     // inside each pod's namespace (setns: SYS_ADMIN).
-    let named = before.0.clone();
+    let named = before.name.clone();
     let checks: Vec<(&str, Vec<(&str, &str)>)> = vec![
         (
             "sonde_netdev_receive_packets_total",
@@ -1370,7 +1354,7 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
             sample(
                 &m(),
                 "sonde_netdev_receive_packets_total",
-                &[("pod", &after.0)],
+                &[("pod", &after.name)],
             )
             .is_some()
         },

@@ -311,18 +311,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     });
     // A new namespace gets its fallback name: `ip netns` gives it one.
     let name = format!("sonde-pods-{}", std::process::id());
-    let added = Command::new("ip")
-        .args(["netns", "add", &name])
-        .status()
-        .unwrap();
-    assert!(added.success());
-    struct DelNetns(String);
-    impl Drop for DelNetns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _del = DelNetns(name.clone());
+    let _ns = sonde_tests::NamedNetns::add(&name);
     resets_in(&PathBuf::from(format!("/run/netns/{name}")), 2);
     d.wait_for(
         "the named namespace labelled by its name",

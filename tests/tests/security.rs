@@ -274,41 +274,6 @@ fn mask(caps: &[String]) -> String {
     format!("{:016x}", caps.iter().fold(0u64, |m, c| m | 1 << n(c)))
 }
 
-/// A named network namespace with a root-owned process in it, as a pod would be.
-struct Pod {
-    name: String,
-    child: std::process::Child,
-}
-
-impl Pod {
-    fn new(name: &str) -> Pod {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
-        assert!(Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .unwrap()
-            .success());
-        let child = Command::new("ip")
-            .args(["netns", "exec", name, "sleep", "600"])
-            .spawn()
-            .unwrap();
-        Pod {
-            name: name.to_string(),
-            child,
-        }
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 #[test]
 fn the_unit_capability_set_runs_every_builtin_and_the_rest_is_dropped() {
     if !require_root("the_unit_capability_set_runs_every_builtin_and_the_rest_is_dropped") {
@@ -327,7 +292,7 @@ fn the_unit_capability_set_runs_every_builtin_and_the_rest_is_dropped() {
         .map(|c| format!("+{c}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pod = Pod::new("sondecaps");
+    let pod = sonde_tests::NamedNetns::held("sondecaps");
     let builtin: Vec<&str> = sonde::daemon::builtin::names();
     // As the unit runs it: user nobody, exactly these capabilities, no others in
     // the bounding set.

@@ -56,24 +56,16 @@ fn have(bin: &str) -> bool {
 /// A named network namespace with a process in it, and traffic on its loopback;
 /// removed on drop.
 struct TestNs {
-    name: String,
-    holder: Child,
+    ns: sonde_tests::NamedNetns,
     inode: u64,
 }
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
         let name = format!("sonde-src-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        sh(&["ip", "netns", "add", &name]);
+        let ns = sonde_tests::NamedNetns::held(&name);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        let holder = Command::new("ip")
-            .args(["netns", "exec", &name, "sleep", "600"])
-            .spawn()
-            .unwrap();
-        let inode = std::fs::metadata(format!("/run/netns/{name}"))
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .unwrap();
+        let inode = ns.inode();
         // Wait until the holder runs inside the namespace.
         for _ in 0..100 {
             if netns_list_within(std::time::Duration::ZERO)
@@ -84,11 +76,7 @@ impl TestNs {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        TestNs {
-            name,
-            holder,
-            inode,
-        }
+        TestNs { ns, inode }
     }
 
     fn netns(&self) -> Netns {
@@ -101,7 +89,7 @@ impl TestNs {
 
     /// Runs `f` on a thread inside the namespace (sockets made there live there).
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
+        let path = format!("/run/netns/{}", self.ns.name);
         std::thread::spawn(move || {
             let file = std::fs::File::open(path).unwrap();
             // SAFETY: a namespace fd; only this thread changes namespace.
@@ -113,16 +101,6 @@ impl TestNs {
         })
         .join()
         .unwrap()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -203,7 +181,7 @@ fn netdev_matches_ip_s_link() {
     check_netdev(&host(), None);
     let t = TestNs::new("dev");
     t.run(|| udp_traffic(50));
-    check_netdev(&t.netns(), Some(&t.name));
+    check_netdev(&t.netns(), Some(&t.ns.name));
     let lo = procfs::netdev(&t.netns()).unwrap();
     let lo = lo.iter().find(|d| d.name == "lo").unwrap();
     assert!(
@@ -265,7 +243,7 @@ fn snmp_and_netstat_match_nstat() {
     assert!(n > 150, "only {n} counters compared");
     let t = TestNs::new("nstat");
     t.run(|| udp_traffic(20));
-    let n = check_nstat(&t.netns(), Some(&t.name));
+    let n = check_nstat(&t.netns(), Some(&t.ns.name));
     assert!(n > 150, "only {n} counters compared");
     let mut no_ports = 0;
     procfs::snmp(&t.netns(), |s, n, v| {
@@ -359,7 +337,7 @@ fn tcp_summary_matches_ss() {
         (l, l6, conns, pending)
     });
     let ns = t.netns();
-    let name = t.name.clone();
+    let name = t.ns.name.clone();
     settle(
         "test netns states",
         5,
@@ -433,15 +411,15 @@ fn qdiscs_match_tc() {
     assert!(check_qdiscs(&host(), None) >= 1);
     let t = TestNs::new("tc");
     let veth = "link add sdummy0 type veth peer name sdummy1";
-    let mut args = vec!["ip", "-n", &t.name];
+    let mut args = vec!["ip", "-n", &t.ns.name];
     args.extend(veth.split(' '));
     sh(&args);
-    sh(&["ip", "-n", &t.name, "link", "set", "sdummy0", "up"]);
-    sh(&["ip", "-n", &t.name, "link", "set", "sdummy1", "up"]);
+    sh(&["ip", "-n", &t.ns.name, "link", "set", "sdummy0", "up"]);
+    sh(&["ip", "-n", &t.ns.name, "link", "set", "sdummy1", "up"]);
     sh(&[
         "ip",
         "-n",
-        &t.name,
+        &t.ns.name,
         "addr",
         "add",
         "10.77.0.1/24",
@@ -449,7 +427,7 @@ fn qdiscs_match_tc() {
         "sdummy0",
     ]);
     tool(
-        Some(&t.name),
+        Some(&t.ns.name),
         &[
             "tc", "qdisc", "add", "dev", "sdummy0", "root", "handle", "7:", "pfifo", "limit", "5",
         ],
@@ -461,7 +439,7 @@ fn qdiscs_match_tc() {
         }
     });
     let ns = t.netns();
-    assert!(check_qdiscs(&ns, Some(&t.name)) >= 1);
+    assert!(check_qdiscs(&ns, Some(&t.ns.name)) >= 1);
     let q = netlink::qdiscs(&ns).unwrap();
     let p = q
         .iter()
@@ -524,7 +502,7 @@ fn conntrack_matches_the_conntrack_tool() {
     }
     check_conntrack(&host(), None);
     let t = TestNs::new("ct");
-    check_conntrack(&t.netns(), Some(&t.name));
+    check_conntrack(&t.netns(), Some(&t.ns.name));
 }
 
 #[test]
@@ -548,7 +526,7 @@ fn sockstat_matches_the_file_read_inside_the_namespace() {
         .unwrap();
         m
     };
-    let name = t.name.clone();
+    let name = t.ns.name.clone();
     settle(
         "sockstat",
         10,
@@ -890,7 +868,7 @@ fn sonde_run_tcpsummary_counts_the_test_namespace() {
     );
     let out = String::from_utf8(out.stdout).unwrap();
     // `sonde run` names an `ip netns` namespace by its name, as the daemon does.
-    let pod = format!("pod={}", t.name);
+    let pod = format!("pod={}", t.ns.name);
     assert_eq!(
         sonde_tests::run::summary_row(&out, &[&pod, "state=ESTABLISHED}"]),
         2,
