@@ -269,16 +269,21 @@ impl Drop for Daemon {
 pub fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(get_request(addr, path, headers).as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// The bytes of a `GET` with `headers` that asks the server to close after it.
+pub fn get_request(addr: impl std::fmt::Display, path: &str, headers: &[&str]) -> String {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    req
 }
 
 /// `(status, body)` of a whole HTTP/1.1 response (chunked bodies joined).

@@ -141,13 +141,7 @@ pub fn https_get(
     let name = ServerName::try_from(server_name.to_string()).map_err(std::io::Error::other)?;
     let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
+    s.write_all(crate::daemon::get_request(addr, path, headers).as_bytes())?;
     let mut raw = Vec::new();
     match s.read_to_end(&mut raw) {
         Ok(_) => {}
