@@ -16,12 +16,7 @@ fn tick_error(source: &str, limits: &Limits) -> String {
     inst.last_error().expect("the tick failed").0.clone()
 }
 
-fn compile_err(source: &str) -> String {
-    Script::compile("x.rhai", source, &Limits::default())
-        .err()
-        .expect("an error")
-        .to_string()
-}
+use super::tests::compile_err;
 
 #[test]
 fn limit_errors_name_the_handler_line_and_the_limit() {

@@ -95,7 +95,7 @@ fn eval<T: Clone + Send + Sync + 'static>(expr: &str) -> T {
         .unwrap_or_else(|e| panic!("{expr}: {e}"))
 }
 
-fn compile_err(source: &str) -> String {
+pub(super) fn compile_err(source: &str) -> String {
     Script::compile("x.rhai", source, &Limits::default())
         .err()
         .expect("an error")
