@@ -417,9 +417,9 @@ impl Attached {
         match self {
             Attached::Sonde { loaded, .. } => {
                 let mut c = Cost::default();
-                for (_, runs, ns) in sonde::bpf::run_stats(&loaded.programs) {
-                    c.runs += runs;
-                    c.nanos += ns;
+                for (_, st) in sonde::bpf::run_stats(&loaded.programs) {
+                    c.runs += st.runs;
+                    c.nanos += st.run_ns;
                 }
                 c
             }

@@ -618,6 +618,15 @@ fn kernel_run_stats_are_exported_when_the_kernel_keeps_them() {
         })
         .unwrap();
     assert!(secs > 0.0 && secs < 0.01, "{secs}");
+    // Counted by the kernel with or without bpf_stats: the series is always there.
+    let misses = ["tpb_send_reset", "tp_send_reset"].iter().find_map(|p| {
+        sample(
+            &m,
+            "sonde_bpf_program_recursion_misses_total",
+            &[("script", "tcp_reset"), ("program", p)],
+        )
+    });
+    assert_eq!(misses, Some(0.0), "{m}");
 }
 
 /// A built-in probe whose program this kernel cannot run (virtcmd_latency needs

@@ -5,8 +5,9 @@
 //! - the script, run as a user runs it: qdisc-time histogram of that interface in
 //!   the large buckets, slow counter and TXLAT_QDISC_SLOW events with the interface
 //!   name (as named inside its namespace) and the tuple, driver time small;
-//! - the kernel maps, loaded directly, for each variant: exactly one qdisc and one
-//!   driver sample per packet sent, and no per-skb entry left once the queue drained.
+//! - the kernel maps, loaded directly, for each variant: one qdisc and one driver
+//!   sample per packet the hooks saw (see [`HOOK_MISSES`]), and no per-skb entry left
+//!   once the queue drained.
 //!
 //! Only the namespaces the test makes are looked at; IPv6 is off and the neighbour
 //! is static on the test link, so the datagrams are the only packets on it.
@@ -191,6 +192,15 @@ fn summary_hist(out: &str, parts: &[&str]) -> Vec<(f64, u64)> {
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Packets the tracepoints may not report, per run. On this kernel (6.18), about one
+/// packet in 200 through the tbf reaches neither net_dev_start_xmit nor net_dev_xmit
+/// program although the qdisc counts it as sent (`tc -s qdisc`: "Sent 12 pkt"):
+/// measured with `kernel.bpf_stats_enabled=1`, both programs' `run_cnt` is one short
+/// and `recursion_misses` stays 0, with the programs loaded directly as with
+/// `sonde run`. What the hooks do see must be exact: both stages count the same
+/// packets, each once, and nothing is left in `skbs`.
+const HOOK_MISSES: u64 = 1;
+
 #[test]
 fn netif_txlat_script_reports_qdisc_time_of_a_slow_tbf() {
     if !require_root("netif_txlat_script_reports_qdisc_time_of_a_slow_tbf") {
@@ -215,19 +225,27 @@ fn netif_txlat_script_reports_qdisc_time_of_a_slow_tbf() {
     let iface = format!("interface={}", link.dev);
 
     let qdisc = summary_hist(&out, &["netif_txlat_qdisc_seconds", &pod, &iface]);
-    let total: u64 = qdisc.iter().map(|(_, c)| c).sum();
-    assert_eq!(total, 12, "one qdisc sample per packet: {qdisc:?}\n{out}");
+    let seen: u64 = qdisc.iter().map(|(_, c)| c).sum();
+    let missed = 12 - seen.min(12);
+    assert!(
+        seen <= 12 && missed <= HOOK_MISSES,
+        "one qdisc sample per packet: {qdisc:?}\n{out}"
+    );
     let over_64m: u64 = qdisc
         .iter()
         .filter(|(hi, _)| *hi > 64.0 * 1024.0 * 1024.0)
         .map(|(_, c)| c)
         .sum();
     assert!(
-        over_64m >= 10,
+        over_64m >= 10 - missed,
         "qdisc times in the (64M, ...] ns buckets: {qdisc:?}"
     );
     let driver = summary_hist(&out, &["netif_txlat_driver_seconds", &pod, &iface]);
-    assert_eq!(driver.iter().map(|(_, c)| c).sum::<u64>(), 12, "{out}");
+    assert_eq!(
+        driver.iter().map(|(_, c)| c).sum::<u64>(),
+        seen,
+        "the driver stage counts the packets the qdisc stage counted: {out}"
+    );
     let worst_driver = driver
         .iter()
         .filter(|(_, c)| *c > 0)
@@ -241,14 +259,22 @@ fn netif_txlat_script_reports_qdisc_time_of_a_slow_tbf() {
     let slow = |stage: &str| {
         sonde_tests::run::summary_row(&out, &[&pod, &iface, &format!("stage={stage}}}")])
     };
-    assert_eq!(slow("qdisc"), 10, "{out}");
+    let slow_qdisc = slow("qdisc");
+    assert!(
+        slow_qdisc <= 10 && slow_qdisc + missed >= 10,
+        "{slow_qdisc} slow: {out}"
+    );
     assert_eq!(slow("driver"), 0, "{out}");
 
     let events: Vec<&str> = out
         .lines()
         .filter(|l| l.starts_with("type=TXLAT_QDISC_SLOW") && l.contains(&pod))
         .collect();
-    assert_eq!(events.len(), 10, "{out}");
+    assert_eq!(
+        events.len() as u64,
+        slow_qdisc,
+        "one event per slow packet: {out}"
+    );
     for e in &events {
         assert!(e.contains(&iface), "{e}");
         assert!(
@@ -314,12 +340,18 @@ fn exact_counts_and_no_leak(variant: &str, tag: &str) {
             "driver time over 16 ms: {k:?}"
         );
     }
-    assert_eq!(per_stage.get("QDISC"), Some(&6), "{per_stage:?}");
-    assert_eq!(per_stage.get("DRIVER"), Some(&6), "{per_stage:?}");
+    let seen = per_stage.get("QDISC").copied().unwrap_or(0);
+    let missed = 6 - seen.min(6);
     assert!(
-        slow_slots >= 5,
+        seen <= 6 && missed as u64 <= HOOK_MISSES,
+        "one sample per packet: {per_stage:?}"
+    );
+    assert_eq!(per_stage.get("DRIVER"), Some(&seen), "{per_stage:?}");
+    assert!(
+        slow_slots >= 5 - missed,
         "qdisc waits of 83 ms and more: {slow_slots}"
     );
+    let mut slow_total = 0;
     let totals: Vec<_> = entries(&loaded, "totals")
         .into_iter()
         .filter(|(k, _)| ours(k))
@@ -331,8 +363,15 @@ fn exact_counts_and_no_leak(variant: &str, tag: &str) {
             // Waits: 0 (the bucket holds one packet), 39 ms (the tokens it lacks for
             // the second), then 83 ms (1042 bytes at 100 kbit/s) more for each next one:
             // 0 + 39 + 122 + 205 + 289 + 372 = 1027 ms, 4 over 50 ms.
-            assert_eq!(slow, 4, "{v:?}");
-            assert!(sum > 950_000_000 && sum < 1_200_000_000, "{v:?}");
+            // A packet the hooks missed takes its wait (372 ms at most) out of the sum.
+            assert!(slow <= 4 && slow + missed >= 4, "{v:?}");
+            let low = if missed == 0 {
+                950_000_000
+            } else {
+                600_000_000
+            };
+            assert!(sum > low && sum < 1_200_000_000, "{v:?}");
+            slow_total = slow;
         } else {
             assert_eq!(slow, 0, "{v:?}");
         }
@@ -346,7 +385,7 @@ fn exact_counts_and_no_leak(variant: &str, tag: &str) {
 
     let events: Vec<Map> =
         sonde_tests::kernel::ours(sonde_tests::kernel::drain(&mut loaded, &env), link.inode);
-    assert_eq!(events.len(), 4, "{events:#?}");
+    assert_eq!(events.len() as i64, slow_total, "{events:#?}");
     for e in &events {
         assert_eq!(s(e, "stage"), "QDISC");
         assert_eq!(s(e, "ifname"), link.dev);

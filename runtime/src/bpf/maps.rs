@@ -371,9 +371,11 @@ pub type RawEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// `BPF_OBJ_GET_INFO_BY_FD`.
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-/// Offsets of `run_time_ns` and `run_cnt` in `struct bpf_prog_info` (uapi, since 5.1).
+/// Offsets of `run_time_ns`, `run_cnt` (uapi, since 5.1) and `recursion_misses`
+/// (since 5.12; zero before) in `struct bpf_prog_info`.
 const PROG_INFO_RUN_TIME_NS: usize = 192;
 const PROG_INFO_RUN_CNT: usize = 200;
+const PROG_INFO_RECURSION_MISSES: usize = 208;
 const PROG_INFO_LEN: usize = 216;
 
 #[repr(C)]
@@ -384,10 +386,21 @@ struct InfoAttr {
     info: u64,
 }
 
-/// A loaded program's kernel-side statistics: `(runs, total run time in ns)`.
-/// Both stay 0 unless `kernel.bpf_stats_enabled` is 1 (the kernel times each run
-/// only then).
-pub fn program_run_stats(fd: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
+/// A loaded program's kernel-side statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramRunStats {
+    /// Runs; 0 unless `kernel.bpf_stats_enabled` is 1 (the kernel counts them only then).
+    pub runs: u64,
+    /// Total run time in ns; 0 unless `kernel.bpf_stats_enabled` is 1.
+    pub run_ns: u64,
+    /// Hook hits the kernel skipped because the program was already running on that
+    /// CPU (an interrupt or NMI nested in it): events the program never saw. Always
+    /// counted (kernel 5.12+).
+    pub recursion_misses: u64,
+}
+
+/// A loaded program's kernel-side statistics (`BPF_OBJ_GET_INFO_BY_FD`).
+pub fn program_run_stats(fd: BorrowedFd<'_>) -> std::io::Result<ProgramRunStats> {
     let mut info = [0u8; PROG_INFO_LEN];
     let mut attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,
@@ -408,7 +421,11 @@ pub fn program_run_stats(fd: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
         return Err(std::io::Error::last_os_error());
     }
     let word = |at: usize| u64::from_ne_bytes(info[at..at + 8].try_into().unwrap_or([0; 8]));
-    Ok((word(PROG_INFO_RUN_CNT), word(PROG_INFO_RUN_TIME_NS)))
+    Ok(ProgramRunStats {
+        runs: word(PROG_INFO_RUN_CNT),
+        run_ns: word(PROG_INFO_RUN_TIME_NS),
+        recursion_misses: word(PROG_INFO_RECURSION_MISSES),
+    })
 }
 
 #[cfg(test)]

@@ -126,14 +126,14 @@ impl Loaded {
     }
 }
 
-/// Runs and run time (ns) of each attached program, as the kernel counts them when
-/// `kernel.bpf_stats_enabled` is 1 (zeros otherwise).
-pub fn run_stats(programs: &[(String, OwnedFd)]) -> Vec<(&str, u64, u64)> {
+/// The kernel's statistics of each attached program (runs and run time only when
+/// `kernel.bpf_stats_enabled` is 1, recursion misses always).
+pub fn run_stats(programs: &[(String, OwnedFd)]) -> Vec<(&str, maps::ProgramRunStats)> {
     programs
         .iter()
         .filter_map(|(name, fd)| {
-            let (runs, ns) = maps::program_run_stats(fd.as_fd()).ok()?;
-            Some((name.as_str(), runs, ns))
+            let stats = maps::program_run_stats(fd.as_fd()).ok()?;
+            Some((name.as_str(), stats))
         })
         .collect()
 }

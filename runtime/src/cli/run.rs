@@ -140,6 +140,8 @@ struct Stats {
     /// Records not handled: the script was behind by more than max_backlog.
     dropped: u64,
     lost: u64,
+    /// Hook hits the kernel skipped: the program was already running on that CPU.
+    missed: u64,
     script_errors: std::collections::BTreeMap<&'static str, u64>,
     /// A replay stopped by a damaged frame (after replaying what came before).
     replay_error: Option<String>,
@@ -227,6 +229,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "sonde: warning: {} records were lost because the ring buffer was full",
             stats.lost
+        );
+    }
+    if stats.missed > 0 {
+        eprintln!(
+            "sonde: warning: the kernel skipped the program {} times because it was already running on that CPU",
+            stats.missed
         );
     }
     if let Some(e) = &stats.replay_error {
@@ -337,6 +345,10 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         &mut stop,
     )?;
     stats.lost = live.loaded.lost();
+    stats.missed = crate::bpf::run_stats(&live.loaded.programs)
+        .iter()
+        .map(|(_, st)| st.recursion_misses)
+        .sum();
     stats.script_errors = inst.errors().clone();
     if let Some(rec) = writer {
         rec.writer.finish()?;

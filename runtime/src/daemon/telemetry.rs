@@ -160,6 +160,7 @@ pub struct Telemetry {
     handler: Counter,
     runs: Counter,
     run_seconds: Counter,
+    recursion_misses: Counter,
     degraded: Gauge,
     memory: Gauge,
     dropped: Counter,
@@ -199,6 +200,7 @@ impl Telemetry {
             handler: counter("script_handler_seconds_total", "Wall-clock time a script's task spent reading and decoding its records and running its handlers (on_event, on_tick, on_exit).", &["script"]),
             runs: counter("bpf_program_runs_total", "Runs of each attached kernel program, counted by the kernel when kernel.bpf_stats_enabled is 1.", &["script", "program"]),
             run_seconds: counter("bpf_program_run_seconds_total", "Time spent in each attached kernel program, measured by the kernel when kernel.bpf_stats_enabled is 1.", &["script", "program"]),
+            recursion_misses: counter("bpf_program_recursion_misses_total", "Hook hits the kernel skipped because the program was already running on that CPU (nested in an interrupt): events the program never saw.", &["script", "program"]),
             degraded: gauge("script_degraded", "1 while a running script's handlers fail or it drops records because it is behind (/status says why).", &["script"]),
             memory: gauge("script_memory_bytes", "Memory a script holds (its state, metric series, decoded records and queued events), measured in its own allocator arena; past limits.memory the script is stopped.", &["script"]),
             dropped: counter("script_records_dropped_total", "Records read but not handled because the script was behind by more than limits.max_backlog.", &["script", "reason"]),
@@ -273,11 +275,15 @@ impl Telemetry {
             if let Some(variant) = u.variant.as_deref() {
                 let _ = self.probe_info.set(&[name, program, variant], 1);
             }
-            if kernel_stats {
-                if let Some(programs) = &u.programs {
-                    for (prog, runs, ns) in crate::bpf::run_stats(programs) {
-                        let _ = self.runs.set_total(&[name, prog], runs);
-                        let _ = self.run_seconds.set_total(&[name, prog], ns as f64 * 1e-9);
+            if let Some(programs) = &u.programs {
+                for (prog, st) in crate::bpf::run_stats(programs) {
+                    let labels = [name, prog];
+                    let _ = self
+                        .recursion_misses
+                        .set_total(&labels, st.recursion_misses);
+                    if kernel_stats {
+                        let _ = self.runs.set_total(&labels, st.runs);
+                        let _ = self.run_seconds.set_total(&labels, st.run_ns as f64 * 1e-9);
                     }
                 }
             }
@@ -306,6 +312,7 @@ impl Telemetry {
         self.handler.retain(other);
         self.runs.retain(other);
         self.run_seconds.retain(other);
+        self.recursion_misses.retain(other);
         self.files_refused.retain(other);
         self.families.retain(other);
         self.series.retain(other);
