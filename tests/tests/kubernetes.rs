@@ -1185,7 +1185,7 @@ fn image_from_a_clean_checkout_runs_as_the_daemonset_under_cri() {
     std::fs::write(
         &values,
         format!(
-            "image: {{repository: localhost/sonde, tag: k8s-test, pullPolicy: Never}}\nport: {port}\ncriSocket: {}\nconfig:\n  pods:\n    refresh: 2s\n  scripts:\n    params:\n      tcp_reset: {{emit_events: true}}\n  sinks:\n    loki:\n      batch_wait: 200ms\nscripts:\n  chart_ticks.rhai: {}\nloki:\n  url: http://127.0.0.1:{}\n  tenant: team-a\n  labels: {{cluster: test}}\n  auth: {{secretName: sonde-loki, username: sonde, passwordKey: password}}\n",
+            "image: {{repository: localhost/sonde, tag: k8s-test, pullPolicy: Never}}\nport: {port}\ncriSocket: {}\nconfig:\n  pods:\n    refresh: 2s\n  metrics:\n    detail_namespaces: [shop]\n  scripts:\n    params:\n      tcp_reset: {{emit_events: true}}\n  sinks:\n    loki:\n      batch_wait: 200ms\nscripts:\n  chart_ticks.rhai: {}\nloki:\n  url: http://127.0.0.1:{}\n  tenant: team-a\n  labels: {{cluster: test}}\n  auth: {{secretName: sonde-loki, username: sonde, passwordKey: password}}\n",
             ctd.socket().display(),
             serde_json::to_string(CHART_SCRIPT).unwrap(),
             loki.port

@@ -2,7 +2,7 @@
 //! `--enable-feature=native-histograms` it scrapes the protobuf format and stores
 //! one native histogram per series, in seconds, whose count, sum and quantiles are
 //! right; without it the text formats keep every `metrics.classic_log2_step`-th
-//! bucket, or every one for the namespaces in `metrics.full_bucket_namespaces`. The
+//! bucket, or every one for the namespaces in `metrics.detail_namespaces`. The
 //! series each form costs per pod namespace are counted and printed.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,8 @@ use sonde_tests::require_root;
 /// (exported in seconds, slots 0..=40 like netif_txlat's), observed once at start.
 /// `shop/web-1` gets 100 waits of 1.5us (slot 11: 1.024us..2.048us], 10 of 3ms
 /// (slot 22: 2.1ms..4.2ms] and one of 0 (slot 0); every other pod one of 1.5us.
-/// Beside it, a counter and a histogram with explicit buckets.
+/// Beside it, a counter and a histogram with explicit buckets; and a counter and a
+/// log2 histogram marked detail, for shop/web-1, db/web-1 and the host.
 const SCRIPT: &str = r#"//! native: histograms observed once, at start.
 const PROBE = #{ interval: "1s" };
 fn init() {
@@ -34,6 +35,13 @@ fn init() {
     let size = metrics::histogram("e2e_size_bytes", "Sizes.", ["pod"], [100, 1000]);
     size.observe(["web-1"], 500);
     size.observe(["web-1"], 50);
+    let dl = metrics::log2_histogram("e2e_detail_wait_seconds", "Waits, detail.",
+        ["namespace", "pod"], #{ scale: 1e-9, max_slot: 40, detail: true });
+    let dc = metrics::counter("e2e_detail_total", "Detail.", ["namespace", "pod"], #{ detail: true });
+    for p in [["shop", "web-1"], ["db", "web-1"], ["", ""]] {
+        dl.observe(p, 1500);
+        dc.inc(p);
+    }
 }
 "#;
 
@@ -62,6 +70,27 @@ fn series_by_namespace(text: &str) -> BTreeMap<String, usize> {
         *out.entry(ns).or_default() += 1;
     }
     out
+}
+
+/// `namespace/pod` (or "" for the host) of every series of the detail families.
+fn detail_pods(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("sonde_e2e_detail_"))
+        .map(|l| {
+            let label = |k: &str| {
+                l.split_once(&format!("{k}=\""))
+                    .and_then(|(_, r)| r.split_once('"'))
+                    .map(|(v, _)| v.to_string())
+                    .unwrap_or_default()
+            };
+            let (ns, pod) = (label("namespace"), label("pod"));
+            if pod.is_empty() {
+                String::new()
+            } else {
+                format!("{ns}/{pod}")
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -98,6 +127,8 @@ fn text_keeps_every_classic_log2_step_th_bucket() {
         None,
         "slot 11 is not kept: {text}"
     );
+    // Detail families: the host's series only (pod_detail core, no namespace listed).
+    assert_eq!(detail_pods(&text), ["".to_string()].into(), "{text}");
     drop(coarse);
 
     let full = start("native-full", "metrics:\n  classic_log2_step: 1\n");
@@ -117,10 +148,7 @@ fn text_keeps_every_classic_log2_step_th_bucket() {
     drop(full);
 
     // Coarse for the node, every bucket for the namespace someone looks at.
-    let detail = start(
-        "native-detail",
-        "metrics:\n  full_bucket_namespaces: [shop]\n",
-    );
+    let detail = start("native-detail", "metrics:\n  detail_namespaces: [shop]\n");
     let text = detail.metrics();
     promtool_check(&text);
     let detail_ns = series_by_namespace(&text);
@@ -132,10 +160,16 @@ fn text_keeps_every_classic_log2_step_th_bucket() {
         "{text}"
     );
     assert_eq!(bucket(&text, "2.048e-6"), Some(101.0), "{text}");
+    // ... and the detail families for the listed namespace too.
+    assert_eq!(
+        detail_pods(&text),
+        ["".to_string(), "shop/web-1".to_string()].into(),
+        "{text}"
+    );
     eprintln!(
         "series of sonde_e2e_wait_seconds per namespace (2 pods each): \
          classic_log2_step 1: {full_ns:?}; classic_log2_step 4: {by_ns:?}; \
-         4 with full_bucket_namespaces [shop]: {detail_ns:?}"
+         4 with detail_namespaces [shop]: {detail_ns:?}"
     );
 }
 
@@ -246,6 +280,18 @@ fn prometheus_with_native_histograms_reads_log2_histograms_in_seconds() {
         assert_eq!(all, 116.0);
         // The other kinds came through the protobuf format as well.
         assert_eq!(one("sonde_e2e_events_total"), 7.0);
+        // A detail log2 histogram is a native histogram for every pod (one series);
+        // a detail counter only for the host (no namespace listed for detail).
+        assert_eq!(
+            one(r#"histogram_count(sonde_e2e_detail_wait_seconds{namespace="db",pod="web-1"})"#),
+            1.0
+        );
+        let detail_counts = query(paddr, "sonde_e2e_detail_total", "pod").unwrap();
+        assert_eq!(
+            detail_counts,
+            [(String::new(), 1.0)].into(),
+            "{detail_counts:?}"
+        );
         // Classic buckets, `le` canonical as from OpenMetrics.
         assert_eq!(one(r#"sonde_e2e_size_bytes_bucket{le="100.0"}"#), 1.0);
         assert_eq!(one(r#"sonde_e2e_size_bytes_bucket{le="1000.0"}"#), 2.0);

@@ -341,7 +341,7 @@ fn the_unit_capability_set_runs_every_builtin_and_the_rest_is_dropped() {
             let m = d.metrics();
             pod_sample(&m, "sonde_netdev_receive_bytes_total").is_some()
                 && pod_sample(&m, "sonde_tcpsummary_sockets").is_some()
-                && pod_sample(&m, "sonde_conntrack_found_total").is_some()
+                && pod_sample(&m, "sonde_conntrack_drop_total").is_some()
         },
     );
     let m = d.metrics();

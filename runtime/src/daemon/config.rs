@@ -158,10 +158,33 @@ pub struct MetricsConfig {
     /// buckets for a histogram of slots 0..=40), 4 (the default) every fourth (12).
     /// Protobuf scrapes (native histograms) always get every slot.
     pub classic_log2_step: u32,
-    /// Pod namespaces whose log2 histograms keep every bucket in the text formats
-    /// whatever `classic_log2_step` says
-    /// ([`crate::metrics::Registry::set_full_bucket_namespaces`]).
-    pub full_bucket_namespaces: Vec<String>,
+    /// What every pod gets: `core` (the default; the series scripts mark detail
+    /// are left out for pods) or `all` ([`crate::metrics::PodDetail`]).
+    pub pod_detail: PodDetailMode,
+    /// Pod namespaces whose pods get everything, and every bucket of the log2
+    /// histograms in the text formats whatever `classic_log2_step` says.
+    pub detail_namespaces: Vec<String>,
+}
+
+/// `metrics.pod_detail`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodDetailMode {
+    /// The core set per pod; detail only for `detail_namespaces`.
+    #[default]
+    Core,
+    /// Every series for every pod.
+    All,
+}
+
+impl MetricsConfig {
+    /// The registry's view of `pod_detail` and `detail_namespaces`.
+    pub fn pod_detail(&self) -> crate::metrics::PodDetail {
+        crate::metrics::PodDetail {
+            all: self.pod_detail == PodDetailMode::All,
+            namespaces: self.detail_namespaces.iter().cloned().collect(),
+        }
+    }
 }
 
 /// Default of [`MetricsConfig::classic_log2_step`].
@@ -171,7 +194,8 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             classic_log2_step: DEFAULT_CLASSIC_LOG2_STEP,
-            full_bucket_namespaces: Vec::new(),
+            pod_detail: PodDetailMode::Core,
+            detail_namespaces: Vec::new(),
         }
     }
 }
@@ -632,8 +656,13 @@ mod tests {
         assert_eq!(Config::default().metrics.classic_log2_step, 4);
         let c = Config::parse("c.yaml", "metrics:\n  classic_log2_step: 1\n").unwrap();
         assert_eq!(c.metrics.classic_log2_step, 1);
-        let c = Config::parse("c.yaml", "metrics:\n  full_bucket_namespaces: [shop]\n").unwrap();
-        assert_eq!(c.metrics.full_bucket_namespaces, ["shop"]);
+        let c = Config::parse("c.yaml", "metrics:\n  detail_namespaces: [shop]\n").unwrap();
+        assert_eq!(c.metrics.detail_namespaces, ["shop"]);
+        assert_eq!(c.metrics.pod_detail, PodDetailMode::Core);
+        let c = Config::parse("c.yaml", "metrics:\n  pod_detail: all\n").unwrap();
+        assert!(c.metrics.pod_detail().all);
+        let e = Config::parse("c.yaml", "metrics:\n  pod_detail: some\n").unwrap_err();
+        assert!(e.to_string().contains("metrics.pod_detail"), "{e}");
         let e = Config::parse("c.yaml", "metrics:\n  classic_log2_step: 0\n").unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -445,8 +445,7 @@ impl Supervisor {
         self.registry.set_budgets(self.cfg.limits.budgets());
         self.registry
             .set_classic_log2_step(self.cfg.metrics.classic_log2_step);
-        self.registry
-            .set_full_bucket_namespaces(self.cfg.metrics.full_bucket_namespaces.iter().cloned());
+        self.registry.set_pod_detail(self.cfg.metrics.pod_detail());
         let (wanted, unreadable) = discover::wanted(&self.cfg);
         let mut keep: Vec<String> = Vec::new();
         for u in &unreadable {

@@ -164,6 +164,10 @@ pub(crate) struct Family {
     /// The table of `count()` / `hist()` this family exports, as the script named
     /// it (`lat_ms` for `sonde_lat_seconds`): the summary prints it under that name.
     pub table: OnceLock<Box<str>>,
+    /// Detail for pods: its pod series (its classic buckets, for a log2 histogram)
+    /// are exported only for the pods [`super::PodDetail`] selects. Host series
+    /// always are.
+    pub detail: AtomicBool,
     /// Whether this family's series count in [`Totals`]: it has (had) an owner.
     /// Changed and read only with the series lock held.
     scripted: AtomicBool,
@@ -194,6 +198,7 @@ impl Family {
             warned: AtomicBool::new(false),
             owners: Mutex::new(Vec::new()),
             table: OnceLock::new(),
+            detail: AtomicBool::new(false),
             scripted: AtomicBool::new(false),
             totals,
             hasher: DefaultHashBuilder::default(),

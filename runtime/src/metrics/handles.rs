@@ -73,6 +73,12 @@ macro_rules! common {
         pub fn add_owner(&self, script: &str) {
             self.0.add_owner(script)
         }
+
+        /// Marks the family as detail for pods ([`super::PodDetail`]): its pod
+        /// series are exported only for the pods selected for detail.
+        pub fn set_detail(&self, on: bool) {
+            self.0.detail.store(on, Ordering::Relaxed)
+        }
     };
 }
 

@@ -191,9 +191,63 @@ pub struct Registry {
     /// The text formats write every this-many-th bucket of a log2 histogram
     /// ([`Registry::set_classic_log2_step`]).
     classic_log2_step: AtomicU32,
-    /// Pod namespaces whose log2 histograms keep every bucket in the text formats
-    /// ([`Registry::set_full_bucket_namespaces`]).
-    full_bucket_namespaces: RwLock<Arc<HashSet<String>>>,
+    /// Which pods get the detail families ([`Registry::set_pod_detail`]).
+    pod_detail: RwLock<Arc<PodDetail>>,
+}
+
+/// Which pods' series of families marked detail are exported (`metrics.pod_detail`
+/// and `metrics.detail_namespaces` of the daemon's config). A series is a pod's when
+/// its family has a `pod` label and the value is not empty; every other series
+/// (the host's, the node's) is always exported.
+///
+/// For a pod not selected, a detail counter or gauge is not exported at all, and a
+/// detail log2 histogram is exported as a native histogram only (the protobuf
+/// format: one series whatever its resolution), without its classic bucket series.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodDetail {
+    /// Every pod gets every family.
+    pub all: bool,
+    /// Pods in these (Kubernetes) namespaces get every family, and every bucket of
+    /// the log2 histograms in the text formats.
+    pub namespaces: HashSet<String>,
+}
+
+/// How much of a series [`PodDetail`] lets out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Not a pod's series: everything.
+    Host,
+    /// A pod selected by namespace: everything, every log2 bucket.
+    Listed,
+    /// A pod selected by `all`: everything.
+    All,
+    /// A pod not selected: no detail families.
+    Core,
+}
+
+impl PodDetail {
+    /// The scope of one series of a family whose `pod` and `namespace` labels are
+    /// at `pod_at` and `ns_at`.
+    pub(crate) fn scope(
+        &self,
+        labels: &[Box<str>],
+        pod_at: Option<usize>,
+        ns_at: Option<usize>,
+    ) -> Scope {
+        match pod_at.and_then(|i| labels.get(i)) {
+            Some(p) if !p.is_empty() => {
+                let ns = ns_at.and_then(|i| labels.get(i)).map_or("", |n| &**n);
+                if self.namespaces.contains(ns) {
+                    Scope::Listed
+                } else if self.all {
+                    Scope::All
+                } else {
+                    Scope::Core
+                }
+            }
+            _ => Scope::Host,
+        }
+    }
 }
 
 impl Registry {
@@ -232,7 +286,7 @@ impl Registry {
             families_per_script: AtomicUsize::new(budgets.families_per_script),
             family_warned: Mutex::new(HashSet::new()),
             classic_log2_step: AtomicU32::new(1),
-            full_bucket_namespaces: RwLock::new(Arc::default()),
+            pod_detail: RwLock::new(Arc::default()),
         }
     }
 
@@ -287,31 +341,40 @@ impl Registry {
         self.classic_log2_step.store(step.max(1), Ordering::Relaxed);
     }
 
-    /// Series whose `namespace` label is one of `namespaces` keep every bucket of
-    /// their log2 histograms in the text formats, whatever
-    /// [`Registry::set_classic_log2_step`] says: full detail for the pods someone
-    /// is looking at, coarse buckets for the rest of the node.
+    /// Which pods get the series of families marked detail ([`PodDetail`]; the
+    /// default: none, every pod gets the core set). Pods in `namespaces` also keep
+    /// every bucket of their log2 histograms in the text formats, whatever
+    /// [`Registry::set_classic_log2_step`] says.
     ///
     /// ```
+    /// # use sonde::metrics::PodDetail;
     /// # let r = sonde::metrics::Registry::new("n");
     /// let h = r.log2_histogram("lat_seconds", "L.", &["namespace", "pod"], 8, 1e-9, 10).unwrap();
-    /// h.observe(&["shop", "a"], 3).unwrap();
-    /// h.observe(&["db", "b"], 3).unwrap();
+    /// let c = r.counter("x_total", "X.", &["namespace", "pod"], 10).unwrap();
+    /// h.set_detail(true);
+    /// c.set_detail(true);
+    /// for (ns, pod) in [("shop", "a"), ("db", "b"), ("", "")] {
+    ///     h.observe(&[ns, pod], 3).unwrap();
+    ///     c.inc(&[ns, pod]).unwrap();
+    /// }
     /// r.set_classic_log2_step(4);
-    /// r.set_full_bucket_namespaces(["shop"]);
+    /// r.set_pod_detail(PodDetail { all: false, namespaces: ["shop".to_string()].into() });
     /// let text = r.render_prometheus();
     /// assert_eq!(text.matches(r#"namespace="shop",pod="a",le="#).count(), 10); // 0..=8, +Inf
-    /// assert_eq!(text.matches(r#"namespace="db",pod="b",le="#).count(), 4);
+    /// assert_eq!(text.matches(r#"namespace="",pod="",le="#).count(), 4); // the host: coarse
+    /// assert!(!text.contains(r#"pod="b""#)); // db/b: core only
+    /// r.set_pod_detail(PodDetail { all: true, ..PodDetail::default() });
+    /// assert_eq!(r.render_prometheus().matches(r#"namespace="db",pod="b",le="#).count(), 4);
     /// ```
-    pub fn set_full_bucket_namespaces<S: Into<String>>(
-        &self,
-        namespaces: impl IntoIterator<Item = S>,
-    ) {
-        let set: HashSet<String> = namespaces.into_iter().map(Into::into).collect();
-        *self
-            .full_bucket_namespaces
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    pub fn set_pod_detail(&self, detail: PodDetail) {
+        *self.pod_detail.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(detail);
+    }
+
+    fn pod_detail(&self) -> Arc<PodDetail> {
+        self.pod_detail
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The step set by [`Registry::set_classic_log2_step`].
@@ -535,7 +598,12 @@ impl Registry {
     /// there: one series each, every slot kept, buckets placed in the exported
     /// unit as [`native_layout`] says. Everything else is as in the text formats.
     pub fn render_protobuf(&self) -> Vec<u8> {
-        proto::render(&self.node, &self.families(), self.pod_labels().as_deref())
+        proto::render(
+            &self.node,
+            &self.families(),
+            self.pod_labels().as_deref(),
+            &self.pod_detail(),
+        )
     }
 
     fn pod_labels(&self) -> Option<Arc<PodLabels>> {
@@ -553,11 +621,7 @@ impl Registry {
             self.pod_labels().as_deref(),
             render::Log2Text {
                 step: self.classic_log2_step(),
-                full_namespaces: &self
-                    .full_bucket_namespaces
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
+                detail: &self.pod_detail(),
             },
         )
     }

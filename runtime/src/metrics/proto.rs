@@ -47,11 +47,12 @@
 //! assert!((bound / (1e-9 * (1u64 << 20) as f64) - 1.0).abs() < 0.016);
 //! ```
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::family::{Family, MetricKind, Value};
 use super::render::{dropped_samples, PodExtra, SERIES_DROPPED_HELP};
-use super::{PodLabels, SERIES_DROPPED};
+use super::{PodDetail, PodLabels, Scope, SERIES_DROPPED};
 
 /// `Content-Type` of [`super::Registry::render_protobuf`].
 pub const PROTOBUF_CONTENT_TYPE: &str =
@@ -179,13 +180,23 @@ pub(super) fn render(
     node: &str,
     families: &[Arc<Family>],
     pod_labels: Option<&PodLabels>,
+    detail: &PodDetail,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
     for f in families {
         let pod = PodExtra::new(f, pod_labels);
+        // A native histogram is one series whatever its resolution: detail only
+        // holds back the other families' pod series.
+        let native = f.buckets.as_ref().is_some_and(|b| b.log2.is_some());
+        let held_back = f.detail.load(Ordering::Relaxed) && !native;
+        let pod_at = f.label_names.iter().position(|l| l == "pod");
+        let ns_at = f.label_names.iter().position(|l| l == "namespace");
         let metric = f
             .snapshot()
             .into_iter()
+            .filter(|(values, _)| {
+                !(held_back && detail.scope(values, pod_at, ns_at) == Scope::Core)
+            })
             .map(|(values, value)| {
                 let extra = pod.of(&values);
                 let pairs = f

@@ -18,13 +18,12 @@
 //! # EOF
 //! ```
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::family::{Family, MetricKind, Value};
-use super::{PodLabels, FAMILIES_DROPPED, SCRIPT_ERRORS, SERIES_DROPPED};
+use super::{PodDetail, PodLabels, Scope, FAMILIES_DROPPED, SCRIPT_ERRORS, SERIES_DROPPED};
 
 /// Which text exposition format to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +111,8 @@ pub(super) fn keeps_slot(slot: usize, max_slot: u32, step: u32) -> bool {
 pub(super) struct Log2Text<'a> {
     /// Every `step`-th power of two ([`keeps_slot`]).
     pub step: u32,
-    /// Series with one of these `namespace` values keep them all.
-    pub full_namespaces: &'a HashSet<String>,
+    /// Which pods get detail families, and every bucket.
+    pub detail: &'a PodDetail,
 }
 
 pub(super) fn render(
@@ -127,6 +126,8 @@ pub(super) fn render(
     for f in families {
         let pod = PodExtra::new(f, pod_labels);
         let ns_at = f.label_names.iter().position(|l| l == "namespace");
+        let pod_at = f.label_names.iter().position(|l| l == "pod");
+        let detail = f.detail.load(Ordering::Relaxed);
         header(
             &mut out,
             format,
@@ -135,6 +136,10 @@ pub(super) fn render(
             f.kind,
         );
         for (labels, value) in f.snapshot() {
+            let scope = log2.detail.scope(&labels, pod_at, ns_at);
+            if detail && scope == Scope::Core {
+                continue;
+            }
             let extra = pod.of(&labels);
             let pairs = || {
                 f.label_names
@@ -148,8 +153,7 @@ pub(super) fn render(
                 Value::Hist { counts, sum } => {
                     let bounds = f.buckets.as_ref().map(|b| &*b.bounds).unwrap_or(&[]);
                     let max_slot = f.buckets.as_ref().and_then(|b| b.log2);
-                    let full = ns_at.is_some_and(|i| log2.full_namespaces.contains(&*labels[i]));
-                    let step = if full { 1 } else { log2.step };
+                    let step = if scope == Scope::Listed { 1 } else { log2.step };
                     let mut cumulative = 0u64;
                     for (i, c) in counts.iter().enumerate() {
                         cumulative += c;

@@ -201,9 +201,18 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     // finding one the script already holds always works. Catch it to carry on:
     //   try { this.extra = metrics::counter(name, "Extra.", []); } catch (e) { log("warn", e); }
     //   this.resets = metrics::counter("tcp_resets_total", "TCP RST segments.", ["namespace", "pod"]);
+    //
+    // metrics::counter(name, help, [label names], #{ detail: true })
+    // metrics::gauge(name, help, [label names], #{ detail: true })
+    //   detail: the family is detail for pods: its pod series are exported only for
+    //   the pods the daemon's metrics.pod_detail / metrics.detail_namespaces select
+    //   (the host's series always are). For what a closer look needs, not the first
+    //   one; `sonde run` shows everything.
     let h = host.clone();
-    let f = move |name: &str, help: &str, labels: Array| -> Res<Counter> {
-        h.ctx
+    let f = move |name: &str, help: &str, labels: Array, opts: Map| -> Res<Counter> {
+        let detail = detail_opt("metrics::counter", &opts)?;
+        let c = h
+            .ctx
             .registry
             .for_script(&h.ctx.name)
             .counter(
@@ -212,29 +221,49 @@ fn metrics_module(host: &Arc<Host>) -> Module {
                 &label_names("metrics::counter", &labels)?,
                 budget,
             )
-            .map_err(metrics_err)
+            .map_err(metrics_err)?;
+        c.set_detail(detail);
+        Ok(c)
     };
+    let f3 = f.clone();
     m.set_native_fn(
         "counter",
         move |ctx: NativeCallContext, name: &str, help: &str, labels: Array| {
-            at_call(&ctx, f(name, help, labels))
+            at_call(&ctx, f3(name, help, labels, Map::new()))
+        },
+    );
+    m.set_native_fn(
+        "counter",
+        move |ctx: NativeCallContext, name: &str, help: &str, labels: Array, opts: Map| {
+            at_call(&ctx, f(name, help, labels, opts))
         },
     );
 
     // metrics::gauge(name, help, [label names]) -> Gauge
     //   this.queue = metrics::gauge("socket_queue_bytes", "Bytes queued.", ["pod"]);
     let h = host.clone();
-    let f = move |name: &str, help: &str, labels: Array| -> Res<Gauge> {
-        h.ctx
+    let f = move |name: &str, help: &str, labels: Array, opts: Map| -> Res<Gauge> {
+        let detail = detail_opt("metrics::gauge", &opts)?;
+        let g = h
+            .ctx
             .registry
             .for_script(&h.ctx.name)
             .gauge(name, help, &label_names("metrics::gauge", &labels)?, budget)
-            .map_err(metrics_err)
+            .map_err(metrics_err)?;
+        g.set_detail(detail);
+        Ok(g)
     };
+    let f3 = f.clone();
     m.set_native_fn(
         "gauge",
         move |ctx: NativeCallContext, name: &str, help: &str, labels: Array| {
-            at_call(&ctx, f(name, help, labels))
+            at_call(&ctx, f3(name, help, labels, Map::new()))
+        },
+    );
+    m.set_native_fn(
+        "gauge",
+        move |ctx: NativeCallContext, name: &str, help: &str, labels: Array, opts: Map| {
+            at_call(&ctx, f(name, help, labels, opts))
         },
     );
 
@@ -274,18 +303,26 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     );
 
     // metrics::log2_histogram(name, help, [label names]) -> Histogram
-    // metrics::log2_histogram(name, help, [label names], #{ scale: 1e-9, max_slot: 32 })
+    // metrics::log2_histogram(name, help, [label names], #{ scale: 1e-9, max_slot: 32, detail: true })
     //
     // Power-of-two buckets, the layout of kernel log2 maps: slot i holds raw values in
     // (2^(i-1), 2^i]; bounds are exported as scale * 2^i (scale 1e-9 turns
     // nanoseconds into seconds). Observe raw values; `set_buckets` takes slot counts.
+    // detail: pods not selected for detail get it as a native histogram only (the
+    // protobuf format, one series), without the classic bucket series.
     //   this.lat = metrics::log2_histogram("connect_latency_seconds", "Connect latency.", ["pod"], #{ scale: 1e-9 });
     let h = host.clone();
     let log2 = move |name: &str, help: &str, labels: Array, opts: Map| -> Res<Histogram> {
         let mut scale = 1.0;
         let mut max_slot = LOG2_DEFAULT_MAX_SLOT;
+        let mut detail = false;
         for (k, v) in &opts {
             match k.as_str() {
+                "detail" => {
+                    detail = v.as_bool().map_err(|_| {
+                        runtime_error("metrics::log2_histogram: detail is true or false")
+                    })?;
+                }
                 "scale" => {
                     scale = number(v).ok_or_else(|| {
                         runtime_error("metrics::log2_histogram: scale is a number")
@@ -302,12 +339,13 @@ fn metrics_module(host: &Arc<Host>) -> Module {
                 }
                 other => {
                     return Err(runtime_error(format!(
-                    "metrics::log2_histogram: unknown option `{other}`; expected scale, max_slot"
+                    "metrics::log2_histogram: unknown option `{other}`; expected scale, max_slot, detail"
                 )))
                 }
             }
         }
-        h.ctx
+        let hist = h
+            .ctx
             .registry
             .for_script(&h.ctx.name)
             .log2_histogram(
@@ -318,7 +356,9 @@ fn metrics_module(host: &Arc<Host>) -> Module {
                 scale,
                 budget,
             )
-            .map_err(metrics_err)
+            .map_err(metrics_err)?;
+        hist.set_detail(detail);
+        Ok(hist)
     };
     let log2b = log2.clone();
     m.set_native_fn(
@@ -335,6 +375,26 @@ fn metrics_module(host: &Arc<Host>) -> Module {
     );
     m.build_index();
     m
+}
+
+/// The options map of `metrics::counter` and `metrics::gauge`: `detail` only.
+fn detail_opt(func: &str, opts: &Map) -> Res<bool> {
+    let mut detail = false;
+    for (k, v) in opts {
+        match k.as_str() {
+            "detail" => {
+                detail = v
+                    .as_bool()
+                    .map_err(|_| runtime_error(format!("{func}: detail is true or false")))?;
+            }
+            other => {
+                return Err(runtime_error(format!(
+                    "{func}: unknown option `{other}`; expected detail"
+                )))
+            }
+        }
+    }
+    Ok(detail)
 }
 
 /// Methods on the handles `metrics::*` return. Labels are an array of values in the
