@@ -443,12 +443,22 @@ fn sigterm_leaves_no_program_loaded() {
         "{}",
         d.stderr()
     );
-    // Every program and link sonde held is gone from the kernel.
-    let left: Vec<(u64, String)> = bpf_ids("prog")
-        .into_iter()
-        .filter(|(id, _)| progs.contains(id))
-        .collect();
-    assert!(left.is_empty(), "programs left after SIGTERM: {left:?}");
+    // Every program and link sonde held is gone from the kernel. The kernel frees
+    // a program after the last reference goes, past an RCU grace period (tp_btf
+    // programs: an RCU tasks-trace one, which can take a moment): give it 5 s.
+    let prog_left = || -> Vec<(u64, String)> {
+        bpf_ids("prog")
+            .into_iter()
+            .filter(|(id, _)| progs.contains(id))
+            .collect()
+    };
+    let since = std::time::Instant::now();
+    let mut left = prog_left();
+    while !left.is_empty() && since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+        left = prog_left();
+    }
+    assert!(left.is_empty(), "programs left 5 s after SIGTERM: {left:?}");
     let left: Vec<(u64, String)> = bpf_ids("link")
         .into_iter()
         .filter(|(id, _)| links.contains(id))

@@ -92,6 +92,12 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
     let events = Arc::new(Capture::default());
     let maps = Arc::new(FakeMaps::default());
     let registry = Arc::new(Registry::new("node-1"));
+    // The scripts' own logic: every family for every pod (what is detail is
+    // checked by tests/tests/cardinality.rs).
+    registry.set_pod_detail(sonde::metrics::PodDetail {
+        all: true,
+        ..Default::default()
+    });
     let ctx = ScriptContext {
         name: script.trim_end_matches(".rhai").to_string(),
         node: "node-1".into(),

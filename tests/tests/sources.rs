@@ -774,6 +774,11 @@ fn series_of_a_namespace_that_is_gone_are_removed() {
     let t = TestNs::new("gone");
     let pod = format!("pod=\"netns:{}\"", t.inode);
     let registry = Arc::new(Registry::new("n1"));
+    // Every family of every script, detail too: all must go with the namespace.
+    registry.set_pod_detail(sonde::metrics::PodDetail {
+        all: true,
+        ..Default::default()
+    });
     let limits = Limits {
         call_deadline: std::time::Duration::from_secs(5),
         ..Limits::default()
