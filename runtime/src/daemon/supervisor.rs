@@ -249,6 +249,10 @@ pub struct Supervisor {
     cli_btf: BtfConfig,
     /// The programs loaded, by kernel side, while a script reads them.
     programs: std::sync::Mutex<Vec<(KernelKey, Weak<SharedLive>)>>,
+    /// Programs [`Supervisor::preload`] loaded for the scripts of this reload, taken
+    /// by their first script in [`Supervisor::prepare`]; what is left is dropped
+    /// (detached) at the end of the reload.
+    preloaded: std::sync::Mutex<Vec<(KernelKey, Arc<SharedLive>)>>,
 }
 
 impl Supervisor {
@@ -282,6 +286,7 @@ impl Supervisor {
             shared,
             cli_btf: (None, None),
             programs: Default::default(),
+            preloaded: Default::default(),
         }
     }
 
@@ -467,6 +472,7 @@ impl Supervisor {
                 tracing::warn!(config_path = %format!("scripts.params.{name}"), "params for a script that is not running");
             }
         }
+        self.preload(&wanted).await;
         for (name, w) in wanted {
             let overrides = self.cfg.scripts.overrides(&name);
             if let Some(u) = self.units.get_mut(&name) {
@@ -496,10 +502,104 @@ impl Supervisor {
         for u in unreadable {
             self.refused(u);
         }
+        // Loaded for a script that then failed (its init, a param): detached here.
+        self.preloaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.first_ticks().await;
         self.btf.lock().unwrap_or_else(|e| e.into_inner()).take();
         release_free_memory();
         self.publish(&errors);
+    }
+
+    /// Loads the kernel programs the scripts of this reload need and that are neither
+    /// running nor loaded, in parallel (one worker per CPU) and off the async
+    /// workers; [`Supervisor::prepare`] then takes them instead of loading one after
+    /// the other. Loading is CPU work (BTF relocation, the verifier), so the workers
+    /// are as many as the CPUs. A program that fails here is not kept: its script's
+    /// own load tries again and reports the error as before.
+    async fn preload(&mut self, wanted: &BTreeMap<String, Wanted>) {
+        let limits = self.cfg.limits.to_limits();
+        let mut jobs: Vec<(
+            KernelKey,
+            &'static catalog::ProgramSpec,
+            Vec<(String, ParamValue)>,
+        )> = Vec::new();
+        for (name, w) in wanted {
+            let overrides = self.cfg.scripts.overrides(name);
+            let Ok(script) = Script::compile(&w.origin.label(name), &w.source, &limits) else {
+                continue;
+            };
+            let Ok(params) = script.manifest().resolve_params(&overrides) else {
+                continue;
+            };
+            let Some(spec) = script.manifest().program.as_deref().and_then(catalog::find) else {
+                continue;
+            };
+            let key = KernelKey {
+                program: spec.name.to_string(),
+                knobs: knob_params(spec, &params),
+                btf: btf_config(&self.cfg),
+            };
+            let running = self
+                .units
+                .get(name)
+                .filter(|u| u.task.is_some())
+                .and_then(|u| u.probe.as_ref())
+                .is_some_and(|p| p.key == key);
+            if running || self.loaded(&key).is_some() || jobs.iter().any(|(k, ..)| *k == key) {
+                continue;
+            }
+            jobs.push((key, spec, params));
+        }
+        if jobs.len() < 2 {
+            return; // nothing to overlap: the script's own load does it
+        }
+        let Ok(btf) = self.kernel_btf() else {
+            return; // each script reports it
+        };
+        let pods = self.pods.clone();
+        let n = jobs.len();
+        let t0 = Instant::now();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(n);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let queue = std::sync::Mutex::new(jobs);
+            let done = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(|| loop {
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                        let Some((key, spec, params)) = job else {
+                            break;
+                        };
+                        let live = crate::panic::catch(|| {
+                            Live::start(spec, &params, &btf, pods.clone(), false)
+                        });
+                        if let Ok(Ok(live)) = live {
+                            if let Ok(shared) = live.into_shared() {
+                                done.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push((key, shared));
+                            }
+                        }
+                    });
+                }
+            });
+            done.into_inner().unwrap_or_else(|e| e.into_inner())
+        })
+        .await
+        .unwrap_or_default();
+        tracing::info!(
+            programs = n,
+            loaded = loaded.len(),
+            workers,
+            took_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "kernel programs loaded in parallel"
+        );
+        *self.preloaded.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
     }
 
     /// Waits until every script started since the last look has run its first pass
@@ -756,14 +856,23 @@ impl Supervisor {
                                 shared.subscribe()
                             }
                             None => {
-                                let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
-                                let shared = Live::start(spec, &params, &btf, self.pods.clone(), false)
-                                    .map_err(|e| Rejected {
-                                        unavailable: matches!(e, crate::bpf::BpfError::NoVariant { .. }),
-                                        message: format!("{file}: {e}"),
-                                    })?
-                                    .into_shared()
-                                    .map_err(|e| format!("{file}: cannot start the program's reader: {e}"))?;
+                                let preloaded = {
+                                    let mut p = self.preloaded.lock().unwrap_or_else(|e| e.into_inner());
+                                    p.iter().position(|(k, _)| *k == key).map(|i| p.swap_remove(i).1)
+                                };
+                                let shared = match preloaded {
+                                    Some(shared) => shared,
+                                    None => {
+                                        let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
+                                        Live::start(spec, &params, &btf, self.pods.clone(), false)
+                                            .map_err(|e| Rejected {
+                                                unavailable: matches!(e, crate::bpf::BpfError::NoVariant { .. }),
+                                                message: format!("{file}: {e}"),
+                                            })?
+                                            .into_shared()
+                                            .map_err(|e| format!("{file}: cannot start the program's reader: {e}"))?
+                                    }
+                                };
                                 let l = shared.subscribe();
                                 self.lock_programs().push((key.clone(), Arc::downgrade(&shared)));
                                 l
