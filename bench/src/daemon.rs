@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::daemon_report::{DaemonReport, LoadRow, ResourceRow, ScrapeRow, SeriesInfo};
+use crate::daemon_report::{DaemonReport, LoadRow, ResourceRow, ScrapeRow, SeriesInfo, StartupAll};
 use crate::resets::{ensure_sonde, machine, progress, warn_if_busy};
 use crate::scrape::{metric_sum, Client, Latencies, OPENMETRICS};
 use crate::tool::{Ended, Filter, Ready, Tool};
@@ -121,6 +121,9 @@ pub fn run(o: &DaemonOptions) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut report = DaemonReport::new(machine, o);
+
+    progress("start-up with every built-in, 3 times; node_exporter's 3 times");
+    report.startup_all = startup_all(o, node_exporter.as_deref())?;
 
     progress(&format!(
         "{} pod namespaces and {} load threads",
@@ -235,6 +238,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(o: &DaemonOptions, stdout: bool, filter: Option<Filter>) -> anyhow::Result<Daemon> {
+        Self::start_with(o, stdout, filter, "[tcp_reset, packet_loss]")
+    }
+
+    /// `builtin`: the `scripts.builtin` list, or "" for the embedded default (every
+    /// built-in).
+    fn start_with(
+        o: &DaemonOptions,
+        stdout: bool,
+        filter: Option<Filter>,
+        builtin: &str,
+    ) -> anyhow::Result<Daemon> {
         let addr = free_port()?;
         let config = TempFile(std::env::temp_dir().join(format!(
             "sonde-bench-daemon-{}-{}.yaml",
@@ -242,10 +256,15 @@ impl Daemon {
             addr.port()
         )));
         // The config lives in the temp directory (1777): strict modes would refuse it.
+        let builtin = if builtin.is_empty() {
+            String::new()
+        } else {
+            format!("  builtin: {builtin}\n")
+        };
         let text = format!(
             "listen: {addr}\n\
              node_name: bench\n\
-             scripts:\n  builtin: [tcp_reset, packet_loss]\n  directories: []\n  strict_modes: false\n\
+             scripts:\n{builtin}  directories: []\n  strict_modes: false\n\
              sinks:\n  stdout:\n    enabled: {stdout}\n"
         );
         std::fs::write(&config.0, text)
@@ -295,6 +314,53 @@ impl Daemon {
         }
         Ok(ended)
     }
+}
+
+/// The daemon with every built-in (the embedded default list): time from the start
+/// to `/readyz` 200 and CPU by then, the median of 3 starts; node_exporter's time
+/// from its start to its first `/metrics` 200, the median of 3.
+fn startup_all(
+    o: &DaemonOptions,
+    node_exporter: Option<&Path>,
+) -> anyhow::Result<Option<StartupAll>> {
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mut ready, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let d = Daemon::start_with(o, false, None, "")?;
+        ready.push(d.wait_ready()?);
+        cpu.push(d.tool.cpu()?);
+        d.stop()?;
+    }
+    let mut peer = Vec::new();
+    if let Some(path) = node_exporter {
+        for _ in 0..3 {
+            let addr = free_port()?;
+            let mut cmd = Command::new(path);
+            cmd.arg(format!("--web.listen-address={addr}"));
+            let t0 = Instant::now();
+            let tool = Tool::spawn("node_exporter", cmd, None)?;
+            let mut c = Client::new(addr);
+            loop {
+                if c.get("/metrics", None).is_ok_and(|r| r.status == 200) {
+                    break;
+                }
+                if t0.elapsed() > READY_TIMEOUT {
+                    bail!("node_exporter not answering after {READY_TIMEOUT:?}");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peer.push(t0.elapsed());
+            let _ = tool.interrupt_and_wait(EXIT_TIMEOUT);
+        }
+    }
+    Ok(Some(StartupAll {
+        ready: median(ready),
+        cpu: median(cpu),
+        peer: (!peer.is_empty()).then(|| median(peer)),
+    }))
 }
 
 /// prometheus-node-exporter on a free port, default collectors.

@@ -175,11 +175,19 @@ pub struct DaemonReport {
     pub options: DaemonOptions,
     /// Time from start to /readyz 200, and the CPU spent by then.
     pub startup: Option<(Duration, Duration)>,
+    pub startup_all: Option<StartupAll>,
     pub resources: Vec<ResourceRow>,
     pub series: Option<SeriesInfo>,
     pub scrapes: Vec<ScrapeRow>,
     pub loads: Vec<LoadRow>,
     pub elapsed: Duration,
+}
+
+/// Start-up with every built-in, beside node_exporter's (medians).
+pub struct StartupAll {
+    pub ready: Duration,
+    pub cpu: Duration,
+    pub peer: Option<Duration>,
 }
 
 fn mib(kb: u64) -> f64 {
@@ -192,6 +200,7 @@ impl DaemonReport {
             machine,
             options: options.clone(),
             startup: None,
+            startup_all: None,
             resources: Vec::new(),
             series: None,
             scrapes: Vec::new(),
@@ -260,6 +269,22 @@ impl DaemonReport {
                 "  sonde answered /readyz 200 {:.2} s after it was started, {:.2} s CPU by then",
                 ready.as_secs_f64(),
                 cpu.as_secs_f64()
+            );
+        }
+        if let Some(a) = &self.startup_all {
+            let _ = writeln!(
+                s,
+                "  every built-in: /readyz 200 after {:.0} ms, {:.0} ms CPU by then (median of 3){}",
+                a.ready.as_secs_f64() * 1e3,
+                a.cpu.as_secs_f64() * 1e3,
+                match a.peer {
+                    Some(p) => format!(
+                        "; node_exporter's first /metrics 200 after {:.0} ms (ratio {:.2})",
+                        p.as_secs_f64() * 1e3,
+                        a.ready.as_secs_f64() / p.as_secs_f64().max(1e-9)
+                    ),
+                    None => String::new(),
+                }
             );
         }
 
@@ -453,6 +478,11 @@ impl DaemonReport {
             "threads": self.options.threads,
             "startup_seconds": self.startup.map(|(r, _)| r.as_secs_f64()),
             "startup_cpu_seconds": self.startup.map(|(_, c)| c.as_secs_f64()),
+            "startup_all": self.startup_all.as_ref().map(|a| json!({
+                "ready_seconds": a.ready.as_secs_f64(),
+                "cpu_seconds": a.cpu.as_secs_f64(),
+                "node_exporter_seconds": a.peer.map(|p| p.as_secs_f64()),
+            })),
             "resources": self.resources.iter().map(ResourceRow::to_json).collect::<Vec<_>>(),
             "series": self.series.as_ref().map(|i| json!({
                 "pods": i.pods,
