@@ -59,6 +59,13 @@ struct KernelKey {
 
 type BtfConfig = (Option<std::path::PathBuf>, Option<std::path::PathBuf>);
 
+/// A program [`Supervisor::preload`] loads: its key, spec and the script's params.
+type PreloadJob = (
+    KernelKey,
+    &'static catalog::ProgramSpec,
+    Vec<(String, ParamValue)>,
+);
+
 fn btf_config(cfg: &Config) -> BtfConfig {
     (cfg.btf.clone(), cfg.btf_archive.clone())
 }
@@ -521,11 +528,7 @@ impl Supervisor {
     /// own load tries again and reports the error as before.
     async fn preload(&mut self, wanted: &BTreeMap<String, Wanted>) {
         let limits = self.cfg.limits.to_limits();
-        let mut jobs: Vec<(
-            KernelKey,
-            &'static catalog::ProgramSpec,
-            Vec<(String, ParamValue)>,
-        )> = Vec::new();
+        let mut jobs: Vec<PreloadJob> = Vec::new();
         for (name, w) in wanted {
             let overrides = self.cfg.scripts.overrides(name);
             let Ok(script) = Script::compile(&w.origin.label(name), &w.source, &limits) else {
