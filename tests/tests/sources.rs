@@ -360,6 +360,61 @@ fn tcp_summary_matches_ss() {
     );
 }
 
+/// The dumps `tcp_summary` leaves out (a family `sockstat` shows without sockets)
+/// change nothing: namespaces with IPv4 sockets only (and TIME_WAIT ones), with IPv6
+/// sockets only, with a dual-stack listener and IPv4 clients (v4-mapped sockets), and
+/// without any, each against `ss`.
+#[test]
+fn tcp_summary_per_family_matches_ss() {
+    if !require_root("tcp_summary_per_family_matches_ss") {
+        return;
+    }
+    let pairs = |listen: &'static str, to: &'static str, closed: usize| {
+        move || {
+            let l = std::net::TcpListener::bind(listen).unwrap();
+            let at = l.local_addr().unwrap().port();
+            let addr = format!("{to}:{at}");
+            let mut kept = Vec::new();
+            for i in 0..3 + closed {
+                let c = std::net::TcpStream::connect(&addr).unwrap();
+                let (s, _) = l.accept().unwrap();
+                if i < closed {
+                    // The active closer goes to TIME_WAIT.
+                    drop(c);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    drop(s);
+                } else {
+                    kept.push((c, s));
+                }
+            }
+            (l, kept)
+        }
+    };
+    let v4 = TestNs::new("fam4");
+    let keep4 = v4.run(pairs("127.0.0.1:0", "127.0.0.1", 2));
+    let v6 = TestNs::new("fam6");
+    let keep6 = v6.run(pairs("[::1]:0", "[::1]", 0));
+    let dual = TestNs::new("famd");
+    let keepd = dual.run(pairs("[::]:0", "127.0.0.1", 0));
+    let none = TestNs::new("fam0");
+    for (t, what) in [
+        (&v4, "IPv4 and TIME_WAIT"),
+        (&v6, "IPv6"),
+        (&dual, "dual-stack"),
+        (&none, "no sockets"),
+    ] {
+        let ns = t.netns();
+        let name = t.ns.name.clone();
+        settle(what, 5, || ss_states(Some(&name)), || sonde_states(&ns));
+    }
+    let states = sonde_states(&v4.netns());
+    assert_eq!(states.get("ESTABLISHED"), Some(&6), "{states:?}");
+    assert_eq!(states.get("TIME_WAIT"), Some(&2), "{states:?}");
+    assert_eq!(sonde_states(&dual.netns()).get("ESTABLISHED"), Some(&6));
+    assert!(sonde_states(&none.netns()).is_empty());
+    drop((keep4, keep6, keepd));
+}
+
 fn tc_qdiscs(netns: Option<&str>) -> Vec<Value> {
     let v: Value = serde_json::from_str(&tool(netns, &["tc", "-j", "-s", "qdisc"])).unwrap();
     v.as_array().unwrap().clone()

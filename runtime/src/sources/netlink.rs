@@ -406,11 +406,42 @@ pub fn add_inet_diag_msg(body: &[u8], sum: &mut TcpSummary) {
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
-/// Every TCP socket of `ns`, counted by state (`sock_diag`, one dump per family).
+/// Every TCP socket of `ns`, counted by state (`sock_diag`, one dump per family that
+/// has sockets).
+///
+/// A dump walks every bucket of the node-wide TCP hash table to find the
+/// namespace's sockets (2-3 ms with 262144 buckets, the size on a machine of 16 GiB
+/// and more), whether the namespace has sockets or not. `sockstat` says which
+/// families have any, for two small file reads: `TCP: inuse` counts the hashed
+/// sockets (listening, connecting, connected, closing) of family AF_INET, `TCP6:
+/// inuse` those of AF_INET6 (a v4-mapped socket stays AF_INET6 and is counted
+/// there), and `tw` the TIME_WAIT sockets of both. A family with no hashed socket
+/// and no TIME_WAIT one has nothing a dump would list, with one exception: a
+/// connection request from IPv4 to a dual-stack IPv6 listener is an AF_INET
+/// request socket until it is accepted, so any IPv6 socket means an IPv4 dump too.
+/// What is left out: the IPv6 dump of a namespace with IPv4 sockets only, and both
+/// dumps of one without TCP sockets.
 pub fn tcp_summary(ns: &Netns) -> Result<TcpSummary, SourceError> {
+    let (mut v4, mut v6, mut tw) = (0, 0, 0);
+    let families = match super::procfs::sockstat(ns, |sec, name, v| match (sec, name) {
+        ("TCP", "inuse") => v4 = v,
+        ("TCP", "tw") => tw = v,
+        ("TCP6", "inuse") => v6 = v,
+        _ => {}
+    }) {
+        Ok(()) => [v4 > 0 || v6 > 0 || tw > 0, v6 > 0 || tw > 0],
+        Err(_) => [true, true],
+    };
+    if families == [false, false] {
+        return Ok(TcpSummary::default());
+    }
     with_socket(ns, Proto::Diag, |s| {
         let mut sum = TcpSummary::default();
-        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for (family, _) in [libc::AF_INET as u8, libc::AF_INET6 as u8]
+            .into_iter()
+            .zip(families)
+            .filter(|(_, has)| *has)
+        {
             let req = inet_diag_req(family);
             s.request(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, &req, |_, body| {
                 add_inet_diag_msg(body, &mut sum)
