@@ -338,6 +338,7 @@ fn startup_all(
     if let Some(path) = node_exporter {
         for _ in 0..3 {
             let addr = free_port()?;
+            // runs: prometheus-node-exporter
             let mut cmd = Command::new(path);
             cmd.arg(format!("--web.listen-address={addr}"));
             let t0 = Instant::now();
