@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sonde_tests::daemon::{http_get, prometheus_with, promtool_check, Daemon};
+use sonde_tests::kubernetes::url_encode;
 use sonde_tests::require_root;
 
 /// Three namespaces of two pods, each with a log2 histogram in nanoseconds
@@ -173,23 +174,15 @@ fn text_keeps_every_classic_log2_step_th_bucket() {
     );
 }
 
-/// Percent-encodes a PromQL expression for a query string.
-fn encode(expr: &str) -> String {
-    expr.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The values of an instant query, by the label `by`: `None` while Prometheus has
 /// nothing (or fails).
 fn query(prom: SocketAddr, expr: &str, by: &str) -> Option<BTreeMap<String, f64>> {
-    let (code, body) =
-        http_get(prom, &format!("/api/v1/query?query={}", encode(expr)), &[]).ok()?;
+    let (code, body) = http_get(
+        prom,
+        &format!("/api/v1/query?query={}", url_encode(expr)),
+        &[],
+    )
+    .ok()?;
     if code != 200 {
         return None;
     }
