@@ -189,14 +189,10 @@ pub(super) fn render(
         // holds back the other families' pod series.
         let native = f.buckets.as_ref().is_some_and(|b| b.log2.is_some());
         let held_back = f.detail.load(Ordering::Relaxed) && !native;
-        let pod_at = f.label_names.iter().position(|l| l == "pod");
-        let ns_at = f.label_names.iter().position(|l| l == "namespace");
         let metric = f
             .snapshot()
             .into_iter()
-            .filter(|(values, _)| {
-                !(held_back && detail.scope(values, pod_at, ns_at) == Scope::Core)
-            })
+            .filter(|(values, _)| !(held_back && pod.scope(detail, values) == Scope::Core))
             .map(|(values, value)| {
                 let extra = pod.of(&values);
                 let pairs = f

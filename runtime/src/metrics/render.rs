@@ -76,6 +76,11 @@ impl<'a> PodExtra<'a> {
         }
     }
 
+    /// How much of the series with these label values [`PodDetail`] lets out.
+    pub fn scope(&self, detail: &PodDetail, labels: &[Box<str>]) -> Scope {
+        detail.scope(labels, self.pod_at, self.ns_at)
+    }
+
     /// The extra `(name, value)` pairs of the series with these label values.
     pub fn of(&self, labels: &[Box<str>]) -> Vec<(&'a str, &'a str)> {
         let values = match (self.pod_labels, self.pod_at, self.added.is_empty()) {
@@ -125,8 +130,6 @@ pub(super) fn render(
     let mut out = String::with_capacity(4096);
     for f in families {
         let pod = PodExtra::new(f, pod_labels);
-        let ns_at = f.label_names.iter().position(|l| l == "namespace");
-        let pod_at = f.label_names.iter().position(|l| l == "pod");
         let detail = f.detail.load(Ordering::Relaxed);
         header(
             &mut out,
@@ -136,7 +139,7 @@ pub(super) fn render(
             f.kind,
         );
         for (labels, value) in f.snapshot() {
-            let scope = log2.detail.scope(&labels, pod_at, ns_at);
+            let scope = pod.scope(log2.detail, &labels);
             if detail && scope == Scope::Core {
                 continue;
             }
