@@ -335,6 +335,22 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64>
         .and_then(|v| v.parse().ok())
 }
 
+/// The sum of the samples of `name` carrying all of `labels` (a series split by
+/// labels not asked for, e.g. both reset kinds of one pod), `None` when none does.
+pub fn sample_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let prefix = format!("{name}{{");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
+}
+
 /// `promtool check metrics` on an exposition: no error and no lint warning.
 pub fn promtool_check(text: &str) {
     use std::io::Write as _;

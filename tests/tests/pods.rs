@@ -5,13 +5,13 @@
 //! be pulled here), creates pod sandboxes over CRI, makes TCP resets (and so drops:
 //! the SYNs to a closed port) inside their network namespaces, and checks what the real `sonde daemon` exports and emits.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sonde_tests::cri::{connects_in, ipv4_of, netns_of, resets_in, Containerd};
-use sonde_tests::{require_root, sonde_bin};
+use sonde_tests::daemon::{sample_sum, Daemon};
+use sonde_tests::require_root;
 
 /// A user's script: each reset with the pods at both ends of its tuple.
 const PEERS_SCRIPT: &str = r#"
@@ -24,133 +24,24 @@ fn on_event(ev) {
 }
 "#;
 
-/// The real daemon with a temp config.
-struct Daemon {
-    child: Option<Child>,
-    dir: PathBuf,
-    addr: SocketAddr,
+/// The real daemon (the test kit's harness) with the reset and drop built-ins
+/// emitting events, the peers script, and `pods`, the config's `pods:` section.
+fn daemon(test: &str, pods: &str) -> Daemon {
+    let write_peers = |p: &std::path::Path| std::fs::write(p, PEERS_SCRIPT).unwrap();
+    Daemon::start_with(
+        test,
+        &["tcp_reset", "packet_loss"],
+        &format!(
+            "  params:\n    tcp_reset: {{ emit_events: true }}\n    packet_loss: {{ emit_events: true }}\n{pods}"
+        ),
+        &[("peers.rhai", &write_peers)],
+        None,
+    )
 }
 
-impl Daemon {
-    fn start(dir: &Path, pods: &str) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        // Its config and scripts where strict modes trust them (not under /tmp).
-        let dir = sonde_tests::trusted_tmp().join(dir.file_name().unwrap());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("scripts")).unwrap();
-        std::fs::write(dir.join("scripts/peers.rhai"), PEERS_SCRIPT).unwrap();
-        std::fs::write(
-            dir.join("sonde.yaml"),
-            format!(
-                "listen: {addr}\nnode_name: pods-node\nscripts:\n  builtin: [tcp_reset, packet_loss]\n  directories: [{scripts}]\n  params:\n    tcp_reset: {{ emit_events: true }}\n    packet_loss: {{ emit_events: true }}\n{pods}",
-                scripts = dir.join("scripts").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(sonde_bin())
-            .args(["daemon", "--config"])
-            .arg(dir.join("sonde.yaml"))
-            .env("SONDE_LOG", "info")
-            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child: Some(child),
-            dir,
-            addr,
-        };
-        d.wait_for("/readyz", Duration::from_secs(30), || {
-            d.get("/readyz").is_some()
-        });
-        d
-    }
-
-    fn get(&self, path: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200")
-            .then(|| body.to_string())
-            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
-    }
-
-    fn metrics(&self) -> String {
-        self.get("/metrics").unwrap_or_default()
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if cond() {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "timed out after {timeout:?} waiting for {what}\n--- metrics:\n{}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.metrics()
-                .lines()
-                .filter(|l| l.starts_with("sonde_tcp_reset")
-                    || l.starts_with("sonde_packet_loss")
-                    || l.starts_with("sonde_pods"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            self.stdout(),
-            self.stderr()
-        );
-    }
-
-    /// The value of the reset counter series carrying all of `labels`.
-    fn resets(&self, labels: &[(&str, &str)]) -> Option<f64> {
-        series(&self.metrics(), "sonde_tcp_reset_segments_total", labels)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill on a child we own.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Sum of the samples of `name` whose labels include every one of `labels`.
-fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix(name).filter(|r| r.starts_with('{')) else {
-            continue;
-        };
-        let (ls, v) = rest.rsplit_once(' ').unwrap();
-        if labels
-            .iter()
-            .all(|(k, v)| ls.contains(&format!("{k}=\"{v}\"")))
-        {
-            *found.get_or_insert(0.0) += v.parse::<f64>().unwrap();
-        }
-    }
-    found
+/// The value of the reset counter series carrying all of `labels`.
+fn resets(d: &Daemon, labels: &[(&str, &str)]) -> Option<f64> {
+    sample_sum(&d.metrics(), "sonde_tcp_reset_segments_total", labels)
 }
 
 fn refused_event(stdout: &str, pod: &str, namespace: &str) -> bool {
@@ -167,8 +58,8 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
     }
     let mut ctd = Containerd::start("labels", 41);
     let (web, web_pid) = ctd.run_pod("shop", "web-1", "web");
-    let d = Daemon::start(
-        &ctd.dir,
+    let d = daemon(
+        "pods-labels",
         &format!(
             "pods:\n  cri_socket: {}\n  refresh: 2s\n  labels: [app]\n",
             ctd.socket().display()
@@ -182,17 +73,17 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
         refused_event(&d.stdout(), "web-1", "shop")
     });
     d.wait_for("web-1's reset counter", Duration::from_secs(15), || {
-        d.resets(&[
+        resets(&d, &[
             ("namespace", "shop"),
             ("pod", "web-1"),
-            ("node", "pods-node"),
+            ("node", "e2e-node"),
             ("app", "web"),
         ])
         .is_some_and(|v| v >= 3.0)
     });
     // The SYNs to the closed port are drops too (NO_SOCKET), counted per pod.
     d.wait_for("web-1's drops", Duration::from_secs(15), || {
-        series(
+        sample_sum(
             &d.metrics(),
             "sonde_packet_loss_packets_total",
             &[
@@ -213,11 +104,11 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
     );
     let m = d.metrics();
     assert_eq!(
-        series(&m, "sonde_pods_namespaces", &[("source", "cri")]),
+        sample_sum(&m, "sonde_pods_namespaces", &[("source", "cri")]),
         Some(1.0),
         "{m}"
     );
-    assert_eq!(series(&m, "sonde_pods_cri_up", &[]), Some(1.0));
+    assert_eq!(sample_sum(&m, "sonde_pods_cri_up", &[]), Some(1.0));
 
     // A pod created after the daemon started: labelled within one refresh (2 s)
     // of its first reset (plus the script's 5 s tick for the counter).
@@ -228,7 +119,7 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
         "api-1's reset counter",
         Duration::from_secs(2 + 5 + 3),
         || {
-            d.resets(&[("namespace", "shop"), ("pod", "api-1"), ("app", "api")])
+            resets(&d, &[("namespace", "shop"), ("pod", "api-1"), ("app", "api")])
                 .is_some_and(|v| v >= 2.0)
         },
     );
@@ -272,7 +163,7 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
     let m = d.metrics();
     assert!(!m.contains("pod=\"web-1\""), "web-1 came back:\n{m}");
     assert!(
-        series(&m, "sonde_tcp_reset_segments_total", &[("pod", "api-1")]).is_some(),
+        sample_sum(&m, "sonde_tcp_reset_segments_total", &[("pod", "api-1")]).is_some(),
         "{m}"
     );
 }
@@ -284,8 +175,8 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     }
     let mut ctd = Containerd::start("outage", 42);
     let (_db, db_pid) = ctd.run_pod("data", "db-1", "db");
-    let d = Daemon::start(
-        &ctd.dir,
+    let d = daemon(
+        "pods-outage",
         &format!(
             "pods:\n  cri_socket: {}\n  refresh: 1s\n",
             ctd.socket().display()
@@ -293,20 +184,20 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     );
     resets_in(&netns_of(db_pid), 1);
     d.wait_for("db-1 labelled", Duration::from_secs(15), || {
-        d.resets(&[("namespace", "data"), ("pod", "db-1")])
+        resets(&d, &[("namespace", "data"), ("pod", "db-1")])
             .is_some()
     });
 
     // containerd stops (its pods keep running).
     ctd.stop();
     d.wait_for("sonde_pods_cri_up 0", Duration::from_secs(10), || {
-        series(&d.metrics(), "sonde_pods_cri_up", &[]) == Some(0.0)
+        sample_sum(&d.metrics(), "sonde_pods_cri_up", &[]) == Some(0.0)
     });
     // The pods it named keep their names.
-    let before = d.resets(&[("pod", "db-1")]).unwrap();
+    let before = resets(&d, &[("pod", "db-1")]).unwrap();
     resets_in(&netns_of(db_pid), 2);
     d.wait_for("db-1 still labelled", Duration::from_secs(10), || {
-        d.resets(&[("namespace", "data"), ("pod", "db-1")])
+        resets(&d, &[("namespace", "data"), ("pod", "db-1")])
             .is_some_and(|v| v >= before + 2.0)
     });
     // A new namespace gets its fallback name: `ip netns` gives it one.
@@ -317,7 +208,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
         "the named namespace labelled by its name",
         Duration::from_secs(15),
         || {
-            d.resets(&[("namespace", ""), ("pod", &name)])
+            resets(&d, &[("namespace", ""), ("pod", &name)])
                 .is_some_and(|v| v >= 2.0)
         },
     );
@@ -330,7 +221,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     // containerd comes back: a pod created then is labelled by it.
     ctd.run();
     d.wait_for("sonde_pods_cri_up 1", Duration::from_secs(10), || {
-        series(&d.metrics(), "sonde_pods_cri_up", &[]) == Some(1.0)
+        sample_sum(&d.metrics(), "sonde_pods_cri_up", &[]) == Some(1.0)
     });
     let (_db2, db2_pid) = ctd.run_pod("data", "db-2", "db");
     resets_in(&netns_of(db2_pid), 1);
@@ -338,7 +229,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
         "db-2 labelled after the outage",
         Duration::from_secs(15),
         || {
-            d.resets(&[("namespace", "data"), ("pod", "db-2")])
+            resets(&d, &[("namespace", "data"), ("pod", "db-2")])
                 .is_some()
         },
     );
