@@ -17,10 +17,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use sonde_tests::daemon::{wait_ready, Options, Setup};
 
 use crate::daemon_report::{DaemonReport, LoadRow, ResourceRow, ScrapeRow, SeriesInfo, StartupAll};
 use crate::resets::{ensure_sonde, machine, progress, warn_if_busy};
@@ -233,73 +234,52 @@ struct Daemon {
     tool: Tool,
     addr: SocketAddr,
     started: Instant,
-    _config: TempFile,
+    _dir: SetupDir,
 }
 
 impl Daemon {
     fn start(o: &DaemonOptions, stdout: bool, filter: Option<Filter>) -> anyhow::Result<Daemon> {
-        Self::start_with(o, stdout, filter, "[tcp_reset, packet_loss]")
+        Self::start_with(o, stdout, filter, &["tcp_reset", "packet_loss"])
     }
 
-    /// `builtin`: the `scripts.builtin` list, or "" for the embedded default (every
-    /// built-in).
+    /// `builtin`: the `scripts.builtin` list, or empty for the embedded default
+    /// (every built-in). The directory and config are the test kit's
+    /// ([`sonde_tests::daemon::Setup`]), as the end-to-end tests start theirs.
     fn start_with(
         o: &DaemonOptions,
         stdout: bool,
         filter: Option<Filter>,
-        builtin: &str,
+        builtin: &[&str],
     ) -> anyhow::Result<Daemon> {
-        let addr = free_port()?;
-        let config = TempFile(std::env::temp_dir().join(format!(
-            "sonde-bench-daemon-{}-{}.yaml",
-            std::process::id(),
-            addr.port()
-        )));
-        // The config lives in the temp directory (1777): strict modes would refuse it.
-        let builtin = if builtin.is_empty() {
-            String::new()
-        } else {
-            format!("  builtin: {builtin}\n")
-        };
-        let text = format!(
-            "listen: {addr}\n\
-             node_name: bench\n\
-             scripts:\n{builtin}  directories: []\n  strict_modes: false\n\
-             sinks:\n  stdout:\n    enabled: {stdout}\n"
+        let extra = format!("sinks:\n  stdout:\n    enabled: {stdout}\n");
+        let setup = Setup::new(
+            &format!("bench-daemon-{}", DAEMONS.fetch_add(1, Ordering::Relaxed)),
+            &Options {
+                builtin,
+                every_builtin: builtin.is_empty(),
+                extra: &extra,
+                ..Options::default()
+            },
         );
-        std::fs::write(&config.0, text)
-            .with_context(|| format!("cannot write {}", config.0.display()))?;
-        let mut cmd = Command::new(&o.sonde);
-        cmd.current_dir(&o.root)
-            .arg("daemon")
-            .arg("--config")
-            .arg(&config.0);
+        let mut cmd = setup.command(&o.sonde, &[], &[]);
+        cmd.current_dir(&o.root).env_remove("SONDE_LOG");
         let started = Instant::now();
         let tool = Tool::spawn("sonde daemon", cmd, filter)?;
         Ok(Daemon {
             tool,
-            addr,
+            addr: setup.addr,
             started,
-            _config: config,
+            _dir: SetupDir(setup.dir),
         })
     }
 
     /// Waits until `/readyz` answers 200; returns the time since the start.
     fn wait_ready(&self) -> anyhow::Result<Duration> {
-        let start = Instant::now();
         self.tool
             .wait_ready(Ready::Stderr("daemon listening on"), READY_TIMEOUT)?;
-        let mut c = Client::new(self.addr);
-        loop {
-            if let Ok(r) = c.get("/readyz", None) {
-                if r.status == 200 {
-                    return Ok(self.started.elapsed());
-                }
-            }
-            if start.elapsed() > READY_TIMEOUT {
-                bail!("sonde daemon not ready after {READY_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match wait_ready(&Default::default(), self.addr, READY_TIMEOUT) {
+            Ok(_) => Ok(self.started.elapsed()),
+            Err(t) => bail!("sonde daemon not ready after {t:?}"),
         }
     }
 
@@ -329,7 +309,7 @@ fn startup_all(
     };
     let (mut ready, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        let d = Daemon::start_with(o, false, None, "")?;
+        let d = Daemon::start_with(o, false, None, &[])?;
         ready.push(d.wait_ready()?);
         cpu.push(d.tool.cpu()?);
         d.stop()?;
@@ -385,11 +365,15 @@ impl Peer {
     }
 }
 
-struct TempFile(PathBuf);
+/// How many daemons this run started: each gets a directory of its own.
+static DAEMONS: AtomicUsize = AtomicUsize::new(0);
 
-impl Drop for TempFile {
+/// A daemon's directory, removed when the daemon is done with.
+struct SetupDir(PathBuf);
+
+impl Drop for SetupDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -51,6 +51,8 @@ impl Client {
 pub struct Options<'a> {
     /// Built-in scripts to run.
     pub builtin: &'a [&'a str],
+    /// Run every built-in script (the embedded default list) instead of `builtin`.
+    pub every_builtin: bool,
     /// Appended to the config.
     pub extra: &'a str,
     /// Put in the script directory before the start.
@@ -78,6 +80,72 @@ pub fn temp_dir(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     dir
+}
+
+/// A daemon's directory, config and address, ready to start: what the tests'
+/// [`Daemon`] and the benchmarks' daemons (which measure the process themselves)
+/// have in common.
+pub struct Setup {
+    /// Holds `sonde.yaml`, `scripts/` and the logs.
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+}
+
+impl Setup {
+    /// A fresh [`temp_dir`] with `opts.files` in its script directory and a config
+    /// that listens on a free port, runs `opts.builtin` (or every built-in), watches
+    /// the script directory, and ends with `opts.extra`.
+    pub fn new(test: &str, opts: &Options<'_>) -> Setup {
+        let dir = temp_dir(test);
+        for (name, fill) in opts.files {
+            fill(&dir.join("scripts").join(name));
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let builtin = if opts.every_builtin {
+            String::new()
+        } else {
+            format!("  builtin: [{}]\n", opts.builtin.join(", "))
+        };
+        let config = format!(
+            "listen: {addr}\nnode_name: e2e-node\nscripts:\n{builtin}  directories: [{}]\n{}{}",
+            dir.join("scripts").display(),
+            if crate::strict_modes_hold() { "" } else { "  strict_modes: false\n" },
+            opts.extra,
+        );
+        std::fs::write(dir.join("sonde.yaml"), config).unwrap();
+        Setup { dir, addr }
+    }
+
+    /// `wrapper... SONDE daemon --config DIR/sonde.yaml args...`, logging at info.
+    pub fn command(&self, sonde: &std::path::Path, wrapper: &[String], args: &[String]) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(sonde),
+            Some((program, rest)) => {
+                // runs: setpriv
+                let mut c = Command::new(program);
+                c.args(rest).arg(sonde);
+                c
+            }
+        };
+        cmd.args(["daemon", "--config"])
+            .arg(self.dir.join("sonde.yaml"))
+            .args(args)
+            .env("SONDE_LOG", "info");
+        cmd
+    }
+}
+
+/// Polls `/readyz` every 10 ms until it answers 200: the time that took, or
+/// `Err(timeout)`.
+pub fn wait_ready(client: &Client, addr: SocketAddr, timeout: Duration) -> Result<Duration, Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if matches!(client.get(addr, "/readyz", &[]), Ok((200, _))) {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(timeout)
 }
 
 impl Daemon {
@@ -110,59 +178,31 @@ impl Daemon {
     }
 
     /// Starts a daemon as `opts` say; waits until /readyz says ready.
-    pub fn launch(test: &str, opts: Options<'_>) -> Daemon {
-        let Options {
-            builtin,
-            extra,
-            files,
-            stdout,
-            wrapper,
-            args,
-            client,
-        } = opts;
-        let dir = temp_dir(test);
-        for (name, fill) in files {
-            fill(&dir.join("scripts").join(name));
-        }
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = format!(
-            "listen: {addr}\nnode_name: e2e-node\nscripts:\n  builtin: [{}]\n  directories: [{}]\n{}{extra}",
-            builtin.join(", "),
-            dir.join("scripts").display(),
-            if crate::strict_modes_hold() { "" } else { "  strict_modes: false\n" },
-        );
-        std::fs::write(dir.join("sonde.yaml"), config).unwrap();
-        let mut cmd = match wrapper.split_first() {
-            None => Command::new(sonde_bin()),
-            Some((program, rest)) => {
-                // runs: setpriv
-                let mut c = Command::new(program);
-                c.args(rest).arg(sonde_bin());
-                c
-            }
-        };
-        let child = cmd
-            .args(["daemon", "--config"])
-            .arg(dir.join("sonde.yaml"))
-            .args(&args)
-            .env("SONDE_LOG", "info")
-            .stdout(stdout.unwrap_or_else(|| {
-                std::fs::File::create(dir.join("stdout.log"))
-                    .unwrap()
-                    .into()
-            }))
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+    pub fn launch(test: &str, mut opts: Options<'_>) -> Daemon {
+        let setup = Setup::new(test, &opts);
+        let stdout = opts.stdout.take().unwrap_or_else(|| {
+            std::fs::File::create(setup.dir.join("stdout.log"))
+                .unwrap()
+                .into()
+        });
+        let child = setup
+            .command(&sonde_bin(), &opts.wrapper, &opts.args)
+            .stdout(stdout)
+            .stderr(std::fs::File::create(setup.dir.join("stderr.log")).unwrap())
             .spawn()
             .unwrap();
         let d = Daemon {
             child: Some(child),
-            dir,
-            addr,
-            client,
+            dir: setup.dir,
+            addr: setup.addr,
+            client: opts.client,
         };
-        d.wait_for("/readyz to say ready", Duration::from_secs(20), || {
-            matches!(d.try_get("/readyz"), Some((200, _)))
-        });
+        if wait_ready(&d.client, d.addr, Duration::from_secs(20)).is_err() {
+            panic!(
+                "timed out after 20s waiting for /readyz to say ready\nstderr:\n{}",
+                d.stderr()
+            );
+        }
         d
     }
 
