@@ -101,3 +101,42 @@ pub fn summary_row(out: &str, parts: &[&str]) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no value in {line}"))
 }
+
+/// The last word of each row of `metric`'s block in the summary (the rows indented
+/// under the line naming it) that contains every one of `parts`.
+pub fn summary_rows(out: &str, metric: &str, parts: &[&str]) -> Vec<String> {
+    let mut in_metric = false;
+    let mut found = Vec::new();
+    for line in out.lines() {
+        if !line.starts_with(' ') {
+            in_metric = line.trim() == metric;
+            continue;
+        }
+        if in_metric && parts.iter().all(|p| line.contains(p)) {
+            found.extend(line.split_whitespace().last().map(str::to_string));
+        }
+    }
+    found
+}
+
+/// [`summary_rows`] as numbers.
+pub fn summary_values(out: &str, metric: &str, parts: &[&str]) -> Vec<u64> {
+    summary_rows(out, metric, parts)
+        .iter()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{metric} {parts:?}: {v} is no count")))
+        .collect()
+}
+
+/// The `count N` of the summary's histogram line that starts with `series`
+/// (`name{label=value}`), `None` without one.
+pub fn summary_hist_count(out: &str, series: &str) -> Option<u64> {
+    let line = out.lines().find(|l| l.starts_with(series))?;
+    let rest = &line[line.find("count ")? + 6..];
+    rest.split(',').next()?.trim().parse().ok()
+}
+
+/// The value of `key=value` in an event line.
+pub fn event_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}

@@ -10,7 +10,7 @@ use std::process::Command;
 use rhai::Map;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{drain, int, load, s};
-use sonde_tests::run::{finish, start};
+use sonde_tests::run::{event_field as field, finish, start, summary_hist_count};
 use sonde_tests::{cannot_run, require_root, NetnsThread};
 
 const READS: usize = 8;
@@ -94,21 +94,6 @@ fn direct_io(dev: &str) {
     unsafe { std::alloc::dealloc(ptr, layout) };
 }
 
-/// `count N` of the summary's histogram line for `series` (`{disk=loop3,op=READ}`).
-fn hist_count(out: &str, series: &str) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("sonde_bio_latency_seconds") && l.contains(series))
-        .unwrap_or_else(|| panic!("no histogram {series} in:\n{out}"));
-    let rest = &line[line.find("count ").expect("count") + 6..];
-    rest.split(',').next().unwrap().trim().parse().unwrap()
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-}
-
 #[test]
 fn bio_latency_counts_direct_io_to_a_loop_device() {
     if !require_root("bio_latency_counts_direct_io_to_a_loop_device") {
@@ -144,11 +129,11 @@ fn bio_latency_counts_direct_io_to_a_loop_device() {
         "/sys/block/{disk}/stat"
     );
     assert_eq!(
-        hist_count(&out, &format!("{{disk={disk},op=READ}}")),
+        summary_hist_count(&out, &format!("sonde_bio_latency_seconds{{disk={disk},op=READ}}")).unwrap_or(0),
         READS as u64
     );
     assert_eq!(
-        hist_count(&out, &format!("{{disk={disk},op=WRITE}}")),
+        summary_hist_count(&out, &format!("sonde_bio_latency_seconds{{disk={disk},op=WRITE}}")).unwrap_or(0),
         WRITES as u64
     );
 

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{drain, int, load, ours, s};
-use sonde_tests::run::{finish, start};
+use sonde_tests::run::{finish, start, summary_values as rows};
 use sonde_tests::{require_root, NetnsThread};
 
 fn set_rcvbuf(fd: i32, bytes: i32) -> i32 {
@@ -168,22 +168,6 @@ fn scenario(ip: IpAddr) -> Kernel {
     // SAFETY: the descriptor from ping_flood, closed once.
     unsafe { libc::close(ping) };
     k
-}
-
-/// The rows of `metric`'s summary that contain every one of `parts`: their values.
-fn rows(out: &str, metric: &str, parts: &[&str]) -> Vec<u64> {
-    let mut in_metric = false;
-    let mut found = Vec::new();
-    for line in out.lines() {
-        if !line.starts_with(' ') {
-            in_metric = line.trim() == metric;
-            continue;
-        }
-        if in_metric && parts.iter().all(|p| line.contains(p)) {
-            found.push(line.split_whitespace().last().unwrap().parse().unwrap());
-        }
-    }
-    found
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rhai::Map;
 use sonde_tests::kernel::{int, load};
-use sonde_tests::run::{finish, start};
+use sonde_tests::run::{finish, start, summary_values};
 use sonde_tests::{require_root, NetnsThread};
 
 const SLOW_READ: Duration = Duration::from_millis(150);
@@ -118,17 +118,7 @@ fn scenario(ip: IpAddr) -> Done {
 
 /// The value of the summary row of `metric` containing every one of `parts`.
 fn row(out: &str, metric: &str, parts: &[&str]) -> Option<u64> {
-    let mut in_metric = false;
-    let mut found = Vec::new();
-    for line in out.lines() {
-        if !line.starts_with(' ') {
-            in_metric = line.trim() == metric;
-            continue;
-        }
-        if in_metric && parts.iter().all(|p| line.contains(p)) {
-            found.push(line.split_whitespace().last().unwrap().parse().unwrap());
-        }
-    }
+    let found = summary_values(out, metric, parts);
     assert!(found.len() <= 1, "{metric} {parts:?}: {found:?}\n{out}");
     found.first().copied()
 }

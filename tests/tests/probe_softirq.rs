@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rhai::Map;
 use sonde_tests::kernel::{drain, int, load, s};
-use sonde_tests::run::{finish, start};
+use sonde_tests::run::{event_field as field, finish, start, summary_hist_count};
 use sonde_tests::{require_root, NetnsThread};
 
 /// Pins the calling thread to `cpu`.
@@ -78,21 +78,6 @@ fn softirq_load(ns: &NetnsThread, dur: Duration) {
     assert!(round_trips > 100, "only {round_trips} round trips");
 }
 
-/// `count N` of the summary's histogram line `<metric>{vector=<v>}`.
-fn hist_count(out: &str, metric: &str, vector: &str) -> u64 {
-    let series = format!("{metric}{{vector={vector}}}");
-    let Some(line) = out.lines().find(|l| l.starts_with(&series)) else {
-        return 0;
-    };
-    let rest = &line[line.find("count ").expect("count") + 6..];
-    rest.split(',').next().unwrap().trim().parse().unwrap()
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-}
-
 #[test]
 fn softirq_script_exports_histograms_and_events_with_cpu() {
     if !require_root("softirq_script_exports_histograms_and_events_with_cpu") {
@@ -113,7 +98,7 @@ fn softirq_script_exports_histograms_and_events_with_cpu() {
     for metric in ["sonde_softirq_delay_seconds", "sonde_softirq_run_seconds"] {
         for vector in ["NET_RX", "TIMER"] {
             assert!(
-                hist_count(&out, metric, vector) > 0,
+                summary_hist_count(&out, &format!("{metric}{{vector={vector}}}")).unwrap_or(0) > 0,
                 "no {metric}{{vector={vector}}} samples:\n{out}"
             );
         }

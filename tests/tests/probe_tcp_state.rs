@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sonde_tests::run::{finish, start};
+use sonde_tests::run::{finish, start, summary_rows as rows};
 use sonde_tests::{connect_refused, require_root, NetnsThread};
 
 /// A port on `ip` with nothing listening.
@@ -159,22 +159,6 @@ fn scenario() -> Done {
     Done {
         timeout_secs: t0.elapsed().as_secs_f64(),
     }
-}
-
-/// The rows of `metric`'s summary that contain every one of `parts`: their values.
-fn rows(out: &str, metric: &str, parts: &[&str]) -> Vec<String> {
-    let mut in_metric = false;
-    let mut found = Vec::new();
-    for line in out.lines() {
-        if !line.starts_with(' ') {
-            in_metric = line.trim() == metric;
-            continue;
-        }
-        if in_metric && parts.iter().all(|p| line.contains(p)) {
-            found.push(line.split_whitespace().last().unwrap().to_string());
-        }
-    }
-    found
 }
 
 fn row(out: &str, metric: &str, parts: &[&str]) -> u64 {
