@@ -195,23 +195,7 @@ fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
         };
         let fd = libc::socket(family, libc::SOCK_STREAM, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut ss: libc::sockaddr_storage = zeroed();
-        let len = match addr {
-            std::net::SocketAddr::V4(a) => {
-                let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
-                sin.sin_family = libc::AF_INET as _;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                size_of::<libc::sockaddr_in>()
-            }
-            std::net::SocketAddr::V6(a) => {
-                let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
-                sin6.sin6_family = libc::AF_INET6 as _;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                size_of::<libc::sockaddr_in6>()
-            }
-        } as libc::socklen_t;
+        let (ss, len) = sockaddr(addr);
         // Bind to an ephemeral port first so the port is known before the reset.
         let mut local: libc::sockaddr_storage = zeroed();
         local.ss_family = family as _;
@@ -239,6 +223,33 @@ fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
             "connect to {addr} from port {port}: expected refused, got rc {rc}, {err}"
         );
         port
+    }
+}
+
+/// `addr` as the `sockaddr` bind(2) and connect(2) take, with its length.
+pub fn sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    use std::mem::{size_of, zeroed};
+    // SAFETY: a zeroed sockaddr_storage is valid and large enough for either family;
+    // the casts write the family's own struct at its start.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = zeroed();
+        let len = match addr {
+            std::net::SocketAddr::V4(a) => {
+                let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
+                sin.sin_family = libc::AF_INET as _;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                size_of::<libc::sockaddr_in>()
+            }
+            std::net::SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
+                sin6.sin6_family = libc::AF_INET6 as _;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
     }
 }
 

@@ -97,27 +97,12 @@ fn ping_flood(ip: IpAddr, n: usize) -> i32 {
         (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8)
     };
     // SAFETY: plain socket calls on a descriptor this function owns (returned to the
-    // caller, which closes it); the sockaddr structs are zeroed and sized for their
-    // family.
+    // caller, which closes it).
     unsafe {
         let fd = libc::socket(fam, libc::SOCK_DGRAM, proto);
         assert!(fd >= 0, "ping socket: {}", std::io::Error::last_os_error());
         set_rcvbuf(fd, 1);
-        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-        let len = match ip {
-            IpAddr::V4(a) => {
-                let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
-                sin.sin_family = libc::AF_INET as _;
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            IpAddr::V6(a) => {
-                let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
-                sin6.sin6_family = libc::AF_INET6 as _;
-                sin6.sin6_addr.s6_addr = a.octets();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        } as libc::socklen_t;
+        let (ss, len) = sonde_tests::sockaddr((ip, 0).into());
         // Echo request: type, code 0; the kernel sets the id and the checksum.
         let mut msg = [0u8; 64];
         msg[0] = echo;

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sonde_tests::run::{finish, start, summary_rows as rows};
-use sonde_tests::{connect_refused, require_root, NetnsThread};
+use sonde_tests::{connect_refused, require_root, sockaddr, NetnsThread};
 
 /// A port on `ip` with nothing listening.
 fn closed_port(ip: IpAddr) -> u16 {
@@ -22,9 +22,8 @@ fn closed_port(ip: IpAddr) -> u16 {
 
 /// connect() with TCP_SYNCNT set first; returns the error it fails with.
 fn connect_with_syncnt(addr: SocketAddr, syncnt: i32) -> std::io::Error {
-    use std::mem::{size_of, zeroed};
-    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr
-    // structs are zero-initialised and sized for their family.
+    use std::mem::size_of;
+    // SAFETY: plain socket calls on a descriptor this function owns.
     unsafe {
         let family = if addr.is_ipv4() {
             libc::AF_INET
@@ -41,23 +40,7 @@ fn connect_with_syncnt(addr: SocketAddr, syncnt: i32) -> std::io::Error {
             size_of::<i32>() as libc::socklen_t,
         );
         assert_eq!(rc, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
-        let mut ss: libc::sockaddr_storage = zeroed();
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
-                sin.sin_family = libc::AF_INET as _;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
-                sin6.sin6_family = libc::AF_INET6 as _;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                size_of::<libc::sockaddr_in6>()
-            }
-        } as libc::socklen_t;
+        let (ss, len) = sockaddr(addr);
         let rc = libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len);
         let err = std::io::Error::last_os_error();
         libc::close(fd);
