@@ -170,3 +170,50 @@ pub fn no_sonde_left(iface: &str) {
     let tcx = sonde::bpf::tc::tcx_programs(iface);
     assert!(tcx.is_empty(), "TCX links left on {iface}: {tcx:?}");
 }
+
+/// Two named network namespaces (`ip netns add`), `<tag><pid>a` and `<tag><pid>b`,
+/// joined by a veth whose ends carry their namespace's name and the MAC addresses
+/// `<mac>:01` (a) and `<mac>:02` (b); both ends down, no address. Dropping it deletes
+/// both namespaces (and so the pair).
+pub struct NamedPair {
+    pub a: String,
+    pub b: String,
+    /// Namespace inodes, as the kernel programs report them.
+    pub inode_a: u32,
+    pub inode_b: u32,
+}
+
+impl NamedPair {
+    /// `mac`: the first five bytes, e.g. `02:00:00:00:09`.
+    pub fn new(tag: &str, mac: &str) -> NamedPair {
+        use std::os::unix::fs::MetadataExt;
+        let tag = format!("{tag}{}", std::process::id() % 100_000);
+        let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+        for ns in [&a, &b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            ip(&["netns", "add", ns]);
+        }
+        let inode = |ns: &str| std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino() as u32;
+        let pair = NamedPair {
+            inode_a: inode(&a),
+            inode_b: inode(&b),
+            a,
+            b,
+        };
+        let (mac_a, mac_b) = (format!("{mac}:01"), format!("{mac}:02"));
+        ip(&[
+            "link", "add", &pair.a, "netns", &pair.a, "address", &mac_a, "type", "veth", "peer",
+            "name", &pair.b, "netns", &pair.b, "address", &mac_b,
+        ]);
+        pair
+    }
+
+}
+
+impl Drop for NamedPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}

@@ -16,7 +16,6 @@
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use rhai::Map;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{drain, int, load, ours, s};
 use sonde_tests::run::{finish, start, summary_row};
+use sonde_tests::veth::NamedPair;
 use sonde_tests::{ip, require_root, wait_up, NetnsThread};
 
 const SLOW_READ: Duration = Duration::from_millis(40);
@@ -133,18 +133,6 @@ fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'stati
     .unwrap()
 }
 
-struct Pair {
-    a: String,
-    b: String,
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.a]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.b]).output();
-    }
-}
-
 const A4: &str = "198.18.9.1";
 const B4: &str = "198.18.9.2";
 const A6: &str = "2001:db8:9::1";
@@ -158,34 +146,9 @@ fn kernel_latency_tx_syn_waiting_for_the_neighbour_v4_v6() {
     let (mut loaded, env) = load("kernel_latency", &[("threshold_ms", ParamValue::Int(10))]);
     assert_eq!(loaded.variant.name, "tracepoint");
 
-    let tag = format!("klt{}", std::process::id() % 100_000);
-    let pair = Pair {
-        a: format!("{tag}a"),
-        b: format!("{tag}b"),
-    };
+    let pair = NamedPair::new("klt", "02:00:00:00:09");
     let (a, b) = (pair.a.as_str(), pair.b.as_str());
-    ip(&["netns", "add", a]);
-    ip(&["netns", "add", b]);
-    let inode_a = std::fs::metadata(format!("/run/netns/{a}")).unwrap().ino() as u32;
-    let inode_b = std::fs::metadata(format!("/run/netns/{b}")).unwrap().ino() as u32;
-    ip(&[
-        "link",
-        "add",
-        a,
-        "netns",
-        a,
-        "address",
-        "02:00:00:00:09:01",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b,
-        "netns",
-        b,
-        "address",
-        "02:00:00:00:09:02",
-    ]);
+    let (inode_a, inode_b) = (pair.inode_a, pair.inode_b);
     ip(&["-n", a, "addr", "add", &format!("{A4}/24"), "dev", a]);
     ip(&["-n", b, "addr", "add", &format!("{B4}/24"), "dev", b]);
     ip(&[

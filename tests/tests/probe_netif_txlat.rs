@@ -14,7 +14,6 @@
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use sonde::bpf::Loaded;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{int, load, s};
 use sonde_tests::run::{finish, start};
+use sonde_tests::veth::NamedPair;
 use sonde_tests::{ip, require_root, wait_up};
 
 /// Datagram payload: 1000 bytes + 8 UDP + 20 IP + 14 Ethernet = 1042 bytes on the wire,
@@ -39,24 +39,14 @@ struct Link {
     b: String,
     dev: String,
     inode: u32,
+    /// Deletes both namespaces when the link is dropped.
+    _pair: NamedPair,
 }
 
 impl Link {
     fn new(tag: &str) -> Link {
-        let tag = format!("{tag}{}", std::process::id() % 100_000);
-        let (a, b) = (format!("{tag}a"), format!("{tag}b"));
-        let _ = Command::new("ip").args(["netns", "del", &a]).output();
-        let _ = Command::new("ip").args(["netns", "del", &b]).output();
-        ip(&["netns", "add", &a]);
-        ip(&["netns", "add", &b]);
-        let link = Link {
-            dev: a.clone(),
-            inode: std::fs::metadata(format!("/run/netns/{a}")).unwrap().ino() as u32,
-            a,
-            b,
-        };
-        let (a, b) = (&link.a, &link.b);
-        for ns in [a, b] {
+        let pair = NamedPair::new(tag, "02:00:00:00:07");
+        for ns in [&pair.a, &pair.b] {
             let sysctl = Command::new("ip")
                 .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
                 .arg("net.ipv6.conf.all.disable_ipv6=1")
@@ -65,24 +55,14 @@ impl Link {
                 .unwrap();
             assert!(sysctl.success());
         }
-        ip(&[
-            "link",
-            "add",
-            a,
-            "netns",
-            a,
-            "address",
-            "02:00:00:00:07:01",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b,
-            "netns",
-            b,
-            "address",
-            "02:00:00:00:07:02",
-        ]);
+        let link = Link {
+            dev: pair.a.clone(),
+            inode: pair.inode_a,
+            a: pair.a.clone(),
+            b: pair.b.clone(),
+            _pair: pair,
+        };
+        let (a, b) = (&link.a, &link.b);
         ip(&["-n", a, "addr", "add", &format!("{SENDER}/24"), "dev", a]);
         ip(&["-n", b, "addr", "add", &format!("{RECEIVER}/24"), "dev", b]);
         ip(&[
@@ -148,12 +128,6 @@ impl Link {
     }
 }
 
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.a]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.b]).output();
-    }
-}
 
 /// One histogram of the run summary: `(upper bound in raw units, count)` per bucket
 /// row under the header line that contains every one of `parts`.
