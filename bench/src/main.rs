@@ -24,13 +24,17 @@
 //! program on the same hooks and bpftrace counting the same way where a
 //! counterpart exists.
 //! `sources`: one scrape's worth of procfs/netlink reading by the eleven source
-//! scripts with 50 pod network namespaces, beside node_exporter on the host only.
+//! scripts with 50 pod network namespaces (or a list of counts: a scaling table),
+//! beside node_exporter on the host only.
+//! `exposition`: the render time of a scrape at 1k, 10k and 100k series, beside
+//! the Prometheus Python client holding the same series.
 //! See bench/README.md for what each row measures.
 
 mod bpf_stats;
 mod daemon;
 mod daemon_report;
 mod empty_prog;
+mod exposition;
 mod kernel;
 mod kernel_ops;
 mod report;
@@ -51,7 +55,8 @@ usage: sonde-bench resets [options]
        sonde-bench daemon [daemon options]
        sonde-bench kernel [kernel options]
        sonde-bench workload [--seconds N] [--rates R] [--threads N]
-       sonde-bench sources [--namespaces N] [--rounds N] [--node-exporter PATH]
+       sonde-bench sources [--namespaces N[,N...]] [--rounds N] [--node-exporter PATH]
+       sonde-bench exposition [--series N[,N...]] [--rounds N] [--python PATH]
        sonde-bench compare --baseline OTHER_SONDE [--rounds N] [--seconds N] [--rates R]
 
 Generates TCP resets in network namespaces and measures, for the same workload,
@@ -178,6 +183,17 @@ fn main() -> ExitCode {
             return match workspace_root()
                 .and_then(|root| sources::SourcesOptions::parse(&args[1..], root))
                 .and_then(|o| sources::run(&o))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("exposition") => {
+            return match exposition::ExpositionOptions::parse(&args[1..])
+                .and_then(|o| exposition::run(&o))
             {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
