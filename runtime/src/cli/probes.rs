@@ -64,7 +64,7 @@ pub fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
                     "name": v.name,
                     "summary": v.summary,
                     "available": r.is_ok(),
-                    "reason": r.as_ref().err(),
+                    "reason": r.as_ref().err().map(ToString::to_string),
                 })).collect::<Vec<_>>(),
             }));
             continue;

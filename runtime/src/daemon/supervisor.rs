@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::bpf::catalog;
 use crate::bpf::decode::ObjectTypes;
+use crate::bpf::error::SkippedView;
 use crate::bpf::live::{Live, SharedLive};
 use crate::bpf::maps::MapTable;
 use crate::btf::KernelBtf;
@@ -74,7 +75,7 @@ fn btf_config(cfg: &Config) -> BtfConfig {
 struct Probe {
     key: KernelKey,
     variant: String,
-    skipped: Vec<(String, String)>,
+    skipped: Vec<SkippedView>,
     knobs: Vec<(String, String)>,
     maps: Arc<MapTable>,
     programs: Arc<[(String, OwnedFd)]>,
@@ -86,11 +87,7 @@ impl Probe {
         Probe {
             key,
             variant: l.variant.name.to_string(),
-            skipped: l
-                .skipped
-                .iter()
-                .map(|s| (s.variant.to_string(), s.reason.clone()))
-                .collect(),
+            skipped: l.skipped.iter().map(SkippedView::of).collect(),
             knobs: l.knobs.clone(),
             maps: l.maps.clone(),
             programs: l.programs.clone(),

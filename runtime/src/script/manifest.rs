@@ -149,7 +149,9 @@ fn kernel_fit(
     value: &ParamValue,
 ) -> Result<(), String> {
     if name == crate::bpf::VARIANT_PARAM {
-        return crate::bpf::check_variant(spec, value).map(|_| ());
+        return crate::bpf::check_variant(spec, value)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
     }
     match crate::bpf::knobs(spec).iter().find(|k| k.name == name) {
         Some(knob) => crate::bpf::check_knob(knob, value)
