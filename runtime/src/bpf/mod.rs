@@ -79,6 +79,52 @@ pub enum BpfError {
     },
 }
 
+/// A built-in program, looked up once by name: holding one means the program exists,
+/// so nothing past the lookup (a script's manifest, the loader, the daemon) has an
+/// "unknown program" case to handle.
+///
+/// ```
+/// let p = sonde::bpf::Program::find("tcp_reset").unwrap();
+/// assert_eq!(p.name(), "tcp_reset");
+/// assert!(sonde::bpf::Program::find("tcp_rest").is_err());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Program(&'static ProgramSpec);
+
+impl Program {
+    pub fn find(name: &str) -> Result<Program, BpfError> {
+        catalog::find(name)
+            .map(Program)
+            .ok_or_else(|| BpfError::UnknownProgram {
+                name: name.into(),
+                known: catalog::names().join(", "),
+            })
+    }
+
+    pub fn spec(self) -> &'static ProgramSpec {
+        self.0
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+}
+
+/// Two handles are the same program when they name the same one.
+impl PartialEq for Program {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Program {}
+
+impl std::fmt::Display for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
 /// A variant that was not used, and why.
 #[derive(Debug)]
 pub struct Skipped {

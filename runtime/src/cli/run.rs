@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::bpf;
 use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
 use crate::bpf::live::Live;
 use crate::bpf::maps::{decode_entries, Layout, MapTable, RawEntries};
-use crate::bpf::{self, catalog};
 use crate::btf::KernelBtf;
 use crate::cli::{Output, RunArgs};
 use crate::event::{Event, EventSink};
@@ -267,7 +267,7 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         Stop::listen()?
     };
 
-    let Some(program) = manifest.program.clone() else {
+    let Some(program) = manifest.program else {
         // No kernel side: init, ticks, exit.
         let mut inst = rc.start(Arc::new(NoMaps))?;
         wait_loop(
@@ -285,9 +285,7 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         return Ok(stats);
     };
 
-    // Script::compile refused any other (with the manifest's line).
-    let spec =
-        catalog::find(&program).ok_or_else(|| anyhow!("unknown kernel program `{program}`"))?;
+    let spec = program.spec();
     let btf = KernelBtf::locate(args.btf.as_deref())?;
     let mut live = Live::start(spec, rc.params, &btf, pods, args.record.is_some())?;
     for s in &live.loaded.skipped {
@@ -528,8 +526,8 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let printer = rc.printer;
     let mut reader = record::Reader::open(path)?;
     let header = reader.header.clone();
-    if let Some(p) = &rc.script.manifest().program {
-        if *p != header.program {
+    if let Some(p) = rc.script.manifest().program {
+        if p.name() != header.program {
             bail!(
                 "{}: recorded from program `{}`, but the script's PROBE.program is `{p}`",
                 path.display(),
@@ -537,13 +535,14 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             );
         }
     }
-    let spec = catalog::find(&header.program).ok_or_else(|| {
-        anyhow!(
-            "{}: unknown program `{}` in recording",
-            path.display(),
-            header.program
-        )
-    })?;
+    let spec = bpf::Program::find(&header.program)
+        .with_context(|| {
+            format!(
+                "{}: recorded from a program this sonde lacks",
+                path.display()
+            )
+        })?
+        .spec();
     let types = ObjectTypes::parse(spec.object)?;
     let decoders: Vec<Decoder> = header
         .sources

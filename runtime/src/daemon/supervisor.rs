@@ -534,9 +534,10 @@ impl Supervisor {
             let Ok(params) = script.manifest().resolve_params(&overrides) else {
                 continue;
             };
-            let Some(spec) = script.manifest().program.as_deref().and_then(catalog::find) else {
+            let Some(program) = script.manifest().program else {
                 continue;
             };
+            let spec = program.spec();
             let key = KernelKey {
                 program: spec.name.to_string(),
                 knobs: knob_params(spec, &params),
@@ -821,21 +822,16 @@ impl Supervisor {
             .manifest()
             .resolve_params(overrides)
             .map_err(|e| format!("{file}: scripts.params.{}: {e}", w.name))?;
-        let program = script.manifest().program.clone();
+        let program = script.manifest().program;
         let running = self.units.get(&w.name).filter(|u| u.task.is_some());
         let mut live = None;
         let mut reuse_kernel = false;
-        let maps: Arc<dyn MapReader> = match &program {
+        let maps: Arc<dyn MapReader> = match program {
             None => Arc::new(NoMaps),
             Some(program) => {
-                let spec = catalog::find(program).ok_or_else(|| {
-                    format!(
-                        "{file}: PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
-                        catalog::names().join(", ")
-                    )
-                })?;
+                let spec = program.spec();
                 let key = KernelKey {
-                    program: program.clone(),
+                    program: program.to_string(),
                     knobs: knob_params(spec, &params),
                     btf: btf_config(&self.cfg),
                 };
@@ -926,7 +922,7 @@ impl Supervisor {
             same_source,
             inst,
             params,
-            program,
+            program: program.map(|p| p.name().to_string()),
             live,
             reuse_kernel,
             interval: script.manifest().interval,

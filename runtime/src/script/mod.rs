@@ -163,10 +163,9 @@ pub struct EmptyMaps(pub Vec<String>);
 
 impl EmptyMaps {
     /// The maps of a built-in program (none for `None`).
-    pub fn of(program: Option<&str>) -> Self {
+    pub fn of(program: Option<crate::bpf::Program>) -> Self {
         let names = program
-            .and_then(crate::bpf::catalog::find)
-            .and_then(|spec| crate::bpf::decode::ObjectTypes::parse(spec.object).ok())
+            .and_then(|p| crate::bpf::decode::ObjectTypes::parse(p.spec().object).ok())
             .map(|t| t.map_names())
             .unwrap_or_default();
         EmptyMaps(names)
@@ -200,7 +199,7 @@ pub fn dry_start(
     limits: &Limits,
 ) -> Result<(), ScriptError> {
     let mut ctx = ScriptContext::detached(name);
-    ctx.maps = Arc::new(EmptyMaps::of(script.manifest().program.as_deref()));
+    ctx.maps = Arc::new(EmptyMaps::of(script.manifest().program));
     Instance::start(script, params, ctx, limits).map(drop)
 }
 

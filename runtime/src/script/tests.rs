@@ -127,7 +127,7 @@ const PROBE = #{
 "#;
     let s = Script::compile("x.rhai", src, &Limits::default()).unwrap();
     let m = s.manifest();
-    assert_eq!(m.program.as_deref(), Some("tcp_reset"));
+    assert_eq!(m.program.map(|p| p.name()), Some("tcp_reset"));
     assert_eq!(m.interval, Duration::from_secs(2));
     assert_eq!(m.description, "Resets, per pod.\nSecond line.");
     assert_eq!(
@@ -149,7 +149,7 @@ fn manifest_shorthand_and_absence() {
         &Limits::default(),
     )
     .unwrap();
-    assert_eq!(s.manifest().program.as_deref(), Some("packet_loss"));
+    assert_eq!(s.manifest().program.map(|p| p.name()), Some("packet_loss"));
     assert_eq!(s.manifest().interval, Duration::from_secs(10));
     let s = Script::compile("x.rhai", "fn on_tick() {}", &Limits::default()).unwrap();
     assert_eq!(s.manifest().program, None);
