@@ -239,7 +239,7 @@ pub struct Supervisor {
     pods: Arc<dyn PodResolver>,
     /// The kernel BTF, read when a program is loaded and dropped after each reload:
     /// parsed, it takes tens of MB that an idle daemon has no use for.
-    btf: std::sync::Mutex<Option<Result<Arc<KernelBtf>, String>>>,
+    btf: std::sync::Mutex<Option<Result<Arc<KernelBtf>, Arc<crate::btf::BtfError>>>>,
     /// Where the BTF came from (or why there is none), for `/status`.
     btf_status: std::sync::Mutex<serde_json::Value>,
     units: BTreeMap<String, Unit>,
@@ -654,7 +654,7 @@ impl Supervisor {
 
     /// The kernel BTF, read on first use in a reload. Where it came from (the
     /// chain, or why there is none) goes to `/status` and `sonde_btf_info`.
-    fn kernel_btf(&self) -> Result<Arc<KernelBtf>, String> {
+    fn kernel_btf(&self) -> Result<Arc<KernelBtf>, Arc<crate::btf::BtfError>> {
         let mut cached = self.btf.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(btf) = cached.as_ref() {
             return btf.clone();
@@ -669,7 +669,8 @@ impl Supervisor {
             }
             Err(e) => {
                 self.shared.telemetry.set_btf(None);
-                (Err(e.to_string()), e.to_json())
+                let status = e.to_json();
+                (Err(Arc::new(e)), status)
             }
         };
         *self.btf_status.lock().unwrap_or_else(|e| e.into_inner()) = status;
