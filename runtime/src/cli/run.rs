@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::bpf;
 use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
 use crate::bpf::live::Live;
-use crate::bpf::maps::{decode_entries, Layout, MapTable, RawEntries};
+use crate::bpf::maps::{decode_entries, Layout, MapReadError, MapTable, RawEntries};
 use crate::btf::KernelBtf;
 use crate::cli::{Output, RunArgs};
 use crate::event::{Event, EventSink};
@@ -92,11 +92,13 @@ struct ReplayMaps {
 }
 
 impl MapReader for ReplayMaps {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        let (layout, key, value) = self
-            .layouts
-            .get(map)
-            .ok_or_else(|| format!("no map `{map}` in this recording"))?;
+    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
+        let (layout, key, value) =
+            self.layouts
+                .get(map)
+                .ok_or_else(|| MapReadError::NotRecorded {
+                    map: map.to_string(),
+                })?;
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         let entries = latest.get(map).map(Vec::as_slice).unwrap_or(&[]);
         decode_entries(layout, key.as_ref(), value.as_ref(), entries, &self.env)

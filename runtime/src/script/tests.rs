@@ -19,7 +19,7 @@ impl EventSink for Sink {
 struct FakeMaps;
 
 impl MapReader for FakeMaps {
-    fn entries(&self, map: &str) -> Result<Array, String> {
+    fn entries(&self, map: &str) -> Result<Array, MapReadError> {
         let entry = |pod: &str, slot: i64, value: i64| {
             let mut key = Map::new();
             key.insert("pod".into(), pod.into());
@@ -31,7 +31,10 @@ impl MapReader for FakeMaps {
         };
         match map {
             "hist" => Ok(vec![entry("a", 1, 5), entry("b", 3, 2), entry("a", 3, 1)]),
-            _ => Err(format!("no map `{map}` in program x")),
+            _ => Err(MapReadError::NoSuchMap {
+                map: map.to_string(),
+                known: vec!["hist".into()],
+            }),
         }
     }
 }
