@@ -108,6 +108,8 @@ struct Unit {
     last_error: Option<(String, SystemTime)>,
     /// Not running because its program cannot run on this kernel (a built-in).
     unavailable: bool,
+    /// When its program loaded no variant: each variant and why, for `/status`.
+    load_skipped: Vec<SkippedView>,
     loaded_at: Option<SystemTime>,
     /// Stopped by its runner (memory, errors, a panic), and when it is tried again.
     failure: Option<Failure>,
@@ -146,6 +148,7 @@ impl Unit {
             stats: Default::default(),
             last_error: None,
             unavailable: false,
+            load_skipped: Vec::new(),
             loaded_at: None,
             failure: None,
         }
@@ -172,11 +175,10 @@ impl Unit {
             },
             program: self.program.clone(),
             variant: self.probe.as_ref().map(|p| p.variant.clone()),
-            skipped: self
-                .probe
-                .as_ref()
-                .map(|p| p.skipped.clone())
-                .unwrap_or_default(),
+            skipped: match &self.probe {
+                Some(p) => p.skipped.clone(),
+                None => self.load_skipped.clone(),
+            },
             knobs: self
                 .probe
                 .as_ref()
@@ -715,6 +717,9 @@ impl Supervisor {
                 }
                 unit.last_error = Some((e.message.clone(), SystemTime::now()));
                 unit.unavailable = e.unavailable && !running;
+                if !running {
+                    unit.load_skipped = e.skipped.clone();
+                }
                 return Err(e);
             }
         };
@@ -807,6 +812,7 @@ impl Supervisor {
                 stats,
                 last_error: None,
                 unavailable: false,
+                load_skipped: Vec::new(),
                 loaded_at: Some(SystemTime::now()),
                 failure,
             },
@@ -862,10 +868,7 @@ impl Supervisor {
                                     None => {
                                         let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
                                         Live::start(spec, &params, &btf, self.pods.clone(), false)
-                                            .map_err(|e| Rejected {
-                                                unavailable: matches!(e, crate::bpf::BpfError::NoVariant { .. }),
-                                                message: format!("{file}: {e}"),
-                                            })?
+                                            .map_err(|e| Rejected::load(&file, e))?
                                             .into_shared()
                                             .map_err(|e| format!("{file}: cannot start the program's reader: {e}"))?
                                     }
@@ -1030,6 +1033,25 @@ struct Rejected {
     /// Its program has no variant this kernel can run (no kprobes, a missing
     /// module): expected for some built-ins on some nodes, not an error to fix.
     unavailable: bool,
+    /// Each variant of its program and why it did not load, when none did.
+    skipped: Vec<SkippedView>,
+}
+
+impl Rejected {
+    /// The program of the script at `file` did not load.
+    fn load(file: &str, e: crate::bpf::BpfError) -> Rejected {
+        let skipped = match &e {
+            crate::bpf::BpfError::NoVariant { skipped, .. } => {
+                skipped.iter().map(SkippedView::of).collect()
+            }
+            _ => Vec::new(),
+        };
+        Rejected {
+            message: format!("{file}: {e}"),
+            unavailable: !skipped.is_empty(),
+            skipped,
+        }
+    }
 }
 
 impl From<String> for Rejected {
@@ -1037,6 +1059,7 @@ impl From<String> for Rejected {
         Rejected {
             message,
             unavailable: false,
+            skipped: Vec::new(),
         }
     }
 }
