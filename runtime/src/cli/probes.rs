@@ -286,3 +286,99 @@ fn table(out: &mut String, fields: &[FieldRef]) {
         out.push('\n');
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::catalog::{Attach, Hook, Variant};
+    use crate::bpf::{LoadError, LoadFailure, Unavailable};
+
+    const GETPPID: Hook = Hook::Tracepoint {
+        category: "syscalls",
+        name: "sys_enter_getppid",
+    };
+
+    static SPEC: ProgramSpec = ProgramSpec {
+        name: "demo",
+        summary: "three variants",
+        object: &[],
+        variants: &[
+            Variant {
+                name: "rejected",
+                summary: "the verifier says no",
+                attach: &[Attach {
+                    program: "bad",
+                    hook: GETPPID,
+                }],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "kprobe",
+                summary: "no kprobes here",
+                attach: &[],
+                requires: &[],
+                knobs: &[],
+            },
+            Variant {
+                name: "good",
+                summary: "loads",
+                attach: &[],
+                requires: &[],
+                knobs: &[],
+            },
+        ],
+    };
+
+    #[test]
+    fn verbose_prints_the_reason_on_one_line_and_the_log_under_it() {
+        let log = "0: R1=ctx() R10=fp0\n0: (79) r1 = *(u64 *)(r10 -1024)\n\
+                   invalid read from stack R10 off=-1024 size=8\nverification time 20 usec\n";
+        let rejected = LoadError {
+            program: "demo",
+            variant: "rejected",
+            failure: LoadFailure::Load {
+                attach: SPEC.variants[0].attach[0],
+                error: Box::new(aya::programs::ProgramError::LoadError {
+                    io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+                    verifier_log: aya_obj::VerifierLog::new(log.into()),
+                }),
+            },
+        };
+        let trials: Vec<Trial> = vec![
+            (
+                &SPEC.variants[0],
+                Err(SkipReason::Failed(Box::new(rejected))),
+            ),
+            (
+                &SPEC.variants[1],
+                Err(SkipReason::Unavailable(Unavailable::NoKprobes)),
+            ),
+            (&SPEC.variants[2], Ok(())),
+        ];
+        let pad = " ".repeat(23);
+        let want = format!(
+            "demo  [loads: variant good]\n  three variants\n\
+             \x20 - rejected           the verifier says no\n\
+             {pad}failed: bad (tracepoint syscalls:sys_enter_getppid): the verifier rejected it: \
+             invalid read from stack R10 off=-1024 size=8 (Permission denied (os error 13))\n\
+             {pad}verifier log (4 lines):\n\
+             {pad}  0: R1=ctx() R10=fp0\n\
+             {pad}  0: (79) r1 = *(u64 *)(r10 -1024)\n\
+             {pad}  invalid read from stack R10 off=-1024 size=8\n\
+             {pad}  verification time 20 usec\n\
+             \x20 - kprobe             no kprobes here\n\
+             {pad}not here: kernel has no kprobes (CONFIG_KPROBES off: no kprobe PMU, no kprobe_events)\n\
+             \x20 * good               loads\n\
+             {pad}loaded and attached (detached again)\n\
+             \n* chosen variant   + would also load   - does not load here\n"
+        );
+        assert_eq!(verbose_text(&SPEC, &trials), want);
+        let json = trial_json(&trials[0]);
+        assert_eq!(json["stage"], "load");
+        assert_eq!(json["hook"], "tracepoint syscalls:sys_enter_getppid");
+        assert_eq!(json["bpf_program"], "bad");
+        assert_eq!(json["verifier_log"], log);
+        assert_eq!(trial_json(&trials[2])["loaded"], true);
+    }
+}
