@@ -5,12 +5,15 @@
 //! verifier's log, often hundreds of lines, is printed only when asked for:
 //!
 //! ```text
-//! $ sonde probes --verbose packet_loss
-//!   - tracepoint   failed: tp_kfree_skb (tracepoint skb:kfree_skb): the verifier
-//!                  refused it: invalid bpf_context access off=4096 size=8 (os error 13)
-//!                  verifier log:
-//!                    0: R1=ctx() R10=fp0
-//!                    ...
+//! $ sonde probes --verbose PROGRAM
+//!   - rejected           reads 1 KiB below its stack frame
+//!                        failed: past_the_stack (tracepoint syscalls:sys_enter_getppid): the verifier rejected it: invalid read from stack R10 off=-1024 size=8 (Permission denied (os error 13))
+//!                        verifier log (6 lines):
+//!                          0: R1=ctx() R10=fp0
+//!                          ; asm volatile("%0 = *(u64 *)(r10 - 1024)" : "=r"(r)); @ verifier_reject.bpf.c:26
+//!                          0: (79) r1 = *(u64 *)(r10 -1024)
+//!                          invalid read from stack R10 off=-1024 size=8
+//!                          ...
 //! ```
 
 use std::fmt;
