@@ -416,7 +416,6 @@ fn log_skipped(program: &str, variant: &str, reason: &SkipReason) {
 /// not tried; one that loads and attaches is detached right away.
 pub fn trial(spec: &'static ProgramSpec, btf: &KernelBtf) -> Result<Vec<Trial>, BpfError> {
     let prepared = Prepared::new(spec, &[])?;
-    raise_memlock_once();
     Ok(spec
         .variants
         .iter()
@@ -442,6 +441,8 @@ pub type Trial = (&'static Variant, Result<(), SkipReason>);
 struct Prepared {
     spec: &'static ProgramSpec,
     types: ObjectTypes,
+    /// The knobs the object declares.
+    declared: Vec<Knob>,
     /// Knob name, its bytes, and the value as shown.
     knobs: Vec<(String, Vec<u8>, String)>,
 }
@@ -465,7 +466,12 @@ impl Prepared {
             }
         }
         raise_memlock_once();
-        Ok(Prepared { spec, types, knobs })
+        Ok(Prepared {
+            spec,
+            types,
+            declared,
+            knobs,
+        })
     }
 
     /// Loads and attaches `variant`, or says why it cannot be.
@@ -477,10 +483,9 @@ impl Prepared {
     ) -> Result<Loaded, SkipReason> {
         assess_variant(variant, Some(btf))?;
         let mut values = self.knobs.clone();
-        let knobs = self.types.knobs();
         for (k, v) in variant.knobs {
             values.retain(|(n, _, _)| n != k);
-            if let Some(knob) = knobs.iter().find(|kn| kn.name == *k) {
+            if let Some(knob) = self.declared.iter().find(|kn| kn.name == *k) {
                 let bytes = knob_bytes(knob, &ParamValue::Bool(*v)).unwrap_or_default();
                 values.push((k.to_string(), bytes, v.to_string()));
             }
