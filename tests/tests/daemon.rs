@@ -681,6 +681,35 @@ fn a_builtin_the_kernel_cannot_run_is_reported_and_the_others_run() {
     assert_eq!(unit["state"], "unavailable", "{unit}");
     let why = unit["last_error"].to_string();
     assert!(why.contains("no variant can run on this kernel"), "{unit}");
+    assert!(!why.contains("\\n"), "one line: {unit}");
+    // Each variant, why it did not load, and where it stopped.
+    let skipped = unit["skipped_variants"]
+        .as_array()
+        .expect("skipped_variants");
+    assert!(!skipped.is_empty(), "{unit}");
+    for v in skipped {
+        assert!(v["variant"].is_string(), "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty() && !r.contains('\n')),
+            "{v}"
+        );
+        let stage = v["stage"].as_str().unwrap_or_default();
+        assert!(
+            [
+                "not_asked",
+                "unavailable",
+                "object",
+                "load",
+                "attach",
+                "maps"
+            ]
+            .contains(&stage),
+            "{v}"
+        );
+        assert!(v["verifier_log"].is_boolean(), "{v}");
+    }
     let log = d.stderr();
     assert!(
         log.lines().any(|l| l.contains("WARN")

@@ -6,6 +6,9 @@
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 
 use rhai::{Dynamic, Map};
+use sonde::bpf;
+use sonde::bpf::catalog::{Attach, Hook, ProgramSpec, Variant};
+use sonde::btf::KernelBtf;
 use sonde::script::ParamValue;
 use sonde_tests::kernel::{counts, drain, int, load, ours, s};
 use sonde_tests::{connect_refused, require_root, NetnsThread};
@@ -341,5 +344,141 @@ fn ring_buffer_overflow_is_counted() {
     assert!(
         ours + lost >= N,
         "delivered {ours} + lost {lost} must cover all {N} drops"
+    );
+}
+
+/// A test-only object (`tests/bpf/verifier_reject.bpf.c`): one program the verifier
+/// rejects (a read past the stack) and one it accepts, on the same hook, as two
+/// variants in that order.
+static VERIFIER_REJECT_OBJ: &[u8] = aya::include_bytes_aligned!("../bpf/verifier_reject.bpf.o");
+
+const GETPPID: Hook = Hook::Tracepoint {
+    category: "syscalls",
+    name: "sys_enter_getppid",
+};
+
+static VERIFIER_REJECT: ProgramSpec = ProgramSpec {
+    name: "verifier_reject",
+    summary: "a program the verifier rejects, then one it accepts",
+    object: VERIFIER_REJECT_OBJ,
+    variants: &[
+        Variant {
+            name: "rejected",
+            summary: "reads 1 KiB below its stack frame",
+            attach: &[Attach {
+                program: "past_the_stack",
+                hook: GETPPID,
+            }],
+            requires: &[],
+            knobs: &[],
+        },
+        Variant {
+            name: "accepted",
+            summary: "returns 0",
+            attach: &[Attach {
+                program: "accepted",
+                hook: GETPPID,
+            }],
+            requires: &[],
+            knobs: &[],
+        },
+    ],
+};
+
+/// What the kernel's verifier says of `past_the_stack`.
+const VERDICT: &str = "invalid read from stack R10 off=-1024 size=8";
+
+/// A verifier rejection through the loader every program goes through: the variant
+/// is skipped with a one-line reason, the next one attaches, the error keeps the
+/// program, variant, hook and the verifier's whole log, and `sonde probes --verbose`
+/// prints that log.
+#[test]
+fn a_verifier_rejection_keeps_its_log_and_probes_verbose_prints_it() {
+    if !require_root("a_verifier_rejection_keeps_its_log_and_probes_verbose_prints_it") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let btf = KernelBtf::locate(None).expect("kernel BTF");
+
+    let loaded = bpf::load(&VERIFIER_REJECT, &[], &btf).expect("the accepted variant loads");
+    assert_eq!(loaded.variant.name, "accepted");
+    let [skipped] = &loaded.skipped[..] else {
+        panic!("one variant skipped: {:?}", loaded.skipped);
+    };
+    assert_eq!(skipped.variant, "rejected");
+    let e = skipped
+        .reason
+        .load_error()
+        .expect("a load error, not a precondition");
+    assert_eq!((e.program, e.variant), ("verifier_reject", "rejected"));
+    assert_eq!(e.function(), Some("past_the_stack"));
+    assert_eq!(
+        e.hook().map(ToString::to_string).as_deref(),
+        Some("tracepoint syscalls:sys_enter_getppid")
+    );
+    assert_eq!(e.stage(), "load", "{e}");
+    let log = e.verifier_log().expect("the verifier's log is kept");
+    assert!(log.contains(VERDICT), "{log}");
+    assert!(
+        log.lines().count() > 1,
+        "the whole log, not its last line: {log}"
+    );
+    let reason = skipped.reason.to_string();
+    assert!(!reason.contains('\n'), "one line: {reason}");
+    assert!(
+        reason.starts_with(&format!(
+            "past_the_stack (tracepoint syscalls:sys_enter_getppid): the verifier rejected it: {VERDICT} ("
+        )),
+        "{reason}"
+    );
+    drop(loaded);
+
+    // Asked for by name, it is the only one tried and the load fails with it.
+    let only = [("variant".to_string(), ParamValue::Str("rejected".into()))];
+    let err = bpf::load(&VERIFIER_REJECT, &only, &btf)
+        .err()
+        .expect("nothing loads");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("program `verifier_reject`: no variant can run on this kernel: rejected: past_the_stack"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "one line: {text}");
+
+    let trials = sonde::cli::probes::trials(&VERIFIER_REJECT, Some(&btf)).unwrap();
+    let report = sonde::cli::probes::verbose_text(&VERIFIER_REJECT, &trials);
+    let lines: Vec<&str> = report.lines().collect();
+    let failed = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("failed: past_the_stack"))
+        .unwrap_or_else(|| panic!("no failure line:\n{report}"));
+    assert!(lines[failed].contains(VERDICT), "{report}");
+    assert!(
+        lines[failed + 1].trim_start().starts_with("verifier log ("),
+        "the log follows its one-line reason:\n{report}"
+    );
+    // The log of this load (each load has its own timings).
+    let log = trials[0]
+        .1
+        .as_ref()
+        .err()
+        .and_then(|r| r.load_error())
+        .and_then(|e| e.verifier_log())
+        .expect("the trial keeps the log too");
+    for line in log.trim_end().lines() {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.trim_end().ends_with(line.trim_end())),
+            "log line {line:?} missing:\n{report}"
+        );
+    }
+    assert!(
+        report.contains("verifier_reject  [loads: variant accepted]"),
+        "{report}"
+    );
+    assert!(
+        report.contains("loaded and attached (detached again)"),
+        "{report}"
     );
 }

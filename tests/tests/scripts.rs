@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Map};
+use sonde::bpf::maps::MapReadError;
 use sonde::event::{Event, EventSink};
 use sonde::metrics::Registry;
 use sonde::script::{Instance, Limits, MapReader, Script, ScriptContext};
@@ -61,14 +62,15 @@ impl FakeMaps {
 }
 
 impl MapReader for FakeMaps {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
+    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
+        let maps = self.0.lock().unwrap();
+        maps.iter()
             .find(|(n, _)| n == map)
             .map(|(_, a)| a.clone())
-            .ok_or(format!("no map {map}"))
+            .ok_or_else(|| MapReadError::NoSuchMap {
+                map: map.to_string(),
+                known: maps.iter().map(|(n, _)| n.clone()).collect(),
+            })
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::bpf::catalog::{Hook, Require};
+use crate::bpf::error::Unavailable;
 use crate::btf::KernelBtf;
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -62,7 +63,7 @@ fn mount_tracefs() -> std::io::Result<()> {
 }
 
 /// Whether the kernel can attach kprobes (perf kprobe PMU or kprobe_events).
-pub fn kprobes_supported() -> Result<(), String> {
+pub fn kprobes_supported() -> Result<(), Unavailable> {
     if Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
         return Ok(());
     }
@@ -71,7 +72,7 @@ pub fn kprobes_supported() -> Result<(), String> {
             return Ok(());
         }
     }
-    Err("kernel has no kprobes (CONFIG_KPROBES off: no kprobe PMU, no kprobe_events)".into())
+    Err(Unavailable::NoKprobes)
 }
 
 fn kernel_function_exists(name: &str) -> bool {
@@ -88,19 +89,19 @@ pub fn kernel_release() -> String {
 }
 
 /// Why a hook cannot be used here, or `Ok`.
-pub fn check_hook(hook: &Hook) -> Result<(), String> {
-    match hook {
+pub fn check_hook(hook: &Hook) -> Result<(), Unavailable> {
+    match *hook {
         Hook::Tracepoint { category, name } => {
             let Some(root) = tracefs() else {
                 use crate::privileges::{has_effective, Cap};
                 // SAFETY: geteuid has no preconditions.
                 let root = unsafe { libc::geteuid() } == 0;
                 return Err(if !root && !has_effective(Cap::DAC_READ_SEARCH) {
-                    "cannot read tracefs (/sys/kernel/tracing is readable by root only): grant CAP_DAC_READ_SEARCH".into()
+                    Unavailable::TracefsUnreadable
                 } else if !has_effective(Cap::SYS_ADMIN) {
-                    "tracefs is not mounted at /sys/kernel/tracing: mount it, or grant CAP_SYS_ADMIN so sonde mounts it".into()
+                    Unavailable::TracefsNotMounted
                 } else {
-                    "tracefs is not mounted and could not be mounted at /sys/kernel/tracing".into()
+                    Unavailable::TracefsMountFailed
                 });
             };
             if root
@@ -112,9 +113,7 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
             {
                 Ok(())
             } else {
-                Err(format!(
-                    "tracepoint {category}:{name} does not exist in this kernel"
-                ))
+                Err(Unavailable::NoTracepoint { category, name })
             }
         }
         Hook::RawTracepoint { name } | Hook::BtfTracepoint { name } => {
@@ -131,14 +130,14 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
             if found {
                 Ok(())
             } else {
-                Err(format!("tracepoint {name} does not exist in this kernel"))
+                Err(Unavailable::NoRawTracepoint { name })
             }
         }
         Hook::Tc { .. } => {
             // Which interfaces, and whether they take the program, is only known when
             // attaching (the loader reports it); attaching needs CAP_NET_ADMIN.
             if !crate::privileges::has_effective(crate::privileges::Cap::NET_ADMIN) {
-                Err("needs CAP_NET_ADMIN: attaching traffic control programs".into())
+                Err(Unavailable::NoNetAdmin)
             } else {
                 Ok(())
             }
@@ -148,27 +147,25 @@ pub fn check_hook(hook: &Hook) -> Result<(), String> {
             if kernel_function_exists(function) {
                 Ok(())
             } else {
-                Err(format!(
-                    "kernel function {function} not found in /proc/kallsyms"
-                ))
+                Err(Unavailable::NoKernelFunction { function })
             }
         }
     }
 }
 
 /// Why a kernel requirement is not met, or `Ok`.
-pub fn check_require(req: &Require, btf: &KernelBtf) -> Result<(), String> {
-    match req {
+pub fn check_require(req: &Require, btf: &KernelBtf) -> Result<(), Unavailable> {
+    match *req {
         Require::KernelStruct(name, why) => {
             if btf.has_struct(name) {
                 Ok(())
             } else {
-                Err(format!("no struct {name} in kernel BTF ({why})"))
+                Err(Unavailable::MissingStruct { name, why })
             }
         }
         Require::NoKernelStruct(name, why) => {
             if btf.has_struct(name) {
-                Err(format!("struct {name} present ({why})"))
+                Err(Unavailable::StructPresent { name, why })
             } else {
                 Ok(())
             }

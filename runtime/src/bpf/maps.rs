@@ -304,19 +304,17 @@ impl MapTable {
     }
 
     /// Decoded entries: `#{key, value}` with per-CPU values summed.
-    pub fn decoded_entries(&self, name: &str) -> Result<rhai::Array, String> {
-        let e = self.maps.get(name).ok_or_else(|| {
-            format!(
-                "no map `{name}` in this program; maps: {}",
-                self.names().join(", ")
-            )
+    pub fn decoded_entries(&self, name: &str) -> Result<rhai::Array, MapReadError> {
+        let e = self.maps.get(name).ok_or_else(|| MapReadError::NoSuchMap {
+            map: name.to_string(),
+            known: self.names(),
         })?;
-        let entries = e
-            .raw
-            .entries()
-            .map_err(|err| format!("reading map `{name}`: {err}"))?;
+        let entries = e.raw.entries().map_err(|error| MapReadError::Read {
+            map: name.to_string(),
+            error,
+        })?;
         let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let env = env.ok_or("maps are not ready yet")?;
+        let env = env.ok_or(MapReadError::NotReady)?;
         decode_entries(
             &e.raw.layout,
             e.key.as_ref(),
@@ -327,6 +325,23 @@ impl MapTable {
     }
 }
 
+/// Why a script's read of a map (`bpf::map(name)`) gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum MapReadError {
+    #[error("no map `{map}`: this script has no kernel program")]
+    NoProgram { map: String },
+    #[error("no map `{map}` in this program; maps: {}", known.join(", "))]
+    NoSuchMap { map: String, known: Vec<String> },
+    #[error("no map `{map}` in this recording")]
+    NotRecorded { map: String },
+    #[error("reading map `{map}`: {error}")]
+    Read { map: String, error: std::io::Error },
+    #[error("maps are not ready yet")]
+    NotReady,
+    #[error(transparent)]
+    Decode(#[from] crate::bpf::decode::DecodeError),
+}
+
 /// Decodes raw entries: keys and values by BTF, per-CPU values summed.
 pub fn decode_entries(
     layout: &Layout,
@@ -334,17 +349,17 @@ pub fn decode_entries(
     value: Option<&Decoder>,
     entries: &[(Vec<u8>, Vec<u8>)],
     env: &DecodeEnv,
-) -> Result<rhai::Array, String> {
+) -> Result<rhai::Array, MapReadError> {
     let mut out = rhai::Array::with_capacity(entries.len());
     for (k, v) in entries {
         let key = match key {
-            Some(d) => d.decode(k, env).map_err(|e| e.to_string())?,
+            Some(d) => d.decode(k, env)?,
             None => Dynamic::from_blob(k.clone()),
         };
         let mut sum: Option<Dynamic> = None;
         for cpu in layout.per_cpu_values(v) {
             let one = match value {
-                Some(d) => d.decode(cpu, env).map_err(|e| e.to_string())?,
+                Some(d) => d.decode(cpu, env)?,
                 None => Dynamic::from_blob(cpu.to_vec()),
             };
             match &mut sum {
@@ -361,7 +376,7 @@ pub fn decode_entries(
 }
 
 impl crate::script::MapReader for MapTable {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
+    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
         self.decoded_entries(map)
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod decode;
+pub mod error;
 pub mod features;
 pub mod ksyms;
 pub mod live;
@@ -39,20 +40,22 @@ use crate::bpf::maps::MapTable;
 use crate::btf::KernelBtf;
 use crate::script::ParamValue;
 
+pub use error::{KnobError, LoadError, LoadFailure, SkipReason, Unavailable};
+
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error("unknown kernel program `{name}`; built-in programs: {known}")]
     UnknownProgram { name: String, known: String },
-    #[error("program `{program}`: no variant can run on this kernel: {}", reasons.iter().map(|(v, r)| format!("{v}: {r}")).collect::<Vec<_>>().join("; "))]
+    #[error("program `{program}`: no variant can run on this kernel: {}", skipped.iter().map(|s| format!("{}: {}", s.variant, s.reason)).collect::<Vec<_>>().join("; "))]
     NoVariant {
         program: String,
-        reasons: Vec<(String, String)>,
+        skipped: Vec<Skipped>,
     },
     #[error("program `{program}`: knob `{knob}`: {reason}")]
     Knob {
         program: String,
         knob: String,
-        reason: String,
+        reason: KnobError,
     },
     #[error("program `{program}`: {source}")]
     Decode {
@@ -76,11 +79,57 @@ pub enum BpfError {
     },
 }
 
+/// A built-in program, looked up once by name: holding one means the program exists,
+/// so nothing past the lookup (a script's manifest, the loader, the daemon) has an
+/// "unknown program" case to handle.
+///
+/// ```
+/// let p = sonde::bpf::Program::find("tcp_reset").unwrap();
+/// assert_eq!(p.name(), "tcp_reset");
+/// assert!(sonde::bpf::Program::find("tcp_rest").is_err());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Program(&'static ProgramSpec);
+
+impl Program {
+    pub fn find(name: &str) -> Result<Program, BpfError> {
+        catalog::find(name)
+            .map(Program)
+            .ok_or_else(|| BpfError::UnknownProgram {
+                name: name.into(),
+                known: catalog::names().join(", "),
+            })
+    }
+
+    pub fn spec(self) -> &'static ProgramSpec {
+        self.0
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+}
+
+/// Two handles are the same program when they name the same one.
+impl PartialEq for Program {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Program {}
+
+impl std::fmt::Display for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
 /// A variant that was not used, and why.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Skipped {
     pub variant: &'static str,
-    pub reason: String,
+    pub reason: SkipReason,
 }
 
 /// A ring buffer of a loaded program with the decoder of its records.
@@ -149,17 +198,17 @@ pub fn stats_enabled() -> bool {
 pub fn assess(
     spec: &ProgramSpec,
     btf: Option<&KernelBtf>,
-) -> Vec<(&'static Variant, Result<(), String>)> {
+) -> Vec<(&'static Variant, Result<(), Unavailable>)> {
     spec.variants
         .iter()
         .map(|v| (v, assess_variant(v, btf)))
         .collect()
 }
 
-fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
+fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), Unavailable> {
     // Every object is CO-RE: without the kernel's BTF nothing relocates.
     let Some(btf) = btf else {
-        return Err("no kernel BTF to relocate against (`sonde btf` shows what was tried)".into());
+        return Err(Unavailable::NoBtf);
     };
     for req in v.requires {
         features::check_require(req, btf)?;
@@ -169,11 +218,9 @@ fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
         .any(|a| matches!(a.hook, Hook::BtfTracepoint { .. }))
         && !matches!(btf.source(), crate::btf::BtfSource::Sysfs(_))
     {
-        return Err(format!(
-            "tp_btf programs need the kernel's own BTF (/sys/kernel/btf/vmlinux); \
-             the BTF here is from {}",
-            btf.source()
-        ));
+        return Err(Unavailable::NotKernelBtf {
+            btf: btf.source().to_string(),
+        });
     }
     for a in v.attach {
         features::check_hook(&a.hook)?;
@@ -182,7 +229,7 @@ fn assess_variant(v: &Variant, btf: Option<&KernelBtf>) -> Result<(), String> {
 }
 
 /// Checks that a param value fits a knob, without loading anything.
-pub fn check_knob(knob: &Knob, value: &ParamValue) -> Result<(), String> {
+pub fn check_knob(knob: &Knob, value: &ParamValue) -> Result<(), KnobError> {
     knob_bytes(knob, value).map(|_| ())
 }
 
@@ -204,21 +251,22 @@ pub fn knobs(spec: &ProgramSpec) -> &'static [Knob] {
 }
 
 /// Encodes a param as the bytes of a knob.
-fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
+fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, KnobError> {
     let int = match (knob.kind, value) {
         (KnobKind::Bool, ParamValue::Bool(b)) => *b as i64,
         (KnobKind::Int { .. }, ParamValue::Int(i)) => *i,
         (KnobKind::Int { .. }, ParamValue::Bool(b)) => *b as i64,
         (KnobKind::Bool, ParamValue::Int(i)) => (*i != 0) as i64,
-        (KnobKind::Other, _) => return Err("knob type is not a bool or an integer".into()),
+        (KnobKind::Other, _) => return Err(KnobError::NotScalar),
         (KnobKind::Bool, other) => {
-            return Err(format!(
-                "expected a bool (or 0/1), got {}",
-                other.describe()
-            ))
+            return Err(KnobError::ExpectedBool {
+                got: other.describe(),
+            })
         }
         (KnobKind::Int { .. }, other) => {
-            return Err(format!("expected an integer, got {}", other.describe()))
+            return Err(KnobError::ExpectedInt {
+                got: other.describe(),
+            })
         }
     };
     if let KnobKind::Int { signed } = knob.kind {
@@ -232,10 +280,11 @@ fn knob_bytes(knob: &Knob, value: &ParamValue) -> Result<Vec<u8>, String> {
             int >= 0 && (int as u64) < (1u64 << bits)
         };
         if !fits {
-            return Err(format!(
-                "{int} does not fit {} {bits}-bit knob",
-                if signed { "a signed" } else { "an unsigned" }
-            ));
+            return Err(KnobError::TooWide {
+                value: int,
+                signed,
+                bits,
+            });
         }
     }
     Ok(int.to_ne_bytes()[..knob.size.min(8)].to_vec())
@@ -265,14 +314,13 @@ fn wanted_variant(
 pub fn check_variant(
     spec: &ProgramSpec,
     value: &ParamValue,
-) -> Result<Option<&'static str>, String> {
+) -> Result<Option<&'static str>, KnobError> {
     let asked = match value {
         ParamValue::Str(s) => s.as_str(),
         other => {
-            return Err(format!(
-                "expected a variant name (a string), got {}",
-                other.describe()
-            ))
+            return Err(KnobError::VariantNotString {
+                got: other.describe(),
+            })
         }
     };
     if asked.is_empty() || asked == "auto" {
@@ -280,14 +328,10 @@ pub fn check_variant(
     }
     match spec.variants.iter().find(|v| v.name == asked) {
         Some(v) => Ok(Some(v.name)),
-        None => Err(format!(
-            "no variant `{asked}`; variants: auto, {}",
-            spec.variants
-                .iter()
-                .map(|v| v.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        None => Err(KnobError::NoSuchVariant {
+            asked: asked.to_string(),
+            known: spec.variants.iter().map(|v| v.name).collect(),
+        }),
     }
 }
 
@@ -317,71 +361,29 @@ fn load_contained(
     params: &[(String, ParamValue)],
     btf: &KernelBtf,
 ) -> Result<Loaded, BpfError> {
-    let types = ObjectTypes::parse(spec.object).map_err(|source| BpfError::Decode {
-        program: spec.name.into(),
-        source,
-    })?;
-    let knobs = types.knobs();
-    let mut knob_values: Vec<(String, Vec<u8>, String)> = Vec::new();
-    for (name, value) in params {
-        if let Some(knob) = knobs.iter().find(|k| &k.name == name) {
-            let bytes = knob_bytes(knob, value).map_err(|reason| BpfError::Knob {
-                program: spec.name.into(),
-                knob: name.clone(),
-                reason,
-            })?;
-            knob_values.push((name.clone(), bytes, value.to_string()));
-        }
-    }
-    raise_memlock_once();
-
+    let prepared = Prepared::new(spec, params)?;
     let wanted = wanted_variant(spec, params)?;
     let mut skipped = Vec::new();
     for variant in spec.variants {
         if wanted.is_some_and(|w| w != variant.name) {
             skipped.push(Skipped {
                 variant: variant.name,
-                reason: format!("not the variant asked for (`{VARIANT_PARAM}`)"),
+                reason: SkipReason::NotAsked,
             });
             continue;
         }
-        if let Err(reason) = assess_variant(variant, Some(btf)) {
-            tracing::debug!(program = spec.name, variant = variant.name, %reason, "variant skipped");
-            skipped.push(Skipped {
-                variant: variant.name,
-                reason,
-            });
-            continue;
-        }
-        let mut values = knob_values.clone();
-        for (k, v) in variant.knobs {
-            values.retain(|(n, _, _)| n != k);
-            if let Some(knob) = knobs.iter().find(|kn| kn.name == *k) {
-                let bytes = knob_bytes(knob, &ParamValue::Bool(*v)).unwrap_or_default();
-                values.push((k.to_string(), bytes, v.to_string()));
-            }
-        }
-        match load_variant(spec, variant, &values, params, btf, &types) {
-            Ok((ebpf, maps, sources, programs, tc)) => {
+        match prepared.attempt(variant, params, btf) {
+            Ok(mut loaded) => {
                 tracing::info!(
                     program = spec.name,
                     variant = variant.name,
                     "program attached"
                 );
-                return Ok(Loaded {
-                    spec,
-                    variant,
-                    skipped,
-                    knobs: values.into_iter().map(|(n, _, shown)| (n, shown)).collect(),
-                    maps: Arc::new(maps),
-                    programs: programs.into(),
-                    sources,
-                    tc,
-                    _ebpf: ebpf,
-                });
+                loaded.skipped = skipped;
+                return Ok(loaded);
             }
             Err(reason) => {
-                tracing::warn!(program = spec.name, variant = variant.name, %reason, "variant failed to load");
+                log_skipped(spec.name, variant.name, &reason);
                 skipped.push(Skipped {
                     variant: variant.name,
                     reason,
@@ -391,11 +393,125 @@ fn load_contained(
     }
     Err(BpfError::NoVariant {
         program: spec.name.into(),
-        reasons: skipped
-            .into_iter()
-            .map(|s| (s.variant.to_string(), s.reason))
-            .collect(),
+        skipped,
     })
+}
+
+/// One line per variant not used: DEBUG when this kernel is known to lack what it
+/// needs, WARN when it was tried and failed; the verifier's log at DEBUG.
+fn log_skipped(program: &str, variant: &str, reason: &SkipReason) {
+    match reason {
+        SkipReason::Failed(e) => {
+            tracing::warn!(program, variant, stage = e.stage(), reason = %reason, "variant failed to load");
+            if let Some(log) = e.verifier_log() {
+                tracing::debug!(program, variant, verifier_log = %log, "the verifier's log");
+            }
+        }
+        _ => tracing::debug!(program, variant, %reason, "variant skipped"),
+    }
+}
+
+/// Tries every variant of `spec` on its own, with the knobs' defaults, and drops it
+/// again: what `sonde probes --verbose` reports. A variant known not to run here is
+/// not tried; one that loads and attaches is detached right away.
+pub fn trial(spec: &'static ProgramSpec, btf: &KernelBtf) -> Result<Vec<Trial>, BpfError> {
+    let prepared = Prepared::new(spec, &[])?;
+    Ok(spec
+        .variants
+        .iter()
+        .map(|variant| {
+            let result = crate::panic::catch(|| prepared.attempt(variant, &[], btf))
+                .unwrap_or_else(|message| {
+                    Err(SkipReason::Failed(Box::new(LoadError {
+                        program: spec.name,
+                        variant: variant.name,
+                        failure: LoadFailure::Panicked { message },
+                    })))
+                });
+            (variant, result.map(drop))
+        })
+        .collect())
+}
+
+/// A variant and what came of loading it on its own.
+pub type Trial = (&'static Variant, Result<(), SkipReason>);
+
+/// A program's object types and the knob values its params set, ready for any of
+/// its variants.
+struct Prepared {
+    spec: &'static ProgramSpec,
+    types: ObjectTypes,
+    /// The knobs the object declares.
+    declared: Vec<Knob>,
+    /// Knob name, its bytes, and the value as shown.
+    knobs: Vec<(String, Vec<u8>, String)>,
+}
+
+impl Prepared {
+    fn new(spec: &'static ProgramSpec, params: &[(String, ParamValue)]) -> Result<Self, BpfError> {
+        let types = ObjectTypes::parse(spec.object).map_err(|source| BpfError::Decode {
+            program: spec.name.into(),
+            source,
+        })?;
+        let declared = types.knobs();
+        let mut knobs = Vec::new();
+        for (name, value) in params {
+            if let Some(knob) = declared.iter().find(|k| &k.name == name) {
+                let bytes = knob_bytes(knob, value).map_err(|reason| BpfError::Knob {
+                    program: spec.name.into(),
+                    knob: name.clone(),
+                    reason,
+                })?;
+                knobs.push((name.clone(), bytes, value.to_string()));
+            }
+        }
+        raise_memlock_once();
+        Ok(Prepared {
+            spec,
+            types,
+            declared,
+            knobs,
+        })
+    }
+
+    /// Loads and attaches `variant`, or says why it cannot be.
+    fn attempt(
+        &self,
+        variant: &'static Variant,
+        params: &[(String, ParamValue)],
+        btf: &KernelBtf,
+    ) -> Result<Loaded, SkipReason> {
+        assess_variant(variant, Some(btf))?;
+        let mut values = self.knobs.clone();
+        for (k, v) in variant.knobs {
+            values.retain(|(n, _, _)| n != k);
+            if let Some(knob) = self.declared.iter().find(|kn| kn.name == *k) {
+                let bytes = knob_bytes(knob, &ParamValue::Bool(*v)).unwrap_or_default();
+                values.push((k.to_string(), bytes, v.to_string()));
+            }
+        }
+        let (ebpf, maps, sources, programs, tc) =
+            load_variant(self.spec, variant, &values, params, btf, &self.types).map_err(
+                |failure| {
+                    SkipReason::Failed(Box::new(LoadError {
+                        program: self.spec.name,
+                        variant: variant.name,
+                        failure,
+                    }))
+                },
+            )?;
+        Ok(Loaded {
+            spec: self.spec,
+            variant,
+            skipped: Vec::new(),
+            knobs: values.into_iter().map(|(n, _, shown)| (n, shown)).collect(),
+            maps: Arc::new(maps),
+            programs: programs.into(),
+            sources,
+            tc,
+            _ebpf: ebpf,
+        })
+    }
 }
 
 type LoadedParts = (
@@ -413,7 +529,7 @@ fn load_variant(
     params: &[(String, ParamValue)],
     btf: &KernelBtf,
     types: &ObjectTypes,
-) -> Result<LoadedParts, String> {
+) -> Result<LoadedParts, LoadFailure> {
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf.aya()));
     for (name, bytes, _) in knobs {
@@ -421,84 +537,56 @@ fn load_variant(
     }
     let mut ebpf = loader
         .load(spec.object)
-        .map_err(|e| format!("load object: {}", error_chain(&e)))?;
+        .map_err(|error| LoadFailure::Object {
+            error: Box::new(error),
+        })?;
     let mut programs = Vec::with_capacity(variant.attach.len());
     let mut tc_programs = Vec::new();
-    for attach in variant.attach {
+    for &attach in variant.attach {
         let prog = ebpf
             .program_mut(attach.program)
-            .ok_or_else(|| format!("object has no program `{}`", attach.program))?;
+            .ok_or(LoadFailure::NoProgram {
+                program: attach.program,
+            })?;
+        let wrong_type = |error| LoadFailure::WrongType {
+            attach,
+            error: Box::new(error),
+        };
+        let load = |error| LoadFailure::Load {
+            attach,
+            error: Box::new(error),
+        };
+        let attach_failed = |error| LoadFailure::Attach {
+            attach,
+            error: Box::new(error),
+        };
         match attach.hook {
             Hook::Tracepoint { category, name } => {
-                let tp: &mut TracePoint = prog
-                    .try_into()
-                    .map_err(|e| format!("{}: not a tracepoint program: {e}", attach.program))?;
-                tp.load()
-                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
-                tp.attach(category, name).map_err(|e| {
-                    format!(
-                        "{}: attach {category}:{name}: {}",
-                        attach.program,
-                        error_chain(&e)
-                    )
-                })?;
+                let tp: &mut TracePoint = prog.try_into().map_err(wrong_type)?;
+                tp.load().map_err(load)?;
+                tp.attach(category, name).map_err(attach_failed)?;
             }
             Hook::RawTracepoint { name } => {
-                let tp: &mut RawTracePoint = prog.try_into().map_err(|e| {
-                    format!("{}: not a raw tracepoint program: {e}", attach.program)
-                })?;
-                tp.load()
-                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
-                tp.attach(name).map_err(|e| {
-                    format!(
-                        "{}: attach raw tracepoint {name}: {}",
-                        attach.program,
-                        error_chain(&e)
-                    )
-                })?;
+                let tp: &mut RawTracePoint = prog.try_into().map_err(wrong_type)?;
+                tp.load().map_err(load)?;
+                tp.attach(name).map_err(attach_failed)?;
             }
             Hook::BtfTracepoint { name } => {
-                let tp: &mut BtfTracePoint = prog
-                    .try_into()
-                    .map_err(|e| format!("{}: not a tp_btf program: {e}", attach.program))?;
-                tp.load(name, btf.aya())
-                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
-                tp.attach().map_err(|e| {
-                    format!(
-                        "{}: attach tp_btf {name}: {}",
-                        attach.program,
-                        error_chain(&e)
-                    )
-                })?;
+                let tp: &mut BtfTracePoint = prog.try_into().map_err(wrong_type)?;
+                tp.load(name, btf.aya()).map_err(load)?;
+                tp.attach().map_err(attach_failed)?;
             }
             Hook::Tc { direction } => {
                 // Loaded here, attached below to a set of interfaces that changes.
-                let cls: &mut SchedClassifier = prog
-                    .try_into()
-                    .map_err(|e| format!("{}: not a classifier program: {e}", attach.program))?;
-                cls.load()
-                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
+                let cls: &mut SchedClassifier = prog.try_into().map_err(wrong_type)?;
+                cls.load().map_err(load)?;
                 tc_programs.push((attach.program.to_string(), direction));
             }
             Hook::Kprobe { function } | Hook::Kretprobe { function } => {
                 // aya tells kprobes from kretprobes by the section name.
-                let kp: &mut KProbe = prog
-                    .try_into()
-                    .map_err(|e| format!("{}: not a kprobe program: {e}", attach.program))?;
-                kp.load()
-                    .map_err(|e| format!("{}: load: {}", attach.program, error_chain(&e)))?;
-                kp.attach(function, 0).map_err(|e| {
-                    format!(
-                        "{}: attach {} {function}: {}",
-                        attach.program,
-                        if matches!(attach.hook, Hook::Kretprobe { .. }) {
-                            "kretprobe"
-                        } else {
-                            "kprobe"
-                        },
-                        error_chain(&e)
-                    )
-                })?;
+                let kp: &mut KProbe = prog.try_into().map_err(wrong_type)?;
+                kp.load().map_err(load)?;
+                kp.attach(function, 0).map_err(attach_failed)?;
             }
         }
         if let Some(fd) = ebpf
@@ -522,8 +610,24 @@ fn load_variant(
             continue;
         };
         if record_maps.contains(&name) {
-            let decoder = types.record_decoder(&name).map_err(|e| e.to_string())?;
-            let ring = RingBuf::try_from(map).map_err(|e| format!("map {name}: {e}"))?;
+            let decoder = match types.record_decoder(&name) {
+                Ok(d) => d,
+                Err(e) => {
+                    return Err(LoadFailure::Map {
+                        map: name,
+                        reason: error::MapSetup::Records(e),
+                    })
+                }
+            };
+            let ring = match RingBuf::try_from(map) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(LoadFailure::Map {
+                        map: name,
+                        reason: error::MapSetup::NotRingBuf(e),
+                    })
+                }
+            };
             sources.push(EventSource {
                 map: name,
                 ring,
@@ -544,20 +648,6 @@ fn load_variant(
         Some(tc::TcAttacher::start(ebpf.clone(), tc_programs, params)?)
     };
     Ok((ebpf, table, sources, programs, tc))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Whether the running kernel is at least `major.minor`.

@@ -73,17 +73,24 @@ impl OsRelease {
     }
 
     /// Reads `<root>/etc/os-release`, else `<root>/usr/lib/os-release`.
-    pub fn read(root: &Path) -> Result<(OsRelease, PathBuf), String> {
-        let mut why = Vec::new();
+    pub fn read(root: &Path) -> Result<(OsRelease, PathBuf), NoOsRelease> {
+        let mut tried = Vec::new();
         for rel in ["etc/os-release", "usr/lib/os-release"] {
             let path = root.join(rel);
             match super::input::read_small_text(&path) {
                 Ok(text) => return Ok((OsRelease::parse(&text), path)),
-                Err(e) => why.push(format!("{}: {e}", path.display())),
+                Err(e) => tried.push((path, e)),
             }
         }
-        Err(why.join("; "))
+        Err(NoOsRelease { tried })
     }
+}
+
+/// Neither os-release file could be read: each path and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", tried.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect::<Vec<_>>().join("; "))]
+pub struct NoOsRelease {
+    pub tried: Vec<(PathBuf, std::io::Error)>,
 }
 
 impl std::fmt::Display for OsRelease {
@@ -280,6 +287,7 @@ mod tests {
         let root = TempDir::new("osrel");
         assert!(OsRelease::read(root.path())
             .unwrap_err()
+            .to_string()
             .contains("etc/os-release"));
         root.write("usr/lib/os-release", b"ID=fedora\nVERSION_ID=40\n");
         let (os, path) = OsRelease::read(root.path()).unwrap();

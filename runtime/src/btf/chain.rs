@@ -267,7 +267,7 @@ struct Run<'a> {
     start: Instant,
     attempts: Vec<Attempt>,
     /// `/etc/os-release`, read when a step first needs it.
-    os: Option<Result<OsRelease, String>>,
+    os: Option<Result<OsRelease, super::archive::NoOsRelease>>,
     arches: Vec<String>,
 }
 
@@ -358,8 +358,8 @@ impl Run<'_> {
         let got = match load(path) {
             Ok(got) => got,
             Err(why) => {
-                self.tried(Step::Explicit, path, why.clone(), t);
-                return Err(fail(why));
+                self.tried(Step::Explicit, path, why.to_string(), t);
+                return Err(fail(why.to_string()));
             }
         };
         if let Some(k) = got.kernel.as_ref().filter(|k| *k != release) {
@@ -436,7 +436,12 @@ impl Run<'_> {
                 self.note(&found, how);
                 found
             }
-            Err(e) => self.tried(Step::Embedded, Path::new(&format!("embedded:{key}")), e, t),
+            Err(e) => self.tried(
+                Step::Embedded,
+                Path::new(&format!("embedded:{key}")),
+                e.to_string(),
+                t,
+            ),
         }
     }
 
@@ -564,7 +569,7 @@ impl Run<'_> {
                 self.note(&found, how);
                 found
             }
-            Err(why) => self.tried(step, &path, why, t),
+            Err(why) => self.tried(step, &path, why.to_string(), t),
         }
     }
 
@@ -611,7 +616,7 @@ impl Run<'_> {
             let got = match load(&path) {
                 Ok(got) => got,
                 Err(why) => {
-                    self.tried(Step::Image, &path, why, t);
+                    self.tried(Step::Image, &path, why.to_string(), t);
                     continue;
                 }
             };
@@ -677,12 +682,22 @@ impl Run<'_> {
     }
 }
 
-/// Reads the BTF of a file, with a short reason when it cannot.
-fn load(path: &Path) -> Result<Extracted, String> {
-    image::extract_file(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "not found".to_string(),
-        _ => e.to_string(),
-    })
+/// Reads the BTF of a file.
+fn load(path: &Path) -> Result<Extracted, Unreadable> {
+    image::extract_file(path).map_err(Unreadable)
+}
+
+/// A file the chain could not read BTF from: "not found", or the reason.
+#[derive(Debug, thiserror::Error)]
+struct Unreadable(std::io::Error);
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.kind() {
+            std::io::ErrorKind::NotFound => f.write_str("not found"),
+            _ => self.0.fmt(f),
+        }
+    }
 }
 
 /// `uname -r` and `uname -m`.

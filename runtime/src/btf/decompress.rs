@@ -29,6 +29,28 @@ pub const LZ4_LEGACY_BLOCK: usize = 8 << 20;
 
 const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
 
+/// Why a stream did not decompress.
+#[derive(Debug, thiserror::Error)]
+pub enum DecompressError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("zstd: {0}")]
+    Zstd(#[from] ruzstd::decoding::errors::FrameDecoderError),
+    /// xz4rust's error, as its `Debug` names it.
+    #[error("xz: {0}")]
+    Xz(String),
+    #[error("xz: truncated stream")]
+    XzTruncated,
+    #[error("not an lz4 legacy frame")]
+    NotLz4Legacy,
+    #[error("lz4 legacy frame without a block")]
+    Lz4NoBlock,
+    #[error("lz4 block 0: {0}")]
+    Lz4FirstBlock(lz4_flex::block::DecompressError),
+    #[error("decompresses to more than {MAX_OUTPUT} bytes")]
+    TooLarge,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
@@ -74,12 +96,11 @@ impl Compression {
 
 /// Decompresses one stream of `kind` at the start of `data`; bytes after the end of
 /// the stream (the kernel's size trailer, the rest of an image) are ignored.
-pub fn decompress(kind: Compression, data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn decompress(kind: Compression, data: &[u8]) -> Result<Vec<u8>, DecompressError> {
     match kind {
         Compression::Gzip => read_capped(flate2::read::GzDecoder::new(data)),
         Compression::Zstd => {
-            let decoder =
-                ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| e.to_string())?;
+            let decoder = ruzstd::decoding::StreamingDecoder::new(data)?;
             read_capped(decoder)
         }
         Compression::Xz => xz(data),
@@ -87,20 +108,17 @@ pub fn decompress(kind: Compression, data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-fn read_capped(reader: impl Read) -> Result<Vec<u8>, String> {
+fn read_capped(reader: impl Read) -> Result<Vec<u8>, DecompressError> {
     let mut out = Vec::new();
-    reader
-        .take(MAX_OUTPUT as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
+    reader.take(MAX_OUTPUT as u64 + 1).read_to_end(&mut out)?;
     if out.len() > MAX_OUTPUT {
-        return Err(format!("decompresses to more than {MAX_OUTPUT} bytes"));
+        return Err(DecompressError::TooLarge);
     }
     Ok(out)
 }
 
 /// One xz stream (any check but SHA-256; LZMA2 with or without a BCJ filter).
-pub fn xz(data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn xz(data: &[u8]) -> Result<Vec<u8>, DecompressError> {
     const CHUNK: usize = 1 << 20;
     let mut decoder = xz4rust::XzDecoder::in_heap();
     let mut out: Vec<u8> = Vec::new();
@@ -110,17 +128,17 @@ pub fn xz(data: &[u8]) -> Result<Vec<u8>, String> {
         out.resize(start + CHUNK, 0);
         let result = decoder
             .decode(&data[at..], &mut out[start..])
-            .map_err(|e| format!("xz: {e:?}"))?;
+            .map_err(|e| DecompressError::Xz(format!("{e:?}")))?;
         at += result.input_consumed();
         out.truncate(start + result.output_produced());
         if result.is_end_of_stream() {
             return Ok(out);
         }
         if out.len() > MAX_OUTPUT {
-            return Err(format!("decompresses to more than {MAX_OUTPUT} bytes"));
+            return Err(DecompressError::TooLarge);
         }
         if !result.made_progress() {
-            return Err("xz: truncated stream".into());
+            return Err(DecompressError::XzTruncated);
         }
     }
 }
@@ -132,10 +150,10 @@ pub fn xz(data: &[u8]) -> Result<Vec<u8>, String> {
 /// A concatenated frame's magic is skipped. A corrupt block after at least one good
 /// one ends the frame (the data after a payload found by scanning is not LZ4); the
 /// caller checks what it got.
-pub fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, DecompressError> {
     let body = data
         .strip_prefix(&LZ4_LEGACY_MAGIC[..])
-        .ok_or("not an lz4 legacy frame")?;
+        .ok_or(DecompressError::NotLz4Legacy)?;
     let mut out: Vec<u8> = Vec::new();
     let mut at = 0;
     let mut blocks = 0;
@@ -154,7 +172,7 @@ pub fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, String> {
         out.resize(start + room, 0);
         match lz4_flex::block::decompress_into(block, &mut out[start..]) {
             Ok(n) => out.truncate(start + n),
-            Err(e) if blocks == 0 => return Err(format!("lz4 block 0: {e}")),
+            Err(e) if blocks == 0 => return Err(DecompressError::Lz4FirstBlock(e)),
             Err(e) => {
                 tracing::debug!(block = blocks, offset = at, error = %e, "lz4 legacy frame ends at a corrupt block");
                 out.truncate(start);
@@ -164,11 +182,11 @@ pub fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, String> {
         blocks += 1;
         at += 4 + size as usize;
         if out.len() > MAX_OUTPUT {
-            return Err(format!("decompresses to more than {MAX_OUTPUT} bytes"));
+            return Err(DecompressError::TooLarge);
         }
     }
     if blocks == 0 {
-        return Err("lz4 legacy frame without a block".into());
+        return Err(DecompressError::Lz4NoBlock);
     }
     Ok(out)
 }
@@ -276,7 +294,10 @@ pub(crate) mod tests {
         let mut bad = LZ4_LEGACY_MAGIC.to_vec();
         bad.extend_from_slice(&4u32.to_le_bytes());
         bad.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-        assert!(lz4_legacy(&bad).unwrap_err().contains("block 0"));
+        assert!(lz4_legacy(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("block 0"));
     }
 
     #[test]

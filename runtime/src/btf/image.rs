@@ -21,7 +21,7 @@
 
 use std::path::Path;
 
-use super::decompress::{decompress, Compression};
+use super::decompress::{decompress, Compression, DecompressError};
 
 /// Raw BTF starts with its magic (0xeb9f, little-endian) and version 1.
 const BTF_MAGIC: [u8; 3] = [0x9f, 0xeb, 0x01];
@@ -41,8 +41,44 @@ pub fn is_raw_btf(data: &[u8]) -> bool {
     data.starts_with(&BTF_MAGIC)
 }
 
+/// Why no BTF came out of a file or image.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("not a readable ELF: {0}")]
+    NotElf(object::Error),
+    #[error("ELF without a .BTF section (it has DWARF: the dwarf step converts it)")]
+    DwarfOnly,
+    #[error("ELF without a .BTF section")]
+    NoBtfSection,
+    #[error(".BTF section of {size} bytes, more than the {} MiB sonde reads", super::input::MAX_BTF >> 20)]
+    BtfTooLarge { size: u64 },
+    #[error("cannot read .BTF: {0}")]
+    ReadSection(object::Error),
+    #[error("nested too deep")]
+    TooDeep,
+    #[error("{0} payload is not gzip, xz, zstd or lz4")]
+    UnknownPayload(&'static str),
+    #[error("{format} payload: {error}")]
+    Payload {
+        format: &'static str,
+        error: DecompressError,
+    },
+    #[error(transparent)]
+    Decompress(#[from] DecompressError),
+    #[error("no BTF in the decompressed image")]
+    NotInImage,
+    #[error("no BTF found (last try: {} stream at {offset:#x}: {error})", kind.name())]
+    NoneInStreams {
+        kind: Compression,
+        offset: usize,
+        error: Box<ExtractError>,
+    },
+    #[error("not BTF, an ELF, a known compressed format or a kernel image")]
+    Unknown,
+}
+
 /// Finds the BTF in `data`, whatever wraps it.
-pub fn extract(data: &[u8]) -> Result<Extracted, String> {
+pub fn extract(data: &[u8]) -> Result<Extracted, ExtractError> {
     let mut via = Vec::new();
     let mut kernel = None;
     let btf = unwrap(data, &mut via, &mut kernel, 0)?;
@@ -95,28 +131,26 @@ pub fn extract_file(path: &Path) -> Result<Extracted, std::io::Error> {
     extract(&data).map_err(std::io::Error::other)
 }
 
-fn elf_btf<'a, R: object::ReadRef<'a>>(data: R) -> Result<Vec<u8>, String> {
+fn elf_btf<'a, R: object::ReadRef<'a>>(data: R) -> Result<Vec<u8>, ExtractError> {
     use object::{Object, ObjectSection};
-    let file = object::File::parse(data).map_err(|e| format!("not a readable ELF: {e}"))?;
+    let file = object::File::parse(data).map_err(ExtractError::NotElf)?;
     let Some(section) = file.section_by_name(".BTF") else {
         let dwarf = file.section_by_name(".debug_info").is_some();
         return Err(if dwarf {
-            "ELF without a .BTF section (it has DWARF: the dwarf step converts it)".into()
+            ExtractError::DwarfOnly
         } else {
-            "ELF without a .BTF section".into()
+            ExtractError::NoBtfSection
         });
     };
     if section.size() > super::input::MAX_BTF as u64 {
-        return Err(format!(
-            ".BTF section of {} bytes, more than the {} MiB sonde reads",
-            section.size(),
-            super::input::MAX_BTF >> 20
-        ));
+        return Err(ExtractError::BtfTooLarge {
+            size: section.size(),
+        });
     }
     section
         .data()
         .map(<[u8]>::to_vec)
-        .map_err(|e| format!("cannot read .BTF: {e}"))
+        .map_err(ExtractError::ReadSection)
 }
 
 fn unwrap(
@@ -124,9 +158,9 @@ fn unwrap(
     via: &mut Vec<&'static str>,
     kernel: &mut Option<String>,
     depth: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ExtractError> {
     if depth > 3 {
-        return Err("nested too deep".into());
+        return Err(ExtractError::TooDeep);
     }
     if is_raw_btf(data) {
         via.push("raw BTF");
@@ -146,34 +180,36 @@ fn unwrap(
     }
     if let Some((format, payload)) = kernel_payload(data) {
         via.push(format);
-        let kind = Compression::detect(payload)
-            .ok_or_else(|| format!("{format} payload is not gzip, xz, zstd or lz4"))?;
+        let kind = Compression::detect(payload).ok_or(ExtractError::UnknownPayload(format))?;
         via.push(kind.name());
-        let inner = decompress(kind, payload).map_err(|e| format!("{format} payload: {e}"))?;
+        let inner =
+            decompress(kind, payload).map_err(|error| ExtractError::Payload { format, error })?;
         return unwrap(&inner, via, kernel, depth + 1);
     }
     if depth > 0 {
         // A decompressed raw image (arm64 `Image`): no sections, look for the header.
         *kernel = kernel.take().or_else(|| banner_release(data));
         via.push("BTF header scan");
-        return scan_btf(data).ok_or_else(|| "no BTF in the decompressed image".to_string());
+        return scan_btf(data).ok_or(ExtractError::NotInImage);
     }
     // An image with an unknown header: try each compressed stream it contains.
     let mut last = None;
     for (offset, kind) in compressed_streams(data) {
         let mut tried_via = vec!["scan", kind.name()];
-        let attempt = decompress(kind, &data[offset..]).and_then(|inner| {
-            let mut k = None;
-            let btf = unwrap(&inner, &mut tried_via, &mut k, depth + 1)?;
-            Ok((btf, k))
-        });
+        let attempt = decompress(kind, &data[offset..])
+            .map_err(ExtractError::from)
+            .and_then(|inner| {
+                let mut k = None;
+                let btf = unwrap(&inner, &mut tried_via, &mut k, depth + 1)?;
+                Ok((btf, k))
+            });
         match attempt {
             Ok((btf, k)) => {
                 via.extend(tried_via);
                 *kernel = k;
                 return Ok(btf);
             }
-            Err(e) => last = Some(format!("{} stream at {offset:#x}: {e}", kind.name())),
+            Err(e) => last = Some((kind, offset, e)),
         }
     }
     if let Some(btf) = scan_btf(data) {
@@ -181,8 +217,12 @@ fn unwrap(
         return Ok(btf);
     }
     Err(match last {
-        Some(e) => format!("no BTF found (last try: {e})"),
-        None => "not BTF, an ELF, a known compressed format or a kernel image".into(),
+        Some((kind, offset, error)) => ExtractError::NoneInStreams {
+            kind,
+            offset,
+            error: Box::new(error),
+        },
+        None => ExtractError::Unknown,
     })
 }
 
@@ -395,11 +435,14 @@ pub(crate) mod tests {
     #[test]
     fn what_holds_no_btf_says_so() {
         let e = extract(b"just some text").unwrap_err();
-        assert!(e.contains("not BTF, an ELF"), "{e}");
+        assert!(e.to_string().contains("not BTF, an ELF"), "{e}");
         let e = extract(&bzimage(b"not compressed")).unwrap_err();
-        assert!(e.contains("bzImage payload is not gzip"), "{e}");
+        assert!(e.to_string().contains("bzImage payload is not gzip"), "{e}");
         let e = extract(&gzip(b"plain text inside")).unwrap_err();
-        assert!(e.contains("no BTF in the decompressed image"), "{e}");
+        assert!(
+            e.to_string().contains("no BTF in the decompressed image"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -658,21 +658,24 @@ impl<'a> Layout<'a> {
     }
 
     /// A bitfield's type, through typedefs and qualifiers, must be an int or an enum.
-    fn bitfield_type_ok(&self, mut t: u32) -> Result<(), String> {
+    fn bitfield_type_ok(&self, mut t: u32) -> Result<(), BadBitfield> {
         for _ in 0..32 {
             // A later type is checked later: its reference may be out of range yet.
             if t > self.count() {
-                return Err(format!("type {t}, past the last type ({})", self.count()));
+                return Err(BadBitfield::PastLast {
+                    id: t,
+                    last: self.count(),
+                });
             }
             match self.kind(t) {
                 INT | ENUM | ENUM64 => return Ok(()),
                 TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG => {
                     t = self.word(self.record(t).0 + 8);
                 }
-                _ => return Err(format!("{}, not an int or enum", self.describe(t))),
+                _ => return Err(BadBitfield::NotIntOrEnum(self.describe(t))),
             }
         }
-        Err("a chain of more than 32 typedefs and qualifiers".into())
+        Err(BadBitfield::TooDeep)
     }
 
     /// The `i`th type `id` contains (or names as its own type): every reference but
@@ -751,6 +754,18 @@ impl<'a> Layout<'a> {
         }
         Ok(())
     }
+}
+
+/// What a bitfield member's type is instead of an int or an enum.
+#[derive(Debug, thiserror::Error)]
+enum BadBitfield {
+    #[error("type {id}, past the last type ({last})")]
+    PastLast { id: u32, last: u32 },
+    /// The type as the checker describes it.
+    #[error("{0}, not an int or enum")]
+    NotIntOrEnum(String),
+    #[error("a chain of more than 32 typedefs and qualifiers")]
+    TooDeep,
 }
 
 #[cfg(test)]

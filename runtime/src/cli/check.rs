@@ -17,7 +17,6 @@
 
 use std::process::ExitCode;
 
-use crate::bpf::catalog;
 use crate::cli::CheckArgs;
 use crate::script::{dry_start, Limits, Script};
 
@@ -81,13 +80,10 @@ pub fn check_source(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "oneliner".into());
     dry_start(&script, &params, &name, limits).map_err(|e| e.to_string())?;
-    let Some(program) = &manifest.program else {
+    let Some(program) = manifest.program else {
         return Ok(format!("no kernel program{what}"));
     };
-    // Script::compile refused any other (with the manifest's line).
-    let spec = catalog::find(program)
-        .ok_or_else(|| format!("{label}: unknown kernel program `{program}`"))?;
-    let knobs = crate::bpf::knobs(spec);
+    let knobs = crate::bpf::knobs(program.spec());
     let as_knobs: Vec<&str> = params
         .iter()
         .filter(|(name, _)| knobs.iter().any(|k| &k.name == name))

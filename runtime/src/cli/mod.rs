@@ -15,7 +15,7 @@
 mod btf;
 mod check;
 mod events;
-mod probes;
+pub mod probes;
 mod run;
 mod time;
 
@@ -186,6 +186,10 @@ pub struct ProbesArgs {
     /// With --fields: Markdown tables, as in docs/probes-reference.md.
     #[arg(long, requires = "fields", conflicts_with = "json")]
     pub markdown: bool,
+    /// Load each variant of PROGRAM for real (root), detach it again, and print what
+    /// the kernel said: the verifier's whole log when it rejected a program.
+    #[arg(long, value_name = "PROGRAM", conflicts_with = "fields")]
+    pub verbose: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

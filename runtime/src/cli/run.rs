@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::bpf;
 use crate::bpf::decode::{DecodeEnv, Decoder, Note, ObjectTypes};
 use crate::bpf::live::Live;
-use crate::bpf::maps::{decode_entries, Layout, MapTable, RawEntries};
-use crate::bpf::{self, catalog};
+use crate::bpf::maps::{decode_entries, Layout, MapReadError, MapTable, RawEntries};
 use crate::btf::KernelBtf;
 use crate::cli::{Output, RunArgs};
 use crate::event::{Event, EventSink};
@@ -92,11 +92,13 @@ struct ReplayMaps {
 }
 
 impl MapReader for ReplayMaps {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        let (layout, key, value) = self
-            .layouts
-            .get(map)
-            .ok_or_else(|| format!("no map `{map}` in this recording"))?;
+    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
+        let (layout, key, value) =
+            self.layouts
+                .get(map)
+                .ok_or_else(|| MapReadError::NotRecorded {
+                    map: map.to_string(),
+                })?;
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         let entries = latest.get(map).map(Vec::as_slice).unwrap_or(&[]);
         decode_entries(layout, key.as_ref(), value.as_ref(), entries, &self.env)
@@ -267,7 +269,7 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         Stop::listen()?
     };
 
-    let Some(program) = manifest.program.clone() else {
+    let Some(program) = manifest.program else {
         // No kernel side: init, ticks, exit.
         let mut inst = rc.start(Arc::new(NoMaps))?;
         wait_loop(
@@ -285,9 +287,7 @@ fn live(args: &RunArgs, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         return Ok(stats);
     };
 
-    // Script::compile refused any other (with the manifest's line).
-    let spec =
-        catalog::find(&program).ok_or_else(|| anyhow!("unknown kernel program `{program}`"))?;
+    let spec = program.spec();
     let btf = KernelBtf::locate(args.btf.as_deref())?;
     let mut live = Live::start(spec, rc.params, &btf, pods, args.record.is_some())?;
     for s in &live.loaded.skipped {
@@ -528,8 +528,8 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let printer = rc.printer;
     let mut reader = record::Reader::open(path)?;
     let header = reader.header.clone();
-    if let Some(p) = &rc.script.manifest().program {
-        if *p != header.program {
+    if let Some(p) = rc.script.manifest().program {
+        if p.name() != header.program {
             bail!(
                 "{}: recorded from program `{}`, but the script's PROBE.program is `{p}`",
                 path.display(),
@@ -537,13 +537,14 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             );
         }
     }
-    let spec = catalog::find(&header.program).ok_or_else(|| {
-        anyhow!(
-            "{}: unknown program `{}` in recording",
-            path.display(),
-            header.program
-        )
-    })?;
+    let spec = bpf::Program::find(&header.program)
+        .with_context(|| {
+            format!(
+                "{}: recorded from a program this sonde lacks",
+                path.display()
+            )
+        })?
+        .spec();
     let types = ObjectTypes::parse(spec.object)?;
     let decoders: Vec<Decoder> = header
         .sources

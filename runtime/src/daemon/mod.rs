@@ -241,14 +241,14 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
                     .resolve_params(&overrides)
                     .map_err(|e| format!("{label}: scripts.params.{name}: {e}"))?;
                 crate::script::dry_start(&s, &params, name, &limits).map_err(|e| e.to_string())?;
-                Ok((s.manifest().program.clone(), params))
+                Ok((s.manifest().program, params))
             });
         match result {
             Ok((program, params)) => {
                 let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
                     "{name}: ok ({label}; program {}; params {})",
-                    program.as_deref().unwrap_or("none"),
+                    program.map_or("none", |p| p.name()),
                     if params.is_empty() {
                         "none".into()
                     } else {

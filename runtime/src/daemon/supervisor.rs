@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::bpf::catalog;
 use crate::bpf::decode::ObjectTypes;
+use crate::bpf::error::SkippedView;
 use crate::bpf::live::{Live, SharedLive};
 use crate::bpf::maps::MapTable;
 use crate::btf::KernelBtf;
@@ -74,7 +75,7 @@ fn btf_config(cfg: &Config) -> BtfConfig {
 struct Probe {
     key: KernelKey,
     variant: String,
-    skipped: Vec<(String, String)>,
+    skipped: Vec<SkippedView>,
     knobs: Vec<(String, String)>,
     maps: Arc<MapTable>,
     programs: Arc<[(String, OwnedFd)]>,
@@ -86,11 +87,7 @@ impl Probe {
         Probe {
             key,
             variant: l.variant.name.to_string(),
-            skipped: l
-                .skipped
-                .iter()
-                .map(|s| (s.variant.to_string(), s.reason.clone()))
-                .collect(),
+            skipped: l.skipped.iter().map(SkippedView::of).collect(),
             knobs: l.knobs.clone(),
             maps: l.maps.clone(),
             programs: l.programs.clone(),
@@ -111,6 +108,8 @@ struct Unit {
     last_error: Option<(String, SystemTime)>,
     /// Not running because its program cannot run on this kernel (a built-in).
     unavailable: bool,
+    /// When its program loaded no variant: each variant and why, for `/status`.
+    load_skipped: Vec<SkippedView>,
     loaded_at: Option<SystemTime>,
     /// Stopped by its runner (memory, errors, a panic), and when it is tried again.
     failure: Option<Failure>,
@@ -149,6 +148,7 @@ impl Unit {
             stats: Default::default(),
             last_error: None,
             unavailable: false,
+            load_skipped: Vec::new(),
             loaded_at: None,
             failure: None,
         }
@@ -175,11 +175,10 @@ impl Unit {
             },
             program: self.program.clone(),
             variant: self.probe.as_ref().map(|p| p.variant.clone()),
-            skipped: self
-                .probe
-                .as_ref()
-                .map(|p| p.skipped.clone())
-                .unwrap_or_default(),
+            skipped: match &self.probe {
+                Some(p) => p.skipped.clone(),
+                None => self.load_skipped.clone(),
+            },
             knobs: self
                 .probe
                 .as_ref()
@@ -242,7 +241,7 @@ pub struct Supervisor {
     pods: Arc<dyn PodResolver>,
     /// The kernel BTF, read when a program is loaded and dropped after each reload:
     /// parsed, it takes tens of MB that an idle daemon has no use for.
-    btf: std::sync::Mutex<Option<Result<Arc<KernelBtf>, String>>>,
+    btf: std::sync::Mutex<Option<Result<Arc<KernelBtf>, Arc<crate::btf::BtfError>>>>,
     /// Where the BTF came from (or why there is none), for `/status`.
     btf_status: std::sync::Mutex<serde_json::Value>,
     units: BTreeMap<String, Unit>,
@@ -537,9 +536,10 @@ impl Supervisor {
             let Ok(params) = script.manifest().resolve_params(&overrides) else {
                 continue;
             };
-            let Some(spec) = script.manifest().program.as_deref().and_then(catalog::find) else {
+            let Some(program) = script.manifest().program else {
                 continue;
             };
+            let spec = program.spec();
             let key = KernelKey {
                 program: spec.name.to_string(),
                 knobs: knob_params(spec, &params),
@@ -656,7 +656,7 @@ impl Supervisor {
 
     /// The kernel BTF, read on first use in a reload. Where it came from (the
     /// chain, or why there is none) goes to `/status` and `sonde_btf_info`.
-    fn kernel_btf(&self) -> Result<Arc<KernelBtf>, String> {
+    fn kernel_btf(&self) -> Result<Arc<KernelBtf>, Arc<crate::btf::BtfError>> {
         let mut cached = self.btf.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(btf) = cached.as_ref() {
             return btf.clone();
@@ -671,7 +671,8 @@ impl Supervisor {
             }
             Err(e) => {
                 self.shared.telemetry.set_btf(None);
-                (Err(e.to_string()), e.to_json())
+                let status = e.to_json();
+                (Err(Arc::new(e)), status)
             }
         };
         *self.btf_status.lock().unwrap_or_else(|e| e.into_inner()) = status;
@@ -716,6 +717,9 @@ impl Supervisor {
                 }
                 unit.last_error = Some((e.message.clone(), SystemTime::now()));
                 unit.unavailable = e.unavailable && !running;
+                if !running {
+                    unit.load_skipped = e.skipped.clone();
+                }
                 return Err(e);
             }
         };
@@ -808,6 +812,7 @@ impl Supervisor {
                 stats,
                 last_error: None,
                 unavailable: false,
+                load_skipped: Vec::new(),
                 loaded_at: Some(SystemTime::now()),
                 failure,
             },
@@ -824,21 +829,16 @@ impl Supervisor {
             .manifest()
             .resolve_params(overrides)
             .map_err(|e| format!("{file}: scripts.params.{}: {e}", w.name))?;
-        let program = script.manifest().program.clone();
+        let program = script.manifest().program;
         let running = self.units.get(&w.name).filter(|u| u.task.is_some());
         let mut live = None;
         let mut reuse_kernel = false;
-        let maps: Arc<dyn MapReader> = match &program {
+        let maps: Arc<dyn MapReader> = match program {
             None => Arc::new(NoMaps),
             Some(program) => {
-                let spec = catalog::find(program).ok_or_else(|| {
-                    format!(
-                        "{file}: PROBE.program: unknown kernel program `{program}`; built-in programs: {}",
-                        catalog::names().join(", ")
-                    )
-                })?;
+                let spec = program.spec();
                 let key = KernelKey {
-                    program: program.clone(),
+                    program: program.to_string(),
                     knobs: knob_params(spec, &params),
                     btf: btf_config(&self.cfg),
                 };
@@ -868,10 +868,7 @@ impl Supervisor {
                                     None => {
                                         let btf = self.kernel_btf().map_err(|e| format!("{file}: {e}"))?;
                                         Live::start(spec, &params, &btf, self.pods.clone(), false)
-                                            .map_err(|e| Rejected {
-                                                unavailable: matches!(e, crate::bpf::BpfError::NoVariant { .. }),
-                                                message: format!("{file}: {e}"),
-                                            })?
+                                            .map_err(|e| Rejected::load(&file, e))?
                                             .into_shared()
                                             .map_err(|e| format!("{file}: cannot start the program's reader: {e}"))?
                                     }
@@ -929,7 +926,7 @@ impl Supervisor {
             same_source,
             inst,
             params,
-            program,
+            program: program.map(|p| p.name().to_string()),
             live,
             reuse_kernel,
             interval: script.manifest().interval,
@@ -1036,6 +1033,25 @@ struct Rejected {
     /// Its program has no variant this kernel can run (no kprobes, a missing
     /// module): expected for some built-ins on some nodes, not an error to fix.
     unavailable: bool,
+    /// Each variant of its program and why it did not load, when none did.
+    skipped: Vec<SkippedView>,
+}
+
+impl Rejected {
+    /// The program of the script at `file` did not load.
+    fn load(file: &str, e: crate::bpf::BpfError) -> Rejected {
+        let skipped = match &e {
+            crate::bpf::BpfError::NoVariant { skipped, .. } => {
+                skipped.iter().map(SkippedView::of).collect()
+            }
+            _ => Vec::new(),
+        };
+        Rejected {
+            message: format!("{file}: {e}"),
+            unavailable: !skipped.is_empty(),
+            skipped,
+        }
+    }
 }
 
 impl From<String> for Rejected {
@@ -1043,6 +1059,7 @@ impl From<String> for Rejected {
         Rejected {
             message,
             unavailable: false,
+            skipped: Vec::new(),
         }
     }
 }

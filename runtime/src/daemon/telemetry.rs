@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::bpf::error::SkippedView;
 use crate::bpf::maps::MapTable;
 use crate::metrics::{Counter, Gauge, Registry, ScriptUsage};
 
@@ -31,7 +32,7 @@ pub struct UnitView {
     pub program: Option<String>,
     pub variant: Option<String>,
     /// Variants not used, with the reason.
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<SkippedView>,
     pub knobs: Vec<(String, String)>,
     pub params: Vec<(String, String)>,
     pub last_error: Option<String>,
@@ -129,7 +130,7 @@ impl UnitView {
             "program": self.program,
             "variant": self.variant,
             "programs": self.programs.as_ref().map(|p| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-            "skipped_variants": self.skipped.iter().map(|(v, r)| serde_json::json!({"variant": v, "reason": r})).collect::<Vec<_>>(),
+            "skipped_variants": self.skipped.iter().map(SkippedView::to_json).collect::<Vec<_>>(),
             "knobs": pairs(&self.knobs),
             "params": pairs(&self.params),
             "reason": self.reason(),

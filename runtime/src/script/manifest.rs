@@ -75,7 +75,7 @@ impl std::fmt::Display for ParamValue {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     /// The built-in kernel program, if any.
-    pub program: Option<String>,
+    pub program: Option<crate::bpf::Program>,
     /// Param defaults, in declaration order.
     pub params: Vec<(String, ParamValue)>,
     /// How often `on_tick` runs.
@@ -130,8 +130,8 @@ impl Manifest {
             };
             *slot = parse_param(name, slot, text)?;
             // The kernel side takes it as it is: a knob's width, a variant's name.
-            if let Some(spec) = self.program.as_deref().and_then(crate::bpf::catalog::find) {
-                kernel_fit(spec, name, slot).map_err(|m| ScriptError::Param {
+            if let Some(program) = self.program {
+                kernel_fit(program.spec(), name, slot).map_err(|m| ScriptError::Param {
                     name: name.clone(),
                     message: format!("param `{name}`: {m}"),
                 })?;
@@ -149,7 +149,9 @@ fn kernel_fit(
     value: &ParamValue,
 ) -> Result<(), String> {
     if name == crate::bpf::VARIANT_PARAM {
-        return crate::bpf::check_variant(spec, value).map(|_| ());
+        return crate::bpf::check_variant(spec, value)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
     }
     match crate::bpf::knobs(spec).iter().find(|k| k.name == name) {
         Some(knob) => crate::bpf::check_knob(knob, value)
@@ -380,7 +382,7 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
         param_at: Vec::new(),
     };
     if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
-        manifest.program = Some(check_program(&s).map_err(|m| err_at(at, m))?);
+        manifest.program = Some(resolve_program(&s).map_err(|m| err_at(at, m))?);
         check_kernel_side(&manifest).map_err(|(_, m)| err_at(at, m))?;
         return Ok(manifest);
     }
@@ -408,7 +410,8 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
                     )
                 })?;
                 manifest.program = Some(
-                    check_program(&s).map_err(|m| err_at(key_at(key), format!("program: {m}")))?,
+                    resolve_program(&s)
+                        .map_err(|m| err_at(key_at(key), format!("program: {m}")))?,
                 );
                 program_at = key_at(key);
             }
@@ -503,37 +506,34 @@ pub(crate) fn parse(file: &str, source: &str, ast: &AST) -> Result<Manifest, Scr
     Ok(manifest)
 }
 
-/// The program is a built-in one, and each param default fits what the kernel side
-/// makes of it. On error, the param at fault (`None`: the program).
+/// Each param default fits what the kernel side makes of it. On error, the param at
+/// fault (`None`: the program).
 fn check_kernel_side(manifest: &Manifest) -> Result<(), (Option<String>, String)> {
-    let Some(program) = &manifest.program else {
+    let Some(program) = manifest.program else {
         return Ok(());
     };
-    let Some(spec) = crate::bpf::catalog::find(program) else {
-        let known = crate::bpf::catalog::names();
-        return Err((
-            None,
-            format!(
-                "unknown kernel program `{program}`{}; built-in programs: {} (`sonde probes` lists them)",
-                did_you_mean(program, &known),
-                known.join(", ")
-            ),
-        ));
-    };
     for (name, value) in &manifest.params {
-        kernel_fit(spec, name, value).map_err(|m| (Some(name.clone()), m))?;
+        kernel_fit(program.spec(), name, value).map_err(|m| (Some(name.clone()), m))?;
     }
     Ok(())
 }
 
-fn check_program(name: &str) -> Result<String, String> {
+/// The built-in program `name` names: looked up here, once, for every later user
+/// of the manifest.
+fn resolve_program(name: &str) -> Result<crate::bpf::Program, String> {
     let ok = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(format!("expected a kernel program name like \"tcp_reset\" (lowercase, digits, `_`), got \"{name}\""))
+    if !ok {
+        return Err(format!("expected a kernel program name like \"tcp_reset\" (lowercase, digits, `_`), got \"{name}\""));
     }
+    crate::bpf::Program::find(name).map_err(|_| {
+        let known = crate::bpf::catalog::names();
+        format!(
+            "unknown kernel program `{name}`{}; built-in programs: {} (`sonde probes` lists them)",
+            did_you_mean(name, &known),
+            known.join(", ")
+        )
+    })
 }

@@ -58,6 +58,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::bpf::maps::MapReadError;
 use crate::event::EventSink;
 use crate::metrics::Registry;
 
@@ -145,15 +146,17 @@ pub enum ScriptError {
 /// Implemented by the loader. Entries are `#{key: .., value: ..}` maps with keys and
 /// values decoded by field name; per-CPU values are already summed.
 pub trait MapReader: Send + Sync {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String>;
+    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError>;
 }
 
 /// A [`MapReader`] for scripts without a kernel program: every read fails.
 pub struct NoMaps;
 
 impl MapReader for NoMaps {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        Err(format!("no map `{map}`: this script has no kernel program"))
+    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
+        Err(MapReadError::NoProgram {
+            map: map.to_string(),
+        })
     }
 }
 
@@ -163,10 +166,9 @@ pub struct EmptyMaps(pub Vec<String>);
 
 impl EmptyMaps {
     /// The maps of a built-in program (none for `None`).
-    pub fn of(program: Option<&str>) -> Self {
+    pub fn of(program: Option<crate::bpf::Program>) -> Self {
         let names = program
-            .and_then(crate::bpf::catalog::find)
-            .and_then(|spec| crate::bpf::decode::ObjectTypes::parse(spec.object).ok())
+            .and_then(|p| crate::bpf::decode::ObjectTypes::parse(p.spec().object).ok())
             .map(|t| t.map_names())
             .unwrap_or_default();
         EmptyMaps(names)
@@ -174,16 +176,17 @@ impl EmptyMaps {
 }
 
 impl MapReader for EmptyMaps {
-    fn entries(&self, map: &str) -> Result<rhai::Array, String> {
-        if self.0.iter().any(|m| m == map) {
+    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
+        let map = map.to_string();
+        if self.0.contains(&map) {
             Ok(rhai::Array::new())
         } else if self.0.is_empty() {
-            Err(format!("no map `{map}`: this script has no kernel program"))
+            Err(MapReadError::NoProgram { map })
         } else {
-            Err(format!(
-                "no map `{map}` in this program; maps: {}",
-                self.0.join(", ")
-            ))
+            Err(MapReadError::NoSuchMap {
+                map,
+                known: self.0.clone(),
+            })
         }
     }
 }
@@ -200,7 +203,7 @@ pub fn dry_start(
     limits: &Limits,
 ) -> Result<(), ScriptError> {
     let mut ctx = ScriptContext::detached(name);
-    ctx.maps = Arc::new(EmptyMaps::of(script.manifest().program.as_deref()));
+    ctx.maps = Arc::new(EmptyMaps::of(script.manifest().program));
     Instance::start(script, params, ctx, limits).map(drop)
 }
 

@@ -19,7 +19,7 @@ impl EventSink for Sink {
 struct FakeMaps;
 
 impl MapReader for FakeMaps {
-    fn entries(&self, map: &str) -> Result<Array, String> {
+    fn entries(&self, map: &str) -> Result<Array, MapReadError> {
         let entry = |pod: &str, slot: i64, value: i64| {
             let mut key = Map::new();
             key.insert("pod".into(), pod.into());
@@ -31,7 +31,10 @@ impl MapReader for FakeMaps {
         };
         match map {
             "hist" => Ok(vec![entry("a", 1, 5), entry("b", 3, 2), entry("a", 3, 1)]),
-            _ => Err(format!("no map `{map}` in program x")),
+            _ => Err(MapReadError::NoSuchMap {
+                map: map.to_string(),
+                known: vec!["hist".into()],
+            }),
         }
     }
 }
@@ -127,7 +130,7 @@ const PROBE = #{
 "#;
     let s = Script::compile("x.rhai", src, &Limits::default()).unwrap();
     let m = s.manifest();
-    assert_eq!(m.program.as_deref(), Some("tcp_reset"));
+    assert_eq!(m.program.map(|p| p.name()), Some("tcp_reset"));
     assert_eq!(m.interval, Duration::from_secs(2));
     assert_eq!(m.description, "Resets, per pod.\nSecond line.");
     assert_eq!(
@@ -149,7 +152,7 @@ fn manifest_shorthand_and_absence() {
         &Limits::default(),
     )
     .unwrap();
-    assert_eq!(s.manifest().program.as_deref(), Some("packet_loss"));
+    assert_eq!(s.manifest().program.map(|p| p.name()), Some("packet_loss"));
     assert_eq!(s.manifest().interval, Duration::from_secs(10));
     let s = Script::compile("x.rhai", "fn on_tick() {}", &Limits::default()).unwrap();
     assert_eq!(s.manifest().program, None);

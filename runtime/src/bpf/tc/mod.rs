@@ -49,6 +49,7 @@ use aya::Ebpf;
 use filters::{Handle, Owner};
 
 use super::catalog::TcDirection;
+use super::error::chain;
 use crate::script::ParamValue;
 
 /// The param that lists the interfaces.
@@ -67,6 +68,70 @@ pub const DEFAULT_INTERFACES: &str = "eth*,en*,bond*,veth*,cali*,lxc*,eni*";
 /// Full rescan period, in case a link notification was lost.
 const RESCAN: Duration = Duration::from_secs(5);
 
+/// Why programs could not be attached to interfaces.
+#[derive(Debug, thiserror::Error)]
+pub enum TcError {
+    #[error("param `{INTERFACES_PARAM}`: {0}")]
+    Interfaces(#[from] PatternError),
+    #[error("param `{MODE_PARAM}`: {0}")]
+    Mode(#[from] ModeError),
+    #[error("no interface could be attached: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoInterface(Vec<InterfaceError>),
+    #[error("cannot start the interface watcher: {0}")]
+    Watcher(std::io::Error),
+}
+
+/// Why an `interfaces` param is not a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("`{0}`: `!` must be followed by a glob")]
+    BareExclude(String),
+    #[error(
+        "`{0}` names no interface; expected a comma-separated glob list such as `eth*,veth*,lo`"
+    )]
+    NoInclude(String),
+}
+
+/// A `tc_mode` param that names no mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}`; expected auto, tcx (6.6+) or netlink")]
+pub struct ModeError(String);
+
+/// Why one interface could not be attached.
+#[derive(Debug, thiserror::Error)]
+#[error("{interface}: {failure}")]
+pub struct InterfaceError {
+    pub interface: String,
+    pub failure: InterfaceFailure,
+}
+
+/// The step of attaching to one interface that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InterfaceFailure {
+    #[error("{}", chain(.0))]
+    Filters(filters::FilterError),
+    #[error("add clsact qdisc: {}", chain(.0))]
+    Qdisc(tc::TcError),
+    #[error("object has no program `{0}`")]
+    NoProgram(String),
+    #[error("{program}: not a classifier: {}", chain(error))]
+    NotClassifier {
+        program: String,
+        error: ProgramError,
+    },
+    #[error("{program} ({direction:?}): every sonde filter handle of this process is taken")]
+    NoHandle {
+        program: String,
+        direction: TcDirection,
+    },
+    #[error("{program} ({direction:?}): {}", chain(error))]
+    Attach {
+        program: String,
+        direction: TcDirection,
+        error: ProgramError,
+    },
+}
+
 /// A comma-separated list of globs (`*`, `?`); entries starting with `!` exclude.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pattern {
@@ -75,7 +140,7 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    pub fn parse(text: &str) -> Result<Pattern, String> {
+    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
         let mut p = Pattern {
             include: Vec::new(),
             exclude: Vec::new(),
@@ -83,14 +148,12 @@ impl Pattern {
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item.strip_prefix('!') {
                 Some(x) if !x.is_empty() => p.exclude.push(x.to_string()),
-                Some(_) => return Err(format!("`{text}`: `!` must be followed by a glob")),
+                Some(_) => return Err(PatternError::BareExclude(text.to_string())),
                 None => p.include.push(item.to_string()),
             }
         }
         if p.include.is_empty() {
-            return Err(format!(
-                "`{text}` names no interface; expected a comma-separated glob list such as `eth*,veth*,lo`"
-            ));
+            return Err(PatternError::NoInclude(text.to_string()));
         }
         Ok(p)
     }
@@ -136,7 +199,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn parse(text: &str) -> Result<Mode, String> {
+    fn parse(text: &str) -> Result<Mode, ModeError> {
         match text {
             "" | "auto" => Ok(if super::kernel_at_least(6, 6) {
                 Mode::Tcx
@@ -145,9 +208,7 @@ impl Mode {
             }),
             "tcx" => Ok(Mode::Tcx),
             "netlink" => Ok(Mode::Netlink),
-            other => Err(format!(
-                "param `{MODE_PARAM}`: `{other}`; expected auto, tcx (6.6+) or netlink"
-            )),
+            other => Err(ModeError(other.to_string())),
         }
     }
 }
@@ -179,7 +240,7 @@ struct State {
     /// Name and tag of each program: recognise filters of older sonde builds.
     legacy: Vec<(String, [u8; 8])>,
     /// Interfaces that failed to attach, not retried until they change name or index.
-    failed: HashMap<u32, String>,
+    failed: HashMap<u32, InterfaceError>,
     names: Arc<Mutex<Vec<String>>>,
 }
 
@@ -199,16 +260,15 @@ impl TcAttacher {
         ebpf: Arc<Mutex<Ebpf>>,
         programs: Vec<(String, TcDirection)>,
         params: &[(String, ParamValue)],
-    ) -> Result<TcAttacher, String> {
+    ) -> Result<TcAttacher, TcError> {
         let text = string_param(params, INTERFACES_PARAM).unwrap_or(DEFAULT_INTERFACES);
-        let pattern =
-            Pattern::parse(text).map_err(|e| format!("param `{INTERFACES_PARAM}`: {e}"))?;
+        let pattern = Pattern::parse(text)?;
         let mode = Mode::parse(string_param(params, MODE_PARAM).unwrap_or("auto"))?;
         let names = Arc::new(Mutex::new(Vec::new()));
         let legacy = program_tags(&ebpf, &programs);
         // What a killed sonde left, on every interface: it would run beside us.
         if let Err(e) = filters::sweep(&legacy, None) {
-            tracing::warn!(error = %super::error_chain(&e), "cannot remove the TC filters a killed sonde left");
+            tracing::warn!(error = %chain(&e), "cannot remove the TC filters a killed sonde left");
         }
         let mut state = State {
             ebpf,
@@ -227,12 +287,9 @@ impl TcAttacher {
             .ok();
         state.scan();
         if state.attached.is_empty() && !state.failed.is_empty() {
-            let errors: Vec<String> = state.failed.values().cloned().collect();
+            let errors: Vec<InterfaceError> = state.failed.drain().map(|(_, e)| e).collect();
             state.shutdown();
-            return Err(format!(
-                "no interface could be attached: {}",
-                errors.join("; ")
-            ));
+            return Err(TcError::NoInterface(errors));
         }
         if state.attached.is_empty() {
             tracing::warn!(
@@ -240,14 +297,14 @@ impl TcAttacher {
                 "no interface matches yet; attaching as they appear"
             );
         }
-        let (stop, stopped) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let (stop, stopped) = UnixStream::pair().map_err(TcError::Watcher)?;
         let thread = std::thread::Builder::new()
             .name("sonde-tc".into())
             .spawn(move || {
                 watch_loop(&mut state, watch, stopped);
                 state
             })
-            .map_err(|e| format!("cannot start the interface watcher: {e}"))?;
+            .map_err(TcError::Watcher)?;
         Ok(TcAttacher {
             stop: Some(stop),
             thread: Some(thread),
@@ -363,9 +420,11 @@ impl State {
                         },
                     );
                 }
-                Err(e) => {
-                    tracing::warn!(interface = %name, ifindex, error = %e, "cannot attach to interface");
-                    self.failed.insert(*ifindex, format!("{name}: {e}"));
+                Err(failure) => {
+                    tracing::warn!(interface = %name, ifindex, error = %failure, "cannot attach to interface");
+                    let interface = name.clone();
+                    self.failed
+                        .insert(*ifindex, InterfaceError { interface, failure });
                 }
             }
         }
@@ -374,22 +433,26 @@ impl State {
         *self.names.lock().unwrap_or_else(|e| e.into_inner()) = names;
     }
 
-    fn attach(&mut self, ifindex: u32, name: &str) -> Result<Vec<SchedClassifierLink>, String> {
+    fn attach(
+        &mut self,
+        ifindex: u32,
+        name: &str,
+    ) -> Result<Vec<SchedClassifierLink>, InterfaceFailure> {
         // A leftover that appeared since start (another sonde killed meanwhile).
         if let Err(e) = filters::sweep(&self.legacy, Some(ifindex)) {
-            tracing::warn!(interface = name, error = %super::error_chain(&e), "cannot remove the TC filters a killed sonde left");
+            tracing::warn!(interface = name, error = %chain(&e), "cannot remove the TC filters a killed sonde left");
         }
         let mut handles = None;
         if self.mode == Mode::Netlink {
-            let slot = filters::owner_slot().map_err(|e| super::error_chain(&e))?;
+            let slot = filters::owner_slot().map_err(InterfaceFailure::Filters)?;
             let created = match tc::qdisc_add_clsact(name) {
                 Ok(()) => true,
                 Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
                     false
                 }
-                Err(e) => return Err(format!("add clsact qdisc: {}", super::error_chain(&e))),
+                Err(e) => return Err(InterfaceFailure::Qdisc(e)),
             };
-            let existing = filters::clsact_filters(ifindex).map_err(|e| super::error_chain(&e))?;
+            let existing = filters::clsact_filters(ifindex).map_err(InterfaceFailure::Filters)?;
             // The qdisc was created by sonde: by us now, or by the sonde whose
             // filters are on it (see `filters`).
             let created = created
@@ -416,15 +479,21 @@ impl State {
         for (program, direction) in &self.programs {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(program)
-                .ok_or_else(|| format!("object has no program `{program}`"))?
+                .ok_or_else(|| InterfaceFailure::NoProgram(program.clone()))?
                 .try_into()
-                .map_err(|e| format!("{program}: not a classifier: {e}"))?;
+                .map_err(|error| InterfaceFailure::NotClassifier {
+                    program: program.clone(),
+                    error,
+                })?;
             let (kind, parent) = match direction {
                 TcDirection::Ingress => (TcAttachType::Ingress, filters::INGRESS),
                 TcDirection::Egress => (TcAttachType::Egress, filters::EGRESS),
             };
-            let fail =
-                |e: &ProgramError| format!("{program} ({direction:?}): {}", super::error_chain(e));
+            let fail = |error: ProgramError| InterfaceFailure::Attach {
+                program: program.clone(),
+                direction: *direction,
+                error,
+            };
             let id = match handles.as_mut() {
                 None => prog
                     .attach_with_options(
@@ -432,11 +501,14 @@ impl State {
                         kind,
                         TcAttachOptions::TcxOrder(LinkOrder::default()),
                     )
-                    .map_err(|e| fail(&e))?,
+                    .map_err(fail)?,
                 Some(picker) => loop {
-                    let handle = picker.next(parent).ok_or_else(|| {
-                        format!("{program} ({direction:?}): every sonde filter handle of this process is taken")
-                    })?;
+                    let handle = picker
+                        .next(parent)
+                        .ok_or_else(|| InterfaceFailure::NoHandle {
+                            program: program.clone(),
+                            direction: *direction,
+                        })?;
                     let options = TcAttachOptions::Netlink(NlOptions {
                         priority: filters::PRIORITY,
                         handle: TcHandle::from(handle.encode()),
@@ -447,14 +519,11 @@ impl State {
                         // Taken meanwhile by another script of this process.
                         Err(ProgramError::TcError(tc::TcError::NetlinkError(e)))
                             if e.raw_os_error() == Some(libc::EEXIST) => {}
-                        Err(e) => return Err(fail(&e)),
+                        Err(e) => return Err(fail(e)),
                     }
                 },
             };
-            links.push(
-                prog.take_link(id)
-                    .map_err(|e| format!("{program}: {}", super::error_chain(&e)))?,
-            );
+            links.push(prog.take_link(id).map_err(fail)?);
         }
         Ok(links)
     }
@@ -468,7 +537,7 @@ impl State {
         match filters::clsact_filters(ifindex).map(|f| f.len()) {
             Ok(0) => {
                 if let Err(e) = filters::delete_clsact(ifindex) {
-                    tracing::warn!(ifindex, error = %super::error_chain(&e), "cannot remove the clsact qdisc sonde added");
+                    tracing::warn!(ifindex, error = %chain(&e), "cannot remove the clsact qdisc sonde added");
                 }
             }
             Ok(n) => tracing::info!(
@@ -477,7 +546,7 @@ impl State {
                 "clsact qdisc added by sonde kept: other filters use it"
             ),
             Err(e) => {
-                tracing::warn!(ifindex, error = %super::error_chain(&e), "clsact qdisc added by sonde kept: cannot list its filters")
+                tracing::warn!(ifindex, error = %chain(&e), "clsact qdisc added by sonde kept: cannot list its filters")
             }
         }
     }
