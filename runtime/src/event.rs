@@ -86,6 +86,12 @@ impl From<ImmutableString> for Label {
     }
 }
 
+impl From<Label> for ImmutableString {
+    fn from(l: Label) -> Self {
+        l.0
+    }
+}
+
 impl PartialEq<str> for Label {
     fn eq(&self, o: &str) -> bool {
         self.as_str() == o

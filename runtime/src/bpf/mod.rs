@@ -24,6 +24,7 @@ pub mod live;
 pub mod maps;
 pub mod reference;
 pub mod tc;
+pub mod value;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -601,7 +602,7 @@ fn raise_memlock() -> std::io::Result<()> {
 }
 
 /// The kernel's drop reason names, `SKB_DROP_REASON_` stripped.
-pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, rhai::ImmutableString> {
+pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, crate::event::Label> {
     btf.enum_names("skb_drop_reason", "SKB_DROP_REASON_")
         .into_iter()
         .map(|(k, v)| (k, v.into()))

@@ -100,6 +100,7 @@ impl MapReader for ReplayMaps {
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         let entries = latest.get(map).map(Vec::as_slice).unwrap_or(&[]);
         decode_entries(layout, key.as_ref(), value.as_ref(), entries, &self.env)
+            .map(crate::script::record::entries_array)
     }
 }
 
