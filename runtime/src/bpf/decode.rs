@@ -333,33 +333,78 @@ impl Decoder {
     }
 
     /// A record that owns its bytes, decoded lazily like a [`view`](Self::view):
-    /// for a consumer that keeps it past the ring slot. Up to [`INLINE_RECORD`] bytes
-    /// are copied into the record itself (no allocation); longer ones into a buffer.
+    /// for a consumer that keeps it past the ring slot. Binds the type to `env`
+    /// on each call: a reader of many records binds once ([`bind`](Self::bind)).
     pub fn record(&self, bytes: &[u8], env: &Arc<DecodeEnv>) -> Result<Record, DecodeError> {
-        self.check(bytes)?;
-        Ok(Record {
-            bytes: RecordBytes::new(&bytes[..self.size]),
-            fields: self.fields()?.clone(),
+        self.bind(env).record(bytes)
+    }
+
+    /// This type with the environment its records are read with, shared by every
+    /// record made from it (one reference count per record, not two).
+    pub fn bind(&self, env: &Arc<DecodeEnv>) -> RecordType {
+        RecordType(Arc::new(Bound {
+            decoder: self.clone(),
             env: env.clone(),
+        }))
+    }
+}
+
+/// A record type bound to its decoding environment: what owned [`Record`]s of one
+/// ring (or of one source of a replay) are made from.
+#[derive(Clone)]
+pub struct RecordType(Arc<Bound>);
+
+struct Bound {
+    decoder: Decoder,
+    env: Arc<DecodeEnv>,
+}
+
+impl RecordType {
+    /// A record read in place: see [`Decoder::view`].
+    pub fn view<'a>(&'a self, bytes: &'a [u8]) -> Result<RecordView<'a>, DecodeError> {
+        self.0.decoder.view(bytes, &self.0.env)
+    }
+
+    /// A record that owns its bytes: up to [`INLINE_RECORD`] bytes are copied into
+    /// the record itself (no allocation), longer ones into a buffer.
+    pub fn record(&self, bytes: &[u8]) -> Result<Record, DecodeError> {
+        let d = &self.0.decoder;
+        d.check(bytes)?;
+        d.fields()?;
+        Ok(Record {
+            bytes: RecordBytes::new(&bytes[..d.size]),
+            ty: self.clone(),
         })
     }
 
     /// [`record`](Self::record) for bytes already in a shared buffer (a shared
     /// program's queue): a long record keeps the buffer instead of a copy of it.
-    pub fn record_shared(
-        &self,
-        bytes: &Arc<[u8]>,
-        env: &Arc<DecodeEnv>,
-    ) -> Result<Record, DecodeError> {
+    pub fn record_shared(&self, bytes: &Arc<[u8]>) -> Result<Record, DecodeError> {
         if bytes.len() <= INLINE_RECORD {
-            return self.record(bytes, env);
+            return self.record(bytes);
         }
-        self.check(bytes)?;
+        let d = &self.0.decoder;
+        d.check(bytes)?;
+        d.fields()?;
         Ok(Record {
-            bytes: RecordBytes::Shared(bytes.clone(), self.size),
-            fields: self.fields()?.clone(),
-            env: env.clone(),
+            bytes: RecordBytes::Shared(bytes.clone(), d.size),
+            ty: self.clone(),
         })
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.0.decoder
+    }
+
+    pub fn env(&self) -> &Arc<DecodeEnv> {
+        &self.0.env
+    }
+
+    fn fields(&self) -> &[Field] {
+        match &self.0.decoder.kind {
+            Kind::Struct(fields) => fields,
+            _ => &[],
+        }
     }
 }
 
@@ -505,8 +550,7 @@ impl std::fmt::Debug for RecordView<'_> {
 #[derive(Clone)]
 pub struct Record {
     bytes: RecordBytes,
-    fields: Arc<[Field]>,
-    env: Arc<DecodeEnv>,
+    ty: RecordType,
 }
 
 /// Records up to this many bytes (`tcp_reset`'s is 64) are carried inside the
@@ -555,8 +599,8 @@ impl Record {
     pub fn view(&self) -> RecordView<'_> {
         RecordView {
             bytes: self.bytes.as_slice(),
-            fields: &self.fields,
-            env: &self.env,
+            fields: self.ty.fields(),
+            env: &self.ty.0.env,
         }
     }
 
@@ -578,7 +622,7 @@ impl Record {
 
     /// The environment the record is decoded with (its pod resolver and caches).
     pub fn env(&self) -> &Arc<DecodeEnv> {
-        &self.env
+        self.ty.env()
     }
 
     /// See [`RecordView::keys`].
@@ -1420,7 +1464,7 @@ mod tests {
         assert!(d.view(&bytes[..bytes.len() - 1], &env).is_err(), "short");
         let shared: Arc<[u8]> = bytes.clone().into();
         assert_eq!(
-            d.record_shared(&shared, &env).unwrap().get("sport"),
+            d.bind(&env).record_shared(&shared).unwrap().get("sport"),
             Some(Value::Uint(443))
         );
     }

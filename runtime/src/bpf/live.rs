@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 
-use super::decode::{DecodeEnv, DecodeError, Decoder, Record, RecordView};
+use super::decode::{DecodeEnv, DecodeError, Record, RecordType, RecordView};
 use super::ksyms::Symbols;
 use super::{catalog::ProgramSpec, BpfError, Loaded};
 use crate::btf::KernelBtf;
@@ -76,7 +76,7 @@ enum Feed {
     /// The rings themselves: the only reader.
     Own {
         rings: Vec<RingBuf<MapData>>,
-        decoders: Vec<Decoder>,
+        decoders: Vec<RecordType>,
     },
     /// A queue of its own, filled by a shared program's reader thread.
     Shared(Subscription),
@@ -125,7 +125,7 @@ impl Live {
         for s in event_sources {
             sources.push(s.map);
             rings.push(s.ring);
-            decoders.push(s.decoder);
+            decoders.push(s.decoder.bind(&env));
         }
         Ok(Live {
             loaded: Arc::new(loaded),
@@ -238,7 +238,6 @@ impl Live {
     /// means the rings were emptied.
     pub fn drain(&mut self, limit: u64, mut f: impl FnMut(RingRecord<'_>) -> bool) -> u64 {
         let mut n = 0;
-        let env = &self.env;
         match &mut self.feed {
             Feed::Own { rings, decoders } => {
                 for (i, rb) in rings.iter_mut().enumerate() {
@@ -249,8 +248,7 @@ impl Live {
                             source: i,
                             bytes: &item,
                             shared: None,
-                            decoder: &decoders[i],
-                            env,
+                            ty: &decoders[i],
                         };
                         if !f(r) {
                             return n;
@@ -274,8 +272,7 @@ impl Live {
                         source: i,
                         bytes: &bytes,
                         shared: Some(&bytes),
-                        decoder: &program.decoders[i],
-                        env,
+                        ty: &program.decoders[i],
                     };
                     if !f(r) {
                         return n;
@@ -294,8 +291,7 @@ impl Live {
                             source: i,
                             bytes: &item,
                             shared: None,
-                            decoder: &program.decoders[i],
-                            env,
+                            ty: &program.decoders[i],
                         };
                         if !f(r) {
                             return n;
@@ -326,22 +322,21 @@ pub struct RingRecord<'a> {
     pub bytes: &'a [u8],
     /// The queue's buffer, when the record came through one.
     shared: Option<&'a Arc<[u8]>>,
-    decoder: &'a Decoder,
-    env: &'a Arc<DecodeEnv>,
+    ty: &'a RecordType,
 }
 
 impl RingRecord<'_> {
     /// The record read in place: nothing copied, valid inside the callback only.
     pub fn view(&self) -> Result<RecordView<'_>, DecodeError> {
-        self.decoder.view(self.bytes, self.env)
+        self.ty.view(self.bytes)
     }
 
     /// The record as a value that may outlive the ring slot: a copy (inline up to
     /// 64 bytes), or the queue's shared buffer.
     pub fn to_record(&self) -> Result<Record, DecodeError> {
         match self.shared {
-            Some(b) => self.decoder.record_shared(b, self.env),
-            None => self.decoder.record(self.bytes, self.env),
+            Some(b) => self.ty.record_shared(b),
+            None => self.ty.record(self.bytes),
         }
     }
 }
@@ -354,7 +349,7 @@ pub struct SharedLive {
     pub env: Arc<DecodeEnv>,
     pub drop_reasons: HashMap<u64, crate::event::Label>,
     pub sources: Vec<String>,
-    decoders: Vec<Decoder>,
+    decoders: Vec<RecordType>,
     /// The most each subscriber may have queued, in record bytes.
     queue_bytes: usize,
     /// The rings: read by the reader thread while two or more scripts read the

@@ -563,12 +563,14 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let mut symbols = Vec::new();
     // A cut or damaged tail is reported by the second pass.
     let mut first = record::Reader::open(path)?;
-    while let Ok(Some(frame)) = first.next_frame() {
-        if let Frame::Symbol { addr, name } = frame {
+    while let Ok(Some(frame)) = first.next_ref() {
+        if let FrameRef::Other(Frame::Symbol { addr, name }) = frame {
             symbols.push((addr, name));
         }
     }
     let (env, stacks) = header.replay_env(pods, symbols);
+    // Each source's record type bound once to the replay's environment.
+    let bound: Vec<_> = decoders.iter().map(|d| d.bind(&env)).collect();
     let layouts = header
         .maps
         .iter()
@@ -618,12 +620,12 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
         let frame = match frame {
             FrameRef::Record { source, bytes, .. } => {
                 stats.records += 1;
-                let Some(d) = decoders.get(source as usize) else {
+                let Some(d) = bound.get(source as usize) else {
                     stats.decode_errors += 1;
                     continue;
                 };
                 // A copy the handler may keep (inline up to 64 bytes).
-                match d.record(bytes, &env) {
+                match d.record(bytes) {
                     Ok(ev) if batching => pending.push(ev),
                     Ok(ev) => inst.on_record(ev),
                     Err(_) => stats.decode_errors += 1,
