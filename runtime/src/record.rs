@@ -360,6 +360,11 @@ pub struct Reader {
     payload: Vec<u8>,
 }
 
+/// Frames up to this size are read straight into a buffer of their length; a
+/// longer one grows its buffer with what the file really holds (a damaged length
+/// allocates no more than that).
+const SMALL_FRAME: usize = 64 << 10;
+
 /// A frame as read: a record's bytes are in the reader's buffer.
 enum Raw {
     Record { t_ns: u64, source: u16 },
@@ -565,9 +570,16 @@ impl Reader {
         // grows with what was read, and is kept for the next frame).
         let mut payload = std::mem::take(&mut self.payload);
         payload.clear();
-        let read = (&mut self.input)
-            .take(u64::from(len))
-            .read_to_end(&mut payload);
+        let read = if len as usize <= payload.capacity().max(SMALL_FRAME) {
+            // A record's size, or what the buffer already holds: read in place.
+            payload.resize(len as usize, 0);
+            read_full(&mut self.input, &mut payload).map(|n| payload.truncate(n))
+        } else {
+            (&mut self.input)
+                .take(u64::from(len))
+                .read_to_end(&mut payload)
+                .map(drop)
+        };
         if let Err(e) = read {
             return Err(io(&self.path, e));
         }
