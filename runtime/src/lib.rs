@@ -33,6 +33,7 @@ pub mod cli;
 pub mod daemon;
 pub mod event;
 pub mod http;
+pub mod label;
 pub mod memory;
 pub mod metrics;
 pub mod panic;

@@ -37,7 +37,8 @@ use btf_rs::{Btf, BtfType, Type};
 
 use crate::bpf::ksyms::Symbols;
 use crate::bpf::value::{PodNames, Value};
-use crate::event::{coarse_ns, Label};
+use crate::event::coarse_ns;
+use crate::label::Label;
 use crate::pods::PodResolver;
 
 #[derive(Debug, thiserror::Error)]

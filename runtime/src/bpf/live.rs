@@ -65,7 +65,7 @@ pub struct Live {
     pub loaded: Arc<Loaded>,
     pub env: Arc<DecodeEnv>,
     /// `enum skb_drop_reason` names, when the program's records or maps use them.
-    pub drop_reasons: HashMap<u64, crate::event::Label>,
+    pub drop_reasons: HashMap<u64, crate::label::Label>,
     /// Ring buffer map names, in source order.
     pub sources: Vec<String>,
     feed: Feed,
@@ -347,7 +347,7 @@ pub struct SharedLive {
     reader: Option<Reader>,
     pub loaded: Arc<Loaded>,
     pub env: Arc<DecodeEnv>,
-    pub drop_reasons: HashMap<u64, crate::event::Label>,
+    pub drop_reasons: HashMap<u64, crate::label::Label>,
     pub sources: Vec<String>,
     decoders: Vec<RecordType>,
     /// The most each subscriber may have queued, in record bytes.

@@ -602,7 +602,7 @@ fn raise_memlock() -> std::io::Result<()> {
 }
 
 /// The kernel's drop reason names, `SKB_DROP_REASON_` stripped.
-pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, crate::event::Label> {
+pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, crate::label::Label> {
     btf.enum_names("skb_drop_reason", "SKB_DROP_REASON_")
         .into_iter()
         .map(|(k, v)| (k, v.into()))

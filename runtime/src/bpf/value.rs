@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use crate::event::Label;
+use crate::label::Label;
 
 /// One decoded value.
 #[derive(Clone, PartialEq)]

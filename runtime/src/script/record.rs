@@ -54,7 +54,7 @@ pub fn to_dynamic(v: Value) -> Dynamic {
     }
 }
 
-fn struct_map(fields: Vec<(crate::event::Label, Value)>) -> Map {
+fn struct_map(fields: Vec<(crate::label::Label, Value)>) -> Map {
     // Already sorted by name: BTreeMap's FromIterator checks that in one pass and
     // bulk-builds, cheaper than inserting field by field.
     fields
