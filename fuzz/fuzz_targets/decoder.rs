@@ -3,8 +3,9 @@
 //! The first byte picks a decoder (`sonde_fuzz::decoder_plans`: a ring buffer record
 //! type, `__sonde_record_<map>`, or a map's key or value type, of any built-in
 //! program); the rest are the bytes, as the kernel or a recording hands them over.
-//! Each is decoded every way sonde does: whole (`decode`, `decode_map`), lazily field
-//! by field (`record`, `get` of every key, `to_map`), and map values as per-CPU
+//! Each is decoded every way sonde does: whole (`decode`, then as scripts see it,
+//! `script::record::{to_dynamic, value_map}`), in place (`view`), lazily field by
+//! field (`record`, `get` of every key, `record_map`), and map values as per-CPU
 //! entries (`bpf::maps::decode_entries`). Every decoded value is read to the end.
 #![no_main]
 
@@ -17,6 +18,7 @@ use sonde::bpf::decode::DecodeEnv;
 use sonde::bpf::ksyms::{Ksyms, Symbols};
 use sonde::bpf::maps::Layout;
 use sonde::pods::HostResolver;
+use sonde::script::record::{entries_array, record_map, to_dynamic, value_map};
 use sonde_fuzz::{decoder_plans, touch};
 
 /// Drop reason names, symbols and stacks, so every well-known typedef resolves.
@@ -50,19 +52,24 @@ fuzz_target!(|data: &[u8]| {
     let _ = d.needs();
     let _ = d.pod_keys();
     if let Ok(v) = d.decode(bytes, env) {
-        touch(&v);
+        touch(&to_dynamic(v.clone()));
+        touch(&Dynamic::from_map(value_map(v)));
     }
-    if let Ok(m) = d.decode_map(bytes, env) {
-        touch(&Dynamic::from_map(m));
+    if let Ok(view) = d.view(bytes, env) {
+        for key in view.keys() {
+            if let Some(v) = view.get(key) {
+                touch(&to_dynamic(v));
+            }
+        }
     }
     if let Ok(ev) = d.record(bytes, env) {
         for key in ev.keys() {
             if let Some(v) = ev.get(key) {
-                touch(&v);
+                touch(&to_dynamic(v));
             }
         }
         let _ = ev.get("no_such_field");
-        touch(&Dynamic::from_map(ev.to_map()));
+        touch(&Dynamic::from_map(record_map(&ev)));
     }
     if plan.map_value {
         // One entry of a per-CPU map on two CPUs: the value is the bytes split in two.
@@ -73,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let entries = vec![(Vec::new(), bytes.to_vec())];
         if let Ok(a) = sonde::bpf::maps::decode_entries(&layout, None, Some(d), &entries, env) {
-            touch(&Dynamic::from_array(a));
+            touch(&Dynamic::from_array(entries_array(a)));
         }
     }
 });

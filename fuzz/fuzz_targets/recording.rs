@@ -18,6 +18,7 @@ use rhai::Dynamic;
 use sonde::bpf::decode::{Decoder, ObjectTypes};
 use sonde::pods::HostResolver;
 use sonde::record::{Frame, Reader};
+use sonde::script::record::{entries_array, record_map, to_dynamic};
 use sonde_fuzz::{object_types, scratch_file, touch};
 
 /// Frames read from one input at most (each is at least 15 bytes, so an input of
@@ -82,10 +83,10 @@ fn replay(reader: &mut Reader, frames: Vec<Frame>) {
                 if let Ok(ev) = d.record(&bytes, &env) {
                     for key in ev.keys() {
                         if let Some(v) = ev.get(key) {
-                            touch(&v);
+                            touch(&to_dynamic(v));
                         }
                     }
-                    touch(&Dynamic::from_map(ev.to_map()));
+                    touch(&Dynamic::from_map(record_map(&ev)));
                 }
             }
             Frame::Snapshot { map, entries, .. } => {
@@ -97,7 +98,7 @@ fn replay(reader: &mut Reader, frames: Vec<Frame>) {
                         &entries,
                         &env,
                     ) {
-                        touch(&Dynamic::from_array(a));
+                        touch(&Dynamic::from_array(entries_array(a)));
                     }
                 }
             }

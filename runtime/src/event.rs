@@ -13,7 +13,9 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rhai::{Dynamic, ImmutableString, Map};
+use rhai::{Dynamic, Map};
+
+pub use crate::label::Label;
 
 /// Where an event comes from: the pod (or host) it belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,102 +26,6 @@ pub struct Labels {
     pub pod: Label,
     /// Node name (the host name by default).
     pub node: Label,
-}
-
-/// A label value: a shared, immutable string. Events of one pod share one copy of
-/// its names (cloning is a reference count), and it reads as a `&str`:
-///
-/// ```
-/// use sonde::event::Label;
-/// let pod: Label = "web-1".into();
-/// assert!(pod == "web-1" && pod.len() == 5 && pod.clone() == pod);
-/// ```
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Label(ImmutableString);
-
-impl Label {
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl std::ops::Deref for Label {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl AsRef<str> for Label {
-    fn as_ref(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl std::fmt::Display for Label {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_str())
-    }
-}
-
-impl std::fmt::Debug for Label {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.0.as_str(), f)
-    }
-}
-
-impl From<&str> for Label {
-    fn from(s: &str) -> Self {
-        Label(s.into())
-    }
-}
-
-impl From<String> for Label {
-    fn from(s: String) -> Self {
-        Label(s.into())
-    }
-}
-
-impl From<ImmutableString> for Label {
-    fn from(s: ImmutableString) -> Self {
-        Label(s)
-    }
-}
-
-impl PartialEq<str> for Label {
-    fn eq(&self, o: &str) -> bool {
-        self.as_str() == o
-    }
-}
-
-impl PartialEq<&str> for Label {
-    fn eq(&self, o: &&str) -> bool {
-        self.as_str() == *o
-    }
-}
-
-impl PartialEq<String> for Label {
-    fn eq(&self, o: &String) -> bool {
-        self.as_str() == o.as_str()
-    }
-}
-
-impl PartialEq<Label> for str {
-    fn eq(&self, o: &Label) -> bool {
-        self == o.as_str()
-    }
-}
-
-impl PartialEq<Label> for &str {
-    fn eq(&self, o: &Label) -> bool {
-        *self == o.as_str()
-    }
-}
-
-impl PartialEq<Label> for String {
-    fn eq(&self, o: &Label) -> bool {
-        self.as_str() == o.as_str()
-    }
 }
 
 /// One event emitted by a script.

@@ -6,12 +6,14 @@
 //!
 //! - [`btf`]: finds the running kernel's BTF for CO-RE relocation;
 //! - [`bpf`]: loads a program's object, picks the variant this kernel can run, attaches
-//!   it, reads its ring buffer and maps; [`bpf::decode`] turns record bytes into Rhai
-//!   values by field name using the object's own BTF;
+//!   it, reads its ring buffer and maps; [`bpf::decode`] turns record bytes into typed
+//!   [`bpf::value::Value`]s by field name using the object's own BTF (in place, from
+//!   the ring's bytes, or as records a handler may keep);
 //! - [`pods`]: maps network namespaces to pods;
 //! - [`sources`]: procfs and netlink readers per network namespace (`proc::`,
 //!   `netlink::` in scripts);
 //! - [`script`]: the sandboxed Rhai host (`init`, `on_event`, `on_tick`, `on_exit`);
+//!   [`script::record`] is where records and values become Rhai values;
 //! - [`metrics`]: the registry scripts write into;
 //! - [`event`]: what scripts emit, and its text and JSON forms;
 //! - [`record`]: saving raw records of a run and replaying them without a kernel;
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod daemon;
 pub mod event;
 pub mod http;
+pub mod label;
 pub mod memory;
 pub mod metrics;
 pub mod panic;

@@ -356,6 +356,31 @@ pub struct Reader {
     frames: u64,
     /// Set once the end, a cut or damage was reached: nothing more is read.
     done: bool,
+    /// The last frame's payload, reused from frame to frame by [`Reader::next_ref`].
+    payload: Vec<u8>,
+}
+
+/// Frames up to this size are read straight into a buffer of their length; a
+/// longer one grows its buffer with what the file really holds (a damaged length
+/// allocates no more than that).
+const SMALL_FRAME: usize = 64 << 10;
+
+/// A frame as read: a record's bytes are in the reader's buffer.
+enum Raw {
+    Record { t_ns: u64, source: u16 },
+    Frame(Frame),
+}
+
+/// A frame as [`Reader::next_ref`] returns it: a record lent from the reader's
+/// buffer (valid until the next read), anything else owned.
+#[derive(Debug, PartialEq)]
+pub enum FrameRef<'a> {
+    Record {
+        t_ns: u64,
+        source: u16,
+        bytes: &'a [u8],
+    },
+    Other(Frame),
 }
 
 impl Reader {
@@ -416,6 +441,7 @@ impl Reader {
             offset: 16 + u64::from(len),
             frames: 0,
             done: false,
+            payload: Vec::new(),
         })
     }
 
@@ -426,15 +452,49 @@ impl Reader {
 
     /// The next frame; `None` at the end of the recording. After an error, `None`.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, RecordError> {
+        Ok(match self.next_ref()? {
+            Some(FrameRef::Record {
+                t_ns,
+                source,
+                bytes,
+            }) => Some(Frame::Record {
+                t_ns,
+                source,
+                bytes: bytes.to_vec(),
+            }),
+            Some(FrameRef::Other(f)) => Some(f),
+            None => None,
+        })
+    }
+
+    /// [`next_frame`](Self::next_frame) with a record's bytes lent in place, from a
+    /// buffer reused for every frame: replaying a record allocates nothing here.
+    pub fn next_ref(&mut self) -> Result<Option<FrameRef<'_>>, RecordError> {
         if self.done {
             return Ok(None);
         }
-        let r = self.read_frame();
-        match &r {
-            Ok(Some(_)) => self.frames += 1,
-            _ => self.done = true,
+        match self.read_frame() {
+            Ok(Some(Raw::Record { t_ns, source })) => {
+                self.frames += 1;
+                Ok(Some(FrameRef::Record {
+                    t_ns,
+                    source,
+                    bytes: &self.payload,
+                }))
+            }
+            Ok(Some(Raw::Frame(f))) => {
+                self.frames += 1;
+                Ok(Some(FrameRef::Other(f)))
+            }
+            Ok(None) => {
+                self.done = true;
+                Ok(None)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
         }
-        r
     }
 
     fn truncated(&self, how: String) -> RecordError {
@@ -472,7 +532,8 @@ impl Reader {
         }
     }
 
-    fn read_frame(&mut self) -> Result<Option<Frame>, RecordError> {
+    /// Reads one frame: a record's payload stays in `self.payload`.
+    fn read_frame(&mut self) -> Result<Option<Raw>, RecordError> {
         let io = |path: &str, source| RecordError::Io {
             path: path.to_string(),
             source,
@@ -505,14 +566,33 @@ impl Reader {
                 format!("a frame of {len} bytes, more than the {MAX_FRAME} a recording holds"),
             ));
         }
-        // Read what is there, never allocating the length up front.
-        let mut payload = Vec::new();
-        (&mut self.input)
-            .take(u64::from(len))
-            .read_to_end(&mut payload)
-            .map_err(|e| io(&self.path, e))?;
+        // Read what is there, never allocating the length up front (the buffer
+        // grows with what was read, and is kept for the next frame).
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        let read = if len as usize <= payload.capacity().max(SMALL_FRAME) {
+            // A record's size, or what the buffer already holds: read in place.
+            payload.resize(len as usize, 0);
+            read_full(&mut self.input, &mut payload).map(|n| payload.truncate(n))
+        } else {
+            (&mut self.input)
+                .take(u64::from(len))
+                .read_to_end(&mut payload)
+                .map(drop)
+        };
+        if let Err(e) = read {
+            return Err(io(&self.path, e));
+        }
         if payload.len() < len as usize {
             return Err(self.truncated(format!("mid-frame ({} of its {len} bytes)", payload.len())));
+        }
+        if tag == TAG_RECORD {
+            self.payload = payload;
+            self.offset += FRAME_HEAD as u64 + u64::from(len);
+            return Ok(Some(Raw::Record {
+                t_ns,
+                source: index,
+            }));
         }
         let frame = self.parse(tag, t_ns, index, payload);
         let frame = match frame {
@@ -521,7 +601,7 @@ impl Reader {
             Err(why) => return Err(self.damaged(&head, why)),
         };
         self.offset += FRAME_HEAD as u64 + u64::from(len);
-        Ok(frame)
+        Ok(frame.map(Raw::Frame))
     }
 
     /// What a complete frame holds, checked against its tag and the header; `None`
@@ -761,6 +841,38 @@ mod tests {
         let (frames, end) = read_all(&tmp.0);
         assert_eq!(frames.len(), 25);
         end.unwrap();
+    }
+
+    /// Records are lent from one buffer, reused from record to record (no
+    /// allocation per record); what comes between them is owned and unchanged.
+    #[test]
+    fn records_are_lent_in_place_from_one_buffer() {
+        let tmp = Tmp::new("ref");
+        sample(&tmp);
+        let mut r = Reader::open(&tmp.0).unwrap();
+        assert!(
+            matches!(r.next_ref().unwrap(), Some(FrameRef::Record { source: 0, bytes, .. }) if bytes == b"abc")
+        );
+        assert!(matches!(
+            r.next_ref().unwrap(),
+            Some(FrameRef::Other(Frame::Snapshot { map: 0, .. }))
+        ));
+        for _ in 0..3 {
+            assert!(matches!(r.next_ref().unwrap(), Some(FrameRef::Other(_))));
+        }
+        let mut at = None;
+        for i in 0..20u8 {
+            match r.next_ref().unwrap() {
+                Some(FrameRef::Record { bytes, .. }) => {
+                    assert_eq!(bytes, &[i; 24]);
+                    let p = bytes.as_ptr();
+                    assert_eq!(*at.get_or_insert(p), p, "the same buffer");
+                }
+                other => panic!("record {i}: {other:?}"),
+            }
+        }
+        assert_eq!(r.next_ref().unwrap(), None);
+        assert_eq!(r.frames(), 25);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use sonde::bpf::ksyms::Symbols;
 use sonde::bpf::{self, catalog, Loaded};
 use sonde::btf::KernelBtf;
 use sonde::pods::HostResolver;
+use sonde::script::record::{value_map, DecodedEntries};
 use sonde::script::ParamValue;
 
 /// Loads `program` with `params` as knobs; panics with sonde's error when it cannot.
@@ -38,11 +39,9 @@ pub fn drain(loaded: &mut Loaded, env: &DecodeEnv) -> Vec<Map> {
     let mut out = Vec::new();
     for mut src in loaded.take_sources() {
         while let Some(item) = src.ring.next() {
-            out.push(
-                src.decoder
-                    .decode_map(&item, env)
-                    .expect("decodable record"),
-            );
+            out.push(value_map(
+                src.decoder.decode(&item, env).expect("decodable record"),
+            ));
         }
     }
     out

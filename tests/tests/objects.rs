@@ -7,6 +7,7 @@ use std::process::Command;
 
 use sonde::bpf::catalog::{self, Hook};
 use sonde::bpf::decode::{KnobKind, ObjectTypes};
+use sonde::script::record::value_map;
 use sonde_tests::{cannot_run, repo_root};
 
 /// Program (function symbol) name → ELF section name.
@@ -293,7 +294,7 @@ fn records_carry_the_fields_scripts_read() {
         let spec = catalog::find(program).unwrap();
         let types = ObjectTypes::parse(spec.object).unwrap();
         let rec = types.record_decoder("events").unwrap();
-        let ev = rec.decode_map(&vec![0u8; rec.size()], &env).unwrap();
+        let ev = value_map(rec.decode(&vec![0u8; rec.size()], &env).unwrap());
         for f in *event_fields {
             assert!(ev.contains_key(*f), "{program}: event lacks `{f}`: {ev:?}");
         }
@@ -307,7 +308,7 @@ fn records_carry_the_fields_scripts_read() {
             continue;
         }
         let (key, _) = types.map_decoders("counts").unwrap();
-        let k = key.decode_map(&vec![0u8; key.size()], &env).unwrap();
+        let k = value_map(key.decode(&vec![0u8; key.size()], &env).unwrap());
         for f in *key_fields {
             assert!(
                 k.contains_key(*f),
@@ -502,7 +503,7 @@ struct shapes x;
     let env = sonde::bpf::decode::DecodeEnv::offline(std::sync::Arc::new(
         sonde::pods::HostResolver::with_host_netns(1, "n"),
     ));
-    let m = d.decode_map(&b, &env).unwrap();
+    let m = value_map(d.decode(&b, &env).unwrap());
     let get = |k: &str| {
         m.get(k)
             .unwrap_or_else(|| panic!("no {k} in {m:?}"))

@@ -3,6 +3,7 @@
 //! those requests (and agrees with /sys/block/<loop>/stat), and with slow_ns=0 every
 //! request is an event with the disk name, operation, size and the issuing pod.
 
+use sonde::script::record::DecodedEntries;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Command;

@@ -6,6 +6,7 @@
 //! ends, no filter, TCX link or clsact qdisc of sonde is left on the interfaces.
 //! Both attach modes run: TCX links and clsact/cls_bpf filters (what 5.10 and 6.1 use).
 
+use sonde::script::record::DecodedEntries;
 use std::time::{Duration, Instant};
 
 use rhai::Map;

@@ -13,6 +13,7 @@
 //!   loaded directly, must hold the slow SYNs for the sender's namespace, IPv4 and
 //!   IPv6, with their tuples; and no per-skb entry may be left behind.
 
+use sonde::script::record::DecodedEntries;
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;

@@ -12,6 +12,7 @@
 //! Only the namespaces the test makes are looked at; IPv6 is off and the neighbour
 //! is static on the test link, so the datagrams are the only packets on it.
 
+use sonde::script::record::DecodedEntries;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::process::Command;

@@ -6,6 +6,7 @@
 //! writes were slow. A second test checks the per-socket and per-thread state maps
 //! are emptied by reads, closes and send returns.
 
+use sonde::script::record::DecodedEntries;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;

@@ -4,6 +4,7 @@
 //! with its histograms, and a 1 µs threshold turns samples into events with the cpu
 //! and the vector while the default 10 ms leaves (almost) none.
 
+use sonde::script::record::DecodedEntries;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -4,6 +4,7 @@
 //! and a few normal connections held for a known time, in IPv4 and IPv6. The script's
 //! exported counters, histogram and events for the namespace's pod must say exactly that.
 
+use sonde::script::record::DecodedEntries;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -33,14 +33,15 @@
 //! let spec = catalog::find("tcp_reset").unwrap();
 //! let mut live = Live::start(spec, &[], &btf, Arc::new(HostResolver::new("node-1")), false)?;
 //! live.wait(std::time::Duration::from_secs(1))?;
-//! live.drain(u64::MAX, |_source, _bytes, record| { let _ = record.map(|r| r.get("kind")); true });
+//! // Read in place, from the ring's own bytes.
+//! live.drain(u64::MAX, |r| { let _ = r.view().map(|v| v.get("kind")); true });
 //!
 //! // Two scripts, one program in the kernel.
 //! let shared = live.into_shared()?;
 //! let (mut a, mut b) = (shared.subscribe()?, shared.subscribe()?);
 //! a.wait(std::time::Duration::from_secs(1))?;
-//! a.drain(u64::MAX, |_, _, _| true);
-//! b.drain(u64::MAX, |_, _, _| true); // the same records
+//! a.drain(u64::MAX, |_| true);
+//! b.drain(u64::MAX, |_| true); // the same records
 //! # Ok(()) }
 //! ```
 
@@ -52,7 +53,7 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 
-use super::decode::{DecodeEnv, DecodeError, Decoder, Record};
+use super::decode::{DecodeEnv, DecodeError, Record, RecordType, RecordView};
 use super::ksyms::Symbols;
 use super::{catalog::ProgramSpec, BpfError, Loaded};
 use crate::btf::KernelBtf;
@@ -64,7 +65,7 @@ pub struct Live {
     pub loaded: Arc<Loaded>,
     pub env: Arc<DecodeEnv>,
     /// `enum skb_drop_reason` names, when the program's records or maps use them.
-    pub drop_reasons: HashMap<u64, rhai::ImmutableString>,
+    pub drop_reasons: HashMap<u64, crate::label::Label>,
     /// Ring buffer map names, in source order.
     pub sources: Vec<String>,
     feed: Feed,
@@ -75,7 +76,7 @@ enum Feed {
     /// The rings themselves: the only reader.
     Own {
         rings: Vec<RingBuf<MapData>>,
-        decoders: Vec<Decoder>,
+        decoders: Vec<RecordType>,
     },
     /// A queue of its own, filled by a shared program's reader thread.
     Shared(Subscription),
@@ -124,7 +125,7 @@ impl Live {
         for s in event_sources {
             sources.push(s.map);
             rings.push(s.ring);
-            decoders.push(s.decoder);
+            decoders.push(s.decoder.bind(&env));
         }
         Ok(Live {
             loaded: Arc::new(loaded),
@@ -230,14 +231,12 @@ impl Live {
         Ok(())
     }
 
-    /// Reads queued records, at most `limit`: `f(source index, raw bytes, decoded
-    /// record)`, which returns whether to go on. Returns how many were read; fewer
-    /// than `limit`, with `f` never saying stop, means the rings were emptied.
-    pub fn drain(
-        &mut self,
-        limit: u64,
-        mut f: impl FnMut(usize, &[u8], Result<Record, DecodeError>) -> bool,
-    ) -> u64 {
+    /// Reads queued records, at most `limit`: `f(record)`, which returns whether
+    /// to go on. Each record is handed over where it lies (the ring slot, or the
+    /// shared program's queue): `f` reads it in place or takes a copy it may keep.
+    /// Returns how many were read; fewer than `limit`, with `f` never saying stop,
+    /// means the rings were emptied.
+    pub fn drain(&mut self, limit: u64, mut f: impl FnMut(RingRecord<'_>) -> bool) -> u64 {
         let mut n = 0;
         match &mut self.feed {
             Feed::Own { rings, decoders } => {
@@ -245,8 +244,13 @@ impl Live {
                     while n < limit {
                         let Some(item) = rb.next() else { break };
                         n += 1;
-                        let decoded = decoders[i].record(&item, &self.env);
-                        if !f(i, &item, decoded) {
+                        let r = RingRecord {
+                            source: i,
+                            bytes: &item,
+                            shared: None,
+                            ty: &decoders[i],
+                        };
+                        if !f(r) {
                             return n;
                         }
                     }
@@ -264,8 +268,13 @@ impl Live {
                         break;
                     };
                     n += 1;
-                    let decoded = program.decoders[i].record(&bytes, &self.env);
-                    if !f(i, &bytes, decoded) {
+                    let r = RingRecord {
+                        source: i,
+                        bytes: &bytes,
+                        shared: Some(&bytes),
+                        ty: &program.decoders[i],
+                    };
+                    if !f(r) {
                         return n;
                     }
                 }
@@ -278,8 +287,13 @@ impl Live {
                         }
                         let Some(item) = rb.next() else { break };
                         n += 1;
-                        let decoded = program.decoders[i].record(&item, &self.env);
-                        if !f(i, &item, decoded) {
+                        let r = RingRecord {
+                            source: i,
+                            bytes: &item,
+                            shared: None,
+                            ty: &program.decoders[i],
+                        };
+                        if !f(r) {
                             return n;
                         }
                     }
@@ -299,15 +313,43 @@ impl Live {
     }
 }
 
+/// One record of a ring, where it lies: in the ring's slot (released once the
+/// [`Live::drain`] callback returns) or in a shared program's queue.
+pub struct RingRecord<'a> {
+    /// Which of the program's rings (an index into [`Live::sources`]).
+    pub source: usize,
+    /// The raw bytes, as the kernel wrote them.
+    pub bytes: &'a [u8],
+    /// The queue's buffer, when the record came through one.
+    shared: Option<&'a Arc<[u8]>>,
+    ty: &'a RecordType,
+}
+
+impl RingRecord<'_> {
+    /// The record read in place: nothing copied, valid inside the callback only.
+    pub fn view(&self) -> Result<RecordView<'_>, DecodeError> {
+        self.ty.view(self.bytes)
+    }
+
+    /// The record as a value that may outlive the ring slot: a copy (inline up to
+    /// 64 bytes), or the queue's shared buffer.
+    pub fn to_record(&self) -> Result<Record, DecodeError> {
+        match self.shared {
+            Some(b) => self.ty.record_shared(b),
+            None => self.ty.record(self.bytes),
+        }
+    }
+}
+
 /// A program several scripts read, each through a [`Live`] of its own.
 pub struct SharedLive {
     /// First field: stopped (and its rings closed) before the program detaches.
     reader: Option<Reader>,
     pub loaded: Arc<Loaded>,
     pub env: Arc<DecodeEnv>,
-    pub drop_reasons: HashMap<u64, rhai::ImmutableString>,
+    pub drop_reasons: HashMap<u64, crate::label::Label>,
     pub sources: Vec<String>,
-    decoders: Vec<Decoder>,
+    decoders: Vec<RecordType>,
     /// The most each subscriber may have queued, in record bytes.
     queue_bytes: usize,
     /// The rings: read by the reader thread while two or more scripts read the

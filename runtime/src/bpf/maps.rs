@@ -1,4 +1,4 @@
-//! Map contents as bytes and as Rhai values.
+//! Map contents as bytes and as decoded [`Value`]s.
 //!
 //! Maps are read with plain `bpf(2)` calls sized from the map's own info, so one
 //! reader serves every key and value type; [`MapTable`] decodes them with the
@@ -10,9 +10,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{Map, MapData};
-use rhai::{Dynamic, Map as RhaiMap};
 
-use crate::bpf::decode::{accumulate, DecodeEnv, Decoder};
+use crate::bpf::decode::{DecodeEnv, Decoder};
+use crate::bpf::value::Value;
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
@@ -303,8 +303,8 @@ impl MapTable {
         frames
     }
 
-    /// Decoded entries: `#{key, value}` with per-CPU values summed.
-    pub fn decoded_entries(&self, name: &str) -> Result<rhai::Array, MapReadError> {
+    /// Decoded entries, per-CPU values summed.
+    pub fn decoded(&self, name: &str) -> Result<Vec<Entry>, MapReadError> {
         let e = self.maps.get(name).ok_or_else(|| MapReadError::NoSuchMap {
             map: name.to_string(),
             known: self.names(),
@@ -342,6 +342,14 @@ pub enum MapReadError {
     Decode(#[from] crate::bpf::decode::DecodeError),
 }
 
+/// One map entry decoded: a key and its value (summed over CPUs for per-CPU maps).
+/// Without a type to decode them by, both are [`Value::Bytes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: Value,
+    pub value: Value,
+}
+
 /// Decodes raw entries: keys and values by BTF, per-CPU values summed.
 pub fn decode_entries(
     layout: &Layout,
@@ -349,36 +357,30 @@ pub fn decode_entries(
     value: Option<&Decoder>,
     entries: &[(Vec<u8>, Vec<u8>)],
     env: &DecodeEnv,
-) -> Result<rhai::Array, MapReadError> {
-    let mut out = rhai::Array::with_capacity(entries.len());
+) -> Result<Vec<Entry>, MapReadError> {
+    let mut out = Vec::with_capacity(entries.len());
     for (k, v) in entries {
         let key = match key {
             Some(d) => d.decode(k, env)?,
-            None => Dynamic::from_blob(k.clone()),
+            None => Value::Bytes(k.clone()),
         };
-        let mut sum: Option<Dynamic> = None;
+        let mut sum: Option<Value> = None;
         for cpu in layout.per_cpu_values(v) {
             let one = match value {
                 Some(d) => d.decode(cpu, env)?,
-                None => Dynamic::from_blob(cpu.to_vec()),
+                None => Value::Bytes(cpu.to_vec()),
             };
             match &mut sum {
-                Some(s) => accumulate(s, &one),
+                Some(s) => s.accumulate(&one),
                 None => sum = Some(one),
             }
         }
-        let mut m = RhaiMap::new();
-        m.insert("key".into(), key);
-        m.insert("value".into(), sum.unwrap_or(Dynamic::UNIT));
-        out.push(Dynamic::from_map(m));
+        out.push(Entry {
+            key,
+            value: sum.unwrap_or(Value::Unit),
+        });
     }
     Ok(out)
-}
-
-impl crate::script::MapReader for MapTable {
-    fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
-        self.decoded_entries(map)
-    }
 }
 
 /// A map's `(key, value)` pairs as raw bytes.

@@ -25,6 +25,7 @@ pub mod live;
 pub mod maps;
 pub mod reference;
 pub mod tc;
+pub mod value;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -691,7 +692,7 @@ fn raise_memlock() -> std::io::Result<()> {
 }
 
 /// The kernel's drop reason names, `SKB_DROP_REASON_` stripped.
-pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, rhai::ImmutableString> {
+pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, crate::label::Label> {
     btf.enum_names("skb_drop_reason", "SKB_DROP_REASON_")
         .into_iter()
         .map(|(k, v)| (k, v.into()))
@@ -701,6 +702,36 @@ pub fn drop_reason_names(btf: &KernelBtf) -> HashMap<u64, rhai::ImmutableString>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `bpf/` yields typed records and values; the script engine's side of them
+    /// lives in `script::record`. Nothing under `bpf/` names the engine's crate.
+    #[test]
+    fn the_record_layer_does_not_speak_rhai() {
+        // Spelled in two parts so this test does not find itself.
+        const PATH: &str = concat!("rhai", "::");
+        const USE: &str = concat!("use ", "rhai");
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for (i, line) in text.lines().enumerate() {
+                        if line.contains(PATH) || line.trim_start().starts_with(USE) {
+                            out.push(format!("{}:{}: {line}", p.display(), i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bpf"),
+            &mut found,
+        );
+        assert!(found.is_empty(), "{found:#?}");
+    }
 
     /// A damaged BTF that got past the check (here: not checked at all) makes
     /// aya-obj panic; `load` turns that into an error for this program.

@@ -26,7 +26,7 @@ use crate::cli::{Output, RunArgs};
 use crate::event::{Event, EventSink};
 use crate::metrics::Registry;
 use crate::pods::{self, HostResolver, PodResolver};
-use crate::record::{self, Frame};
+use crate::record::{self, Frame, FrameRef};
 use crate::script::{
     Instance, Limits, MapReader, NoMaps, ParamValue, Script, ScriptContext, EVENTS_PER_CALL,
 };
@@ -102,6 +102,7 @@ impl MapReader for ReplayMaps {
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         let entries = latest.get(map).map(Vec::as_slice).unwrap_or(&[]);
         decode_entries(layout, key.as_ref(), value.as_ref(), entries, &self.env)
+            .map(crate::script::record::entries_array)
     }
 }
 
@@ -563,12 +564,14 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let mut symbols = Vec::new();
     // A cut or damaged tail is reported by the second pass.
     let mut first = record::Reader::open(path)?;
-    while let Ok(Some(frame)) = first.next_frame() {
-        if let Frame::Symbol { addr, name } = frame {
+    while let Ok(Some(frame)) = first.next_ref() {
+        if let FrameRef::Other(Frame::Symbol { addr, name }) = frame {
             symbols.push((addr, name));
         }
     }
     let (env, stacks) = header.replay_env(pods, symbols);
+    // Each source's record type bound once to the replay's environment.
+    let bound: Vec<_> = decoders.iter().map(|d| d.bind(&env)).collect();
     let layouts = header
         .maps
         .iter()
@@ -593,7 +596,8 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
     let batching = inst.has_on_events();
     let mut pending = Vec::new();
     loop {
-        let frame = match reader.next_frame() {
+        // Records are lent from the reader's buffer and decoded from it.
+        let frame = match reader.next_ref() {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) if e.is_truncated() => {
@@ -610,18 +614,19 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
             }
         };
         if !pending.is_empty()
-            && (pending.len() >= EVENTS_PER_CALL || !matches!(frame, Frame::Record { .. }))
+            && (pending.len() >= EVENTS_PER_CALL || !matches!(frame, FrameRef::Record { .. }))
         {
             inst.on_records(&mut pending);
         }
-        match frame {
-            Frame::Record { source, bytes, .. } => {
+        let frame = match frame {
+            FrameRef::Record { source, bytes, .. } => {
                 stats.records += 1;
-                let Some(d) = decoders.get(source as usize) else {
+                let Some(d) = bound.get(source as usize) else {
                     stats.decode_errors += 1;
                     continue;
                 };
-                match d.record(&bytes, &env) {
+                // A copy the handler may keep (inline up to 64 bytes).
+                match d.record(bytes) {
                     Ok(ev) if batching => pending.push(ev),
                     Ok(ev) => inst.on_record(ev),
                     Err(_) => stats.decode_errors += 1,
@@ -631,7 +636,12 @@ fn replay(path: &std::path::Path, rc: &RunCtx<'_>) -> anyhow::Result<Stats> {
                     batch = 0;
                     printer.flush();
                 }
+                continue;
             }
+            FrameRef::Other(frame) => frame,
+        };
+        match frame {
+            Frame::Record { .. } => {}
             Frame::Snapshot { map, entries, .. } => {
                 if let Some((name, _)) = header.maps.get(map as usize) {
                     if name == "dropped" {

@@ -41,56 +41,8 @@ fn metrics_err(e: MetricsError) -> Box<EvalAltResult> {
 /// Default highest slot of `metrics::log2_histogram` (bound `2^32` raw units).
 pub(crate) const LOG2_DEFAULT_MAX_SLOT: u32 = 32;
 
-/// `ev`, a kernel record decoded on demand. Reads like a map:
-///
-/// ```rhai
-/// fn on_event(ev) {
-///     let who = ev.pod.name;          // a field, decoded when read
-///     let port = ev["dport"];         // the same, by index
-///     if "stack" in ev { print(ev.stack); }
-///     let all = ev.to_map();          // every field, as a map
-///     for k in ev.keys() { print(k); }
-/// }
-/// ```
-fn register_record(engine: &mut Engine) {
-    use crate::bpf::decode::Record;
-    engine.register_type_with_name::<Record>("Event");
-    fn field(r: &Record, name: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-        r.get(name).ok_or_else(|| {
-            runtime_error(format!(
-                "the event has no field `{name}`; fields: {}",
-                r.keys().join(", ")
-            ))
-        })
-    }
-    engine.register_indexer_get(|r: &mut Record, name: ImmutableString| field(r, &name));
-    // Property getters for every field name of the built-in records: `ev.sport`
-    // then resolves in one step instead of falling back to the indexer.
-    // Each remembers where its field was last found, so reading it is one string
-    // comparison instead of a binary search over the record's field names.
-    for name in crate::bpf::catalog::record_field_names() {
-        let key = name.clone();
-        let hint = std::sync::atomic::AtomicUsize::new(usize::MAX);
-        engine.register_get(name.as_str(), move |r: &mut Record| {
-            r.get_hinted(&key, &hint).map_or_else(|| field(r, &key), Ok)
-        });
-    }
-    engine.register_fn("to_map", |r: &mut Record| r.to_map());
-    engine.register_fn("keys", |r: &mut Record| -> rhai::Array {
-        r.keys()
-            .into_iter()
-            .map(|k| Dynamic::from(k.to_string()))
-            .collect()
-    });
-    engine.register_fn("contains", |r: &mut Record, name: ImmutableString| {
-        r.get(&name).is_some()
-    });
-    engine.register_fn("to_string", |r: &mut Record| format!("{:?}", r.to_map()));
-    engine.register_fn("to_debug", |r: &mut Record| format!("{:?}", r.to_map()));
-}
-
 pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
-    register_record(engine);
+    super::record::register(engine);
     register_handles(engine);
     engine.register_static_module("metrics", metrics_module(host).into());
     engine.register_static_module("bpf", bpf_module(host).into());
@@ -673,8 +625,8 @@ fn register_emit(engine: &mut Engine, host: &Arc<Host>) {
                 Some(tag) if tag.is_int() => {
                     if let Some(env) = h.record_env() {
                         let (namespace, pod) = env.pod_names(tag.as_int().unwrap_or(0) as u32);
-                        labels.namespace = namespace.into();
-                        labels.pod = pod.into();
+                        labels.namespace = namespace;
+                        labels.pod = pod;
                     }
                 }
                 Some(pod) => pod_labels(pod, &mut labels),

@@ -44,6 +44,7 @@ mod engine;
 mod file;
 mod instance;
 mod manifest;
+pub mod record;
 pub mod runner;
 pub mod stack;
 mod stdlib;

@@ -352,14 +352,17 @@ impl Runner<'_> {
         loop {
             let mut undecodable = 0;
             let mut dropped = 0;
-            let n = live.drain(BATCH, |source, bytes, decoded| {
+            let n = live.drain(BATCH, |r| {
                 // A recording keeps every record, handled or not.
-                obs.record(&env, source, bytes);
+                obs.record(&env, r.source, r.bytes);
                 if behind {
                     dropped += 1;
                     return true;
                 }
-                match decoded {
+                // The handler may keep its record (`this.last = ev`), and the
+                // engine takes only owned values: the record is copied out of the
+                // ring here, inline (no allocation) up to 64 bytes.
+                match r.to_record() {
                     Ok(ev) if batching => {
                         batch.push(ev);
                         return true;
