@@ -9,6 +9,7 @@
 //!   it, reads its ring buffer and maps; [`bpf::decode`] turns record bytes into Rhai
 //!   values by field name using the object's own BTF;
 //! - [`pods`]: maps network namespaces to pods;
+//! - [`netlink`]: rtnetlink, sock_diag and ctnetlink over one socket layer;
 //! - [`sources`]: procfs and netlink readers per network namespace (`proc::`,
 //!   `netlink::` in scripts);
 //! - [`script`]: the sandboxed Rhai host (`init`, `on_event`, `on_tick`, `on_exit`);
@@ -33,6 +34,7 @@ pub mod event;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod netlink;
 pub mod panic;
 pub mod pods;
 pub mod privileges;
