@@ -51,8 +51,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netlink_packet_core::{
-    ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_sys::{Socket as SysSocket, SocketAddr};
 
@@ -217,9 +217,7 @@ impl Socket {
                 match kind {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let code = ErrorBuffer::new_checked(body)
-                            .ok()
-                            .and_then(|e| e.code());
+                        let code = ErrorBuffer::new_checked(body).ok().and_then(|e| e.code());
                         return match code {
                             None => Ok(()), // the acknowledgement
                             Some(c) => Err(io::Error::from_raw_os_error(-c.get())),

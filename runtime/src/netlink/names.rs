@@ -146,7 +146,10 @@ mod tests {
         let old = Instant::now().checked_sub(FRESH).unwrap();
         with_names(|m| m.get_mut(&ns.inode).unwrap().at = old);
         assert_eq!(name(&ns, 2).as_deref(), Some("eth0"));
-        assert!(with_names(|m| m[&ns.inode].at > old), "the failed dump counts as one");
+        assert!(
+            with_names(|m| m[&ns.inode].at > old),
+            "the failed dump counts as one"
+        );
         forget_except(&[]);
         assert!(with_names(|m| !m.contains_key(&ns.inode)));
     }

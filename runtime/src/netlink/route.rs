@@ -20,9 +20,7 @@
 use std::io;
 use std::mem::size_of;
 
-use netlink_packet_core::{
-    parse_u64, NlaBuffer, NlasIterator, ParseableParametrized,
-};
+use netlink_packet_core::{parse_u64, NlaBuffer, NlasIterator, ParseableParametrized};
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkHeader, LinkMessage, LinkMessageBuffer,
 };
@@ -80,12 +78,12 @@ pub fn links(sock: &mut Socket) -> io::Result<Vec<(u32, String)>> {
         let name = attributes(body, size_of::<LinkMessageBuffer>())
             .flatten()
             .filter(|nla| nla.kind() == IFLA_IFNAME)
-            .find_map(|nla| {
-                match LinkAttribute::parse_with_param(&nla, AddressFamily::Unspec) {
+            .find_map(
+                |nla| match LinkAttribute::parse_with_param(&nla, AddressFamily::Unspec) {
                     Ok(LinkAttribute::IfName(n)) => Some(n),
                     _ => None,
-                }
-            });
+                },
+            );
         if let Some(name) = name {
             out.push((header.index, name));
         }
@@ -333,7 +331,9 @@ pub fn clsact_interfaces(sock: &mut Socket) -> io::Result<Vec<u32>> {
         let clsact = attributes(body, size_of::<TcMessageBuffer>())
             .flatten()
             .filter(|nla| nla.kind() == TCA_KIND)
-            .any(|nla| matches!(tc_attribute(&nla, ""), Some(TcAttribute::Kind(k)) if k == "clsact"));
+            .any(
+                |nla| matches!(tc_attribute(&nla, ""), Some(TcAttribute::Kind(k)) if k == "clsact"),
+            );
         if clsact {
             out.push(header.index as u32);
         }
@@ -372,8 +372,14 @@ pub(crate) mod tests {
     #[test]
     fn filter_message_parses() {
         let tag = [0x48, 0xc2, 0xf5, 0x6e, 0x5c, 0x83, 0x07, 0xce];
-        let f = parse_filter(&bpf_filter_message(0x5d00, 0x5d10_0301, "tc_ingress", tag, 354))
-            .unwrap();
+        let f = parse_filter(&bpf_filter_message(
+            0x5d00,
+            0x5d10_0301,
+            "tc_ingress",
+            tag,
+            354,
+        ))
+        .unwrap();
         assert_eq!(
             (f.ifindex, f.parent, f.priority, f.protocol, f.handle, f.chain),
             (7, INGRESS, 0x5d00, 3, 0x5d10_0301, 0)
@@ -389,8 +395,7 @@ pub(crate) mod tests {
         // Messages captured from a 6.18 kernel: `lo`'s noqueue and eth0's pfifo_fast,
         // which `tc -s qdisc` showed as "Sent 1438437 bytes 17761 pkt (dropped 0,
         // overlimits 0 requeues 0) backlog 0b 0p".
-        let eth0 =
-            parse_qdisc(include_bytes!("testdata/rtm_newqdisc_eth0.bin")).unwrap();
+        let eth0 = parse_qdisc(include_bytes!("testdata/rtm_newqdisc_eth0.bin")).unwrap();
         assert_eq!(
             (eth0.ifindex, eth0.kind.as_str(), eth0.parent.as_str()),
             (4, "pfifo_fast", "root")

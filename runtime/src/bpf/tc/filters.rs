@@ -244,10 +244,10 @@ pub fn delete_clsact(ifindex: u32) -> Result<(), FilterError> {
 
 fn delete_clsact_with(sock: &mut Socket, ifindex: u32) -> Result<(), FilterError> {
     route::delete_clsact(sock, ifindex).map_err(|source| FilterError::Netlink {
-            what: "delete the clsact qdisc",
-            ifindex,
-            source,
-        })
+        what: "delete the clsact qdisc",
+        ifindex,
+        source,
+    })
 }
 
 /// Interfaces of this namespace with a clsact qdisc.

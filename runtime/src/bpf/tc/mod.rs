@@ -43,9 +43,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
-use netlink_sys::Socket as WatchSocket;
 use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::Ebpf;
+use netlink_sys::Socket as WatchSocket;
 
 use filters::{Handle, Owner};
 
@@ -412,9 +412,7 @@ impl State {
         let mut handles = None;
         if self.mode == Mode::Netlink {
             let slot = filters::owner_slot().map_err(|e| super::error_chain(&e))?;
-            let added = self
-                .route()
-                .and_then(|s| route::add_clsact(s, ifindex));
+            let added = self.route().and_then(|s| route::add_clsact(s, ifindex));
             let created = match added {
                 Ok(()) => true,
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
