@@ -10,6 +10,7 @@
 //!   [`bpf::value::Value`]s by field name using the object's own BTF (in place, from
 //!   the ring's bytes, or as records a handler may keep);
 //! - [`pods`]: maps network namespaces to pods;
+//! - [`netlink`]: rtnetlink, sock_diag and ctnetlink over one socket layer;
 //! - [`sources`]: procfs and netlink readers per network namespace (`proc::`,
 //!   `netlink::` in scripts);
 //! - [`script`]: the sandboxed Rhai host (`init`, `on_event`, `on_tick`, `on_exit`);
@@ -36,6 +37,7 @@ pub mod http;
 pub mod label;
 pub mod memory;
 pub mod metrics;
+pub mod netlink;
 pub mod panic;
 pub mod pods;
 pub mod privileges;

@@ -318,32 +318,33 @@ fn foreign_program(name: &str) -> OwnedFd {
 /// `pref` with `handle`, its `TCA_BPF_NAME` being `name`: what a loader like aya
 /// does (`tc` itself would name it `FILE:[section]`).
 fn add_bpf_filter(iface: &str, pref: u16, handle: u32, prog: &OwnedFd, name: &str) {
-    fn attr(m: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-        m.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(payload);
-        m.resize((m.len() + 3) & !3, 0);
-    }
+    use netlink_packet_route::tc::{
+        TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
+    };
+    use netlink_packet_route::RouteNetlinkMessage;
+    use sonde::netlink::{Socket, ACK, NLM_F_CREATE, NLM_F_EXCL};
     let c = CString::new(iface).unwrap();
     // SAFETY: a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
     assert_ne!(ifindex, 0, "{iface}");
-    let mut m = vec![0u8; 4];
-    m.extend_from_slice(&ifindex.to_ne_bytes());
-    m.extend_from_slice(&handle.to_ne_bytes());
-    m.extend_from_slice(&filters::INGRESS.to_ne_bytes());
-    let info = (u32::from(pref) << 16) | u32::from(0x0003u16.to_be()); // ETH_P_ALL
-    m.extend_from_slice(&info.to_ne_bytes());
-    attr(&mut m, 1, b"bpf\0"); // TCA_KIND
-    let mut opts = Vec::new();
-    attr(&mut opts, 6, &(prog.as_raw_fd() as u32).to_ne_bytes()); // TCA_BPF_FD
-    attr(&mut opts, 7, format!("{name}\0").as_bytes()); // TCA_BPF_NAME
-    attr(&mut opts, 8, &1u32.to_ne_bytes()); // TCA_BPF_FLAGS: direct action
-    attr(&mut m, 2, &opts); // TCA_OPTIONS
-    let mut sock = sonde::sources::netlink::Socket::open(libc::NETLINK_ROUTE).unwrap();
-    // RTM_NEWTFILTER, NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
-    sock.request(44, 0x4 | 0x200 | 0x400, &m, |_, _| {})
-        .unwrap_or_else(|e| panic!("add a bpf filter on {iface}: {e}"));
+    let mut m = TcMessage::default();
+    m.header.index = ifindex as i32;
+    m.header.handle = TcHandle::from(handle);
+    m.header.parent = TcHandle::from(filters::INGRESS);
+    m.header.info = (u32::from(pref) << 16) | u32::from(0x0003u16.to_be()); // ETH_P_ALL
+    m.attributes.push(TcAttribute::Kind("bpf".into()));
+    m.attributes.push(TcAttribute::Options(vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(prog.as_raw_fd() as u32)),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(name.into())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ]));
+    let mut sock = Socket::open(libc::NETLINK_ROUTE).unwrap();
+    sock.request(
+        RouteNetlinkMessage::NewTrafficFilter(m),
+        ACK | NLM_F_EXCL | NLM_F_CREATE,
+        |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("add a bpf filter on {iface}: {e}"));
 }
 
 fn tc_ok(args: &[&str]) {

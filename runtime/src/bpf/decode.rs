@@ -1170,15 +1170,16 @@ pub fn ethproto_name(v: u64) -> Option<&'static str> {
 const IFNAME_TTL_NS: u64 = 1_000_000_000;
 
 thread_local! {
-    /// Interface names by index, as `if_indextoname` gives them in the decoding
-    /// thread's network namespace (sonde's own: threads that decode never `setns`),
-    /// with when each expires. One per thread, so no lock on the per-event path.
+    /// Interface names by index in sonde's own network namespace (the one of the
+    /// interfaces TC programs attach to), from [`crate::netlink::names`], with when
+    /// each expires. One per thread, so no lock on the per-event path.
     static IFNAMES: std::cell::RefCell<HashMap<u32, (Label, u64)>> =
         std::cell::RefCell::new(HashMap::new());
 }
 
-/// The name of interface `index`, `if<N>` when there is none; looked up (a socket,
-/// an ioctl and a close) at most once per [`IFNAME_TTL_NS`] per index and thread.
+/// The name of interface `index`, `if<N>` when there is none; looked up in the
+/// namespace's cached link dump at most once per [`IFNAME_TTL_NS`] per index and
+/// thread.
 fn ifname(index: u32) -> Label {
     let now = coarse_ns();
     IFNAMES.with(|cache| {
@@ -1201,15 +1202,10 @@ fn ifname(index: u32) -> Label {
 }
 
 fn lookup_ifname(index: u32) -> Label {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf is IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return format!("if{index}").into();
+    match crate::netlink::names::own(index) {
+        Some(name) => name.as_ref().into(),
+        None => format!("if{index}").into(),
     }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    name.to_string_lossy().as_ref().into()
 }
 
 /// Names the scripts see for kernel numbers that do not depend on the kernel, made

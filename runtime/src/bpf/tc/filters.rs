@@ -78,7 +78,9 @@ use std::sync::Mutex;
 
 use thiserror::Error;
 
-use crate::sources::netlink::{attrs, Socket};
+use crate::netlink::{names, route, Socket};
+
+pub use crate::netlink::route::{parse_filter, Filter, EGRESS, INGRESS};
 
 /// Priority (`pref`) of every filter sonde adds. Below the priorities the kernel picks
 /// for filters added without one (49152 and down), so sonde, which never changes,
@@ -90,28 +92,7 @@ pub const HANDLE_TAG: u8 = 0x5d;
 pub const MAX_SLOT: u16 = 0xfff;
 const FLAG_CREATED: u32 = 1;
 
-/// `TC_H_CLSACT`: the clsact qdisc's parent.
-const TC_H_CLSACT: u32 = 0xffff_fff1;
-const CLSACT_HANDLE: u32 = 0xffff_0000;
-/// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)` and `..._EGRESS`.
-pub const INGRESS: u32 = 0xffff_fff2;
-pub const EGRESS: u32 = 0xffff_fff3;
 const ETH_P_ALL: u16 = 0x0003;
-
-const RTM_NEWQDISC: u16 = 36;
-const RTM_DELQDISC: u16 = 37;
-const RTM_GETQDISC: u16 = 38;
-const RTM_NEWTFILTER: u16 = 44;
-const RTM_DELTFILTER: u16 = 45;
-const RTM_GETTFILTER: u16 = 46;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
-const TCA_KIND: u16 = 1;
-const TCA_OPTIONS: u16 = 2;
-const TCA_CHAIN: u16 = 11;
-const TCA_BPF_NAME: u16 = 7;
-const TCA_BPF_TAG: u16 = 10;
-const TCA_BPF_ID: u16 = 11;
 
 /// What went wrong while listing or removing filters.
 #[derive(Debug, Error)]
@@ -171,33 +152,11 @@ impl Handle {
     }
 }
 
-/// One TC filter as the kernel lists it (`RTM_NEWTFILTER`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Filter {
-    pub ifindex: u32,
-    /// [`INGRESS`] or [`EGRESS`] for clsact filters.
-    pub parent: u32,
-    pub priority: u16,
-    /// Host byte order (`ETH_P_ALL` is 3).
-    pub protocol: u16,
-    /// 0 for the entry the kernel lists first for each priority (the classifier
-    /// instance itself, no filter of its own).
-    pub handle: u32,
-    pub chain: u32,
-    pub kind: String,
-    /// `TCA_BPF_NAME`: what the loader called it (sonde: the program's function name).
-    pub bpf_name: Option<String>,
-    pub bpf_id: Option<u32>,
-    pub bpf_tag: Option<[u8; 8]>,
-}
-
-impl Filter {
-    fn direction(&self) -> &'static str {
-        match self.parent {
-            INGRESS => "ingress",
-            EGRESS => "egress",
-            _ => "other",
-        }
+fn direction(f: &Filter) -> &'static str {
+    match f.parent {
+        INGRESS => "ingress",
+        EGRESS => "egress",
+        _ => "other",
     }
 }
 
@@ -235,68 +194,6 @@ pub fn classify(f: &Filter, legacy: &[(String, [u8; 8])]) -> Owner {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .unwrap_or(0)
-}
-
-fn c_string(b: &[u8]) -> String {
-    String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or(&[])).into_owned()
-}
-
-/// Parses one `RTM_NEWTFILTER` body (`struct tcmsg`, then attributes).
-pub fn parse_filter(body: &[u8]) -> Option<Filter> {
-    if body.len() < 20 {
-        return None;
-    }
-    let info = u32_at(body, 16);
-    let mut f = Filter {
-        ifindex: u32_at(body, 4),
-        handle: u32_at(body, 8),
-        parent: u32_at(body, 12),
-        priority: (info >> 16) as u16,
-        protocol: u16::from_be(info as u16),
-        ..Filter::default()
-    };
-    for (kind, payload) in attrs(body, 20) {
-        match kind {
-            TCA_KIND => f.kind = c_string(payload),
-            TCA_CHAIN => f.chain = u32_at(payload, 0),
-            TCA_OPTIONS => {
-                for (k, p) in attrs(payload, 0) {
-                    match k {
-                        TCA_BPF_NAME => f.bpf_name = Some(c_string(p)),
-                        TCA_BPF_ID => f.bpf_id = Some(u32_at(p, 0)),
-                        TCA_BPF_TAG => f.bpf_tag = p.get(0..8).and_then(|t| t.try_into().ok()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(f)
-}
-
-/// `struct tcmsg`.
-fn tcmsg(ifindex: u32, handle: u32, parent: u32, info: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(40);
-    m.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-    m.extend_from_slice(&ifindex.to_ne_bytes());
-    m.extend_from_slice(&handle.to_ne_bytes());
-    m.extend_from_slice(&parent.to_ne_bytes());
-    m.extend_from_slice(&info.to_ne_bytes());
-    m
-}
-
-fn push_attr(m: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    m.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-    m.extend_from_slice(&kind.to_ne_bytes());
-    m.extend_from_slice(payload);
-    m.resize((m.len() + 3) & !3, 0);
-}
-
 fn route_socket() -> Result<Socket, FilterError> {
     Socket::open(libc::NETLINK_ROUTE).map_err(FilterError::Socket)
 }
@@ -304,19 +201,8 @@ fn route_socket() -> Result<Socket, FilterError> {
 /// Every filter on the clsact `parent` ([`INGRESS`] or [`EGRESS`]) of `ifindex`,
 /// every chain, with the per-priority entries (`handle` 0). No clsact qdisc: none.
 fn list(sock: &mut Socket, ifindex: u32, parent: u32) -> Result<Vec<Filter>, FilterError> {
-    let mut out = Vec::new();
-    let r = sock.request(
-        RTM_GETTFILTER,
-        NLM_F_DUMP,
-        &tcmsg(ifindex, 0, parent, 0),
-        |kind, body| {
-            if kind == RTM_NEWTFILTER {
-                out.extend(parse_filter(body));
-            }
-        },
-    );
-    match r {
-        Ok(()) => Ok(out),
+    match route::filters(sock, ifindex, parent) {
+        Ok(out) => Ok(out),
         // No such qdisc (or interface): nothing on it.
         Err(e)
             if matches!(
@@ -343,13 +229,7 @@ pub fn clsact_filters(ifindex: u32) -> Result<Vec<Filter>, FilterError> {
 }
 
 fn delete(sock: &mut Socket, f: &Filter) -> io::Result<()> {
-    let info = (u32::from(f.priority) << 16) | u32::from(f.protocol.to_be());
-    let mut m = tcmsg(f.ifindex, f.handle, f.parent, info);
-    let mut kind = f.kind.clone().into_bytes();
-    kind.push(0);
-    push_attr(&mut m, TCA_KIND, &kind);
-    push_attr(&mut m, TCA_CHAIN, &f.chain.to_ne_bytes());
-    match sock.request(RTM_DELTFILTER, NLM_F_ACK, &m, |_, _| {}) {
+    match route::delete_filter(sock, f) {
         // Gone already (another sonde cleaning up at the same time).
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r,
@@ -363,49 +243,24 @@ pub fn delete_clsact(ifindex: u32) -> Result<(), FilterError> {
 }
 
 fn delete_clsact_with(sock: &mut Socket, ifindex: u32) -> Result<(), FilterError> {
-    let m = tcmsg(ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0);
-    sock.request(RTM_DELQDISC, NLM_F_ACK, &m, |_, _| {})
-        .map_err(|source| FilterError::Netlink {
-            what: "delete the clsact qdisc",
-            ifindex,
-            source,
-        })
+    route::delete_clsact(sock, ifindex).map_err(|source| FilterError::Netlink {
+        what: "delete the clsact qdisc",
+        ifindex,
+        source,
+    })
 }
 
 /// Interfaces of this namespace with a clsact qdisc.
 fn clsact_interfaces(sock: &mut Socket) -> Result<Vec<u32>, FilterError> {
-    let mut out = Vec::new();
-    sock.request(
-        RTM_GETQDISC,
-        NLM_F_DUMP,
-        &tcmsg(0, 0, 0, 0),
-        |kind, body| {
-            if kind != RTM_NEWQDISC || body.len() < 20 {
-                return;
-            }
-            let clsact = attrs(body, 20).any(|(k, p)| k == TCA_KIND && c_string(p) == "clsact");
-            if clsact {
-                out.push(u32_at(body, 4));
-            }
-        },
-    )
-    .map_err(FilterError::Qdiscs)?;
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    route::clsact_interfaces(sock).map_err(FilterError::Qdiscs)
 }
 
+/// The interface's name for the logs.
 fn interface_name(ifindex: u32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return format!("ifindex {ifindex}");
+    match names::own(ifindex) {
+        Some(n) => n.to_string(),
+        None => format!("ifindex {ifindex}"),
     }
-    // SAFETY: on success buf holds a NUL-terminated name.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// Binds the owner socket `@sonde/tc/slot/N` of `slot`; `Ok(None)` when a live
@@ -619,7 +474,7 @@ fn sweep_with(
             })?;
             tracing::info!(
                 interface = %interface_name(ifindex),
-                direction = f.direction(),
+                direction = direction(f),
                 pref = f.priority,
                 handle = %format_args!("{:#x}", f.handle),
                 program = f.bpf_name.as_deref().unwrap_or(""),
@@ -682,19 +537,7 @@ mod tests {
         }
     }
 
-    /// An `RTM_NEWTFILTER` body as the kernel sends it for a cls_bpf filter.
-    fn message(prio: u16, handle: u32, name: &str, tag: [u8; 8], id: u32) -> Vec<u8> {
-        let info = (u32::from(prio) << 16) | u32::from(ETH_P_ALL.to_be());
-        let mut m = tcmsg(7, handle, INGRESS, info);
-        push_attr(&mut m, TCA_KIND, b"bpf\0");
-        push_attr(&mut m, TCA_CHAIN, &0u32.to_ne_bytes());
-        let mut opts = Vec::new();
-        push_attr(&mut opts, TCA_BPF_ID, &id.to_ne_bytes());
-        push_attr(&mut opts, TCA_BPF_NAME, format!("{name}\0").as_bytes());
-        push_attr(&mut opts, TCA_BPF_TAG, &tag);
-        push_attr(&mut m, TCA_OPTIONS, &opts);
-        m
-    }
+    use crate::netlink::route::tests::bpf_filter_message as message;
 
     #[test]
     fn parses_and_classifies() {

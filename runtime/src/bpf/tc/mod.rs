@@ -36,7 +36,7 @@ pub mod filters;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -45,11 +45,13 @@ use std::time::{Duration, Instant};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::Ebpf;
+use netlink_sys::Socket as WatchSocket;
 
 use filters::{Handle, Owner};
 
 use super::catalog::TcDirection;
 use super::error::chain;
+use crate::netlink::{names, route, Socket};
 use crate::script::ParamValue;
 
 /// The param that lists the interfaces.
@@ -110,8 +112,8 @@ pub struct InterfaceError {
 pub enum InterfaceFailure {
     #[error("{}", chain(.0))]
     Filters(filters::FilterError),
-    #[error("add clsact qdisc: {}", chain(.0))]
-    Qdisc(tc::TcError),
+    #[error("add clsact qdisc: {0}")]
+    Qdisc(std::io::Error),
     #[error("object has no program `{0}`")]
     NoProgram(String),
     #[error("{program}: not a classifier: {}", chain(error))]
@@ -242,6 +244,8 @@ struct State {
     /// Interfaces that failed to attach, not retried until they change name or index.
     failed: HashMap<u32, InterfaceError>,
     names: Arc<Mutex<Vec<String>>>,
+    /// The rtnetlink socket of link dumps and qdisc changes, opened on first use.
+    route: Option<Socket>,
 }
 
 /// Programs attached to a changing set of interfaces; see the module docs.
@@ -280,6 +284,7 @@ impl TcAttacher {
             legacy,
             failed: HashMap::new(),
             names: names.clone(),
+            route: None,
         };
         // Subscribe before the first scan so that no interface falls in between.
         let watch = link_watch()
@@ -335,7 +340,7 @@ impl Drop for TcAttacher {
     }
 }
 
-fn watch_loop(state: &mut State, watch: Option<OwnedFd>, mut stopped: UnixStream) {
+fn watch_loop(state: &mut State, watch: Option<WatchSocket>, mut stopped: UnixStream) {
     let mut last_scan = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -364,8 +369,7 @@ fn watch_loop(state: &mut State, watch: Option<OwnedFd>, mut stopped: UnixStream
         let notified = fds[1].revents != 0;
         if let (true, Some(w)) = (notified, watch.as_ref()) {
             // Any link message (or ENOBUFS: some were lost) means: look again.
-            // SAFETY: buf is writable for its length; the socket is non-blocking.
-            while unsafe { libc::recv(w.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } > 0 {}
+            while w.recv(&mut &mut buf[..], 0).is_ok_and(|n| n > 0) {}
         }
         if notified || watch.is_none() || last_scan.elapsed() >= RESCAN {
             state.scan();
@@ -375,9 +379,35 @@ fn watch_loop(state: &mut State, watch: Option<OwnedFd>, mut stopped: UnixStream
 }
 
 impl State {
+    /// The route socket, opened on first use.
+    fn route(&mut self) -> std::io::Result<&mut Socket> {
+        if self.route.is_none() {
+            self.route = Some(Socket::open(libc::NETLINK_ROUTE)?);
+        }
+        Ok(self.route.as_mut().expect("opened above"))
+    }
+
+    /// `(ifindex, name)` of every interface of this namespace; they also refresh
+    /// the namespace's interface names ([`names`]). None when they cannot be listed.
+    fn interfaces(&mut self) -> Option<Vec<(u32, String)>> {
+        match self.route().and_then(route::links) {
+            Ok(links) => {
+                names::store_own(&links);
+                Some(links)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the interfaces; the attached set is kept until the next scan");
+                self.route = None;
+                None
+            }
+        }
+    }
+
     /// Attaches new matching interfaces, detaches gone or renamed ones.
     fn scan(&mut self) {
-        let now = interfaces();
+        let Some(now) = self.interfaces() else {
+            return;
+        };
         let present: HashMap<u32, &str> = now.iter().map(|(i, n)| (*i, n.as_str())).collect();
         let gone: Vec<u32> = self
             .attached
@@ -445,12 +475,14 @@ impl State {
         let mut handles = None;
         if self.mode == Mode::Netlink {
             let slot = filters::owner_slot().map_err(InterfaceFailure::Filters)?;
-            let created = match tc::qdisc_add_clsact(name) {
+            let added = self.route().and_then(|s| route::add_clsact(s, ifindex));
+            let created = match added {
                 Ok(()) => true,
-                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    false
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
+                Err(e) => {
+                    self.route = None;
+                    return Err(InterfaceFailure::Qdisc(e));
                 }
-                Err(e) => return Err(InterfaceFailure::Qdisc(e)),
             };
             let existing = filters::clsact_filters(ifindex).map_err(InterfaceFailure::Filters)?;
             // The qdisc was created by sonde: by us now, or by the sonde whose
@@ -617,60 +649,9 @@ pub fn tcx_programs(interface: &str) -> Vec<String> {
     out
 }
 
-/// `(ifindex, name)` of every interface in this thread's network namespace.
-fn interfaces() -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    // SAFETY: if_nameindex returns an array ended by a zero entry, or NULL; it is
-    // read up to that entry and freed once.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return out;
-        }
-        let mut p = list;
-        while (*p).if_index != 0 && !(*p).if_name.is_null() {
-            let name = std::ffi::CStr::from_ptr((*p).if_name)
-                .to_string_lossy()
-                .into_owned();
-            out.push(((*p).if_index, name));
-            p = p.add(1);
-        }
-        libc::if_freenameindex(list);
-    }
-    out
-}
-
 /// A non-blocking rtnetlink socket subscribed to link changes.
-fn link_watch() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call; the descriptor is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and is not owned elsewhere.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    addr.nl_groups = libc::RTMGRP_LINK as u32;
-    // SAFETY: addr is a valid sockaddr_nl of the given size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fd)
+fn link_watch() -> std::io::Result<WatchSocket> {
+    Socket::subscribe(libc::NETLINK_ROUTE, libc::RTMGRP_LINK as u32)
 }
 
 #[cfg(test)]
