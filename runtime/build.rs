@@ -20,7 +20,10 @@ const BUDGET: u64 = 1 << 20;
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
-    let root = manifest.join("..");
+    let root = manifest
+        .join("..")
+        .canonicalize()
+        .unwrap_or_else(|_| manifest.join(".."));
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build/catalog.rs");
     catalog::generate(&root, &out_dir);
