@@ -28,11 +28,13 @@
  * userspace knows how to decode the map's records. Reservation failures are
  * counted in the per-CPU `dropped` map, never lost silently.
  *
- * Below the typedefs: the map and helper conventions every program uses
- * (SONDE_EVENTS, sonde_reserve/sonde_submit, the `dropped` map, the
- * sonde_wakeup_bytes knob) and CO-RE helpers to read a network namespace, an
- * address or a packet's tuple. This file includes the kernel types and the
- * libbpf headers it needs: a program includes "sonde.h" first.
+ * Below the typedefs: the catalog declarations (SONDE_PROGRAM, SONDE_VARIANT
+ * and friends: what userspace offers and attaches), the map and helper
+ * conventions every program uses (SONDE_EVENTS, sonde_reserve/sonde_submit,
+ * the `dropped` map, the sonde_wakeup_bytes knob) and CO-RE helpers to read
+ * a network namespace, an address or a packet's tuple. This file includes
+ * the kernel types and the libbpf headers it needs: a program includes
+ * "sonde.h" first.
  */
 #ifndef __SONDE_H
 #define __SONDE_H
@@ -53,6 +55,54 @@ typedef __u8 sonde_tcp_state;		/* [none] TCP state (sk_state) */
 typedef __u8 sonde_l4proto;		/* [none] IP protocol (IPPROTO_*) */
 typedef __u16 sonde_ethproto;		/* [none] Ethernet protocol (ETH_P_*), host order */
 typedef __u64 sonde_ksym;		/* [none] kernel text address, symbolized */
+
+/* ---- the catalog: what the program is and how it attaches --------------- */
+
+/*
+ * A program declares, next to its code, everything userspace needs to offer
+ * and attach it: a one-line summary, its variants in order of preference
+ * (each a set of programs and a summary for `sonde probes`), what kernel a
+ * variant needs, and the knobs a variant forces. The runtime's build reads
+ * these declarations from the object's `.sonde.catalog` section (an
+ * unallocated section: neither the kernel nor the BTF sees it); each
+ * program's hook is its SEC() name:
+ *
+ *     tracepoint/<category>/<event>   classic tracepoint
+ *     raw_tp/<event>                  raw tracepoint
+ *     tp_btf/<event>                  BTF-enabled raw tracepoint
+ *     kprobe/<function>, kretprobe/<function>
+ *     classifier/ingress, classifier/egress   TC on the script's interfaces
+ *
+ *     SONDE_PROGRAM("TCP resets sent and received, per netns and kind");
+ *     SONDE_VARIANT("tp_btf", "tpb_send_reset tpb_receive_reset",
+ *                   "BTF raw tracepoints tcp_send_reset + tcp_receive_reset");
+ *     SONDE_REQUIRES_STRUCT("tp_btf", trace_event_raw_tcp_send_reset,
+ *                           "kernel < 6.10: resets with no socket are missed");
+ *     SONDE_REQUIRES_NO_STRUCT("legacy", trace_event_raw_tcp_send_reset,
+ *                              "kernel >= 6.10 uses the full variant");
+ *     SONDE_FORCES_KNOB("tc-host", pods, false);
+ *
+ * A variant lists its programs separated by spaces. The loader takes the
+ * first variant whose hooks and requirements this kernel meets. Texts are
+ * plain string literals without `"` or `\`. The build fails on a variant
+ * naming a program the object lacks, a program no variant attaches, a
+ * requirement or knob for an undeclared variant, or a knob the object lacks.
+ */
+#define __SONDE_CATALOG(entry)							\
+	__asm__(".pushsection .sonde.catalog,\"\",@progbits\n\t"		\
+		".asciz \"" entry "\"\n\t.popsection")
+#define SONDE_PROGRAM(summary)							\
+	__SONDE_CATALOG("program\\n" summary)
+#define SONDE_VARIANT(name, programs, summary)					\
+	__SONDE_CATALOG("variant\\n" name "\\n" programs "\\n" summary)
+#define SONDE_REQUIRES_STRUCT(variant, kernel_struct, why)			\
+	__SONDE_CATALOG("require\\n" variant "\\nkernel_struct\\n"		\
+			#kernel_struct "\\n" why)
+#define SONDE_REQUIRES_NO_STRUCT(variant, kernel_struct, why)			\
+	__SONDE_CATALOG("require\\n" variant "\\nno_kernel_struct\\n"		\
+			#kernel_struct "\\n" why)
+#define SONDE_FORCES_KNOB(variant, knob, value)				\
+	__SONDE_CATALOG("knob\\n" variant "\\n" #knob "\\n" #value)
 
 /* ---- events: ring buffer, loss counter, batched wake-ups --------------- */
 

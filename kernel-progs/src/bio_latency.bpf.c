@@ -51,6 +51,15 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("block request latency (issue -> complete) per disk and "
+	      "operation: log2 histograms, totals and per-pod counts in the "
+	      "kernel, events over slow_ns with disk, op, bytes and the issuing "
+	      "task");
+SONDE_VARIANT("raw_tracepoint", "raw_rq_issue raw_rq_complete",
+	      "raw tracepoints block_rq_issue, block_rq_complete (the request "
+	      "pointer)");
+
 /* Knob: a request slower than this is slow: counted and reported. */
 const volatile __u64 slow_ns = 10 * 1000 * 1000;
 /* Knob: the second tier, counted apart (KubeSkoop's BIOLAT_100MS). */

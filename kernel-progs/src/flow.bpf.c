@@ -38,6 +38,19 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("bytes and packets per IPv4/IPv6 5-tuple and per pod and peer, "
+	      "from TC ingress/egress on the interfaces matching the "
+	      "`interfaces` param");
+SONDE_VARIANT("tc", "tc_ingress tc_egress",
+	      "clsact ingress + egress; veth traffic counted for the pod behind "
+	      "the veth (reads the peer device: needs bpf_probe_read_kernel in "
+	      "TC programs, no kernel lockdown)");
+SONDE_VARIANT("tc-host", "tc_ingress tc_egress",
+	      "clsact ingress + egress; every packet counted for the host (no "
+	      "pods, no peer pods)");
+SONDE_FORCES_KNOB("tc-host", pods, false);
+
 /* Knob: count veth traffic for the pod on the other side (variant `tc`). */
 const volatile bool pods = true;
 /* Knobs: bits of a remote address kept in `peers` when it is not a local pod. */
@@ -356,13 +369,13 @@ static __always_inline int handle(struct __sk_buff *ctx, bool ingress)
 	return TC_ACT_UNSPEC;
 }
 
-SEC("classifier")
+SEC("classifier/ingress")
 int tc_ingress(struct __sk_buff *ctx)
 {
 	return handle(ctx, true);
 }
 
-SEC("classifier")
+SEC("classifier/egress")
 int tc_egress(struct __sk_buff *ctx)
 {
 	return handle(ctx, false);

@@ -64,6 +64,27 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("time packets take through the kernel stack per pod and "
+	      "direction: log2 histograms and counts over threshold_ms in the "
+	      "kernel, events with tuple and stage times for slow packets");
+SONDE_VARIANT("tracepoint",
+	      "rtp_netif_receive_skb rtp_tcp_probe "
+	      "rtp_skb_copy_datagram_iovec rtp_net_dev_queue",
+	      "raw tracepoints; RX: netif_receive_skb -> "
+	      "skb_copy_datagram_iovec (to the reader; tcp_probe splits stack "
+	      "and socket time), TX: TCP's departure stamp -> net_dev_queue "
+	      "(TCP only)");
+SONDE_VARIANT("kprobe",
+	      "kp_ip_rcv kp_ipv6_rcv kp_ip_local_deliver kp_ip6_input "
+	      "kp_ip_local_deliver_finish kp_ip6_input_finish kp_ip_forward "
+	      "kp_ip6_forward kp___ip_queue_xmit kp_ip_send_skb kp_ip6_xmit "
+	      "kp_ip6_send_skb kp_ip_output kp_ip6_output "
+	      "kp_ip_finish_output2 kp_ip6_finish_output2",
+	      "kprobes along the IP layer; RX: ip_rcv/ipv6_rcv -> "
+	      "ip_local_deliver_finish/ip6_input_finish, TX: __ip_queue_xmit, "
+	      "ip_send_skb, ip6_xmit, ip6_send_skb -> ip(6)_finish_output2");
+
 /* Knob: a packet slower than this (milliseconds) is counted as slow and reported. */
 const volatile __u64 threshold_ms = 10;
 /* Knob: one record per slow packet; when false only the maps are kept. */

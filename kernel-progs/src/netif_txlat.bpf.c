@@ -61,6 +61,19 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("transmit time in the qdisc (net_dev_queue -> net_dev_start_xmit) "
+	      "and in the driver (-> net_dev_xmit) per interface and netns: "
+	      "log2 histograms and counts over threshold_ms in the kernel, "
+	      "events for slow packets");
+SONDE_VARIANT("raw_tracepoint",
+	      "rtp_net_dev_queue rtp_net_dev_start_xmit rtp_net_dev_xmit",
+	      "raw tracepoints net_dev_queue, net_dev_start_xmit, net_dev_xmit");
+SONDE_VARIANT("tracepoint",
+	      "tp_net_dev_queue tp_net_dev_start_xmit tp_net_dev_xmit",
+	      "net:net_dev_queue, net:net_dev_start_xmit, net:net_dev_xmit; a "
+	      "stacked device (vlan, bond) loses its own driver time");
+
 /* Knob: a stage slower than this (milliseconds) is counted as slow and reported. */
 const volatile __u64 threshold_ms = 100;
 /* Knob: one record per slow stage; when false only the maps are kept. */

@@ -32,6 +32,14 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("skb:kfree_skb drops counted in the kernel per netns, reason and "
+	      "protocol; optional per-drop events with tuple and stack");
+SONDE_VARIANT("tp_btf", "tpb_kfree_skb",
+	      "BTF raw tracepoint kfree_skb");
+SONDE_VARIANT("tracepoint", "tp_kfree_skb",
+	      "skb:kfree_skb");
+
 /* Knob: send a record per drop; when false only `counts` is kept. */
 const volatile bool emit_events = false;
 /* Knob: capture the kernel stack of each reported drop into `stacks`. */

@@ -44,6 +44,16 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("data refused by sockets for lack of buffer space (receive queue "
+	      "full, protocol memory limit, UDP receive buffer errors) counted "
+	      "in the kernel per netns, kind and protocol; optional per-refusal "
+	      "events");
+SONDE_VARIANT("raw_tracepoint",
+	      "rtp_rcvqueue_full rtp_exceed_buf_limit rtp_udp_fail_queue",
+	      "raw tracepoints sock_rcvqueue_full, sock_exceed_buf_limit, "
+	      "udp_fail_queue_rcv_skb");
+
 /* Knob: send a record per refusal; when false only `counts` is kept. */
 const volatile bool emit_events = false;
 

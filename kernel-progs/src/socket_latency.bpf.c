@@ -53,6 +53,28 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("time data waits on TCP/UDP sockets before the application reads "
+	      "it, and TCP send call duration: log2 histograms and counts over "
+	      "1 ms / 100 ms per netns; events over the threshold with tuple "
+	      "and task");
+SONDE_VARIANT("tracepoint",
+	      "rtp_data_ready rtp_recv_length rtp_set_state "
+	      "rtp_sendmsg_locked rtp_send_length",
+	      "raw tracepoints sk_data_ready, sock_recv_length, "
+	      "tcp_sendmsg_locked, sock_send_length, inet_sock_set_state "
+	      "(6.11+): read and write sides");
+SONDE_VARIANT("tracepoint-read", "rtp_data_ready rtp_recv_length rtp_set_state",
+	      "raw tracepoints sk_data_ready, sock_recv_length, "
+	      "inet_sock_set_state (6.6 to 6.10): read side only, no "
+	      "tcp_sendmsg_locked");
+SONDE_VARIANT("kprobe",
+	      "kp_def_readable kp_cleanup_rbuf kp_consume_udp rtp_set_state "
+	      "kp_tcp_sendmsg kretp_tcp_sendmsg",
+	      "kprobes sock_def_readable, tcp_cleanup_rbuf, skb_consume_udp, "
+	      "tcp_sendmsg (+ kretprobe) and raw tracepoint inet_sock_set_state "
+	      "(kernels before 6.6: 5.10, 6.1)");
+
 /* Knob: latencies over this are counted as slow (`counts`, over SLOW). */
 const volatile __u64 slow_ns = 1000 * 1000;
 /* Knob: latencies over this are counted (over THRESHOLD) and reported. */

@@ -41,6 +41,16 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("softirq delay (raise -> entry) and run time (entry -> exit) per "
+	      "vector: log2 histograms and counts over slow_ns / very_slow_ns "
+	      "in the kernel, events with the cpu over slow_ns");
+SONDE_VARIANT("raw_tracepoint",
+	      "raw_softirq_raise raw_softirq_entry raw_softirq_exit",
+	      "raw tracepoints softirq_raise, softirq_entry, softirq_exit");
+SONDE_VARIANT("tracepoint", "tp_softirq_raise tp_softirq_entry tp_softirq_exit",
+	      "irq:softirq_raise, irq:softirq_entry, irq:softirq_exit");
+
 /* Knob: a delay or run time over this is slow: counted and reported. */
 const volatile __u64 slow_ns = 10 * 1000 * 1000;
 /* Knob: the second tier, counted apart (KubeSkoop's *_100MS). */

@@ -69,6 +69,35 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("TCP RST segments sent and received, with tuple, state, netns and "
+	      "kind");
+SONDE_VARIANT("tp_btf", "tpb_send_reset tpb_receive_reset",
+	      "BTF raw tracepoints tcp_send_reset (all kinds, kernel >= 6.10) + "
+	      "tcp_receive_reset");
+SONDE_REQUIRES_STRUCT("tp_btf", trace_event_raw_tcp_send_reset,
+	"kernel < 6.10: tcp_send_reset misses resets sent with no socket");
+SONDE_VARIANT("tracepoint", "tp_send_reset tp_receive_reset",
+	      "tcp:tcp_send_reset (all kinds, kernel >= 6.10) + "
+	      "tcp:tcp_receive_reset");
+SONDE_REQUIRES_STRUCT("tracepoint", trace_event_raw_tcp_send_reset,
+	"kernel < 6.10: tcp_send_reset misses resets sent with no socket");
+SONDE_VARIANT("kprobe",
+	      "kp_v4_send_reset kp_v6_send_reset kp_active_reset "
+	      "tp_receive_reset",
+	      "kprobes tcp_v4/v6_send_reset, tcp_send_active_reset + "
+	      "tcp:tcp_receive_reset");
+SONDE_VARIANT("tp_btf-legacy", "tpb_send_reset tpb_receive_reset",
+	      "BTF raw tracepoints tcp_send_reset + tcp_receive_reset; misses "
+	      "resets sent with no socket (NOSOCK)");
+SONDE_REQUIRES_NO_STRUCT("tp_btf-legacy", trace_event_raw_tcp_send_reset,
+	"kernel >= 6.10 uses the full tp_btf variant");
+SONDE_VARIANT("tracepoint-legacy", "tp_send_reset tp_receive_reset",
+	      "tcp:tcp_send_reset + tcp:tcp_receive_reset; misses resets sent "
+	      "with no socket (NOSOCK)");
+SONDE_REQUIRES_NO_STRUCT("tracepoint-legacy", trace_event_raw_tcp_send_reset,
+	"kernel >= 6.10 uses the full tracepoint variant");
+
 /* Knob: send a record per reset; when false only `counts` is kept. */
 const volatile bool emit_events = true;
 /* Knob: capture the kernel stack of each reported reset into `stacks`. */

@@ -41,6 +41,15 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("TCP retransmitted segments counted in the kernel per netns, "
+	      "family and state (SYN-ACKs included); optional "
+	      "per-retransmission events with tuple and stack");
+SONDE_VARIANT("tp_btf", "tpb_retransmit_skb tpb_retransmit_synack",
+	      "BTF raw tracepoints tcp_retransmit_skb + tcp_retransmit_synack");
+SONDE_VARIANT("tracepoint", "tp_retransmit_skb tp_retransmit_synack",
+	      "tcp:tcp_retransmit_skb + tcp:tcp_retransmit_synack");
+
 /* Knob: send a record per retransmission; when false only `counts` is kept. */
 const volatile bool emit_events = false;
 /* Knob: capture the kernel stack of each reported retransmission. */

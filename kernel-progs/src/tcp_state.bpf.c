@@ -43,6 +43,12 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("TCP state changes: transitions, failed connects by reason, "
+	      "connection lifetimes per netns; optional per-failure events");
+SONDE_VARIANT("raw_tracepoint", "tp_set_state",
+	      "raw tracepoint sock:inet_sock_set_state");
+
 /* Knob: send a record per failed connect; when false only the maps are kept. */
 const volatile bool emit_events = false;
 /* Knob: capture the kernel stack of each reported failed connect. */

@@ -29,6 +29,16 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What `sonde probes` lists and the loader attaches (see sonde.h). */
+SONDE_PROGRAM("virtio-net control command latency (virtnet_send_command): log2 "
+	      "histogram, counts over a threshold, events for slow commands");
+SONDE_VARIANT("kprobe", "kp_send_command kretp_send_command",
+	      "kprobe + kretprobe virtnet_send_command (virtio_net module "
+	      "loaded)");
+SONDE_VARIANT("kprobe-reply", "kp_send_command_reply kretp_send_command_reply",
+	      "kprobe + kretprobe virtnet_send_command_reply (6.11+, where "
+	      "virtnet_send_command may be inlined)");
+
 /* Knob: a command slower than this counts as slow and is reported. */
 const volatile __u64 threshold_ns = 10 * 1000 * 1000;
 /* Knob: send a record per slow command. */

@@ -11,21 +11,15 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use sonde_tests::daemon::Daemon;
-use sonde_tests::{ip, repo_root, require_root, NamedNetns};
+use sonde_tests::{ip, require_root, NamedNetns};
 
 /// The most series a pod gets by default.
 const CORE_BUDGET: usize = 50;
 
-/// The built-in scripts of the embedded configuration (`packaging/config.yaml`).
+/// The built-in scripts of the embedded configuration (`packaging/config.yaml`:
+/// every one, unless it lists some).
 fn builtins() -> Vec<String> {
-    let text = std::fs::read_to_string(repo_root().join("packaging/config.yaml")).unwrap();
-    let cfg: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    cfg["scripts"]["builtin"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
+    sonde::daemon::config::Config::embedded().scripts.builtin
 }
 
 /// A pod: a held namespace `name`, a veth `eth0` (10.78.0.2) to the host end `host`

@@ -123,6 +123,7 @@ const TRIGGERS: &[&str] = &[
     "lo-traffic",
     "block",
     "virtio-cmd",
+    "listen-overflow",
 ];
 
 fn parse_programs(text: &str) -> Result<Vec<Program>, String> {

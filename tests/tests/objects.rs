@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use sonde::bpf::catalog::{self, Hook};
+use sonde::bpf::catalog::{self, Hook, TcDirection};
 use sonde::bpf::decode::{KnobKind, ObjectTypes};
 use sonde::script::record::value_map;
 use sonde_tests::{cannot_run, repo_root};
@@ -78,9 +78,25 @@ fn every_object_has_its_programs_maps_and_records() {
                     Hook::BtfTracepoint { name } => {
                         assert_eq!(sec, &format!("tp_btf/{name}"), "{}", a.program)
                     }
-                    Hook::Tc { .. } => assert_eq!(sec, "classifier", "{}", a.program),
+                    Hook::Tc { direction } => {
+                        let side = match direction {
+                            TcDirection::Ingress => "ingress",
+                            TcDirection::Egress => "egress",
+                        };
+                        assert_eq!(sec, &format!("classifier/{side}"), "{}", a.program)
+                    }
                 }
             }
+        }
+        // No program of the object is left out of every variant.
+        for program in sections.keys() {
+            assert!(
+                spec.variants
+                    .iter()
+                    .any(|v| v.attach.iter().any(|a| a.program == program.as_str())),
+                "{}: program `{program}` is in no variant",
+                spec.name
+            );
         }
         // Every ring buffer decodes; every program reports something per event or
         // per threshold crossing through `events`.
@@ -119,184 +135,33 @@ fn every_object_has_its_programs_maps_and_records() {
     }
 }
 
-/// The fields each built-in script reads from its events and map keys exist in the
-/// object's records, with the decoded kinds the script expects.
+/// The fields each built-in script reads from its events (`ev.<field>`) and map
+/// keys (`<entry>.key.<field>`) exist in the object's records: the event record, and
+/// the key of one of the maps the script reads (`bpf::map("<map>")`), with the
+/// decoded kinds the script expects. The fields are read from `scripts/<program>.rhai`.
 #[test]
 fn records_carry_the_fields_scripts_read() {
     let env = sonde::bpf::decode::DecodeEnv::offline(std::sync::Arc::new(
         sonde::pods::HostResolver::with_host_netns(1, "n"),
     ));
-    let cases: &[(&str, &[&str], &[&str])] = &[
-        (
-            "tcp_reset",
-            &[
-                "netns", "pod", "kind", "saddr", "sport", "daddr", "dport", "state", "stack",
-                "family",
-            ],
-            &["netns", "pod", "kind"],
-        ),
-        (
-            "packet_loss",
-            &[
-                "netns", "pod", "reason", "protocol", "l4proto", "saddr", "sport", "daddr",
-                "dport", "location", "stack",
-            ],
-            &["netns", "pod", "reason", "protocol"],
-        ),
-        (
-            "virtcmd_latency",
-            &[
-                "netns",
-                "pod",
-                "latency_ns",
-                "class",
-                "cmd",
-                "comm",
-                "pid",
-                "ok",
-            ],
-            &["netns", "pod", "class", "cmd", "slow"],
-        ),
-        // flow keeps no `counts` (its maps are `flows` and `peers`: tests/probe_flow.rs).
-        (
-            "flow",
-            &[
-                "netns", "pod", "saddr", "daddr", "sport", "dport", "dir", "ifindex", "bytes",
-                "packets", "l4proto",
-            ],
-            &[],
-        ),
-        (
-            "tcp_retrans",
-            &[
-                "netns", "pod", "saddr", "sport", "daddr", "dport", "state", "segs", "stack",
-                "family",
-            ],
-            &["netns", "pod", "family", "state"],
-        ),
-        (
-            "tcp_state",
-            &[
-                "netns",
-                "pod",
-                "saddr",
-                "sport",
-                "daddr",
-                "dport",
-                "reason",
-                "err",
-                "elapsed_ns",
-                "stack",
-                "family",
-            ],
-            &["netns", "pod", "oldstate", "newstate"],
-        ),
-        // softirq is node-level: no `counts`, no pod (maps `hist` and `totals`).
-        (
-            "softirq",
-            &["vec", "phase", "cpu", "latency_ns", "pid", "comm"],
-            &[],
-        ),
-        (
-            "bio_latency",
-            &[
-                "netns",
-                "pod",
-                "disk",
-                "op",
-                "bytes",
-                "sector",
-                "latency_ns",
-                "error",
-                "pid",
-                "comm",
-                "major",
-                "minor",
-            ],
-            &["netns", "pod", "op", "slow", "disk"],
-        ),
-        (
-            "socket_latency",
-            &[
-                "netns",
-                "pod",
-                "dir",
-                "latency_ns",
-                "l4proto",
-                "saddr",
-                "sport",
-                "daddr",
-                "dport",
-                "bytes",
-                "pid",
-                "comm",
-            ],
-            &["netns", "pod", "dir", "over"],
-        ),
-        (
-            "sock_pressure",
-            &[
-                "netns",
-                "pod",
-                "kind",
-                "l4proto",
-                "saddr",
-                "sport",
-                "daddr",
-                "dport",
-                "rmem_alloc",
-                "rcvbuf",
-                "wmem_queued",
-                "sndbuf",
-                "allocated",
-            ],
-            &["netns", "pod", "kind", "l4proto"],
-        ),
-        // netif_txlat and kernel_latency keep `hist` and `totals` (no `counts`).
-        (
-            "netif_txlat",
-            &[
-                "netns",
-                "pod",
-                "ifname",
-                "stage",
-                "latency_ns",
-                "qdisc_ns",
-                "len",
-                "l4proto",
-                "saddr",
-                "sport",
-                "daddr",
-                "dport",
-            ],
-            &[],
-        ),
-        (
-            "kernel_latency",
-            &[
-                "netns",
-                "pod",
-                "dir",
-                "interval",
-                "latency_ns",
-                "mid_ns",
-                "len",
-                "l4proto",
-                "saddr",
-                "sport",
-                "daddr",
-                "dport",
-            ],
-            &[],
-        ),
-    ];
-    for (program, event_fields, key_fields) in cases {
-        let spec = catalog::find(program).unwrap();
+    for spec in catalog::PROGRAMS {
+        let program = spec.name;
+        let path = repo_root().join(format!("scripts/{program}.rhai"));
+        let script = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{program}: its script {}: {e}", path.display()));
         let types = ObjectTypes::parse(spec.object).unwrap();
         let rec = types.record_decoder("events").unwrap();
         let ev = value_map(rec.decode(&vec![0u8; rec.size()], &env).unwrap());
-        for f in *event_fields {
-            assert!(ev.contains_key(*f), "{program}: event lacks `{f}`: {ev:?}");
+        let event_fields = script_fields(&script, "ev.");
+        assert!(
+            !event_fields.is_empty(),
+            "{program}: its script reads no event field"
+        );
+        for f in &event_fields {
+            assert!(
+                ev.contains_key(f.as_str()),
+                "{program}: event lacks `{f}`: {ev:?}"
+            );
         }
         if ev.contains_key("saddr") {
             assert!(ev["saddr"].is_string(), "addresses decode to strings");
@@ -304,18 +169,52 @@ fn records_carry_the_fields_scripts_read() {
         if ev.contains_key("stack") {
             assert!(ev["stack"].is_array(), "stack ids decode to frame arrays");
         }
-        if key_fields.is_empty() {
-            continue;
-        }
-        let (key, _) = types.map_decoders("counts").unwrap();
-        let k = value_map(key.decode(&vec![0u8; key.size()], &env).unwrap());
-        for f in *key_fields {
+        let keys: Vec<rhai::Map> = script_maps(&script)
+            .iter()
+            .filter_map(|map| types.map_decoders(map).ok())
+            .map(|(key, _)| value_map(key.decode(&vec![0u8; key.size()], &env).unwrap()))
+            .collect();
+        for f in script_fields(&script, ".key.") {
             assert!(
-                k.contains_key(*f),
-                "{program}: counts key lacks `{f}`: {k:?}"
+                keys.iter().any(|k| k.contains_key(f.as_str())),
+                "{program}: no key of the maps its script reads has `{f}`: {keys:?}"
             );
         }
     }
+}
+
+/// Field names a script reads after `prefix` (`ev.saddr` → `saddr`), method calls
+/// (`ev.to_map()`) excluded.
+fn script_fields(script: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (at, _) in script.match_indices(prefix) {
+        let before = script[..at].chars().next_back();
+        if prefix.starts_with(char::is_alphabetic)
+            && before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        {
+            continue; // `prev.x`, not `ev.x`
+        }
+        let rest = &script[at + prefix.len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && !rest[name.len()..].starts_with('(') {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// The maps a script reads with `bpf::map("<map>")`.
+fn script_maps(script: &str) -> Vec<String> {
+    script
+        .match_indices("bpf::map(\"")
+        .filter_map(|(at, m)| {
+            let rest = &script[at + m.len()..];
+            Some(rest[..rest.find('"')?].to_string())
+        })
+        .collect()
 }
 
 /// Compiles each program's header on its own with clang and compares every record
@@ -333,82 +232,21 @@ fn record_layouts_match_the_headers() {
     let root = repo_root().join("kernel-progs");
     let dir = std::env::temp_dir().join(format!("sonde-layout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cases: &[(&str, &[&str])] = &[
-        ("tcp_reset", &["tcp_reset_event", "reset_key"]),
-        ("packet_loss", &["packet_loss_event", "drop_key"]),
-        (
-            "flow",
-            &["flow_key", "flow_value", "peer_key", "flow_event"],
-        ),
-        (
-            "virtcmd_latency",
-            &["virtcmd_event", "virtcmd_key", "hist_key"],
-        ),
-        ("tcp_retrans", &["tcp_retrans_event", "retrans_key"]),
-        (
-            "tcp_state",
-            &[
-                "tcp_connect_event",
-                "transition_key",
-                "fail_key",
-                "lifetime_key",
-                "netns_key",
-            ],
-        ),
-        (
-            "softirq",
-            &[
-                "softirq_event",
-                "softirq_hist_key",
-                "softirq_key",
-                "softirq_total",
-            ],
-        ),
-        (
-            "bio_latency",
-            &[
-                "bio_latency_event",
-                "bio_hist_key",
-                "bio_key",
-                "bio_total",
-                "bio_pod_key",
-            ],
-        ),
-        (
-            "socket_latency",
-            &[
-                "socket_latency_event",
-                "sklat_hist_key",
-                "sklat_key",
-                "sklat_sum_key",
-            ],
-        ),
-        ("sock_pressure", &["sock_pressure_event", "pressure_key"]),
-        (
-            "netif_txlat",
-            &[
-                "netif_txlat_event",
-                "txlat_key",
-                "txlat_hist_key",
-                "txlat_total",
-            ],
-        ),
-        (
-            "kernel_latency",
-            &["kernel_latency_event", "kl_key", "kl_hist_key", "kl_total"],
-        ),
-    ];
-    for (program, structs) in cases {
+    for spec in catalog::PROGRAMS {
+        let program = spec.name;
+        let header = root.join(format!("src/{program}.h"));
+        let structs = header_structs(&std::fs::read_to_string(&header).unwrap());
+        assert!(!structs.is_empty(), "{}: no struct", header.display());
         let c = dir.join(format!("{program}.c"));
         let mut src = format!("#include \"{program}.h\"\n");
-        for s in *structs {
+        for s in &structs {
             src.push_str(&format!("struct {s} __layout_{s};\n"));
         }
         std::fs::write(&c, src).unwrap();
         let o = dir.join(format!("{program}.o"));
         let fresh = clang_bpf(&c, &o, &[root.join("include"), root.join("src")]);
-        let committed = ObjectTypes::parse(catalog::find(program).unwrap().object).unwrap();
-        for s in *structs {
+        let committed = ObjectTypes::parse(spec.object).unwrap();
+        for s in &structs {
             let a = fresh.decoder_by_name(s).unwrap();
             let b = committed
                 .decoder_by_name(s)
@@ -426,6 +264,15 @@ fn record_layouts_match_the_headers() {
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The structs a header defines (`struct name {` at the start of a line).
+fn header_structs(header: &str) -> Vec<String> {
+    header
+        .lines()
+        .filter_map(|l| l.strip_prefix("struct ")?.strip_suffix(" {"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The decoder is general: nested structs, arrays, char arrays, unions, enums,

@@ -22,6 +22,7 @@
 //! | `lo-traffic` | as `traffic`, in the caller's own network namespace (for programs attached to `lo` there) |
 //! | `block`    | 64 direct (O_DIRECT) 4 KiB reads of `/dev/nullb0` if present, else 64 direct writes of a file in /var/tmp |
 //! | `virtio-cmd` | promiscuous mode on and off on a virtio-net interface (control-queue commands) |
+//! | `listen-overflow` | six connects to a loopback listener with a backlog of 1 that never accepts: two fit, the others' SYNs are refused (and retransmitted at 1 s) |
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -48,6 +49,7 @@ fn main() {
         "lo-traffic" => traffic(),
         "block" => block(),
         "virtio-cmd" => virtio_cmd(),
+        "listen-overflow" => in_netns(listen_overflow),
         other => Err(format!("unknown condition {other}")),
     };
     match result {
@@ -197,6 +199,76 @@ fn retrans() -> Result<Vec<String>> {
     }
     drop(server);
     Ok(vec![format!("retrans_segs={retrans}")])
+}
+
+/// Six connects, none waiting for its handshake, to a listener with a backlog of 1
+/// that never accepts: its accept queue holds two, the kernel refuses the other SYNs
+/// (TcpExt ListenOverflows) and the clients retransmit them after 1 s.
+fn listen_overflow() -> Result<Vec<String>> {
+    let (l, addr) = listener()?;
+    // SAFETY: listen() again on a listening socket only changes its backlog.
+    if unsafe { libc::listen(l.as_raw_fd(), 1) } != 0 {
+        return Err(os_err("listen"));
+    }
+    let SocketAddr::V4(v4) = addr else {
+        return Err("the listener is not IPv4".into());
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let before = netstat("TcpExt", "ListenOverflows").unwrap_or(0);
+    let mut fds = Vec::new();
+    for _ in 0..6 {
+        // SAFETY: a new socket, closed below; sin is a valid sockaddr_in.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(os_err("socket"));
+        }
+        fds.push(fd);
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::connect(
+                fd,
+                &sin as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(os_err("connect"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1300));
+    let overflows = netstat("TcpExt", "ListenOverflows").unwrap_or(0) - before;
+    for fd in fds {
+        // SAFETY: fd is one of the sockets opened above, closed once.
+        unsafe { libc::close(fd) };
+    }
+    drop(l);
+    Ok(vec![format!("listen_overflows={overflows}")])
+}
+
+/// A field of this namespace's /proc/net/netstat (`TcpExt`, `ListenOverflows`).
+fn netstat(proto: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/net/netstat").ok()?;
+    let prefix = format!("{proto}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == field)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 fn states() -> Result<Vec<String>> {

@@ -10,31 +10,9 @@ use crate::bpf::decode::{Decoder, FieldShape};
 /// The shared header every program includes.
 const SONDE_H: &str = include_str!("../../../../kernel-progs/include/sonde.h");
 
-macro_rules! src {
-    ($stem:literal) => {
-        (
-            $stem,
-            include_str!(concat!("../../../../kernel-progs/src/", $stem, ".h")),
-            include_str!(concat!("../../../../kernel-progs/src/", $stem, ".bpf.c")),
-        )
-    };
-}
-
-/// Each program's header and source, by stem.
-pub(super) const SOURCES: &[(&str, &str, &str)] = &[
-    src!("bio_latency"),
-    src!("flow"),
-    src!("kernel_latency"),
-    src!("netif_txlat"),
-    src!("packet_loss"),
-    src!("sock_pressure"),
-    src!("socket_latency"),
-    src!("softirq"),
-    src!("tcp_reset"),
-    src!("tcp_retrans"),
-    src!("tcp_state"),
-    src!("virtcmd_latency"),
-];
+// Each program's header and source, by stem: `SOURCES: &[(stem, header, source)]`,
+// generated from the objects in kernel-progs/obj/<arch>/ (runtime/build/catalog.rs).
+include!(concat!(env!("OUT_DIR"), "/c_sources.rs"));
 
 /// What the C sources say about one declaration: its C type and trailing comment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,0 +1,322 @@
+//! tcp_synq, for real (root): listeners with a backlog of 1 that never accept, in
+//! private network namespaces, refuse connections, and the script's counts for each
+//! namespace's pod must equal what `nstat` says of the namespace's TcpExt
+//! ListenOverflows and ListenDrops.
+//!
+//! Two ways to overflow: handshakes completing while the accept queue is full (the
+//! clients' final ACKs are held back by an iptables rule until every SYN was answered,
+//! then the clients send data: the `ACCEPT_QUEUE` kind, seen by every variant), and
+//! SYNs arriving while it is full (plain connects: `SYN_ACCEPT_QUEUE`, seen only by
+//! the kprobe variant; the kernel frees a refused SYN as consumed, not as a drop).
+
+use std::io::Write;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::process::Command;
+use std::time::Duration;
+
+use sonde_tests::run::{finish, start};
+use sonde_tests::{require_root, NetnsThread};
+
+/// Connections each namespace starts.
+const CLIENTS: usize = 8;
+
+/// TcpExt (ListenOverflows, ListenDrops) of the calling thread's namespace, from nstat.
+fn listen_counters() -> (u64, u64) {
+    let out = Command::new("nstat")
+        .args(["-asz", "TcpExtListenOverflows", "TcpExtListenDrops"])
+        .output()
+        .expect("nstat");
+    assert!(out.status.success(), "nstat failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some(name)).then(|| f.next()?.parse::<u64>().ok())?
+            })
+            .unwrap_or_else(|| panic!("nstat has no {name}: {text}"))
+    };
+    (value("TcpExtListenOverflows"), value("TcpExtListenDrops"))
+}
+
+/// Runs iptables (or ip6tables) in the calling thread's namespace.
+fn iptables(v6: bool, args: &[&str]) {
+    let cmd = if v6 { "ip6tables" } else { "iptables" };
+    // runs: iptables ip6tables
+    let st = Command::new(cmd).args(args).status().expect(cmd);
+    assert!(st.success(), "{cmd} {args:?} failed");
+}
+
+/// A listener on loopback with a backlog of 1, never accepting.
+fn listener(v6: bool) -> (TcpListener, SocketAddr) {
+    let host: SocketAddr = if v6 {
+        (Ipv6Addr::LOCALHOST, 0).into()
+    } else {
+        ([127, 0, 0, 1], 0).into()
+    };
+    let l = TcpListener::bind(host).unwrap();
+    // SAFETY: listen() again on the bound socket only lowers its backlog.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 1) }, 0);
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// A connect that does not wait for the handshake.
+fn connect_nowait(addr: SocketAddr) -> TcpStream {
+    let domain = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: a new socket, owned by the TcpStream below.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    assert!(fd >= 0);
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: storage holds a sockaddr of `len` bytes for this family.
+    let rc = unsafe { libc::connect(fd, &storage as *const _ as *const libc::sockaddr, len) };
+    let err = std::io::Error::last_os_error();
+    assert!(
+        rc == 0 || err.raw_os_error() == Some(libc::EINPROGRESS),
+        "connect: {err}"
+    );
+    // SAFETY: fd is a connected (or connecting) socket nobody else owns.
+    unsafe { TcpStream::from_raw_fd(fd) }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+/// What one namespace did: its listener and the rise of its counters.
+struct Overflows {
+    listener: String,
+    overflows: u64,
+    drops: u64,
+}
+
+/// Handshakes completing on a full accept queue: every SYN is answered while the
+/// queue is empty (the clients' ACKs are dropped on the way out), then the clients
+/// send data, which completes their handshakes: two fit (backlog + 1), the others
+/// overflow on every retransmission of their data.
+fn overflow_on_final_ack(v6: bool) -> Overflows {
+    let (l, addr) = listener(v6);
+    let port = addr.port().to_string();
+    let before = listen_counters();
+    let hold_acks = [
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port,
+        "--tcp-flags",
+        "SYN,ACK,RST,FIN",
+        "ACK",
+        "-j",
+        "DROP",
+    ];
+    iptables(v6, &[&["-A"], &hold_acks[..]].concat());
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_nowait(addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    iptables(v6, &[&["-D"], &hold_acks[..]].concat());
+    for c in &mut clients {
+        let _ = c.write(b"x");
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = listen_counters();
+    drop(clients);
+    drop(l);
+    Overflows {
+        listener: listener_label(addr),
+        overflows: after.0 - before.0,
+        drops: after.1 - before.1,
+    }
+}
+
+/// SYNs arriving on a full accept queue: plain connects, each handshake done before
+/// the next starts; two fit, the SYNs of the others are refused and retransmitted.
+fn overflow_on_syn() -> Overflows {
+    let (l, addr) = listener(false);
+    let before = listen_counters();
+    let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_nowait(addr)).collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = listen_counters();
+    drop(clients);
+    drop(l);
+    Overflows {
+        listener: listener_label(addr),
+        overflows: after.0 - before.0,
+        drops: after.1 - before.1,
+    }
+}
+
+/// The script's `listener` label of a listening address.
+fn listener_label(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// The exported count of one pod, listener and kind (0 when there is no such row).
+fn exported(out: &str, ns: &NetnsThread, listener: &str, kind: &str) -> u64 {
+    let parts = [
+        format!("pod=netns:{},", ns.inode),
+        format!("listener={listener},"),
+        format!("kind={kind}}}"),
+    ];
+    out.lines()
+        .filter(|l| !l.starts_with("type=") && parts.iter().all(|p| l.contains(p.as_str())))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The variant the loader picks here: tp_btf on 6.18 (no kprobes), kprobe where the
+/// kernel has them.
+#[test]
+fn refusals_match_the_namespace_listen_counters() {
+    if !require_root("refusals_match_the_namespace_listen_counters") {
+        return;
+    }
+    refusals_match(None);
+}
+
+/// The classic tracepoint, asked for as a user would (`-p variant=tracepoint`).
+#[test]
+fn refusals_match_the_namespace_listen_counters_classic_tracepoint() {
+    if !require_root("refusals_match_the_namespace_listen_counters_classic_tracepoint") {
+        return;
+    }
+    refusals_match(Some("tracepoint"));
+}
+
+fn refusals_match(variant: Option<&str>) {
+    let mut args = vec![
+        "run",
+        "scripts/tcp_synq.rhai",
+        "--for",
+        "6s",
+        "-p",
+        "emit_events=true",
+    ];
+    let asked = variant.map(|v| format!("variant={v}"));
+    if let Some(a) = &asked {
+        args.extend(["-p", a.as_str()]);
+    }
+    let run = start(&args);
+    let ns4 = NetnsThread::new().unwrap();
+    let ns6 = NetnsThread::new().unwrap();
+    let nssyn = NetnsThread::new().unwrap();
+    let (ack4, ack6, syn) = std::thread::scope(|s| {
+        let a = s.spawn(|| ns4.run(|| overflow_on_final_ack(false)));
+        let b = s.spawn(|| ns6.run(|| overflow_on_final_ack(true)));
+        let c = s.spawn(|| nssyn.run(overflow_on_syn));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    let (out, err) = finish(run);
+    let attached = err
+        .lines()
+        .find_map(|l| l.split("tcp_synq attached (variant ").nth(1))
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("tcp_synq did not attach: {err}"))
+        .to_string();
+    if let Some(v) = variant {
+        assert_eq!(attached, v, "{err}");
+    }
+
+    for (ns, family, o) in [(&ns4, "IPv4", &ack4), (&ns6, "IPv6", &ack6)] {
+        let counted = exported(&out, ns, &o.listener, "ACCEPT_QUEUE");
+        eprintln!(
+            "{family} final ACKs ({attached}): ListenOverflows +{}, ListenDrops +{}, exported ACCEPT_QUEUE {counted}",
+            o.overflows, o.drops
+        );
+        assert!(
+            o.overflows >= (CLIENTS - 2) as u64,
+            "{family}: ListenOverflows rose by {}",
+            o.overflows
+        );
+        assert_eq!(
+            o.drops, o.overflows,
+            "{family}: every drop is an overflow here"
+        );
+        assert_eq!(
+            counted, o.overflows,
+            "{family}: exported ACCEPT_QUEUE vs the namespace's ListenOverflows\n{out}"
+        );
+        for kind in ["SYN_ACCEPT_QUEUE", "SYN_QUEUE"] {
+            assert_eq!(
+                exported(&out, ns, &o.listener, kind),
+                0,
+                "{family}: {kind}\n{out}"
+            );
+        }
+        // One event per refusal, naming the listener and its full queue.
+        let pod = format!("pod=netns:{} ", ns.inode);
+        let events: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("type=TCPSYNQ_ACCEPT_QUEUE ") && l.contains(&pod))
+            .collect();
+        assert_eq!(events.len() as u64, counted, "{out}");
+        let port = o.listener.rsplit(':').next().unwrap();
+        assert!(
+            events.iter().all(|e| e.contains(&format!(" sport={port} "))
+                && e.contains(" backlog=2 max_backlog=1 ")),
+            "{events:#?}"
+        );
+    }
+
+    let syn_accept = exported(&out, &nssyn, &syn.listener, "SYN_ACCEPT_QUEUE");
+    let ack = exported(&out, &nssyn, &syn.listener, "ACCEPT_QUEUE");
+    eprintln!(
+        "SYNs ({attached}): ListenOverflows +{}, ListenDrops +{}, exported SYN_ACCEPT_QUEUE {syn_accept}, ACCEPT_QUEUE {ack}",
+        syn.overflows, syn.drops
+    );
+    assert!(
+        syn.overflows >= (CLIENTS - 2) as u64,
+        "ListenOverflows rose by {}",
+        syn.overflows
+    );
+    assert_eq!(syn.drops, syn.overflows);
+    if attached == "kprobe" {
+        assert_eq!(syn_accept + ack, syn.overflows, "{out}");
+    } else {
+        // The tracepoint variants do not see refused SYNs (see the module comment).
+        assert_eq!(syn_accept + ack, 0, "{out}");
+    }
+}
