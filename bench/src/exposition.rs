@@ -154,7 +154,8 @@ fn python(o: &ExpositionOptions, n: usize) -> Result<(f64, usize)> {
     let mut words = text.split_whitespace();
     let ms = words.next().and_then(|w| w.parse().ok());
     let size = words.next().and_then(|w| w.parse().ok());
-    ms.zip(size).context("unexpected output of the Python client")
+    ms.zip(size)
+        .context("unexpected output of the Python client")
 }
 
 pub fn run(o: &ExpositionOptions) -> Result<()> {

@@ -109,7 +109,11 @@ impl Setup {
         let config = format!(
             "listen: {addr}\nnode_name: e2e-node\nscripts:\n{builtin}  directories: [{}]\n{}{}",
             dir.join("scripts").display(),
-            if crate::strict_modes_hold() { "" } else { "  strict_modes: false\n" },
+            if crate::strict_modes_hold() {
+                ""
+            } else {
+                "  strict_modes: false\n"
+            },
             opts.extra,
         );
         std::fs::write(dir.join("sonde.yaml"), config).unwrap();
@@ -137,7 +141,11 @@ impl Setup {
 
 /// Polls `/readyz` every 10 ms until it answers 200: the time that took, or
 /// `Err(timeout)`.
-pub fn wait_ready(client: &Client, addr: SocketAddr, timeout: Duration) -> Result<Duration, Duration> {
+pub fn wait_ready(
+    client: &Client,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Duration, Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if matches!(client.get(addr, "/readyz", &[]), Ok((200, _))) {

@@ -123,7 +123,10 @@ pub fn summary_rows(out: &str, metric: &str, parts: &[&str]) -> Vec<String> {
 pub fn summary_values(out: &str, metric: &str, parts: &[&str]) -> Vec<u64> {
     summary_rows(out, metric, parts)
         .iter()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{metric} {parts:?}: {v} is no count")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{metric} {parts:?}: {v} is no count"))
+        })
         .collect()
 }
 

@@ -207,7 +207,6 @@ impl NamedPair {
         ]);
         pair
     }
-
 }
 
 impl Drop for NamedPair {

@@ -73,12 +73,15 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
         refused_event(&d.stdout(), "web-1", "shop")
     });
     d.wait_for("web-1's reset counter", Duration::from_secs(15), || {
-        resets(&d, &[
-            ("namespace", "shop"),
-            ("pod", "web-1"),
-            ("node", "e2e-node"),
-            ("app", "web"),
-        ])
+        resets(
+            &d,
+            &[
+                ("namespace", "shop"),
+                ("pod", "web-1"),
+                ("node", "e2e-node"),
+                ("app", "web"),
+            ],
+        )
         .is_some_and(|v| v >= 3.0)
     });
     // The SYNs to the closed port are drops too (NO_SOCKET), counted per pod.
@@ -119,8 +122,11 @@ fn pods_from_containerd_label_events_and_metrics_new_and_deleted_pods() {
         "api-1's reset counter",
         Duration::from_secs(2 + 5 + 3),
         || {
-            resets(&d, &[("namespace", "shop"), ("pod", "api-1"), ("app", "api")])
-                .is_some_and(|v| v >= 2.0)
+            resets(
+                &d,
+                &[("namespace", "shop"), ("pod", "api-1"), ("app", "api")],
+            )
+            .is_some_and(|v| v >= 2.0)
         },
     );
     eprintln!(
@@ -184,8 +190,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     );
     resets_in(&netns_of(db_pid), 1);
     d.wait_for("db-1 labelled", Duration::from_secs(15), || {
-        resets(&d, &[("namespace", "data"), ("pod", "db-1")])
-            .is_some()
+        resets(&d, &[("namespace", "data"), ("pod", "db-1")]).is_some()
     });
 
     // containerd stops (its pods keep running).
@@ -197,8 +202,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     let before = resets(&d, &[("pod", "db-1")]).unwrap();
     resets_in(&netns_of(db_pid), 2);
     d.wait_for("db-1 still labelled", Duration::from_secs(10), || {
-        resets(&d, &[("namespace", "data"), ("pod", "db-1")])
-            .is_some_and(|v| v >= before + 2.0)
+        resets(&d, &[("namespace", "data"), ("pod", "db-1")]).is_some_and(|v| v >= before + 2.0)
     });
     // A new namespace gets its fallback name: `ip netns` gives it one.
     let name = format!("sonde-pods-{}", std::process::id());
@@ -207,10 +211,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     d.wait_for(
         "the named namespace labelled by its name",
         Duration::from_secs(15),
-        || {
-            resets(&d, &[("namespace", ""), ("pod", &name)])
-                .is_some_and(|v| v >= 2.0)
-        },
+        || resets(&d, &[("namespace", ""), ("pod", &name)]).is_some_and(|v| v >= 2.0),
     );
     assert!(
         d.stderr().contains("container runtime unreachable"),
@@ -228,10 +229,7 @@ fn without_containerd_sonde_keeps_running_with_fallback_names_and_recovers() {
     d.wait_for(
         "db-2 labelled after the outage",
         Duration::from_secs(15),
-        || {
-            resets(&d, &[("namespace", "data"), ("pod", "db-2")])
-                .is_some()
-        },
+        || resets(&d, &[("namespace", "data"), ("pod", "db-2")]).is_some(),
     );
     assert!(
         d.stderr().contains("container runtime reachable again"),

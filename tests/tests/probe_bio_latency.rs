@@ -130,11 +130,19 @@ fn bio_latency_counts_direct_io_to_a_loop_device() {
         "/sys/block/{disk}/stat"
     );
     assert_eq!(
-        summary_hist_count(&out, &format!("sonde_bio_latency_seconds{{disk={disk},op=READ}}")).unwrap_or(0),
+        summary_hist_count(
+            &out,
+            &format!("sonde_bio_latency_seconds{{disk={disk},op=READ}}")
+        )
+        .unwrap_or(0),
         READS as u64
     );
     assert_eq!(
-        summary_hist_count(&out, &format!("sonde_bio_latency_seconds{{disk={disk},op=WRITE}}")).unwrap_or(0),
+        summary_hist_count(
+            &out,
+            &format!("sonde_bio_latency_seconds{{disk={disk},op=WRITE}}")
+        )
+        .unwrap_or(0),
         WRITES as u64
     );
 

@@ -129,7 +129,6 @@ impl Link {
     }
 }
 
-
 /// One histogram of the run summary: `(upper bound in raw units, count)` per bucket
 /// row under the header line that contains every one of `parts`.
 fn summary_hist(out: &str, parts: &[&str]) -> Vec<(f64, u64)> {
