@@ -74,7 +74,32 @@ impl MapReader for FakeMaps {
     }
 }
 
+/// Names network namespaces for records decoded in these tests: inode 4026532001
+/// is `shop/web-1`, 7 `data/db-0`, 8 `kube-system/dns-0`; anything else is the host.
+struct TestPods;
+
+impl sonde::pods::PodResolver for TestPods {
+    fn by_netns(&self, inode: u32) -> Arc<sonde::pods::Pod> {
+        let (name, namespace) = match inode {
+            4026532001 => ("web-1", "shop"),
+            7 => ("db-0", "data"),
+            8 => ("dns-0", "kube-system"),
+            _ => ("", ""),
+        };
+        Arc::new(sonde::pods::Pod {
+            name: name.into(),
+            namespace: namespace.into(),
+            node: "node-1".into(),
+            ..Default::default()
+        })
+    }
+}
+
 struct Harness {
+    /// The script's kernel program (its file name), whose `events` records
+    /// [`Harness::record`] writes.
+    program: String,
+    env: Arc<sonde::bpf::decode::DecodeEnv>,
     inst: Instance,
     events: Arc<Capture>,
     maps: Arc<FakeMaps>,
@@ -111,10 +136,28 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
     };
     let inst = Instance::start(&compiled, &params, ctx, &limits).unwrap();
     Harness {
+        program: script.trim_end_matches(".rhai").to_string(),
+        env: Arc::new(sonde::bpf::decode::DecodeEnv::offline(Arc::new(TestPods))),
         inst,
         events,
         maps,
         registry,
+    }
+}
+
+impl Harness {
+    /// A synthetic event handed to the script as the kernel would send it: `fields`
+    /// written into a record of the program's `events` ring through the object's
+    /// BTF (a field the object lacks, or a value its type cannot hold, fails the
+    /// test), then decoded and read by the script like a ring buffer record.
+    fn record(&mut self, fields: &[(&str, sonde::bpf::value::Value)]) {
+        let spec = sonde::bpf::catalog::find(&self.program).unwrap();
+        let types = sonde::bpf::decode::ObjectTypes::parse(spec.object).unwrap();
+        let dec = types.record_decoder("events").unwrap();
+        let bytes = dec
+            .encode_fields(fields, &self.env)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.program));
+        self.inst.on_record(dec.record(&bytes, &self.env).unwrap());
     }
 }
 
@@ -144,19 +187,22 @@ fn metric_line(registry: &Registry, prefix: &str) -> Vec<String> {
 
 #[test]
 fn tcp_reset_events_read_like_kubeskoop() {
+    use sonde::bpf::value::Value;
     let mut h = harness("tcp_reset.rhai", &[]);
-    h.inst.on_event(map(&[
-        ("netns", Dynamic::from_int(4026532001)),
-        ("pod", pod("web-1", "shop")),
-        ("kind", "NOSOCK".into()),
-        ("saddr", "10.1.2.3".into()),
-        ("sport", Dynamic::from_int(443)),
-        ("daddr", "10.1.9.8".into()),
-        ("dport", Dynamic::from_int(33488)),
-        ("state", "CLOSE".into()),
-        ("family", Dynamic::from_int(2)),
-        ("stack", Dynamic::from_array(vec![])),
-    ]));
+    // Real record bytes: the decoder names the kind and state, formats the
+    // addresses and names the pod from the netns field.
+    h.record(&[
+        ("netns", Value::Uint(4026532001)),
+        ("kind", Value::Str("NOSOCK".into())),
+        ("saddr", Value::Str("10.1.2.3".into())),
+        ("sport", Value::Uint(443)),
+        ("daddr", Value::Str("10.1.9.8".into())),
+        ("dport", Value::Uint(33488)),
+        ("state", Value::Str("CLOSE".into())),
+        ("family", Value::Uint(2)),
+        ("stack", Value::Int(-1)),
+    ]);
+    // Stack frames come from the kernel's stack map: this one is a decoded map.
     h.inst.on_event(map(&[
         ("netns", Dynamic::from_int(4026532001)),
         ("pod", pod("web-1", "shop")),
@@ -1149,26 +1195,27 @@ fn sock_pressure_counts_and_events() {
         .iter()
         .any(|l| l.contains("kind=\"SEND_BUF_LIMIT\"") && l.ends_with(" 3")));
 
+    use sonde::bpf::value::Value;
+    // Real record bytes: kinds and protocols by name, `allocated` a signed field.
     let ev = |kind: &str, allocated: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("dns-0", "kube-system")),
-            ("kind", kind.into()),
-            ("l4proto", "UDP".into()),
-            ("family", Dynamic::from_int(2)),
-            ("saddr", "10.0.0.10".into()),
-            ("sport", Dynamic::from_int(53)),
-            ("daddr", "0.0.0.0".into()),
-            ("dport", Dynamic::from_int(0)),
-            ("rmem_alloc", Dynamic::from_int(2304)),
-            ("rcvbuf", Dynamic::from_int(2304)),
-            ("wmem_queued", Dynamic::from_int(0)),
-            ("sndbuf", Dynamic::from_int(212992)),
-            ("allocated", Dynamic::from_int(allocated)),
-        ])
+        vec![
+            ("netns", Value::Uint(8)),
+            ("kind", Value::Str(kind.into())),
+            ("l4proto", Value::Str("UDP".into())),
+            ("family", Value::Uint(2)),
+            ("saddr", Value::Str("10.0.0.10".into())),
+            ("sport", Value::Uint(53)),
+            ("daddr", Value::Str("0.0.0.0".into())),
+            ("dport", Value::Uint(0)),
+            ("rmem_alloc", Value::Uint(2304)),
+            ("rcvbuf", Value::Uint(2304)),
+            ("wmem_queued", Value::Uint(0)),
+            ("sndbuf", Value::Uint(212992)),
+            ("allocated", Value::Int(allocated)),
+        ]
     };
-    h.inst.on_event(ev("UDP_RCVBUF", -12));
-    h.inst.on_event(ev("RECV_BUF_LIMIT", 90000));
+    h.record(&ev("UDP_RCVBUF", -12));
+    h.record(&ev("RECV_BUF_LIMIT", 90000));
     let events = h.events.0.lock().unwrap();
     let a = events[0].to_text();
     let b = events[1].to_text();

@@ -35,6 +35,9 @@ use std::sync::Arc;
 
 use btf_rs::{Btf, BtfType, Type};
 
+mod encode;
+pub use encode::EncodeError;
+
 use crate::bpf::ksyms::Symbols;
 use crate::bpf::value::{PodNames, Value};
 use crate::event::coarse_ns;
