@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Map};
 use sonde::bpf::maps::MapReadError;
+use sonde::bpf::value::Value;
 use sonde::event::{Event, EventSink};
 use sonde::metrics::Registry;
 use sonde::script::{Instance, Limits, MapReader, Script, ScriptContext};
@@ -150,7 +151,7 @@ impl Harness {
     /// written into a record of the program's `events` ring through the object's
     /// BTF (a field the object lacks, or a value its type cannot hold, fails the
     /// test), then decoded and read by the script like a ring buffer record.
-    fn record(&mut self, fields: &[(&str, sonde::bpf::value::Value)]) {
+    fn record(&mut self, fields: &[(&str, Value)]) {
         let spec = sonde::bpf::catalog::find(&self.program).unwrap();
         let types = sonde::bpf::decode::ObjectTypes::parse(spec.object).unwrap();
         let dec = types.record_decoder("events").unwrap();
@@ -187,7 +188,6 @@ fn metric_line(registry: &Registry, prefix: &str) -> Vec<String> {
 
 #[test]
 fn tcp_reset_events_read_like_kubeskoop() {
-    use sonde::bpf::value::Value;
     let mut h = harness("tcp_reset.rhai", &[]);
     // Real record bytes: the decoder names the kind and state, formats the
     // addresses and names the pod from the netns field.
@@ -631,22 +631,21 @@ fn tcp_state_lifetimes_per_pod_failures_and_transitions() {
 fn tcp_state_failed_connect_event() {
     let mut h = harness("tcp_state.rhai", &[("emit_events", "true")]);
     let ev = |elapsed: i64, reason: &str, err: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("saddr", "10.0.0.5".into()),
-            ("sport", Dynamic::from_int(41000)),
-            ("daddr", "10.0.9.9".into()),
-            ("dport", Dynamic::from_int(5432)),
-            ("reason", reason.into()),
-            ("err", Dynamic::from_int(err)),
-            ("elapsed_ns", Dynamic::from_int(elapsed)),
-            ("family", Dynamic::from_int(2)),
-            ("stack", Dynamic::from_array(vec![])),
-        ])
+        vec![
+            ("netns", Value::Int(4026532001)),
+            ("saddr", Value::Str("10.0.0.5".into())),
+            ("sport", Value::Int(41000)),
+            ("daddr", Value::Str("10.0.9.9".into())),
+            ("dport", Value::Int(5432)),
+            ("reason", Value::Str(reason.into())),
+            ("err", Value::Int(err)),
+            ("elapsed_ns", Value::Int(elapsed)),
+            ("family", Value::Int(2)),
+            ("stack", Value::Int(-1)),
+        ]
     };
-    h.inst.on_event(ev(3_000_000_000, "TIMEOUT", 110));
-    h.inst.on_event(ev(0, "REFUSED", 111));
+    h.record(&ev(3_000_000_000, "TIMEOUT", 110));
+    h.record(&ev(0, "REFUSED", 111));
     let events = h.events.0.lock().unwrap();
     let lines: Vec<String> = events.iter().map(|e| e.to_text()).collect();
     assert_eq!(
@@ -756,17 +755,17 @@ fn softirq_histograms_counts_and_event_types() {
     );
 
     let ev = |phase: &str, ns: i64| {
-        map(&[
-            ("vec", "TIMER".into()),
-            ("phase", phase.into()),
-            ("latency_ns", Dynamic::from_int(ns)),
-            ("cpu", Dynamic::from_int(1)),
-            ("pid", Dynamic::from_int(15)),
-            ("comm", "ksoftirqd/1".into()),
-        ])
+        vec![
+            ("vec", Value::Str("TIMER".into())),
+            ("phase", Value::Str(phase.into())),
+            ("latency_ns", Value::Int(ns)),
+            ("cpu", Value::Int(1)),
+            ("pid", Value::Int(15)),
+            ("comm", Value::Str("ksoftirqd/1".into())),
+        ]
     };
-    h.inst.on_event(ev("DELAY", 20_000_000));
-    h.inst.on_event(ev("RUN", 150_000_000));
+    h.record(&ev("DELAY", 20_000_000));
+    h.record(&ev("RUN", 150_000_000));
     let events = h.events.0.lock().unwrap();
     let types: Vec<String> = events.iter().map(|e| e.to_text()).collect();
     assert!(
@@ -846,23 +845,22 @@ fn bio_latency_histograms_pods_and_events() {
     );
 
     let ev = |ns: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("db-0", "data")),
-            ("disk", "sda".into()),
-            ("op", "WRITE".into()),
-            ("major", Dynamic::from_int(8)),
-            ("minor", Dynamic::from_int(0)),
-            ("bytes", Dynamic::from_int(4096)),
-            ("sector", Dynamic::from_int(2048)),
-            ("latency_ns", Dynamic::from_int(ns)),
-            ("error", Dynamic::from_int(0)),
-            ("pid", Dynamic::from_int(42)),
-            ("comm", "postgres".into()),
-        ])
+        vec![
+            ("netns", Value::Int(7)),
+            ("disk", Value::Str("sda".into())),
+            ("op", Value::Str("WRITE".into())),
+            ("major", Value::Int(8)),
+            ("minor", Value::Int(0)),
+            ("bytes", Value::Int(4096)),
+            ("sector", Value::Int(2048)),
+            ("latency_ns", Value::Int(ns)),
+            ("error", Value::Int(0)),
+            ("pid", Value::Int(42)),
+            ("comm", Value::Str("postgres".into())),
+        ]
     };
-    h.inst.on_event(ev(12_000_000));
-    h.inst.on_event(ev(250_000_000));
+    h.record(&ev(12_000_000));
+    h.record(&ev(250_000_000));
     let events = h.events.0.lock().unwrap();
     let text: Vec<String> = events.iter().map(|e| e.to_text()).collect();
     assert!(
@@ -1129,21 +1127,20 @@ fn socket_latency_histograms_thresholds_and_events() {
     );
     assert!(has(&slow, &["threshold=\"100ms\""], " 2"), "{slow:?}");
 
-    h.inst.on_event(map(&[
-        ("netns", Dynamic::from_int(7)),
-        ("pod", web()),
-        ("dir", "READ".into()),
-        ("latency_ns", Dynamic::from_int(150_000_000)),
-        ("l4proto", "TCP".into()),
-        ("family", Dynamic::from_int(10)),
-        ("saddr", "fd00::1".into()),
-        ("sport", Dynamic::from_int(8080)),
-        ("daddr", "fd00::2".into()),
-        ("dport", Dynamic::from_int(40000)),
-        ("bytes", Dynamic::from_int(100)),
-        ("pid", Dynamic::from_int(42)),
-        ("comm", "server".into()),
-    ]));
+    h.record(&[
+        ("netns", Value::Int(4026532001)),
+        ("dir", Value::Str("READ".into())),
+        ("latency_ns", Value::Int(150_000_000)),
+        ("l4proto", Value::Str("TCP".into())),
+        ("family", Value::Int(10)),
+        ("saddr", Value::Str("fd00::1".into())),
+        ("sport", Value::Int(8080)),
+        ("daddr", Value::Str("fd00::2".into())),
+        ("dport", Value::Int(40000)),
+        ("bytes", Value::Int(100)),
+        ("pid", Value::Int(42)),
+        ("comm", Value::Str("server".into())),
+    ]);
     let events = h.events.0.lock().unwrap();
     let text = events[0].to_text();
     assert!(
@@ -1195,7 +1192,6 @@ fn sock_pressure_counts_and_events() {
         .iter()
         .any(|l| l.contains("kind=\"SEND_BUF_LIMIT\"") && l.ends_with(" 3")));
 
-    use sonde::bpf::value::Value;
     // Real record bytes: kinds and protocols by name, `allocated` a signed field.
     let ev = |kind: &str, allocated: i64| {
         vec![
