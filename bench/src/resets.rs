@@ -361,7 +361,9 @@ impl Live<'_> {
                         ended.stderr.trim_end()
                     )
                 })?;
-                row.lost_counted = Some(summary.lost);
+                // Lost in the kernel (ring full) and dropped by sonde (the script
+                // behind): both counted, both missing from the output.
+                row.lost_counted = Some(summary.lost + summary.behind);
                 if summary.undecodable > 0 {
                     row.note = Some(format!("{} records undecodable", summary.undecodable));
                 }

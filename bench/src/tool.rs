@@ -393,6 +393,9 @@ fn lost_events(line: &[u8]) -> Option<u64> {
 pub struct SondeSummary {
     pub records: u64,
     pub lost: u64,
+    /// Records read but not handled: the script was behind by more than its
+    /// backlog (`sonde: warning: N records were dropped because the script was behind`).
+    pub behind: u64,
     pub undecodable: u64,
     pub seconds: f64,
 }
@@ -414,7 +417,17 @@ impl SondeSummary {
             .rsplit_once(" in ")
             .and_then(|(_, s)| s.trim().trim_end_matches('s').parse().ok())
             .unwrap_or(0.0);
+        let behind = stderr
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("sonde: warning: ")?
+                    .strip_suffix(" records were dropped because the script was behind by more than 1s")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
         Some(SondeSummary {
+            behind,
             records: num_before(" records (")?,
             lost: num_before(" lost in the kernel")?,
             undecodable: num_before(" undecodable")?,
