@@ -421,7 +421,9 @@ impl SondeSummary {
             .lines()
             .find_map(|l| {
                 l.strip_prefix("sonde: warning: ")?
-                    .strip_suffix(" records were dropped because the script was behind by more than 1s")?
+                    .strip_suffix(
+                        " records were dropped because the script was behind by more than 1s",
+                    )?
                     .parse()
                     .ok()
             })
