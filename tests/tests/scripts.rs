@@ -98,8 +98,9 @@ impl sonde::pods::PodResolver for TestPods {
 
 struct Harness {
     /// The script's kernel program (its file name), whose `events` records
-    /// [`Harness::record`] writes.
+    /// [`Harness::record`] writes, and that program's types (`None`: a source script).
     program: String,
+    types: Option<sonde::bpf::decode::ObjectTypes>,
     env: Arc<sonde::bpf::decode::DecodeEnv>,
     inst: Instance,
     events: Arc<Capture>,
@@ -138,6 +139,8 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
     let inst = Instance::start(&compiled, &params, ctx, &limits).unwrap();
     Harness {
         program: script.trim_end_matches(".rhai").to_string(),
+        types: sonde::bpf::catalog::find(script.trim_end_matches(".rhai"))
+            .map(|spec| sonde::bpf::decode::ObjectTypes::parse(spec.object).unwrap()),
         env: Arc::new(sonde::bpf::decode::DecodeEnv::offline(Arc::new(TestPods))),
         inst,
         events,
@@ -152,8 +155,7 @@ impl Harness {
     /// BTF (a field the object lacks, or a value its type cannot hold, fails the
     /// test), then decoded and read by the script like a ring buffer record.
     fn record(&mut self, fields: &[(&str, Value)]) {
-        let spec = sonde::bpf::catalog::find(&self.program).unwrap();
-        let types = sonde::bpf::decode::ObjectTypes::parse(spec.object).unwrap();
+        let types = self.types.as_ref().expect("a script with a kernel program");
         let dec = types.record_decoder("events").unwrap();
         let bytes = dec
             .encode_fields(fields, &self.env)
@@ -166,8 +168,7 @@ impl Harness {
     /// through the object's BTF, then read back by the real map decoder, so what
     /// the script gets from `bpf::map(map)` is what a loaded program gives.
     fn counts(&self, map: &str, entries: &[(Vec<(&str, Value)>, u64)]) {
-        let spec = sonde::bpf::catalog::find(&self.program).unwrap();
-        let types = sonde::bpf::decode::ObjectTypes::parse(spec.object).unwrap();
+        let types = self.types.as_ref().expect("a script with a kernel program");
         let (key, value) = types.map_decoders(map).unwrap();
         let raw: Vec<(Vec<u8>, Vec<u8>)> = entries
             .iter()

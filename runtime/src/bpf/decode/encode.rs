@@ -326,14 +326,19 @@ mod tests {
         DecodeEnv::offline(Arc::new(crate::pods::HostResolver::new("node-1")))
     }
 
-    /// Every built-in record type: the fields written come back from the decoder.
-    #[test]
-    fn encoded_records_decode_to_what_was_written() {
+    /// The decoder of tcp_reset's records (addresses, ports, enums, a TCP state).
+    fn tcp_reset_events() -> Decoder {
         let obj = crate::bpf::catalog::find("tcp_reset").unwrap().object;
-        let d = ObjectTypes::parse(obj)
+        ObjectTypes::parse(obj)
             .unwrap()
             .record_decoder("events")
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The fields written come back from the decoder.
+    #[test]
+    fn encoded_records_decode_to_what_was_written() {
+        let d = tcp_reset_events();
         let env = env();
         let bytes = d
             .encode_fields(
@@ -361,11 +366,7 @@ mod tests {
 
     #[test]
     fn wrong_names_and_values_are_errors() {
-        let obj = crate::bpf::catalog::find("tcp_reset").unwrap().object;
-        let d = ObjectTypes::parse(obj)
-            .unwrap()
-            .record_decoder("events")
-            .unwrap();
+        let d = tcp_reset_events();
         let env = env();
         let e = d
             .encode_fields(&[("sprot", Value::Uint(1))], &env)
