@@ -143,3 +143,17 @@ pub fn event_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
+
+/// `sonde run SCRIPT --for FOR -p PARAM...`, with `-p variant=V` when a variant is
+/// asked for (else the loader's first that works), started as [`start`] does.
+pub fn start_script(script: &str, run_for: &str, params: &[&str], variant: Option<&str>) -> Run {
+    let mut args = vec!["run", script, "--for", run_for];
+    for p in params {
+        args.extend(["-p", p]);
+    }
+    let asked = variant.map(|v| format!("variant={v}"));
+    if let Some(a) = &asked {
+        args.extend(["-p", a.as_str()]);
+    }
+    start(&args)
+}

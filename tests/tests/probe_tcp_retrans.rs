@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use sonde_tests::run::{finish, start};
+use sonde_tests::run::{finish, start_script};
 use sonde_tests::{require_root, NetnsThread};
 
 /// `Tcp: RetransSegs` of the calling thread's network namespace.
@@ -140,19 +140,12 @@ fn retransmits_match_the_namespace_counter_classic_tracepoints() {
 }
 
 fn retransmits_match(variant: Option<&str>, expected: &str) {
-    let mut args = vec![
-        "run",
+    let run = start_script(
         "scripts/tcp_retrans.rhai",
-        "--for",
         "7s",
-        "-p",
-        "emit_events=true",
-    ];
-    let asked = variant.map(|v| format!("variant={v}"));
-    if let Some(a) = &asked {
-        args.extend(["-p", a.as_str()]);
-    }
-    let run = start(&args);
+        &["emit_events=true"],
+        variant,
+    );
     let ns4 = NetnsThread::new().unwrap();
     let ns6 = NetnsThread::new().unwrap();
     let (n4, n6) = std::thread::scope(|s| {

@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 use std::time::Duration;
 
-use sonde_tests::run::{finish, start};
+use sonde_tests::run::{finish, start_script};
 use sonde_tests::{require_root, NetnsThread};
 
 /// Connections each namespace starts.
@@ -227,19 +227,12 @@ fn refusals_match_the_namespace_listen_counters_classic_tracepoint() {
 }
 
 fn refusals_match(variant: Option<&str>) {
-    let mut args = vec![
-        "run",
+    let run = start_script(
         "scripts/tcp_synq.rhai",
-        "--for",
         "6s",
-        "-p",
-        "emit_events=true",
-    ];
-    let asked = variant.map(|v| format!("variant={v}"));
-    if let Some(a) = &asked {
-        args.extend(["-p", a.as_str()]);
-    }
-    let run = start(&args);
+        &["emit_events=true"],
+        variant,
+    );
     let ns4 = NetnsThread::new().unwrap();
     let ns6 = NetnsThread::new().unwrap();
     let nssyn = NetnsThread::new().unwrap();
