@@ -158,15 +158,7 @@ fn overflow_on_final_ack(v6: bool) -> Overflows {
     for c in &mut clients {
         let _ = c.write(b"x");
     }
-    std::thread::sleep(Duration::from_millis(2500));
-    let after = listen_counters();
-    drop(clients);
-    drop(l);
-    Overflows {
-        listener: listener_label(addr),
-        overflows: after.0 - before.0,
-        drops: after.1 - before.1,
-    }
+    counted_since(before, addr, (l, clients))
 }
 
 /// SYNs arriving on a full accept queue: plain connects, each handshake done before
@@ -175,10 +167,15 @@ fn overflow_on_syn() -> Overflows {
     let (l, addr) = listener(false);
     let before = listen_counters();
     let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_nowait(addr)).collect();
+    counted_since(before, addr, (l, clients))
+}
+
+/// What the kernel counted since `before`, once the last retransmissions are in
+/// (2.5 s); `held` (the listener and its clients) lives until then.
+fn counted_since(before: (u64, u64), addr: SocketAddr, held: impl Sized) -> Overflows {
     std::thread::sleep(Duration::from_millis(2500));
     let after = listen_counters();
-    drop(clients);
-    drop(l);
+    drop(held);
     Overflows {
         listener: listener_label(addr),
         overflows: after.0 - before.0,
