@@ -90,6 +90,15 @@ pub fn finish(mut run: Run) -> (String, String) {
     (out, err)
 }
 
+/// Stops sonde as Ctrl-C does (SIGINT: a last drain, the summary, exit 0) and returns
+/// (stdout, stderr). For tests whose traffic takes as long as the machine makes it:
+/// a fixed `--for` can end before the last event on a loaded machine.
+pub fn interrupt(run: Run) -> (String, String) {
+    // SAFETY: kill(2) on the pid of our child, which `finish` reaps.
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    finish(run)
+}
+
 /// The value of the summary row containing every one of `parts`.
 pub fn summary_row(out: &str, parts: &[&str]) -> u64 {
     let line = out

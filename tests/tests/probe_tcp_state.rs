@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sonde_tests::run::{finish, start, summary_rows as rows};
+use sonde_tests::run::{interrupt, start, summary_rows as rows};
 use sonde_tests::{connect_refused, require_root, sockaddr, NetnsThread};
 
 /// A port on `ip` with nothing listening.
@@ -160,17 +160,18 @@ fn failed_connects_lifetimes_and_transitions_v4_and_v6() {
     if !require_root("failed_connects_lifetimes_and_transitions_v4_and_v6") {
         return;
     }
+    // Stopped once the scenario is over, however long that took.
     let run = start(&[
         "run",
         "scripts/tcp_state.rhai",
         "--for",
-        "7s",
+        "120s",
         "-p",
         "emit_events=true",
     ]);
     let ns = NetnsThread::new().unwrap();
     let done = ns.run(scenario);
-    let (out, _) = finish(run);
+    let (out, _) = interrupt(run);
     assert!(
         done.timeout_secs > 2.5,
         "SYN retries took {}",

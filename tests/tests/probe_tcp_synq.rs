@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 use std::time::Duration;
 
-use sonde_tests::run::{finish, start_script};
+use sonde_tests::run::{interrupt, start_script};
 use sonde_tests::{require_root, NetnsThread};
 
 /// Connections each namespace starts.
@@ -224,9 +224,10 @@ fn refusals_match_the_namespace_listen_counters_classic_tracepoint() {
 }
 
 fn refusals_match(variant: Option<&str>) {
+    // Stopped once the namespaces' counters are read, however long that took.
     let run = start_script(
         "scripts/tcp_synq.rhai",
-        "6s",
+        "120s",
         &["emit_events=true"],
         variant,
     );
@@ -239,7 +240,7 @@ fn refusals_match(variant: Option<&str>) {
         let c = s.spawn(|| nssyn.run(overflow_on_syn));
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
-    let (out, err) = finish(run);
+    let (out, err) = interrupt(run);
     let attached = err
         .lines()
         .find_map(|l| l.split("tcp_synq attached (variant ").nth(1))
