@@ -9,6 +9,8 @@
 use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Map};
+use sonde::bpf::decode::{DecodeEnv, ObjectTypes};
+use sonde::bpf::ksyms::{Ksyms, Symbols};
 use sonde::bpf::maps::MapReadError;
 use sonde::bpf::value::Value;
 use sonde::event::{Event, EventSink};
@@ -25,44 +27,12 @@ impl EventSink for Capture {
     }
 }
 
-/// A map reader serving fixed entries, changeable between ticks.
+/// A program's maps as the script reads them: decoded entries, set by the test
+/// between ticks.
 #[derive(Default)]
-struct FakeMaps(Mutex<Vec<(String, rhai::Array)>>);
+struct Maps(Mutex<Vec<(String, rhai::Array)>>);
 
-impl FakeMaps {
-    fn set(&self, map: &str, entries: Vec<(Map, i64)>) {
-        let arr = entries
-            .into_iter()
-            .map(|(k, v)| {
-                let mut e = Map::new();
-                e.insert("key".into(), Dynamic::from_map(k));
-                e.insert("value".into(), Dynamic::from_int(v));
-                Dynamic::from_map(e)
-            })
-            .collect();
-        let mut maps = self.0.lock().unwrap();
-        maps.retain(|(n, _)| n != map);
-        maps.push((map.to_string(), arr));
-    }
-
-    /// Like `set`, with any value (a struct value decodes to a map).
-    fn set_values(&self, map: &str, entries: Vec<(Map, Dynamic)>) {
-        let arr = entries
-            .into_iter()
-            .map(|(k, v)| {
-                let mut e = Map::new();
-                e.insert("key".into(), Dynamic::from_map(k));
-                e.insert("value".into(), v);
-                Dynamic::from_map(e)
-            })
-            .collect();
-        let mut maps = self.0.lock().unwrap();
-        maps.retain(|(n, _)| n != map);
-        maps.push((map.to_string(), arr));
-    }
-}
-
-impl MapReader for FakeMaps {
+impl MapReader for Maps {
     fn entries(&self, map: &str) -> Result<rhai::Array, MapReadError> {
         let maps = self.0.lock().unwrap();
         maps.iter()
@@ -81,10 +51,10 @@ struct TestPods;
 
 impl sonde::pods::PodResolver for TestPods {
     fn by_netns(&self, inode: u32) -> Arc<sonde::pods::Pod> {
-        let (name, namespace) = match inode {
-            4026532001 => ("web-1", "shop"),
-            7 => ("db-0", "data"),
-            8 => ("dns-0", "kube-system"),
+        let (name, namespace) = match i64::from(inode) {
+            WEB => ("web-1", "shop"),
+            DB => ("db-0", "data"),
+            DNS => ("dns-0", "kube-system"),
             _ => ("", ""),
         };
         Arc::new(sonde::pods::Pod {
@@ -96,18 +66,88 @@ impl sonde::pods::PodResolver for TestPods {
     }
 }
 
+/// The network namespaces of [`TestPods`].
+const WEB: i64 = 4026532001;
+const DB: i64 = 7;
+const DNS: i64 = 8;
+
+/// The kernel functions these tests' stacks and drop locations name, laid out
+/// 4 KiB apart from `SYMBOLS_AT`.
+const SYMBOLS: &[&str] = &[
+    "tcp_send_active_reset",
+    "tcp_disconnect",
+    "__tcp_retransmit_skb",
+    "nf_hook_slow",
+];
+const SYMBOLS_AT: u64 = 0xffff_ffff_8100_0000;
+
+/// The address of `"function+0xoff"` in the [`SYMBOLS`] table.
+fn address(frame: &str) -> u64 {
+    let (name, off) = frame.split_once("+0x").unwrap_or((frame, "0"));
+    let i = SYMBOLS
+        .iter()
+        .position(|s| *s == name)
+        .unwrap_or_else(|| panic!("{name} is not in SYMBOLS"));
+    SYMBOLS_AT + 0x1000 * i as u64 + u64::from_str_radix(off, 16).unwrap()
+}
+
+/// The drop reasons of the kernel these tests' records come from.
+const DROP_REASONS: &[(u64, &str)] = &[
+    (2, "NOT_SPECIFIED"),
+    (3, "NO_SOCKET"),
+    (6, "NETFILTER_DROP"),
+];
+
+/// Fields of a record or a map key or value, by name: `f! { netns: WEB, kind:
+/// "NOSOCK" }`. Numbers are written as numbers, names (enumerators, kernel names,
+/// addresses, strings) as text; the encoder checks each against the field's type.
+macro_rules! f {
+    ($($k:ident : $v:expr),* $(,)?) => {
+        vec![$((stringify!($k), Field::value($v))),*]
+    };
+}
+
+/// What `f!` takes as a field's value.
+trait Field {
+    fn value(self) -> Value;
+}
+
+impl Field for i64 {
+    fn value(self) -> Value {
+        Value::Int(self)
+    }
+}
+
+impl Field for &str {
+    fn value(self) -> Value {
+        Value::Str(self.into())
+    }
+}
+
+impl Field for Value {
+    fn value(self) -> Value {
+        self
+    }
+}
+
+type Fields = Vec<(&'static str, Value)>;
+
 struct Harness {
     /// The script's kernel program (its file name), whose `events` records
-    /// [`Harness::record`] writes, and that program's types (`None`: a source script).
+    /// [`Harness::record`] writes, and that program's types.
     program: String,
-    types: Option<sonde::bpf::decode::ObjectTypes>,
-    env: Arc<sonde::bpf::decode::DecodeEnv>,
+    types: ObjectTypes,
+    env: Arc<DecodeEnv>,
+    /// The kernel stacks records refer to by id (the index).
+    stacks: Arc<Mutex<Vec<Vec<u64>>>>,
     inst: Instance,
     events: Arc<Capture>,
-    maps: Arc<FakeMaps>,
+    maps: Arc<Maps>,
     registry: Arc<Registry>,
 }
 
+/// The built-in `script` with its params set from `overrides`, connected to maps
+/// and records of its kernel program written through the object's BTF.
 fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
     let path = repo_root().join("scripts").join(script);
     let source = std::fs::read_to_string(&path).unwrap();
@@ -119,7 +159,7 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
         .collect();
     let params = compiled.manifest().resolve_params(&overrides).unwrap();
     let events = Arc::new(Capture::default());
-    let maps = Arc::new(FakeMaps::default());
+    let maps = Arc::new(Maps::default());
     let registry = Arc::new(Registry::new("node-1"));
     // The scripts' own logic: every family for every pod (what is detail is
     // checked by tests/tests/cardinality.rs).
@@ -137,11 +177,33 @@ fn harness(script: &str, overrides: &[(&str, &str)]) -> Harness {
         pods: Arc::new(sonde::pods::HostResolver::with_host_netns(1, "node-1")),
     };
     let inst = Instance::start(&compiled, &params, ctx, &limits).unwrap();
+    let program = script.trim_end_matches(".rhai").to_string();
+    let spec = sonde::bpf::catalog::find(&program).expect("a script with a kernel program");
+    let stacks = Arc::new(Mutex::new(Vec::<Vec<u64>>::new()));
+    let table = stacks.clone();
+    let symbols: String = SYMBOLS
+        .iter()
+        .map(|name| format!("{:x} T {name}\n", address(name)))
+        .collect();
+    let mut env = DecodeEnv::offline(Arc::new(TestPods));
+    env.ksyms = Symbols::Table(Arc::new(Ksyms::parse(&symbols)));
+    env.drop_reasons = DROP_REASONS
+        .iter()
+        .map(|(n, name)| (*n, (*name).into()))
+        .collect();
+    env.stacks = Some(Box::new(move |id| {
+        table
+            .lock()
+            .unwrap()
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_default()
+    }));
     Harness {
-        program: script.trim_end_matches(".rhai").to_string(),
-        types: sonde::bpf::catalog::find(script.trim_end_matches(".rhai"))
-            .map(|spec| sonde::bpf::decode::ObjectTypes::parse(spec.object).unwrap()),
-        env: Arc::new(sonde::bpf::decode::DecodeEnv::offline(Arc::new(TestPods))),
+        types: ObjectTypes::parse(spec.object).unwrap(),
+        program,
+        env: Arc::new(env),
+        stacks,
         inst,
         events,
         maps,
@@ -155,29 +217,36 @@ impl Harness {
     /// BTF (a field the object lacks, or a value its type cannot hold, fails the
     /// test), then decoded and read by the script like a ring buffer record.
     fn record(&mut self, fields: &[(&str, Value)]) {
-        let types = self.types.as_ref().expect("a script with a kernel program");
-        let dec = types.record_decoder("events").unwrap();
+        let dec = self.types.record_decoder("events").unwrap();
         let bytes = dec
             .encode_fields(fields, &self.env)
             .unwrap_or_else(|e| panic!("{}: {e}", self.program));
         self.inst.on_record(dec.record(&bytes, &self.env).unwrap());
     }
 
-    /// A counter map of the program as the kernel would hold it: each entry's key
-    /// fields written into the map's key type and its count into the value type
-    /// through the object's BTF, then read back by the real map decoder, so what
-    /// the script gets from `bpf::map(map)` is what a loaded program gives.
-    fn counts(&self, map: &str, entries: &[(Vec<(&str, Value)>, u64)]) {
-        let types = self.types.as_ref().expect("a script with a kernel program");
-        let (key, value) = types.map_decoders(map).unwrap();
+    /// The id of a kernel stack of these frames (innermost first), for a record's
+    /// stack field: decoding reads it back from this harness, as from the kernel's
+    /// stack map.
+    fn stack(&self, frames: &[&str]) -> Value {
+        let mut stacks = self.stacks.lock().unwrap();
+        stacks.push(frames.iter().map(|f| address(f)).collect());
+        Value::Int(stacks.len() as i64 - 1)
+    }
+
+    /// A map of the program as the kernel would hold it: each entry's key and value
+    /// written into the map's types through the object's BTF, then read back by the
+    /// real map decoder, so what the script gets from `bpf::map(map)` (and
+    /// `bpf::hist`) is what a loaded program gives. Replaces the map's entries.
+    fn set(&self, map: &str, entries: Vec<(Fields, Value)>) {
+        let (key, value) = self.types.map_decoders(map).unwrap();
         let raw: Vec<(Vec<u8>, Vec<u8>)> = entries
             .iter()
-            .map(|(k, n)| {
+            .map(|(k, v)| {
                 let kb = key
                     .encode_fields(k, &self.env)
                     .unwrap_or_else(|e| panic!("{}.{map} key: {e}", self.program));
                 let vb = value
-                    .encode(&Value::Uint(*n), &self.env)
+                    .encode(v, &self.env)
                     .unwrap_or_else(|e| panic!("{}.{map} value: {e}", self.program));
                 (kb, vb)
             })
@@ -197,14 +266,92 @@ impl Harness {
             sonde::script::record::entries_array(decoded),
         ));
     }
+
+    /// A map whose values are counts (`__u64`).
+    fn counts(&self, map: &str, entries: Vec<(Fields, u64)>) {
+        self.set(
+            map,
+            entries
+                .into_iter()
+                .map(|(k, n)| (k, Value::Uint(n)))
+                .collect(),
+        );
+    }
+
+    /// A map whose values are structs.
+    fn structs(&self, map: &str, entries: Vec<(Fields, Fields)>) {
+        self.set(
+            map,
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = v.into_iter().map(|(n, x)| (n.into(), x)).collect();
+                    (k, Value::Struct(v))
+                })
+                .collect(),
+        );
+    }
+
+    /// The exported series of `metric` (its full name: `x_total`, `x_seconds_bucket`).
+    fn series(&self, metric: &str) -> Vec<String> {
+        let (labelled, bare) = (format!("{metric}{{"), format!("{metric} "));
+        self.registry
+            .render_prometheus()
+            .lines()
+            .filter(|l| l.starts_with(&labelled) || l.starts_with(&bare))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Asserts, for each `(labels, value)`, that `metric` has a series with every one
+    /// of the labels (`name=value`) and that value (`5`, `5e-6`; equal to 12
+    /// significant digits, as scaled sums are not exact in binary).
+    fn expect(&self, metric: &str, want: &[(&[&str], &str)]) {
+        let lines = self.series(metric);
+        for (labels, value) in want {
+            let parts: Vec<String> = labels
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').expect("name=value");
+                    format!("{k}=\"{v}\"")
+                })
+                .collect();
+            let found = lines.iter().any(|l| {
+                let has =
+                    |p: &String| l.contains(&format!("{{{p}")) || l.contains(&format!(",{p}"));
+                parts.iter().all(has) && l.rsplit(' ').next().is_some_and(|v| same(v, value))
+            });
+            assert!(
+                found,
+                "no {metric} series with {labels:?} = {value}; exported:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+
+    /// The events the script emitted, as text lines.
+    fn events(&self) -> Vec<String> {
+        self.events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.to_text())
+            .collect()
+    }
+
+    /// Asserts the script raised no errors.
+    fn no_errors(&self) {
+        assert!(self.inst.errors().is_empty(), "{:?}", self.inst.errors());
+    }
 }
 
-fn pod(name: &str, namespace: &str) -> Dynamic {
-    let mut m = Map::new();
-    m.insert("name".into(), name.into());
-    m.insert("namespace".into(), namespace.into());
-    m.insert("node".into(), "node-1".into());
-    Dynamic::from_map(m)
+/// Two exported values are the same number (to 12 significant digits).
+fn same(got: &str, want: &str) -> bool {
+    match (got.parse::<f64>(), want.parse::<f64>()) {
+        (Ok(g), Ok(w)) => g == w || (g - w).abs() <= 1e-12 * g.abs().max(w.abs()),
+        _ => got == want,
+    }
 }
 
 fn map(pairs: &[(&str, Dynamic)]) -> Map {
@@ -214,107 +361,55 @@ fn map(pairs: &[(&str, Dynamic)]) -> Map {
         .collect()
 }
 
-fn metric_line(registry: &Registry, prefix: &str) -> Vec<String> {
-    registry
-        .render_prometheus()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn tcp_reset_events_read_like_kubeskoop() {
     let mut h = harness("tcp_reset.rhai", &[]);
-    // Real record bytes: the decoder names the kind and state, formats the
-    // addresses and names the pod from the netns field.
-    h.record(&[
-        ("netns", Value::Uint(4026532001)),
-        ("kind", Value::Str("NOSOCK".into())),
-        ("saddr", Value::Str("10.1.2.3".into())),
-        ("sport", Value::Uint(443)),
-        ("daddr", Value::Str("10.1.9.8".into())),
-        ("dport", Value::Uint(33488)),
-        ("state", Value::Str("CLOSE".into())),
-        ("family", Value::Uint(2)),
-        ("stack", Value::Int(-1)),
-    ]);
-    // Stack frames come from the kernel's stack map: this one is a decoded map.
-    h.inst.on_event(map(&[
-        ("netns", Dynamic::from_int(4026532001)),
-        ("pod", pod("web-1", "shop")),
-        ("kind", "ACTIVE".into()),
-        ("saddr", "fd00::1".into()),
-        ("sport", Dynamic::from_int(5000)),
-        ("daddr", "fd00::2".into()),
-        ("dport", Dynamic::from_int(80)),
-        ("state", "CLOSE".into()),
-        ("family", Dynamic::from_int(10)),
-        (
-            "stack",
-            Dynamic::from_array(vec![
-                "tcp_send_active_reset+0x1".into(),
-                "tcp_disconnect+0x2".into(),
-            ]),
-        ),
-    ]));
-    let events = h.events.0.lock().unwrap();
-    let lines: Vec<String> = events.iter().map(|e| e.to_text()).collect();
+    // The decoder names the kind and state, formats the addresses, names the pod
+    // from the netns field and the frames of the stack from its id.
+    h.record(&f! {
+        netns: WEB, kind: "NOSOCK", saddr: "10.1.2.3", sport: 443, daddr: "10.1.9.8",
+        dport: 33488, state: "CLOSE", family: 2, stack: -1,
+    });
+    let stack = h.stack(&["tcp_send_active_reset+0x1", "tcp_disconnect+0x2"]);
+    h.record(&f! {
+        netns: WEB, kind: "ACTIVE", saddr: "fd00::1", sport: 5000, daddr: "fd00::2",
+        dport: 80, state: "CLOSE", family: 10, stack: stack,
+    });
     assert_eq!(
-        lines,
+        h.events(),
         vec![
             "type=TCPRESET_NOSOCK pod=web-1 namespace=shop protocol=TCP saddr=10.1.2.3 sport=443 daddr=10.1.9.8 dport=33488 state=CLOSE",
             "type=TCPRESET_ACTIVE pod=web-1 namespace=shop protocol=TCP saddr=fd00::1 sport=5000 daddr=fd00::2 dport=80 state=CLOSE stacktrace:tcp_send_active_reset+0x1 tcp_disconnect+0x2",
         ]
     );
-    assert_eq!(events[0].labels.node, "node-1");
-    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+    assert_eq!(h.events.0.lock().unwrap()[0].labels.node, "node-1");
+    h.no_errors();
 }
 
 #[test]
 fn tcp_reset_counter_follows_the_kernel_counts() {
     let mut h = harness("tcp_reset.rhai", &[]);
-    let key = |kind: &str| {
-        vec![
-            ("netns", Value::Uint(4026532001)),
-            ("kind", Value::Str(kind.into())),
-        ]
-    };
-    h.counts("counts", &[(key("NOSOCK"), 3), (key("RECEIVE"), 1)]);
+    let key = |kind: &str| f! { netns: WEB, kind: kind };
+    h.counts("counts", vec![(key("NOSOCK"), 3), (key("RECEIVE"), 1)]);
     h.inst.on_tick();
-    h.counts("counts", &[(key("NOSOCK"), 5), (key("RECEIVE"), 1)]);
+    h.counts("counts", vec![(key("NOSOCK"), 5), (key("RECEIVE"), 1)]);
     h.inst.on_tick();
-    let lines = metric_line(&h.registry, "sonde_tcp_reset_segments_total{");
-    assert!(
-        lines.iter().any(|l| l.contains("pod=\"web-1\"")
-            && l.contains("kind=\"NOSOCK\"")
-            && l.ends_with(" 5")),
-        "{lines:?}"
+    const M: &str = "sonde_tcp_reset_segments_total";
+    h.expect(
+        M,
+        &[
+            (&["pod=web-1", "kind=NOSOCK", "node=node-1"], "5"),
+            (&["pod=web-1", "kind=RECEIVE", "node=node-1"], "1"),
+        ],
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("kind=\"RECEIVE\"") && l.ends_with(" 1")),
-        "{lines:?}"
-    );
-    assert!(
-        lines.iter().all(|l| l.contains("node=\"node-1\"")),
-        "{lines:?}"
-    );
+    assert_eq!(h.series(M).len(), 2);
 }
 
 #[test]
 fn packet_loss_counter_by_reason_and_protocol() {
     let mut h = harness("packet_loss.rhai", &[]);
-    let key = |reason: &str, proto: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("", "")),
-            ("reason", reason.into()),
-            ("protocol", proto.into()),
-        ])
-    };
-    h.maps.set(
+    let key = |reason: &str, protocol: &str| f! { netns: DB, reason: reason, protocol: protocol };
+    h.counts(
         "counts",
         vec![
             (key("NO_SOCKET", "IPv4"), 12),
@@ -322,42 +417,32 @@ fn packet_loss_counter_by_reason_and_protocol() {
         ],
     );
     h.inst.on_tick();
-    let lines = metric_line(&h.registry, "sonde_packet_loss_packets_total{");
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("reason=\"NO_SOCKET\"")
-        && l.contains("protocol=\"IPv4\"")
-        && l.ends_with(" 12")));
-    assert!(lines
-        .iter()
-        .any(|l| l.contains("reason=\"NETFILTER_DROP\"") && l.ends_with(" 2")));
-    assert!(
-        h.events.0.lock().unwrap().is_empty(),
-        "no events unless emit_events"
+    const M: &str = "sonde_packet_loss_packets_total";
+    h.expect(
+        M,
+        &[
+            (&["pod=db-0", "reason=NO_SOCKET", "protocol=IPv4"], "12"),
+            (&["pod=db-0", "reason=NETFILTER_DROP", "protocol=IPv6"], "2"),
+        ],
     );
+    assert_eq!(h.series(M).len(), 2);
+    assert!(h.events().is_empty(), "no events unless emit_events");
 }
 
 #[test]
 fn packet_loss_event_fields() {
     let mut h = harness("packet_loss.rhai", &[("emit_events", "true")]);
-    h.inst.on_event(map(&[
-        ("netns", Dynamic::from_int(7)),
-        ("pod", pod("db-0", "data")),
-        ("reason", "NETFILTER_DROP".into()),
-        ("protocol", "IPv4".into()),
-        ("l4proto", "UDP".into()),
-        ("family", Dynamic::from_int(2)),
-        ("saddr", "10.0.0.1".into()),
-        ("sport", Dynamic::from_int(53)),
-        ("daddr", "10.0.0.2".into()),
-        ("dport", Dynamic::from_int(5353)),
-        ("location", "nf_hook_slow+0x9e".into()),
-        ("stack", Dynamic::from_array(vec![])),
-    ]));
-    let events = h.events.0.lock().unwrap();
+    // The reason by the kernel's number, the location by its address.
+    h.record(&f! {
+        netns: DB, reason: "NETFILTER_DROP", protocol: "IPv4", l4proto: "UDP",
+        family: 2, saddr: "10.0.0.1", sport: 53, daddr: "10.0.0.2", dport: 5353,
+        location: Value::Uint(address("nf_hook_slow+0x9e")), stack: -1,
+    });
     assert_eq!(
-        events[0].to_text(),
-        "type=PACKETLOSS pod=db-0 namespace=data protocol=UDP saddr=10.0.0.1 sport=53 daddr=10.0.0.2 dport=5353 reason=NETFILTER_DROP location=nf_hook_slow+0x9e"
+        h.events(),
+        vec!["type=PACKETLOSS pod=db-0 namespace=data protocol=UDP saddr=10.0.0.1 sport=53 daddr=10.0.0.2 dport=5353 reason=NETFILTER_DROP location=nf_hook_slow+0x9e"]
     );
+    h.no_errors();
 }
 
 /// A script that breaks on some events keeps running for the others; the errors
@@ -374,7 +459,7 @@ fn failing_handler_is_counted_and_the_next_call_works() {
     let ctx = ScriptContext {
         name: "inline".into(),
         node: "n".into(),
-        maps: Arc::new(FakeMaps::default()),
+        maps: Arc::new(Maps::default()),
         events: Arc::new(Capture::default()),
         registry: registry.clone(),
         print: Arc::new(|_: &str| {}),
@@ -449,24 +534,15 @@ fn packet_loss_replays_a_real_recording() {
 /// fields it has (a typo is caught, not read as `()`).
 #[test]
 fn lazy_records_read_like_maps() {
-    use sonde::bpf::decode::{DecodeEnv, ObjectTypes};
     let spec = sonde::bpf::catalog::find("tcp_reset").unwrap();
     let types = ObjectTypes::parse(spec.object).unwrap();
     let dec = types.record_decoder("events").unwrap();
-    let mut bytes = vec![0u8; dec.size()];
-    let off = |name: &str| {
-        dec.layout()
-            .into_iter()
-            .find(|(n, _, _)| n == name)
-            .unwrap()
-            .1
-    };
-    bytes[off("sport")..off("sport") + 2].copy_from_slice(&443u16.to_ne_bytes());
-    bytes[off("netns")..off("netns") + 4].copy_from_slice(&4026532001u32.to_ne_bytes());
-    bytes[off("stack")..off("stack") + 4].copy_from_slice(&(-1i32).to_ne_bytes());
     let env = Arc::new(DecodeEnv::offline(Arc::new(
         sonde::pods::HostResolver::with_host_netns(1, "n"),
     )));
+    let bytes = dec
+        .encode_fields(&f! { sport: 443, netns: WEB, stack: -1 }, &env)
+        .unwrap();
     let record = dec.record(&bytes, &env).unwrap();
 
     let limits = Limits::default();
@@ -483,7 +559,7 @@ fn lazy_records_read_like_maps() {
     let ctx = ScriptContext {
         name: "lazy".into(),
         node: "n".into(),
-        maps: Arc::new(FakeMaps::default()),
+        maps: Arc::new(Maps::default()),
         events: Arc::new(Capture::default()),
         registry: Arc::new(Registry::new("n")),
         print: Arc::new(move |s: &str| p.lock().unwrap().push(s.to_string())),
@@ -520,50 +596,34 @@ fn lazy_records_read_like_maps() {
 #[test]
 fn tcp_retrans_counts_by_family_and_state_and_events() {
     let mut h = harness("tcp_retrans.rhai", &[("emit_events", "true")]);
-    let key = |family: &str, state: &str| {
-        vec![
-            ("netns", Value::Uint(4026532001)),
-            ("family", Value::Str(family.into())),
-            ("state", Value::Str(state.into())),
-        ]
-    };
+    let key = |family: &str, state: &str| f! { netns: WEB, family: family, state: state };
     h.counts(
         "counts",
-        &[
+        vec![
             (key("IPv4", "ESTABLISHED"), 12),
             (key("IPv6", "NEW_SYN_RECV"), 2),
         ],
     );
     h.inst.on_tick();
-    let lines = metric_line(&h.registry, "sonde_tcp_retrans_segments_total{");
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("family=\"IPv4\"")
-        && l.contains("state=\"ESTABLISHED\"")
-        && l.contains("pod=\"web-1\"")
-        && l.ends_with(" 12")));
-    assert!(lines
-        .iter()
-        .any(|l| l.contains("state=\"NEW_SYN_RECV\"") && l.ends_with(" 2")));
-    h.inst.on_event(map(&[
-        ("netns", Dynamic::from_int(7)),
-        ("pod", pod("web-1", "shop")),
-        ("saddr", "fd00::1".into()),
-        ("sport", Dynamic::from_int(443)),
-        ("daddr", "fd00::2".into()),
-        ("dport", Dynamic::from_int(50000)),
-        ("state", "ESTABLISHED".into()),
-        ("segs", Dynamic::from_int(3)),
-        ("family", Dynamic::from_int(10)),
-        (
-            "stack",
-            Dynamic::from_array(vec!["__tcp_retransmit_skb+0x4ea".into()]),
-        ),
-    ]));
-    let events = h.events.0.lock().unwrap();
-    assert_eq!(
-        events[0].to_text(),
-        "type=TCPRETRANS pod=web-1 namespace=shop protocol=TCP saddr=fd00::1 sport=443 daddr=fd00::2 dport=50000 state=ESTABLISHED segs=3 stacktrace:__tcp_retransmit_skb+0x4ea"
+    const M: &str = "sonde_tcp_retrans_segments_total";
+    h.expect(
+        M,
+        &[
+            (&["pod=web-1", "family=IPv4", "state=ESTABLISHED"], "12"),
+            (&["pod=web-1", "family=IPv6", "state=NEW_SYN_RECV"], "2"),
+        ],
     );
+    assert_eq!(h.series(M).len(), 2);
+    let stack = h.stack(&["__tcp_retransmit_skb+0x4ea"]);
+    h.record(&f! {
+        netns: WEB, saddr: "fd00::1", sport: 443, daddr: "fd00::2", dport: 50000,
+        state: "ESTABLISHED", segs: 3, family: 10, stack: stack,
+    });
+    assert_eq!(
+        h.events(),
+        vec!["type=TCPRETRANS pod=web-1 namespace=shop protocol=TCP saddr=fd00::1 sport=443 daddr=fd00::2 dport=50000 state=ESTABLISHED segs=3 stacktrace:__tcp_retransmit_skb+0x4ea"]
+    );
+    h.no_errors();
 }
 
 /// tcp_state: each pod's lifetime histogram gets its own buckets and its own sum
@@ -572,91 +632,59 @@ fn tcp_retrans_counts_by_family_and_state_and_events() {
 #[test]
 fn tcp_state_lifetimes_per_pod_failures_and_transitions() {
     let mut h = harness("tcp_state.rhai", &[]);
-    let slot = |netns: i64, p: Dynamic, slot: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(netns)),
-            ("pod", p),
-            ("slot", Dynamic::from_int(slot)),
-        ])
-    };
-    let ns = |netns: i64, p: Dynamic| map(&[("netns", Dynamic::from_int(netns)), ("pod", p)]);
-    h.maps.set(
+    h.counts(
         "lifetime",
         vec![
-            (slot(7, pod("web-1", "shop"), 9), 3),
-            (slot(8, pod("db-0", "data"), 0), 2),
-            (slot(7, pod("web-1", "shop"), 11), 1),
+            (f! { netns: WEB, slot: 9 }, 3),
+            (f! { netns: DB, slot: 0 }, 2),
+            (f! { netns: WEB, slot: 11 }, 1),
         ],
     );
-    h.maps.set(
+    h.counts(
         "lifetime_sum",
-        vec![
-            (ns(8, pod("db-0", "data")), 1),
-            (ns(7, pod("web-1", "shop")), 3000),
-        ],
+        vec![(f! { netns: DB }, 1), (f! { netns: WEB }, 3000)],
     );
-    let fail = |reason: &str, family: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("reason", reason.into()),
-            ("family", family.into()),
-        ])
-    };
-    h.maps.set(
+    let fail = |reason: &str, family: &str| f! { netns: WEB, reason: reason, family: family };
+    h.counts(
         "failed",
         vec![(fail("REFUSED", "IPv4"), 5), (fail("TIMEOUT", "IPv6"), 1)],
     );
-    let tr = |from: &str, to: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("oldstate", from.into()),
-            ("newstate", to.into()),
-        ])
-    };
-    h.maps
-        .set("counts", vec![(tr("SYN_SENT", "ESTABLISHED"), 4)]);
+    h.counts(
+        "counts",
+        vec![(
+            f! { netns: WEB, oldstate: "SYN_SENT", newstate: "ESTABLISHED" },
+            4,
+        )],
+    );
     h.inst.on_tick();
-    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+    h.no_errors();
 
-    let m = "sonde_tcp_state_connection_lifetime_seconds";
-    let web = metric_line(&h.registry, m)
-        .into_iter()
-        .filter(|l| l.contains("pod=\"web-1\""))
-        .collect::<Vec<_>>();
-    let find = |lines: &[String], part: &str| -> String {
-        lines
-            .iter()
-            .find(|l| l.contains(part))
-            .unwrap_or_else(|| panic!("no {part} in {lines:#?}"))
-            .clone()
-    };
-    assert!(find(&web, "_count{").ends_with(" 4"), "{web:#?}");
-    assert!(find(&web, "_sum{").ends_with(" 3"), "3000 ms: {web:#?}");
-    assert!(find(&web, "le=\"0.512\"").ends_with(" 3"), "{web:#?}");
-    assert!(find(&web, "le=\"1.024\"").ends_with(" 3"), "{web:#?}");
-    assert!(find(&web, "le=\"2.048\"").ends_with(" 4"), "{web:#?}");
-    let db = metric_line(&h.registry, m)
-        .into_iter()
-        .filter(|l| l.contains("pod=\"db-0\""))
-        .collect::<Vec<_>>();
-    assert!(find(&db, "le=\"0.001\"").ends_with(" 2"), "{db:#?}");
-    assert!(find(&db, "_sum{").ends_with(" 0.001"), "{db:#?}");
-
-    let f = metric_line(&h.registry, "sonde_tcp_state_connect_failures_total{");
-    assert!(f.iter().any(|l| l.contains("reason=\"REFUSED\"")
-        && l.contains("family=\"IPv4\"")
-        && l.ends_with(" 5")));
-    assert!(f
-        .iter()
-        .any(|l| l.contains("reason=\"TIMEOUT\"") && l.ends_with(" 1")));
-    let t = metric_line(&h.registry, "sonde_tcp_state_transitions_total{");
-    assert!(
-        t.iter().any(|l| l.contains("from=\"SYN_SENT\"")
-            && l.contains("to=\"ESTABLISHED\"")
-            && l.ends_with(" 4")),
-        "{t:?}"
+    const M: &str = "sonde_tcp_state_connection_lifetime_seconds";
+    h.expect(&format!("{M}_count"), &[(&["pod=web-1"], "4")]);
+    // 3000 ms, and db-0's 1 ms.
+    h.expect(
+        &format!("{M}_sum"),
+        &[(&["pod=web-1"], "3"), (&["pod=db-0"], "0.001")],
+    );
+    h.expect(
+        &format!("{M}_bucket"),
+        &[
+            (&["pod=web-1", "le=0.512"], "3"),
+            (&["pod=web-1", "le=1.024"], "3"),
+            (&["pod=web-1", "le=2.048"], "4"),
+            (&["pod=db-0", "le=0.001"], "2"),
+        ],
+    );
+    h.expect(
+        "sonde_tcp_state_connect_failures_total",
+        &[
+            (&["reason=REFUSED", "family=IPv4"], "5"),
+            (&["reason=TIMEOUT", "family=IPv6"], "1"),
+        ],
+    );
+    h.expect(
+        "sonde_tcp_state_transitions_total",
+        &[(&["pod=web-1", "from=SYN_SENT", "to=ESTABLISHED"], "4")],
     );
 }
 
@@ -664,25 +692,15 @@ fn tcp_state_lifetimes_per_pod_failures_and_transitions() {
 fn tcp_state_failed_connect_event() {
     let mut h = harness("tcp_state.rhai", &[("emit_events", "true")]);
     let ev = |elapsed: i64, reason: &str, err: i64| {
-        vec![
-            ("netns", Value::Int(4026532001)),
-            ("saddr", Value::Str("10.0.0.5".into())),
-            ("sport", Value::Int(41000)),
-            ("daddr", Value::Str("10.0.9.9".into())),
-            ("dport", Value::Int(5432)),
-            ("reason", Value::Str(reason.into())),
-            ("err", Value::Int(err)),
-            ("elapsed_ns", Value::Int(elapsed)),
-            ("family", Value::Int(2)),
-            ("stack", Value::Int(-1)),
-        ]
+        f! {
+            netns: WEB, saddr: "10.0.0.5", sport: 41000, daddr: "10.0.9.9", dport: 5432,
+            reason: reason, err: err, elapsed_ns: elapsed, family: 2, stack: -1,
+        }
     };
     h.record(&ev(3_000_000_000, "TIMEOUT", 110));
     h.record(&ev(0, "REFUSED", 111));
-    let events = h.events.0.lock().unwrap();
-    let lines: Vec<String> = events.iter().map(|e| e.to_text()).collect();
     assert_eq!(
-        lines,
+        h.events(),
         vec![
             "type=TCPCONNECT_FAILED pod=web-1 namespace=shop protocol=TCP saddr=10.0.0.5 sport=41000 daddr=10.0.9.9 dport=5432 reason=TIMEOUT elapsed=3s err=110",
             "type=TCPCONNECT_FAILED pod=web-1 namespace=shop protocol=TCP saddr=10.0.0.5 sport=41000 daddr=10.0.9.9 dport=5432 reason=REFUSED err=111",
@@ -690,128 +708,70 @@ fn tcp_state_failed_connect_event() {
     );
 }
 
-fn ints(pairs: &[(&str, i64)]) -> Dynamic {
-    Dynamic::from_map(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), Dynamic::from_int(*v)))
-            .collect(),
-    )
-}
-
 /// softirq: histograms per vector and phase from the kernel's slots, sums and slow
 /// counts from its totals; events named by phase and tier.
 #[test]
 fn softirq_histograms_counts_and_event_types() {
     let mut h = harness("softirq.rhai", &[("very_slow_ns", "100ms")]);
-    let hk = |vec: &str, phase: &str, slot: i64| {
-        map(&[
-            ("vec", vec.into()),
-            ("phase", phase.into()),
-            ("slot", Dynamic::from_int(slot)),
-        ])
-    };
-    h.maps.set(
+    let slot = |phase: &str, slot: i64| f! { vec: "NET_RX", phase: phase, slot: slot };
+    h.counts(
         "hist",
         vec![
-            (hk("NET_RX", "DELAY", 10), 3),
-            (hk("NET_RX", "DELAY", 12), 1),
-            (hk("NET_RX", "RUN", 11), 5),
+            (slot("DELAY", 10), 3),
+            (slot("DELAY", 12), 1),
+            (slot("RUN", 11), 5),
         ],
     );
-    let tk = |vec: &str, phase: &str| map(&[("vec", vec.into()), ("phase", phase.into())]);
-    h.maps.set_values(
+    h.structs(
         "totals",
         vec![
             (
-                tk("NET_RX", "DELAY"),
-                ints(&[
-                    ("count", 4),
-                    ("sum_ns", 5000),
-                    ("slow", 1),
-                    ("very_slow", 0),
-                ]),
+                f! { vec: "NET_RX", phase: "DELAY" },
+                f! { count: 4, sum_ns: 5000, slow: 1, very_slow: 0 },
             ),
             (
-                tk("NET_RX", "RUN"),
-                ints(&[
-                    ("count", 5),
-                    ("sum_ns", 7000),
-                    ("slow", 2),
-                    ("very_slow", 1),
-                ]),
+                f! { vec: "NET_RX", phase: "RUN" },
+                f! { count: 5, sum_ns: 7000, slow: 2, very_slow: 1 },
             ),
         ],
     );
     h.inst.on_tick();
-    let delay = metric_line(&h.registry, "sonde_softirq_delay_seconds");
-    assert!(
-        delay
-            .iter()
-            .any(|l| l.starts_with("sonde_softirq_delay_seconds_count{")
-                && l.contains("vector=\"NET_RX\"")
-                && l.ends_with(" 4")),
-        "{delay:?}"
-    );
-    assert!(
-        delay
-            .iter()
-            .any(|l| l.starts_with("sonde_softirq_delay_seconds_sum{") && l.ends_with(" 5e-6")),
-        "{delay:?}"
-    );
+    h.no_errors();
+    const DELAY: &str = "sonde_softirq_delay_seconds";
+    h.expect(&format!("{DELAY}_count"), &[(&["vector=NET_RX"], "4")]);
+    h.expect(&format!("{DELAY}_sum"), &[(&["vector=NET_RX"], "5e-6")]);
     // Slot 10 holds (512 ns, 1024 ns]: 3 samples at or under 1.024 µs.
-    assert!(
-        delay
-            .iter()
-            .any(|l| l.contains("le=\"1.024e-6\"") && l.ends_with(" 3")),
-        "{delay:?}"
+    h.expect(
+        &format!("{DELAY}_bucket"),
+        &[(&["vector=NET_RX", "le=1.024e-6"], "3")],
     );
-    let run = metric_line(&h.registry, "sonde_softirq_run_seconds_count{");
-    assert!(run.iter().any(|l| l.ends_with(" 5")), "{run:?}");
-    let slow = metric_line(&h.registry, "sonde_softirq_slow_total{");
-    assert!(
-        slow.iter().any(|l| l.contains("phase=\"delay\"")
-            && l.contains("vector=\"NET_RX\"")
-            && l.ends_with(" 1")),
-        "{slow:?}"
+    h.expect(
+        "sonde_softirq_run_seconds_count",
+        &[(&["vector=NET_RX"], "5")],
     );
-    assert!(
-        slow.iter()
-            .any(|l| l.contains("phase=\"run\"") && l.ends_with(" 2")),
-        "{slow:?}"
+    h.expect(
+        "sonde_softirq_slow_total",
+        &[
+            (&["vector=NET_RX", "phase=delay"], "1"),
+            (&["vector=NET_RX", "phase=run"], "2"),
+        ],
     );
-    let very = metric_line(&h.registry, "sonde_softirq_very_slow_total{");
-    assert!(
-        very.iter()
-            .any(|l| l.contains("phase=\"run\"") && l.ends_with(" 1")),
-        "{very:?}"
+    h.expect(
+        "sonde_softirq_very_slow_total",
+        &[(&["vector=NET_RX", "phase=run"], "1")],
     );
 
     let ev = |phase: &str, ns: i64| {
-        vec![
-            ("vec", Value::Str("TIMER".into())),
-            ("phase", Value::Str(phase.into())),
-            ("latency_ns", Value::Int(ns)),
-            ("cpu", Value::Int(1)),
-            ("pid", Value::Int(15)),
-            ("comm", Value::Str("ksoftirqd/1".into())),
-        ]
+        f! { vec: "TIMER", phase: phase, latency_ns: ns, cpu: 1, pid: 15, comm: "ksoftirqd/1" }
     };
     h.record(&ev("DELAY", 20_000_000));
     h.record(&ev("RUN", 150_000_000));
-    let events = h.events.0.lock().unwrap();
-    let types: Vec<String> = events.iter().map(|e| e.to_text()).collect();
-    assert!(
-        types[0].starts_with("type=SOFTIRQ_SCHED_SLOW "),
-        "{types:?}"
-    );
-    assert!(
-        types[0].contains("vector=TIMER") && types[0].contains("cpu=1"),
-        "{types:?}"
-    );
-    assert!(
-        types[1].starts_with("type=SOFTIRQ_EXCUTE_100MS "),
-        "{types:?}"
+    assert_eq!(
+        h.events(),
+        vec![
+            "type=SOFTIRQ_SCHED_SLOW comm=ksoftirqd/1 cpu=1 latency_ns=20000000 pid=15 vector=TIMER",
+            "type=SOFTIRQ_EXCUTE_100MS comm=ksoftirqd/1 cpu=1 latency_ns=150000000 pid=15 vector=TIMER",
+        ]
     );
 }
 
@@ -820,94 +780,53 @@ fn softirq_histograms_counts_and_event_types() {
 #[test]
 fn bio_latency_histograms_pods_and_events() {
     let mut h = harness("bio_latency.rhai", &[]);
-    let hk = |disk: &str, op: &str, slot: i64| {
-        map(&[
-            ("disk", disk.into()),
-            ("op", op.into()),
-            ("slot", Dynamic::from_int(slot)),
-        ])
-    };
-    h.maps.set(
+    h.counts(
         "hist",
-        vec![(hk("sda", "READ", 17), 6), (hk("sda", "READ", 24), 1)],
+        vec![
+            (f! { disk: "sda", op: "READ", slot: 17 }, 6),
+            (f! { disk: "sda", op: "READ", slot: 24 }, 1),
+        ],
     );
-    h.maps.set_values(
+    h.structs(
         "totals",
         vec![(
-            map(&[("disk", "sda".into()), ("op", "READ".into())]),
-            ints(&[
-                ("ios", 7),
-                ("bytes", 28672),
-                ("latency_ns", 20_000_000),
-                ("slow", 1),
-                ("very_slow", 0),
-            ]),
+            f! { disk: "sda", op: "READ" },
+            f! { ios: 7, bytes: 28672, latency_ns: 20_000_000, slow: 1, very_slow: 0 },
         )],
     );
-    let pk = |slow: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("db-0", "data")),
-            ("disk", "sda".into()),
-            ("op", "READ".into()),
-            ("slow", Dynamic::from_int(slow)),
-        ])
-    };
-    h.maps.set("counts", vec![(pk(0), 6), (pk(1), 1)]);
+    let pods = |slow: i64| f! { netns: DB, disk: "sda", op: "READ", slow: slow };
+    h.counts("counts", vec![(pods(0), 6), (pods(1), 1)]);
     h.inst.on_tick();
-    let count = metric_line(&h.registry, "sonde_bio_latency_seconds_count{");
-    assert!(
-        count
-            .iter()
-            .any(|l| l.contains("disk=\"sda\"") && l.contains("op=\"READ\"") && l.ends_with(" 7")),
-        "{count:?}"
+    h.no_errors();
+    h.expect(
+        "sonde_bio_latency_seconds_count",
+        &[(&["disk=sda", "op=READ"], "7")],
     );
-    let bytes = metric_line(&h.registry, "sonde_bio_latency_bytes_total{");
-    assert!(bytes.iter().any(|l| l.ends_with(" 28672")), "{bytes:?}");
-    let reqs = metric_line(&h.registry, "sonde_bio_latency_requests_total{");
-    assert!(
-        reqs.iter().any(|l| l.contains("pod=\"db-0\"")
-            && l.contains("slow=\"true\"")
-            && l.ends_with(" 1")),
-        "{reqs:?}"
-    );
-    assert!(
-        reqs.iter()
-            .any(|l| l.contains("slow=\"false\"") && l.ends_with(" 6")),
-        "{reqs:?}"
+    h.expect("sonde_bio_latency_bytes_total", &[(&["disk=sda"], "28672")]);
+    h.expect(
+        "sonde_bio_latency_requests_total",
+        &[
+            (&["pod=db-0", "disk=sda", "slow=true"], "1"),
+            (&["pod=db-0", "disk=sda", "slow=false"], "6"),
+        ],
     );
 
     let ev = |ns: i64| {
-        vec![
-            ("netns", Value::Int(7)),
-            ("disk", Value::Str("sda".into())),
-            ("op", Value::Str("WRITE".into())),
-            ("major", Value::Int(8)),
-            ("minor", Value::Int(0)),
-            ("bytes", Value::Int(4096)),
-            ("sector", Value::Int(2048)),
-            ("latency_ns", Value::Int(ns)),
-            ("error", Value::Int(0)),
-            ("pid", Value::Int(42)),
-            ("comm", Value::Str("postgres".into())),
-        ]
+        f! {
+            netns: DB, disk: "sda", op: "WRITE", major: 8, minor: 0, bytes: 4096,
+            sector: 2048, latency_ns: ns, error: 0, pid: 42, comm: "postgres",
+        }
     };
     h.record(&ev(12_000_000));
     h.record(&ev(250_000_000));
-    let events = h.events.0.lock().unwrap();
-    let text: Vec<String> = events.iter().map(|e| e.to_text()).collect();
+    let text = h.events();
     assert!(
         text[0].starts_with("type=BIOLAT_SLOW pod=db-0 namespace=data"),
         "{text:?}"
     );
-    assert!(
-        text[0].contains("disk=sda") && text[0].contains("dev=8:0"),
-        "{text:?}"
-    );
-    assert!(
-        text[0].contains("op=WRITE") && text[0].contains("bytes=4096"),
-        "{text:?}"
-    );
+    for part in ["disk=sda", "dev=8:0", "op=WRITE", "bytes=4096"] {
+        assert!(text[0].contains(part), "{part}: {text:?}");
+    }
     assert!(text[1].starts_with("type=BIOLAT_100MS "), "{text:?}");
 }
 
@@ -915,82 +834,69 @@ fn bio_latency_histograms_pods_and_events() {
 /// else "external" (peer=pod) or the masked network (peer=subnet).
 #[test]
 fn flow_peer_labels_and_sums() {
-    let key = |dir: &str, proto: &str, peer: &str, known: i64, peer_pod: Dynamic| {
-        map(&[
-            ("pod", pod("web-1", "shop")),
-            ("dir", dir.into()),
-            ("l4proto", proto.into()),
-            ("peer", peer.into()),
-            ("peer_known", Dynamic::from_int(known)),
-            ("peer_netns_pod", peer_pod),
-        ])
+    let key = |dir: &str, proto: &str, peer: &str, peer_netns: i64| {
+        let known = (peer_netns != 0) as i64;
+        f! { netns: WEB, dir: dir, l4proto: proto, peer: peer, peer_known: known, peer_netns: peer_netns }
     };
+    let bytes = |bytes: i64, packets: i64| f! { bytes: bytes, packets: packets };
     let entries = || {
         vec![
-            (
-                key("TX", "TCP", "93.184.216.0", 0, pod("", "")),
-                ints(&[("bytes", 1000), ("packets", 10)]),
-            ),
-            (
-                key("TX", "TCP", "2001:db8::", 0, pod("", "")),
-                ints(&[("bytes", 500), ("packets", 5)]),
-            ),
-            (
-                key("RX", "TCP", "::", 1, pod("db-0", "shop")),
-                ints(&[("bytes", 70), ("packets", 1)]),
-            ),
-            (
-                key("TX", "UDP", "::", 1, pod("", "")),
-                ints(&[("bytes", 64), ("packets", 1)]),
-            ),
+            (key("TX", "TCP", "93.184.216.0", 0), bytes(1000, 10)),
+            (key("TX", "TCP", "2001:db8::", 0), bytes(500, 5)),
+            (key("RX", "TCP", "::", DB), bytes(70, 1)),
+            // A known peer that is no pod: the host.
+            (key("TX", "UDP", "::", 1), bytes(64, 1)),
         ]
     };
     let mut h = harness("flow.rhai", &[]);
-    h.maps.set_values("peers", entries());
+    h.structs("peers", entries());
     h.inst.on_tick();
-    let bytes = metric_line(&h.registry, "sonde_flow_bytes_total{");
-    let has = |lines: &[String], labels: &str, v: &str| {
-        lines
-            .iter()
-            .any(|l| l.contains(labels) && l.ends_with(&format!(" {v}")))
-    };
-    let pod_labels = "namespace=\"shop\",pod=\"web-1\"";
-    assert!(
-        has(
-            &bytes,
-            &format!("{pod_labels},direction=\"tx\",protocol=\"TCP\",peer=\"external\""),
-            "1500"
-        ),
-        "both unknown peers fold into external: {bytes:?}"
+    h.no_errors();
+    const BYTES: &str = "sonde_flow_bytes_total";
+    let web = ["namespace=shop", "pod=web-1"];
+    h.expect(
+        BYTES,
+        &[
+            // Both unknown peers fold into external.
+            (
+                &[
+                    web[0],
+                    web[1],
+                    "direction=tx",
+                    "protocol=TCP",
+                    "peer=external",
+                ],
+                "1500",
+            ),
+            (
+                &[
+                    web[0],
+                    web[1],
+                    "direction=rx",
+                    "protocol=TCP",
+                    "peer=data/db-0",
+                ],
+                "70",
+            ),
+            (
+                &[web[0], web[1], "direction=tx", "protocol=UDP", "peer=host"],
+                "64",
+            ),
+        ],
     );
-    assert!(
-        has(
-            &bytes,
-            "direction=\"rx\",protocol=\"TCP\",peer=\"shop/db-0\"",
-            "70"
-        ),
-        "{bytes:?}"
-    );
-    assert!(
-        has(
-            &bytes,
-            "direction=\"tx\",protocol=\"UDP\",peer=\"host\"",
-            "64"
-        ),
-        "{bytes:?}"
-    );
-    assert_eq!(bytes.len(), 3, "{bytes:?}");
+    assert_eq!(h.series(BYTES).len(), 3, "{:?}", h.series(BYTES));
 
     let mut h = harness("flow.rhai", &[("peer", "subnet"), ("peer_prefix4", "16")]);
-    h.maps.set_values("peers", entries());
+    h.structs("peers", entries());
     h.inst.on_tick();
-    let packets = metric_line(&h.registry, "sonde_flow_packets_total{");
-    assert!(
-        has(&packets, "peer=\"93.184.216.0/16\"", "10"),
-        "{packets:?}"
+    h.expect(
+        "sonde_flow_packets_total",
+        &[
+            (&["peer=93.184.216.0/16"], "10"),
+            (&["peer=2001:db8::/64"], "5"),
+            (&["peer=data/db-0"], "1"),
+        ],
     );
-    assert!(has(&packets, "peer=\"2001:db8::/64\"", "5"), "{packets:?}");
-    assert!(has(&packets, "peer=\"shop/db-0\"", "1"), "{packets:?}");
 }
 
 /// virtcmd_latency: histogram from the kernel's slots, all and slow commands by class
@@ -998,64 +904,31 @@ fn flow_peer_labels_and_sums() {
 #[test]
 fn virtcmd_latency_histogram_counts_and_events() {
     let mut h = harness("virtcmd_latency.rhai", &[("threshold_ns", "1ms")]);
-    h.maps.set(
-        "hist",
-        vec![
-            (map(&[("slot", Dynamic::from_int(20))]), 3),
-            (map(&[("slot", Dynamic::from_int(24))]), 1),
-        ],
-    );
-    let k = |class: i64, cmd: i64, slow: i64| {
-        map(&[
-            ("pod", pod("", "")),
-            ("class", Dynamic::from_int(class)),
-            ("cmd", Dynamic::from_int(cmd)),
-            ("slow", Dynamic::from_int(slow)),
-        ])
-    };
-    h.maps.set(
+    h.counts("hist", vec![(f! { slot: 20 }, 3), (f! { slot: 24 }, 1)]);
+    let key = |class: i64, cmd: i64, slow: i64| f! { class: class, cmd: cmd, slow: slow };
+    h.counts(
         "counts",
-        vec![(k(0, 1, 0), 3), (k(0, 1, 1), 1), (k(4, 0, 0), 2)],
+        vec![(key(0, 1, 0), 3), (key(0, 1, 1), 1), (key(4, 0, 0), 2)],
     );
     h.inst.on_tick();
-    let count = metric_line(&h.registry, "sonde_virtcmd_latency_seconds_count");
-    assert!(count.iter().any(|l| l.ends_with(" 4")), "{count:?}");
-    let all = metric_line(&h.registry, "sonde_virtcmd_latency_commands_total{");
-    assert!(
-        all.iter()
-            .any(|l| l.contains("class=\"RX\",command=\"1\"") && l.ends_with(" 4")),
-        "{all:?}"
+    h.no_errors();
+    h.expect("sonde_virtcmd_latency_seconds_count", &[(&[], "4")]);
+    h.expect(
+        "sonde_virtcmd_latency_commands_total",
+        &[(&["class=RX", "command=1"], "4"), (&["class=MQ"], "2")],
     );
-    assert!(
-        all.iter()
-            .any(|l| l.contains("class=\"MQ\"") && l.ends_with(" 2")),
-        "{all:?}"
-    );
-    let slow = metric_line(&h.registry, "sonde_virtcmd_latency_slow_commands_total{");
-    assert_eq!(slow.len(), 1, "{slow:?}");
-    assert!(
-        slow[0].contains("class=\"RX\"") && slow[0].ends_with(" 1"),
-        "{slow:?}"
-    );
+    const SLOW: &str = "sonde_virtcmd_latency_slow_commands_total";
+    h.expect(SLOW, &[(&["class=RX", "command=1"], "1")]);
+    assert_eq!(h.series(SLOW).len(), 1, "{:?}", h.series(SLOW));
 
-    let ev = map(&[
-        ("pod", pod("", "")),
-        ("class", Dynamic::from_int(1)),
-        ("cmd", Dynamic::from_int(1)),
-        ("latency_ns", Dynamic::from_int(25_000_000)),
-        ("comm", "ip".into()),
-        ("pid", Dynamic::from_int(42)),
-        ("ok", Dynamic::from_int(1)),
-    ]);
-    h.inst.on_event(ev);
-    let events = h.events.0.lock().unwrap();
+    h.record(&f! { class: 1, cmd: 1, latency_ns: 25_000_000, comm: "ip", pid: 42, ok: 1 });
+    let events = h.events();
     assert_eq!(events.len(), 1);
-    let text = events[0].to_text();
     assert!(
-        text.starts_with("type=VIRTCMDLATENCY")
-            && text.contains("class=MAC")
-            && text.contains("latency=25000000"),
-        "{text}"
+        events[0].starts_with("type=VIRTCMDLATENCY")
+            && events[0].contains("class=MAC")
+            && events[0].contains("latency=25000000"),
+        "{events:?}"
     );
 }
 
@@ -1064,118 +937,67 @@ fn virtcmd_latency_histogram_counts_and_events() {
 #[test]
 fn socket_latency_histograms_thresholds_and_events() {
     let mut h = harness("socket_latency.rhai", &[("slow_ns", "5ms")]);
-    let hk = |netns: i64, p: Dynamic, dir: &str, slot: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(netns)),
-            ("pod", p),
-            ("dir", dir.into()),
-            ("slot", Dynamic::from_int(slot)),
-        ])
-    };
-    let web = || pod("web-1", "shop");
-    h.maps.set(
+    let slot = |netns: i64, dir: &str, slot: i64| f! { netns: netns, dir: dir, slot: slot };
+    h.counts(
         "hist",
         vec![
-            (hk(7, web(), "READ", 10), 5),
-            (hk(7, web(), "READ", 28), 2),
-            (hk(7, web(), "WRITE", 12), 3),
-            (hk(8, pod("db-0", "data"), "READ", 9), 1),
+            (slot(WEB, "READ", 10), 5),
+            (slot(WEB, "READ", 28), 2),
+            (slot(WEB, "WRITE", 12), 3),
+            (slot(DB, "READ", 9), 1),
         ],
     );
-    let sk = |netns: i64, p: Dynamic, dir: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(netns)),
-            ("pod", p),
-            ("dir", dir.into()),
-        ])
-    };
-    h.maps.set(
+    h.counts(
         "sums",
         vec![
-            (sk(7, web(), "READ"), 300_005_000),
-            (sk(7, web(), "WRITE"), 12_000),
-            (sk(8, pod("db-0", "data"), "READ"), 500),
+            (f! { netns: WEB, dir: "READ" }, 300_005_000),
+            (f! { netns: WEB, dir: "WRITE" }, 12_000),
+            (f! { netns: DB, dir: "READ" }, 500),
         ],
     );
-    let ck = |over: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", web()),
-            ("dir", "READ".into()),
-            ("over", over.into()),
-        ])
-    };
-    h.maps
-        .set("counts", vec![(ck("SLOW"), 2), (ck("THRESHOLD"), 2)]);
+    let over = |over: &str| f! { netns: WEB, dir: "READ", over: over };
+    h.counts("counts", vec![(over("SLOW"), 2), (over("THRESHOLD"), 2)]);
     h.inst.on_tick();
+    h.no_errors();
 
-    let count = metric_line(&h.registry, "sonde_socket_latency_seconds_count{");
-    let has = |lines: &[String], parts: &[&str], end: &str| {
-        lines
-            .iter()
-            .any(|l| parts.iter().all(|p| l.contains(p)) && l.ends_with(end))
-    };
-    assert!(
-        has(&count, &["pod=\"web-1\"", "direction=\"read\""], " 7"),
-        "{count:?}"
+    const M: &str = "sonde_socket_latency_seconds";
+    h.expect(
+        &format!("{M}_count"),
+        &[
+            (&["pod=web-1", "direction=read"], "7"),
+            (&["pod=web-1", "direction=write"], "3"),
+            (&["pod=db-0", "direction=read"], "1"),
+        ],
     );
-    assert!(
-        has(&count, &["pod=\"web-1\"", "direction=\"write\""], " 3"),
-        "{count:?}"
-    );
-    assert!(
-        has(&count, &["pod=\"db-0\"", "direction=\"read\""], " 1"),
-        "{count:?}"
-    );
-    assert_eq!(count.len(), 3, "{count:?}");
-    let sum = metric_line(&h.registry, "sonde_socket_latency_seconds_sum{");
-    assert!(
-        has(&sum, &["pod=\"web-1\"", "direction=\"read\""], " 0.300005"),
-        "{sum:?}"
+    assert_eq!(h.series(&format!("{M}_count")).len(), 3);
+    h.expect(
+        &format!("{M}_sum"),
+        &[(&["pod=web-1", "direction=read"], "0.300005")],
     );
     // Slot 10 is (512, 1024] ns: all 5 are under le=1.024e-6; slot 28 under 2^28 ns.
-    let buckets = metric_line(&h.registry, "sonde_socket_latency_seconds_bucket{");
-    assert!(
-        has(
-            &buckets,
-            &["pod=\"web-1\"", "direction=\"read\"", "le=\"1.024e-6\""],
-            " 5"
-        ),
-        "{buckets:?}"
+    h.expect(
+        &format!("{M}_bucket"),
+        &[
+            (&["pod=web-1", "direction=read", "le=1.024e-6"], "5"),
+            (&["pod=web-1", "direction=read", "le=0.268435456"], "7"),
+        ],
     );
-    assert!(
-        has(
-            &buckets,
-            &["pod=\"web-1\"", "direction=\"read\"", "le=\"0.268435456\""],
-            " 7"
-        ),
-        "{buckets:?}"
+    const SLOW: &str = "sonde_socket_latency_slow_total";
+    h.expect(
+        SLOW,
+        &[
+            (&["threshold=5ms", "direction=read"], "2"),
+            (&["threshold=100ms", "direction=read"], "2"),
+        ],
     );
+    assert_eq!(h.series(SLOW).len(), 2);
 
-    let slow = metric_line(&h.registry, "sonde_socket_latency_slow_total{");
-    assert_eq!(slow.len(), 2, "{slow:?}");
-    assert!(
-        has(&slow, &["threshold=\"5ms\"", "direction=\"read\""], " 2"),
-        "{slow:?}"
-    );
-    assert!(has(&slow, &["threshold=\"100ms\""], " 2"), "{slow:?}");
-
-    h.record(&[
-        ("netns", Value::Int(4026532001)),
-        ("dir", Value::Str("READ".into())),
-        ("latency_ns", Value::Int(150_000_000)),
-        ("l4proto", Value::Str("TCP".into())),
-        ("family", Value::Int(10)),
-        ("saddr", Value::Str("fd00::1".into())),
-        ("sport", Value::Int(8080)),
-        ("daddr", Value::Str("fd00::2".into())),
-        ("dport", Value::Int(40000)),
-        ("bytes", Value::Int(100)),
-        ("pid", Value::Int(42)),
-        ("comm", Value::Str("server".into())),
-    ]);
-    let events = h.events.0.lock().unwrap();
-    let text = events[0].to_text();
+    h.record(&f! {
+        netns: WEB, dir: "READ", latency_ns: 150_000_000, l4proto: "TCP", family: 10,
+        saddr: "fd00::1", sport: 8080, daddr: "fd00::2", dport: 40000, bytes: 100,
+        pid: 42, comm: "server",
+    });
+    let text = &h.events()[0];
     assert!(
         text.starts_with("type=SOCKETLATENCY pod=web-1 namespace=shop"),
         "{text}"
@@ -1199,54 +1021,37 @@ fn socket_latency_histograms_thresholds_and_events() {
 #[test]
 fn sock_pressure_counts_and_events() {
     let mut h = harness("sock_pressure.rhai", &[("emit_events", "true")]);
-    let key = |kind: &str, proto: &str| {
-        vec![
-            ("netns", Value::Uint(8)),
-            ("kind", Value::Str(kind.into())),
-            ("l4proto", Value::Str(proto.into())),
-        ]
-    };
+    let key = |kind: &str, proto: &str| f! { netns: DNS, kind: kind, l4proto: proto };
     h.counts(
         "counts",
-        &[
+        vec![
             (key("UDP_RCVBUF", "UDP"), 399),
             (key("SEND_BUF_LIMIT", "TCP"), 3),
         ],
     );
     h.inst.on_tick();
-    let lines = metric_line(&h.registry, "sonde_sock_pressure_refusals_total{");
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("kind=\"UDP_RCVBUF\"")
-        && l.contains("protocol=\"UDP\"")
-        && l.contains("pod=\"dns-0\"")
-        && l.ends_with(" 399")));
-    assert!(lines
-        .iter()
-        .any(|l| l.contains("kind=\"SEND_BUF_LIMIT\"") && l.ends_with(" 3")));
+    const M: &str = "sonde_sock_pressure_refusals_total";
+    h.expect(
+        M,
+        &[
+            (&["pod=dns-0", "kind=UDP_RCVBUF", "protocol=UDP"], "399"),
+            (&["pod=dns-0", "kind=SEND_BUF_LIMIT", "protocol=TCP"], "3"),
+        ],
+    );
+    assert_eq!(h.series(M).len(), 2);
 
-    // Real record bytes: kinds and protocols by name, `allocated` a signed field.
+    // Kinds and protocols by name, `allocated` a signed field.
     let ev = |kind: &str, allocated: i64| {
-        vec![
-            ("netns", Value::Uint(8)),
-            ("kind", Value::Str(kind.into())),
-            ("l4proto", Value::Str("UDP".into())),
-            ("family", Value::Uint(2)),
-            ("saddr", Value::Str("10.0.0.10".into())),
-            ("sport", Value::Uint(53)),
-            ("daddr", Value::Str("0.0.0.0".into())),
-            ("dport", Value::Uint(0)),
-            ("rmem_alloc", Value::Uint(2304)),
-            ("rcvbuf", Value::Uint(2304)),
-            ("wmem_queued", Value::Uint(0)),
-            ("sndbuf", Value::Uint(212992)),
-            ("allocated", Value::Int(allocated)),
-        ]
+        f! {
+            netns: DNS, kind: kind, l4proto: "UDP", family: 2, saddr: "10.0.0.10", sport: 53,
+            daddr: "0.0.0.0", dport: 0, rmem_alloc: 2304, rcvbuf: 2304, wmem_queued: 0,
+            sndbuf: 212992, allocated: allocated,
+        }
     };
     h.record(&ev("UDP_RCVBUF", -12));
     h.record(&ev("RECV_BUF_LIMIT", 90000));
-    let events = h.events.0.lock().unwrap();
-    let a = events[0].to_text();
-    let b = events[1].to_text();
+    let events = h.events();
+    let (a, b) = (&events[0], &events[1]);
     assert!(
         a.starts_with("type=SOCKPRESSURE_UDP_RCVBUF pod=dns-0 namespace=kube-system"),
         "{a}"
@@ -1263,21 +1068,13 @@ fn sock_pressure_counts_and_events() {
 #[test]
 fn netif_txlat_histograms_per_interface_and_events() {
     let mut h = harness("netif_txlat.rhai", &[("threshold_ms", "50ms")]);
-    let key = |stage: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("ifindex", Dynamic::from_int(2)),
-            ("ifname", "eth0".into()),
-            ("stage", stage.into()),
-        ])
-    };
+    let key = |stage: &str| f! { netns: WEB, ifindex: 2, ifname: "eth0", stage: stage };
     let slot = |stage: &str, slot: i64| {
         let mut k = key(stage);
-        k.insert("slot".into(), Dynamic::from_int(slot));
+        k.push(("slot", Value::Int(slot)));
         k
     };
-    h.maps.set(
+    h.counts(
         "hist",
         vec![
             (slot("QDISC", 10), 1),
@@ -1285,91 +1082,55 @@ fn netif_txlat_histograms_per_interface_and_events() {
             (slot("DRIVER", 12), 4),
         ],
     );
-    h.maps.set_values(
+    h.structs(
         "totals",
         vec![
-            (key("QDISC"), ints(&[("sum_ns", 400_000_000), ("slow", 3)])),
-            (key("DRIVER"), ints(&[("sum_ns", 8_000), ("slow", 0)])),
+            (key("QDISC"), f! { sum_ns: 400_000_000, slow: 3 }),
+            (key("DRIVER"), f! { sum_ns: 8_000, slow: 0 }),
         ],
     );
     h.inst.on_tick();
-    let qdisc = metric_line(&h.registry, "sonde_netif_txlat_qdisc_seconds_");
-    let labels = "interface=\"eth0\",namespace=\"shop\",pod=\"web-1\"";
-    assert!(
-        qdisc
-            .iter()
-            .any(|l| l.starts_with("sonde_netif_txlat_qdisc_seconds_count{")
-                && l.contains("interface=\"eth0\"")
-                && l.ends_with(" 4")),
-        "{qdisc:?}"
-    );
-    assert!(
-        qdisc
-            .iter()
-            .any(|l| l.starts_with("sonde_netif_txlat_qdisc_seconds_sum{") && l.ends_with(" 0.4")),
-        "{qdisc:?}"
-    );
+    h.no_errors();
+    let eth0 = ["interface=eth0", "namespace=shop", "pod=web-1"];
+    const QDISC: &str = "sonde_netif_txlat_qdisc_seconds";
+    h.expect(&format!("{QDISC}_count"), &[(&eth0, "4")]);
+    h.expect(&format!("{QDISC}_sum"), &[(&eth0, "0.4")]);
     // Slot 27 holds (67 ms, 134 ms]: all four at or under 0.134 s, one under 1 µs.
-    assert!(
-        qdisc
-            .iter()
-            .any(|l| l.contains("le=\"1.024e-6\"") && l.ends_with(" 1")),
-        "{qdisc:?}"
+    h.expect(
+        &format!("{QDISC}_bucket"),
+        &[
+            (&[eth0[0], eth0[2], "le=1.024e-6"], "1"),
+            (&[eth0[0], eth0[2], "le=0.134217728"], "4"),
+        ],
     );
-    let driver = metric_line(&h.registry, "sonde_netif_txlat_driver_seconds_count{");
-    assert!(driver.iter().any(|l| l.ends_with(" 4")), "{driver:?}");
-    let slow = metric_line(&h.registry, "sonde_netif_txlat_slow_packets_total{");
-    assert_eq!(slow.len(), 2, "{slow:?}");
-    for (stage, n) in [("qdisc", 3), ("driver", 0)] {
-        assert!(
-            slow.iter()
-                .any(|l| l.contains(&format!("stage=\"{stage}\""))
-                    && l.contains("interface=\"eth0\"")
-                    && l.contains("pod=\"web-1\"")
-                    && l.ends_with(&format!(" {n}"))),
-            "{slow:?} {labels}"
-        );
-    }
+    h.expect("sonde_netif_txlat_driver_seconds_count", &[(&eth0, "4")]);
+    const SLOW: &str = "sonde_netif_txlat_slow_packets_total";
+    h.expect(
+        SLOW,
+        &[
+            (&[eth0[0], eth0[2], "stage=qdisc"], "3"),
+            (&[eth0[0], eth0[2], "stage=driver"], "0"),
+        ],
+    );
+    assert_eq!(h.series(SLOW).len(), 2);
 
-    let ev = |stage: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("ifindex", Dynamic::from_int(2)),
-            ("ifname", "eth0".into()),
-            ("stage", stage.into()),
-            ("latency_ns", Dynamic::from_int(120_000_000)),
-            (
-                "qdisc_ns",
-                Dynamic::from_int(if stage == "DRIVER" { 5_000 } else { 0 }),
-            ),
-            ("len", Dynamic::from_int(1042)),
-            ("l4proto", "UDP".into()),
-            ("saddr", "10.1.2.3".into()),
-            ("sport", Dynamic::from_int(5353)),
-            ("daddr", "10.1.9.8".into()),
-            ("dport", Dynamic::from_int(53)),
-            ("family", Dynamic::from_int(2)),
-        ])
+    let ev = |stage: &str, qdisc_ns: i64| {
+        f! {
+            netns: WEB, ifindex: 2, ifname: "eth0", stage: stage, latency_ns: 120_000_000,
+            qdisc_ns: qdisc_ns, len: 1042, l4proto: "UDP", saddr: "10.1.2.3", sport: 5353,
+            daddr: "10.1.9.8", dport: 53, family: 2,
+        }
     };
-    h.inst.on_event(ev("QDISC"));
-    h.inst.on_event(ev("DRIVER"));
-    let lines: Vec<String> = h
-        .events
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.to_text())
-        .collect();
+    h.record(&ev("QDISC", 0));
+    h.record(&ev("DRIVER", 5_000));
     assert_eq!(
-        lines,
+        h.events(),
         vec![
             "type=TXLAT_QDISC_SLOW pod=web-1 namespace=shop protocol=UDP saddr=10.1.2.3 sport=5353 daddr=10.1.9.8 dport=53 interface=eth0 latency_ns=120000000 len=1042",
             "type=TXLAT_NETDEV_SLOW pod=web-1 namespace=shop interface=eth0 latency_ns=120000000 len=1042 qdisc_ns=5000",
         ]
     );
-    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+    h.no_errors();
 }
 
 /// kernel_latency: one histogram per pod, direction and interval from the kernel's
@@ -1377,20 +1138,13 @@ fn netif_txlat_histograms_per_interface_and_events() {
 #[test]
 fn kernel_latency_histograms_and_stage_times() {
     let mut h = harness("kernel_latency.rhai", &[]);
-    let key = |dir: &str, interval: &str| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("dir", dir.into()),
-            ("interval", interval.into()),
-        ])
-    };
+    let key = |dir: &str, interval: &str| f! { netns: WEB, dir: dir, interval: interval };
     let slot = |dir: &str, interval: &str, slot: i64| {
         let mut k = key(dir, interval);
-        k.insert("slot".into(), Dynamic::from_int(slot));
+        k.push(("slot", Value::Int(slot)));
         k
     };
-    h.maps.set(
+    h.counts(
         "hist",
         vec![
             (slot("RX", "RECV_READ", 14), 6),
@@ -1398,80 +1152,47 @@ fn kernel_latency_histograms_and_stage_times() {
             (slot("TX", "TCP_DEVQ", 11), 9),
         ],
     );
-    h.maps.set_values(
+    h.structs(
         "totals",
         vec![
-            (
-                key("RX", "RECV_READ"),
-                ints(&[("sum_ns", 60_000_000), ("slow", 2)]),
-            ),
-            (
-                key("TX", "TCP_DEVQ"),
-                ints(&[("sum_ns", 9_000), ("slow", 0)]),
-            ),
+            (key("RX", "RECV_READ"), f! { sum_ns: 60_000_000, slow: 2 }),
+            (key("TX", "TCP_DEVQ"), f! { sum_ns: 9_000, slow: 0 }),
         ],
     );
     h.inst.on_tick();
-    let count = metric_line(&h.registry, "sonde_kernel_latency_seconds_count{");
-    assert_eq!(count.len(), 2, "{count:?}");
-    assert!(
-        count.iter().any(|l| l.contains("direction=\"rx\"")
-            && l.contains("interval=\"recv_read\"")
-            && l.contains("pod=\"web-1\"")
-            && l.ends_with(" 8")),
-        "{count:?}"
+    h.no_errors();
+    const M: &str = "sonde_kernel_latency_seconds";
+    h.expect(
+        &format!("{M}_count"),
+        &[
+            (&["pod=web-1", "direction=rx", "interval=recv_read"], "8"),
+            (&["pod=web-1", "direction=tx", "interval=tcp_devq"], "9"),
+        ],
     );
-    assert!(
-        count.iter().any(|l| l.contains("direction=\"tx\"")
-            && l.contains("interval=\"tcp_devq\"")
-            && l.ends_with(" 9")),
-        "{count:?}"
+    assert_eq!(h.series(&format!("{M}_count")).len(), 2);
+    h.expect(
+        &format!("{M}_sum"),
+        &[(&["direction=rx", "interval=recv_read"], "0.06")],
     );
-    let sum = metric_line(&h.registry, "sonde_kernel_latency_seconds_sum{");
-    assert!(
-        sum.iter()
-            .any(|l| l.contains("direction=\"rx\"") && l.contains("} 0.06")),
-        "{sum:?}"
-    );
-    let slow = metric_line(&h.registry, "sonde_kernel_latency_slow_packets_total{");
-    assert!(
-        slow.iter()
-            .any(|l| l.contains("direction=\"rx\"") && l.ends_with(" 2")),
-        "{slow:?}"
+    h.expect(
+        "sonde_kernel_latency_slow_packets_total",
+        &[(&["direction=rx", "interval=recv_read"], "2")],
     );
 
     let ev = |dir: &str, interval: &str, mid: i64| {
-        map(&[
-            ("netns", Dynamic::from_int(7)),
-            ("pod", pod("web-1", "shop")),
-            ("dir", dir.into()),
-            ("interval", interval.into()),
-            ("latency_ns", Dynamic::from_int(30_000_000)),
-            ("mid_ns", Dynamic::from_int(mid)),
-            ("len", Dynamic::from_int(100)),
-            ("l4proto", "TCP".into()),
-            ("saddr", "fd00::1".into()),
-            ("sport", Dynamic::from_int(40000)),
-            ("daddr", "fd00::2".into()),
-            ("dport", Dynamic::from_int(80)),
-            ("family", Dynamic::from_int(10)),
-        ])
+        f! {
+            netns: WEB, dir: dir, interval: interval, latency_ns: 30_000_000, mid_ns: mid,
+            len: 100, l4proto: "TCP", saddr: "fd00::1", sport: 40000, daddr: "fd00::2",
+            dport: 80, family: 10,
+        }
     };
-    h.inst.on_event(ev("RX", "RECV_READ", 1_000));
-    h.inst.on_event(ev("RX", "IP_RCV", 4_000));
-    h.inst.on_event(ev("TX", "IP_XMIT", 29_000_000));
-    h.inst.on_event(ev("TX", "TCP_DEVQ", 0));
-    let lines: Vec<String> = h
-        .events
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.to_text())
-        .collect();
+    h.record(&ev("RX", "RECV_READ", 1_000));
+    h.record(&ev("RX", "IP_RCV", 4_000));
+    h.record(&ev("TX", "IP_XMIT", 29_000_000));
+    h.record(&ev("TX", "TCP_DEVQ", 0));
     let tuple = "protocol=TCP saddr=fd00::1 sport=40000 daddr=fd00::2 dport=80";
     assert_eq!(
-        lines,
+        h.events(),
         vec![
             format!("type=RXKERNEL_SLOW pod=web-1 namespace=shop {tuple} interval=recv_read latency_ns=30000000 len=100 socket_ns=29999000 stack_ns=1000"),
             format!("type=RXKERNEL_SLOW pod=web-1 namespace=shop {tuple} input_ns=29996000 interval=ip_rcv latency_ns=30000000 len=100 prerouting_ns=4000"),
@@ -1479,5 +1200,5 @@ fn kernel_latency_histograms_and_stage_times() {
             format!("type=TXKERNEL_SLOW pod=web-1 namespace=shop {tuple} interval=tcp_devq latency_ns=30000000 len=100"),
         ]
     );
-    assert!(h.inst.errors().is_empty(), "{:?}", h.inst.errors());
+    h.no_errors();
 }
