@@ -74,8 +74,8 @@ pub fn counts(loaded: &Loaded, inode: u32) -> Vec<(Map, i64)> {
     map_entries(loaded, "counts", inode)
 }
 
-/// Entries of a map whose key has a `netns` field equal to `inode`: `(key, value)`.
-pub fn map_entries(loaded: &Loaded, map: &str, inode: u32) -> Vec<(Map, i64)> {
+/// Every `(key, value)` of a map whose keys are structs, as a script reads them.
+pub fn entries(loaded: &Loaded, map: &str) -> Vec<(Map, rhai::Dynamic)> {
     loaded
         .maps
         .decoded_entries(map)
@@ -83,8 +83,24 @@ pub fn map_entries(loaded: &Loaded, map: &str, inode: u32) -> Vec<(Map, i64)> {
         .into_iter()
         .map(|e| {
             let m = e.cast::<Map>();
-            (m["key"].clone().cast::<Map>(), m["value"].as_int().unwrap())
+            (m["key"].clone().cast::<Map>(), m["value"].clone())
         })
+        .collect()
+}
+
+/// Every `(key, value)` of a map whose keys and values are structs.
+pub fn struct_entries(loaded: &Loaded, map: &str) -> Vec<(Map, Map)> {
+    entries(loaded, map)
+        .into_iter()
+        .map(|(k, v)| (k, v.cast::<Map>()))
+        .collect()
+}
+
+/// Entries of a map of counts whose key has a `netns` field equal to `inode`.
+pub fn map_entries(loaded: &Loaded, map: &str, inode: u32) -> Vec<(Map, i64)> {
+    entries(loaded, map)
+        .into_iter()
         .filter(|(k, _)| int(k, "netns") == inode as i64)
+        .map(|(k, v)| (k, v.as_int().unwrap()))
         .collect()
 }

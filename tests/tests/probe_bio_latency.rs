@@ -10,7 +10,7 @@ use std::process::Command;
 
 use rhai::Map;
 use sonde::script::ParamValue;
-use sonde_tests::kernel::{drain, int, load, s};
+use sonde_tests::kernel::{drain, entries, int, load, s, struct_entries};
 use sonde_tests::run::{event_field as field, finish, start, summary_hist_count};
 use sonde_tests::{cannot_run, require_root, NetnsThread};
 
@@ -209,29 +209,20 @@ fn bio_latency_kernel_maps_are_consistent() {
     let dev = lo.dev.clone();
     std::thread::spawn(move || direct_io(&dev)).join().unwrap();
 
-    let entries = |map: &str| -> Vec<Map> {
-        loaded
-            .maps
-            .decoded_entries(map)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.cast::<Map>())
-            .collect()
-    };
-    let key_of = |e: &Map| e["key"].clone().cast::<Map>();
+    let this = |k: &Map, op: &str| s(k, "disk") == disk && s(k, "op") == op;
     for (op, n, size) in [("READ", READS, READ_SIZE), ("WRITE", WRITES, WRITE_SIZE)] {
-        let hist: i64 = entries("hist")
+        let hist: i64 = entries(&loaded, "hist")
             .iter()
-            .filter(|e| s(&key_of(e), "disk") == disk && s(&key_of(e), "op") == op)
-            .map(|e| e["value"].as_int().unwrap())
+            .filter(|(k, _)| this(k, op))
+            .map(|(_, v)| v.as_int().unwrap())
             .sum();
         assert_eq!(hist, n as i64, "{op} histogram count");
-        let totals: Vec<Map> = entries("totals")
+        let totals: Vec<(Map, Map)> = struct_entries(&loaded, "totals")
             .into_iter()
-            .filter(|e| s(&key_of(e), "disk") == disk && s(&key_of(e), "op") == op)
+            .filter(|(k, _)| this(k, op))
             .collect();
         assert_eq!(totals.len(), 1);
-        let v = totals[0]["value"].clone().cast::<Map>();
+        let v = &totals[0].1;
         assert_eq!(int(&v, "ios"), n as i64);
         assert_eq!(int(&v, "bytes"), (n * size) as i64);
         assert!(int(&v, "latency_ns") > 0);

@@ -6,32 +6,14 @@
 //! ends, no filter, TCX link or clsact qdisc of sonde is left on the interfaces.
 //! Both attach modes run: TCX links and clsact/cls_bpf filters (what 5.10 and 6.1 use).
 
-use sonde::script::record::DecodedEntries;
 use std::time::{Duration, Instant};
 
 use rhai::Map;
 use sonde::script::ParamValue;
-use sonde_tests::kernel::{int, load, s};
+use sonde_tests::kernel::{int, load, s, struct_entries as entries};
 use sonde_tests::require_root;
 use sonde_tests::run::{finish, start, summary_row};
 use sonde_tests::veth::{no_sonde_left, text, Pod};
-
-/// `(key, value)` entries of a map whose value is `{bytes, packets}`.
-fn entries(loaded: &sonde::bpf::Loaded, map: &str) -> Vec<(Map, Map)> {
-    loaded
-        .maps
-        .decoded_entries(map)
-        .unwrap()
-        .into_iter()
-        .map(|e| {
-            let m = e.cast::<Map>();
-            (
-                m["key"].clone().cast::<Map>(),
-                m["value"].clone().cast::<Map>(),
-            )
-        })
-        .collect()
-}
 
 /// Bytes and packets of one flow: the pod's packets to the host at the host veth.
 fn flow(loaded: &sonde::bpf::Loaded, iface: &str, sport: u16, dport: u16, l4: &str) -> (i64, i64) {

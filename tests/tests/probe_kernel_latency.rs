@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rhai::Map;
 use sonde::script::ParamValue;
-use sonde_tests::kernel::{drain, int, load, ours, s};
+use sonde_tests::kernel::{drain, int, load, ours, s, struct_entries};
 use sonde_tests::run::{finish, start, summary_row};
 use sonde_tests::veth::NamedPair;
 use sonde_tests::{ip, require_root, wait_up, NetnsThread};
@@ -289,18 +289,8 @@ fn kernel_latency_tx_syn_waiting_for_the_neighbour_v4_v6() {
 
     // Kernel-side aggregation for the sender's pod: both SYNs slow, in the histogram
     // above 64 ms (slot 27 = (67 ms, 134 ms]).
-    let totals: Vec<(Map, Map)> = loaded
-        .maps
-        .decoded_entries("totals")
-        .unwrap()
+    let totals: Vec<(Map, Map)> = struct_entries(&loaded, "totals")
         .into_iter()
-        .map(|e| {
-            let m = e.cast::<Map>();
-            (
-                m["key"].clone().cast::<Map>(),
-                m["value"].clone().cast::<Map>(),
-            )
-        })
         .filter(|(k, _)| int(k, "netns") == inode_a as i64 && s(k, "dir") == "TX")
         .collect();
     assert_eq!(totals.len(), 1, "{totals:?}");

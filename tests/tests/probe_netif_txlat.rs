@@ -12,16 +12,14 @@
 //! Only the namespaces the test makes are looked at; IPv6 is off and the neighbour
 //! is static on the test link, so the datagrams are the only packets on it.
 
-use sonde::script::record::DecodedEntries;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
 use rhai::Map;
-use sonde::bpf::Loaded;
 use sonde::script::ParamValue;
-use sonde_tests::kernel::{int, load, s};
+use sonde_tests::kernel::{entries, int, load, s};
 use sonde_tests::run::{finish, start};
 use sonde_tests::veth::NamedPair;
 use sonde_tests::{ip, require_root, wait_up};
@@ -270,19 +268,6 @@ fn netif_txlat_script_reports_qdisc_time_of_a_slow_tbf() {
             .any(|l| l.starts_with("type=TXLAT_NETDEV_SLOW") && l.contains(&pod)),
         "{out}"
     );
-}
-
-fn entries(loaded: &Loaded, map: &str) -> Vec<(Map, rhai::Dynamic)> {
-    loaded
-        .maps
-        .decoded_entries(map)
-        .unwrap()
-        .into_iter()
-        .map(|e| {
-            let m = e.cast::<Map>();
-            (m["key"].clone().cast::<Map>(), m["value"].clone())
-        })
-        .collect()
 }
 
 fn exact_counts_and_no_leak(variant: &str, tag: &str) {

@@ -4,7 +4,6 @@
 //! with its histograms, and a 1 µs threshold turns samples into events with the cpu
 //! and the vector while the default 10 ms leaves (almost) none.
 
-use sonde::script::record::DecodedEntries;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,8 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::Map;
-use sonde_tests::kernel::{drain, int, load, s};
+use sonde_tests::kernel::{drain, entries, int, load, s, struct_entries};
 use sonde_tests::run::{event_field as field, finish, start, summary_hist_count};
 use sonde_tests::{require_root, NetnsThread};
 
@@ -140,15 +138,9 @@ fn softirq_script_exports_histograms_and_events_with_cpu() {
 
 /// (count, sum_ns) per (vector, phase) from `totals`.
 fn totals(loaded: &sonde::bpf::Loaded) -> BTreeMap<(String, String), (i64, i64)> {
-    loaded
-        .maps
-        .decoded_entries("totals")
-        .unwrap()
+    struct_entries(loaded, "totals")
         .into_iter()
-        .map(|e| {
-            let e = e.cast::<Map>();
-            let k = e["key"].clone().cast::<Map>();
-            let v = e["value"].clone().cast::<Map>();
+        .map(|(k, v)| {
             (
                 (s(&k, "vec"), s(&k, "phase")),
                 (int(&v, "count"), int(&v, "sum_ns")),
@@ -171,15 +163,13 @@ fn softirq_kernel_totals_agree_with_histograms() {
     // bracket it (a sample updates its histogram slot first, then its totals).
     let before = totals(&loaded);
     let mut hist: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
-    for e in loaded.maps.decoded_entries("hist").unwrap() {
-        let e = e.cast::<Map>();
-        let k = e["key"].clone().cast::<Map>();
+    for (k, v) in entries(&loaded, "hist") {
         let slot = int(&k, "slot") as usize;
         let b = hist.entry((s(&k, "vec"), s(&k, "phase"))).or_default();
         if b.len() <= slot {
             b.resize(slot + 1, 0);
         }
-        b[slot] += e["value"].as_int().unwrap();
+        b[slot] += v.as_int().unwrap();
     }
     let after = totals(&loaded);
 
