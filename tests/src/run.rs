@@ -94,8 +94,13 @@ pub fn finish(mut run: Run) -> (String, String) {
 /// (stdout, stderr). For tests whose traffic takes as long as the machine makes it:
 /// a fixed `--for` can end before the last event on a loaded machine.
 pub fn interrupt(run: Run) -> (String, String) {
+    stop_with(run, libc::SIGINT)
+}
+
+/// Sends `signal` to sonde and returns (stdout, stderr) once it exited, successfully.
+pub fn stop_with(run: Run, signal: i32) -> (String, String) {
     // SAFETY: kill(2) on the pid of our child, which `finish` reaps.
-    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(run.child.id() as i32, signal) };
     finish(run)
 }
 

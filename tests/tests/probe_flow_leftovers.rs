@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use sonde::bpf::tc::filters::{self, Handle};
 use sonde_tests::require_root;
-use sonde_tests::run::{finish, start, summary_row, Run};
+use sonde_tests::run::{start, stop_with, summary_row, Run};
 use sonde_tests::veth::{no_sonde_left, text, Pod};
 
 /// A filter as `tc filter show dev IFACE DIR` prints it.
@@ -106,9 +106,25 @@ fn kill9(mut run: Run) {
 
 /// SIGTERM, then sonde's summary: (stdout, stderr).
 fn stop(run: Run) -> (String, String) {
-    // SAFETY: kill(2) on the pid of a child that has not been reaped.
-    unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) };
-    finish(run)
+    stop_with(run, libc::SIGTERM)
+}
+
+/// The test's pod, named `name` with address byte `n`; `None` (the test skipped)
+/// without root.
+fn test_pod(test: &str, name: &str, n: u8) -> Option<Pod> {
+    require_root(test).then(|| Pod::new(name, n))
+}
+
+/// Makes `pod`'s traffic, stops `run` (SIGTERM) and asserts it counted it.
+fn traffic_counted(run: Run, pod: &Pod, n: u8) {
+    traffic(pod);
+    stop_counted(run, pod, n);
+}
+
+/// Stops `run` (SIGTERM) and asserts it counted `pod`'s traffic.
+fn stop_counted(run: Run, pod: &Pod, n: u8) {
+    let (out, err) = stop(run);
+    assert_counted(pod, n, &out, &err);
 }
 
 /// Asserts the one sonde set on `iface` is (ingress, egress) and returns it.
@@ -151,11 +167,10 @@ fn assert_counted(pod: &Pod, n: u8, out: &str, err: &str) {
 
 #[test]
 fn flow_killed_netlink_restarts_with_one_set() {
-    if !require_root("flow_killed_netlink_restarts_with_one_set") {
-        return;
-    }
     let n = 61;
-    let pod = Pod::new("r", n);
+    let Some(pod) = test_pod("flow_killed_netlink_restarts_with_one_set", "r", n) else {
+        return;
+    };
     let h = pod.host.as_str();
     let mut checked = 0;
     for round in 0..4 {
@@ -190,23 +205,20 @@ fn flow_killed_netlink_restarts_with_one_set() {
     // The fifth start: one set, traffic counted once, nothing left after a stop.
     let run = flow(h, "netlink");
     one_netlink_set(h);
-    traffic(&pod);
-    let (out, err) = stop(run);
-    assert_counted(&pod, n, &out, &err);
+    traffic_counted(run, &pod, n);
     no_sonde_left(h);
 }
 
 #[test]
 fn flow_killed_tcx_leaves_nothing() {
-    if !require_root("flow_killed_tcx_leaves_nothing") {
-        return;
-    }
     if !sonde::bpf::kernel_at_least(6, 6) {
         sonde_tests::cannot_run("flow_killed_tcx_leaves_nothing", "TCX needs kernel 6.6+");
         return;
     }
     let n = 63;
-    let pod = Pod::new("t", n);
+    let Some(pod) = test_pod("flow_killed_tcx_leaves_nothing", "t", n) else {
+        return;
+    };
     let h = pod.host.as_str();
     // A netlink-mode sonde killed first: a TCX start removes its filters and qdisc.
     kill9(flow(h, "netlink"));
@@ -237,19 +249,16 @@ fn flow_killed_tcx_leaves_nothing() {
         assert_eq!(sonde_sets(h), (vec![], vec![]));
     }
     let run = flow(h, "tcx");
-    traffic(&pod);
-    let (out, err) = stop(run);
-    assert_counted(&pod, n, &out, &err);
+    traffic_counted(run, &pod, n);
     no_sonde_left(h);
 }
 
 #[test]
 fn flow_start_keeps_a_running_sondes_filters() {
-    if !require_root("flow_start_keeps_a_running_sondes_filters") {
-        return;
-    }
     let n = 65;
-    let pod = Pod::new("l", n);
+    let Some(pod) = test_pod("flow_start_keeps_a_running_sondes_filters", "l", n) else {
+        return;
+    };
     let h = pod.host.as_str();
     let a = flow(h, "netlink");
     let (a_in, _) = one_netlink_set(h);
@@ -276,14 +285,11 @@ fn flow_start_keeps_a_running_sondes_filters() {
     );
 
     // b stops: c's filters and the qdisc stay; c stops: the qdisc a created goes.
-    traffic(&pod);
-    let (out, err) = stop(b);
-    assert_counted(&pod, n, &out, &err);
+    traffic_counted(b, &pod, n);
     let (ingress, _) = sonde_sets(h);
     assert_eq!(ingress.len(), 1, "{ingress:#?}");
     assert!(has_clsact(h));
-    let (out, err) = stop(c);
-    assert_counted(&pod, n, &out, &err);
+    stop_counted(c, &pod, n);
     no_sonde_left(h);
 }
 
@@ -362,11 +368,10 @@ fn tc_ok(args: &[&str]) {
 
 #[test]
 fn flow_cleanup_keeps_foreign_filters() {
-    if !require_root("flow_cleanup_keeps_foreign_filters") {
-        return;
-    }
     let n = 67;
-    let pod = Pod::new("f", n);
+    let Some(pod) = test_pod("flow_cleanup_keeps_foreign_filters", "f", n) else {
+        return;
+    };
     let h = pod.host.as_str();
     // Another tool's qdisc and filters, there before sonde. None of them match or
     // end classification: sonde still sees every packet.
@@ -426,34 +431,26 @@ fn flow_cleanup_keeps_foreign_filters() {
         "{foreign_in:#?} {foreign_out:#?}"
     );
 
+    let foreign_kept = || {
+        assert_eq!(
+            foreign("ingress"),
+            foreign_in,
+            "foreign ingress filters kept"
+        );
+        assert_eq!(
+            foreign("egress"),
+            foreign_out,
+            "foreign egress filters kept"
+        );
+    };
     kill9(flow(h, "netlink"));
     let run = flow(h, "netlink");
     one_netlink_set(h);
-    assert_eq!(
-        foreign("ingress"),
-        foreign_in,
-        "foreign ingress filters kept"
-    );
-    assert_eq!(
-        foreign("egress"),
-        foreign_out,
-        "foreign egress filters kept"
-    );
-    traffic(&pod);
-    let (out, err) = stop(run);
-    assert_counted(&pod, n, &out, &err);
+    foreign_kept();
+    traffic_counted(run, &pod, n);
 
     assert_eq!(sonde_sets(h), (vec![], vec![]), "sonde's filters gone");
-    assert_eq!(
-        foreign("ingress"),
-        foreign_in,
-        "foreign ingress filters kept"
-    );
-    assert_eq!(
-        foreign("egress"),
-        foreign_out,
-        "foreign egress filters kept"
-    );
+    foreign_kept();
     assert!(
         has_clsact(h),
         "the qdisc that was there before sonde is kept"
@@ -468,11 +465,10 @@ fn flow_cleanup_keeps_foreign_filters() {
 #[test]
 fn flow_removes_leftovers_of_older_builds() {
     use aya::programs::tc::{NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
-    if !require_root("flow_removes_leftovers_of_older_builds") {
-        return;
-    }
     let n = 69;
-    let pod = Pod::new("o", n);
+    let Some(pod) = test_pod("flow_removes_leftovers_of_older_builds", "o", n) else {
+        return;
+    };
     let h = pod.host.as_str();
     let object = sonde::bpf::catalog::find("flow").unwrap().object;
     // Attached as the older builds did; `held` keeps its program, the others are
@@ -519,9 +515,7 @@ fn flow_removes_leftovers_of_older_builds() {
         vec![live],
         "the orphans removed, the held one kept: {others:#?}"
     );
-    traffic(&pod);
-    let (out, err) = stop(run);
-    assert_counted(&pod, n, &out, &err);
+    traffic_counted(run, &pod, n);
     assert_eq!(sonde_sets(h), (vec![], vec![]));
     assert_eq!(shown(h, "ingress").len(), 1);
     drop(held);
@@ -619,10 +613,9 @@ impl Drop for Daemon {
 /// new filters beside the old ones only while swapping, same owner slot).
 #[test]
 fn flow_daemon_killed_and_reloaded_keeps_one_set() {
-    if !require_root("flow_daemon_killed_and_reloaded_keeps_one_set") {
+    let Some(pod) = test_pod("flow_daemon_killed_and_reloaded_keeps_one_set", "d", 71) else {
         return;
-    }
-    let pod = Pod::new("d", 71);
+    };
     let h = pod.host.as_str();
     let dir = sonde_tests::trusted_tmp().join(format!("sonde-e2e-tc-{}", std::process::id()));
     Daemon::config(&dir, h);
@@ -673,11 +666,10 @@ fn flow_daemon_killed_and_reloaded_keeps_one_set() {
 /// filters when claiming it) and must find the other dead from its slot alone.
 #[test]
 fn flow_start_removes_every_dead_sondes_filters() {
-    if !require_root("flow_start_removes_every_dead_sondes_filters") {
-        return;
-    }
     let n = 73;
-    let pod = Pod::new("2", n);
+    let Some(pod) = test_pod("flow_start_removes_every_dead_sondes_filters", "2", n) else {
+        return;
+    };
     let h = pod.host.as_str();
     let a = flow(h, "netlink");
     let b = flow(h, "netlink");
@@ -686,8 +678,6 @@ fn flow_start_removes_every_dead_sondes_filters() {
     kill9(b);
     let c = flow(h, "netlink");
     one_netlink_set(h);
-    traffic(&pod);
-    let (out, err) = stop(c);
-    assert_counted(&pod, n, &out, &err);
+    traffic_counted(c, &pod, n);
     no_sonde_left(h);
 }
