@@ -9,6 +9,8 @@
 //! - [`cri`]: a real containerd of the test's own, pods and containers over CRI.
 //! - [`kubernetes`]: the Helm chart rendered with real Helm, the offline Kubernetes tools.
 //! - [`veth`]: a pod-like namespace behind a veth pair, for TC probes.
+//! - [`tcp`]: sockets made the way the probes' scenarios need (refused, not waiting,
+//!   with SYN retries), and iptables rules that lose chosen segments.
 
 pub mod cri;
 pub mod daemon;
@@ -16,8 +18,11 @@ pub mod kernel;
 pub mod kubernetes;
 pub mod loki;
 pub mod run;
+pub mod tcp;
 pub mod tls;
 pub mod veth;
+
+pub use tcp::{connect_refused, sockaddr};
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -174,82 +179,6 @@ impl Drop for NetnsThread {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-    }
-}
-
-/// Connects from a fresh local port to `addr`, which must be closed, `n` times; each
-/// attempt is refused with a reset. Returns the local ports used, in order.
-pub fn connect_refused(addr: std::net::SocketAddr, n: usize) -> Vec<u16> {
-    (0..n).map(|_| connect_once_refused(addr)).collect()
-}
-
-fn connect_once_refused(addr: std::net::SocketAddr) -> u16 {
-    use std::mem::{size_of, zeroed};
-    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr
-    // structs are zero-initialised and sized for their family.
-    unsafe {
-        let family = if addr.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let (ss, len) = sockaddr(addr);
-        // Bind to an ephemeral port first so the port is known before the reset.
-        let mut local: libc::sockaddr_storage = zeroed();
-        local.ss_family = family as _;
-        let rc = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        let mut got: libc::sockaddr_storage = zeroed();
-        let mut got_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len);
-        let port = if family == libc::AF_INET {
-            u16::from_be((*(&got as *const _ as *const libc::sockaddr_in)).sin_port)
-        } else {
-            u16::from_be((*(&got as *const _ as *const libc::sockaddr_in6)).sin6_port)
-        };
-        if port == addr.port() {
-            // The ephemeral port is the closed port itself: connecting would be a
-            // TCP self-connect (simultaneous open), which succeeds. Take another.
-            libc::close(fd);
-            return connect_once_refused(addr);
-        }
-        let rc = libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert!(
-            rc != 0 && err.raw_os_error() == Some(libc::ECONNREFUSED),
-            "connect to {addr} from port {port}: expected refused, got rc {rc}, {err}"
-        );
-        port
-    }
-}
-
-/// `addr` as the `sockaddr` bind(2) and connect(2) take, with its length.
-pub fn sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    use std::mem::{size_of, zeroed};
-    // SAFETY: a zeroed sockaddr_storage is valid and large enough for either family;
-    // the casts write the family's own struct at its start.
-    unsafe {
-        let mut ss: libc::sockaddr_storage = zeroed();
-        let len = match addr {
-            std::net::SocketAddr::V4(a) => {
-                let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
-                sin.sin_family = libc::AF_INET as _;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                size_of::<libc::sockaddr_in>()
-            }
-            std::net::SocketAddr::V6(a) => {
-                let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
-                sin6.sin6_family = libc::AF_INET6 as _;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (ss, len as libc::socklen_t)
     }
 }
 

@@ -4,12 +4,12 @@
 //! must equal what the namespace's own Tcp RetransSegs counter says, per family.
 
 use std::io::Write;
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use sonde_tests::run::{interrupt, start_script};
+use sonde_tests::tcp::{loopback, DropRule};
 use sonde_tests::{require_root, NetnsThread};
 
 /// `Tcp: RetransSegs` of the calling thread's network namespace.
@@ -20,14 +20,6 @@ fn retrans_segs() -> u64 {
     let values: Vec<&str> = tcp.next().unwrap().split_whitespace().collect();
     let i = names.iter().position(|n| *n == "RetransSegs").unwrap();
     values[i].parse().unwrap()
-}
-
-/// Runs iptables (or ip6tables) in the calling thread's namespace.
-fn iptables(v6: bool, args: &[&str]) {
-    let cmd = if v6 { "ip6tables" } else { "iptables" };
-    // runs: iptables ip6tables
-    let st = Command::new(cmd).args(args).status().expect(cmd);
-    assert!(st.success(), "{cmd} {args:?} failed");
 }
 
 /// SO_LINGER {1, 0}: close() resets the connection, so nothing is left to retransmit.
@@ -52,51 +44,32 @@ fn abort(s: TcpStream) {
 /// In the namespace: data retransmits (ESTABLISHED), a SYN retransmit (SYN_SENT), then
 /// SYN-ACK retransmits (NEW_SYN_RECV). Returns the namespace's RetransSegs increase.
 fn lose_packets(v6: bool) -> u64 {
-    let host: SocketAddr = if v6 {
-        (Ipv6Addr::LOCALHOST, 0).into()
-    } else {
-        ([127, 0, 0, 1], 0).into()
-    };
-    let l = TcpListener::bind(host).unwrap();
+    let l = TcpListener::bind(loopback(v6)).unwrap();
     let addr = l.local_addr().unwrap();
-    let port = addr.port().to_string();
     let mut c = TcpStream::connect(addr).unwrap();
     let (srv, _) = l.accept().unwrap();
     let before = retrans_segs();
 
     // Everything sent to the listener's port is lost: the client retransmits its
     // data, and a second client its SYN.
-    let drop_all = ["INPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"];
-    iptables(v6, &[&["-A"], &drop_all[..]].concat());
+    let drop_all = DropRule::all(v6, "INPUT", addr.port());
     c.write_all(&[7u8; 1000]).unwrap();
     // Gives up after one SYN retransmission (at 1 s) and closes the socket.
     let syn = TcpStream::connect_timeout(&addr, Duration::from_millis(1300));
     assert!(syn.is_err(), "the SYN must be lost");
     abort(c);
     drop(srv);
-    iptables(v6, &[&["-D"], &drop_all[..]].concat());
+    drop(drop_all);
 
     // Only the client's bare ACKs are lost: the handshake never completes on the
     // listener's side, which retransmits its SYN-ACK.
-    let drop_acks = [
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        &port,
-        "--tcp-flags",
-        "SYN,ACK,RST,FIN",
-        "ACK",
-        "-j",
-        "DROP",
-    ];
-    iptables(v6, &[&["-A"], &drop_acks[..]].concat());
+    let drop_acks = DropRule::bare_acks(v6, "INPUT", addr.port());
     let half = TcpStream::connect(addr).unwrap();
     std::thread::sleep(Duration::from_millis(1300));
     // The reset (RST|ACK) passes the rule and removes the pending connection.
     abort(half);
     std::thread::sleep(Duration::from_millis(100));
-    iptables(v6, &[&["-D"], &drop_acks[..]].concat());
+    drop(drop_acks);
     retrans_segs() - before
 }
 

@@ -6,11 +6,12 @@
 
 use sonde::script::record::DecodedEntries;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sonde_tests::run::{interrupt, start, summary_rows as rows};
-use sonde_tests::{connect_refused, require_root, sockaddr, NetnsThread};
+use sonde_tests::tcp::{connect, socket, DropRule};
+use sonde_tests::{connect_refused, require_root, NetnsThread};
+use std::os::fd::AsRawFd;
 
 /// A port on `ip` with nothing listening.
 fn closed_port(ip: IpAddr) -> u16 {
@@ -23,36 +24,19 @@ fn closed_port(ip: IpAddr) -> u16 {
 
 /// connect() with TCP_SYNCNT set first; returns the error it fails with.
 fn connect_with_syncnt(addr: SocketAddr, syncnt: i32) -> std::io::Error {
-    use std::mem::size_of;
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    unsafe {
-        let family = if addr.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let rc = libc::setsockopt(
-            fd,
+    let sock = socket(addr, 0);
+    // SAFETY: setsockopt(2) on an open descriptor, with an i32 option of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_SYNCNT,
             &syncnt as *const i32 as *const libc::c_void,
-            size_of::<i32>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
-        let (ss, len) = sockaddr(addr);
-        let rc = libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert_ne!(rc, 0, "connect to {addr} must fail");
-        err
-    }
-}
-
-fn run_cmd(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().expect(cmd);
-    assert!(st.success(), "{cmd} {args:?} failed");
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+    connect(&sock, addr).expect_err(&format!("connect to {addr} must fail"))
 }
 
 /// `n` connections to a local listener, each end closed after `hold`.
@@ -92,35 +76,11 @@ fn scenario() -> Done {
     // Timeouts and aborts: every SYN to these ports is lost.
     let p4 = closed_port(v4);
     let p6 = closed_port(v6);
-    run_cmd(
-        "iptables",
-        &[
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            &p4.to_string(),
-            "-j",
-            "DROP",
-        ],
-    );
-    run_cmd(
-        "ip6tables",
-        &[
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            &p6.to_string(),
-            "-j",
-            "DROP",
-        ],
-    );
+    let _lost4 = DropRule::all(false, "INPUT", p4);
+    let _lost6 = DropRule::all(true, "INPUT", p6);
     // ICMPv6: a route through lo to an address nobody has; the looped-back SYN
     // cannot be forwarded and the kernel answers "no route".
-    run_cmd("ip", &["-6", "route", "add", "fd99::2/128", "dev", "lo"]);
+    sonde_tests::ip(&["-6", "route", "add", "fd99::2/128", "dev", "lo"]);
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for addr in [SocketAddr::from((v4, p4)), SocketAddr::from((v6, p6))] {

@@ -10,12 +10,13 @@
 //! the kprobe variant; the kernel frees a refused SYN as consumed, not as a drop).
 
 use std::io::Write;
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
 use sonde_tests::run::{interrupt, start_script};
+use sonde_tests::tcp::{connect_nowait, loopback, DropRule};
 use sonde_tests::{require_root, NetnsThread};
 
 /// Connections each namespace starts.
@@ -40,88 +41,13 @@ fn listen_counters() -> (u64, u64) {
     (value("TcpExtListenOverflows"), value("TcpExtListenDrops"))
 }
 
-/// Runs iptables (or ip6tables) in the calling thread's namespace.
-fn iptables(v6: bool, args: &[&str]) {
-    let cmd = if v6 { "ip6tables" } else { "iptables" };
-    // runs: iptables ip6tables
-    let st = Command::new(cmd).args(args).status().expect(cmd);
-    assert!(st.success(), "{cmd} {args:?} failed");
-}
-
 /// A listener on loopback with a backlog of 1, never accepting.
 fn listener(v6: bool) -> (TcpListener, SocketAddr) {
-    let host: SocketAddr = if v6 {
-        (Ipv6Addr::LOCALHOST, 0).into()
-    } else {
-        ([127, 0, 0, 1], 0).into()
-    };
-    let l = TcpListener::bind(host).unwrap();
+    let l = TcpListener::bind(loopback(v6)).unwrap();
     // SAFETY: listen() again on the bound socket only lowers its backlog.
     assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 1) }, 0);
     let addr = l.local_addr().unwrap();
     (l, addr)
-}
-
-/// A connect that does not wait for the handshake.
-fn connect_nowait(addr: SocketAddr) -> TcpStream {
-    let domain = if addr.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
-    // SAFETY: a new socket, owned by the TcpStream below.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-    assert!(fd >= 0);
-    let (storage, len) = sockaddr(addr);
-    // SAFETY: storage holds a sockaddr of `len` bytes for this family.
-    let rc = unsafe { libc::connect(fd, &storage as *const _ as *const libc::sockaddr, len) };
-    let err = std::io::Error::last_os_error();
-    assert!(
-        rc == 0 || err.raw_os_error() == Some(libc::EINPROGRESS),
-        "connect: {err}"
-    );
-    // SAFETY: fd is a connected (or connecting) socket nobody else owns.
-    unsafe { TcpStream::from_raw_fd(fd) }
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
-    }
 }
 
 /// What one namespace did: its listener and the rise of its counters.
@@ -137,24 +63,11 @@ struct Overflows {
 /// overflow on every retransmission of their data.
 fn overflow_on_final_ack(v6: bool) -> Overflows {
     let (l, addr) = listener(v6);
-    let port = addr.port().to_string();
     let before = listen_counters();
-    let hold_acks = [
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        &port,
-        "--tcp-flags",
-        "SYN,ACK,RST,FIN",
-        "ACK",
-        "-j",
-        "DROP",
-    ];
-    iptables(v6, &[&["-A"], &hold_acks[..]].concat());
+    let hold_acks = DropRule::bare_acks(v6, "OUTPUT", addr.port());
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_nowait(addr)).collect();
     std::thread::sleep(Duration::from_millis(200));
-    iptables(v6, &[&["-D"], &hold_acks[..]].concat());
+    drop(hold_acks);
     for c in &mut clients {
         let _ = c.write(b"x");
     }
