@@ -74,6 +74,25 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs `sonde ARGS` to its end in the repository root, as from a checkout, and
+/// returns its stdout; fails the test with sonde's output when sonde fails.
+pub fn sonde_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = std::process::Command::new(sonde_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run sonde");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sonde {:?} failed ({}):\n{stdout}{}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The `sonde` binary for these tests, brought up to date once per test process
 /// (cargo does not rebuild a workspace binary for another crate's tests).
 pub fn sonde_bin() -> PathBuf {

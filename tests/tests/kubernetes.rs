@@ -31,7 +31,7 @@ use sonde_tests::kubernetes::{
     exported_names, promql_metric_names, python, render, Prometheus, Rendered,
 };
 use sonde_tests::loki::LokiReceiver;
-use sonde_tests::{cannot_run, repo_root, require_root, sonde_bin, NamedNetns};
+use sonde_tests::{cannot_run, repo_root, require_root, sonde_bin, sonde_ok, NamedNetns};
 
 /// The capabilities the chart grants by default (values.yaml `capabilities`).
 const CAPABILITIES: &[&str] = &[
@@ -111,17 +111,14 @@ fn sonde_config(r: &Rendered) -> (String, Value) {
 /// `sonde daemon --check` accepts the rendered config.
 fn sonde_checks(config: &str, dir: &Path) {
     std::fs::write(dir.join("config.yaml"), config).unwrap();
-    let out = Command::new(sonde_bin())
-        .args(["daemon", "--check", "--config"])
-        .arg(dir.join("config.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sonde daemon --check rejects the rendered config:\n{config}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = dir.join("config.yaml");
+    eprintln!("sonde daemon --check of the rendered config:\n{config}");
+    sonde_ok(&[
+        "daemon".as_ref(),
+        "--check".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ]);
 }
 
 #[test]
@@ -337,16 +334,7 @@ fn chart_with_everything_on_renders_valid_objects() {
     let scripts_dir = temp("chart-scripts");
     for (file, text) in configmap_data(&r, "sonde-scripts") {
         std::fs::write(scripts_dir.join(&file), text).unwrap();
-        let out = Command::new(sonde_bin())
-            .arg("check")
-            .arg(scripts_dir.join(&file))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sonde check {file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sonde_ok(&[Path::new("check"), &scripts_dir.join(&file)]);
     }
 
     let (text, config) = sonde_config(&r);

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
 
 use sonde_tests::run::{finish, start};
-use sonde_tests::{connect_refused, repo_root, require_root, sonde_bin, NetnsThread};
+use sonde_tests::{connect_refused, repo_root, require_root, sonde_bin, sonde_ok, NetnsThread};
 
 fn sonde(args: &[&str]) -> Output {
     Command::new(sonde_bin())
@@ -15,15 +15,6 @@ fn sonde(args: &[&str]) -> Output {
         .current_dir(repo_root())
         .output()
         .expect("run sonde")
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "sonde failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// The row of `field` in the record table: its words, after the name.
@@ -37,7 +28,7 @@ fn row<'a>(text: &'a str, field: &str) -> Vec<&'a str> {
 
 #[test]
 fn fields_of_tcp_reset_read_as_a_table_with_types_and_units() {
-    let text = stdout(&sonde(&["probes", "--fields", "tcp_reset"]));
+    let text = sonde_ok(&["probes", "--fields", "tcp_reset"]);
     assert!(text.starts_with("tcp_reset\n"), "{text}");
     let record = text
         .split("\n  map ")
@@ -69,10 +60,10 @@ fn fields_of_tcp_reset_read_as_a_table_with_types_and_units() {
 
 #[test]
 fn fields_as_json_list_every_program_with_types_and_units() {
-    let out = stdout(&sonde(&["probes", "--fields", "--json"]));
+    let out = sonde_ok(&["probes", "--fields", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let programs = json["programs"].as_array().unwrap();
-    let listed = stdout(&sonde(&["probes", "--json"]));
+    let listed = sonde_ok(&["probes", "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let names = |v: &[serde_json::Value]| -> Vec<String> {
         v.iter()
@@ -140,7 +131,7 @@ fn fields_as_json_list_every_program_with_types_and_units() {
 
 #[test]
 fn markdown_is_the_committed_reference() {
-    let out = stdout(&sonde(&["probes", "--fields", "all", "--markdown"]));
+    let out = sonde_ok(&["probes", "--fields", "all", "--markdown"]);
     let doc = std::fs::read_to_string(repo_root().join("docs/probes-reference.md")).unwrap();
     assert!(
         out == doc,
@@ -182,7 +173,7 @@ fn a_real_record_has_the_fields_and_types_the_reference_lists() {
     if !require_root("a_real_record_has_the_fields_and_types_the_reference_lists") {
         return;
     }
-    let reference = stdout(&sonde(&["probes", "--fields", "tcp_reset", "--json"]));
+    let reference = sonde_ok(&["probes", "--fields", "tcp_reset", "--json"]);
     let reference: serde_json::Value = serde_json::from_str(&reference).unwrap();
     let mut want: Vec<String> = reference["programs"][0]["records"][0]["fields"]
         .as_array()

@@ -16,7 +16,7 @@ use sonde::bpf::value::Value;
 use sonde::event::{Event, EventSink};
 use sonde::metrics::Registry;
 use sonde::script::{Instance, Limits, MapReader, Script, ScriptContext};
-use sonde_tests::{repo_root, sonde_bin};
+use sonde_tests::{repo_root, sonde_ok};
 
 #[derive(Default)]
 struct Capture(Mutex<Vec<Event>>);
@@ -489,17 +489,7 @@ fn failing_handler_is_counted_and_the_next_call_works() {
 
 fn replay_golden(script: &str, recording: &str, expected: &str) {
     let root = repo_root();
-    let out = std::process::Command::new(sonde_bin())
-        .args(["run", script, "--replay", recording])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = String::from_utf8(out.stdout).unwrap();
+    let got = sonde_ok(&["run", script, "--replay", recording]);
     let path = root.join(expected);
     if std::env::var("SONDE_BLESS").is_ok() {
         std::fs::write(&path, &got).unwrap();

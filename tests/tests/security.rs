@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sonde_tests::daemon::{free_port, http_get, prometheus, sample, Client, Daemon, Options};
 use sonde_tests::loki::LokiReceiver;
 use sonde_tests::tls::{https_get, Pair, Pki};
-use sonde_tests::{cannot_run, require_root, sonde_bin};
+use sonde_tests::{cannot_run, require_root, sonde_bin, sonde_ok};
 
 /// `Basic base64(user:password)`.
 fn basic(user: &str, password: &str) -> String {
@@ -217,16 +217,12 @@ fn a_config_file_others_can_change_is_refused_at_start() {
         "listen: 127.0.0.1:0\nscripts:\n  builtin: []\n  strict_modes: false\n",
     )
     .unwrap();
-    let out = Command::new(sonde_bin())
-        .args(["daemon", "--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sonde_ok(&[
+        "daemon".as_ref(),
+        "--check".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -714,15 +710,7 @@ fn status_and_events_on_a_loopback_address_of_their_own_or_off() {
     assert_eq!(http_get(admin, "/events", &[]).unwrap().0, 200);
     assert_eq!(http_get(admin, "/metrics", &[]).unwrap().0, 404);
     // `sonde events` reads it there.
-    let out = Command::new(sonde_bin())
-        .args(["events", "--addr", &admin.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sonde_ok(&["events", "--addr", &admin.to_string()]);
     drop(d);
     let d = Daemon::start("adminoff", &[], "status_listen: off\n");
     let (code, body) = http_get(d.addr, "/events", &[]).unwrap();

@@ -924,17 +924,7 @@ fn sonde_run_tcpsummary_counts_the_test_namespace() {
         let s = l.accept().unwrap().0;
         (l, c, s)
     });
-    let out = Command::new(sonde_tests::sonde_bin())
-        .args(["run", "scripts/tcpsummary.rhai", "--for", "1s"])
-        .current_dir(sonde_tests::repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8(out.stdout).unwrap();
+    let out = sonde_tests::sonde_ok(&["run", "scripts/tcpsummary.rhai", "--for", "1s"]);
     // `sonde run` names an `ip netns` namespace by its name, as the daemon does.
     let pod = format!("pod={}", t.ns.name);
     assert_eq!(
