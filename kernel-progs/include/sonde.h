@@ -80,6 +80,8 @@ typedef __u64 sonde_ksym;		/* [none] kernel text address, symbolized */
  *                           "kernel < 6.10: resets with no socket are missed");
  *     SONDE_REQUIRES_NO_STRUCT("legacy", trace_event_raw_tcp_send_reset,
  *                              "kernel >= 6.10 uses the full variant");
+ *     SONDE_REQUIRES_FIELD("tracepoint", trace_event_raw_kfree_skb, rx_sk,
+ *                          "kernel < 6.12: drops carry no socket");
  *     SONDE_FORCES_KNOB("tc-host", pods, false);
  *
  * A variant lists its programs separated by spaces. The loader takes the
@@ -101,6 +103,9 @@ typedef __u64 sonde_ksym;		/* [none] kernel text address, symbolized */
 #define SONDE_REQUIRES_NO_STRUCT(variant, kernel_struct, why)			\
 	__SONDE_CATALOG("require\\n" variant "\\nno_kernel_struct\\n"		\
 			#kernel_struct "\\n" why)
+#define SONDE_REQUIRES_FIELD(variant, kernel_struct, member, why)		\
+	__SONDE_CATALOG("require\\n" variant "\\nkernel_field\\n"		\
+			#kernel_struct "." #member "\\n" why)
 #define SONDE_FORCES_KNOB(variant, knob, value)				\
 	__SONDE_CATALOG("knob\\n" variant "\\n" #knob "\\n" #value)
 

@@ -43,8 +43,8 @@
  *       no better reason). The SYN kinds are not seen: the kernel frees a
  *       refused SYN with consume_skb, as if handled, and no tracepoint
  *       carries the listener then; a namespace's ListenOverflows minus its
- *       ACCEPT_QUEUE count is them. Before 6.12 drops carry no socket and
- *       this variant counts nothing.
+ *       ACCEPT_QUEUE count is them. Before 6.12 drops carry no socket: the
+ *       variant requires kfree_skb's rx_sk, so the loader skips it there.
  *
  *   "tracepoint"  the same from skb:kfree_skb (tp_kfree_skb), for BTF from
  *       elsewhere than the running kernel.
@@ -74,6 +74,10 @@ SONDE_VARIANT("tp_btf", "tpb_kfree_skb",
 SONDE_VARIANT("tracepoint", "tp_kfree_skb",
 	      "skb:kfree_skb (kernel >= 6.12): ACCEPT_QUEUE only; refused SYNs "
 	      "are not drops there");
+SONDE_REQUIRES_FIELD("tp_btf", trace_event_raw_kfree_skb, rx_sk,
+		     "kernel < 6.12: drops carry no socket, nothing to count");
+SONDE_REQUIRES_FIELD("tracepoint", trace_event_raw_kfree_skb, rx_sk,
+		     "kernel < 6.12: drops carry no socket, nothing to count");
 
 /* Knob: send a record per refusal; when false only `counts` is kept. */
 const volatile bool emit_events = false;

@@ -179,14 +179,22 @@ fn read_program(path: &Path) -> Result<Program, String> {
             }
             ["require", variant, kind, kernel_struct, why] => {
                 let i = variant_mut(&mut variants, variant)?;
-                let kind = match *kind {
-                    "kernel_struct" => "KernelStruct",
-                    "no_kernel_struct" => "NoKernelStruct",
+                let require = match *kind {
+                    "kernel_struct" => format!("Require::KernelStruct({kernel_struct:?}, {why:?})"),
+                    "no_kernel_struct" => {
+                        format!("Require::NoKernelStruct({kernel_struct:?}, {why:?})")
+                    }
+                    "kernel_field" => {
+                        let Some((name, field)) = kernel_struct.split_once('.') else {
+                            return Err(format!(
+                                "requirement `{kernel_struct}`: expected struct.member"
+                            ));
+                        };
+                        format!("Require::KernelField({name:?}, {field:?}, {why:?})")
+                    }
                     other => return Err(format!("unknown requirement `{other}`")),
                 };
-                variants[i]
-                    .requires
-                    .push(format!("Require::{kind}({kernel_struct:?}, {why:?})"));
+                variants[i].requires.push(require);
             }
             ["knob", variant, knob, value] => {
                 let i = variant_mut(&mut variants, variant)?;

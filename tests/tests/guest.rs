@@ -1066,7 +1066,8 @@ fn judge(
             let stale_archive = *btf == "none" && label != "host" && !archived(&report.release);
             if stale_archive {
                 notes.push(format!(
-                    "btfhub/archive has no entry for {}: run `btfhub/gen --all --fetch` and commit it",
+                    "btfhub/archive has no entry for {0}: `apt-get download linux-image-{0}`, \
+                     `btfhub/gen` the .deb, `btfhub/gen --remove` the entry it replaces, commit",
                     report.release
                 ));
             }

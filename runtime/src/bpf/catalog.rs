@@ -27,6 +27,9 @@ pub enum Require {
     KernelStruct(&'static str, &'static str),
     /// The running kernel's BTF lacks this struct.
     NoKernelStruct(&'static str, &'static str),
+    /// The running kernel's struct (first) has this member (second): a tracepoint
+    /// argument that arrived later than the tracepoint, for example.
+    KernelField(&'static str, &'static str, &'static str),
 }
 
 /// Where one program attaches.

@@ -32,6 +32,12 @@ pub enum Unavailable {
         name: &'static str,
         why: &'static str,
     },
+    #[error("no member {field} in kernel struct {name} ({why})")]
+    MissingField {
+        name: &'static str,
+        field: &'static str,
+        why: &'static str,
+    },
     #[error("struct {name} present ({why})")]
     StructPresent {
         name: &'static str,

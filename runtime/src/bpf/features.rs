@@ -170,5 +170,12 @@ pub fn check_require(req: &Require, btf: &KernelBtf) -> Result<(), Unavailable> 
                 Ok(())
             }
         }
+        Require::KernelField(name, field, why) => {
+            if btf.has_member(name, field) {
+                Ok(())
+            } else {
+                Err(Unavailable::MissingField { name, field, why })
+            }
+        }
     }
 }

@@ -251,6 +251,11 @@ impl KernelBtf {
             .is_ok()
     }
 
+    /// True when `struct name` exists and has a member called `field`.
+    pub fn has_member(&self, name: &str, field: &str) -> bool {
+        raw::struct_members(&self.raw, name).is_some_and(|m| m.iter().any(|m| m == field))
+    }
+
     /// Enumerator values of `enum name` in the running kernel, as `value -> name`
     /// with `strip_prefix` removed (`SKB_DROP_REASON_NO_SOCKET` -> `NO_SOCKET`).
     /// Read from the raw bytes ([`raw::enum_members`]): no second parse of the types.
