@@ -17,19 +17,71 @@
 
 use std::process::ExitCode;
 
+use crate::bpf::Program;
 use crate::cli::CheckArgs;
-use crate::script::{dry_start, Limits, Script};
+use crate::script::{dry_start, Limits, Script, ScriptError, ScriptFileError};
+
+/// Why a script does not check clean. Each prints as the line `sonde check` shows.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The file cannot be read (missing, too large, not UTF-8, unsafe to trust).
+    #[error(transparent)]
+    Read(#[from] ScriptFileError),
+    /// It does not compile, or its top level or `init` fails.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+    /// A `--param` override does not fit the param's declaration.
+    #[error("{located}")]
+    Param {
+        /// The error at the line that declares the param (`x.rhai:3:22: ...`).
+        located: String,
+        error: ScriptError,
+    },
+}
+
+/// What a script that checks clean is: its program, params and description.
+#[derive(Debug)]
+pub struct Checked {
+    pub program: Option<Program>,
+    pub params: usize,
+    /// The params that set a kernel knob of the program.
+    pub knobs: Vec<String>,
+    /// The first sentence of the script's description.
+    pub summary: String,
+}
+
+impl std::fmt::Display for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.program {
+            None => write!(f, "no kernel program")?,
+            Some(program) => write!(
+                f,
+                "program {program}, {} params, knobs: {}",
+                self.params,
+                if self.knobs.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.knobs.join(", ")
+                }
+            )?,
+        }
+        if !self.summary.is_empty() {
+            write!(f, "; {}", self.summary)?;
+        }
+        Ok(())
+    }
+}
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits::default();
     let mut failed = 0;
-    let mut scripts: Vec<(String, anyhow::Result<String>)> = args
+    let mut scripts: Vec<(String, Result<String, CheckError>)> = args
         .files
         .iter()
         .map(|path| {
             let label = path.display().to_string();
             let source = crate::script::read_script_file(path, crate::script::MAX_SCRIPT_BYTES)
-                .map_err(anyhow::Error::from);
+                .map_err(CheckError::from);
             (label, source)
         })
         .collect();
@@ -37,9 +89,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         scripts.push(("-e".to_string(), Ok(code.clone())));
     }
     for (label, source) in scripts {
-        let result = source
-            .map_err(|e| e.to_string())
-            .and_then(|source| check_source(&label, &source, &args.params, &limits));
+        let result = source.and_then(|source| check_source(&label, &source, &args.params, &limits));
         match result {
             Ok(summary) => println!("{label}: ok ({summary})"),
             Err(e) => {
@@ -63,41 +113,37 @@ pub fn check_source(
     source: &str,
     overrides: &[(String, String)],
     limits: &Limits,
-) -> Result<String, String> {
-    let script = Script::compile(label, source, limits).map_err(|e| e.to_string())?;
+) -> Result<Checked, CheckError> {
+    let script = Script::compile(label, source, limits)?;
     let manifest = script.manifest();
     let params = manifest
         .resolve_params(overrides)
-        .map_err(|e| script.override_error(&e))?;
-    let what = summary(&manifest.description);
-    let what = if what.is_empty() {
-        String::new()
-    } else {
-        format!("; {what}")
-    };
+        .map_err(|error| CheckError::Param {
+            located: script.override_error(&error),
+            error,
+        })?;
     let name = std::path::Path::new(label)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "oneliner".into());
-    dry_start(&script, &params, &name, limits).map_err(|e| e.to_string())?;
-    let Some(program) = manifest.program else {
-        return Ok(format!("no kernel program{what}"));
+    dry_start(&script, &params, &name, limits)?;
+    let knobs = match manifest.program {
+        Some(program) => {
+            let knobs = crate::bpf::knobs(program.spec());
+            params
+                .iter()
+                .filter(|(name, _)| knobs.iter().any(|k| &k.name == name))
+                .map(|(name, _)| name.clone())
+                .collect()
+        }
+        None => Vec::new(),
     };
-    let knobs = crate::bpf::knobs(program.spec());
-    let as_knobs: Vec<&str> = params
-        .iter()
-        .filter(|(name, _)| knobs.iter().any(|k| &k.name == name))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    Ok(format!(
-        "program {program}, {} params, knobs: {}{what}",
-        params.len(),
-        if as_knobs.is_empty() {
-            "none".to_string()
-        } else {
-            as_knobs.join(", ")
-        },
-    ))
+    Ok(Checked {
+        program: manifest.program,
+        params: params.len(),
+        knobs,
+        summary: summary(&manifest.description),
+    })
 }
 
 /// The first sentence of a description's first paragraph: up to a `.`, `!` or `?`
