@@ -6,11 +6,15 @@
 //! the program's knobs), `--param` overrides, and the script's top level and
 //! `init(params)` run once against a registry of its own and empty kernel maps, so
 //! that a metric the registry refuses (`metrics::counter("lat_ms", ...)`: an
-//! abbreviated unit) is reported with its line.
+//! abbreviated unit) is reported with its line. Then `on_tick()` runs once, and the
+//! event handler once with a record of the program's made of zeros, so that a field
+//! the record lacks (`ev.sprot`) is reported with its line too.
 //!
 //! ```text
 //! $ sonde check x.rhai
 //! x.rhai:4:1: init failed: invalid metric name `sonde_lat_ms`: counter names end in `_total` (e.g. `sonde_lat_ms_total`)
+//! $ sonde check y.rhai
+//! y.rhai:9:17: on_event failed (given a record of zeros): ...
 //! $ sonde check -e 'fn on_tick() { print("tick") }'
 //! -e: ok (no kernel program)
 //! ```
@@ -19,7 +23,7 @@ use std::process::ExitCode;
 
 use crate::bpf::Program;
 use crate::cli::CheckArgs;
-use crate::script::{dry_start, Limits, Script, ScriptError, ScriptFileError};
+use crate::script::{dry_run, Limits, Script, ScriptError, ScriptFileError};
 
 /// Why a script does not check clean. Each prints as the line `sonde check` shows.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +130,7 @@ pub fn check_source(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "oneliner".into());
-    dry_start(&script, &params, &name, limits)?;
+    dry_run(&script, &params, &name, limits)?;
     let knobs = match manifest.program {
         Some(program) => {
             let knobs = crate::bpf::knobs(program.spec());
@@ -227,6 +231,61 @@ mod tests {
         ];
         for (description, want) in cases {
             assert_eq!(summary(description), want, "{description:?}");
+        }
+    }
+
+    fn check(source: &str) -> Result<Checked, CheckError> {
+        check_source("x.rhai", source, &[], &Limits::default())
+    }
+
+    /// What only running would show is found at its line: a field the program's
+    /// record lacks (in `on_event` and in `on_events`), a map the tick reads wrongly.
+    #[test]
+    fn handlers_run_once_and_their_failures_name_the_line() {
+        let field = "const PROBE = #{ program: \"tcp_reset\" };\n\
+                     fn on_event(ev) {\n    let p = ev.sprot;\n}\n";
+        let e = check(field).unwrap_err().to_string();
+        assert!(
+            e.starts_with("x.rhai:3:15: on_event failed (given a record of zeros): ")
+                && e.contains("no field `sprot`"),
+            "{e}"
+        );
+        let batch = "const PROBE = #{ program: \"tcp_reset\" };\n\
+                     fn on_events(evs) { for ev in evs { ev.nope; } }\n";
+        let e = check(batch).unwrap_err().to_string();
+        assert!(
+            e.starts_with("x.rhai:2:") && e.contains("on_events failed") && e.contains("`nope`"),
+            "{e}"
+        );
+        let tick = "fn on_tick() {\n    for e in bpf::map(\"counts\") {}\n}\n";
+        let e = check(tick).unwrap_err().to_string();
+        assert!(
+            e.starts_with("x.rhai:2:")
+                && e.contains("on_tick failed")
+                && e.contains("no kernel program"),
+            "{e}"
+        );
+        // Reading what the record has, and a handler that throws only on real data.
+        let fine = "const PROBE = #{ program: \"tcp_reset\" };\n\
+                    fn on_event(ev) { if ev.sport > 0 { throw \"real traffic\"; } ev.pod.name; }\n";
+        assert!(check(fine).is_ok());
+    }
+
+    /// The built-in scripts pass their own check: their handlers accept a record of
+    /// zeros and a tick against empty maps and sonde's own namespace. (A deadline
+    /// of its own: the source reads of a debug build on a loaded test machine are
+    /// not what is checked here.)
+    #[test]
+    fn every_builtin_script_checks_clean() {
+        let limits = Limits {
+            call_deadline: std::time::Duration::from_secs(30),
+            ..Limits::default()
+        };
+        for (name, source) in crate::daemon::builtin::SCRIPTS {
+            let label = format!("scripts/{name}.rhai");
+            if let Err(e) = check_source(&label, source, &[], &limits) {
+                panic!("{e}");
+            }
         }
     }
 }

@@ -240,7 +240,7 @@ fn check(cfg: &Config, file: &str) -> ExitCode {
                     .manifest()
                     .resolve_params(&overrides)
                     .map_err(|e| format!("{label}: scripts.params.{name}: {e}"))?;
-                crate::script::dry_start(&s, &params, name, &limits).map_err(|e| e.to_string())?;
+                crate::script::dry_run(&s, &params, name, &limits).map_err(|e| e.to_string())?;
                 Ok((s.manifest().program, params))
             });
         match result {

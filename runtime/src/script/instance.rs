@@ -354,7 +354,15 @@ impl Instance {
         if !self.script.has[ON_EVENT] {
             return;
         }
-        let pod = match ev.pod_inode() {
+        let pod = self.record_pod(&ev);
+        self.call("on_event", (Dynamic::from(ev),), pod);
+    }
+
+    /// The tag of an `on_event` call for `emit`: the record's netns inode, with the
+    /// record's environment to name it by.
+    #[inline]
+    fn record_pod(&mut self, ev: &crate::bpf::decode::Record) -> Dynamic {
+        match ev.pod_inode() {
             Some(inode) if self.script.uses_emit => {
                 if !self
                     .record_env
@@ -367,8 +375,59 @@ impl Instance {
                 Dynamic::from_int(i64::from(inode))
             }
             _ => Dynamic::UNIT,
+        }
+    }
+
+    /// Calls `on_tick()` once, then the event handler once with `record` (when
+    /// given), as `sonde check` does after `init`: the first failure, at its line.
+    /// What only running shows is found before deployment: a misspelt field of the
+    /// record, a map or metric used wrongly in the tick.
+    pub fn dry_handlers(
+        &mut self,
+        record: Option<crate::bpf::decode::Record>,
+    ) -> Result<(), ScriptError> {
+        if self.script.has[ON_TICK] {
+            let r = self.call_raw("on_tick", (), Dynamic::UNIT);
+            self.handler_error("on_tick", r, "")?;
+        }
+        let Some(ev) = record else {
+            return Ok(());
         };
-        self.call("on_event", (Dynamic::from(ev),), pod);
+        const ZEROS: &str = " (given a record of zeros)";
+        if self.script.has[ON_EVENTS] {
+            let batch = vec![Dynamic::from(ev)];
+            let r = self.call_raw("on_events", (Dynamic::from_array(batch),), Dynamic::UNIT);
+            self.handler_error("on_events", r, ZEROS)
+        } else if self.script.has[ON_EVENT] {
+            let pod = self.record_pod(&ev);
+            let r = self.call_raw("on_event", (Dynamic::from(ev),), pod);
+            self.handler_error("on_event", r, ZEROS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn handler_error(
+        &self,
+        handler: &str,
+        result: Result<(), Box<EvalAltResult>>,
+        given: &str,
+    ) -> Result<(), ScriptError> {
+        let Err(e) = result else {
+            return Ok(());
+        };
+        let ((line, column), message) = self.script.locate(handler, &e, &self.host.limits);
+        let file = self.script.file.clone();
+        let message = format!("{handler} failed{given}: {message}");
+        Err(match line {
+            Some(line) => ScriptError::Init {
+                file,
+                line,
+                column: column.unwrap_or(1),
+                message,
+            },
+            None => ScriptError::Start { file, message },
+        })
     }
 
     /// Hands records over in order: one `on_events(evs)` call per

@@ -162,7 +162,7 @@ impl MapReader for NoMaps {
 }
 
 /// A program's maps as they are before its first event: there, and empty. What
-/// [`dry_start`] connects a script to.
+/// [`dry_run`] connects a script to.
 pub struct EmptyMaps(pub Vec<String>);
 
 impl EmptyMaps {
@@ -197,15 +197,37 @@ impl MapReader for EmptyMaps {
 /// What fails there (a metric the registry refuses, a label list it cannot take, a
 /// `throw`) fails before anything is loaded, with the script's position; that is
 /// how `sonde check` and `sonde daemon --check` find what only running shows.
-pub fn dry_start(
+///
+/// Then `on_tick()` runs once, and the event handler once with a record of the
+/// program's made of zeros ([`Instance::dry_handlers`]): a field the record lacks,
+/// or a map read wrongly, fails here at its line rather than on the first event.
+/// Sources are read for real, in sonde's own network namespace only.
+pub fn dry_run(
     script: &Script,
     params: &[(String, ParamValue)],
     name: &str,
     limits: &Limits,
 ) -> Result<(), ScriptError> {
     let mut ctx = ScriptContext::detached(name);
-    ctx.maps = Arc::new(EmptyMaps::of(script.manifest().program));
-    Instance::start(script, params, ctx, limits).map(drop)
+    let program = script.manifest().program;
+    ctx.maps = Arc::new(EmptyMaps::of(program));
+    crate::sources::own_namespace_only(|| {
+        let mut instance = Instance::start(script, params, ctx, limits)?;
+        instance.dry_handlers(program.and_then(zero_record))
+    })
+}
+
+/// A record of the program's `events` ring with every byte zero (what the kernel
+/// sends is never less well-formed), decoded with nothing resolved: the host's pod,
+/// no symbols. `None` for a program without records.
+fn zero_record(program: crate::bpf::Program) -> Option<crate::bpf::decode::Record> {
+    use crate::bpf::decode::{DecodeEnv, ObjectTypes};
+    let types = ObjectTypes::parse(program.spec().object).ok()?;
+    let decoder = types.record_decoder("events").ok()?;
+    let env = Arc::new(DecodeEnv::offline(Arc::new(
+        crate::pods::HostResolver::with_host_netns(0, "node"),
+    )));
+    decoder.record(&vec![0u8; decoder.size()], &env).ok()
 }
 
 /// What a running script is connected to.

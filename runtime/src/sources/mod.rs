@@ -104,6 +104,35 @@ impl Netns {
     }
 }
 
+thread_local! {
+    /// Set on a thread while [`own_namespace_only`] runs.
+    static OWN_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with `proc::netns()` listing only sonde's own namespace on this thread.
+/// For dry runs (`sonde check`): they read real sources, but must not walk every pod
+/// namespace of a busy node within one handler call's deadline.
+pub fn own_namespace_only<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OWN_ONLY.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OWN_ONLY.with(|o| o.replace(true)));
+    f()
+}
+
+/// The namespaces `proc::netns()` lists: the node's, or only sonde's own inside
+/// [`own_namespace_only`].
+pub fn script_netns_list() -> Arc<[Netns]> {
+    if OWN_ONLY.with(|o| o.get()) {
+        Arc::from(vec![crate::netlink::own_netns()])
+    } else {
+        netns_list()
+    }
+}
+
 /// The last scan and when it was made.
 static CACHE: Mutex<Option<(Instant, Arc<[Netns]>)>> = Mutex::new(None);
 

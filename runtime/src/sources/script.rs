@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, INT};
 
-use super::{netlink, netns_list, procfs, Netns, SourceError};
+use super::{netlink, procfs, Netns, SourceError};
 use crate::metrics::Counter;
 use crate::script::ScriptContext;
 
@@ -134,7 +134,7 @@ fn read_ns(
     read: impl FnOnce(&Netns) -> Result<Dynamic, SourceError>,
 ) -> Res<Dynamic> {
     let inode = inode_of(arg)?;
-    let list = netns_list();
+    let list = super::script_netns_list();
     let r = match list.iter().find(|n| n.inode == inode) {
         Some(ns) => read(ns),
         None => Err(SourceError::Gone { inode }),
@@ -265,7 +265,7 @@ fn proc_module(ctx: &ScriptContext, failures: &Arc<Failures>) -> Module {
     //   for ns in proc::netns() { print(`${ns.netns} ${ns.pod.name}`); }
     let pods = ctx.pods.clone();
     m.set_native_fn("netns", move || -> Res<Array> {
-        Ok(netns_list()
+        Ok(super::script_netns_list()
             .iter()
             .map(|n| {
                 let pod = pods.by_netns(n.inode as u32);
