@@ -223,10 +223,10 @@ fn bio_latency_kernel_maps_are_consistent() {
             .collect();
         assert_eq!(totals.len(), 1);
         let v = &totals[0].1;
-        assert_eq!(int(&v, "ios"), n as i64);
-        assert_eq!(int(&v, "bytes"), (n * size) as i64);
-        assert!(int(&v, "latency_ns") > 0);
-        assert_eq!(int(&v, "very_slow"), 0);
+        assert_eq!(int(v, "ios"), n as i64);
+        assert_eq!(int(v, "bytes"), (n * size) as i64);
+        assert!(int(v, "latency_ns") > 0);
+        assert_eq!(int(v, "very_slow"), 0);
     }
     // Default slow_ns (10 ms): loop I/O to a page-cache-backed file is far below.
     let ours: Vec<Map> = drain(&mut loaded, &env)

@@ -216,10 +216,10 @@ impl Harness {
     /// written into a record of the program's `events` ring through the object's
     /// BTF (a field the object lacks, or a value its type cannot hold, fails the
     /// test), then decoded and read by the script like a ring buffer record.
-    fn record(&mut self, fields: &[(&str, Value)]) {
+    fn record(&mut self, fields: Fields) {
         let dec = self.types.record_decoder("events").unwrap();
         let bytes = dec
-            .encode_fields(fields, &self.env)
+            .encode_fields(&fields, &self.env)
             .unwrap_or_else(|e| panic!("{}: {e}", self.program));
         self.inst.on_record(dec.record(&bytes, &self.env).unwrap());
     }
@@ -366,12 +366,12 @@ fn tcp_reset_events_read_like_kubeskoop() {
     let mut h = harness("tcp_reset.rhai", &[]);
     // The decoder names the kind and state, formats the addresses, names the pod
     // from the netns field and the frames of the stack from its id.
-    h.record(&f! {
+    h.record(f! {
         netns: WEB, kind: "NOSOCK", saddr: "10.1.2.3", sport: 443, daddr: "10.1.9.8",
         dport: 33488, state: "CLOSE", family: 2, stack: -1,
     });
     let stack = h.stack(&["tcp_send_active_reset+0x1", "tcp_disconnect+0x2"]);
-    h.record(&f! {
+    h.record(f! {
         netns: WEB, kind: "ACTIVE", saddr: "fd00::1", sport: 5000, daddr: "fd00::2",
         dport: 80, state: "CLOSE", family: 10, stack: stack,
     });
@@ -433,7 +433,7 @@ fn packet_loss_counter_by_reason_and_protocol() {
 fn packet_loss_event_fields() {
     let mut h = harness("packet_loss.rhai", &[("emit_events", "true")]);
     // The reason by the kernel's number, the location by its address.
-    h.record(&f! {
+    h.record(f! {
         netns: DB, reason: "NETFILTER_DROP", protocol: "IPv4", l4proto: "UDP",
         family: 2, saddr: "10.0.0.1", sport: 53, daddr: "10.0.0.2", dport: 5353,
         location: Value::Uint(address("nf_hook_slow+0x9e")), stack: -1,
@@ -530,9 +530,8 @@ fn lazy_records_read_like_maps() {
     let env = Arc::new(DecodeEnv::offline(Arc::new(
         sonde::pods::HostResolver::with_host_netns(1, "n"),
     )));
-    let bytes = dec
-        .encode_fields(&f! { sport: 443, netns: WEB, stack: -1 }, &env)
-        .unwrap();
+    let fields = f! { sport: 443, netns: WEB, stack: -1 };
+    let bytes = dec.encode_fields(&fields, &env).unwrap();
     let record = dec.record(&bytes, &env).unwrap();
 
     let limits = Limits::default();
@@ -605,7 +604,7 @@ fn tcp_retrans_counts_by_family_and_state_and_events() {
     );
     assert_eq!(h.series(M).len(), 2);
     let stack = h.stack(&["__tcp_retransmit_skb+0x4ea"]);
-    h.record(&f! {
+    h.record(f! {
         netns: WEB, saddr: "fd00::1", sport: 443, daddr: "fd00::2", dport: 50000,
         state: "ESTABLISHED", segs: 3, family: 10, stack: stack,
     });
@@ -687,8 +686,8 @@ fn tcp_state_failed_connect_event() {
             reason: reason, err: err, elapsed_ns: elapsed, family: 2, stack: -1,
         }
     };
-    h.record(&ev(3_000_000_000, "TIMEOUT", 110));
-    h.record(&ev(0, "REFUSED", 111));
+    h.record(ev(3_000_000_000, "TIMEOUT", 110));
+    h.record(ev(0, "REFUSED", 111));
     assert_eq!(
         h.events(),
         vec![
@@ -754,8 +753,8 @@ fn softirq_histograms_counts_and_event_types() {
     let ev = |phase: &str, ns: i64| {
         f! { vec: "TIMER", phase: phase, latency_ns: ns, cpu: 1, pid: 15, comm: "ksoftirqd/1" }
     };
-    h.record(&ev("DELAY", 20_000_000));
-    h.record(&ev("RUN", 150_000_000));
+    h.record(ev("DELAY", 20_000_000));
+    h.record(ev("RUN", 150_000_000));
     assert_eq!(
         h.events(),
         vec![
@@ -807,8 +806,8 @@ fn bio_latency_histograms_pods_and_events() {
             sector: 2048, latency_ns: ns, error: 0, pid: 42, comm: "postgres",
         }
     };
-    h.record(&ev(12_000_000));
-    h.record(&ev(250_000_000));
+    h.record(ev(12_000_000));
+    h.record(ev(250_000_000));
     let text = h.events();
     assert!(
         text[0].starts_with("type=BIOLAT_SLOW pod=db-0 namespace=data"),
@@ -911,7 +910,7 @@ fn virtcmd_latency_histogram_counts_and_events() {
     h.expect(SLOW, &[(&["class=RX", "command=1"], "1")]);
     assert_eq!(h.series(SLOW).len(), 1, "{:?}", h.series(SLOW));
 
-    h.record(&f! { class: 1, cmd: 1, latency_ns: 25_000_000, comm: "ip", pid: 42, ok: 1 });
+    h.record(f! { class: 1, cmd: 1, latency_ns: 25_000_000, comm: "ip", pid: 42, ok: 1 });
     let events = h.events();
     assert_eq!(events.len(), 1);
     assert!(
@@ -982,7 +981,7 @@ fn socket_latency_histograms_thresholds_and_events() {
     );
     assert_eq!(h.series(SLOW).len(), 2);
 
-    h.record(&f! {
+    h.record(f! {
         netns: WEB, dir: "READ", latency_ns: 150_000_000, l4proto: "TCP", family: 10,
         saddr: "fd00::1", sport: 8080, daddr: "fd00::2", dport: 40000, bytes: 100,
         pid: 42, comm: "server",
@@ -1038,8 +1037,8 @@ fn sock_pressure_counts_and_events() {
             sndbuf: 212992, allocated: allocated,
         }
     };
-    h.record(&ev("UDP_RCVBUF", -12));
-    h.record(&ev("RECV_BUF_LIMIT", 90000));
+    h.record(ev("UDP_RCVBUF", -12));
+    h.record(ev("RECV_BUF_LIMIT", 90000));
     let events = h.events();
     let (a, b) = (&events[0], &events[1]);
     assert!(
@@ -1111,8 +1110,8 @@ fn netif_txlat_histograms_per_interface_and_events() {
             daddr: "10.1.9.8", dport: 53, family: 2,
         }
     };
-    h.record(&ev("QDISC", 0));
-    h.record(&ev("DRIVER", 5_000));
+    h.record(ev("QDISC", 0));
+    h.record(ev("DRIVER", 5_000));
     assert_eq!(
         h.events(),
         vec![
@@ -1176,10 +1175,10 @@ fn kernel_latency_histograms_and_stage_times() {
             dport: 80, family: 10,
         }
     };
-    h.record(&ev("RX", "RECV_READ", 1_000));
-    h.record(&ev("RX", "IP_RCV", 4_000));
-    h.record(&ev("TX", "IP_XMIT", 29_000_000));
-    h.record(&ev("TX", "TCP_DEVQ", 0));
+    h.record(ev("RX", "RECV_READ", 1_000));
+    h.record(ev("RX", "IP_RCV", 4_000));
+    h.record(ev("TX", "IP_XMIT", 29_000_000));
+    h.record(ev("TX", "TCP_DEVQ", 0));
     let tuple = "protocol=TCP saddr=fd00::1 sport=40000 daddr=fd00::2 dport=80";
     assert_eq!(
         h.events(),
