@@ -7,27 +7,8 @@
 //! `name=value` (what `--param` and the config's `scripts.params` give).
 #![no_main]
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
-use sonde::bpf::decode::Knob;
 use sonde::script::{Limits, Script};
-use sonde_fuzz::object_types;
-
-/// Each built-in program's knobs, read once from its object.
-fn knobs(program: &str) -> Option<&'static [Knob]> {
-    static KNOBS: OnceLock<HashMap<&'static str, Vec<Knob>>> = OnceLock::new();
-    KNOBS
-        .get_or_init(|| {
-            object_types()
-                .iter()
-                .map(|(name, types)| (*name, types.knobs()))
-                .collect()
-        })
-        .get(program)
-        .map(Vec::as_slice)
-}
 
 fuzz_target!(|data: &[u8]| {
     let (source, rest) = match data.iter().position(|b| *b == 0) {
@@ -61,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = v.to_dynamic();
         let _ = v.to_string();
     }
-    let Some(knobs) = manifest.program.as_deref().and_then(knobs) else {
+    let Some(knobs) = manifest.program.map(|p| sonde::bpf::knobs(p.spec())) else {
         return;
     };
     for (name, value) in &params {
