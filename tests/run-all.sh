@@ -59,13 +59,17 @@ df -h --output=avail,target . | tail -1 | sed 's/^/disk free: /'
 cargo build --workspace --all-targets
 
 status=0
+# The steps that failed, named again just before the tests: the test summary closes
+# the output, and an earlier step's failure must not hide far above it.
+failed=()
+fail() { status=$1; failed+=("$2"); }
 log "doc tests"
-cargo test --workspace --doc || status=$?
+cargo test --workspace --doc || fail $? "doc tests"
 
 # Debian's 6.1 and 5.10 kernels under qemu, and this one: which variants load and
 # fire, as tables (tests/guest/README.md). Kept out of the run below.
 log "guest kernels"
-tests/guest/run || status=$?
+tests/guest/run || fail $? "guest kernels"
 
 # The fuzz targets, a few seconds each over their seeds plus every committed
 # reproducer (fuzz/README.md): nightly and cargo-fuzz. The stock image has nightly;
@@ -76,20 +80,25 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
         log "installing cargo-fuzz"
         cargo install cargo-fuzz --version 0.13.2 --locked
     fi
-    fuzz/smoke || status=$?
+    fuzz/smoke || fail $? "fuzz smoke"
 else
     echo "SKIP fuzz smoke: no nightly toolchain (rustup toolchain install nightly)" >&2
     if [ "${CI:-}" = true ]; then
-        status=1
+        fail 1 "fuzz smoke (no nightly toolchain)"
     fi
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+    printf '\n==> FAILED before the tests: %s (exit %s): the run fails whatever they give\n' \
+        "$(printf '%s, ' "${failed[@]}" | sed 's/, $//')" "$status"
 fi
 
 # Last, so its summary closes the output.
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast --test-threads 1 -E 'not binary(guest)' || status=$?
+    cargo nextest run --workspace --no-fail-fast --test-threads 1 -E 'not binary(guest)' || fail $? "tests"
 else
-    cargo test --workspace --no-fail-fast -- --test-threads 1 --skip guest_kernels || status=$?
+    cargo test --workspace --no-fail-fast -- --test-threads 1 --skip guest_kernels || fail $? "tests"
 fi
 
 exit $status
