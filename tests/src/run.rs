@@ -104,6 +104,15 @@ pub fn stop_with(run: Run, signal: i32) -> (String, String) {
     finish(run)
 }
 
+/// The event lines of type `ty` (`TCPRETRANS`) from the pod of network namespace
+/// `inode` (named `netns:<inode>` when no pod has it), in the order printed.
+pub fn events_of<'a>(out: &'a str, ty: &str, inode: u32) -> Vec<&'a str> {
+    let (ty, pod) = (format!("type={ty} "), format!(" pod=netns:{inode} "));
+    out.lines()
+        .filter(|l| l.starts_with(&ty) && l.contains(&pod))
+        .collect()
+}
+
 /// The value of the summary row containing every one of `parts`.
 pub fn summary_row(out: &str, parts: &[&str]) -> u64 {
     let line = out

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use sonde_tests::run::{interrupt, start_script};
+use sonde_tests::run::{events_of, interrupt, start_script, summary_values};
 use sonde_tests::tcp::{loopback, DropRule};
 use sonde_tests::{require_root, NetnsThread};
 
@@ -75,22 +75,7 @@ fn lose_packets(v6: bool) -> u64 {
 
 /// Sum of the summary rows of `metric` that contain every one of `parts`.
 fn rows_sum(out: &str, metric: &str, parts: &[&str]) -> u64 {
-    let mut in_metric = false;
-    let mut sum = 0;
-    for line in out.lines() {
-        if !line.starts_with(' ') {
-            in_metric = line.trim() == metric;
-            continue;
-        }
-        if in_metric && parts.iter().all(|p| line.contains(p)) {
-            sum += line
-                .split_whitespace()
-                .last()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    sum
+    summary_values(out, metric, parts).iter().sum()
 }
 
 /// The variant the loader picks here (6.18, its own BTF): the BTF-enabled raw
@@ -161,11 +146,7 @@ fn retransmits_match(variant: Option<&str>, expected: &str) {
             "{out}"
         );
         // One event per retransmitted segment here (no TSO on these small writes).
-        let pod_label = format!("pod=netns:{} ", ns.inode);
-        let events: Vec<&str> = out
-            .lines()
-            .filter(|l| l.starts_with("type=TCPRETRANS ") && l.contains(&pod_label))
-            .collect();
+        let events = events_of(&out, "TCPRETRANS", ns.inode);
         assert_eq!(events.len() as u64, kernel, "{out}");
         let (saddr, wanted) = if family == "IPv4" {
             ("saddr=127.0.0.1 ", "daddr=127.0.0.1 ")

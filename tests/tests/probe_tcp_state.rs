@@ -8,7 +8,7 @@ use sonde::script::record::DecodedEntries;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use sonde_tests::run::{interrupt, start, summary_rows as rows};
+use sonde_tests::run::{events_of, interrupt, start, summary_rows as rows};
 use sonde_tests::tcp::{connect, socket, DropRule};
 use sonde_tests::{connect_refused, require_root, NetnsThread};
 use std::os::fd::AsRawFd;
@@ -192,11 +192,7 @@ fn failed_connects_lifetimes_and_transitions_v4_and_v6() {
     assert_eq!(t("SYN_SENT", "CLOSE"), 10, "{out}");
 
     // One event per failure, with its tuple and errno.
-    let ev_pod = format!("pod=netns:{} ", ns.inode);
-    let events: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("type=TCPCONNECT_FAILED ") && l.contains(&ev_pod))
-        .collect();
+    let events = events_of(&out, "TCPCONNECT_FAILED", ns.inode);
     assert_eq!(events.len(), 10, "{events:#?}");
     let timeouts: Vec<&&str> = events
         .iter()

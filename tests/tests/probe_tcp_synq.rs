@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use sonde_tests::run::{interrupt, start_script};
+use sonde_tests::run::{events_of, interrupt, start_script};
 use sonde_tests::tcp::{connect_nowait, loopback, DropRule};
 use sonde_tests::{require_root, NetnsThread};
 
@@ -55,6 +55,22 @@ struct Overflows {
     listener: String,
     overflows: u64,
     drops: u64,
+}
+
+impl Overflows {
+    /// Asserts the kernel refused every client the queue had no room for (two fit:
+    /// backlog + 1), and counted each refusal as both an overflow and a drop.
+    fn all_refused(&self, what: &str) {
+        assert!(
+            self.overflows >= (CLIENTS - 2) as u64,
+            "{what}: ListenOverflows rose by {}",
+            self.overflows
+        );
+        assert_eq!(
+            self.drops, self.overflows,
+            "{what}: every drop is an overflow here"
+        );
+    }
 }
 
 /// Handshakes completing on a full accept queue: every SYN is answered while the
@@ -170,15 +186,7 @@ fn refusals_match(variant: Option<&str>) {
             "{family} final ACKs ({attached}): ListenOverflows +{}, ListenDrops +{}, exported ACCEPT_QUEUE {counted}",
             o.overflows, o.drops
         );
-        assert!(
-            o.overflows >= (CLIENTS - 2) as u64,
-            "{family}: ListenOverflows rose by {}",
-            o.overflows
-        );
-        assert_eq!(
-            o.drops, o.overflows,
-            "{family}: every drop is an overflow here"
-        );
+        o.all_refused(family);
         assert_eq!(
             counted, o.overflows,
             "{family}: exported ACCEPT_QUEUE vs the namespace's ListenOverflows\n{out}"
@@ -191,11 +199,7 @@ fn refusals_match(variant: Option<&str>) {
             );
         }
         // One event per refusal, naming the listener and its full queue.
-        let pod = format!("pod=netns:{} ", ns.inode);
-        let events: Vec<&str> = out
-            .lines()
-            .filter(|l| l.starts_with("type=TCPSYNQ_ACCEPT_QUEUE ") && l.contains(&pod))
-            .collect();
+        let events = events_of(&out, "TCPSYNQ_ACCEPT_QUEUE", ns.inode);
         assert_eq!(events.len() as u64, counted, "{out}");
         let port = o.listener.rsplit(':').next().unwrap();
         assert!(
@@ -211,12 +215,7 @@ fn refusals_match(variant: Option<&str>) {
         "SYNs ({attached}): ListenOverflows +{}, ListenDrops +{}, exported SYN_ACCEPT_QUEUE {syn_accept}, ACCEPT_QUEUE {ack}",
         syn.overflows, syn.drops
     );
-    assert!(
-        syn.overflows >= (CLIENTS - 2) as u64,
-        "ListenOverflows rose by {}",
-        syn.overflows
-    );
-    assert_eq!(syn.drops, syn.overflows);
+    syn.all_refused("SYNs");
     if attached == "kprobe" {
         assert_eq!(syn_accept + ack, syn.overflows, "{out}");
     } else {

@@ -121,7 +121,17 @@ fn set_flags(ifname: &str, flags: libc::c_short, on: bool) -> Result<()> {
 
 /// A field of this namespace's /proc/net/snmp (`Tcp`, `RetransSegs`).
 fn snmp(proto: &str, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/net/snmp").ok()?;
+    proc_net("snmp", proto, field)
+}
+
+/// A field of this namespace's /proc/net/netstat (`TcpExt`, `ListenOverflows`).
+fn netstat(proto: &str, field: &str) -> Option<u64> {
+    proc_net("netstat", proto, field)
+}
+
+/// A field of a /proc/net file of name/value line pairs (`snmp`, `netstat`).
+fn proc_net(file: &str, proto: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/net/{file}")).ok()?;
     let prefix = format!("{proto}:");
     let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
     let names = lines.next()?.split_whitespace();
@@ -256,19 +266,6 @@ fn listen_overflow() -> Result<Vec<String>> {
     }
     drop(l);
     Ok(vec![format!("listen_overflows={overflows}")])
-}
-
-/// A field of this namespace's /proc/net/netstat (`TcpExt`, `ListenOverflows`).
-fn netstat(proto: &str, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/net/netstat").ok()?;
-    let prefix = format!("{proto}:");
-    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
-    let names = lines.next()?.split_whitespace();
-    let values = lines.next()?.split_whitespace();
-    names
-        .zip(values)
-        .find(|(n, _)| *n == field)
-        .and_then(|(_, v)| v.parse().ok())
 }
 
 fn states() -> Result<Vec<String>> {
